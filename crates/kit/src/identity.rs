@@ -1,0 +1,311 @@
+//! The caller's identity, as the gateway vouches for it.
+//!
+//! The gateway authenticates the client, then signs a short-lived identity token for the one
+//! service it forwards to (`aud` = that service's name) and sends it as `X-Gatehouse-Identity`.
+//! [`Identity`] accepts a request only when that token verifies against the gateway's keys: a
+//! request that reaches a service without the gateway, or with a token minted for another
+//! service, answers 401. Headers such as `X-User-Id` are informational and never trusted here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderName;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::problem::Problem;
+
+/// The header that carries the identity token from the gateway to a service.
+pub const HEADER: HeaderName = HeaderName::from_static("x-gatehouse-identity");
+/// The JOSE `typ` of identity tokens; access tokens carry another, so one is never taken for the other.
+pub const TOKEN_TYPE: &str = "gatehouse-identity+jwt";
+/// How long an identity token lives: long enough to be reused across a burst of requests.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Clock skew tolerated between the gateway and a service.
+const LEEWAY_SECONDS: u64 = 5;
+/// An unknown `kid` refetches the JWKS at most this often, so random kids cannot flood the gateway.
+const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Who the caller is: a person signed in, a machine client, or the gateway itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    User,
+    Client,
+    Gateway,
+}
+
+/// The claims of an identity token; the gateway mints them, services verify them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub kind: PrincipalKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Space-separated, as in OAuth 2.0.
+    #[serde(default)]
+    pub scope: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// The verified caller of the current request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    pub kind: PrincipalKind,
+    pub username: Option<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    pub fn from_claims(claims: IdentityClaims) -> Self {
+        Self {
+            subject: claims.sub,
+            kind: claims.kind,
+            username: claims.username,
+            roles: claims.roles,
+            scopes: claims.scope.split_ascii_whitespace().map(str::to_owned).collect(),
+        }
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.kind == PrincipalKind::User && self.has_role("admin")
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The caller's user id; a machine client or the gateway has none (403).
+    pub fn user_id(&self) -> Result<uuid::Uuid, Problem> {
+        match self.kind {
+            PrincipalKind::User => uuid::Uuid::parse_str(&self.subject)
+                .map_err(|_| Problem::forbidden("The caller's identity names no user.")),
+            _ => Err(Problem::forbidden("This operation is for signed-in users only.")),
+        }
+    }
+
+    pub fn require_role(&self, role: &str) -> Result<(), Problem> {
+        if self.kind == PrincipalKind::User && self.has_role(role) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("This operation requires the role `{role}`.")))
+        }
+    }
+
+    pub fn require_scope(&self, scope: &str) -> Result<(), Problem> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("This operation requires the scope `{scope}`.")))
+        }
+    }
+
+    pub fn require_kind(&self, kind: PrincipalKind) -> Result<(), Problem> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("This operation is not open to this kind of caller."))
+        }
+    }
+}
+
+/// Why an identity token was refused; all of them answer the same 401.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no identity token: this service is reached through the gateway")]
+    Missing,
+    #[error("the identity token is malformed")]
+    Malformed,
+    #[error("the identity token is signed by an unknown key")]
+    UnknownKey,
+    #[error("the identity token is invalid: {0}")]
+    Invalid(jsonwebtoken::errors::Error),
+    #[error("the gateway's keys cannot be fetched: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<IdentityError> for Problem {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::KeysUnavailable(cause) => {
+                tracing::error!(%cause, "cannot fetch the gateway's JWKS");
+                Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                    .with_detail("The gateway's keys cannot be fetched to verify the caller.")
+            }
+            other => {
+                tracing::debug!(error = %other, "identity refused");
+                Problem::unauthorized(other.to_string())
+            }
+        }
+    }
+}
+
+/// A key that verifies identity tokens, pinned to one algorithm.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub key: DecodingKey,
+    pub algorithm: Algorithm,
+}
+
+type KeyMap = HashMap<String, VerifyingKey>;
+
+enum KeySource {
+    Static(KeyMap),
+    Jwks(JwksCache),
+}
+
+struct JwksCache {
+    url: String,
+    client: reqwest::Client,
+    keys: RwLock<Arc<KeyMap>>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// Verifies identity tokens for one service.
+pub struct IdentityVerifier {
+    audience: String,
+    issuer: String,
+    keys: KeySource,
+}
+
+impl IdentityVerifier {
+    /// Keys known up front (a configured key, or the gateway's keys in the same process).
+    pub fn with_keys(
+        audience: impl Into<String>,
+        issuer: impl Into<String>,
+        keys: impl IntoIterator<Item = (String, VerifyingKey)>,
+    ) -> Self {
+        Self {
+            audience: audience.into(),
+            issuer: issuer.into(),
+            keys: KeySource::Static(keys.into_iter().collect()),
+        }
+    }
+
+    /// Keys fetched from the gateway's JWKS, refetched when a token names a key not seen yet
+    /// (so a rotated key is picked up without a restart).
+    pub fn with_jwks(audience: impl Into<String>, issuer: impl Into<String>, url: impl Into<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            audience: audience.into(),
+            issuer: issuer.into(),
+            keys: KeySource::Jwks(JwksCache {
+                url: url.into(),
+                client,
+                keys: RwLock::new(Arc::new(HashMap::new())),
+                last_fetch: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
+        if header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(IdentityError::Malformed);
+        }
+        let kid = header.kid.ok_or(IdentityError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECONDS;
+        let data = jsonwebtoken::decode::<IdentityClaims>(token, &key.key, &validation)
+            .map_err(IdentityError::Invalid)?;
+        Ok(Identity::from_claims(data.claims))
+    }
+
+    async fn key(&self, kid: &str) -> Result<VerifyingKey, IdentityError> {
+        match &self.keys {
+            KeySource::Static(keys) => keys.get(kid).cloned().ok_or(IdentityError::UnknownKey),
+            KeySource::Jwks(cache) => {
+                if let Some(key) = cache.keys.read().await.get(kid) {
+                    return Ok(key.clone());
+                }
+                cache.refresh().await?;
+                cache.keys.read().await.get(kid).cloned().ok_or(IdentityError::UnknownKey)
+            }
+        }
+    }
+}
+
+impl JwksCache {
+    async fn refresh(&self) -> Result<(), IdentityError> {
+        let mut last_fetch = self.last_fetch.lock().await;
+        if last_fetch.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
+            return Ok(());
+        }
+        let set: JwkSet = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| IdentityError::KeysUnavailable(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| IdentityError::KeysUnavailable(e.to_string()))?;
+        *self.keys.write().await = Arc::new(keys_from_jwks(&set));
+        *last_fetch = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// The verifying keys of a JWKS, each pinned to the algorithm its key type allows.
+pub fn keys_from_jwks(set: &JwkSet) -> KeyMap {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                // Symmetric or curves we never issue: not ours, never trusted.
+                _ => return None,
+            };
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, VerifyingKey { key, algorithm }))
+        })
+        .collect()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = parts
+            .extensions
+            .get::<Arc<IdentityVerifier>>()
+            .cloned()
+            .ok_or_else(|| Problem::internal(&"the service was built without an identity verifier"))?;
+        let token = parts
+            .headers
+            .get(HEADER)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(IdentityError::Missing)?;
+        Ok(verifier.verify(token).await?)
+    }
+}

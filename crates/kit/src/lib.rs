@@ -1,0 +1,31 @@
+//! The kit every gatehouse service is built on.
+//!
+//! A service written with the kit is a handful of axum handlers: the kit gives it the caller's
+//! verified identity, errors that render as RFC 9457 problems, a request id, health endpoints,
+//! a database pool with migrations, tracing and a graceful shutdown.
+//!
+//! # Layout
+//! - [`problem`]: the one error body every service answers with (`application/problem+json`).
+//! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are problems, not text.
+//! - [`identity`]: the [`Identity`] extractor; accepts only an identity token signed by the gateway.
+//! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
+//! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
+//! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
+//! - [`config`]: the settings every service shares, typed, from flags and environment.
+//! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
+//! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
+//! - [`shutdown`]: the signal that starts a graceful shutdown.
+
+pub mod config;
+pub mod db;
+pub mod extract;
+pub mod health;
+pub mod identity;
+pub mod problem;
+pub mod request_id;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use identity::{Identity, IdentityVerifier, PrincipalKind};
+pub use problem::{FieldError, Problem};

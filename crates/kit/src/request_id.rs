@@ -1,0 +1,81 @@
+//! Request ids: keep a well-formed incoming `X-Request-Id`, else make a UUID v7; echo it on the
+//! response; and scope it (with the path) over the handler so problems and logs can name it.
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a problem body needs to know about the request it answers.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: String,
+    pub path: String,
+}
+
+tokio::task_local! {
+    static CONTEXT: RequestContext;
+}
+
+/// The context of the request being handled on this task, if any.
+pub fn current() -> Option<RequestContext> {
+    CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// An incoming id is kept only if it is short and plain: it ends up in logs and other services'
+/// headers, so anything that could forge a log line or smuggle a header is replaced.
+pub fn is_acceptable(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The id to use for a request: its own when acceptable, else a fresh one.
+pub fn from_headers(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable(v))
+        .map_or_else(new_id, str::to_owned)
+}
+
+/// Runs `future` with `context` as the current request's; problems built inside it carry the id.
+pub async fn scope<F: std::future::Future>(context: RequestContext, future: F) -> F::Output {
+    CONTEXT.scope(context, future).await
+}
+
+/// axum middleware: see the module documentation.
+pub async fn middleware(mut request: Request, next: Next) -> Response {
+    let id = from_headers(request.headers());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(HEADER, value);
+    }
+    let context = RequestContext { id: id.clone(), path: request.uri().path().to_owned() };
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %context.path);
+    let mut response =
+        tracing::Instrument::instrument(scope(context, next.run(request)), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_ids_are_kept_and_hostile_ones_replaced() {
+        assert!(is_acceptable("abc-123_x.y:z"));
+        assert!(!is_acceptable(""));
+        assert!(!is_acceptable("a\r\nX-Injected: 1"));
+        assert!(!is_acceptable("<script>"));
+        assert!(!is_acceptable(&"a".repeat(129)));
+    }
+}
