@@ -1,1 +1,155 @@
-fn main() {}
+//! The `gatehouse` command: parses the command line and hands over to the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse::standalone::{self, ServiceOptions};
+use gatehouse::up::{self, UpOptions};
+use kit::shutdown::Shutdown;
+use kit::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "API gateway with centralized authentication, and the services behind it"
+)]
+struct Cli {
+    /// Log lines as `human` text or `json`.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_LOG_FORMAT",
+        default_value = "human"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and every service in one process, on embedded defaults.
+    Up {
+        /// Address every part listens on; loopback unless you mean otherwise.
+        #[arg(long, env = "GATEHOUSE_HOST", default_value = "127.0.0.1")]
+        host: IpAddr,
+        #[arg(long, env = "GATEHOUSE_GATEWAY_PORT", default_value_t = 8001)]
+        gateway_port: u16,
+        #[arg(long, env = "GATEHOUSE_USERS_PORT", default_value_t = 8101)]
+        users_port: u16,
+        /// Where the SQLite files live.
+        #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Gateway configuration (default: ./config/gateway.yaml, else the built-in one).
+        #[arg(long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the gateway alone.
+    Gateway {
+        #[arg(long, env = "GATEHOUSE_CONFIG", default_value = "config/gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Run the users service alone.
+    Users {
+        #[arg(long, env = "GATEHOUSE_USERS_LISTEN", default_value = "127.0.0.1:8101")]
+        listen: SocketAddr,
+        #[arg(
+            long,
+            env = "GATEHOUSE_USERS_DATABASE_URL",
+            default_value = "sqlite://data/users.db"
+        )]
+        database_url: String,
+        /// The gateway's JWKS, whose keys sign the identity tokens this service accepts.
+        #[arg(
+            long,
+            env = "GATEHOUSE_JWKS_URL",
+            default_value = "http://127.0.0.1:8001/.well-known/jwks.json"
+        )]
+        jwks_url: String,
+        #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
+        issuer: String,
+    },
+    /// Validate a gateway configuration file exactly as the gateway would, without starting.
+    CheckConfig {
+        #[arg(default_value = "config/gateway.yaml")]
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            host,
+            gateway_port,
+            users_port,
+            data_dir,
+            config,
+        } => {
+            let shutdown = Shutdown::on_signals();
+            let running = up::start(
+                UpOptions {
+                    host,
+                    gateway_port,
+                    users_port,
+                    data_dir,
+                    config,
+                },
+                shutdown,
+            )
+            .await?;
+            println!("gatehouse is up");
+            println!("  gateway  http://{}", running.gateway);
+            println!("  users    http://{} (internal)", running.users);
+            if running.seeded {
+                println!("WARNING: demo accounts were created: admin / a (role admin), test / test (role user).");
+                println!("WARNING: they are demo credentials; change or delete them before anyone else can reach this.");
+            }
+            println!("Sign in: curl -s -X POST -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"a\"}}' http://{}/api/login", running.gateway);
+            running.wait().await
+        }
+        Command::Gateway { config } => standalone::gateway(&config, Shutdown::on_signals()).await,
+        Command::Users {
+            listen,
+            database_url,
+            jwks_url,
+            issuer,
+        } => {
+            standalone::users(
+                ServiceOptions {
+                    listen,
+                    database_url,
+                    jwks_url,
+                    issuer,
+                },
+                Shutdown::on_signals(),
+            )
+            .await
+        }
+        Command::CheckConfig { file } => {
+            let config = gateway::config::load_file(&file, &gateway::config::Vars::new())?;
+            println!(
+                "{}: valid ({} services, {} routes)",
+                file.display(),
+                config.services.len(),
+                config.routes.len()
+            );
+            Ok(())
+        }
+    }
+}

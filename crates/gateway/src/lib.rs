@@ -1,1 +1,24 @@
+//! The gatehouse gateway: the only public entrance to the services.
+//!
+//! A request is taken through named phases: request id, strip client-asserted headers, match a
+//! route, authenticate and authorize by the route's policy, then proxy to the service with a
+//! signed identity, mapping upstream failures to honest 502/503/504 problems.
+//!
+//! # Layout
+//! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
+//! - [`router`]: the route table (radix tree) and upstream path templates.
+//! - [`auth`]: signing keys and JWKS, access tokens, identity tokens for services, login, policies.
+//! - [`proxy`]: the upstream clients, header rewriting and the forwarding itself.
+//! - [`store`]: the durable store (SQLite or PostgreSQL) behind the keys.
+//! - [`server`]: the phases wired together, and serving until shutdown.
+//! - [`error`]: every answer the gateway makes itself, as problem+json.
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod store;
+
+pub use server::Gateway;

@@ -22,7 +22,10 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
         } else {
-            anyhow::bail!("unsupported database URL (expected sqlite:// or postgres://): {}", redact(url))
+            anyhow::bail!(
+                "unsupported database URL (expected sqlite:// or postgres://): {}",
+                redact(url)
+            )
         }
     }
 }
@@ -64,7 +67,10 @@ impl Database {
             .with_context(|| format!("connecting to {}", redact(&url)))?;
         if backend == Backend::Sqlite {
             // WAL lets readers proceed beside the writer; the setting stays with the file.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.context("enabling WAL")?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("enabling WAL")?;
         }
         let migrator = match backend {
             Backend::Sqlite => migrations.sqlite,
@@ -83,7 +89,10 @@ impl Database {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// A readiness check for [`crate::health`].
@@ -102,7 +111,9 @@ pub fn sqlite_file_exists(url: &str) -> bool {
 }
 
 fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
@@ -116,7 +127,11 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
             }
         }
     }
-    Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
+    Ok(if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    })
 }
 
 /// A URL fit for logs: the password, if any, replaced.
@@ -125,7 +140,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -138,11 +158,19 @@ pub fn redact(url: &str) -> String {
 /// (`UNIQUE constraint failed: users.email`); both carry the column's name.
 pub fn unique_violation<'a>(error: &sqlx::Error, columns: &[&'a str]) -> Option<&'a str> {
     let database_error = error.as_database_error()?;
-    if !matches!(database_error.kind(), sqlx::error::ErrorKind::UniqueViolation) {
+    if !matches!(
+        database_error.kind(),
+        sqlx::error::ErrorKind::UniqueViolation
+    ) {
         return None;
     }
-    let named = database_error.constraint().unwrap_or_default().to_owned() + " " + database_error.message();
-    columns.iter().copied().find(|column| named.contains(column)).or(columns.first().copied())
+    let named =
+        database_error.constraint().unwrap_or_default().to_owned() + " " + database_error.message();
+    columns
+        .iter()
+        .copied()
+        .find(|column| named.contains(column))
+        .or(columns.first().copied())
 }
 
 #[cfg(test)]
@@ -151,13 +179,19 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_logs() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {
-        assert_eq!(sqlite_path("sqlite://data/x.db?mode=rwc").as_deref(), Some("data/x.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/x.db?mode=rwc").as_deref(),
+            Some("data/x.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

@@ -11,12 +11,16 @@ use axum::{Json, Router};
 use serde_json::json;
 
 /// A readiness check: `Ok` when the dependency answers, else why not (logged, not sent).
-pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Check =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 pub fn router(checks: Vec<(&'static str, Check)>) -> Router {
     let checks = Arc::new(checks);
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -40,7 +44,11 @@ async fn readiness(checks: &[(&'static str, Check)]) -> (StatusCode, Json<serde_
         };
         report.insert((*name).to_owned(), json!(state));
     }
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = if ready { "ready" } else { "not ready" };
     (status, Json(json!({ "status": word, "checks": report })))
 }

@@ -75,7 +75,11 @@ impl Identity {
             kind: claims.kind,
             username: claims.username,
             roles: claims.roles,
-            scopes: claims.scope.split_ascii_whitespace().map(str::to_owned).collect(),
+            scopes: claims
+                .scope
+                .split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 
@@ -96,7 +100,9 @@ impl Identity {
         match self.kind {
             PrincipalKind::User => uuid::Uuid::parse_str(&self.subject)
                 .map_err(|_| Problem::forbidden("The caller's identity names no user.")),
-            _ => Err(Problem::forbidden("This operation is for signed-in users only.")),
+            _ => Err(Problem::forbidden(
+                "This operation is for signed-in users only.",
+            )),
         }
     }
 
@@ -104,7 +110,9 @@ impl Identity {
         if self.kind == PrincipalKind::User && self.has_role(role) {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("This operation requires the role `{role}`.")))
+            Err(Problem::forbidden(format!(
+                "This operation requires the role `{role}`."
+            )))
         }
     }
 
@@ -112,7 +120,9 @@ impl Identity {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("This operation requires the scope `{scope}`.")))
+            Err(Problem::forbidden(format!(
+                "This operation requires the scope `{scope}`."
+            )))
         }
     }
 
@@ -120,7 +130,9 @@ impl Identity {
         if self.kind == kind {
             Ok(())
         } else {
-            Err(Problem::forbidden("This operation is not open to this kind of caller."))
+            Err(Problem::forbidden(
+                "This operation is not open to this kind of caller.",
+            ))
         }
     }
 }
@@ -200,7 +212,11 @@ impl IdentityVerifier {
 
     /// Keys fetched from the gateway's JWKS, refetched when a token names a key not seen yet
     /// (so a rotated key is picked up without a restart).
-    pub fn with_jwks(audience: impl Into<String>, issuer: impl Into<String>, url: impl Into<String>) -> Self {
+    pub fn with_jwks(
+        audience: impl Into<String>,
+        issuer: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -246,7 +262,13 @@ impl IdentityVerifier {
                     return Ok(key.clone());
                 }
                 cache.refresh().await?;
-                cache.keys.read().await.get(kid).cloned().ok_or(IdentityError::UnknownKey)
+                cache
+                    .keys
+                    .read()
+                    .await
+                    .get(kid)
+                    .cloned()
+                    .ok_or(IdentityError::UnknownKey)
             }
         }
     }
@@ -300,7 +322,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
             .extensions
             .get::<Arc<IdentityVerifier>>()
             .cloned()
-            .ok_or_else(|| Problem::internal(&"the service was built without an identity verifier"))?;
+            .ok_or_else(|| {
+                Problem::internal(&"the service was built without an identity verifier")
+            })?;
         let token = parts
             .headers
             .get(HEADER)

@@ -29,7 +29,9 @@ pub fn current() -> Option<RequestContext> {
 pub fn is_acceptable(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 pub fn new_id() -> String {
@@ -56,7 +58,10 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(HEADER, value);
     }
-    let context = RequestContext { id: id.clone(), path: request.uri().path().to_owned() };
+    let context = RequestContext {
+        id: id.clone(),
+        path: request.uri().path().to_owned(),
+    };
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %context.path);
     let mut response =
         tracing::Instrument::instrument(scope(context, next.run(request)), span).await;

@@ -23,7 +23,12 @@ pub struct Service {
 
 impl Service {
     pub fn new(name: impl Into<String>, routes: Router, verifier: Arc<IdentityVerifier>) -> Self {
-        Self { name: name.into(), routes, verifier, checks: Vec::new() }
+        Self {
+            name: name.into(),
+            routes,
+            verifier,
+            checks: Vec::new(),
+        }
     }
 
     /// `/readyz` fails while `check` does.

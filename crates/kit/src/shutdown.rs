@@ -18,7 +18,9 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self { sender: watch::channel(false).0 }
+        Self {
+            sender: watch::channel(false).0,
+        }
     }
 
     /// A handle that also fires on SIGINT or SIGTERM.

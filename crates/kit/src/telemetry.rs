@@ -16,7 +16,9 @@ impl std::str::FromStr for LogFormat {
         match value.to_ascii_lowercase().as_str() {
             "human" | "text" | "pretty" => Ok(Self::Human),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format {other:?}; expected human or json")),
+            other => Err(format!(
+                "unknown log format {other:?}; expected human or json"
+            )),
         }
     }
 }
@@ -27,6 +29,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _already_set = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }

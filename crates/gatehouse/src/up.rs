@@ -1,0 +1,107 @@
+//! `gatehouse up`: the gateway and the services in one process, each listening on its own
+//! port and calling the others over HTTP exactly as separate processes would.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gateway::config::{self, Vars};
+use kit::shutdown::Shutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Where `up` listens and keeps its data; port 0 picks a free port.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub host: IpAddr,
+    pub gateway_port: u16,
+    pub users_port: u16,
+    pub data_dir: PathBuf,
+    /// A gateway configuration file; `None` uses ./config/gateway.yaml, else the embedded one.
+    pub config: Option<PathBuf>,
+}
+
+/// A started system: its addresses, and the tasks serving them.
+pub struct Running {
+    pub gateway: SocketAddr,
+    pub users: SocketAddr,
+    /// True when the users database was created now and the demo accounts were seeded.
+    pub seeded: bool,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Waits until every part has stopped (after `shutdown` fires); the first failure wins.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        while let Some(result) = self.tasks.join_next().await {
+            result
+                .context("a part of the system panicked")?
+                .context("a part of the system failed")?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let gateway_listener = bind(options.host, options.gateway_port, "gateway").await?;
+    let users_listener = bind(options.host, options.users_port, "users").await?;
+    let gateway_address = gateway_listener.local_addr()?;
+    let users_address = users_listener.local_addr()?;
+    let data_dir = options.data_dir.display().to_string();
+
+    let vars = Vars::new()
+        .set("GATEHOUSE_LISTEN", gateway_address.to_string())
+        .set("GATEHOUSE_USERS_URL", format!("http://{users_address}"))
+        .set("GATEHOUSE_DATA_DIR", data_dir.clone());
+    let config = match &options.config {
+        Some(path) => config::load_file(path, &vars)?,
+        None => {
+            let default = std::path::Path::new("config/gateway.yaml");
+            if default.exists() {
+                config::load_file(default, &vars)?
+            } else {
+                config::parse(
+                    crate::EMBEDDED_CONFIG,
+                    "(embedded config/gateway.yaml)",
+                    &vars,
+                )?
+            }
+        }
+    };
+    let issuer = config.tokens.issuer.clone();
+    let gateway = gateway::Gateway::build(config)
+        .await
+        .context("starting the gateway")?;
+
+    let users_url = format!("sqlite://{data_dir}/users.db");
+    let seeded = !kit::db::sqlite_file_exists(&users_url);
+    let users_db = users::connect(&users_url)
+        .await
+        .context("opening the users database")?;
+    if seeded {
+        users::seed_demo_accounts(&users_db)
+            .await
+            .context("seeding the demo accounts")?;
+    }
+    let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
+    let verifier = Arc::new(kit::IdentityVerifier::with_jwks(users::NAME, issuer, jwks));
+    let users_service = users::service(users_db, verifier);
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
+    tasks.spawn(users_service.serve(users_listener, shutdown.clone()));
+    Ok(Running {
+        gateway: gateway_address,
+        users: users_address,
+        seeded,
+        tasks,
+    })
+}
+
+async fn bind(host: IpAddr, port: u16, part: &str) -> anyhow::Result<TcpListener> {
+    let address = SocketAddr::new(host, port);
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("{part}: cannot listen on {address}"))
+}

@@ -1,0 +1,87 @@
+//! The configuration file as written. Every struct refuses unknown fields, so a typo is an
+//! error rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Option<String>,
+    pub store: Option<String>,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub tokens: Tokens,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub limits: Limits,
+    pub services: BTreeMap<String, Service>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    pub access_ttl: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithm: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub login: Option<String>,
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub service: String,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub upstreams: Vec<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub path: String,
+    pub methods: Vec<String>,
+    pub service: String,
+    pub to: Option<String>,
+    pub auth: Option<RouteAuth>,
+    pub timeout: Option<String>,
+}
+
+/// `auth: public`, `auth: authenticated`, or `auth: { roles: [...], scopes: [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RouteAuth {
+    Named(String),
+    Rules(AuthRules),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRules {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}

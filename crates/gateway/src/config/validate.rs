@@ -1,0 +1,349 @@
+//! From the file as written to a [`GatewayConfig`]: every value checked, every default filled,
+//! every mistake named by its field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use super::schema;
+use super::{
+    AuthEndpoints, AuthPolicy, ConfigError, GatewayConfig, Limits, RouteSettings, ServiceSettings,
+    SigningAlgorithm, TokenSettings,
+};
+use crate::router::RouteTable;
+
+/// Paths the gateway answers itself; no route may take them.
+pub const RESERVED_PATHS: [&str; 3] = ["/.well-known/jwks.json", "/healthz", "/readyz"];
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        raw: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        let value = humantime::parse_duration(raw.trim()).map_err(|e| {
+            self.error(
+                field,
+                format!("{raw:?} is not a duration like 500ms, 5s or 15m ({e})"),
+            )
+        })?;
+        if value.is_zero() {
+            return Err(self.error(field, "must be longer than zero"));
+        }
+        Ok(value)
+    }
+
+    fn path(&self, field: &str, raw: &str) -> Result<(), ConfigError> {
+        if !raw.starts_with('/') {
+            return Err(self.error(field, format!("{raw:?} must start with `/`")));
+        }
+        if raw.contains(['?', '#', ' ']) || raw.split('/').any(|s| s == "." || s == "..") {
+            return Err(self.error(field, format!("{raw:?} is not a plain path")));
+        }
+        Ok(())
+    }
+}
+
+pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigError> {
+    let check = Checker { file };
+
+    let listen_raw = raw.listen.as_deref().unwrap_or("127.0.0.1:8001");
+    let listen = listen_raw.parse().map_err(|_| {
+        check.error(
+            "listen",
+            format!("{listen_raw:?} is not an address like 127.0.0.1:8001"),
+        )
+    })?;
+
+    let store = raw
+        .store
+        .unwrap_or_else(|| "sqlite://data/gateway.db".to_owned());
+    kit::db::Backend::of_url(&store).map_err(|e| check.error("store", e.to_string()))?;
+
+    match raw.state.as_deref() {
+        None | Some("memory") => {}
+        Some(other) => {
+            return Err(check.error(
+                "state",
+                format!("{other:?}: only `memory` is available in this version"),
+            ))
+        }
+    }
+
+    let tokens = TokenSettings {
+        access_ttl: check.duration(
+            "tokens.access_ttl",
+            raw.tokens.access_ttl.as_deref(),
+            Duration::from_secs(900),
+        )?,
+        issuer: non_empty(&check, "tokens.issuer", raw.tokens.issuer, "gatehouse")?,
+        audience: non_empty(
+            &check,
+            "tokens.audience",
+            raw.tokens.audience,
+            "gatehouse-api",
+        )?,
+        algorithm: match raw.tokens.algorithm.as_deref() {
+            None | Some("EdDSA") => SigningAlgorithm::EdDSA,
+            Some(other) => {
+                return Err(check.error(
+                    "tokens.algorithm",
+                    format!("{other:?} is not supported; use EdDSA"),
+                ))
+            }
+        },
+    };
+    if tokens.access_ttl > Duration::from_secs(24 * 3600) {
+        return Err(check.error(
+            "tokens.access_ttl",
+            "must be at most 24h; long sessions use refresh tokens",
+        ));
+    }
+
+    let limits = Limits {
+        max_body_bytes: byte_size(&check, "limits.max_body", raw.limits.max_body.as_deref())?,
+    };
+
+    let mut services = BTreeMap::new();
+    for (name, service) in raw.services {
+        let field = format!("services.{name}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(check.error(
+                &field,
+                "a service name is 1 to 64 letters, digits, `-` or `_`",
+            ));
+        }
+        if name == tokens.audience {
+            return Err(check.error(
+                &field,
+                "a service may not be named like the access tokens' audience",
+            ));
+        }
+        if service.upstreams.is_empty() {
+            return Err(check.error(
+                format!("{field}.upstreams"),
+                "at least one upstream URL is needed",
+            ));
+        }
+        let upstreams = service
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, url)| upstream(&check, &format!("{field}.upstreams[{i}]"), url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let settings = ServiceSettings {
+            upstreams,
+            timeout: check.duration(
+                &format!("{field}.timeout"),
+                service.timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            connect_timeout: check.duration(
+                &format!("{field}.connect_timeout"),
+                service.connect_timeout.as_deref(),
+                Duration::from_secs(2),
+            )?,
+        };
+        services.insert(name, settings);
+    }
+
+    let login_path = raw.auth.login.unwrap_or_else(|| "/api/login".to_owned());
+    check.path("auth.login", &login_path)?;
+    let (credentials_service, credentials_path) = match raw.auth.credentials {
+        Some(c) => (
+            c.service,
+            c.path.unwrap_or_else(|| "/internal/credentials".to_owned()),
+        ),
+        None => ("users".to_owned(), "/internal/credentials".to_owned()),
+    };
+    check.path("auth.credentials.path", &credentials_path)?;
+    if !services.contains_key(&credentials_service) {
+        return Err(check.error(
+            "auth.credentials.service",
+            format!("service `{credentials_service}` is not defined under `services` (login asks it to check passwords)"),
+        ));
+    }
+    let auth = AuthEndpoints {
+        login_path,
+        credentials_service,
+        credentials_path,
+    };
+
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (index, route) in raw.routes.into_iter().enumerate() {
+        let field = format!("routes[{index}]");
+        check.path(&format!("{field}.path"), &route.path)?;
+        if RESERVED_PATHS.contains(&route.path.as_str()) || route.path == auth.login_path {
+            return Err(check.error(
+                format!("{field}.path"),
+                format!("{:?} is answered by the gateway itself", route.path),
+            ));
+        }
+        if route.methods.is_empty() {
+            return Err(check.error(format!("{field}.methods"), "list at least one method"));
+        }
+        let methods = route
+            .methods
+            .iter()
+            .map(|m| method(&check, &format!("{field}.methods"), m))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !services.contains_key(&route.service) {
+            return Err(check.error(
+                format!("{field}.service"),
+                format!(
+                    "unknown service `{}`; defined: {}",
+                    route.service,
+                    services.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let to = route.to.unwrap_or_else(|| route.path.clone());
+        let auth = match route.auth {
+            None => {
+                return Err(check.error(
+                    format!("{field}.auth"),
+                    "missing: say who may call the route (public, authenticated, or { roles: [...], scopes: [...] })",
+                ))
+            }
+            Some(schema::RouteAuth::Named(name)) => match name.as_str() {
+                "public" => AuthPolicy::Public,
+                "authenticated" => AuthPolicy::Authenticated,
+                other => {
+                    return Err(check.error(
+                        format!("{field}.auth"),
+                        format!("{other:?}: expected public, authenticated, or {{ roles: [...], scopes: [...] }}"),
+                    ))
+                }
+            },
+            Some(schema::RouteAuth::Rules(rules)) => {
+                if rules.roles.is_empty() && rules.scopes.is_empty() {
+                    return Err(check.error(format!("{field}.auth"), "give roles, scopes, or both"));
+                }
+                AuthPolicy::Require { roles: rules.roles, scopes: rules.scopes }
+            }
+        };
+        let timeout = match route.timeout.as_deref() {
+            Some(raw) => {
+                Some(check.duration(&format!("{field}.timeout"), Some(raw), Duration::ZERO)?)
+            }
+            None => None,
+        };
+        routes.push(RouteSettings {
+            path: route.path,
+            methods,
+            service: route.service,
+            to,
+            auth,
+            timeout,
+        });
+    }
+    RouteTable::build(&routes).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        field: "routes".to_owned(),
+        message: e.to_string(),
+    })?;
+
+    Ok(GatewayConfig {
+        listen,
+        store,
+        tokens,
+        auth,
+        limits,
+        services,
+        routes,
+    })
+}
+
+fn non_empty(
+    check: &Checker<'_>,
+    field: &str,
+    raw: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    match raw {
+        None => Ok(default.to_owned()),
+        Some(value) if value.trim().is_empty() => Err(check.error(field, "must not be empty")),
+        Some(value) => Ok(value),
+    }
+}
+
+fn upstream(check: &Checker<'_>, field: &str, raw: &str) -> Result<Uri, ConfigError> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| check.error(field, format!("{raw:?} is not a URL")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(check.error(
+                field,
+                format!("{raw:?}: https upstreams are not supported yet"),
+            ))
+        }
+        _ => return Err(check.error(field, format!("{raw:?} must be an http:// URL"))),
+    }
+    if uri.authority().is_none() {
+        return Err(check.error(field, format!("{raw:?} names no host")));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(check.error(
+            field,
+            format!("{raw:?}: give only scheme, host and port; paths belong in routes' `to`"),
+        ));
+    }
+    Ok(uri)
+}
+
+fn method(check: &Checker<'_>, field: &str, raw: &str) -> Result<Method, ConfigError> {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    if !KNOWN.contains(&raw) {
+        return Err(check.error(field, format!("{raw:?} is not one of {}", KNOWN.join(", "))));
+    }
+    Method::from_bytes(raw.as_bytes())
+        .map_err(|_| check.error(field, format!("{raw:?} is not a method")))
+}
+
+fn byte_size(check: &Checker<'_>, field: &str, raw: Option<&str>) -> Result<u64, ConfigError> {
+    const DEFAULT: u64 = 1024 * 1024;
+    let Some(raw) = raw else { return Ok(DEFAULT) };
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => return Err(check.error(field, format!("{raw:?} is not a size like 512KiB or 1MiB"))),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| check.error(field, format!("{raw:?} is not a size like 512KiB or 1MiB")))
+}

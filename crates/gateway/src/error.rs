@@ -1,0 +1,94 @@
+//! Every answer the gateway makes itself, mapped to a status and a problem in one place.
+//! Upstream failures name the service, never its address.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kit::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this path")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: HeaderValue },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a bearer token is required")]
+    MissingToken,
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this route requires the scope `{0}`")]
+    InsufficientScope(String),
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the service `{service}` is unavailable")]
+    Unavailable { service: String },
+    #[error("the service `{service}` did not answer in time")]
+    Timeout { service: String },
+    #[error("the service `{service}` answered with an invalid response")]
+    BadGateway { service: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingToken | Self::InvalidToken(_) | Self::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn into_problem(self) -> Problem {
+        let status = self.status();
+        match self {
+            Self::Internal(cause) => Problem::internal(&format!("{cause:#}")),
+            Self::MethodNotAllowed { allow } => {
+                Problem::new(status).with_detail("The path exists but not for this method.").with_header(header::ALLOW, allow)
+            }
+            // RFC 6750 §3: a request without credentials gets the bare challenge.
+            Self::MissingToken => Problem::new(status)
+                .with_detail("A bearer token is required: sign in and send `Authorization: Bearer <token>`.")
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gatehouse\"")),
+            Self::InvalidToken(reason) => Problem::new(status).with_detail(reason).with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&format!("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"{reason}\""))
+                    .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+            ),
+            Self::InsufficientScope(ref scope) => {
+                let challenge = format!("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", scope=\"{scope}\"");
+                Problem::new(status).with_detail(self.to_string()).with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
+                )
+            }
+            Self::InvalidCredentials => Problem::new(status)
+                .with_detail("Invalid username or password.")
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gatehouse\"")),
+            Self::Unavailable { .. } => Problem::new(status)
+                .with_detail(self.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            other => Problem::new(status).with_detail(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.into_problem().into_response()
+    }
+}

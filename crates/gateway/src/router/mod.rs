@@ -1,0 +1,230 @@
+//! The route table: public method + path → route, on a radix tree (matchit), so the cost of a
+//! match depends on the path's length, not on the number of routes.
+
+mod template;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+use crate::config::RouteSettings;
+pub use template::Template;
+
+/// A route ready to serve: its settings and its parsed upstream path.
+#[derive(Debug)]
+pub struct Route {
+    /// Position in the configuration file, for messages and metrics.
+    pub index: usize,
+    pub settings: RouteSettings,
+    pub to: Template,
+}
+
+#[derive(Debug)]
+struct PathEntry {
+    by_method: HashMap<Method, Arc<Route>>,
+    allow: HeaderValue,
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    paths: matchit::Router<usize>,
+    entries: Vec<PathEntry>,
+}
+
+/// What the table says about a request.
+pub enum Lookup<'a> {
+    Found {
+        route: &'a Arc<Route>,
+        params: Vec<(&'a str, &'a str)>,
+    },
+    /// The path exists with other methods; `allow` lists them for the 405's `Allow` header.
+    MethodNotAllowed {
+        allow: &'a HeaderValue,
+    },
+    NotFound,
+}
+
+/// Why a set of routes cannot form a table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("routes[{index}]: {method} {path} is already routed by routes[{first}]")]
+    Duplicate {
+        index: usize,
+        first: usize,
+        method: Method,
+        path: String,
+    },
+    #[error("routes[{index}].path: {path:?} cannot be routed: {reason}")]
+    Conflict {
+        index: usize,
+        path: String,
+        reason: String,
+    },
+    #[error("routes[{index}].to: {reason}")]
+    Target { index: usize, reason: String },
+}
+
+impl RouteTable {
+    pub fn build(routes: &[RouteSettings]) -> Result<Self, TableError> {
+        let mut paths = matchit::Router::new();
+        let mut entries: Vec<PathEntry> = Vec::new();
+        let mut entry_of_path: HashMap<String, usize> = HashMap::new();
+        let mut first_of: HashMap<(String, Method), usize> = HashMap::new();
+
+        for (index, settings) in routes.iter().enumerate() {
+            let to = Template::parse(&settings.to, &settings.path)
+                .map_err(|reason| TableError::Target { index, reason })?;
+            let route = Arc::new(Route {
+                index,
+                settings: settings.clone(),
+                to,
+            });
+            let key = canonical(&settings.path);
+            let entry = match entry_of_path.get(&key) {
+                Some(&entry) => entry,
+                None => {
+                    let entry = entries.len();
+                    paths
+                        .insert(settings.path.clone(), entry)
+                        .map_err(|error| TableError::Conflict {
+                            index,
+                            path: settings.path.clone(),
+                            reason: error.to_string(),
+                        })?;
+                    entries.push(PathEntry {
+                        by_method: HashMap::new(),
+                        allow: HeaderValue::from_static(""),
+                    });
+                    entry_of_path.insert(key.clone(), entry);
+                    entry
+                }
+            };
+            for method in &settings.methods {
+                if let Some(&first) = first_of.get(&(key.clone(), method.clone())) {
+                    return Err(TableError::Duplicate {
+                        index,
+                        first,
+                        method: method.clone(),
+                        path: settings.path.clone(),
+                    });
+                }
+                first_of.insert((key.clone(), method.clone()), index);
+                entries[entry]
+                    .by_method
+                    .insert(method.clone(), Arc::clone(&route));
+            }
+        }
+        // HEAD is answered like GET wherever GET is routed and HEAD is not routed on its own.
+        for entry in &mut entries {
+            if let Some(get) = entry.by_method.get(&Method::GET).cloned() {
+                entry.by_method.entry(Method::HEAD).or_insert(get);
+            }
+            let mut methods: Vec<&str> = entry.by_method.keys().map(Method::as_str).collect();
+            methods.sort_unstable();
+            entry.allow =
+                HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static(""));
+        }
+        Ok(Self { paths, entries })
+    }
+
+    pub fn lookup<'a>(&'a self, method: &Method, path: &'a str) -> Lookup<'a> {
+        let Ok(matched) = self.paths.at(path) else {
+            return Lookup::NotFound;
+        };
+        let entry = &self.entries[*matched.value];
+        match entry.by_method.get(method) {
+            Some(route) => Lookup::Found {
+                route,
+                params: matched.params.iter().collect(),
+            },
+            None => Lookup::MethodNotAllowed {
+                allow: &entry.allow,
+            },
+        }
+    }
+}
+
+/// Paths that differ only in their parameters' names are the same path.
+fn canonical(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push('{');
+            }
+            '}' => {
+                in_param = false;
+                out.push('}');
+            }
+            '*' if in_param => out.push('*'),
+            _ if in_param => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthPolicy;
+
+    fn route(path: &str, methods: &[Method], to: &str) -> RouteSettings {
+        RouteSettings {
+            path: path.into(),
+            methods: methods.to_vec(),
+            service: "users".into(),
+            to: to.into(),
+            auth: AuthPolicy::Public,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn static_segments_win_over_parameters() {
+        let table = RouteTable::build(&[
+            route("/api/users/{id}", &[Method::GET], "/users/{id}"),
+            route("/api/users/me", &[Method::GET], "/users/me"),
+        ])
+        .unwrap();
+        let Lookup::Found { route, .. } = table.lookup(&Method::GET, "/api/users/me") else {
+            panic!()
+        };
+        assert_eq!(route.index, 1);
+        let Lookup::Found { route, params } = table.lookup(&Method::GET, "/api/users/42") else {
+            panic!()
+        };
+        assert_eq!(route.index, 0);
+        assert_eq!(params, vec![("id", "42")]);
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_lists_the_allowed_ones() {
+        let table = RouteTable::build(&[
+            route("/a", &[Method::GET], "/a"),
+            route("/a", &[Method::POST], "/a"),
+        ])
+        .unwrap();
+        let Lookup::MethodNotAllowed { allow } = table.lookup(&Method::DELETE, "/a") else {
+            panic!()
+        };
+        assert_eq!(allow, "GET, HEAD, POST");
+        assert!(matches!(table.lookup(&Method::GET, "/b"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn the_same_method_and_path_twice_is_refused_naming_both() {
+        let error = RouteTable::build(&[
+            route("/a/{x}", &[Method::GET], "/a"),
+            route("/a/{y}", &[Method::POST, Method::GET], "/a"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "routes[1]: GET /a/{y} is already routed by routes[0]"
+        );
+    }
+}
