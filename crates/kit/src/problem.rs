@@ -33,7 +33,9 @@ pub struct Problem {
     status: StatusCode,
     title: String,
     detail: Option<String>,
-    kind: Option<String>,
+    /// Boxed: rarely set, and a thinner `Problem` keeps `Result<_, Problem>` under clippy's
+    /// `result_large_err` limit (128 bytes).
+    kind: Option<Box<str>>,
     errors: Vec<FieldError>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -123,7 +125,7 @@ impl Problem {
 
     /// Sets the `type` member: a URI naming the kind of problem (default `about:blank`).
     pub fn with_type(mut self, kind: impl Into<String>) -> Self {
-        self.kind = Some(kind.into());
+        self.kind = Some(kind.into().into_boxed_str());
         self
     }
 

@@ -1,0 +1,166 @@
+//! Configuration mistakes are refused with an error that names them, at start and by
+//! `gatehouse check-config`.
+
+use std::process::Command;
+
+const VALID: &str = r#"
+listen: 127.0.0.1:8001
+store: sqlite://data/gateway.db
+services:
+  users: { upstreams: ["http://127.0.0.1:8101"], timeout: 5s }
+routes:
+  - { path: /api/users, methods: [GET], service: users, to: /users, auth: { roles: [admin] } }
+"#;
+
+fn check_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn a_valid_file_and_the_bundled_file_pass() {
+    let (ok, output) = check_config(VALID);
+    assert!(ok, "{output}");
+    let bundled = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("check-config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/gateway.yaml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        bundled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bundled.stderr)
+    );
+}
+
+#[test]
+fn each_kind_of_mistake_is_refused_with_an_error_naming_it() {
+    let route = "  - { path: /api/users, methods: [GET], service: users, to: /users, auth: { roles: [admin] } }";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an unknown service",
+            VALID.replace("service: users", "service: nobody"),
+            "unknown service `nobody`",
+        ),
+        (
+            "a bad duration",
+            VALID.replace("timeout: 5s", "timeout: soon"),
+            "services.users.timeout",
+        ),
+        (
+            "a duplicate route",
+            format!("{VALID}{route}\n"),
+            "GET /api/users is already routed by routes[0]",
+        ),
+        (
+            "a missing field",
+            VALID.replace("service: users, ", ""),
+            "missing field `service`",
+        ),
+        (
+            "a misspelt field",
+            VALID.replace("methods:", "method:"),
+            "unknown field `method`",
+        ),
+        (
+            "a missing auth",
+            VALID.replace(", auth: { roles: [admin] }", ""),
+            "routes[0].auth",
+        ),
+        (
+            "an unknown auth",
+            VALID.replace("auth: { roles: [admin] }", "auth: everyone"),
+            "routes[0].auth",
+        ),
+        (
+            "a bad method",
+            VALID.replace("[GET]", "[FETCH]"),
+            "routes[0].methods",
+        ),
+        (
+            "a bad upstream",
+            VALID.replace("http://127.0.0.1:8101", "ftp://x"),
+            "services.users.upstreams[0]",
+        ),
+        (
+            "no upstream",
+            VALID.replace("[\"http://127.0.0.1:8101\"]", "[]"),
+            "services.users.upstreams",
+        ),
+        (
+            "a bad listen address",
+            VALID.replace("127.0.0.1:8001", "everywhere"),
+            "listen",
+        ),
+        (
+            "an unsupported store",
+            VALID.replace("sqlite://data/gateway.db", "mysql://x"),
+            "store",
+        ),
+        (
+            "an unset variable",
+            VALID.replace("5s", "${GATEHOUSE_TEST_SURELY_UNSET}"),
+            "GATEHOUSE_TEST_SURELY_UNSET",
+        ),
+        (
+            "an undefined parameter",
+            VALID.replace("to: /users", "to: \"/users/{id}\""),
+            "routes[0].to",
+        ),
+        (
+            "a path without slash",
+            VALID.replace("path: /api/users", "path: api/users"),
+            "routes[0].path",
+        ),
+        (
+            "a reserved path",
+            VALID.replace("path: /api/users", "path: /healthz"),
+            "answered by the gateway",
+        ),
+        (
+            "a YAML syntax error",
+            VALID.replace("routes:", "routes: [").to_string(),
+            "gateway.yaml:",
+        ),
+        (
+            "a zero timeout",
+            VALID.replace("timeout: 5s", "timeout: 0s"),
+            "longer than zero",
+        ),
+        (
+            "a bad body limit",
+            format!("{VALID}limits: {{ max_body: lots }}\n"),
+            "limits.max_body",
+        ),
+        (
+            "a bad algorithm",
+            format!("{VALID}tokens: {{ algorithm: none }}\n"),
+            "tokens.algorithm",
+        ),
+        ("an empty file", String::new(), "gateway.yaml"),
+    ];
+    for (mistake, text, expected) in cases {
+        let (ok, output) = check_config(&text);
+        assert!(!ok, "{mistake} must be refused");
+        assert!(
+            output.contains(expected),
+            "{mistake}: the error should mention {expected:?}, got: {output}"
+        );
+        assert!(
+            output.contains("gateway.yaml"),
+            "{mistake}: the error names the file: {output}"
+        );
+    }
+}

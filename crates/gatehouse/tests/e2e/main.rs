@@ -1,0 +1,12 @@
+//! End-to-end tests: the whole system started as `gatehouse up` starts it, on free ports,
+//! driven over real HTTP like a client would, with test upstreams beside the bundled services.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod config;
+mod login;
+mod proxy;
+mod quickstart;
+mod tokens;
+mod users_through_gateway;

@@ -1,0 +1,235 @@
+//! Starting the system for a test, and typed helpers to talk to it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::routing::get;
+use axum::{Json, Router};
+use gatehouse::up::{self, UpOptions};
+use kit::shutdown::Shutdown;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub struct TestApp {
+    pub gateway: String,
+    pub users: String,
+    pub data: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub echo_hits: Arc<AtomicUsize>,
+    shutdown: Shutdown,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// The bundled routes plus test upstreams: `echo` answers what it received, `dead` refuses
+/// connections, `garbage` answers bytes that are not HTTP.
+fn config_text(echo: SocketAddr, dead: SocketAddr, garbage: SocketAddr) -> String {
+    let bundled = gatehouse::EMBEDDED_CONFIG;
+    let (head, routes) = bundled
+        .split_once("routes:\n")
+        .expect("the bundled config has routes");
+    let head = head.replace(
+        "services:\n",
+        &format!(
+            "services:\n  echo: {{ upstreams: [\"http://{echo}\"], timeout: 5s }}\n  dead: {{ upstreams: [\"http://{dead}\"], timeout: 5s, connect_timeout: 1s }}\n  garbage: {{ upstreams: [\"http://{garbage}\"], timeout: 5s }}\n"
+        ),
+    );
+    let test_routes = [
+        r#"{ path: "/api/echo/{*rest}", methods: [GET, POST, PUT, DELETE], service: echo, to: "/echo/{rest}", auth: authenticated }"#,
+        r#"{ path: "/api/public/{*rest}", methods: [GET, POST], service: echo, to: "/echo/{rest}", auth: public }"#,
+        r#"{ path: /api/admin-echo, methods: [GET], service: echo, to: /echo/admin, auth: { roles: [admin] } }"#,
+        r#"{ path: /api/precise-echo, methods: [GET], service: echo, to: /echo/precise, auth: { scopes: ["time:precise"] } }"#,
+        r#"{ path: /api/slow, methods: [GET], service: echo, to: /slow, auth: public, timeout: 300ms }"#,
+        r#"{ path: /api/dead, methods: [GET, POST], service: dead, to: /, auth: public }"#,
+        r#"{ path: /api/garbage, methods: [GET], service: garbage, to: /, auth: public }"#,
+    ];
+    let mut text = format!("{head}routes:\n{routes}");
+    for route in test_routes {
+        text.push_str("  - ");
+        text.push_str(route);
+        text.push('\n');
+    }
+    text
+}
+
+pub async fn spawn_app() -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let echo_hits = Arc::new(AtomicUsize::new(0));
+    let echo = spawn_echo(Arc::clone(&echo_hits)).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let garbage = spawn_garbage().await;
+    let config = data.path().join("gateway.yaml");
+    std::fs::write(&config, config_text(echo, dead, garbage)).unwrap();
+
+    let shutdown = Shutdown::new();
+    let options = UpOptions {
+        host: "127.0.0.1".parse().unwrap(),
+        gateway_port: 0,
+        users_port: 0,
+        data_dir: data.path().join("data"),
+        config: Some(config),
+    };
+    let running = up::start(options, shutdown.clone())
+        .await
+        .expect("the system starts");
+    let gateway = format!("http://{}", running.gateway);
+    let users = format!("http://{}", running.users);
+    tokio::spawn(running.wait());
+    TestApp {
+        gateway,
+        users,
+        data,
+        http: reqwest::Client::new(),
+        echo_hits,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), 200, "login of {username} failed");
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.token("admin", "a").await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a user through the gateway as admin and returns its JSON.
+    pub async fn create_user(&self, admin: &str, username: &str, password: &str) -> Value {
+        let response = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/users",
+                admin,
+                &json!({ "username": username, "email": format!("{username}@example.com"), "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "creating {username}");
+        response.json().await.unwrap()
+    }
+}
+
+/// Asserts `response` is a problem with `status`, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["request_id"].is_string(),
+        "a problem carries the request id: {body}"
+    );
+    body
+}
+
+/// An upstream that answers with what it received: method, path, query, headers, body.
+async fn spawn_echo(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(move |request: Request| {
+            let hits = Arc::clone(&hits);
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let headers: serde_json::Map<String, Value> = parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.to_string(),
+                            json!(value.to_str().unwrap_or("<binary>")),
+                        )
+                    })
+                    .collect();
+                Json(json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "query": parts.uri.query(),
+                    "headers": headers,
+                    "body_len": body.len(),
+                }))
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// An upstream that reads a request and answers with something that is not HTTP.
+async fn spawn_garbage() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(b"this is not http at all\r\n\r\n").await;
+            });
+        }
+    });
+    address
+}
