@@ -15,6 +15,7 @@
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
+//! - `testing` (feature): per-test databases and a stand-in gateway for the services' tests.
 
 pub mod config;
 pub mod db;
@@ -26,6 +27,8 @@ pub mod request_id;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};

@@ -1,0 +1,139 @@
+//! Test support shared by the services' test suites (feature `testing`): a database per test,
+//! SQLite by default or PostgreSQL when `GATEHOUSE_TEST_POSTGRES` is set, and a stand-in for
+//! the gateway that mints identity tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use sqlx::Connection;
+
+use crate::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
+use crate::{IdentityVerifier, PrincipalKind};
+
+/// When set (say `postgres://postgres@127.0.0.1:5432/test`), tests run on PostgreSQL.
+pub const POSTGRES_ENV: &str = "GATEHOUSE_TEST_POSTGRES";
+
+/// Where one test's data lives: a temporary SQLite file, or a fresh PostgreSQL schema that is
+/// dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    place: Place,
+}
+
+enum Place {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { server_url: String, schema: String },
+}
+
+impl TestDatabase {
+    /// A new, empty database named after `name` (the file name on SQLite).
+    pub async fn create(name: &str) -> Self {
+        let Some(server_url) = std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) else {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}/{name}.db", dir.path().display());
+            return Self { url, place: Place::Sqlite { _dir: dir } };
+        };
+        // Asked for PostgreSQL: never fall back to SQLite, or a broken set-up would pass unseen.
+        let mut connection = sqlx::PgConnection::connect(&server_url).await.unwrap_or_else(|error| {
+            panic!("{POSTGRES_ENV} is set but PostgreSQL at {} is unreachable: {error}", crate::db::redact(&server_url))
+        });
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut connection).await.unwrap();
+        let separator = if server_url.contains('?') { '&' } else { '?' };
+        let url = format!("{server_url}{separator}options=-c%20search_path%3D{schema}");
+        Self { url, place: Place::Postgres { server_url, schema } }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.place, Place::Postgres { .. })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Place::Postgres { server_url, schema } = &self.place else { return };
+        let (server_url, schema) = (server_url.clone(), schema.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
+        // thread with its own. Best effort: a leftover schema is only clutter.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&server_url).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut connection).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Stands in for the gateway: a signing key, the verifier a service gets, and identity tokens.
+pub struct FakeGateway {
+    service: String,
+    key: EncodingKey,
+    stranger: EncodingKey,
+    verifying: VerifyingKey,
+}
+
+pub const ISSUER: &str = "gatehouse";
+const KEY_ID: &str = "test-key";
+
+impl FakeGateway {
+    pub fn for_service(service: &str) -> Self {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        Self {
+            service: service.to_owned(),
+            key: EncodingKey::from_ed_der(signing.to_pkcs8_der().unwrap().as_bytes()),
+            stranger: EncodingKey::from_ed_der(stranger.to_pkcs8_der().unwrap().as_bytes()),
+            verifying: VerifyingKey {
+                key: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
+                algorithm: Algorithm::EdDSA,
+            },
+        }
+    }
+
+    pub fn verifier(&self) -> IdentityVerifier {
+        IdentityVerifier::with_keys(&self.service, ISSUER, [(KEY_ID.to_owned(), self.verifying.clone())])
+    }
+
+    /// Claims as the gateway mints them for this service, valid for the next minute.
+    pub fn claims(&self, sub: &str, kind: PrincipalKind, roles: &[&str], scope: &str) -> IdentityClaims {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        IdentityClaims {
+            iss: ISSUER.to_owned(),
+            aud: self.service.clone(),
+            sub: sub.to_owned(),
+            kind,
+            username: Some(format!("user-{sub}")),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            scope: scope.to_owned(),
+            iat: now,
+            exp: now + 60,
+        }
+    }
+
+    /// A signed identity token for `claims`.
+    pub fn sign(&self, claims: &IdentityClaims) -> String {
+        jsonwebtoken::encode(&Self::header(), claims, &self.key).unwrap()
+    }
+
+    /// The same token signed by a key the service does not trust.
+    pub fn sign_as_stranger(&self, claims: &IdentityClaims) -> String {
+        jsonwebtoken::encode(&Self::header(), claims, &self.stranger).unwrap()
+    }
+
+    /// The identity token of a signed-in user.
+    pub fn user(&self, user_id: &uuid::Uuid, roles: &[&str], scope: &str) -> String {
+        self.sign(&self.claims(&user_id.to_string(), PrincipalKind::User, roles, scope))
+    }
+
+    fn header() -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(KEY_ID.to_owned());
+        header
+    }
+}

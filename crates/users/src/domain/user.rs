@@ -1,0 +1,75 @@
+//! A user account as the service shows it, and the shapes of a new account and of a change.
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use super::{Email, FullName, PasswordHash, Role, Scopes, Username};
+
+/// A user as every response shows it. There is no password hash here, not even a skipped one:
+/// the hash lives only in the store and in [`PasswordHash`], so no response can leak it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub scopes: Scopes,
+    pub is_active: bool,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An account about to be created; every field already valid.
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub full_name: Option<FullName>,
+    pub password_hash: PasswordHash,
+    pub role: Role,
+    pub scopes: Scopes,
+    pub is_active: bool,
+}
+
+/// A partial update: `None` leaves a field as it is. `full_name: Some(None)` clears the name.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub username: Option<Username>,
+    pub email: Option<Email>,
+    pub full_name: Option<Option<FullName>>,
+    pub password_hash: Option<PasswordHash>,
+    pub role: Option<Role>,
+    pub scopes: Option<Scopes>,
+    pub is_active: Option<bool>,
+}
+
+impl UserChanges {
+    pub fn is_empty(&self) -> bool {
+        self.username.is_none()
+            && self.email.is_none()
+            && self.full_name.is_none()
+            && self.password_hash.is_none()
+            && self.role.is_none()
+            && self.scopes.is_none()
+            && self.is_active.is_none()
+    }
+}
+
+/// Now, to the microsecond: the precision timestamps are stored and shown with, so a value
+/// read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits: fixed width, so text order is time order.
+pub fn format_timestamp(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_timestamp(at))
+}

@@ -1,0 +1,70 @@
+//! The HTTP surface: one router per feature, merged here over one shared [`AppState`], and the
+//! extractors that say who may call what. Those run before the path and body are read, so a
+//! caller who may not use an endpoint learns nothing from it but 401 or 403.
+
+mod credentials;
+mod fields;
+mod me;
+mod users;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::Router;
+use kit::{Identity, PrincipalKind};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::store::UserStore;
+
+/// What every handler shares; cloned per request, cheaply.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub users: UserStore,
+}
+
+/// The service's own routes; the kit adds health, request ids and the identity verifier.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(users::router())
+        .merge(me::router())
+        .merge(credentials::router())
+        .with_state(state)
+}
+
+/// A signed-in user with the role `admin`.
+pub struct Admin;
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let identity = Identity::from_request_parts(parts, state).await?;
+        identity.require_role("admin")?;
+        Ok(Self)
+    }
+}
+
+/// Any signed-in user, by their id.
+pub struct SignedInUser(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedInUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let identity = Identity::from_request_parts(parts, state).await?;
+        Ok(Self(identity.user_id()?))
+    }
+}
+
+/// The gateway itself, as opposed to a user or client it forwards for.
+pub struct Gateway;
+
+impl<S: Send + Sync> FromRequestParts<S> for Gateway {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let identity = Identity::from_request_parts(parts, state).await?;
+        identity.require_kind(PrincipalKind::Gateway)?;
+        Ok(Self)
+    }
+}

@@ -1,0 +1,226 @@
+//! The SQL for users. One set of portable queries serves SQLite and PostgreSQL through sqlx's
+//! Any driver: `$1` placeholders, TEXT ids and timestamps, `is_active` as 0 or 1. A unique
+//! constraint that fails becomes a 409 naming its column; every other failure is ours (500).
+
+use anyhow::Context;
+use kit::db::Database;
+use uuid::Uuid;
+
+use crate::domain::{self, NewUser, PasswordHash, Role, Scopes, User, UserChanges, Username};
+use crate::error::Error;
+
+/// The columns of a [`User`], in [`UserRow`]'s order; never the password hash.
+macro_rules! user_columns {
+    () => {
+        "id, username, email, full_name, role, scopes, is_active, created_at, updated_at"
+    };
+}
+
+/// The users table; cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct UserStore {
+    db: Database,
+}
+
+impl UserStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Creates `new` with a fresh id; a taken username or email is [`Error::Conflict`].
+    pub async fn insert(&self, new: NewUser) -> Result<User, Error> {
+        let id = Uuid::now_v7();
+        let now = domain::format_timestamp(&domain::now());
+        let row: UserRow = sqlx::query_as(concat!(
+            "INSERT INTO users (id, username, email, full_name, role, scopes, hashed_password, is_active, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ",
+            "RETURNING ", user_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(new.username.as_str())
+        .bind(new.email.as_str())
+        .bind(new.full_name.as_ref().map(|name| name.as_str()))
+        .bind(new.role.as_str())
+        .bind(new.scopes.to_stored())
+        .bind(new.password_hash.as_str())
+        .bind(i16::from(new.is_active))
+        .bind(now)
+        .fetch_one(self.db.pool())
+        .await
+        .map_err(|e| write_error(e, "inserting a user"))?;
+        Ok(row.try_into()?)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<User>, Error> {
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await
+        .context("reading a user")?;
+        Ok(row.map(User::try_from).transpose()?)
+    }
+
+    /// One page of users in creation order (ties broken by id, so pages never overlap), and
+    /// the number of users in all.
+    pub async fn list(&self, limit: i64, offset: i64) -> Result<(Vec<User>, i64), Error> {
+        let rows: Vec<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.db.pool())
+        .await
+        .context("listing users")?;
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(self.db.pool())
+            .await
+            .context("counting users")?;
+        let users = rows
+            .into_iter()
+            .map(User::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok((users, total))
+    }
+
+    /// Applies `changes` in one statement (no read-modify-write race); `None` when no user has
+    /// this id. A taken username or email is [`Error::Conflict`].
+    pub async fn update(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>, Error> {
+        let clears_or_sets_name = changes.full_name.is_some();
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "UPDATE users SET ",
+            "username = COALESCE($2, username), ",
+            "email = COALESCE($3, email), ",
+            "full_name = CASE WHEN $4 THEN $5 ELSE full_name END, ",
+            "hashed_password = COALESCE($6, hashed_password), ",
+            "role = COALESCE($7, role), ",
+            "scopes = COALESCE($8, scopes), ",
+            "is_active = COALESCE($9, is_active), ",
+            "updated_at = $10 ",
+            "WHERE id = $1 ",
+            "RETURNING ",
+            user_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(changes.username.as_ref().map(|u| u.as_str().to_owned()))
+        .bind(changes.email.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(clears_or_sets_name)
+        .bind(
+            changes
+                .full_name
+                .flatten()
+                .map(|name| name.as_str().to_owned()),
+        )
+        .bind(
+            changes
+                .password_hash
+                .as_ref()
+                .map(|h| h.as_str().to_owned()),
+        )
+        .bind(changes.role.map(|r| r.as_str().to_owned()))
+        .bind(changes.scopes.as_ref().map(Scopes::to_stored))
+        .bind(changes.is_active.map(i16::from))
+        .bind(domain::format_timestamp(&domain::now()))
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(|e| write_error(e, "updating a user"))?;
+        Ok(row.map(User::try_from).transpose()?)
+    }
+
+    /// Whether a user had this id.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, Error> {
+        let result = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.db.pool())
+            .await
+            .context("deleting a user")?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// The user signing in as `username`, with the hash their password must match.
+    pub async fn credentials(
+        &self,
+        username: &Username,
+    ) -> Result<Option<(User, PasswordHash)>, Error> {
+        let row: Option<CredentialsRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", hashed_password FROM users WHERE username = $1"
+        ))
+        .bind(username.as_str())
+        .fetch_optional(self.db.pool())
+        .await
+        .context("reading a user's credentials")?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            row.user.try_into()?,
+            PasswordHash::from_stored(row.hashed_password),
+        )))
+    }
+
+    pub async fn username_exists(&self, username: &Username) -> Result<bool, Error> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(self.db.pool())
+            .await
+            .context("looking up a username")?;
+        Ok(row.is_some())
+    }
+}
+
+fn write_error(error: sqlx::Error, doing: &'static str) -> Error {
+    match kit::db::unique_violation(&error, &["username", "email"]) {
+        Some(field) => Error::Conflict { field },
+        None => Error::Unexpected(anyhow::Error::new(error).context(doing)),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    username: String,
+    email: String,
+    full_name: Option<String>,
+    role: String,
+    scopes: String,
+    is_active: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialsRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    hashed_password: String,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = anyhow::Error;
+
+    /// Rows are written only by this store, so a value that does not parse is a corrupt row.
+    fn try_from(row: UserRow) -> anyhow::Result<Self> {
+        let timestamp = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| at.to_utc())
+                .with_context(|| format!("user {}: bad timestamp {text:?}", row.id))
+        };
+        Ok(User {
+            id: Uuid::parse_str(&row.id).with_context(|| format!("user {:?}: bad id", row.id))?,
+            role: Role::parse(&row.role)
+                .map_err(|_| anyhow::anyhow!("user {}: bad role {:?}", row.id, row.role))?,
+            scopes: Scopes::from_stored(&row.scopes),
+            is_active: row.is_active != 0,
+            created_at: timestamp(&row.created_at)?,
+            updated_at: timestamp(&row.updated_at)?,
+            username: row.username,
+            email: row.email,
+            full_name: row.full_name,
+        })
+    }
+}
