@@ -10,6 +10,7 @@
 //! - [`identity`]: the [`Identity`] extractor; accepts only an identity token signed by the gateway.
 //! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
 //! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
+//! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, and the shared error schema.
 //! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
 //! - [`config`]: the settings every service shares, typed, from flags and environment.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
@@ -22,6 +23,7 @@ pub mod db;
 pub mod extract;
 pub mod health;
 pub mod identity;
+pub mod openapi;
 pub mod problem;
 pub mod request_id;
 pub mod service;

@@ -12,7 +12,7 @@ use crate::request_id;
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// One invalid input field and what is wrong with it, in words a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -19,6 +19,7 @@ pub struct Service {
     routes: Router,
     verifier: Arc<IdentityVerifier>,
     checks: Vec<(&'static str, Check)>,
+    openapi: Option<utoipa::openapi::OpenApi>,
 }
 
 impl Service {
@@ -28,6 +29,7 @@ impl Service {
             routes,
             verifier,
             checks: Vec::new(),
+            openapi: None,
         }
     }
 
@@ -37,10 +39,22 @@ impl Service {
         self
     }
 
+    /// Serves `api` at `/openapi.json`.
+    pub fn with_openapi(mut self, api: utoipa::openapi::OpenApi) -> Self {
+        self.openapi = Some(api);
+        self
+    }
+
     /// The complete application, for tests that need no socket and for [`Service::serve`].
     pub fn into_router(self) -> Router {
+        let openapi = self
+            .openapi
+            .as_ref()
+            .map(crate::openapi::router)
+            .unwrap_or_default();
         self.routes
             .merge(health::router(self.checks))
+            .merge(openapi)
             .fallback(|| async { Problem::not_found("No such resource.") })
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .layer(Extension(self.verifier))

@@ -30,20 +30,37 @@ enum Place {
 impl TestDatabase {
     /// A new, empty database named after `name` (the file name on SQLite).
     pub async fn create(name: &str) -> Self {
-        let Some(server_url) = std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) else {
+        let Some(server_url) = std::env::var(POSTGRES_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}/{name}.db", dir.path().display());
-            return Self { url, place: Place::Sqlite { _dir: dir } };
+            return Self {
+                url,
+                place: Place::Sqlite { _dir: dir },
+            };
         };
         // Asked for PostgreSQL: never fall back to SQLite, or a broken set-up would pass unseen.
-        let mut connection = sqlx::PgConnection::connect(&server_url).await.unwrap_or_else(|error| {
-            panic!("{POSTGRES_ENV} is set but PostgreSQL at {} is unreachable: {error}", crate::db::redact(&server_url))
-        });
+        let mut connection = sqlx::PgConnection::connect(&server_url)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{POSTGRES_ENV} is set but PostgreSQL at {} is unreachable: {error}",
+                    crate::db::redact(&server_url)
+                )
+            });
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut connection).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
         let separator = if server_url.contains('?') { '&' } else { '?' };
         let url = format!("{server_url}{separator}options=-c%20search_path%3D{schema}");
-        Self { url, place: Place::Postgres { server_url, schema } }
+        Self {
+            url,
+            place: Place::Postgres { server_url, schema },
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -53,15 +70,22 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Place::Postgres { server_url, schema } = &self.place else { return };
+        let Place::Postgres { server_url, schema } = &self.place else {
+            return;
+        };
         let (server_url, schema) = (server_url.clone(), schema.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
         // thread with its own. Best effort: a leftover schema is only clutter.
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 if let Ok(mut connection) = sqlx::PgConnection::connect(&server_url).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut connection).await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut connection)
+                        .await;
                 }
             });
         });
@@ -96,12 +120,25 @@ impl FakeGateway {
     }
 
     pub fn verifier(&self) -> IdentityVerifier {
-        IdentityVerifier::with_keys(&self.service, ISSUER, [(KEY_ID.to_owned(), self.verifying.clone())])
+        IdentityVerifier::with_keys(
+            &self.service,
+            ISSUER,
+            [(KEY_ID.to_owned(), self.verifying.clone())],
+        )
     }
 
     /// Claims as the gateway mints them for this service, valid for the next minute.
-    pub fn claims(&self, sub: &str, kind: PrincipalKind, roles: &[&str], scope: &str) -> IdentityClaims {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    pub fn claims(
+        &self,
+        sub: &str,
+        kind: PrincipalKind,
+        roles: &[&str],
+        scope: &str,
+    ) -> IdentityClaims {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         IdentityClaims {
             iss: ISSUER.to_owned(),
             aud: self.service.clone(),
