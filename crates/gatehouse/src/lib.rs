@@ -3,9 +3,30 @@
 //! # Layout
 //! - [`up`]: the whole system in one process, each part on its own port, talking real HTTP.
 //! - [`standalone`]: one part per process, as deployed.
+//! - [`admin`]: commands on the gateway's store (machine clients), beside a running gateway.
 
+pub mod admin;
 pub mod standalone;
 pub mod up;
 
 /// The routes of the bundled services, for `up` when no configuration file is at hand.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../../config/gateway.yaml");
+
+/// The gateway configuration `up` and the admin commands use: `file` if given, else
+/// ./config/gateway.yaml when it exists, else the embedded one.
+pub fn load_config(
+    file: Option<&std::path::Path>,
+    vars: &gateway::config::Vars,
+) -> Result<gateway::config::GatewayConfig, gateway::config::ConfigError> {
+    match file {
+        Some(path) => gateway::config::load_file(path, vars),
+        None => {
+            let default = std::path::Path::new("config/gateway.yaml");
+            if default.exists() {
+                gateway::config::load_file(default, vars)
+            } else {
+                gateway::config::parse(EMBEDDED_CONFIG, "(embedded config/gateway.yaml)", vars)
+            }
+        }
+    }
+}

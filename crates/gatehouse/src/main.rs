@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse::admin::{self, StoreLocation};
 use gatehouse::standalone::{self, ServiceOptions};
 use gatehouse::up::{self, UpOptions};
 use kit::shutdown::Shutdown;
@@ -72,11 +73,43 @@ enum Command {
         #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
         issuer: String,
     },
+    /// Manage machine-to-machine clients in the gateway's store (works while it runs).
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+        /// The gateway configuration whose store to use (default as for `up`).
+        #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The data folder, as for `up`.
+        #[arg(
+            long,
+            global = true,
+            env = "GATEHOUSE_DATA_DIR",
+            default_value = "data"
+        )]
+        data_dir: PathBuf,
+    },
     /// Validate a gateway configuration file exactly as the gateway would, without starting.
     CheckConfig {
         #[arg(default_value = "config/gateway.yaml")]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ClientsAction {
+    /// Register a client; prints its secret once.
+    Add {
+        /// The client id, e.g. `reporting-job`.
+        name: String,
+        /// Space-separated scopes the client may ask for, e.g. "time:read orders:read".
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// List the clients (never their secrets).
+    List,
+    /// Remove a client; it can obtain no new token.
+    Remove { name: String },
 }
 
 #[tokio::main]
@@ -140,6 +173,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Shutdown::on_signals(),
             )
             .await
+        }
+        Command::Clients {
+            action,
+            config,
+            data_dir,
+        } => {
+            let location = StoreLocation { config, data_dir };
+            let output = match action {
+                ClientsAction::Add { name, scopes } => {
+                    admin::add_client(&location, &name, &scopes).await?
+                }
+                ClientsAction::List => admin::list_clients(&location).await?,
+                ClientsAction::Remove { name } => admin::remove_client(&location, &name).await?,
+            };
+            println!("{output}");
+            Ok(())
         }
         Command::CheckConfig { file } => {
             let config = gateway::config::load_file(&file, &gateway::config::Vars::new())?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gateway::config::{self, Vars};
+use gateway::config::Vars;
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -54,21 +54,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .set("GATEHOUSE_LISTEN", gateway_address.to_string())
         .set("GATEHOUSE_USERS_URL", format!("http://{users_address}"))
         .set("GATEHOUSE_DATA_DIR", data_dir.clone());
-    let config = match &options.config {
-        Some(path) => config::load_file(path, &vars)?,
-        None => {
-            let default = std::path::Path::new("config/gateway.yaml");
-            if default.exists() {
-                config::load_file(default, &vars)?
-            } else {
-                config::parse(
-                    crate::EMBEDDED_CONFIG,
-                    "(embedded config/gateway.yaml)",
-                    &vars,
-                )?
-            }
-        }
-    };
+    let config = crate::load_config(options.config.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
     let gateway = gateway::Gateway::build(config)
         .await

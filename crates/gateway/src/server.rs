@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::KeySet;
 use crate::auth::tokens::Tokens;
-use crate::auth::{self, jwks, login, policy};
+use crate::auth::{self, jwks, login, oauth, policy};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::proxy::forward;
@@ -87,6 +87,7 @@ impl Gateway {
             kit::health::router(vec![("store", state.store.database().readiness_check())]);
         Router::new()
             .route(&state.config.auth.login_path, post(login::login))
+            .route(&state.config.auth.token_path, post(oauth::token))
             .route("/.well-known/jwks.json", get(jwks::serve))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })

@@ -11,6 +11,7 @@
 //! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
 //! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
 //! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, and the shared error schema.
+//! - [`client`]: [`client::ServiceClient`], calling other services through the gateway with a client token.
 //! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
 //! - [`config`]: the settings every service shares, typed, from flags and environment.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
@@ -18,6 +19,7 @@
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - `testing` (feature): per-test databases and a stand-in gateway for the services' tests.
 
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod extract;

@@ -6,6 +6,7 @@ mod support;
 
 mod config;
 mod login;
+mod oauth;
 mod proxy;
 mod quickstart;
 mod tokens;

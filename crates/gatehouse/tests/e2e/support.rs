@@ -97,6 +97,34 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// Runs `gatehouse ARGS --config … --data-dir …` against this system's store, as an
+    /// operator would beside the running gateway; returns (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .arg("--config")
+            .arg(self.data.path().join("gateway.yaml"))
+            .arg("--data-dir")
+            .arg(self.data.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    }
+
+    /// Registers a machine client with the CLI and returns its secret.
+    pub fn add_client(&self, name: &str, scopes: &str) -> String {
+        let (ok, output) = self.cli(&["clients", "add", name, "--scopes", scopes]);
+        assert!(ok, "{output}");
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix("client_secret:"))
+            .map(|secret| secret.trim().to_owned())
+            .expect("the secret is printed")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
     }

@@ -35,12 +35,24 @@ struct LoginResponse {
 
 /// What the users service says of valid credentials.
 #[derive(Deserialize)]
-struct VerifiedUser {
+pub struct VerifiedUser {
     id: String,
     username: String,
     role: String,
     #[serde(default)]
-    scopes: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl VerifiedUser {
+    pub fn into_subject(self) -> Subject {
+        Subject {
+            id: self.id,
+            kind: PrincipalKind::User,
+            username: Some(self.username),
+            roles: vec![self.role],
+            scopes: self.scopes,
+        }
+    }
 }
 
 pub async fn login(
@@ -63,20 +75,14 @@ pub async fn login(
     if !errors.is_empty() {
         return Problem::invalid_fields(errors).into_response();
     }
-    match authenticate(&state, &request).await {
+    match authenticate(&state, &request.username, &request.password).await {
         Ok(user) => issue(&state, user).unwrap_or_else(IntoResponse::into_response),
         Err(error) => error.into_response(),
     }
 }
 
 fn issue(state: &SharedState, user: VerifiedUser) -> Result<Response, GatewayError> {
-    let issued = state.tokens.issue(Subject {
-        id: user.id,
-        kind: PrincipalKind::User,
-        username: Some(user.username),
-        roles: vec![user.role],
-        scopes: user.scopes,
-    })?;
+    let issued = state.tokens.issue(user.into_subject())?;
     let body = LoginResponse {
         access_token: issued.token,
         token_type: "bearer",
@@ -93,9 +99,11 @@ fn issue(state: &SharedState, user: VerifiedUser) -> Result<Response, GatewayErr
         .into_response())
 }
 
-async fn authenticate(
+/// Asks the credentials service whether `username` and `password` match an active user.
+pub async fn authenticate(
     state: &SharedState,
-    request: &LoginRequest,
+    username: &str,
+    password: &str,
 ) -> Result<VerifiedUser, GatewayError> {
     let auth = &state.config.auth;
     let upstream = state
@@ -106,10 +114,9 @@ async fn authenticate(
                 "credentials service missing from upstreams"
             ))
         })?;
-    let body = serde_json::to_vec(
-        &serde_json::json!({ "username": request.username, "password": request.password }),
-    )
-    .map_err(|e| GatewayError::Internal(e.into()))?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "username": username, "password": password }))
+            .map_err(|e| GatewayError::Internal(e.into()))?;
     let mut call = Request::builder()
         .method(Method::POST)
         .uri(upstream.uri_for(&auth.credentials_path)?)

@@ -1,10 +1,12 @@
 //! Authentication and authorization: keys and JWKS, access tokens, identity tokens for the
 //! services, the login endpoint, and route policies.
 
+pub mod clients;
 pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod login;
+pub mod oauth;
 pub mod policy;
 pub mod tokens;
 

@@ -65,6 +65,8 @@ pub enum SigningAlgorithm {
 #[derive(Debug, Clone)]
 pub struct AuthEndpoints {
     pub login_path: String,
+    /// The OAuth 2.0 token endpoint.
+    pub token_path: String,
     /// The service with `POST /internal/credentials`.
     pub credentials_service: String,
     pub credentials_path: String,

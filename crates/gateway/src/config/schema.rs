@@ -34,6 +34,7 @@ pub struct Tokens {
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     pub login: Option<String>,
+    pub token: Option<String>,
     pub credentials: Option<Credentials>,
 }
 

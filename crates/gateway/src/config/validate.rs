@@ -169,6 +169,14 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
 
     let login_path = raw.auth.login.unwrap_or_else(|| "/api/login".to_owned());
     check.path("auth.login", &login_path)?;
+    let token_path = raw
+        .auth
+        .token
+        .unwrap_or_else(|| "/api/oauth/token".to_owned());
+    check.path("auth.token", &token_path)?;
+    if token_path == login_path {
+        return Err(check.error("auth.token", "must differ from auth.login"));
+    }
     let (credentials_service, credentials_path) = match raw.auth.credentials {
         Some(c) => (
             c.service,
@@ -185,6 +193,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     }
     let auth = AuthEndpoints {
         login_path,
+        token_path,
         credentials_service,
         credentials_path,
     };
@@ -193,7 +202,10 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     for (index, route) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{index}]");
         check.path(&format!("{field}.path"), &route.path)?;
-        if RESERVED_PATHS.contains(&route.path.as_str()) || route.path == auth.login_path {
+        if RESERVED_PATHS.contains(&route.path.as_str())
+            || route.path == auth.login_path
+            || route.path == auth.token_path
+        {
             return Err(check.error(
                 format!("{field}.path"),
                 format!("{:?} is answered by the gateway itself", route.path),

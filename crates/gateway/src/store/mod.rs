@@ -1,4 +1,4 @@
-//! The gateway's durable store (SQLite or PostgreSQL): its signing keys. Services keep their
+//! The gateway's durable store (SQLite or PostgreSQL): its signing keys and machine clients. Services keep their
 //! own databases; nothing here is shared with them.
 
 use anyhow::Context;
@@ -72,4 +72,81 @@ impl Store {
             .context("storing a signing key")?;
         Ok(())
     }
+
+    pub async fn insert_client(&self, client: &StoredClient) -> Result<(), InsertError> {
+        let result = sqlx::query(
+            "INSERT INTO clients (id, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&client.id)
+        .bind(&client.secret_hash)
+        .bind(&client.scopes)
+        .bind(&client.created_at)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if kit::db::unique_violation(&error, &["id"]).is_some() => {
+                Err(InsertError::Exists)
+            }
+            Err(error) => Err(InsertError::Database(
+                anyhow::Error::new(error).context("storing a client"),
+            )),
+        }
+    }
+
+    pub async fn client(&self, id: &str) -> anyhow::Result<Option<StoredClient>> {
+        let row =
+            sqlx::query("SELECT id, secret_hash, scopes, created_at FROM clients WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await
+                .context("reading a client")?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    pub async fn clients(&self) -> anyhow::Result<Vec<StoredClient>> {
+        let rows =
+            sqlx::query("SELECT id, secret_hash, scopes, created_at FROM clients ORDER BY id")
+                .fetch_all(self.db.pool())
+                .await
+                .context("listing clients")?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    /// Whether a client by that id existed.
+    pub async fn remove_client(&self, id: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(self.db.pool())
+            .await
+            .context("removing a client")?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+/// A machine client as stored: never its secret, only the secret's hash.
+#[derive(Debug, Clone)]
+pub struct StoredClient {
+    pub id: String,
+    pub secret_hash: String,
+    /// Space-separated.
+    pub scopes: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("it exists already")]
+    Exists,
+    #[error(transparent)]
+    Database(anyhow::Error),
+}
+
+fn client_from_row(row: &sqlx::any::AnyRow) -> anyhow::Result<StoredClient> {
+    Ok(StoredClient {
+        id: row.try_get("id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        scopes: row.try_get("scopes")?,
+        created_at: row.try_get("created_at")?,
+    })
 }
