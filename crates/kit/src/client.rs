@@ -52,9 +52,16 @@ impl std::fmt::Debug for ServiceClient {
 
 impl ServiceClient {
     /// A client of the gateway at `gateway` (e.g. `http://127.0.0.1:8001`).
-    pub fn new(gateway: impl Into<String>, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+    pub fn new(
+        gateway: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
         Self {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
             gateway: gateway.into().trim_end_matches('/').to_owned(),
             token_path: "/api/oauth/token".to_owned(),
             client_id: client_id.into(),
@@ -131,13 +138,17 @@ impl ServiceClient {
     ) -> Result<Response, ClientError> {
         let url = format!("{}{path}", self.gateway);
         let token = self.token().await?;
-        let response = build(self.http.request(method.clone(), &url).bearer_auth(&token)).send().await?;
+        let response = build(self.http.request(method.clone(), &url).bearer_auth(&token))
+            .send()
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
         self.forget(&token).await;
         let token = self.token().await?;
-        Ok(build(self.http.request(method, &url).bearer_auth(&token)).send().await?)
+        Ok(build(self.http.request(method, &url).bearer_auth(&token))
+            .send()
+            .await?)
     }
 
     pub async fn get(&self, path: &str) -> Result<Response, ClientError> {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::problem::FieldError;
 
-/// The shape of every error body, for the documents (see [`crate::problem::Problem`]).
+/// An RFC 9457 problem: the shape of every error body.
 #[derive(Serialize, ToSchema)]
 pub struct ProblemDetails {
     /// A URI naming the kind of problem; `about:blank` when the status says it all.
@@ -26,6 +26,7 @@ pub struct ProblemDetails {
     /// The `X-Request-Id` of the request, to find it in the logs.
     pub request_id: Option<String>,
     /// One entry per invalid field, on 422.
+    #[schema(required = false)]
     pub errors: Vec<FieldError>,
 }
 

@@ -154,12 +154,18 @@ impl FakeGateway {
 
     /// A signed identity token for `claims`.
     pub fn sign(&self, claims: &IdentityClaims) -> String {
-        jsonwebtoken::encode(&Self::header(), claims, &self.key).unwrap()
+        self.sign_with_header(&Self::identity_header(), claims)
+    }
+
+    /// `claims` under another JOSE header (a wrong `typ`, an unknown or missing `kid`), signed
+    /// with the trusted key, so a refusal is for the header and not for the signature.
+    pub fn sign_with_header(&self, header: &Header, claims: &IdentityClaims) -> String {
+        jsonwebtoken::encode(header, claims, &self.key).unwrap()
     }
 
     /// The same token signed by a key the service does not trust.
     pub fn sign_as_stranger(&self, claims: &IdentityClaims) -> String {
-        jsonwebtoken::encode(&Self::header(), claims, &self.stranger).unwrap()
+        jsonwebtoken::encode(&Self::identity_header(), claims, &self.stranger).unwrap()
     }
 
     /// The identity token of a signed-in user.
@@ -167,7 +173,8 @@ impl FakeGateway {
         self.sign(&self.claims(&user_id.to_string(), PrincipalKind::User, roles, scope))
     }
 
-    fn header() -> Header {
+    /// The JOSE header the gateway puts on identity tokens, for tests that alter it.
+    pub fn identity_header() -> Header {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(KEY_ID.to_owned());

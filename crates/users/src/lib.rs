@@ -11,7 +11,8 @@
 //! - [`domain`]: types that cannot hold a bad value (`Username`, `Email`, `Password`, `Role`,
 //!   `Scopes`, …), and password hashing, off the async workers.
 //! - [`store`]: the SQL, portable across SQLite and PostgreSQL.
-//! - `http`: routers per feature (`users` for admins, `me`, `credentials`), merged in one.
+//! - `http`: routers per feature (`users` for admins, `me`, `credentials`), merged in one, each
+//!   handler annotated for the `/openapi.json` the service serves.
 //! - [`error`]: the service's one error type and its status codes.
 //! - `migrations/{sqlite,postgres}`: the schema, embedded and run at [`connect`].
 
@@ -55,7 +56,16 @@ pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> kit::servi
     let state = http::AppState {
         users: UserStore::new(db),
     };
-    kit::service::Service::new(NAME, http::router(state), verifier)
+    let (router, api) = http::router(state).split_for_parts();
+    let api = kit::openapi::finish(
+        api,
+        "gatehouse users",
+        "Accounts: admin CRUD at `/users`, each signed-in user's own account at `/users/me`, and \
+         the credential check the gateway calls at sign-in. Reached through the gateway only; \
+         password hashes never leave the service.",
+    );
+    kit::service::Service::new(NAME, router, verifier)
+        .with_openapi(api)
         .ready_when("database", readiness)
 }
 

@@ -2,12 +2,17 @@
 
 use kit::FieldError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// At most 32 distinct scope tokens, each 1 to 64 characters of `a-z`, `0-9`, `:`, `.`, `_`, `-`.
 /// Scopes grant access, so they are never silently rewritten: a token in upper case is refused,
 /// not folded. Duplicates are dropped, keeping the first.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, ToSchema)]
 #[serde(transparent)]
+#[schema(
+    description = "Grants the gateway copies into tokens, OAuth 2.0 style: at most 32, each 1 to 64 characters of a-z, 0-9, ':', '.', '_', '-'.",
+    example = json!(["time:read"])
+)]
 pub struct Scopes(Vec<String>);
 
 impl Scopes {

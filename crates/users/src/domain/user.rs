@@ -2,24 +2,34 @@
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Email, FullName, PasswordHash, Role, Scopes, Username};
 
-/// A user as every response shows it. There is no password hash here, not even a skipped one:
-/// the hash lives only in the store and in [`PasswordHash`], so no response can leak it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// There is no password hash here, not even a skipped one: the hash lives only in the store and
+// in [`PasswordHash`], so no response, and no schema in `/openapi.json`, can show it.
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct User {
     pub id: Uuid,
+    /// Unique, case-folded.
+    #[schema(example = "alice")]
     pub username: String,
+    /// Unique, lower-cased.
+    #[schema(example = "alice@example.com")]
     pub email: String,
     pub full_name: Option<String>,
     pub role: Role,
     pub scopes: Scopes,
+    /// An inactive user cannot sign in.
     pub is_active: bool,
+    /// RFC 3339 in UTC, to the microsecond.
     #[serde(serialize_with = "rfc3339")]
+    #[schema(example = "2026-11-26T12:00:00.000000Z")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(example = "2026-11-26T12:00:00.000000Z")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -48,6 +58,15 @@ pub struct UserChanges {
 }
 
 impl UserChanges {
+    /// Whether the change voids the tokens already issued: what they assert (role, scopes) or
+    /// what they were earned with (the password) no longer holds, or the account is switched off.
+    pub fn voids_tokens(&self) -> bool {
+        self.password_hash.is_some()
+            || self.role.is_some()
+            || self.scopes.is_some()
+            || self.is_active == Some(false)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.username.is_none()
             && self.email.is_none()

@@ -1,29 +1,36 @@
-//! The gateway's credential check at sign-in. The gateway never sees a password hash: it sends
-//! what the person typed and learns who they are, or one 401 that never says why.
+//! What the gateway alone may ask: the credential check at sign-in (it sends what the person
+//! typed and learns who they are, or one 401 that never says why; it never sees a hash), an
+//! account as it is now when a session is renewed, and the token cut-offs it must enforce.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
-use kit::extract::Json;
+use kit::extract::{Json, Path, Query};
+use kit::openapi::ProblemDetails;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{AppState, Gateway};
 use crate::domain::{PasswordHash, Role, Scopes, Username};
 use crate::error::Error;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/internal/credentials", post(check))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(check))
+        .routes(routes!(account))
+        .routes(routes!(cutoffs))
 }
 
-#[derive(Deserialize)]
+/// What a person typed at sign-in.
+#[derive(Deserialize, ToSchema)]
 struct Credentials {
     username: String,
     password: String,
 }
 
 /// Who the credentials belong to: what the gateway puts in the tokens it issues.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Principal {
     id: Uuid,
     username: String,
@@ -31,9 +38,32 @@ struct Principal {
     scopes: Scopes,
 }
 
+/// Checks a username and password, for the gateway alone.
+///
 /// Wrong password, unknown username and inactive account answer the same 401, and all three
 /// verify one argon2 hash (a dummy when there is no user), so neither the body nor the time
 /// tells whether an account exists.
+#[utoipa::path(
+    post,
+    path = "/internal/credentials",
+    operation_id = "check_credentials",
+    tag = "credentials",
+    security(("gateway_identity" = [])),
+    request_body = Credentials,
+    responses(
+        (status = OK, description = "The credentials are right: whose they are.", body = Principal),
+        (status = BAD_REQUEST, description = "The body is not JSON.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token, or credentials that are wrong, unknown or of an inactive account (one answer for all).",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not the gateway.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "A field is missing or of the wrong type.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn check(
     _: Gateway,
     State(state): State<AppState>,
@@ -55,4 +85,103 @@ async fn check(
         })),
         _ => Err(Error::InvalidCredentials),
     }
+}
+
+/// An account as the gateway needs it when it renews a session.
+#[derive(Serialize, ToSchema)]
+struct Account {
+    id: Uuid,
+    username: String,
+    role: Role,
+    scopes: Scopes,
+    is_active: bool,
+}
+
+/// The account `id` as it is now, for the gateway alone.
+#[utoipa::path(
+    get,
+    path = "/internal/users/{id}",
+    operation_id = "account_for_gateway",
+    tag = "credentials",
+    security(("gateway_identity" = [])),
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = OK, description = "The account.", body = Account),
+        (status = UNAUTHORIZED, description = "No valid identity token.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not the gateway.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "No account has this id.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+async fn account(
+    _: Gateway,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Account>, Error> {
+    let user = state.users.get(id).await?.ok_or(Error::NotFound)?;
+    Ok(Json(Account {
+        id: user.id,
+        username: user.username,
+        role: user.role,
+        scopes: user.scopes,
+        is_active: user.is_active,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CutoffQuery {
+    /// Only cut-offs recorded at or after this moment (Unix milliseconds).
+    #[serde(default)]
+    since: u64,
+}
+
+/// "Tokens issued to `user_id` before `cutoff_ms` are void."
+#[derive(Serialize, ToSchema)]
+struct Cutoff {
+    user_id: String,
+    /// Unix milliseconds.
+    cutoff_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Cutoffs {
+    cutoffs: Vec<Cutoff>,
+}
+
+/// Accounts whose tokens were voided (deactivated, deleted, or role, scopes or password
+/// changed), for the gateway alone, which polls this and refuses those tokens.
+#[utoipa::path(
+    get,
+    path = "/internal/token-cutoffs",
+    operation_id = "token_cutoffs",
+    tag = "credentials",
+    security(("gateway_identity" = [])),
+    params(CutoffQuery),
+    responses(
+        (status = OK, description = "The cut-offs, oldest first (at most 10 000).", body = Cutoffs),
+        (status = BAD_REQUEST, description = "`since` is not a number.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not the gateway.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+async fn cutoffs(
+    _: Gateway,
+    State(state): State<AppState>,
+    Query(query): Query<CutoffQuery>,
+) -> Result<Json<Cutoffs>, Error> {
+    let since = i64::try_from(query.since).unwrap_or(i64::MAX);
+    let cutoffs = state
+        .users
+        .cutoffs_since(since)
+        .await?
+        .into_iter()
+        .map(|(user_id, cutoff_ms)| Cutoff { user_id, cutoff_ms })
+        .collect();
+    Ok(Json(Cutoffs { cutoffs }))
 }

@@ -1,21 +1,40 @@
 //! The signed-in user's own account: read it, change the email, name or password.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use kit::extract::Json;
+use kit::openapi::ProblemDetails;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::fields::{self, present, Fields};
 use super::{AppState, SignedInUser};
 use crate::domain::{Email, Password, User, UserChanges};
 use crate::error::Error;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/users/me", get(read).patch(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(read, update))
 }
 
+/// The signed-in user's own account.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    operation_id = "read_me",
+    tag = "me",
+    security(("gateway_identity" = [])),
+    responses(
+        (status = OK, description = "The caller's account.", body = User),
+        (status = UNAUTHORIZED, description = "No valid identity token.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not a signed-in user (a machine client, say).",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "The caller's account no longer exists.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn read(
     SignedInUser(id): SignedInUser,
     State(state): State<AppState>,
@@ -24,27 +43,62 @@ async fn read(
     Ok(Json(user))
 }
 
-#[derive(Deserialize)]
+/// Any subset of these fields; a field left out stays as it is, `full_name: null` clears the name.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMe {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     full_name: Option<Option<String>>,
+    /// The new password, 1 to 1024 characters.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false, write_only)]
     password: Option<Option<String>>,
     // Fields only an admin may change. They are read (and their values ignored) so the answer
-    // can say so with a 403, rather than call them unknown.
+    // can say so with a 403, rather than call them unknown; the document leaves them out.
     #[serde(default, deserialize_with = "present")]
+    #[schema(ignore)]
     username: Option<Option<IgnoredAny>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(ignore)]
     role: Option<Option<IgnoredAny>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(ignore)]
     scopes: Option<Option<IgnoredAny>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(ignore)]
     is_active: Option<Option<IgnoredAny>>,
 }
 
+/// Changes the signed-in user's email, full name or password; nothing else.
+#[utoipa::path(
+    patch,
+    path = "/users/me",
+    operation_id = "update_me",
+    tag = "me",
+    security(("gateway_identity" = [])),
+    request_body = UpdateMe,
+    responses(
+        (status = OK, description = "The account as changed.", body = User),
+        (status = BAD_REQUEST, description = "The body is not JSON.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`).",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "The caller's account no longer exists.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = CONFLICT, description = "Another user already has this email.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "Invalid fields (`errors` lists each), or a field unknown or of the wrong type.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn update(
     SignedInUser(id): SignedInUser,
     State(state): State<AppState>,

@@ -1,6 +1,10 @@
 //! The HTTP surface: one router per feature, merged here over one shared [`AppState`], and the
 //! extractors that say who may call what. Those run before the path and body are read, so a
 //! caller who may not use an endpoint learns nothing from it but 401 or 403.
+//!
+//! Every handler carries a `#[utoipa::path]`, and the routers are `OpenApiRouter`s: a route and
+//! its entry in `/openapi.json` are registered by the same line, so neither exists without the
+//! other.
 
 mod credentials;
 mod fields;
@@ -9,8 +13,8 @@ mod users;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::Router;
 use kit::{Identity, PrincipalKind};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -22,9 +26,11 @@ pub struct AppState {
     pub users: UserStore,
 }
 
-/// The service's own routes; the kit adds health, request ids and the identity verifier.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The service's own routes and their OpenAPI operations; the kit adds health, request ids,
+/// the identity verifier and `/openapi.json`.
+pub fn router(state: AppState) -> OpenApiRouter {
+    // `default()`, not `new()`: `new()` fills the document's info from utoipa-axum's own package.
+    OpenApiRouter::default()
         .merge(users::router())
         .merge(me::router())
         .merge(credentials::router())

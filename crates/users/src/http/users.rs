@@ -3,11 +3,13 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use kit::extract::{Json, Path, Query};
+use kit::openapi::ProblemDetails;
 use kit::FieldError;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::fields::{self, present, Fields};
@@ -15,29 +17,52 @@ use super::{Admin, AppState};
 use crate::domain::{Email, NewUser, Password, Role, Scopes, User, UserChanges, Username};
 use crate::error::Error;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{id}", get(read).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
 }
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// How many users to answer, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// How many users to skip (default 0).
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// One page of users, oldest first.
+#[derive(Serialize, ToSchema)]
 struct Page {
     items: Vec<User>,
+    /// How many users there are in all.
     total: i64,
     limit: i64,
     offset: i64,
 }
 
+/// Lists users, a page at a time. Admins only.
+#[utoipa::path(
+    get,
+    path = "/users",
+    operation_id = "list_users",
+    tag = "users",
+    security(("gateway_identity" = [])),
+    params(ListParams),
+    responses(
+        (status = OK, description = "A page of users.", body = Page),
+        (status = BAD_REQUEST, description = "The query string is malformed.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`limit` or `offset` out of range; `errors` lists each.", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     _: Admin,
     State(state): State<AppState>,
@@ -67,18 +92,52 @@ async fn list(
     }))
 }
 
-#[derive(Deserialize)]
+// Every field is read as optional, so that one 422 lists every error, a missing required field
+// included; the document says which are required.
+/// A new account: `username`, `email` and `password` are required, the rest have defaults.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    /// 1 to 64 characters; unique, compared case-insensitively.
+    #[schema(value_type = String, example = "alice")]
     username: Option<String>,
+    /// Unique, compared case-insensitively.
+    #[schema(value_type = String, example = "alice@example.com")]
     email: Option<String>,
+    /// 1 to 1024 characters, kept only as an argon2id hash.
+    #[schema(value_type = String, write_only)]
     password: Option<String>,
     full_name: Option<String>,
+    /// Default `user`.
+    #[schema(value_type = Role, required = false)]
     role: Option<String>,
+    /// Default `["time:read"]`.
+    #[schema(value_type = Scopes, required = false)]
     scopes: Option<Vec<String>>,
+    /// Default `true`.
+    #[schema(value_type = bool, required = false)]
     is_active: Option<bool>,
 }
 
+/// Creates a user. Admins only.
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "create_user",
+    tag = "users",
+    security(("gateway_identity" = [])),
+    request_body = CreateUser,
+    responses(
+        (status = CREATED, description = "The user, as created.", body = User,
+            headers(("Location" = String, description = "The new user's path, `/users/{id}`."))),
+        (status = BAD_REQUEST, description = "The body is not JSON.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = CONFLICT, description = "Another user already has this username or email.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "Invalid or missing fields (`errors` lists each), or a field unknown or of the wrong type.", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     _: Admin,
     State(state): State<AppState>,
@@ -129,6 +188,21 @@ async fn create(
     ))
 }
 
+/// One user. Admins only.
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    operation_id = "read_user",
+    tag = "users",
+    security(("gateway_identity" = [])),
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = OK, description = "The user.", body = User),
+        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn read(
     _: Admin,
     State(state): State<AppState>,
@@ -139,25 +213,52 @@ async fn read(
 }
 
 /// Any subset of the fields; a field left out stays as it is, `full_name: null` clears the name.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     username: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     full_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false, write_only)]
     password: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Role, required = false)]
     role: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Scopes, required = false)]
     scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, required = false)]
     is_active: Option<Option<bool>>,
 }
 
+/// Changes any fields of a user. Admins only.
+#[utoipa::path(
+    patch,
+    path = "/users/{id}",
+    operation_id = "update_user",
+    tag = "users",
+    security(("gateway_identity" = [])),
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    request_body = UpdateUser,
+    responses(
+        (status = OK, description = "The user as changed.", body = User),
+        (status = BAD_REQUEST, description = "The body is not JSON.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = CONFLICT, description = "Another user already has this username or email.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "Invalid fields (`errors` lists each), or a field unknown, `null` where not allowed, or of the wrong type.", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn update(
     _: Admin,
     State(state): State<AppState>,
@@ -212,6 +313,21 @@ pub(super) async fn apply(state: &AppState, id: Uuid, changes: UserChanges) -> R
     user.ok_or(Error::NotFound)
 }
 
+/// Deletes a user. Admins only.
+#[utoipa::path(
+    delete,
+    path = "/users/{id}",
+    operation_id = "delete_user",
+    tag = "users",
+    security(("gateway_identity" = [])),
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = NO_CONTENT, description = "The user is deleted."),
+        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 async fn remove(
     _: Admin,
     State(state): State<AppState>,

@@ -9,6 +9,24 @@ use uuid::Uuid;
 use crate::domain::{self, NewUser, PasswordHash, Role, Scopes, User, UserChanges, Username};
 use crate::error::Error;
 
+/// Voids the tokens issued to `id` until now (see migrations/*_token_cutoffs.sql).
+async fn record_cutoff(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+) -> Result<(), Error> {
+    let now_ms = domain::now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO token_cutoffs (user_id, cutoff_ms) VALUES ($1, $2) \
+         ON CONFLICT (user_id) DO UPDATE SET cutoff_ms = excluded.cutoff_ms",
+    )
+    .bind(id.to_string())
+    .bind(now_ms)
+    .execute(&mut **transaction)
+    .await
+    .context("recording a token cut-off")?;
+    Ok(())
+}
+
 /// The columns of a [`User`], in [`UserRow`]'s order; never the password hash.
 macro_rules! user_columns {
     () => {
@@ -92,6 +110,13 @@ impl UserStore {
     /// this id. A taken username or email is [`Error::Conflict`].
     pub async fn update(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>, Error> {
         let clears_or_sets_name = changes.full_name.is_some();
+        let voids_tokens = changes.voids_tokens();
+        let mut transaction = self
+            .db
+            .pool()
+            .begin()
+            .await
+            .context("starting a transaction")?;
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "UPDATE users SET ",
             "username = COALESCE($2, username), ",
@@ -126,20 +151,53 @@ impl UserStore {
         .bind(changes.scopes.as_ref().map(Scopes::to_stored))
         .bind(changes.is_active.map(i16::from))
         .bind(domain::format_timestamp(&domain::now()))
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *transaction)
         .await
         .map_err(|e| write_error(e, "updating a user"))?;
+        if row.is_some() && voids_tokens {
+            record_cutoff(&mut transaction, id).await?;
+        }
+        transaction
+            .commit()
+            .await
+            .context("committing a user update")?;
         Ok(row.map(User::try_from).transpose()?)
     }
 
     /// Whether a user had this id.
     pub async fn delete(&self, id: Uuid) -> Result<bool, Error> {
+        let mut transaction = self
+            .db
+            .pool()
+            .begin()
+            .await
+            .context("starting a transaction")?;
         let result = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
-            .execute(self.db.pool())
+            .execute(&mut *transaction)
             .await
             .context("deleting a user")?;
-        Ok(result.rows_affected() > 0)
+        let deleted = result.rows_affected() > 0;
+        if deleted {
+            record_cutoff(&mut transaction, id).await?;
+        }
+        transaction
+            .commit()
+            .await
+            .context("committing a user deletion")?;
+        Ok(deleted)
+    }
+
+    /// Cut-offs recorded at or after `since_ms`, oldest first.
+    pub async fn cutoffs_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT user_id, cutoff_ms FROM token_cutoffs WHERE cutoff_ms >= $1 ORDER BY cutoff_ms LIMIT 10000",
+        )
+        .bind(since_ms)
+        .fetch_all(self.db.pool())
+        .await
+        .context("reading token cut-offs")?;
+        Ok(rows)
     }
 
     /// The user signing in as `username`, with the hash their password must match.

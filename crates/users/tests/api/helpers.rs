@@ -1,48 +1,54 @@
-//! `spawn_app()` and the typed helpers every test uses.
+//! `spawn_app()` and the typed helpers every test uses. The database and the stand-in gateway
+//! come from `kit::testing`; what is here is about users.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use kit::db::Backend;
-use kit::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
+use kit::identity::IdentityClaims;
 use kit::shutdown::Shutdown;
-use kit::{IdentityVerifier, PrincipalKind};
+use kit::testing::{FakeGateway, TestDatabase};
+use kit::PrincipalKind;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-/// When set (say `postgres://postgres@127.0.0.1:5432/test`), every test runs on PostgreSQL.
-const POSTGRES_ENV: &str = "GATEHOUSE_TEST_POSTGRES";
-pub const ISSUER: &str = "gatehouse";
-const KEY_ID: &str = "test-key";
-
 /// Strings no response may ever contain: the hash column's name and an argon2 hash.
 const SECRETS: [&str; 2] = ["hashed_password", "$argon2"];
+
+/// Every route the service registers, as (method, path template): what `/openapi.json` must list,
+/// and what must refuse a caller without an identity.
+pub const ROUTES: [(&str, &str); 10] = [
+    ("GET", "/users"),
+    ("POST", "/users"),
+    ("GET", "/users/{id}"),
+    ("PATCH", "/users/{id}"),
+    ("DELETE", "/users/{id}"),
+    ("GET", "/users/me"),
+    ("PATCH", "/users/me"),
+    ("POST", "/internal/credentials"),
+    ("GET", "/internal/users/{id}"),
+    ("GET", "/internal/token-cutoffs"),
+];
 
 /// A running users service with its own database; stopped and cleaned up on drop.
 pub struct TestApp {
     pub address: String,
     pub db: kit::db::Database,
+    /// Signs identity tokens the service trusts (and, for the tests that need them, ones it must not).
+    pub gateway: FakeGateway,
     client: reqwest::Client,
-    signing_key: EncodingKey,
-    /// A key the service does not know, for tokens that must fail verification.
-    stranger_key: EncodingKey,
     shutdown: Shutdown,
     _database: TestDatabase,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let (database_url, database) = TestDatabase::create().await;
-    let db = users::connect(&database_url)
+    let database = TestDatabase::create("users").await;
+    let db = users::connect(&database.url)
         .await
         .expect("connecting and migrating the test database");
-    let expected = if matches!(database, TestDatabase::Postgres { .. }) {
+    let expected = if database.is_postgres() {
         Backend::Postgres
     } else {
         Backend::Sqlite
@@ -53,32 +59,22 @@ pub async fn spawn_app() -> TestApp {
         "the test runs on the backend it asked for"
     );
 
-    let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let verifying_key = VerifyingKey {
-        key: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
-        algorithm: Algorithm::EdDSA,
-    };
-    let verifier =
-        IdentityVerifier::with_keys(users::NAME, ISSUER, [(KEY_ID.to_owned(), verifying_key)]);
-
+    let gateway = FakeGateway::for_service(users::NAME);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    tokio::spawn(users::service(db.clone(), Arc::new(verifier)).serve(listener, shutdown.clone()));
+    tokio::spawn(
+        users::service(db.clone(), Arc::new(gateway.verifier())).serve(listener, shutdown.clone()),
+    );
 
     TestApp {
         address,
         db,
+        gateway,
         client: reqwest::Client::new(),
-        signing_key: encoding_key(&signing),
-        stranger_key: encoding_key(&SigningKey::from_bytes(&rand::random::<[u8; 32]>())),
         shutdown,
         _database: database,
     }
-}
-
-fn encoding_key(key: &SigningKey) -> EncodingKey {
-    EncodingKey::from_ed_der(key.to_pkcs8_der().unwrap().as_bytes())
 }
 
 impl Drop for TestApp {
@@ -87,114 +83,24 @@ impl Drop for TestApp {
     }
 }
 
-/// Where a test's data lives: a temporary SQLite file, or a fresh PostgreSQL schema.
-enum TestDatabase {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { server_url: String, schema: String },
-}
-
-impl TestDatabase {
-    async fn create() -> (String, Self) {
-        let Some(server_url) = std::env::var(POSTGRES_ENV)
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}/users.db", dir.path().display());
-            return (url, Self::Sqlite { _dir: dir });
-        };
-        // Asked for PostgreSQL: never fall back to SQLite, or a broken set-up would pass unseen.
-        let mut connection = sqlx::PgConnection::connect(&server_url)
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "{POSTGRES_ENV} is set but PostgreSQL at {} is unreachable: {error}",
-                    kit::db::redact(&server_url)
-                )
-            });
-        let schema = format!("t_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        let separator = if server_url.contains('?') { '&' } else { '?' };
-        let url = format!("{server_url}{separator}options=-c%20search_path%3D{schema}");
-        (url, Self::Postgres { server_url, schema })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Self::Postgres { server_url, schema } = self else {
-            return;
-        };
-        let (server_url, schema) = (server_url.clone(), schema.clone());
-        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
-        // thread with its own. Best effort: a leftover schema is only clutter.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut connection) = sqlx::PgConnection::connect(&server_url).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut connection)
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-/// Claims as the gateway mints them for this service, valid for the next minute.
-pub fn claims(
-    sub: &str,
-    kind: PrincipalKind,
-    username: Option<&str>,
-    roles: &[&str],
-    scope: &str,
-) -> IdentityClaims {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    IdentityClaims {
-        iss: ISSUER.to_owned(),
-        aud: users::NAME.to_owned(),
-        sub: sub.to_owned(),
-        kind,
-        username: username.map(str::to_owned),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        scope: scope.to_owned(),
-        iat: now,
-        exp: now + 60,
-    }
-}
-
-/// The JOSE header the gateway puts on identity tokens.
-pub fn identity_header() -> Header {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.typ = Some(TOKEN_TYPE.to_owned());
-    header.kid = Some(KEY_ID.to_owned());
-    header
-}
-
 impl TestApp {
+    /// Claims as the gateway mints them for this service, valid for the next minute.
+    pub fn claims(
+        &self,
+        sub: &str,
+        kind: PrincipalKind,
+        username: Option<&str>,
+        roles: &[&str],
+        scope: &str,
+    ) -> IdentityClaims {
+        let mut claims = self.gateway.claims(sub, kind, roles, scope);
+        claims.username = username.map(str::to_owned);
+        claims
+    }
+
     /// A token signed with the gateway's key, as the gateway would send it.
     pub fn sign(&self, claims: &IdentityClaims) -> String {
-        self.sign_as(&identity_header(), claims, false)
-    }
-
-    /// A token with `header`, signed with the gateway's key or (if `stranger`) an unknown one.
-    pub fn sign_as(&self, header: &Header, claims: &IdentityClaims, stranger: bool) -> String {
-        let key = if stranger {
-            &self.stranger_key
-        } else {
-            &self.signing_key
-        };
-        jsonwebtoken::encode(header, claims, key).unwrap()
+        self.gateway.sign(claims)
     }
 
     pub fn anonymous(&self) -> Caller<'_> {
@@ -214,7 +120,7 @@ impl TestApp {
     /// An admin (who need not have an account here: the gateway vouches for the role).
     pub fn admin(&self) -> Caller<'_> {
         let id = Uuid::new_v4().to_string();
-        self.with_token(self.sign(&claims(
+        self.with_token(self.sign(&self.claims(
             &id,
             PrincipalKind::User,
             Some("root"),
@@ -231,7 +137,7 @@ impl TestApp {
             .iter()
             .map(|s| s.as_str().unwrap())
             .collect::<Vec<_>>();
-        let claims = claims(
+        let claims = self.claims(
             user["id"].as_str().unwrap(),
             PrincipalKind::User,
             user["username"].as_str(),
@@ -243,12 +149,12 @@ impl TestApp {
 
     /// The gateway itself, as it calls the credential check.
     pub fn gateway(&self) -> Caller<'_> {
-        self.with_token(self.sign(&claims("gateway", PrincipalKind::Gateway, None, &[], "")))
+        self.with_token(self.sign(&self.claims("gateway", PrincipalKind::Gateway, None, &[], "")))
     }
 
     /// A machine client, with whatever roles the test gives it.
     pub fn client(&self, roles: &[&str]) -> Caller<'_> {
-        self.with_token(self.sign(&claims(
+        self.with_token(self.sign(&self.claims(
             "reporting-job",
             PrincipalKind::Client,
             None,

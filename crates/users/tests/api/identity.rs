@@ -1,32 +1,25 @@
 //! Only the gateway's identity token lets a request in; without a valid one, 401.
 
 use jsonwebtoken::{Algorithm, Header};
+use kit::testing::FakeGateway;
 use kit::PrincipalKind;
 use reqwest::{Method, StatusCode};
 use uuid::Uuid;
 
-use crate::helpers::{claims, identity_header, spawn_app};
+use crate::helpers::{spawn_app, ROUTES};
 
 #[tokio::test]
 async fn every_endpoint_answers_401_with_a_bearer_challenge_without_an_identity_token() {
     let app = spawn_app().await;
-    let someone = format!("/users/{}", Uuid::new_v4());
+    let someone = Uuid::new_v4().to_string();
 
-    for (method, path) in [
-        (Method::GET, "/users"),
-        (Method::POST, "/users"),
-        (Method::GET, someone.as_str()),
-        (Method::PATCH, someone.as_str()),
-        (Method::DELETE, someone.as_str()),
-        (Method::GET, "/users/me"),
-        (Method::PATCH, "/users/me"),
-        (Method::POST, "/internal/credentials"),
-    ] {
+    for (method, template) in ROUTES {
+        let path = template.replace("{id}", &someone);
         let response = app
             .anonymous()
             .send(
-                method.clone(),
-                path,
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &path,
                 Some(("application/json", "{}".to_owned())),
             )
             .await;
@@ -64,7 +57,7 @@ async fn the_x_user_id_header_alone_is_not_trusted() {
 async fn identity_tokens_that_do_not_verify_are_401() {
     let app = spawn_app().await;
     let sub = Uuid::new_v4().to_string();
-    let admin = || claims(&sub, PrincipalKind::User, Some("root"), &["admin"], "");
+    let admin = || app.claims(&sub, PrincipalKind::User, Some("root"), &["admin"], "");
 
     let expired = {
         let mut claims = admin();
@@ -83,17 +76,17 @@ async fn identity_tokens_that_do_not_verify_are_401() {
         claims
     };
     let access_token_type = {
-        let mut header = identity_header();
+        let mut header = FakeGateway::identity_header();
         header.typ = Some("at+jwt".to_owned());
         header
     };
     let unknown_kid = {
-        let mut header = identity_header();
+        let mut header = FakeGateway::identity_header();
         header.kid = Some("no-such-key".to_owned());
         header
     };
     let no_kid = {
-        let mut header = identity_header();
+        let mut header = FakeGateway::identity_header();
         header.kid = None;
         header
     };
@@ -109,9 +102,8 @@ async fn identity_tokens_that_do_not_verify_are_401() {
     };
     let hs256 = jsonwebtoken::encode(
         &Header {
-            typ: Some(kit::identity::TOKEN_TYPE.to_owned()),
-            kid: Some("test-key".to_owned()),
-            ..Header::new(Algorithm::HS256)
+            alg: Algorithm::HS256,
+            ..FakeGateway::identity_header()
         },
         &admin(),
         &jsonwebtoken::EncodingKey::from_secret(b"guessable"),
@@ -125,18 +117,21 @@ async fn identity_tokens_that_do_not_verify_are_401() {
         (app.sign(&other_audience), "minted for another service"),
         (app.sign(&other_issuer), "issued by someone else"),
         (
-            app.sign_as(&identity_header(), &admin(), true),
+            app.gateway.sign_as_stranger(&admin()),
             "signed by a key the service does not know",
         ),
         (
-            app.sign_as(&access_token_type, &admin(), false),
+            app.gateway.sign_with_header(&access_token_type, &admin()),
             "an access token's type, not an identity token's",
         ),
         (
-            app.sign_as(&unknown_kid, &admin(), false),
+            app.gateway.sign_with_header(&unknown_kid, &admin()),
             "naming an unknown key",
         ),
-        (app.sign_as(&no_kid, &admin(), false), "naming no key"),
+        (
+            app.gateway.sign_with_header(&no_kid, &admin()),
+            "naming no key",
+        ),
         (tampered, "a payload that does not match the signature"),
         (
             hs256,

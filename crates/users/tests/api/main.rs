@@ -7,9 +7,11 @@ mod helpers;
 
 mod admin_users;
 mod credentials;
+mod cutoffs;
 mod health;
 mod identity;
 mod me;
+mod openapi;
 mod secrets;
 mod seed;
 mod uniqueness;

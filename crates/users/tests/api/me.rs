@@ -4,7 +4,7 @@ use kit::PrincipalKind;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{claims, spawn_app};
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn a_user_reads_their_own_account() {
@@ -137,13 +137,8 @@ async fn the_account_of_a_deleted_user_is_not_found() {
 #[tokio::test]
 async fn callers_that_are_not_users_have_no_account() {
     let app = spawn_app().await;
-    let not_a_uuid = app.sign(&claims(
-        "not-a-uuid",
-        PrincipalKind::User,
-        Some("x"),
-        &["user"],
-        "",
-    ));
+    let not_a_uuid =
+        app.sign(&app.claims("not-a-uuid", PrincipalKind::User, Some("x"), &["user"], ""));
 
     for (caller, who) in [
         (app.client(&[]), "a machine client"),

@@ -226,7 +226,7 @@ async fn a_password_hash_cannot_be_set_directly() {
 }
 
 fn admin_token(app: &crate::helpers::TestApp) -> String {
-    let claims = crate::helpers::claims(
+    let claims = app.claims(
         &uuid::Uuid::new_v4().to_string(),
         kit::PrincipalKind::User,
         None,

@@ -1,0 +1,218 @@
+//! The clock service, tested from the outside: the real service on a real socket, and identity
+//! tokens signed the way the gateway signs them.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kit::shutdown::Shutdown;
+use kit::testing::FakeGateway;
+use kit::PrincipalKind;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// A running clock service and the stand-in gateway whose tokens it trusts; stopped on drop.
+struct TestApp {
+    address: String,
+    gateway: FakeGateway,
+    client: reqwest::Client,
+    shutdown: Shutdown,
+}
+
+async fn spawn_app() -> TestApp {
+    let gateway = FakeGateway::for_service(clock::NAME);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    tokio::spawn(clock::service(Arc::new(gateway.verifier())).serve(listener, shutdown.clone()));
+    TestApp {
+        address,
+        gateway,
+        client: reqwest::Client::new(),
+        shutdown,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl TestApp {
+    /// The identity token of a signed-in user with `scope`.
+    fn user(&self, scope: &str) -> String {
+        self.gateway.user(&new_id(), &["user"], scope)
+    }
+
+    /// `GET path` with the identity token `token`, if any.
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.header(kit::identity::HEADER, token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn time(&self, token: &str) -> (StatusCode, Value) {
+        self.get("/time", Some(token)).await
+    }
+}
+
+fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+/// Parses `iso` and checks it is the present moment, written in UTC.
+fn assert_is_now_in_utc(iso: &str) -> DateTime<Utc> {
+    assert!(iso.ends_with('Z'), "not written in UTC: {iso}");
+    let at = DateTime::parse_from_rfc3339(iso)
+        .unwrap_or_else(|e| panic!("not RFC 3339 ({e}): {iso}"))
+        .with_timezone(&Utc);
+    let off_by = (Utc::now() - at).num_seconds().abs();
+    assert!(off_by < 60, "{iso} is {off_by}s away from now");
+    at
+}
+
+#[tokio::test]
+async fn time_read_gives_the_time_in_utc_and_nothing_more() {
+    let app = spawn_app().await;
+
+    let (status, body) = app.time(&app.user("time:read")).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_is_now_in_utc(body["iso"].as_str().unwrap());
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["iso"], "no unix_ms without time:precise: {body}");
+}
+
+#[tokio::test]
+async fn time_precise_adds_the_unix_time_of_the_same_instant_in_milliseconds() {
+    let app = spawn_app().await;
+
+    let (status, body) = app.time(&app.user("time:read time:precise")).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let at = assert_is_now_in_utc(body["iso"].as_str().unwrap());
+    let unix_ms = body["unix_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("unix_ms is not an integer: {body}"));
+    assert_eq!(unix_ms, at.timestamp_millis(), "{body}");
+}
+
+#[tokio::test]
+async fn without_time_read_the_answer_is_403_naming_the_scope() {
+    let app = spawn_app().await;
+
+    for (scope, who) in [
+        ("", "a caller with no scope"),
+        ("orders:read", "a caller with other scopes"),
+        ("time:precise", "a caller with time:precise alone"),
+        ("TIME:READ", "a caller whose scope differs in case"),
+    ] {
+        let (status, body) = app.time(&app.user(scope)).await;
+
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("`time:read`"),
+            "{who}: {body}"
+        );
+        assert_eq!(body["status"], 403, "{who}: a problem body: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_machine_client_with_time_read_gets_the_time_too() {
+    let app = spawn_app().await;
+    let claims = app
+        .gateway
+        .claims("reporting-job", PrincipalKind::Client, &[], "time:read");
+
+    let (status, body) = app.time(&app.gateway.sign(&claims)).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_is_now_in_utc(body["iso"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn without_a_valid_identity_token_the_answer_is_401() {
+    let app = spawn_app().await;
+    let for_users = {
+        let mut claims =
+            app.gateway
+                .claims(&new_id().to_string(), PrincipalKind::User, &[], "time:read");
+        claims.aud = "users".to_owned();
+        app.gateway.sign(&claims)
+    };
+    let unknown_key = {
+        let claims =
+            app.gateway
+                .claims(&new_id().to_string(), PrincipalKind::User, &[], "time:read");
+        app.gateway.sign_as_stranger(&claims)
+    };
+
+    for (token, reason) in [
+        (None, "no identity token"),
+        (
+            Some(for_users.as_str()),
+            "a token minted for another service",
+        ),
+        (
+            Some(unknown_key.as_str()),
+            "a token signed by an unknown key",
+        ),
+    ] {
+        let (status, body) = app.get("/time", token).await;
+
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}: {body}");
+        assert_eq!(body["status"], 401, "{reason}: a problem body: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_lists_every_route() {
+    let app = spawn_app().await;
+
+    let (status, spec) = app.get("/openapi.json", None).await;
+
+    assert_eq!(status, StatusCode::OK, "{spec}");
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        spec["openapi"]
+    );
+    assert_eq!(spec["info"]["title"], "gatehouse clock");
+    let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/time"], "every route the service registers");
+    let time = &spec["paths"]["/time"]["get"];
+    assert_eq!(
+        time["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Time"
+    );
+    for status in ["401", "403"] {
+        assert_eq!(
+            time["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/ProblemDetails",
+            "{status}"
+        );
+    }
+    assert_eq!(
+        time["security"],
+        serde_json::json!([{ "gateway_identity": [] }])
+    );
+    assert!(
+        spec["components"]["securitySchemes"]["gateway_identity"].is_object(),
+        "{spec}"
+    );
+}
+
+#[tokio::test]
+async fn health_answers_without_an_identity() {
+    let app = spawn_app().await;
+
+    assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.0, StatusCode::OK);
+}
