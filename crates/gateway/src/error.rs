@@ -23,6 +23,10 @@ pub enum GatewayError {
     InsufficientScope(String),
     #[error("invalid username or password")]
     InvalidCredentials,
+    #[error("too many failed sign-ins; try again later")]
+    TooManyAttempts { retry_after: std::time::Duration },
+    #[error("the revocation could not be recorded: {0}")]
+    StateUnavailable(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("the service `{service}` is unavailable")]
@@ -46,6 +50,8 @@ impl GatewayError {
             }
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -79,6 +85,15 @@ impl GatewayError {
             Self::InvalidCredentials => Problem::new(status)
                 .with_detail("Invalid username or password.")
                 .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gatehouse\"")),
+            Self::TooManyAttempts { retry_after } => Problem::new(status)
+                .with_detail("Too many failed sign-ins; try again later.")
+                .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1))),
+            Self::StateUnavailable(cause) => {
+                tracing::error!(%cause, "shared state unavailable");
+                Problem::new(status)
+                    .with_detail("The request could not be recorded by every gateway replica; try again.")
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             Self::Unavailable { .. } => Problem::new(status)
                 .with_detail(self.to_string())
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),

@@ -9,7 +9,8 @@
 //! - [`router`]: the route table (radix tree) and upstream path templates.
 //! - [`auth`]: signing keys and JWKS, access tokens, identity tokens for services, login, policies.
 //! - [`proxy`]: the upstream clients, header rewriting and the forwarding itself.
-//! - [`store`]: the durable store (SQLite or PostgreSQL) behind the keys.
+//! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens.
+//! - [`state`]: what replicas share (memory or Redis): revocations and login-throttle counters.
 //! - [`server`]: the phases wired together, and serving until shutdown.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod state;
 pub mod store;
 
 pub use server::Gateway;

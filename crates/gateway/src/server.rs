@@ -19,15 +19,16 @@ use kit::Problem;
 use tokio::net::TcpListener;
 
 use crate::auth::identity::IdentityMinter;
-use crate::auth::keys::KeySet;
-use crate::auth::tokens::Tokens;
-use crate::auth::{self, jwks, login, oauth, policy};
+use crate::auth::keys::Keys;
+use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
+use crate::auth::{self, jwks, login, oauth, policy, session, upkeep};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::proxy::forward;
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::upstream::Upstreams;
 use crate::router::{Lookup, RouteTable};
+use crate::state::SharedState as Replicated;
 use crate::store::Store;
 
 /// Everything a request needs, built once at start.
@@ -35,14 +36,55 @@ pub struct GatewayState {
     pub config: GatewayConfig,
     pub table: RouteTable,
     pub upstreams: Upstreams,
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<Keys>,
     pub tokens: Tokens,
     pub identities: IdentityMinter,
     pub store: Store,
+    /// What every replica shares: revocations, throttle counters.
+    pub shared: Replicated,
     service_names: HashMap<String, Arc<str>>,
 }
 
 pub type SharedState = Arc<GatewayState>;
+
+/// How long a replaced signing key keeps verifying: the longest a token it signed can live,
+/// plus the time other replicas may take to pick up its successor.
+pub fn key_grace(config: &GatewayConfig) -> std::time::Duration {
+    config.tokens.access_ttl
+        + kit::identity::TOKEN_TTL
+        + upkeep::KEY_RELOAD_INTERVAL
+        + std::time::Duration::from_secs(LEEWAY_SECONDS)
+}
+
+impl GatewayState {
+    /// The verified, unrevoked access token of a request.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<AccessClaims, GatewayError> {
+        let token = auth::bearer_token(headers)?;
+        let claims = match self.tokens.verify(token) {
+            // Perhaps a key another replica rotated in since our last reload.
+            Err(Refusal::UnknownKey)
+                if self
+                    .keys
+                    .reload_if_older_than(std::time::Duration::from_secs(1))
+                    .await? =>
+            {
+                self.tokens.verify(token)?
+            }
+            other => other?,
+        };
+        if self
+            .shared
+            .mirror()
+            .is_revoked(&claims.jti, &claims.sub, claims.issued_ms())
+        {
+            return Err(GatewayError::InvalidToken("the token has been revoked"));
+        }
+        Ok(claims)
+    }
+}
 
 pub struct Gateway {
     state: SharedState,
@@ -52,7 +94,9 @@ impl Gateway {
     /// Opens the store (creating the first signing key if needed) and builds the route table.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
-        let keys = Arc::new(KeySet::load_or_create(&store).await?);
+        let shared = Replicated::connect(&config.state).await?;
+        let keys =
+            Arc::new(Keys::load(store.clone(), config.tokens.algorithm, key_grace(&config)).await?);
         let table = RouteTable::build(&config.routes)?;
         let upstreams = Upstreams::new(&config.services);
         let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
@@ -70,6 +114,7 @@ impl Gateway {
             tokens,
             identities,
             store,
+            shared,
             service_names,
         };
         Ok(Self {
@@ -88,6 +133,8 @@ impl Gateway {
         Router::new()
             .route(&state.config.auth.login_path, post(login::login))
             .route(&state.config.auth.token_path, post(oauth::token))
+            .route(&state.config.auth.refresh_path, post(session::refresh))
+            .route(&state.config.auth.logout_path, post(session::logout))
             .route("/.well-known/jwks.json", get(jwks::serve))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
@@ -100,6 +147,7 @@ impl Gateway {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let address = listener.local_addr()?;
         tracing::info!(%address, routes = self.state.config.routes.len(), "gateway listening");
+        let upkeep = tokio::spawn(upkeep::run(Arc::clone(&self.state), shutdown.clone()));
         axum::serve(
             listener,
             self.router()
@@ -107,6 +155,7 @@ impl Gateway {
         )
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await?;
+        upkeep.abort();
         tracing::info!("gateway stopped");
         Ok(())
     }
@@ -146,7 +195,7 @@ async fn route_and_forward(
     };
 
     let caller = if route.settings.auth.needs_identity() {
-        let claims = state.tokens.verify(auth::bearer_token(&parts.headers)?)?;
+        let claims = state.authenticate(&parts.headers).await?;
         policy::authorize(&route.settings.auth, &claims)?;
         Some(claims)
     } else {

@@ -10,7 +10,7 @@ use jsonwebtoken::Header;
 use kit::identity::{IdentityClaims, TOKEN_TTL, TOKEN_TYPE};
 use kit::PrincipalKind;
 
-use super::keys::KeySet;
+use super::keys::Keys;
 use super::tokens::{now_seconds, AccessClaims};
 use crate::error::GatewayError;
 
@@ -19,13 +19,13 @@ use crate::error::GatewayError;
 const MIN_REMAINING: Duration = Duration::from_secs(15);
 
 pub struct IdentityMinter {
-    keys: Arc<KeySet>,
+    keys: Arc<Keys>,
     issuer: String,
     cache: moka::sync::Cache<(Arc<str>, Arc<str>), HeaderValue>,
 }
 
 impl IdentityMinter {
-    pub fn new(keys: Arc<KeySet>, issuer: String) -> Self {
+    pub fn new(keys: Arc<Keys>, issuer: String) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(TOKEN_TTL.saturating_sub(MIN_REMAINING))
@@ -87,7 +87,8 @@ impl IdentityMinter {
         let now = now_seconds();
         claims.iat = now;
         claims.exp = now + TOKEN_TTL.as_secs();
-        let key = self.keys.signing();
+        let keys = self.keys.current();
+        let key = keys.identity();
         let mut header = Header::new(key.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(key.kid.clone());

@@ -14,7 +14,7 @@ pub async fn serve(State(state): State<SharedState>) -> Response {
             // Short, so a rotated key is seen soon by those that cache.
             (header::CACHE_CONTROL, "public, max-age=60"),
         ],
-        state.keys.jwks_json(),
+        state.keys.current().jwks_json(),
     )
         .into_response()
 }

@@ -1,12 +1,20 @@
-//! Signing keys: generated on first start and kept in the store. The newest key signs; every
-//! stored key verifies and is published in the JWKS, so any JWT library can check our tokens.
+//! Signing keys, kept in the store and shared by every replica.
+//!
+//! Access tokens are signed with the newest key of the configured algorithm (EdDSA by default,
+//! RS256 or HS256 by config); identity tokens for the services always with the newest EdDSA
+//! key, so services verify them from the JWKS whatever the access-token algorithm. A key that
+//! a newer one replaced keeps verifying for `grace` (the longest a token it signed can live),
+//! then retires: it leaves the JWKS and verifies nothing. HS256 secrets never enter the JWKS.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
@@ -14,138 +22,489 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use kit::identity::VerifyingKey;
+use rand::RngCore;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use tokio::sync::Mutex;
 
+use crate::config::SigningAlgorithm;
 use crate::store::{Store, StoredKey};
 
-const EDDSA: &str = "EdDSA";
-
-/// The key that signs new tokens.
+/// A key that signs new tokens.
 pub struct SigningKey {
     pub kid: String,
     pub algorithm: Algorithm,
     pub encoding: EncodingKey,
 }
 
-/// Every key the gateway signs or verifies with, and their public JWKS.
+/// The life stage of a stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// The newest key of its algorithm: it signs.
+    Signing,
+    /// Replaced, but tokens it signed may still live: it verifies until then.
+    Verifying { until: DateTime<Utc> },
+    /// No token it signed can still be alive.
+    Retired,
+}
+
+/// One stored key and where it stands.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub algorithm: String,
+    pub created_at: String,
+    pub status: KeyStatus,
+}
+
+/// The keys in force at one moment.
 pub struct KeySet {
-    signing: SigningKey,
+    access: SigningKey,
+    identity: SigningKey,
     verifying: HashMap<String, VerifyingKey>,
-    jwks: JwkSet,
     jwks_json: Bytes,
 }
 
 impl KeySet {
-    /// Loads the stored keys, generating the first one when the store has none.
-    pub async fn load_or_create(store: &Store) -> anyhow::Result<Self> {
-        let mut stored = store.signing_keys().await?;
-        if stored.is_empty() {
-            let key = generate_ed25519()?;
-            tracing::info!(kid = %key.kid, "generated the first signing key");
-            store.insert_signing_key(&key).await?;
-            // Another replica may have raced us; the newest stored key wins for all.
-            stored = store.signing_keys().await?;
-        }
-        Self::from_stored(&stored)
+    pub fn access(&self) -> &SigningKey {
+        &self.access
     }
 
-    fn from_stored(stored: &[StoredKey]) -> anyhow::Result<Self> {
-        let mut verifying = HashMap::new();
-        let mut jwks = JwkSet { keys: Vec::new() };
-        let mut signing = None;
-        for key in stored {
-            anyhow::ensure!(
-                key.algorithm == EDDSA,
-                "signing key {} has unsupported algorithm {}",
-                key.kid,
-                key.algorithm
-            );
-            let der = STANDARD
-                .decode(&key.private_key)
-                .with_context(|| format!("decoding signing key {}", key.kid))?;
-            let secret = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| {
-                anyhow::anyhow!("signing key {} is not an Ed25519 PKCS#8 key: {e}", key.kid)
-            })?;
-            let jwk = public_jwk(&key.kid, &secret.verifying_key());
-            let decoding = DecodingKey::from_jwk(&jwk).context("building a verifying key")?;
-            verifying.insert(
-                key.kid.clone(),
-                VerifyingKey {
-                    key: decoding,
-                    algorithm: Algorithm::EdDSA,
-                },
-            );
-            jwks.keys.push(jwk);
-            if signing.is_none() {
-                signing = Some(SigningKey {
-                    kid: key.kid.clone(),
-                    algorithm: Algorithm::EdDSA,
-                    encoding: EncodingKey::from_ed_der(&der),
-                });
-            }
-        }
-        let signing = signing.context("the store holds no signing key")?;
-        let jwks_json = Bytes::from(serde_json::to_vec(&jwks).context("serializing the JWKS")?);
-        Ok(Self {
-            signing,
-            verifying,
-            jwks,
-            jwks_json,
-        })
-    }
-
-    pub fn signing(&self) -> &SigningKey {
-        &self.signing
+    pub fn identity(&self) -> &SigningKey {
+        &self.identity
     }
 
     pub fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifying.get(kid)
     }
 
-    pub fn verifying_keys(&self) -> impl Iterator<Item = (String, VerifyingKey)> + '_ {
-        self.verifying
-            .iter()
-            .map(|(kid, key)| (kid.clone(), key.clone()))
-    }
-
-    pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
-    }
-
     /// The JWKS as served, serialized once.
     pub fn jwks_json(&self) -> Bytes {
         self.jwks_json.clone()
     }
+
+    fn build(
+        stored: &[StoredKey],
+        access_algorithm: SigningAlgorithm,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
+        let now = Utc::now();
+        let mut verifying = HashMap::new();
+        let mut jwks = JwkSet { keys: Vec::new() };
+        let mut access = None;
+        let mut identity = None;
+        for (key, status) in stored.iter().zip(statuses(stored, grace, now)) {
+            if status == KeyStatus::Retired {
+                continue;
+            }
+            let material = Material::decode(key)?;
+            verifying.insert(key.kid.clone(), material.verifying_key()?);
+            if let Some(jwk) = material.public_jwk(&key.kid)? {
+                jwks.keys.push(jwk);
+            }
+            if status == KeyStatus::Signing {
+                if key.algorithm == access_algorithm.name() {
+                    access = Some(material.signing_key(&key.kid));
+                }
+                if key.algorithm == SigningAlgorithm::EdDSA.name() {
+                    identity = Some(material.signing_key(&key.kid));
+                }
+            }
+        }
+        let jwks_json = Bytes::from(serde_json::to_vec(&jwks).context("serializing the JWKS")?);
+        Ok(Self {
+            access: access.context("the store holds no key for the access-token algorithm")?,
+            identity: identity.context("the store holds no EdDSA key for identity tokens")?,
+            verifying,
+            jwks_json,
+        })
+    }
 }
 
-/// A new Ed25519 key whose `kid` is its RFC 7638 thumbprint.
-pub fn generate_ed25519() -> anyhow::Result<StoredKey> {
-    let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let der = secret
-        .to_pkcs8_der()
-        .map_err(|e| anyhow::anyhow!("encoding a new key: {e}"))?;
-    let kid = public_jwk("", &secret.verifying_key())
-        .thumbprint(ThumbprintHash::SHA256)
-        .context("computing the key's thumbprint")?;
-    Ok(StoredKey {
-        kid,
-        algorithm: EDDSA.to_owned(),
-        private_key: STANDARD.encode(der.as_bytes()),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    })
+/// Each stored key's status; `stored` is newest first.
+fn statuses(stored: &[StoredKey], grace: Duration, now: DateTime<Utc>) -> Vec<KeyStatus> {
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let mut newest_of: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    stored
+        .iter()
+        .map(|key| match newest_of.get(key.algorithm.as_str()) {
+            None => {
+                newest_of.insert(&key.algorithm, created(key));
+                KeyStatus::Signing
+            }
+            Some(&successor_created) => {
+                // The successor of this key is the next newer key of its algorithm.
+                let replaced_at = successor_created;
+                newest_of.insert(&key.algorithm, created(key));
+                let until = replaced_at + grace;
+                if now < until {
+                    KeyStatus::Verifying { until }
+                } else {
+                    KeyStatus::Retired
+                }
+            }
+        })
+        .collect()
 }
 
-fn public_jwk(kid: &str, public: &ed25519_dalek::VerifyingKey) -> Jwk {
-    Jwk {
-        common: CommonParameters {
+fn created(key: &StoredKey) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&key.created_at)
+        .map_or(DateTime::<Utc>::MIN_UTC, |t| t.with_timezone(&Utc))
+}
+
+/// The shared, reloadable key set of a running gateway.
+pub struct Keys {
+    current: RwLock<Arc<KeySet>>,
+    store: Store,
+    access_algorithm: SigningAlgorithm,
+    grace: Duration,
+    last_reload: Mutex<Instant>,
+}
+
+impl Keys {
+    /// Loads the stored keys, generating the ones the configuration needs but the store lacks.
+    pub async fn load(
+        store: Store,
+        access_algorithm: SigningAlgorithm,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
+        ensure_keys(&store, access_algorithm).await?;
+        let set = KeySet::build(&store.signing_keys().await?, access_algorithm, grace)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(set)),
+            store,
+            access_algorithm,
+            grace,
+            last_reload: Mutex::new(Instant::now()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Rereads the store: a key rotated by any replica or by `gatehouse keys rotate` is picked up.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        *self.last_reload.lock().await = Instant::now();
+        let set = KeySet::build(
+            &self.store.signing_keys().await?,
+            self.access_algorithm,
+            self.grace,
+        )?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Reloads unless the last reload is more recent than `interval`: a token naming an unknown
+    /// key may come from a replica that rotated, but random kids must not hammer the store.
+    pub async fn reload_if_older_than(&self, interval: Duration) -> anyhow::Result<bool> {
+        {
+            let last = self.last_reload.lock().await;
+            if last.elapsed() < interval {
+                return Ok(false);
+            }
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+}
+
+async fn ensure_keys(store: &Store, access_algorithm: SigningAlgorithm) -> anyhow::Result<()> {
+    let stored = store.signing_keys().await?;
+    for algorithm in [access_algorithm, SigningAlgorithm::EdDSA] {
+        if !stored.iter().any(|key| key.algorithm == algorithm.name()) {
+            let key = generate(algorithm)?;
+            tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated a signing key");
+            store.insert_signing_key(&key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `gatehouse keys rotate`: a new key for the access-token algorithm (and a new EdDSA key for
+/// identity tokens when that is another); retired keys are deleted.
+pub async fn rotate(
+    store: &Store,
+    access_algorithm: SigningAlgorithm,
+    grace: Duration,
+) -> anyhow::Result<Vec<StoredKey>> {
+    let mut algorithms = vec![access_algorithm];
+    if access_algorithm != SigningAlgorithm::EdDSA {
+        algorithms.push(SigningAlgorithm::EdDSA);
+    }
+    let mut added = Vec::new();
+    for algorithm in algorithms {
+        let key = generate(algorithm)?;
+        store.insert_signing_key(&key).await?;
+        added.push(key);
+    }
+    for info in describe(&store.signing_keys().await?, grace) {
+        if info.status == KeyStatus::Retired {
+            store.delete_signing_key(&info.kid).await?;
+        }
+    }
+    Ok(added)
+}
+
+/// Every stored key with its status, newest first.
+pub fn describe(stored: &[StoredKey], grace: Duration) -> Vec<KeyInfo> {
+    stored
+        .iter()
+        .zip(statuses(stored, grace, Utc::now()))
+        .map(|(key, status)| KeyInfo {
+            kid: key.kid.clone(),
+            algorithm: key.algorithm.clone(),
+            created_at: key.created_at.clone(),
+            status,
+        })
+        .collect()
+}
+
+impl SigningAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::RS256 => "RS256",
+            Self::HS256 => "HS256",
+        }
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::EdDSA => Algorithm::EdDSA,
+            Self::RS256 => Algorithm::RS256,
+            Self::HS256 => Algorithm::HS256,
+        }
+    }
+}
+
+/// A key's secret material, decoded.
+enum Material {
+    Ed25519 {
+        der: Vec<u8>,
+        public: ed25519_dalek::VerifyingKey,
+    },
+    Rsa {
+        der: Vec<u8>,
+    },
+    Hmac {
+        secret: Vec<u8>,
+    },
+}
+
+impl Material {
+    fn decode(key: &StoredKey) -> anyhow::Result<Self> {
+        let bytes = STANDARD
+            .decode(&key.private_key)
+            .with_context(|| format!("decoding key {}", key.kid))?;
+        match key.algorithm.as_str() {
+            "EdDSA" => {
+                let secret = ed25519_dalek::SigningKey::from_pkcs8_der(&bytes).map_err(|e| {
+                    anyhow::anyhow!("key {} is not an Ed25519 PKCS#8 key: {e}", key.kid)
+                })?;
+                Ok(Self::Ed25519 {
+                    public: secret.verifying_key(),
+                    der: bytes,
+                })
+            }
+            "RS256" => Ok(Self::Rsa { der: bytes }),
+            "HS256" => Ok(Self::Hmac { secret: bytes }),
+            other => anyhow::bail!("key {} has unsupported algorithm {other}", key.kid),
+        }
+    }
+
+    fn algorithm(&self) -> SigningAlgorithm {
+        match self {
+            Self::Ed25519 { .. } => SigningAlgorithm::EdDSA,
+            Self::Rsa { .. } => SigningAlgorithm::RS256,
+            Self::Hmac { .. } => SigningAlgorithm::HS256,
+        }
+    }
+
+    fn encoding_key(&self) -> EncodingKey {
+        match self {
+            Self::Ed25519 { der, .. } => EncodingKey::from_ed_der(der),
+            Self::Rsa { der } => EncodingKey::from_rsa_der(der),
+            Self::Hmac { secret } => EncodingKey::from_secret(secret),
+        }
+    }
+
+    fn signing_key(&self, kid: &str) -> SigningKey {
+        SigningKey {
+            kid: kid.to_owned(),
+            algorithm: self.algorithm().jwt(),
+            encoding: self.encoding_key(),
+        }
+    }
+
+    fn verifying_key(&self) -> anyhow::Result<VerifyingKey> {
+        let key = match self {
+            Self::Hmac { secret } => DecodingKey::from_secret(secret),
+            other => DecodingKey::from_jwk(&other.public_jwk("")?.context("a public key")?)
+                .context("building a verifying key")?,
+        };
+        Ok(VerifyingKey {
+            key,
+            algorithm: self.algorithm().jwt(),
+        })
+    }
+
+    /// The public JWK; `None` for a shared secret, which must never be published.
+    fn public_jwk(&self, kid: &str) -> anyhow::Result<Option<Jwk>> {
+        let common = CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
-            key_algorithm: Some(KeyAlgorithm::EdDSA),
             key_id: (!kid.is_empty()).then(|| kid.to_owned()),
             ..CommonParameters::default()
-        },
-        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-            key_type: OctetKeyPairType::OctetKeyPair,
-            curve: EllipticCurve::Ed25519,
-            x: URL_SAFE_NO_PAD.encode(public.as_bytes()),
-        }),
+        };
+        match self {
+            Self::Ed25519 { public, .. } => Ok(Some(Jwk {
+                common: CommonParameters {
+                    key_algorithm: Some(KeyAlgorithm::EdDSA),
+                    ..common
+                },
+                algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x: URL_SAFE_NO_PAD.encode(public.as_bytes()),
+                }),
+            })),
+            Self::Rsa { der } => {
+                let derived =
+                    Jwk::from_encoding_key(&EncodingKey::from_rsa_der(der), Algorithm::RS256)
+                        .context("deriving the RSA public key")?;
+                Ok(Some(Jwk {
+                    common: CommonParameters {
+                        key_algorithm: Some(KeyAlgorithm::RS256),
+                        ..common
+                    },
+                    ..derived
+                }))
+            }
+            Self::Hmac { .. } => Ok(None),
+        }
+    }
+}
+
+/// A new key of `algorithm`; its `kid` is the RFC 7638 thumbprint of its public key (a random
+/// id for HS256, whose secret must not be derivable from the id).
+pub fn generate(algorithm: SigningAlgorithm) -> anyhow::Result<StoredKey> {
+    let bytes = match algorithm {
+        SigningAlgorithm::EdDSA => {
+            let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            secret
+                .to_pkcs8_der()
+                .map_err(|e| anyhow::anyhow!("encoding a new key: {e}"))?
+                .as_bytes()
+                .to_vec()
+        }
+        SigningAlgorithm::RS256 => {
+            let secret = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                .context("generating an RSA key")?;
+            secret
+                .to_pkcs1_der()
+                .map_err(|e| anyhow::anyhow!("encoding a new key: {e}"))?
+                .as_bytes()
+                .to_vec()
+        }
+        SigningAlgorithm::HS256 => {
+            let mut secret = vec![0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            secret
+        }
+    };
+    let stored = StoredKey {
+        kid: String::new(),
+        algorithm: algorithm.name().to_owned(),
+        private_key: STANDARD.encode(&bytes),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    };
+    let kid = match Material::decode(&stored)?.public_jwk("")? {
+        Some(jwk) => jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .context("computing the key's thumbprint")?,
+        None => format!("hs-{}", uuid::Uuid::new_v4().simple()),
+    };
+    Ok(StoredKey { kid, ..stored })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(algorithm: &str, created_at: &str) -> StoredKey {
+        StoredKey {
+            kid: format!("{algorithm}-{created_at}"),
+            algorithm: algorithm.into(),
+            private_key: String::new(),
+            created_at: created_at.into(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_key_verifies_for_the_grace_period_then_retires() {
+        let now = Utc::now();
+        let at = |minutes_ago: i64| (now - chrono::Duration::minutes(minutes_ago)).to_rfc3339();
+        let stored = [
+            key("EdDSA", &at(5)),
+            key("EdDSA", &at(60)),
+            key("EdDSA", &at(120)),
+        ];
+        let statuses = statuses(&stored, Duration::from_secs(30 * 60), now);
+        assert_eq!(statuses[0], KeyStatus::Signing);
+        assert!(
+            matches!(statuses[1], KeyStatus::Verifying { .. }),
+            "replaced 5 minutes ago"
+        );
+        assert_eq!(statuses[2], KeyStatus::Retired, "replaced 60 minutes ago");
+    }
+
+    #[test]
+    fn each_algorithm_has_its_own_signing_key() {
+        let now = Utc::now();
+        let stored = [
+            key("RS256", &now.to_rfc3339()),
+            key("EdDSA", &now.to_rfc3339()),
+        ];
+        assert_eq!(
+            statuses(&stored, Duration::ZERO, now),
+            [KeyStatus::Signing, KeyStatus::Signing]
+        );
+    }
+
+    #[test]
+    fn every_algorithm_signs_what_it_verifies() {
+        for algorithm in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::HS256,
+        ] {
+            let stored = generate(algorithm).unwrap();
+            let material = Material::decode(&stored).unwrap();
+            let signing = material.signing_key(&stored.kid);
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(signing.algorithm),
+                &serde_json::json!({"exp": u64::MAX / 2}),
+                &signing.encoding,
+            )
+            .unwrap();
+            let verifying = material.verifying_key().unwrap();
+            let validation = jsonwebtoken::Validation::new(verifying.algorithm);
+            assert!(
+                jsonwebtoken::decode::<serde_json::Value>(&token, &verifying.key, &validation)
+                    .is_ok(),
+                "{algorithm:?}"
+            );
+            assert_eq!(
+                material.public_jwk(&stored.kid).unwrap().is_none(),
+                algorithm == SigningAlgorithm::HS256
+            );
+        }
     }
 }

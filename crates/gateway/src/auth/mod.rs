@@ -1,6 +1,7 @@
 //! Authentication and authorization: keys and JWKS, access tokens, identity tokens for the
 //! services, the login endpoint, and route policies.
 
+pub mod accounts;
 pub mod clients;
 pub mod identity;
 pub mod jwks;
@@ -8,7 +9,10 @@ pub mod keys;
 pub mod login;
 pub mod oauth;
 pub mod policy;
+pub mod session;
+pub mod throttle;
 pub mod tokens;
+pub mod upkeep;
 
 use http::HeaderMap;
 

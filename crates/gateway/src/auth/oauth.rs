@@ -1,9 +1,12 @@
 //! `POST /api/oauth/token` (RFC 6749): the token endpoint for standard OAuth 2.0 clients.
-//! `client_credentials` (§4.4) for machine clients, `password` (§4.3) for first-party apps.
+//! `client_credentials` (§4.4) for machine clients, `password` (§4.3) for first-party apps,
+//! `refresh_token` (§6) to renew a session.
 //! Errors are RFC 6749 §5.2 bodies (`{"error","error_description"}`), as OAuth libraries expect.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -12,8 +15,9 @@ use kit::PrincipalKind;
 use serde::Serialize;
 
 use super::clients::{self, Client};
-use super::login;
+use super::session::{self, RenewError};
 use super::tokens::{IssuedToken, Subject};
+use super::{accounts, throttle};
 use crate::error::GatewayError;
 use crate::server::SharedState;
 
@@ -24,6 +28,8 @@ pub struct OAuthError {
     description: String,
     /// The client authenticated with HTTP Basic: a 401 then carries the Basic challenge.
     basic_challenge: bool,
+    /// Sign-ins are throttled: when to try again.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl OAuthError {
@@ -32,6 +38,7 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -53,10 +60,17 @@ impl IntoResponse for OAuthError {
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ if self.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
         let body = serde_json::json!({ "error": self.code, "error_description": self.description });
         let mut response = (status, no_store(), axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
         if self.basic_challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -196,8 +210,13 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
-pub async fn token(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
-    match grant(&state, &headers, &body).await {
+pub async fn token(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match grant(&state, peer.ip(), &headers, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -205,6 +224,7 @@ pub async fn token(State(state): State<SharedState>, headers: HeaderMap, body: B
 
 async fn grant(
     state: &SharedState,
+    peer: IpAddr,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
@@ -213,21 +233,11 @@ async fn grant(
     let credentials = ClientCredentials::from_request(headers, &form)?;
     match grant_type {
         "client_credentials" => {
-            let client = credentials
-                .authenticate(state)
-                .await?
-                .ok_or_else(|| OAuthError::invalid_client(false))?;
+            let client = credentials.authenticate(state).await?.ok_or_else(|| OAuthError::invalid_client(false))?;
             let scopes = granted_scopes(form.get("scope"), &client.scopes)?;
-            let issued = issue(
-                state,
-                Subject {
-                    id: client.id,
-                    kind: PrincipalKind::Client,
-                    username: None,
-                    roles: Vec::new(),
-                    scopes,
-                },
-            )?;
+            let subject = Subject { id: client.id, kind: PrincipalKind::Client, username: None, roles: Vec::new(), scopes };
+            // No refresh token for a client (RFC 6749 §4.4.3): it asks again with its secret.
+            let issued = state.tokens.issue(subject, None).map_err(upstream_failure)?;
             Ok(respond(issued))
         }
         "password" => {
@@ -235,26 +245,37 @@ async fn grant(
             credentials.authenticate(state).await?;
             let username = form.require("username")?;
             let password = form.require("password")?;
-            let user = match login::authenticate(state, username, password).await {
-                Ok(user) => user,
+            let attempt = throttle::Attempt::new(state, username, peer);
+            attempt.allowed().await.map_err(upstream_failure)?;
+            let account = match attempt.outcome(accounts::check_password(state, username, password).await).await {
+                Ok(account) => account,
                 Err(GatewayError::InvalidCredentials) => {
-                    return Err(OAuthError::new(
-                        "invalid_grant",
-                        "Invalid username or password.",
-                    ))
+                    return Err(OAuthError::new("invalid_grant", "Invalid username or password."))
                 }
                 Err(other) => return Err(upstream_failure(other)),
             };
-            let scopes = granted_scopes(form.get("scope"), &user.scopes)?;
-            let mut subject = user.into_subject();
+            let scopes = granted_scopes(form.get("scope"), &account.scopes)?;
+            let narrowed = scopes.len() < account.scopes.len();
+            let mut subject = account.into_subject();
             subject.scopes = scopes;
-            Ok(respond(issue(state, subject)?))
+            let session = session::start(state, subject, narrowed).await.map_err(upstream_failure)?;
+            Ok(session::respond(session))
+        }
+        "refresh_token" => {
+            credentials.authenticate(state).await?;
+            let presented = form.require("refresh_token")?;
+            if form.get("scope").is_some() {
+                return Err(OAuthError::new("invalid_scope", "A refresh keeps the session's scopes; omit `scope`."));
+            }
+            match session::renew(state, presented).await {
+                Ok(session) => Ok(session::respond(session)),
+                Err(RenewError::Refused(reason)) => Err(OAuthError::new("invalid_grant", reason)),
+                Err(RenewError::Failed(error)) => Err(upstream_failure(error)),
+            }
         }
         other => Err(OAuthError::new(
             "unsupported_grant_type",
-            format!(
-                "The grant type {other:?} is not supported; use client_credentials or password."
-            ),
+            format!("The grant type {other:?} is not supported; use client_credentials, password or refresh_token."),
         )),
     }
 }
@@ -275,12 +296,15 @@ fn granted_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<Str
     }
 }
 
-fn issue(state: &SharedState, subject: Subject) -> Result<IssuedToken, OAuthError> {
-    state.tokens.issue(subject).map_err(upstream_failure)
-}
-
 fn upstream_failure(error: GatewayError) -> OAuthError {
     match error {
+        GatewayError::TooManyAttempts { retry_after } => OAuthError {
+            retry_after: Some(retry_after),
+            ..OAuthError::new(
+                "invalid_grant",
+                "Too many failed attempts; try again later.",
+            )
+        },
         GatewayError::Unavailable { .. } | GatewayError::Timeout { .. } => OAuthError::new(
             "temporarily_unavailable",
             "The credential check is unavailable; try again.",

@@ -39,6 +39,7 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Durable store: `sqlite://…` or `postgres://…`.
     pub store: String,
+    pub state: crate::state::StateSettings,
     pub tokens: TokenSettings,
     pub auth: AuthEndpoints,
     pub limits: Limits,
@@ -49,6 +50,8 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub access_ttl: Duration,
+    /// How long an unused refresh token stays valid; each refresh starts it anew.
+    pub refresh_ttl: Duration,
     pub issuer: String,
     /// The `aud` of access tokens; never the name of a service, so an access token is never
     /// mistaken for an identity token.
@@ -59,6 +62,8 @@ pub struct TokenSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningAlgorithm {
     EdDSA,
+    RS256,
+    HS256,
 }
 
 /// Where the gateway's own endpoints live, and which service checks passwords.
@@ -67,9 +72,21 @@ pub struct AuthEndpoints {
     pub login_path: String,
     /// The OAuth 2.0 token endpoint.
     pub token_path: String,
+    pub refresh_path: String,
+    pub logout_path: String,
+    pub cutoff_poll: Duration,
+    pub throttle: ThrottleSettings,
     /// The service with `POST /internal/credentials`.
     pub credentials_service: String,
     pub credentials_path: String,
+}
+
+/// Failed logins allowed per username and per client IP within a window, before 429.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    pub per_username: u64,
+    pub per_ip: u64,
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone)]

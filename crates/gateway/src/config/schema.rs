@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub struct File {
     pub listen: Option<String>,
     pub store: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<State>,
     #[serde(default)]
     pub tokens: Tokens,
     #[serde(default)]
@@ -21,10 +21,26 @@ pub struct File {
     pub routes: Vec<Route>,
 }
 
+/// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum State {
+    Named(String),
+    Redis(RedisState),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisState {
+    pub redis: String,
+    pub prefix: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tokens {
     pub access_ttl: Option<String>,
+    pub refresh_ttl: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub algorithm: Option<String>,
@@ -35,7 +51,20 @@ pub struct Tokens {
 pub struct Auth {
     pub login: Option<String>,
     pub token: Option<String>,
+    pub refresh: Option<String>,
+    pub logout: Option<String>,
+    /// How often the gateway asks the credentials service for per-user cut-offs.
+    pub cutoff_poll: Option<String>,
+    pub throttle: Option<Throttle>,
     pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub per_username: Option<u64>,
+    pub per_ip: Option<u64>,
+    pub window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,9 +9,10 @@ use http::{Method, Uri};
 use super::schema;
 use super::{
     AuthEndpoints, AuthPolicy, ConfigError, GatewayConfig, Limits, RouteSettings, ServiceSettings,
-    SigningAlgorithm, TokenSettings,
+    SigningAlgorithm, ThrottleSettings, TokenSettings,
 };
 use crate::router::RouteTable;
+use crate::state::StateSettings;
 
 /// Paths the gateway answers itself; no route may take them.
 pub const RESERVED_PATHS: [&str; 3] = ["/.well-known/jwks.json", "/healthz", "/readyz"];
@@ -75,17 +76,14 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         .unwrap_or_else(|| "sqlite://data/gateway.db".to_owned());
     kit::db::Backend::of_url(&store).map_err(|e| check.error("store", e.to_string()))?;
 
-    match raw.state.as_deref() {
-        None | Some("memory") => {}
-        Some(other) => {
-            return Err(check.error(
-                "state",
-                format!("{other:?}: only `memory` is available in this version"),
-            ))
-        }
-    }
+    let state = state(&check, raw.state)?;
 
     let tokens = TokenSettings {
+        refresh_ttl: check.duration(
+            "tokens.refresh_ttl",
+            raw.tokens.refresh_ttl.as_deref(),
+            Duration::from_secs(14 * 24 * 3600),
+        )?,
         access_ttl: check.duration(
             "tokens.access_ttl",
             raw.tokens.access_ttl.as_deref(),
@@ -100,10 +98,12 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         )?,
         algorithm: match raw.tokens.algorithm.as_deref() {
             None | Some("EdDSA") => SigningAlgorithm::EdDSA,
+            Some("RS256") => SigningAlgorithm::RS256,
+            Some("HS256") => SigningAlgorithm::HS256,
             Some(other) => {
                 return Err(check.error(
                     "tokens.algorithm",
-                    format!("{other:?} is not supported; use EdDSA"),
+                    format!("{other:?} is not supported; use EdDSA, RS256 or HS256"),
                 ))
             }
         },
@@ -174,9 +174,28 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         .token
         .unwrap_or_else(|| "/api/oauth/token".to_owned());
     check.path("auth.token", &token_path)?;
-    if token_path == login_path {
-        return Err(check.error("auth.token", "must differ from auth.login"));
+    let refresh_path = raw
+        .auth
+        .refresh
+        .unwrap_or_else(|| "/api/token/refresh".to_owned());
+    check.path("auth.refresh", &refresh_path)?;
+    let logout_path = raw.auth.logout.unwrap_or_else(|| "/api/logout".to_owned());
+    check.path("auth.logout", &logout_path)?;
+    let own_paths = [&login_path, &token_path, &refresh_path, &logout_path];
+    for (i, path) in own_paths.iter().enumerate() {
+        if own_paths[..i].contains(path) {
+            return Err(check.error(
+                "auth",
+                format!("{path:?} is given to two of login, token, refresh, logout"),
+            ));
+        }
     }
+    let cutoff_poll = check.duration(
+        "auth.cutoff_poll",
+        raw.auth.cutoff_poll.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    let throttle = throttle(&check, raw.auth.throttle)?;
     let (credentials_service, credentials_path) = match raw.auth.credentials {
         Some(c) => (
             c.service,
@@ -194,6 +213,10 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     let auth = AuthEndpoints {
         login_path,
         token_path,
+        refresh_path,
+        logout_path,
+        cutoff_poll,
+        throttle,
         credentials_service,
         credentials_path,
     };
@@ -278,12 +301,63 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     Ok(GatewayConfig {
         listen,
         store,
+        state,
         tokens,
         auth,
         limits,
         services,
         routes,
     })
+}
+
+fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
+    const PREFIX: &str = "gatehouse";
+    let (url, prefix) = match raw {
+        None => return Ok(StateSettings::Memory),
+        Some(schema::State::Named(name)) if name == "memory" => return Ok(StateSettings::Memory),
+        Some(schema::State::Named(url)) => (url, PREFIX.to_owned()),
+        Some(schema::State::Redis(redis)) => (
+            redis.redis,
+            redis.prefix.unwrap_or_else(|| PREFIX.to_owned()),
+        ),
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(check.error(
+            "state",
+            format!(
+                "{:?}: expected `memory` or a redis:// URL",
+                kit::db::redact(&url)
+            ),
+        ));
+    }
+    if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+        return Err(check.error("state.prefix", "must be a non-empty word"));
+    }
+    Ok(StateSettings::Redis { url, prefix })
+}
+
+fn throttle(
+    check: &Checker<'_>,
+    raw: Option<schema::Throttle>,
+) -> Result<ThrottleSettings, ConfigError> {
+    let raw = raw.unwrap_or(schema::Throttle {
+        per_username: None,
+        per_ip: None,
+        window: None,
+    });
+    let settings = ThrottleSettings {
+        per_username: raw.per_username.unwrap_or(10),
+        per_ip: raw.per_ip.unwrap_or(50),
+        window: check.duration(
+            "auth.throttle.window",
+            raw.window.as_deref(),
+            Duration::from_secs(15 * 60),
+        )?,
+    };
+    if settings.per_username == 0 || settings.per_ip == 0 {
+        return Err(check.error("auth.throttle", "limits must be at least 1"));
+    }
+    Ok(settings)
 }
 
 fn non_empty(

@@ -1,4 +1,5 @@
-//! The gateway's durable store (SQLite or PostgreSQL): its signing keys and machine clients. Services keep their
+//! The gateway's durable store (SQLite or PostgreSQL): signing keys, machine clients, and
+//! refresh-token families. Services keep their
 //! own databases; nothing here is shared with them.
 
 use anyhow::Context;
@@ -59,6 +60,15 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding signing keys")
+    }
+
+    pub async fn delete_signing_key(&self, kid: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(self.db.pool())
+            .await
+            .context("deleting a retired signing key")?;
+        Ok(())
     }
 
     pub async fn insert_signing_key(&self, key: &StoredKey) -> anyhow::Result<()> {
@@ -122,6 +132,173 @@ impl Store {
             .context("removing a client")?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+impl Store {
+    /// Starts a family with its first token, in one transaction (a family never stands empty).
+    pub async fn start_family(
+        &self,
+        family_id: &str,
+        subject: &str,
+        scope: Option<&str>,
+        created_ms: u64,
+        hash: &str,
+        expires_at: u64,
+    ) -> anyhow::Result<()> {
+        let mut transaction = self
+            .db
+            .pool()
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        sqlx::query(
+            "INSERT INTO refresh_families (id, subject, scope, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(family_id)
+        .bind(subject)
+        .bind(scope)
+        .bind(to_i64(created_ms))
+        .execute(&mut *transaction)
+        .await
+        .context("creating a refresh-token family")?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, family_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash)
+            .bind(family_id)
+            .bind(to_i64(expires_at))
+            .bind(now_text())
+            .execute(&mut *transaction)
+            .await
+            .context("storing a refresh token")?;
+        transaction
+            .commit()
+            .await
+            .context("committing a new refresh-token family")?;
+        Ok(())
+    }
+
+    pub async fn insert_refresh(
+        &self,
+        hash: &str,
+        family_id: &str,
+        expires_at: u64,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO refresh_tokens (hash, family_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash)
+            .bind(family_id)
+            .bind(to_i64(expires_at))
+            .bind(now_text())
+            .execute(self.db.pool())
+            .await
+            .context("storing a refresh token")?;
+        Ok(())
+    }
+
+    pub async fn find_refresh(&self, hash: &str) -> anyhow::Result<Option<RefreshRecord>> {
+        let row = sqlx::query(
+            "SELECT t.family_id, t.expires_at, t.spent_at, f.subject, f.scope, f.created_ms, f.revoked_at \
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(self.db.pool())
+        .await
+        .context("reading a refresh token")?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RefreshRecord {
+            family_id: row.try_get("family_id")?,
+            subject: row.try_get("subject")?,
+            scope: row.try_get("scope")?,
+            expires_at: from_i64(row.try_get("expires_at")?),
+            family_created_ms: from_i64(row.try_get("created_ms")?),
+            spent: row.try_get::<Option<String>, _>("spent_at")?.is_some(),
+            family_revoked: row.try_get::<Option<String>, _>("revoked_at")?.is_some(),
+        }))
+    }
+
+    /// Marks a refresh token spent; `false` when it already was (someone else used it first).
+    pub async fn spend_refresh(&self, hash: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "UPDATE refresh_tokens SET spent_at = $1 WHERE hash = $2 AND spent_at IS NULL",
+        )
+        .bind(now_text())
+        .bind(hash)
+        .execute(self.db.pool())
+        .await
+        .context("spending a refresh token")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn revoke_family(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_text())
+        .bind(reason)
+        .bind(id)
+        .execute(self.db.pool())
+        .await
+        .context("revoking a refresh-token family")?;
+        Ok(())
+    }
+
+    /// Revokes every family of `subject` started before `before_ms`.
+    pub async fn revoke_families_before(
+        &self,
+        subject: &str,
+        before_ms: u64,
+        reason: &str,
+    ) -> anyhow::Result<u64> {
+        let result = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+             WHERE subject = $3 AND created_ms < $4 AND revoked_at IS NULL",
+        )
+        .bind(now_text())
+        .bind(reason)
+        .bind(subject)
+        .bind(to_i64(before_ms))
+        .execute(self.db.pool())
+        .await
+        .context("revoking refresh-token families")?;
+        Ok(result.rows_affected())
+    }
+
+    /// Forgets refresh tokens that expired before `before` (Unix seconds), and emptied families.
+    pub async fn purge_refresh(&self, before: u64) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(to_i64(before))
+            .execute(self.db.pool())
+            .await
+            .context("purging expired refresh tokens")?;
+        sqlx::query("DELETE FROM refresh_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.id)")
+            .execute(self.db.pool())
+            .await
+            .context("purging empty refresh-token families")?;
+        Ok(())
+    }
+}
+
+/// A refresh token and its family, as stored.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub family_id: String,
+    pub subject: String,
+    /// The scopes the session is limited to, when narrower than the account's.
+    pub scope: Option<String>,
+    pub expires_at: u64,
+    pub family_created_ms: u64,
+    pub spent: bool,
+    pub family_revoked: bool,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_i64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A machine client as stored: never its secret, only the secret's hash.

@@ -1,0 +1,177 @@
+//! The gateway's calls to the credentials service (users): password checks, the current state
+//! of an account when a session is refreshed, and per-user revocation cut-offs. The gateway
+//! calls with its own identity token and never sees a password hash.
+
+use axum::body::{Body, Bytes};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use kit::PrincipalKind;
+use serde::Deserialize;
+
+use super::tokens::Subject;
+use crate::error::GatewayError;
+use crate::proxy::forward;
+use crate::server::SharedState;
+
+/// The credentials service's answers are small; anything far larger is not one of them.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// An account as the credentials service describes it.
+#[derive(Debug, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    pub role: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default = "active")]
+    pub is_active: bool,
+}
+
+fn active() -> bool {
+    true
+}
+
+impl Account {
+    pub fn into_subject(self) -> Subject {
+        Subject {
+            id: self.id,
+            kind: PrincipalKind::User,
+            username: Some(self.username),
+            roles: vec![self.role],
+            scopes: self.scopes,
+        }
+    }
+}
+
+/// "Tokens of `user_id` issued before `cutoff_ms` are void."
+#[derive(Debug, Deserialize)]
+pub struct Cutoff {
+    pub user_id: String,
+    pub cutoff_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct Cutoffs {
+    cutoffs: Vec<Cutoff>,
+}
+
+/// The active account `username` and `password` belong to, or `InvalidCredentials`.
+pub async fn check_password(
+    state: &SharedState,
+    username: &str,
+    password: &str,
+) -> Result<Account, GatewayError> {
+    let body = serde_json::json!({ "username": username, "password": password });
+    let (status, bytes) = call(
+        state,
+        Method::POST,
+        &state.config.auth.credentials_path,
+        Some(body),
+    )
+    .await?;
+    match status {
+        StatusCode::OK => parse(state, &bytes),
+        // A name that cannot be a username is as unknown as any other: the same answer.
+        StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            Err(GatewayError::InvalidCredentials)
+        }
+        other => Err(unexpected(state, other)),
+    }
+}
+
+/// The account `user_id` as it is now; `None` when it no longer exists.
+pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Account>, GatewayError> {
+    let Ok(id) = uuid::Uuid::parse_str(user_id) else {
+        return Ok(None);
+    };
+    let (status, bytes) = call(state, Method::GET, &format!("/internal/users/{id}"), None).await?;
+    match status {
+        StatusCode::OK => parse(state, &bytes).map(Some),
+        StatusCode::NOT_FOUND => Ok(None),
+        other => Err(unexpected(state, other)),
+    }
+}
+
+/// Cut-offs recorded at or after `since_ms`.
+pub async fn cutoffs_since(
+    state: &SharedState,
+    since_ms: u64,
+) -> Result<Vec<Cutoff>, GatewayError> {
+    let (status, bytes) = call(
+        state,
+        Method::GET,
+        &format!("/internal/token-cutoffs?since={since_ms}"),
+        None,
+    )
+    .await?;
+    match status {
+        StatusCode::OK => parse::<Cutoffs>(state, &bytes).map(|c| c.cutoffs),
+        other => Err(unexpected(state, other)),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    state: &SharedState,
+    bytes: &[u8],
+) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        tracing::error!(%error, "the credentials service answered with an unexpected body");
+        GatewayError::BadGateway {
+            service: state.config.auth.credentials_service.clone(),
+        }
+    })
+}
+
+fn unexpected(state: &SharedState, status: StatusCode) -> GatewayError {
+    tracing::error!(service = %state.config.auth.credentials_service, status = status.as_u16(), "credentials service failed");
+    GatewayError::BadGateway {
+        service: state.config.auth.credentials_service.clone(),
+    }
+}
+
+async fn call(
+    state: &SharedState,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(StatusCode, Bytes), GatewayError> {
+    let service = &state.config.auth.credentials_service;
+    let upstream = state.upstreams.get(service).ok_or_else(|| {
+        GatewayError::Internal(anyhow::anyhow!(
+            "credentials service {service} has no upstream"
+        ))
+    })?;
+    let mut request = Request::builder()
+        .method(method)
+        .uri(upstream.uri_for(path)?)
+        .header(
+            kit::identity::HEADER,
+            state.identities.for_gateway(&upstream.name)?,
+        );
+    if let Some(context) = kit::request_id::current() {
+        if let Ok(id) = HeaderValue::from_str(&context.id) {
+            request = request.header(kit::request_id::HEADER, id);
+        }
+    }
+    let body = match body {
+        Some(json) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(serde_json::to_vec(&json).map_err(|e| GatewayError::Internal(e.into()))?)
+        }
+        None => Body::empty(),
+    };
+    let request = request
+        .body(body)
+        .map_err(|e| GatewayError::Internal(e.into()))?;
+    let response = forward::send(upstream, request, upstream.timeout).await?;
+    let status = response.status();
+    let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BadGateway {
+            service: service.clone(),
+        })?
+        .to_bytes();
+    Ok((status, bytes))
+}

@@ -1,0 +1,258 @@
+//! Sign-in sessions. A login starts a refresh-token family; each refresh spends the presented
+//! token and issues a new pair in the same family; presenting a spent token revokes the whole
+//! family (OAuth 2.0 Security BCP §4.14). Logout revokes the family and denylists the access
+//! token until it expires. Refresh tokens are 256 random bits, stored only as SHA-256 hashes.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use kit::extract::Json;
+use kit::{PrincipalKind, Problem};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::accounts;
+use super::tokens::{now_ms, now_seconds, AccessClaims, IssuedToken, Subject};
+use crate::error::GatewayError;
+use crate::server::SharedState;
+
+/// An access token and the refresh token that renews it.
+pub struct Session {
+    pub access: IssuedToken,
+    pub refresh: String,
+}
+
+/// Why a refresh token was refused: all answer alike, so a guess learns nothing.
+#[derive(Debug)]
+pub enum RenewError {
+    Refused(&'static str),
+    Failed(GatewayError),
+}
+
+impl From<GatewayError> for RenewError {
+    fn from(error: GatewayError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<anyhow::Error> for RenewError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Failed(GatewayError::Internal(error))
+    }
+}
+
+fn new_refresh_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hash(&token);
+    (token, hash)
+}
+
+fn hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+fn refresh_expiry(state: &SharedState) -> u64 {
+    now_seconds() + state.tokens.settings().refresh_ttl.as_secs()
+}
+
+/// Starts a session for a person who just proved who they are. `narrowed` says the subject's
+/// scopes are fewer than the account's; refreshes then never widen them (RFC 6749 §6).
+pub async fn start(
+    state: &SharedState,
+    subject: Subject,
+    narrowed: bool,
+) -> Result<Session, GatewayError> {
+    let family = uuid::Uuid::new_v4().to_string();
+    let (refresh, hashed) = new_refresh_token();
+    let limit = narrowed.then(|| subject.scopes.join(" "));
+    state
+        .store
+        .start_family(
+            &family,
+            &subject.id,
+            limit.as_deref(),
+            now_ms(),
+            &hashed,
+            refresh_expiry(state),
+        )
+        .await?;
+    let access = state.tokens.issue(subject, Some(family))?;
+    Ok(Session { access, refresh })
+}
+
+/// Spends `presented` and issues the next pair of its family.
+pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, RenewError> {
+    const INVALID: &str = "The refresh token is invalid, expired or revoked.";
+    if presented.is_empty() || presented.len() > 512 {
+        return Err(RenewError::Refused(INVALID));
+    }
+    let hashed = hash(presented);
+    let Some(record) = state.store.find_refresh(&hashed).await? else {
+        return Err(RenewError::Refused(INVALID));
+    };
+    if record.family_revoked {
+        return Err(RenewError::Refused(INVALID));
+    }
+    if record.spent || !state.store.spend_refresh(&hashed).await? {
+        tracing::warn!(family = %record.family_id, subject = %record.subject, "refresh token reused: revoking its family");
+        state
+            .store
+            .revoke_family(&record.family_id, "refresh token reused")
+            .await?;
+        return Err(RenewError::Refused(INVALID));
+    }
+    if record.expires_at <= now_seconds() {
+        return Err(RenewError::Refused(INVALID));
+    }
+    if state
+        .shared
+        .mirror()
+        .cutoff(&record.subject)
+        .is_some_and(|cutoff| record.family_created_ms < cutoff)
+    {
+        state
+            .store
+            .revoke_family(&record.family_id, "account changed")
+            .await?;
+        return Err(RenewError::Refused(INVALID));
+    }
+    // Roles and scopes are read afresh: a session carries the account as it is now.
+    let account = match accounts::current(state, &record.subject).await? {
+        Some(account) if account.is_active => account,
+        _ => {
+            state
+                .store
+                .revoke_family(&record.family_id, "account gone or inactive")
+                .await?;
+            return Err(RenewError::Refused(INVALID));
+        }
+    };
+    let mut subject = account.into_subject();
+    if let Some(limit) = &record.scope {
+        let limit: Vec<&str> = limit.split_ascii_whitespace().collect();
+        subject
+            .scopes
+            .retain(|scope| limit.contains(&scope.as_str()));
+    }
+    let (refresh, next_hash) = new_refresh_token();
+    state
+        .store
+        .insert_refresh(&next_hash, &record.family_id, refresh_expiry(state))
+        .await?;
+    let access = state.tokens.issue(subject, Some(record.family_id))?;
+    Ok(Session { access, refresh })
+}
+
+/// Ends the session of `claims`: its family, the family of `refresh` when it is the caller's,
+/// and the access token itself, everywhere, at once.
+pub async fn end(
+    state: &SharedState,
+    claims: &AccessClaims,
+    refresh: Option<&str>,
+) -> Result<(), GatewayError> {
+    state
+        .shared
+        .deny(&claims.jti, claims.exp + super::tokens::LEEWAY_SECONDS)
+        .await
+        .map_err(|e| GatewayError::StateUnavailable(e.to_string()))?;
+    if let Some(family) = &claims.sid {
+        state.store.revoke_family(family, "logout").await?;
+    }
+    if let Some(presented) = refresh.filter(|r| !r.is_empty() && r.len() <= 512) {
+        if let Some(record) = state.store.find_refresh(&hash(presented)).await? {
+            if record.subject == claims.sub {
+                state
+                    .store
+                    .revoke_family(&record.family_id, "logout")
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SessionBody {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: String,
+    scope: String,
+}
+
+/// The token response (RFC 6749 §5.1), never cached.
+pub fn respond(session: Session) -> Response {
+    let body = SessionBody {
+        scope: session.access.claims.scope.clone(),
+        access_token: session.access.token,
+        token_type: "bearer",
+        expires_in: session.access.expires_in,
+        refresh_token: session.refresh,
+    };
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /api/token/refresh` `{"refresh_token"}` → a new pair.
+pub async fn refresh(
+    State(state): State<SharedState>,
+    Json(request): Json<RefreshRequest>,
+) -> Response {
+    match renew(&state, &request.refresh_token).await {
+        Ok(session) => respond(session),
+        Err(RenewError::Refused(reason)) => Problem::unauthorized(reason).into_response(),
+        Err(RenewError::Failed(error)) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// `POST /api/logout` with the access token, and optionally `{"refresh_token"}` → 204.
+pub async fn logout(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let claims = state.authenticate(&headers).await?;
+        let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            LogoutRequest::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                GatewayError::BadRequest(format!(
+                    "The body must be {{\"refresh_token\": \"…\"}} or empty: {e}"
+                ))
+            })?
+        };
+        if claims.kind != PrincipalKind::User && request.refresh_token.is_some() {
+            return Err(GatewayError::BadRequest(
+                "Machine clients hold no refresh token.".to_owned(),
+            ));
+        }
+        end(&state, &claims, request.refresh_token.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}

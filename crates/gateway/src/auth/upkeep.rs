@@ -1,0 +1,106 @@
+//! The gateway's background work while it serves: following per-user cut-offs from the
+//! credentials service, rereading the signing keys, and forgetting expired refresh tokens.
+
+use std::time::Duration;
+
+use kit::shutdown::Shutdown;
+
+use super::accounts;
+use super::tokens::{now_seconds, LEEWAY_SECONDS};
+use crate::server::SharedState;
+
+/// How often keys are reread from the store, so a rotation reaches every replica.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Cut-offs are asked for again this far back, so one recorded out of order is not missed.
+const CUTOFF_OVERLAP_MS: u64 = 5 * 60 * 1000;
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs every task until `shutdown`.
+pub async fn run(state: SharedState, shutdown: Shutdown) {
+    tokio::select! {
+        () = follow_cutoffs(&state) => {},
+        () = reload_keys(&state) => {},
+        () = purge_refresh_tokens(&state) => {},
+        () = shutdown.wait() => {},
+    }
+}
+
+/// Applies cut-offs as the credentials service records them (deactivation, role, scope or
+/// password change, deletion): tokens issued before are refused, sessions begun before end.
+async fn follow_cutoffs(state: &SharedState) {
+    let keep = state.config.tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
+    let mut since_ms: u64 = 0;
+    let mut failing = false;
+    loop {
+        match accounts::cutoffs_since(state, since_ms.saturating_sub(CUTOFF_OVERLAP_MS)).await {
+            Ok(cutoffs) => {
+                if failing {
+                    tracing::info!("per-user cut-offs are followed again");
+                    failing = false;
+                }
+                for cutoff in cutoffs {
+                    since_ms = since_ms.max(cutoff.cutoff_ms);
+                    if state.shared.mirror().cutoff(&cutoff.user_id) >= Some(cutoff.cutoff_ms) {
+                        continue;
+                    }
+                    if let Err(error) = state
+                        .shared
+                        .cut_off(&cutoff.user_id, cutoff.cutoff_ms, keep)
+                        .await
+                    {
+                        tracing::error!(%error, "cannot share a cut-off; applying it on this replica only");
+                        state
+                            .shared
+                            .mirror()
+                            .cut_off(&cutoff.user_id, cutoff.cutoff_ms);
+                    }
+                    match state
+                        .store
+                        .revoke_families_before(
+                            &cutoff.user_id,
+                            cutoff.cutoff_ms,
+                            "account changed",
+                        )
+                        .await
+                    {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(user.id = %cutoff.user_id, sessions = n, "sessions ended by an account change")
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::error!(error = %format!("{error:#}"), "cannot end sessions after a cut-off")
+                        }
+                    }
+                }
+            }
+            Err(error) if !failing => {
+                tracing::warn!(%error, "cannot fetch per-user cut-offs; retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(state.config.auth.cutoff_poll).await;
+    }
+}
+
+async fn reload_keys(state: &SharedState) {
+    loop {
+        tokio::time::sleep(KEY_RELOAD_INTERVAL).await;
+        if let Err(error) = state.keys.reload().await {
+            tracing::error!(error = %format!("{error:#}"), "cannot reread the signing keys");
+        }
+    }
+}
+
+async fn purge_refresh_tokens(state: &SharedState) {
+    loop {
+        tokio::time::sleep(PURGE_INTERVAL).await;
+        if let Err(error) = state
+            .store
+            .purge_refresh(now_seconds().saturating_sub(24 * 3600))
+            .await
+        {
+            tracing::error!(error = %format!("{error:#}"), "cannot purge expired refresh tokens");
+        }
+    }
+}
