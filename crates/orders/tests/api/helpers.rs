@@ -1,0 +1,302 @@
+//! `spawn_app()` and the typed helpers every test uses.
+
+use std::sync::Arc;
+
+use kit::db::Backend;
+use kit::shutdown::Shutdown;
+use kit::testing::{FakeGateway, TestDatabase};
+use kit::PrincipalKind;
+use orders::store::OrderStore;
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+/// A running orders service with its own database; stopped and cleaned up on drop.
+pub struct TestApp {
+    pub address: String,
+    pub db: kit::db::Database,
+    pub gateway: FakeGateway,
+    client: reqwest::Client,
+    shutdown: Shutdown,
+    database: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let database = TestDatabase::create("orders").await;
+    let db = orders::connect(&database.url)
+        .await
+        .expect("connecting and migrating the test database");
+    let expected = if database.is_postgres() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    assert_eq!(
+        db.backend(),
+        expected,
+        "the test runs on the backend it asked for"
+    );
+
+    let gateway = FakeGateway::for_service(orders::NAME);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let service = orders::service(db.clone(), Arc::new(gateway.verifier()));
+    tokio::spawn(service.serve(listener, shutdown.clone()));
+
+    TestApp {
+        address,
+        db,
+        gateway,
+        client: reqwest::Client::new(),
+        shutdown,
+        database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl TestApp {
+    /// The URL of the test's database, for a second connection to it.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
+    /// The store behind the service, for what no endpoint does (marking an order paid).
+    pub fn store(&self) -> OrderStore {
+        OrderStore::new(self.db.clone())
+    }
+
+    fn caller(&self, id: Option<Uuid>, token: Option<String>) -> Caller {
+        Caller {
+            client: self.client.clone(),
+            address: self.address.clone(),
+            token,
+            id,
+        }
+    }
+
+    pub fn anonymous(&self) -> Caller {
+        self.caller(None, None)
+    }
+
+    /// A new signed-in user with the role `user` (the gateway vouches; no account is needed).
+    pub fn user(&self) -> Caller {
+        self.user_with_id(Uuid::now_v7())
+    }
+
+    pub fn user_with_id(&self, id: Uuid) -> Caller {
+        self.caller(
+            Some(id),
+            Some(self.gateway.user(&id, &["user"], "time:read")),
+        )
+    }
+
+    /// A new signed-in admin.
+    pub fn admin(&self) -> Caller {
+        let id = Uuid::now_v7();
+        self.caller(Some(id), Some(self.gateway.user(&id, &["admin"], "")))
+    }
+
+    /// A machine client (no user id), whatever roles it has.
+    pub fn client(&self, roles: &[&str]) -> Caller {
+        let claims = self
+            .gateway
+            .claims("reporting-job", PrincipalKind::Client, roles, "");
+        self.caller(None, Some(self.gateway.sign(&claims)))
+    }
+
+    /// The gateway itself, as it calls services on its own behalf.
+    pub fn gateway_itself(&self) -> Caller {
+        let claims = self
+            .gateway
+            .claims("gateway", PrincipalKind::Gateway, &[], "");
+        self.caller(None, Some(self.gateway.sign(&claims)))
+    }
+
+    pub fn with_token(&self, token: String) -> Caller {
+        self.caller(None, Some(token))
+    }
+}
+
+/// A create body with one line per `(sku, quantity, unit_price_cents)`.
+pub fn order_of(lines: &[(&str, i64, i64)]) -> Value {
+    json!({
+        "items": lines
+            .iter()
+            .map(|(sku, quantity, price)| json!({ "sku": sku, "quantity": quantity, "unit_price_cents": price }))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// A small valid create body.
+pub fn two_items() -> Value {
+    order_of(&[("BOOK-1", 2, 1250), ("PEN-7", 3, 199)])
+}
+
+/// Someone calling the service: with an identity token, or without. Owns what it needs, so it
+/// can move into spawned tasks.
+#[derive(Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+    address: String,
+    token: Option<String>,
+    /// The user id the token carries, for signed-in users.
+    pub id: Option<Uuid>,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> Uuid {
+        self.id.expect("a signed-in user")
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> TestResponse {
+        self.post_with(path, body, &[]).await
+    }
+
+    /// A JSON POST with extra headers.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        self.send(
+            Method::POST,
+            path,
+            Some(("application/json", body.to_string())),
+            headers,
+        )
+        .await
+    }
+
+    /// A POST with `Idempotency-Key: key`.
+    pub async fn post_idempotent(&self, body: &Value, key: &str) -> TestResponse {
+        self.post_with("/orders", body, &[("idempotency-key", key)])
+            .await
+    }
+
+    /// `POST /orders/{id}/cancel`, without a body.
+    pub async fn cancel(&self, id: &str) -> TestResponse {
+        self.send(Method::POST, &format!("/orders/{id}/cancel"), None, &[])
+            .await
+    }
+
+    /// Creates an order; panics unless it answers 201.
+    pub async fn create_order(&self, body: &Value) -> Value {
+        let response = self.post("/orders", body).await;
+        assert_eq!(
+            response.status,
+            StatusCode::CREATED,
+            "creating {body}: {}",
+            response.text
+        );
+        response.json()
+    }
+
+    /// Any request; `body` is a content type and the bytes to send as is.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = &self.token {
+            request = request.header(kit::identity::HEADER, token);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(bytes);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        TestResponse {
+            status,
+            headers,
+            text,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    /// A problem body, checked to be one, without the members that differ per request.
+    pub fn problem(&self) -> Value {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
+        let mut body = self.json();
+        let object = body.as_object_mut().unwrap();
+        assert_eq!(object["status"], self.status.as_u16(), "{}", self.text);
+        object
+            .remove("request_id")
+            .expect("a problem names its request");
+        object.remove("instance");
+        body
+    }
+
+    pub fn detail(&self) -> String {
+        self.problem()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The fields a 422 problem lists, in order.
+    pub fn invalid_fields(&self) -> Vec<String> {
+        assert_eq!(
+            self.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            self.text
+        );
+        let problem = self.problem();
+        let errors = problem["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no errors listed: {problem}"));
+        errors
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// The id of an order JSON.
+pub fn id_of(order: &Value) -> &str {
+    order["id"].as_str().unwrap()
+}
