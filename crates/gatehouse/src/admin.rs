@@ -1,11 +1,14 @@
-//! `gatehouse clients …`: managing machine clients in the gateway's store. Run where `up` runs
-//! (or with the deployed gateway's `--config`), they act on the same store, while it runs.
+//! `gatehouse clients …` and `gatehouse keys …`: managing machine clients and signing keys in
+//! the gateway's store. Run where `up` runs (or with the deployed gateway's `--config`), they
+//! act on the same store, while it runs; running gateways pick changes up by themselves.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use gateway::auth::clients;
-use gateway::config::Vars;
+use gateway::auth::keys::{self, KeyStatus};
+use gateway::config::{GatewayConfig, Vars};
+use gateway::server::key_grace;
 use gateway::store::Store;
 
 /// Which store to act on: the one the given (or default) gateway configuration names.
@@ -16,11 +19,16 @@ pub struct StoreLocation {
 
 impl StoreLocation {
     pub async fn open(&self) -> anyhow::Result<Store> {
+        Ok(self.open_with_config().await?.1)
+    }
+
+    async fn open_with_config(&self) -> anyhow::Result<(GatewayConfig, Store)> {
         let vars = Vars::new().set("GATEHOUSE_DATA_DIR", self.data_dir.display().to_string());
         let config = crate::load_config(self.config.as_deref(), &vars)?;
-        Store::connect(&config.store)
+        let store = Store::connect(&config.store)
             .await
-            .context("opening the gateway's store")
+            .context("opening the gateway's store")?;
+        Ok((config, store))
     }
 }
 
@@ -67,4 +75,44 @@ pub async fn remove_client(location: &StoreLocation, id: &str) -> anyhow::Result
     } else {
         anyhow::bail!("no client named {id:?}")
     }
+}
+
+pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
+    let (config, store) = location.open_with_config().await?;
+    let added = keys::rotate(&store, config.tokens.algorithm, key_grace(&config)).await?;
+    let mut out = String::new();
+    for key in added {
+        out.push_str(&format!("new {} key {}\n", key.algorithm, key.kid));
+    }
+    out.push_str(&format!(
+        "Running gateways sign with it within {}s; tokens signed by the previous key keep verifying until they expire.",
+        gateway::auth::upkeep::KEY_RELOAD_INTERVAL.as_secs()
+    ));
+    Ok(out)
+}
+
+pub async fn list_keys(location: &StoreLocation) -> anyhow::Result<String> {
+    let (config, store) = location.open_with_config().await?;
+    let stored = store.signing_keys().await?;
+    let keys = keys::describe(&stored, key_grace(&config));
+    let width = keys.iter().map(|k| k.kid.len()).max().unwrap_or(0).max(3);
+    let mut out = format!(
+        "{:width$}  {:9}  {:27}  status\n",
+        "kid", "algorithm", "created_at"
+    );
+    for key in keys {
+        let status = match key.status {
+            KeyStatus::Signing => "signing".to_owned(),
+            KeyStatus::Verifying { until } => format!(
+                "verifying until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            KeyStatus::Retired => "retired".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:width$}  {:9}  {:27}  {status}\n",
+            key.kid, key.algorithm, key.created_at
+        ));
+    }
+    Ok(out.trim_end().to_owned())
 }

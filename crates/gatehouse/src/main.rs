@@ -89,6 +89,22 @@ enum Command {
         )]
         data_dir: PathBuf,
     },
+    /// Manage the gateway's signing keys (works while it runs).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The gateway configuration whose store to use (default as for `up`).
+        #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The data folder, as for `up`.
+        #[arg(
+            long,
+            global = true,
+            env = "GATEHOUSE_DATA_DIR",
+            default_value = "data"
+        )]
+        data_dir: PathBuf,
+    },
     /// Validate a gateway configuration file exactly as the gateway would, without starting.
     CheckConfig {
         #[arg(default_value = "config/gateway.yaml")]
@@ -110,6 +126,14 @@ enum ClientsAction {
     List,
     /// Remove a client; it can obtain no new token.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key; the previous one verifies until its tokens expire.
+    Rotate,
+    /// List the keys and their status.
+    List,
 }
 
 #[tokio::main]
@@ -186,6 +210,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 ClientsAction::List => admin::list_clients(&location).await?,
                 ClientsAction::Remove { name } => admin::remove_client(&location, &name).await?,
+            };
+            println!("{output}");
+            Ok(())
+        }
+        Command::Keys {
+            action,
+            config,
+            data_dir,
+        } => {
+            let location = StoreLocation { config, data_dir };
+            let output = match action {
+                KeysAction::Rotate => admin::rotate_keys(&location).await?,
+                KeysAction::List => admin::list_keys(&location).await?,
             };
             println!("{output}");
             Ok(())
