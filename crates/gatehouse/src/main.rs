@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse::admin::{self, StoreLocation};
-use gatehouse::standalone::{self, ServiceOptions};
+use gatehouse::standalone::{self, Part, ServiceOptions};
 use gatehouse::up::{self, UpOptions};
 use kit::shutdown::Shutdown;
 use kit::telemetry::{self, LogFormat};
@@ -41,6 +41,10 @@ enum Command {
         gateway_port: u16,
         #[arg(long, env = "GATEHOUSE_USERS_PORT", default_value_t = 8101)]
         users_port: u16,
+        #[arg(long, env = "GATEHOUSE_ORDERS_PORT", default_value_t = 8102)]
+        orders_port: u16,
+        #[arg(long, env = "GATEHOUSE_CLOCK_PORT", default_value_t = 8103)]
+        clock_port: u16,
         /// Where the SQLite files live.
         #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -54,25 +58,11 @@ enum Command {
         config: PathBuf,
     },
     /// Run the users service alone.
-    Users {
-        #[arg(long, env = "GATEHOUSE_USERS_LISTEN", default_value = "127.0.0.1:8101")]
-        listen: SocketAddr,
-        #[arg(
-            long,
-            env = "GATEHOUSE_USERS_DATABASE_URL",
-            default_value = "sqlite://data/users.db"
-        )]
-        database_url: String,
-        /// The gateway's JWKS, whose keys sign the identity tokens this service accepts.
-        #[arg(
-            long,
-            env = "GATEHOUSE_JWKS_URL",
-            default_value = "http://127.0.0.1:8001/.well-known/jwks.json"
-        )]
-        jwks_url: String,
-        #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
-        issuer: String,
-    },
+    Users(ServiceArgs),
+    /// Run the orders service alone.
+    Orders(ServiceArgs),
+    /// Run the clock service alone.
+    Clock(ServiceArgs),
     /// Manage machine-to-machine clients in the gateway's store (works while it runs).
     Clients {
         #[command(subcommand)]
@@ -110,6 +100,39 @@ enum Command {
         #[arg(default_value = "config/gateway.yaml")]
         file: PathBuf,
     },
+}
+
+/// Settings of a service run on its own (one service per process, so the names are plain).
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// Address to listen on (default: the service's port on 127.0.0.1, as in `up`).
+    #[arg(long, env = "GATEHOUSE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// `sqlite://…` or `postgres://…` (default: sqlite://data/<service>.db).
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The gateway's JWKS, whose keys sign the identity tokens this service accepts.
+    #[arg(
+        long,
+        env = "GATEHOUSE_JWKS_URL",
+        default_value = "http://127.0.0.1:8001/.well-known/jwks.json"
+    )]
+    jwks_url: String,
+    #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
+    issuer: String,
+}
+
+impl ServiceArgs {
+    fn options(self, part: Part) -> ServiceOptions {
+        ServiceOptions {
+            listen: self.listen.unwrap_or_else(|| part.default_listen()),
+            database_url: self
+                .database_url
+                .unwrap_or_else(|| format!("sqlite://data/{}.db", part.name())),
+            jwks_url: self.jwks_url,
+            issuer: self.issuer,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -155,24 +178,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             host,
             gateway_port,
             users_port,
+            orders_port,
+            clock_port,
             data_dir,
             config,
         } => {
             let shutdown = Shutdown::on_signals();
-            let running = up::start(
-                UpOptions {
-                    host,
-                    gateway_port,
-                    users_port,
-                    data_dir,
-                    config,
-                },
-                shutdown,
-            )
-            .await?;
+            let options = UpOptions {
+                host,
+                gateway_port,
+                users_port,
+                orders_port,
+                clock_port,
+                data_dir,
+                config,
+            };
+            let running = up::start(options, shutdown).await?;
             println!("gatehouse is up");
             println!("  gateway  http://{}", running.gateway);
             println!("  users    http://{} (internal)", running.users);
+            println!("  orders   http://{} (internal)", running.orders);
+            println!("  clock    http://{} (internal)", running.clock);
             if running.seeded {
                 println!("WARNING: demo accounts were created: admin / a (role admin), test / test (role user).");
                 println!("WARNING: they are demo credentials; change or delete them before anyone else can reach this.");
@@ -181,19 +207,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running.wait().await
         }
         Command::Gateway { config } => standalone::gateway(&config, Shutdown::on_signals()).await,
-        Command::Users {
-            listen,
-            database_url,
-            jwks_url,
-            issuer,
-        } => {
-            standalone::users(
-                ServiceOptions {
-                    listen,
-                    database_url,
-                    jwks_url,
-                    issuer,
-                },
+        Command::Users(args) => {
+            standalone::service(
+                Part::Users,
+                args.options(Part::Users),
+                Shutdown::on_signals(),
+            )
+            .await
+        }
+        Command::Orders(args) => {
+            standalone::service(
+                Part::Orders,
+                args.options(Part::Orders),
+                Shutdown::on_signals(),
+            )
+            .await
+        }
+        Command::Clock(args) => {
+            standalone::service(
+                Part::Clock,
+                args.options(Part::Clock),
                 Shutdown::on_signals(),
             )
             .await

@@ -1,4 +1,4 @@
-//! One part per process, as deployed: `gatehouse gateway`, `gatehouse users`.
+//! One part per process, as deployed: `gatehouse gateway`, `gatehouse users|orders|clock`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,26 +20,62 @@ pub async fn gateway(config_path: &Path, shutdown: Shutdown) -> anyhow::Result<(
     Ok(())
 }
 
+/// The services the binary carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Users,
+    Orders,
+    Clock,
+}
+
+impl Part {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Users => users::NAME,
+            Self::Orders => orders::NAME,
+            Self::Clock => clock::NAME,
+        }
+    }
+
+    /// Where the part listens unless told otherwise (the ports `up` uses).
+    pub fn default_listen(self) -> SocketAddr {
+        let port = match self {
+            Self::Users => 8101,
+            Self::Orders => 8102,
+            Self::Clock => 8103,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
 /// Settings of a service run on its own.
 pub struct ServiceOptions {
     pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; ignored by services without data (clock).
     pub database_url: String,
+    /// The gateway's JWKS: the keys of the identity tokens the service accepts.
     pub jwks_url: String,
     pub issuer: String,
 }
 
-pub async fn users(options: ServiceOptions, shutdown: Shutdown) -> anyhow::Result<()> {
-    let db = users::connect(&options.database_url).await?;
+pub async fn service(
+    part: Part,
+    options: ServiceOptions,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let verifier = Arc::new(kit::IdentityVerifier::with_jwks(
-        users::NAME,
+        part.name(),
         options.issuer,
         options.jwks_url,
     ));
+    let service = match part {
+        Part::Users => users::service(users::connect(&options.database_url).await?, verifier),
+        Part::Orders => orders::service(orders::connect(&options.database_url).await?, verifier),
+        Part::Clock => clock::service(verifier),
+    };
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    users::service(db, verifier)
-        .serve(listener, shutdown)
-        .await?;
+    service.serve(listener, shutdown).await?;
     Ok(())
 }

@@ -17,6 +17,8 @@ pub struct UpOptions {
     pub host: IpAddr,
     pub gateway_port: u16,
     pub users_port: u16,
+    pub orders_port: u16,
+    pub clock_port: u16,
     pub data_dir: PathBuf,
     /// A gateway configuration file; `None` uses ./config/gateway.yaml, else the embedded one.
     pub config: Option<PathBuf>,
@@ -26,6 +28,8 @@ pub struct UpOptions {
 pub struct Running {
     pub gateway: SocketAddr,
     pub users: SocketAddr,
+    pub orders: SocketAddr,
+    pub clock: SocketAddr,
     /// True when the users database was created now and the demo accounts were seeded.
     pub seeded: bool,
     tasks: JoinSet<std::io::Result<()>>,
@@ -46,19 +50,34 @@ impl Running {
 pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Running> {
     let gateway_listener = bind(options.host, options.gateway_port, "gateway").await?;
     let users_listener = bind(options.host, options.users_port, "users").await?;
+    let orders_listener = bind(options.host, options.orders_port, "orders").await?;
+    let clock_listener = bind(options.host, options.clock_port, "clock").await?;
     let gateway_address = gateway_listener.local_addr()?;
     let users_address = users_listener.local_addr()?;
+    let orders_address = orders_listener.local_addr()?;
+    let clock_address = clock_listener.local_addr()?;
     let data_dir = options.data_dir.display().to_string();
 
     let vars = Vars::new()
         .set("GATEHOUSE_LISTEN", gateway_address.to_string())
         .set("GATEHOUSE_USERS_URL", format!("http://{users_address}"))
+        .set("GATEHOUSE_ORDERS_URL", format!("http://{orders_address}"))
+        .set("GATEHOUSE_CLOCK_URL", format!("http://{clock_address}"))
         .set("GATEHOUSE_DATA_DIR", data_dir.clone());
     let config = crate::load_config(options.config.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
     let gateway = gateway::Gateway::build(config)
         .await
         .context("starting the gateway")?;
+    // Every service verifies identity tokens with the keys the gateway publishes.
+    let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
+    let verifier = |service: &str| {
+        Arc::new(kit::IdentityVerifier::with_jwks(
+            service,
+            issuer.clone(),
+            jwks.clone(),
+        ))
+    };
 
     let users_url = format!("sqlite://{data_dir}/users.db");
     let seeded = !kit::db::sqlite_file_exists(&users_url);
@@ -70,16 +89,24 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
             .await
             .context("seeding the demo accounts")?;
     }
-    let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
-    let verifier = Arc::new(kit::IdentityVerifier::with_jwks(users::NAME, issuer, jwks));
-    let users_service = users::service(users_db, verifier);
+    let orders_db = orders::connect(&format!("sqlite://{data_dir}/orders.db"))
+        .await
+        .context("opening the orders database")?;
 
     let mut tasks = JoinSet::new();
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
-    tasks.spawn(users_service.serve(users_listener, shutdown.clone()));
+    tasks.spawn(
+        users::service(users_db, verifier(users::NAME)).serve(users_listener, shutdown.clone()),
+    );
+    tasks.spawn(
+        orders::service(orders_db, verifier(orders::NAME)).serve(orders_listener, shutdown.clone()),
+    );
+    tasks.spawn(clock::service(verifier(clock::NAME)).serve(clock_listener, shutdown.clone()));
     Ok(Running {
         gateway: gateway_address,
         users: users_address,
+        orders: orders_address,
+        clock: clock_address,
         seeded,
         tasks,
     })

@@ -36,6 +36,8 @@ fn config_text(echo: SocketAddr, dead: SocketAddr, garbage: SocketAddr) -> Strin
     let (head, routes) = bundled
         .split_once("routes:\n")
         .expect("the bundled config has routes");
+    // Cut-offs are followed quickly, so tests of revocation need not wait long.
+    let head = head.replace("cutoff_poll: 2s", "cutoff_poll: 100ms");
     let head = head.replace(
         "services:\n",
         &format!(
@@ -77,6 +79,8 @@ pub async fn spawn_app() -> TestApp {
         host: "127.0.0.1".parse().unwrap(),
         gateway_port: 0,
         users_port: 0,
+        orders_port: 0,
+        clock_port: 0,
         data_dir: data.path().join("data"),
         config: Some(config),
     };
