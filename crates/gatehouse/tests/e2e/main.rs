@@ -5,9 +5,11 @@
 mod support;
 
 mod config;
+mod lifecycle;
 mod login;
 mod oauth;
 mod proxy;
 mod quickstart;
+mod services;
 mod tokens;
 mod users_through_gateway;

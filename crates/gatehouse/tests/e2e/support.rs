@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 pub struct TestApp {
     pub gateway: String,
     pub users: String,
+    pub orders: String,
+    pub clock: String,
     pub data: tempfile::TempDir,
     pub http: reqwest::Client,
     pub echo_hits: Arc<AtomicUsize>,
@@ -63,6 +65,11 @@ fn config_text(echo: SocketAddr, dead: SocketAddr, garbage: SocketAddr) -> Strin
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|config| config).await
+}
+
+/// The system with its gateway configuration passed through `edit` first.
+pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let echo_hits = Arc::new(AtomicUsize::new(0));
     let echo = spawn_echo(Arc::clone(&echo_hits)).await;
@@ -72,7 +79,7 @@ pub async fn spawn_app() -> TestApp {
     };
     let garbage = spawn_garbage().await;
     let config = data.path().join("gateway.yaml");
-    std::fs::write(&config, config_text(echo, dead, garbage)).unwrap();
+    std::fs::write(&config, edit(config_text(echo, dead, garbage))).unwrap();
 
     let shutdown = Shutdown::new();
     let options = UpOptions {
@@ -89,10 +96,14 @@ pub async fn spawn_app() -> TestApp {
         .expect("the system starts");
     let gateway = format!("http://{}", running.gateway);
     let users = format!("http://{}", running.users);
+    let orders = format!("http://{}", running.orders);
+    let clock = format!("http://{}", running.clock);
     tokio::spawn(running.wait());
     TestApp {
         gateway,
         users,
+        orders,
+        clock,
         data,
         http: reqwest::Client::new(),
         echo_hits,

@@ -160,3 +160,158 @@ async fn a_token_for_a_role_is_needed_on_role_routes_and_a_scope_on_scope_routes
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn key_confusion_hostile_kids_and_identity_tokens_are_refused() {
+    let app = spawn_app().await;
+    let (kid, key) = gateway_key(&app).await;
+    let jwks: Value = app
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let public_x = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap()["x"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some(kid.clone());
+    confused.typ = Some("at+jwt".to_owned());
+    let with_public_key_as_secret = jsonwebtoken::encode(
+        &confused,
+        &claims(json!({})),
+        &EncodingKey::from_secret(&URL_SAFE_NO_PAD.decode(&public_x).unwrap()),
+    )
+    .unwrap();
+    let with_public_text_as_secret = jsonwebtoken::encode(
+        &confused,
+        &claims(json!({})),
+        &EncodingKey::from_secret(public_x.as_bytes()),
+    )
+    .unwrap();
+
+    let mut identity_header = Header::new(Algorithm::EdDSA);
+    identity_header.kid = Some(kid.clone());
+    identity_header.typ = Some(kit::identity::TOKEN_TYPE.to_owned());
+    let identity_token =
+        jsonwebtoken::encode(&identity_header, &claims(json!({ "aud": "users" })), &key).unwrap();
+
+    let mut cases: Vec<(String, String)> = vec![
+        (
+            "HS256 with the public key as secret".into(),
+            with_public_key_as_secret,
+        ),
+        (
+            "HS256 with the public key text as secret".into(),
+            with_public_text_as_secret,
+        ),
+        (
+            "an identity token (typ) presented as access token".into(),
+            identity_token,
+        ),
+    ];
+    for hostile in [
+        "../../../../etc/passwd",
+        "' OR '1'='1' --",
+        "%00",
+        "\"; DROP TABLE signing_keys; --",
+        "",
+    ] {
+        cases.push((
+            format!("kid {hostile:?}"),
+            sign(hostile, &key, &claims(json!({}))),
+        ));
+    }
+    for (reason, token) in cases {
+        let response = app.get("/api/users", Some(&token)).await;
+        assert_eq!(response.status(), 401, "{reason} must be refused");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        app.get("/api/users", Some(&sign(&kid, &key, &claims(json!({})))))
+            .await
+            .status(),
+        200,
+        "the store survived"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_token_of_another_gatehouse_deployment_is_refused() {
+    let ours = spawn_app().await;
+    let theirs = spawn_app().await;
+    let foreign = theirs.admin().await;
+    assert_eq!(theirs.get("/api/users", Some(&foreign)).await.status(), 200);
+    assert_eq!(ours.get("/api/users", Some(&foreign)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn rs256_access_tokens_verify_with_the_published_rsa_key() {
+    let app = crate::support::spawn_app_with(|config| {
+        config.replace("algorithm: EdDSA", "algorithm: RS256")
+    })
+    .await;
+    let token = app.admin().await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    let jwks: jsonwebtoken::jwk::JwkSet = app
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks
+        .find(header.kid.as_ref().unwrap())
+        .expect("the RSA key is published");
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+    validation.set_audience(&["gatehouse-api"]);
+    jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .expect("a standard library verifies RS256 tokens with the JWKS");
+    assert_eq!(
+        app.get("/api/users", Some(&token)).await.status(),
+        200,
+        "services still verify EdDSA identity tokens"
+    );
+}
+
+#[tokio::test]
+async fn hs256_keeps_its_secret_out_of_the_jwks() {
+    let app = crate::support::spawn_app_with(|config| {
+        config.replace("algorithm: EdDSA", "algorithm: HS256")
+    })
+    .await;
+    let token = app.admin().await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        Algorithm::HS256
+    );
+    let jwks: Value = app
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    for key in jwks["keys"].as_array().unwrap() {
+        assert_ne!(
+            key["kty"], "oct",
+            "a shared secret is never published: {key}"
+        );
+        assert!(key.get("k").is_none());
+    }
+    assert_eq!(app.get("/api/users", Some(&token)).await.status(), 200);
+}

@@ -1,0 +1,379 @@
+//! The token lifecycle: refresh rotation with reuse detection, logout, per-user cut-offs, login
+//! throttling and key rotation, through the running system.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::{assert_problem, spawn_app, TestApp};
+
+async fn sign_in(app: &TestApp, username: &str, password: &str) -> Value {
+    let response = app.login(username, password).await;
+    assert_eq!(response.status(), 200, "sign-in of {username}");
+    response.json().await.unwrap()
+}
+
+async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/token/refresh"))
+        .json(&json!({ "refresh_token": refresh_token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> &'a str {
+    body[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// Polls `check` until it holds or `deadline` passes; returns how long it took.
+async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_refresh_spends_the_token_and_gives_a_new_pair() {
+    let app = spawn_app().await;
+    let first = sign_in(&app, "test", "test").await;
+    assert_eq!(first["token_type"], "bearer");
+
+    let response = refresh(&app, field(&first, "refresh_token")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let second: Value = response.json().await.unwrap();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert_ne!(second["access_token"], first["access_token"]);
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&second, "access_token")))
+            .await
+            .status(),
+        200
+    );
+    let third = refresh(&app, field(&second, "refresh_token")).await;
+    assert_eq!(third.status(), 200, "the new refresh token works in turn");
+}
+
+#[tokio::test]
+async fn reusing_a_spent_refresh_token_revokes_the_whole_family() {
+    let app = spawn_app().await;
+    let first = sign_in(&app, "test", "test").await;
+    let second: Value = refresh(&app, field(&first, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_problem(refresh(&app, field(&first, "refresh_token")).await, 401).await;
+
+    let newest = refresh(&app, field(&second, "refresh_token")).await;
+    assert_eq!(
+        newest.status(),
+        401,
+        "the newest token of the family is refused too"
+    );
+    let other_session = sign_in(&app, "test", "test").await;
+    assert_eq!(
+        refresh(&app, field(&other_session, "refresh_token"))
+            .await
+            .status(),
+        200,
+        "other sign-ins live on"
+    );
+}
+
+#[tokio::test]
+async fn an_access_token_is_no_refresh_token_and_a_refresh_token_no_access_token() {
+    let app = spawn_app().await;
+    let session = sign_in(&app, "test", "test").await;
+    assert_problem(refresh(&app, field(&session, "access_token")).await, 401).await;
+    assert_problem(
+        app.get("/api/users/me", Some(field(&session, "refresh_token")))
+            .await,
+        401,
+    )
+    .await;
+    for body in [
+        json!({}),
+        json!({ "refresh_token": "" }),
+        json!({ "refresh_token": "x".repeat(10_000) }),
+        json!({ "refresh_token": 5 }),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/api/token/refresh"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{body}: {}",
+            response.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn logout_refuses_the_access_token_at_once_and_ends_the_session() {
+    let app = spawn_app().await;
+    let session = sign_in(&app, "test", "test").await;
+    let access = field(&session, "access_token");
+    assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 200);
+
+    let logout = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+
+    let refused = app.get("/api/users/me", Some(access)).await;
+    assert_eq!(refused.status(), 401, "the access token is refused at once");
+    assert_problem(refresh(&app, field(&session, "refresh_token")).await, 401).await;
+    let again = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a revoked token cannot log out twice");
+}
+
+#[tokio::test]
+async fn logout_with_a_refresh_token_ends_that_session_too_but_never_someone_elses() {
+    let app = spawn_app().await;
+    let mine = sign_in(&app, "test", "test").await;
+    let my_other = sign_in(&app, "test", "test").await;
+    let admins = sign_in(&app, "admin", "a").await;
+
+    let logout = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(field(&mine, "access_token"))
+        .json(&json!({ "refresh_token": field(&my_other, "refresh_token") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(
+        refresh(&app, field(&my_other, "refresh_token"))
+            .await
+            .status(),
+        401
+    );
+
+    let attempt = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(field(&my_other, "access_token"))
+        .json(&json!({ "refresh_token": field(&admins, "refresh_token") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempt.status(), 204);
+    assert_eq!(
+        refresh(&app, field(&admins, "refresh_token"))
+            .await
+            .status(),
+        200,
+        "another user's session is untouched"
+    );
+
+    let malformed = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(field(&admins, "access_token"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400).await;
+    assert_problem(
+        app.http.post(app.url("/api/logout")).send().await.unwrap(),
+        401,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn changing_a_users_role_or_password_or_deactivating_them_refuses_their_older_tokens() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    for (i, change) in [
+        json!({ "role": "admin" }),
+        json!({ "password": "changed" }),
+        json!({ "is_active": false }),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("victim{i}");
+        let user = app.create_user(&admin, &name, "secret").await;
+        let session = sign_in(&app, &name, "secret").await;
+        let access = field(&session, "access_token").to_owned();
+        assert_eq!(app.get("/api/users/me", Some(&access)).await.status(), 200);
+
+        let patched = app
+            .send_json(
+                Method::PATCH,
+                &format!("/api/users/{}", field(&user, "id")),
+                &admin,
+                change,
+            )
+            .await;
+        assert_eq!(patched.status(), 200, "{change}");
+
+        let took = eventually(Duration::from_secs(10), || async {
+            app.get("/api/users/me", Some(&access)).await.status() == 401
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "{change}: the old token must be refused within the poll interval"
+        );
+        assert_eq!(
+            refresh(&app, field(&session, "refresh_token"))
+                .await
+                .status(),
+            401,
+            "{change}: the session ends too"
+        );
+    }
+    let fresh = sign_in(&app, "victim1", "changed").await;
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&fresh, "access_token")))
+            .await
+            .status(),
+        200,
+        "a token issued after the change works"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_throttled_without_telling_who_exists() {
+    let app = spawn_app().await;
+    for username in ["test", "nobody-at-all"] {
+        for attempt in 1..=10 {
+            assert_eq!(
+                app.login(username, "wrong").await.status(),
+                401,
+                "{username} attempt {attempt}"
+            );
+        }
+        let throttled = app.login(username, "wrong").await;
+        let retry_after: u64 = throttled.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after > 0 && retry_after <= 900, "{retry_after}");
+        let body = assert_problem(throttled, 429).await;
+        assert!(
+            !body.to_string().contains(username),
+            "the answer does not echo whom it is about"
+        );
+    }
+    let right_password = app.login("test", "test").await;
+    assert_eq!(
+        right_password.status(),
+        429,
+        "while throttled, even the right password waits"
+    );
+    assert_eq!(
+        app.login("admin", "a").await.status(),
+        200,
+        "other users are not locked out"
+    );
+}
+
+#[tokio::test]
+async fn a_successful_sign_in_resets_the_usernames_failure_count() {
+    let app = spawn_app().await;
+    for _ in 0..9 {
+        assert_eq!(app.login("test", "wrong").await.status(), 401);
+    }
+    assert_eq!(app.login("test", "test").await.status(), 200);
+    for _ in 0..9 {
+        assert_eq!(
+            app.login("test", "wrong").await.status(),
+            401,
+            "the count started again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
+    let app = spawn_app().await;
+    let before = sign_in(&app, "test", "test").await;
+    let old_kid = jsonwebtoken::decode_header(field(&before, "access_token"))
+        .unwrap()
+        .kid
+        .unwrap();
+
+    let (ok, output) = app.cli(&["keys", "rotate"]);
+    assert!(ok, "{output}");
+    let (ok, listing) = app.cli(&["keys", "list"]);
+    assert!(
+        ok && listing.contains("signing") && listing.contains("verifying until"),
+        "{listing}"
+    );
+
+    // The running gateway rereads its keys every few seconds; sign in until the new key signs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_kid = loop {
+        let session = sign_in(&app, "test", "test").await;
+        let kid = jsonwebtoken::decode_header(field(&session, "access_token"))
+            .unwrap()
+            .kid
+            .unwrap();
+        if kid != old_kid {
+            break kid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running gateway never signed with the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let jwks: Value = app
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&before, "access_token")))
+            .await
+            .status(),
+        200,
+        "tokens of the old key live on"
+    );
+}
