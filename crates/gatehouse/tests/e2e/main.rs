@@ -10,6 +10,7 @@ mod login;
 mod oauth;
 mod proxy;
 mod quickstart;
+mod replicas;
 mod services;
 mod tokens;
 mod users_through_gateway;

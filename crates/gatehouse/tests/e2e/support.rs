@@ -20,6 +20,9 @@ pub struct TestApp {
     pub orders: String,
     pub clock: String,
     pub data: tempfile::TempDir,
+    /// The gateway's store: SQLite under `data`, or a PostgreSQL schema when asked for.
+    pub store_url: String,
+    _store: kit::testing::TestDatabase,
     pub http: reqwest::Client,
     pub echo_hits: Arc<AtomicUsize>,
     shutdown: Shutdown,
@@ -79,7 +82,18 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     };
     let garbage = spawn_garbage().await;
     let config = data.path().join("gateway.yaml");
-    std::fs::write(&config, edit(config_text(echo, dead, garbage))).unwrap();
+    let store = kit::testing::TestDatabase::create("gateway").await;
+    let mut text = config_text(echo, dead, garbage);
+    let store_url = if store.is_postgres() {
+        text = text.replace(
+            "\"sqlite://${GATEHOUSE_DATA_DIR:-data}/gateway.db\"",
+            &format!("\"{}\"", store.url),
+        );
+        store.url.clone()
+    } else {
+        format!("sqlite://{}/data/gateway.db", data.path().display())
+    };
+    std::fs::write(&config, edit(text)).unwrap();
 
     let shutdown = Shutdown::new();
     let options = UpOptions {
@@ -107,6 +121,8 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         data,
         http: reqwest::Client::new(),
         echo_hits,
+        store_url,
+        _store: store,
         shutdown,
     }
 }

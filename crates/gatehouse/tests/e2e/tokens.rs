@@ -10,8 +10,9 @@ use crate::support::{assert_problem, spawn_app, TestApp};
 
 /// The gateway's own signing key, read from its store, to forge tokens that differ in one claim.
 async fn gateway_key(app: &TestApp) -> (String, EncodingKey) {
-    let url = format!("sqlite://{}/data/gateway.db", app.data.path().display());
-    let store = gateway::store::Store::connect(&url).await.unwrap();
+    let store = gateway::store::Store::connect(&app.store_url)
+        .await
+        .unwrap();
     let key = store.signing_keys().await.unwrap().remove(0);
     (
         key.kid,
