@@ -9,6 +9,10 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use sqlx::Connection;
 
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::Value;
+
 use crate::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
 use crate::{IdentityVerifier, PrincipalKind};
 
@@ -179,5 +183,67 @@ impl FakeGateway {
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(KEY_ID.to_owned());
         header
+    }
+}
+
+/// A response read whole, with the checks every service's tests make of it.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl TestResponse {
+    /// The `detail` of a problem body.
+    pub fn detail(&self) -> String {
+        self.problem()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    /// A problem body, checked to be one, without the members that differ per request.
+    pub fn problem(&self) -> Value {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
+        let mut body = self.json();
+        let object = body.as_object_mut().unwrap();
+        assert_eq!(object["status"], self.status.as_u16(), "{}", self.text);
+        object
+            .remove("request_id")
+            .expect("a problem names its request");
+        object.remove("instance");
+        body
+    }
+
+    /// The fields a 422 problem lists, in order.
+    pub fn invalid_fields(&self) -> Vec<String> {
+        assert_eq!(
+            self.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            self.text
+        );
+        let problem = self.problem();
+        let errors = problem["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no errors listed: {problem}"));
+        errors
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
     }
 }

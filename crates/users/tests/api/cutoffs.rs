@@ -35,7 +35,10 @@ async fn changes_that_void_tokens_record_a_cutoff_and_others_do_not() {
         let patched = app.admin().patch(&format!("/users/{id}"), body).await;
         assert_eq!(patched.status, StatusCode::OK, "{change}: {}", patched.text);
         match (cutoff_of(&app, &user).await, voids) {
-            (Some(cutoff), true) => assert!(cutoff >= before, "{change}: the cut-off is the moment of the change"),
+            (Some(cutoff), true) => assert!(
+                cutoff >= before,
+                "{change}: the cut-off is the moment of the change"
+            ),
             (None, false) => {}
             (found, _) => panic!("{change}: cut-off {found:?}, expected one: {voids}"),
         }
@@ -46,14 +49,23 @@ async fn changes_that_void_tokens_record_a_cutoff_and_others_do_not() {
 async fn a_user_changing_their_own_password_and_a_deletion_void_tokens() {
     let app = spawn_app().await;
     let alice = app.create_named("alice").await;
-    let changed = app.signed_in(&alice).patch("/users/me", &json!({ "password": "fresh password" })).await;
+    let changed = app
+        .signed_in(&alice)
+        .patch("/users/me", &json!({ "password": "fresh password" }))
+        .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
     assert!(cutoff_of(&app, &alice).await.is_some());
 
     let bob = app.create_named("bob").await;
     let id = bob["id"].as_str().unwrap();
-    assert_eq!(app.admin().delete(&format!("/users/{id}")).await.status, StatusCode::NO_CONTENT);
-    assert!(cutoff_of(&app, &bob).await.is_some(), "a deleted account's tokens die with it");
+    assert_eq!(
+        app.admin().delete(&format!("/users/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        cutoff_of(&app, &bob).await.is_some(),
+        "a deleted account's tokens die with it"
+    );
 }
 
 #[tokio::test]
@@ -61,12 +73,20 @@ async fn cutoffs_are_listed_from_a_moment_on() {
     let app = spawn_app().await;
     let user = app.create_named("carol").await;
     let id = user["id"].as_str().unwrap();
-    app.admin().patch(&format!("/users/{id}"), &json!({ "role": "admin" })).await;
+    app.admin()
+        .patch(&format!("/users/{id}"), &json!({ "role": "admin" }))
+        .await;
     let cutoff = cutoff_of(&app, &user).await.unwrap();
 
-    let later = app.gateway().get(&format!("/internal/token-cutoffs?since={}", cutoff + 1)).await;
+    let later = app
+        .gateway()
+        .get(&format!("/internal/token-cutoffs?since={}", cutoff + 1))
+        .await;
     assert_eq!(later.json()["cutoffs"], json!([]));
-    let bad = app.gateway().get("/internal/token-cutoffs?since=yesterday").await;
+    let bad = app
+        .gateway()
+        .get("/internal/token-cutoffs?since=yesterday")
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -75,7 +95,12 @@ async fn the_gateway_reads_an_account_as_it_is_now() {
     let app = spawn_app().await;
     let user = app.create_named("dora").await;
     let id = user["id"].as_str().unwrap();
-    app.admin().patch(&format!("/users/{id}"), &json!({ "is_active": false, "role": "admin" })).await;
+    app.admin()
+        .patch(
+            &format!("/users/{id}"),
+            &json!({ "is_active": false, "role": "admin" }),
+        )
+        .await;
 
     let account = app.gateway().get(&format!("/internal/users/{id}")).await;
     assert_eq!(account.status, StatusCode::OK);
@@ -84,7 +109,10 @@ async fn the_gateway_reads_an_account_as_it_is_now() {
     assert_eq!(account["is_active"], false);
     assert!(!account.to_string().contains("hash"));
 
-    let missing = app.gateway().get(&format!("/internal/users/{}", uuid::Uuid::new_v4())).await;
+    let missing = app
+        .gateway()
+        .get(&format!("/internal/users/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
@@ -93,9 +121,24 @@ async fn only_the_gateway_may_ask() {
     let app = spawn_app().await;
     let user = app.create_named("erin").await;
     let id = user["id"].as_str().unwrap();
-    for path in [format!("/internal/users/{id}"), "/internal/token-cutoffs".to_owned()] {
-        assert_eq!(app.admin().get(&path).await.status, StatusCode::FORBIDDEN, "{path}");
-        assert_eq!(app.signed_in(&user).get(&path).await.status, StatusCode::FORBIDDEN, "{path}");
-        assert_eq!(app.anonymous().get(&path).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    for path in [
+        format!("/internal/users/{id}"),
+        "/internal/token-cutoffs".to_owned(),
+    ] {
+        assert_eq!(
+            app.admin().get(&path).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        assert_eq!(
+            app.signed_in(&user).get(&path).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        assert_eq!(
+            app.anonymous().get(&path).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
     }
 }
