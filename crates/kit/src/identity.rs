@@ -194,6 +194,17 @@ pub struct IdentityVerifier {
     audience: String,
     issuer: String,
     keys: KeySource,
+    /// Tokens already verified, until they expire: the gateway reuses one token per caller for
+    /// its minute of life, so a signature is checked once, not on every request.
+    verified: moka::sync::Cache<String, (Identity, u64)>,
+}
+
+fn verified_cache() -> moka::sync::Cache<String, (Identity, u64)> {
+    moka::sync::Cache::builder().max_capacity(10_000).time_to_live(TOKEN_TTL).build()
+}
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl IdentityVerifier {
@@ -207,6 +218,7 @@ impl IdentityVerifier {
             audience: audience.into(),
             issuer: issuer.into(),
             keys: KeySource::Static(keys.into_iter().collect()),
+            verified: verified_cache(),
         }
     }
 
@@ -230,6 +242,7 @@ impl IdentityVerifier {
                 keys: RwLock::new(Arc::new(HashMap::new())),
                 last_fetch: Mutex::new(None),
             }),
+            verified: verified_cache(),
         }
     }
 
@@ -238,6 +251,11 @@ impl IdentityVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        if let Some((identity, expires_at)) = self.verified.get(token) {
+            if now_seconds() < expires_at + LEEWAY_SECONDS {
+                return Ok(identity);
+            }
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
         if header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(IdentityError::Malformed);
@@ -251,7 +269,10 @@ impl IdentityVerifier {
         validation.leeway = LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<IdentityClaims>(token, &key.key, &validation)
             .map_err(IdentityError::Invalid)?;
-        Ok(Identity::from_claims(data.claims))
+        let expires_at = data.claims.exp;
+        let identity = Identity::from_claims(data.claims);
+        self.verified.insert(token.to_owned(), (identity.clone(), expires_at));
+        Ok(identity)
     }
 
     async fn key(&self, kid: &str) -> Result<VerifyingKey, IdentityError> {
