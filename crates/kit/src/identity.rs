@@ -200,11 +200,16 @@ pub struct IdentityVerifier {
 }
 
 fn verified_cache() -> moka::sync::Cache<String, (Identity, u64)> {
-    moka::sync::Cache::builder().max_capacity(10_000).time_to_live(TOKEN_TTL).build()
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(TOKEN_TTL)
+        .build()
 }
 
 fn now_seconds() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl IdentityVerifier {
@@ -271,7 +276,8 @@ impl IdentityVerifier {
             .map_err(IdentityError::Invalid)?;
         let expires_at = data.claims.exp;
         let identity = Identity::from_claims(data.claims);
-        self.verified.insert(token.to_owned(), (identity.clone(), expires_at));
+        self.verified
+            .insert(token.to_owned(), (identity.clone(), expires_at));
         Ok(identity)
     }
 
