@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 use gateway::state::{SharedState, StateSettings};
 
 fn redis_settings() -> Option<StateSettings> {
-    let url = std::env::var("GATEHOUSE_TEST_REDIS").ok().filter(|u| !u.is_empty())?;
-    Some(StateSettings::Redis { url, prefix: format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple()) })
+    let url = std::env::var("GATEHOUSE_TEST_REDIS")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    Some(StateSettings::Redis {
+        url,
+        prefix: format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple()),
+    })
 }
 
 async fn until(deadline: Duration, check: impl Fn() -> bool) -> bool {
@@ -24,7 +29,11 @@ async fn until(deadline: Duration, check: impl Fn() -> bool) -> bool {
 }
 
 fn in_a_minute() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60
 }
 
 #[tokio::test]
@@ -32,10 +41,25 @@ async fn memory_state_denies_cuts_off_and_counts() {
     let state = SharedState::connect(&StateSettings::Memory).await.unwrap();
     state.deny("jti-1", in_a_minute()).await.unwrap();
     assert!(state.mirror().is_denied("jti-1"));
-    state.cut_off("alice", 1_000, Duration::from_secs(60)).await.unwrap();
+    state
+        .cut_off("alice", 1_000, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert!(state.mirror().is_revoked("other", "alice", 999));
-    assert_eq!(state.record_failure("k", Duration::from_secs(60)).await.count, 1);
-    assert_eq!(state.record_failure("k", Duration::from_secs(60)).await.count, 2);
+    assert_eq!(
+        state
+            .record_failure("k", Duration::from_secs(60))
+            .await
+            .count,
+        1
+    );
+    assert_eq!(
+        state
+            .record_failure("k", Duration::from_secs(60))
+            .await
+            .count,
+        2
+    );
     state.clear_failures("k").await;
     assert_eq!(state.failures("k").await.count, 0);
 }
@@ -46,16 +70,31 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the Redis state test checks nothing");
         return;
     };
-    let one = SharedState::connect(&settings).await.expect("GATEHOUSE_TEST_REDIS is set but Redis is unreachable");
+    let one = SharedState::connect(&settings)
+        .await
+        .expect("GATEHOUSE_TEST_REDIS is set but Redis is unreachable");
     let other = SharedState::connect(&settings).await.unwrap();
 
     one.deny("jti-1", in_a_minute()).await.unwrap();
-    one.cut_off("alice", 5_000, Duration::from_secs(60)).await.unwrap();
-    assert!(until(Duration::from_secs(2), || other.mirror().is_denied("jti-1")).await, "the denial is published");
-    assert!(until(Duration::from_secs(2), || other.mirror().cutoff("alice") == Some(5_000)).await, "the cut-off is published");
+    one.cut_off("alice", 5_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(2), || other.mirror().is_denied("jti-1")).await,
+        "the denial is published"
+    );
+    assert!(
+        until(Duration::from_secs(2), || other.mirror().cutoff("alice")
+            == Some(5_000))
+        .await,
+        "the cut-off is published"
+    );
 
     let late = SharedState::connect(&settings).await.unwrap();
-    assert!(late.mirror().is_denied("jti-1"), "a replica that starts later loads what is in force");
+    assert!(
+        late.mirror().is_denied("jti-1"),
+        "a replica that starts later loads what is in force"
+    );
     assert_eq!(late.mirror().cutoff("alice"), Some(5_000));
 
     let window = Duration::from_secs(60);
@@ -69,7 +108,13 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_start_not_later() {
-    let settings = StateSettings::Redis { url: "redis://127.0.0.1:1".into(), prefix: "x".into() };
-    let error = SharedState::connect(&settings).await.err().expect("nothing listens on port 1");
+    let settings = StateSettings::Redis {
+        url: "redis://127.0.0.1:1".into(),
+        prefix: "x".into(),
+    };
+    let error = SharedState::connect(&settings)
+        .await
+        .err()
+        .expect("nothing listens on port 1");
     assert!(format!("{error:#}").contains("Redis"), "{error:#}");
 }
