@@ -9,10 +9,14 @@ use gateway::config::{self, Vars};
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
+/// The gateway on `config_path`, reloading it when it changes or on SIGHUP; on `shutdown` it
+/// stops accepting and finishes the requests in flight (up to `drain_timeout`).
 pub async fn gateway(config_path: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = config::load_file(config_path, &Vars::new())?;
     let listen = config.listen;
-    let gateway = gateway::Gateway::build(config).await?;
+    let gateway = gateway::Gateway::build(config)
+        .await?
+        .watch_file(config_path, Vars::new());
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

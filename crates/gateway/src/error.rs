@@ -1,5 +1,7 @@
 //! Every answer the gateway makes itself, mapped to a status and a problem in one place.
-//! Upstream failures name the service, never its address.
+//! Upstream failures name the service, never its address: no connection, no healthy instance or
+//! every instance ejected → 503 with `Retry-After`; no answer in time → 504; an answer that is not
+//! HTTP or a connection broken before the answer → 502.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,8 +31,13 @@ pub enum GatewayError {
     StateUnavailable(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// No connection, or no instance that is healthy and not ejected; `retry_after` is when
+    /// one may be again.
     #[error("the service `{service}` is unavailable")]
-    Unavailable { service: String },
+    Unavailable {
+        service: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the service `{service}` did not answer in time")]
     Timeout { service: String },
     #[error("the service `{service}` answered with an invalid response")]
@@ -94,9 +101,12 @@ impl GatewayError {
                     .with_detail("The request could not be recorded by every gateway replica; try again.")
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
-            Self::Unavailable { .. } => Problem::new(status)
-                .with_detail(self.to_string())
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            Self::Unavailable { retry_after, .. } => {
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Problem::new(status)
+                    .with_detail(self.to_string())
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }

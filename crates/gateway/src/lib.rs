@@ -8,16 +8,21 @@
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`router`]: the route table (radix tree) and upstream path templates.
 //! - [`auth`]: signing keys and JWKS, access tokens, identity tokens for services, login, policies.
-//! - [`proxy`]: the upstream clients, header rewriting and the forwarding itself.
+//! - [`proxy`]: services and their instances, balancing, health checks, breaker, retries,
+//!   header rewriting and the forwarding itself.
 //! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens.
 //! - [`state`]: what replicas share (memory or Redis): revocations and login-throttle counters.
-//! - [`server`]: the phases wired together, and serving until shutdown.
+//! - [`server`]: the phases wired together over a swappable routing snapshot; `/readyz`.
+//! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
+//! - [`drain`]: serving connections, and draining them on shutdown without losing a request.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
 
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod state;

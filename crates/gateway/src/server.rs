@@ -1,48 +1,64 @@
 //! The gateway's phases wired together, and serving until shutdown.
 //!
 //! request id → strip client-asserted headers → match route → authenticate + authorize →
-//! rewrite headers and path → forward → respond.
+//! rewrite headers and path → forward (pick an instance, retry when safe) → respond.
+//!
+//! The routes, the services and the live part of the configuration form one [`Routing`]
+//! snapshot that a reload replaces at once; each request takes the snapshot current when it
+//! starts and keeps it to the end.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
-use http_body_util::Limited;
+use axum::{Json, Router};
 use kit::shutdown::Shutdown;
 use kit::Problem;
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::Keys;
 use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
 use crate::auth::{self, jwks, login, oauth, policy, session, upkeep};
-use crate::config::GatewayConfig;
+use crate::config::{ConfigError, GatewayConfig, Vars};
 use crate::error::GatewayError;
-use crate::proxy::forward;
+use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::health;
 use crate::proxy::upstream::Upstreams;
+use crate::reload::{ReloadStatus, Reloaded, Reloader};
 use crate::router::{Lookup, RouteTable};
 use crate::state::SharedState as Replicated;
 use crate::store::Store;
 
-/// Everything a request needs, built once at start.
+/// What a reload replaces, as one: the configuration, its route table, its services.
+pub struct Routing {
+    /// Its start-only settings (listen, store, state, tokens, auth) are always those the
+    /// gateway started with.
+    pub config: Arc<GatewayConfig>,
+    pub table: Arc<RouteTable>,
+    pub upstreams: Arc<Upstreams>,
+}
+
+/// Everything a request needs: the current [`Routing`] and what lives as long as the process.
 pub struct GatewayState {
-    pub config: GatewayConfig,
-    pub table: RouteTable,
-    pub upstreams: Upstreams,
+    routing: RwLock<Arc<Routing>>,
     pub keys: Arc<Keys>,
     pub tokens: Tokens,
     pub identities: IdentityMinter,
     pub store: Store,
     /// What every replica shares: revocations, throttle counters.
     pub shared: Replicated,
-    service_names: HashMap<String, Arc<str>>,
+    pub reloads: ReloadStatus,
+    /// One reload at a time (SIGHUP and the file watch may coincide).
+    reloading: Mutex<()>,
+    /// Set while serving: services a reload adds start their health checks on it.
+    serving: OnceLock<Shutdown>,
 }
 
 pub type SharedState = Arc<GatewayState>;
@@ -57,6 +73,82 @@ pub fn key_grace(config: &GatewayConfig) -> std::time::Duration {
 }
 
 impl GatewayState {
+    /// The routing in force now; a request keeps the one it started with.
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        Arc::clone(&self.routing().config)
+    }
+
+    /// The services in force now.
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        Arc::clone(&self.routing().upstreams)
+    }
+
+    /// Swaps in `config` (already validated, from `file`): see [`crate::reload`].
+    pub fn apply(&self, config: GatewayConfig, file: &str) -> Result<Reloaded, ConfigError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.routing();
+        let needs_restart = config.needs_restart(&current.config);
+        let config = config.keeping_start_settings_of(&current.config);
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        if !config
+            .services
+            .contains_key(&config.auth.credentials_service)
+        {
+            return Err(invalid(
+                "services",
+                format!(
+                    "the running gateway checks passwords with the service `{}`; keep it (changing auth.credentials needs a restart)",
+                    config.auth.credentials_service
+                ),
+            ));
+        }
+        let table = RouteTable::build(&config.routes)
+            .map_err(|error| invalid("routes", error.to_string()))?;
+        let upstreams = Upstreams::succeeding(&config.services, Some(&current.upstreams));
+        let services_changed = upstreams
+            .iter()
+            .filter(|(_, upstream)| !current.upstreams.holds(upstream))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let routes = config.routes.len();
+        let next = Arc::new(Routing {
+            config: Arc::new(config),
+            table: Arc::new(table),
+            upstreams: Arc::new(upstreams),
+        });
+        *self.routing.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&next);
+
+        for (_, old) in current.upstreams.iter() {
+            if !next.upstreams.holds(old) {
+                old.retire();
+            }
+        }
+        if let Some(shutdown) = self.serving.get() {
+            for (_, upstream) in next.upstreams.iter() {
+                health::start(upstream, shutdown);
+            }
+        }
+        let generation = self.reloads.applied(needs_restart.clone());
+        Ok(Reloaded {
+            generation,
+            needs_restart,
+            services_changed,
+            routes,
+        })
+    }
+
     /// The verified, unrevoked access token of a request.
     pub async fn authenticate(
         &self,
@@ -88,6 +180,7 @@ impl GatewayState {
 
 pub struct Gateway {
     state: SharedState,
+    reloader: Option<Reloader>,
 }
 
 impl Gateway {
@@ -101,25 +194,37 @@ impl Gateway {
         let upstreams = Upstreams::new(&config.services);
         let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
         let identities = IdentityMinter::new(Arc::clone(&keys), config.tokens.issuer.clone());
-        let service_names = config
-            .services
-            .keys()
-            .map(|name| (name.clone(), Arc::from(name.as_str())))
-            .collect();
         let state = GatewayState {
-            config,
-            table,
-            upstreams,
+            routing: RwLock::new(Arc::new(Routing {
+                config: Arc::new(config),
+                table: Arc::new(table),
+                upstreams: Arc::new(upstreams),
+            })),
             keys,
             tokens,
             identities,
             store,
             shared,
-            service_names,
+            reloads: ReloadStatus::starting(),
+            reloading: Mutex::new(()),
+            serving: OnceLock::new(),
         };
         Ok(Self {
             state: Arc::new(state),
+            reloader: None,
         })
+    }
+
+    /// Reloads the configuration from `path` while serving: when its contents change (checked
+    /// every `watch`) and on SIGHUP. `vars` are the `${VAR}` values the gateway started with.
+    pub fn watch_file(mut self, path: impl Into<PathBuf>, vars: Vars) -> Self {
+        self.reloader = Some(Reloader::new(Arc::clone(&self.state), path.into(), vars));
+        self
+    }
+
+    /// The reloader of the watched file, to reload on demand.
+    pub fn reloader(&self) -> Option<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn state(&self) -> &SharedState {
@@ -128,37 +233,85 @@ impl Gateway {
 
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
-        let readiness =
-            kit::health::router(vec![("store", state.store.database().readiness_check())]);
+        // The gateway's own paths are fixed at start (`auth` needs a restart to change).
+        let config = state.config();
         Router::new()
-            .route(&state.config.auth.login_path, post(login::login))
-            .route(&state.config.auth.token_path, post(oauth::token))
-            .route(&state.config.auth.refresh_path, post(session::refresh))
-            .route(&state.config.auth.logout_path, post(session::logout))
+            .route(&config.auth.login_path, post(login::login))
+            .route(&config.auth.token_path, post(oauth::token))
+            .route(&config.auth.refresh_path, post(session::refresh))
+            .route(&config.auth.logout_path, post(session::logout))
             .route("/.well-known/jwks.json", get(jwks::serve))
+            .route(
+                "/healthz",
+                get(|| async { Json(json!({ "status": "ok" })) }),
+            )
+            .route("/readyz", get(readiness))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .with_state(state)
-            .merge(readiness)
             .layer(axum::middleware::from_fn(kit::request_id::middleware))
     }
 
-    /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight.
+    /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight (for
+    /// at most the configured `drain_timeout`).
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let address = listener.local_addr()?;
-        tracing::info!(%address, routes = self.state.config.routes.len(), "gateway listening");
-        let upkeep = tokio::spawn(upkeep::run(Arc::clone(&self.state), shutdown.clone()));
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+        let state = Arc::clone(&self.state);
+        tracing::info!(%address, routes = state.config().routes.len(), "gateway listening");
+        let _ = state.serving.set(shutdown.clone());
+        for (_, upstream) in state.upstreams().iter() {
+            health::start(upstream, &shutdown);
+        }
+        let upkeep = tokio::spawn(upkeep::run(Arc::clone(&state), shutdown.clone()));
+        let watch = self
+            .reloader
+            .clone()
+            .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
+        let router = self.router();
+        crate::drain::serve(listener, router, shutdown, || state.config().drain_timeout).await?;
         upkeep.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// `GET /readyz`: the store answers, and every required service the routes use has an instance
+/// that may take requests. Also tells each service's count and the configuration's reloads.
+async fn readiness(State(state): State<SharedState>) -> Response {
+    let store = (state.store.database().readiness_check())().await;
+    if let Err(error) = &store {
+        tracing::warn!(%error, "readiness: the store does not answer");
+    }
+    let mut ready = store.is_ok();
+    let routing = state.routing();
+    let routed = routing.config.routed_services();
+    let mut services = serde_json::Map::new();
+    for (name, upstream) in routing.upstreams.iter() {
+        let count = upstream.headcount();
+        let required = upstream.settings.required && routed.contains(name.as_str());
+        if required && count.healthy == 0 {
+            ready = false;
+        }
+        services.insert(
+            name.clone(),
+            json!({ "healthy": count.healthy, "instances": count.instances, "required": required }),
+        );
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": { "store": if store.is_ok() { "ok" } else { "failing" } },
+        "services": services,
+        "config": state.reloads.report(),
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn proxy(State(state): State<SharedState>, request: Request) -> Response {
@@ -172,6 +325,7 @@ async fn route_and_forward(
     state: &SharedState,
     request: Request,
 ) -> Result<Response, GatewayError> {
+    let routing = state.routing();
     let (mut parts, body) = request.into_parts();
     let client_ip = parts
         .extensions
@@ -184,7 +338,7 @@ async fn route_and_forward(
             "Paths with `.` or `..` segments are not accepted.".to_owned(),
         ));
     }
-    let (route, mut target) = match state.table.lookup(&parts.method, path) {
+    let (route, mut target) = match routing.table.lookup(&parts.method, path) {
         Lookup::Found { route, params } => (Arc::clone(route), route.to.render(&params)),
         Lookup::MethodNotAllowed { allow } => {
             return Err(GatewayError::MethodNotAllowed {
@@ -202,7 +356,7 @@ async fn route_and_forward(
         None
     };
 
-    let limit = state.config.limits.max_body_bytes;
+    let limit = routing.config.limits.max_body_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -212,13 +366,15 @@ async fn route_and_forward(
         return Err(GatewayError::PayloadTooLarge { limit });
     }
 
-    let service = state
-        .service_names
+    let upstream = routing
+        .upstreams
         .get(&route.settings.service)
-        .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("route to an unknown service")))?;
-    let upstream = state.upstreams.get(service).ok_or_else(|| {
-        GatewayError::Internal(anyhow::anyhow!("no upstream for service {service}"))
-    })?;
+        .ok_or_else(|| {
+            GatewayError::Internal(anyhow::anyhow!(
+                "no upstream for service {}",
+                route.settings.service
+            ))
+        })?;
 
     if let Some(query) = parts.uri.query() {
         target.push('?');
@@ -239,26 +395,21 @@ async fn route_and_forward(
         parts.headers.remove(header::AUTHORIZATION);
         parts.headers.insert(
             kit::identity::HEADER,
-            state.identities.for_caller(claims, service)?,
+            state.identities.for_caller(claims, &upstream.name)?,
         );
         if let Ok(id) = HeaderValue::from_str(&claims.sub) {
             parts.headers.insert(headers::X_USER_ID, id);
         }
     }
-    parts.uri = upstream.uri_for(&target)?;
-    parts.version = http::Version::HTTP_11;
 
-    let body = Body::new(Limited::new(
-        body,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    ));
     let timeout = route.settings.timeout.unwrap_or(upstream.timeout);
-    forward::send(upstream, Request::from_parts(parts, body), timeout)
-        .await
-        .map_err(|error| match error {
-            GatewayError::PayloadTooLarge { .. } => GatewayError::PayloadTooLarge { limit },
-            other => other,
-        })
+    let outbound = Outbound {
+        method: parts.method,
+        target,
+        headers: parts.headers,
+        body,
+    };
+    forward::forward(upstream, outbound, timeout, limit).await
 }
 
 /// `.` and `..` segments (also percent-encoded) could climb out of a route's prefix upstream.

@@ -66,7 +66,7 @@ pub async fn check_password(
     let (status, bytes) = call(
         state,
         Method::POST,
-        &state.config.auth.credentials_path,
+        &state.config().auth.credentials_path,
         Some(body),
     )
     .await?;
@@ -118,15 +118,15 @@ fn parse<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|error| {
         tracing::error!(%error, "the credentials service answered with an unexpected body");
         GatewayError::BadGateway {
-            service: state.config.auth.credentials_service.clone(),
+            service: state.config().auth.credentials_service.clone(),
         }
     })
 }
 
 fn unexpected(state: &SharedState, status: StatusCode) -> GatewayError {
-    tracing::error!(service = %state.config.auth.credentials_service, status = status.as_u16(), "credentials service failed");
+    tracing::error!(service = %state.config().auth.credentials_service, status = status.as_u16(), "credentials service failed");
     GatewayError::BadGateway {
-        service: state.config.auth.credentials_service.clone(),
+        service: state.config().auth.credentials_service.clone(),
     }
 }
 
@@ -136,8 +136,10 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(StatusCode, Bytes), GatewayError> {
-    let service = &state.config.auth.credentials_service;
-    let upstream = state.upstreams.get(service).ok_or_else(|| {
+    let config = state.config();
+    let service = &config.auth.credentials_service;
+    let upstreams = state.upstreams();
+    let upstream = upstreams.get(service).ok_or_else(|| {
         GatewayError::Internal(anyhow::anyhow!(
             "credentials service {service} has no upstream"
         ))

@@ -26,7 +26,7 @@ impl<'a> Attempt<'a> {
 
     /// `Err(TooManyAttempts)` while either limit is reached.
     pub async fn allowed(&self) -> Result<(), GatewayError> {
-        let settings = &self.state.config.auth.throttle;
+        let settings = self.state.config().auth.throttle.clone();
         let shared = &self.state.shared;
         let by_user = shared.failures(&self.username_key).await;
         let by_ip = shared.failures(&self.ip_key).await;
@@ -55,7 +55,7 @@ impl<'a> Attempt<'a> {
         match &result {
             Ok(_) => shared.clear_failures(&self.username_key).await,
             Err(GatewayError::InvalidCredentials) => {
-                let window = self.state.config.auth.throttle.window;
+                let window = self.state.config().auth.throttle.window;
                 shared.record_failure(&self.username_key, window).await;
                 shared.record_failure(&self.ip_key, window).await;
             }

@@ -28,7 +28,7 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
 /// Applies cut-offs as the credentials service records them (deactivation, role, scope or
 /// password change, deletion): tokens issued before are refused, sessions begun before end.
 async fn follow_cutoffs(state: &SharedState) {
-    let keep = state.config.tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
+    let keep = state.config().tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
     let mut since_ms: u64 = 0;
     let mut failing = false;
     loop {
@@ -79,7 +79,7 @@ async fn follow_cutoffs(state: &SharedState) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(state.config.auth.cutoff_poll).await;
+        tokio::time::sleep(state.config().auth.cutoff_poll).await;
     }
 }
 

@@ -34,6 +34,9 @@ pub enum ConfigError {
 }
 
 /// A validated gateway configuration.
+///
+/// A reload replaces `limits`, `services`, `routes`, `drain_timeout` and `watch` while the gateway
+/// serves; the other settings are read once at start (see [`GatewayConfig::needs_restart`]).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
@@ -45,9 +48,55 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub services: BTreeMap<String, ServiceSettings>,
     pub routes: Vec<RouteSettings>,
+    /// After SIGTERM, how long requests in flight may take before the gateway exits anyway.
+    pub drain_timeout: Duration,
+    /// How often the configuration file is checked for changes; `None`: only on SIGHUP.
+    pub watch: Option<Duration>,
 }
 
-#[derive(Debug, Clone)]
+impl GatewayConfig {
+    /// The settings of `self` that differ from `running` but are only read at start, by name.
+    pub fn needs_restart(&self, running: &GatewayConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.listen != running.listen {
+            fields.push("listen");
+        }
+        if self.store != running.store {
+            fields.push("store");
+        }
+        if self.state != running.state {
+            fields.push("state");
+        }
+        if self.tokens != running.tokens {
+            fields.push("tokens");
+        }
+        if self.auth != running.auth {
+            fields.push("auth");
+        }
+        fields
+    }
+
+    /// `self` with the start-only settings of `running`: what a reload can apply.
+    pub fn keeping_start_settings_of(mut self, running: &GatewayConfig) -> Self {
+        self.listen = running.listen;
+        self.store.clone_from(&running.store);
+        self.state = running.state.clone();
+        self.tokens = running.tokens.clone();
+        self.auth = running.auth.clone();
+        self
+    }
+
+    /// Services some route (or the login) sends requests to.
+    pub fn routed_services(&self) -> std::collections::BTreeSet<&str> {
+        self.routes
+            .iter()
+            .map(|route| route.service.as_str())
+            .chain(std::iter::once(self.auth.credentials_service.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
     pub access_ttl: Duration,
     /// How long an unused refresh token stays valid; each refresh starts it anew.
@@ -67,7 +116,7 @@ pub enum SigningAlgorithm {
 }
 
 /// Where the gateway's own endpoints live, and which service checks passwords.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthEndpoints {
     pub login_path: String,
     /// The OAuth 2.0 token endpoint.
@@ -82,28 +131,76 @@ pub struct AuthEndpoints {
 }
 
 /// Failed logins allowed per username and per client IP within a window, before 429.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleSettings {
     pub per_username: u64,
     pub per_ip: u64,
     pub window: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body forwarded; past it, 413.
     pub max_body_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+/// One service: its instances and how the proxy treats them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSettings {
+    /// Its instances (scheme, host and port only), each at most once.
     pub upstreams: Vec<Uri>,
-    /// From sending the request to the upstream's response headers.
+    /// From the first attempt to the response headers, retries included; a route may override it.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    pub balance: Balance,
+    /// Active health checks; `None`: instances are judged by the traffic alone.
+    pub health: Option<HealthCheck>,
+    pub breaker: BreakerSettings,
+    pub retries: RetrySettings,
+    /// The gateway is not ready while a required service it routes to has no healthy instance.
+    pub required: bool,
 }
 
-#[derive(Debug, Clone)]
+/// How a request chooses among the healthy instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each instance in turn.
+    RoundRobin,
+    /// The one with fewer requests in flight out of two picked at random ("power of two choices").
+    LeastRequests,
+}
+
+/// `GET path` on every instance each `interval` (the next round starts when the last ended, so
+/// checks never overlap); `healthy` passes in a row bring an instance back, `unhealthy` failures
+/// in a row (no 2xx within `timeout`) take it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive outlier detection: `failures` in a row (5xx, connection failure, timeout, broken
+/// answer) eject an instance for `backoff`, doubled at each ejection in a row up to `max_backoff`;
+/// then one trial request decides whether it is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Retries of idempotent requests on another instance, at most `attempts` more per request and
+/// over time at most `budget_percent` of the requests (plus a small burst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub attempts: u32,
+    pub budget_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
     /// The public path, with `{name}` parameters and an optional trailing `{*rest}`.
     pub path: String,

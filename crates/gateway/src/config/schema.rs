@@ -19,6 +19,10 @@ pub struct File {
     pub limits: Limits,
     pub services: BTreeMap<String, Service>,
     pub routes: Vec<Route>,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub drain_timeout: Option<String>,
+    /// How often the file is checked for changes, or `off`.
+    pub watch: Option<String>,
 }
 
 /// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME }`.
@@ -86,6 +90,47 @@ pub struct Service {
     pub upstreams: Vec<String>,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    /// `round_robin` or `least_requests`.
+    pub balance: Option<String>,
+    pub health: Option<Health>,
+    pub breaker: Option<Breaker>,
+    pub retries: Option<Retries>,
+    /// Whether the gateway is ready only while this service has a healthy instance.
+    pub required: Option<bool>,
+}
+
+/// `health: /healthz`, or `health: { path, interval, timeout, healthy, unhealthy }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Health {
+    Path(String),
+    Check(HealthCheck),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy: Option<u32>,
+    pub unhealthy: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub failures: Option<u32>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: Option<u32>,
+    /// A percentage of requests, such as `20%`.
+    pub budget: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

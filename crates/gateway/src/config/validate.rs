@@ -8,8 +8,9 @@ use http::{Method, Uri};
 
 use super::schema;
 use super::{
-    AuthEndpoints, AuthPolicy, ConfigError, GatewayConfig, Limits, RouteSettings, ServiceSettings,
-    SigningAlgorithm, ThrottleSettings, TokenSettings,
+    AuthEndpoints, AuthPolicy, Balance, BreakerSettings, ConfigError, GatewayConfig, HealthCheck,
+    Limits, RetrySettings, RouteSettings, ServiceSettings, SigningAlgorithm, ThrottleSettings,
+    TokenSettings,
 };
 use crate::router::RouteTable;
 use crate::state::StateSettings;
@@ -145,12 +146,20 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
                 "at least one upstream URL is needed",
             ));
         }
-        let upstreams = service
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, url)| upstream(&check, &format!("{field}.upstreams[{i}]"), url))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams: Vec<Uri> = Vec::with_capacity(service.upstreams.len());
+        for (i, url) in service.upstreams.iter().enumerate() {
+            let uri = upstream(&check, &format!("{field}.upstreams[{i}]"), url)?;
+            if let Some(first) = upstreams
+                .iter()
+                .position(|seen| seen.authority() == uri.authority())
+            {
+                return Err(check.error(
+                    format!("{field}.upstreams[{i}]"),
+                    format!("{url:?} is listed twice (also upstreams[{first}])"),
+                ));
+            }
+            upstreams.push(uri);
+        }
         let settings = ServiceSettings {
             upstreams,
             timeout: check.duration(
@@ -163,6 +172,20 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
                 service.connect_timeout.as_deref(),
                 Duration::from_secs(2),
             )?,
+            balance: match service.balance.as_deref() {
+                None | Some("round_robin") => Balance::RoundRobin,
+                Some("least_requests") => Balance::LeastRequests,
+                Some(other) => {
+                    return Err(check.error(
+                        format!("{field}.balance"),
+                        format!("{other:?}: expected round_robin or least_requests"),
+                    ))
+                }
+            },
+            health: health(&check, &field, service.health)?,
+            breaker: breaker(&check, &field, service.breaker)?,
+            retries: retries(&check, &field, service.retries)?,
+            required: service.required.unwrap_or(true),
         };
         services.insert(name, settings);
     }
@@ -298,6 +321,16 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         message: e.to_string(),
     })?;
 
+    let drain_timeout = check.duration(
+        "drain_timeout",
+        raw.drain_timeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let watch = match raw.watch.as_deref().map(str::trim) {
+        Some("off") => None,
+        other => Some(check.duration("watch", other, Duration::from_secs(1))?),
+    };
+
     Ok(GatewayConfig {
         listen,
         store,
@@ -307,7 +340,137 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         limits,
         services,
         routes,
+        drain_timeout,
+        watch,
     })
+}
+
+fn health(
+    check: &Checker<'_>,
+    service: &str,
+    raw: Option<schema::Health>,
+) -> Result<Option<HealthCheck>, ConfigError> {
+    let field = format!("{service}.health");
+    let raw = match raw {
+        None => return Ok(None),
+        Some(schema::Health::Path(path)) => schema::HealthCheck {
+            path: Some(path),
+            interval: None,
+            timeout: None,
+            healthy: None,
+            unhealthy: None,
+        },
+        Some(schema::Health::Check(check)) => check,
+    };
+    let path = raw.path.unwrap_or_else(|| "/healthz".to_owned());
+    check.path(&format!("{field}.path"), &path)?;
+    let settings = HealthCheck {
+        path,
+        interval: check.duration(
+            &format!("{field}.interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        timeout: check.duration(
+            &format!("{field}.timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(1),
+        )?,
+        healthy_threshold: at_least_one(check, &format!("{field}.healthy"), raw.healthy, 2)?,
+        unhealthy_threshold: at_least_one(check, &format!("{field}.unhealthy"), raw.unhealthy, 2)?,
+    };
+    Ok(Some(settings))
+}
+
+fn breaker(
+    check: &Checker<'_>,
+    service: &str,
+    raw: Option<schema::Breaker>,
+) -> Result<BreakerSettings, ConfigError> {
+    let field = format!("{service}.breaker");
+    let raw = raw.unwrap_or(schema::Breaker {
+        failures: None,
+        backoff: None,
+        max_backoff: None,
+    });
+    let settings = BreakerSettings {
+        failures: at_least_one(check, &format!("{field}.failures"), raw.failures, 5)?,
+        backoff: check.duration(
+            &format!("{field}.backoff"),
+            raw.backoff.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        max_backoff: check.duration(
+            &format!("{field}.max_backoff"),
+            raw.max_backoff.as_deref(),
+            Duration::from_secs(300),
+        )?,
+    };
+    if settings.max_backoff < settings.backoff {
+        // An explicit backoff above the default ceiling raises the ceiling with it.
+        if raw.max_backoff.is_some() {
+            return Err(check.error(
+                format!("{field}.max_backoff"),
+                "must not be shorter than the backoff",
+            ));
+        }
+        return Ok(BreakerSettings {
+            max_backoff: settings.backoff,
+            ..settings
+        });
+    }
+    Ok(settings)
+}
+
+fn retries(
+    check: &Checker<'_>,
+    service: &str,
+    raw: Option<schema::Retries>,
+) -> Result<RetrySettings, ConfigError> {
+    const MAX_ATTEMPTS: u32 = 5;
+    let field = format!("{service}.retries");
+    let raw = raw.unwrap_or(schema::Retries {
+        attempts: None,
+        budget: None,
+    });
+    let attempts = raw.attempts.unwrap_or(2);
+    if attempts > MAX_ATTEMPTS {
+        return Err(check.error(
+            format!("{field}.attempts"),
+            format!("at most {MAX_ATTEMPTS} retries per request"),
+        ));
+    }
+    let budget_percent = match raw.budget.as_deref() {
+        None => 20,
+        Some(text) => text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|number| number.trim().parse::<u32>().ok())
+            .filter(|percent| *percent <= 100)
+            .ok_or_else(|| {
+                check.error(
+                    format!("{field}.budget"),
+                    format!("{text:?} is not a percentage of requests like 20%"),
+                )
+            })?,
+    };
+    Ok(RetrySettings {
+        attempts,
+        budget_percent,
+    })
+}
+
+fn at_least_one(
+    check: &Checker<'_>,
+    field: &str,
+    raw: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(0) => Err(check.error(field, "must be at least 1")),
+        Some(n) => Ok(n),
+    }
 }
 
 fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
@@ -432,4 +595,120 @@ fn byte_size(check: &Checker<'_>, field: &str, raw: Option<&str>) -> Result<u64,
         .and_then(|n| n.checked_mul(multiplier))
         .filter(|n| *n > 0)
         .ok_or_else(|| check.error(field, format!("{raw:?} is not a size like 512KiB or 1MiB")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Vars};
+
+    fn config(service: &str, extra: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "{extra}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\", \"http://127.0.0.1:8111\"]{service} }}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET], service: users, auth: public }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn resilience_settings_have_defaults() {
+        let config = config("", "").unwrap();
+        let users = &config.services["users"];
+        assert_eq!(users.balance, Balance::RoundRobin);
+        assert_eq!(users.health, None, "no active checks unless asked for");
+        assert_eq!(users.breaker.failures, 5);
+        assert_eq!(users.breaker.backoff, Duration::from_secs(10));
+        assert_eq!(users.retries.attempts, 2);
+        assert_eq!(users.retries.budget_percent, 20);
+        assert!(users.required);
+        assert_eq!(config.drain_timeout, Duration::from_secs(30));
+        assert_eq!(config.watch, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn resilience_settings_are_read_in_both_forms() {
+        let short = config(", health: /ready, balance: least_requests", "watch: off").unwrap();
+        let users = &short.services["users"];
+        assert_eq!(users.balance, Balance::LeastRequests);
+        assert_eq!(users.health.as_ref().unwrap().path, "/ready");
+        assert_eq!(short.watch, None);
+
+        let long = config(
+            ", health: { interval: 2s, timeout: 500ms, healthy: 1, unhealthy: 4 }, breaker: { failures: 2, backoff: 1s, max_backoff: 1m }, retries: { attempts: 0, budget: 5% }, required: false",
+            "drain_timeout: 5s",
+        )
+        .unwrap();
+        let users = &long.services["users"];
+        let health = users.health.as_ref().unwrap();
+        assert_eq!(health.path, "/healthz");
+        assert_eq!(health.interval, Duration::from_secs(2));
+        assert_eq!(
+            (health.healthy_threshold, health.unhealthy_threshold),
+            (1, 4)
+        );
+        assert_eq!(users.breaker.max_backoff, Duration::from_secs(60));
+        assert_eq!(users.retries.attempts, 0);
+        assert_eq!(users.retries.budget_percent, 5);
+        assert!(!users.required);
+        assert_eq!(long.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn each_bad_resilience_setting_is_refused_naming_its_field() {
+        let cases = [
+            (", balance: random", "", "services.users.balance"),
+            (", health: healthz", "", "services.users.health.path"),
+            (
+                ", health: { interval: often }",
+                "",
+                "services.users.health.interval",
+            ),
+            (
+                ", health: { healthy: 0 }",
+                "",
+                "services.users.health.healthy",
+            ),
+            (
+                ", breaker: { failures: 0 }",
+                "",
+                "services.users.breaker.failures",
+            ),
+            (
+                ", breaker: { backoff: 1m, max_backoff: 10s }",
+                "",
+                "services.users.breaker.max_backoff",
+            ),
+            (
+                ", retries: { attempts: 9 }",
+                "",
+                "services.users.retries.attempts",
+            ),
+            (
+                ", retries: { budget: lots }",
+                "",
+                "services.users.retries.budget",
+            ),
+            (
+                ", retries: { budget: 120% }",
+                "",
+                "services.users.retries.budget",
+            ),
+            ("", "drain_timeout: 0s", "drain_timeout"),
+            ("", "watch: sometimes", "watch"),
+        ];
+        for (service, extra, field) in cases {
+            let error = config(service, extra).unwrap_err().to_string();
+            assert!(error.contains(field), "{service} {extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_instance_listed_twice_is_refused() {
+        let text = "services:\n  users: { upstreams: [\"http://127.0.0.1:8101\", \"http://127.0.0.1:8101/\"] }\n\
+                    routes: []\n";
+        let error = parse(text, "gateway.yaml", &Vars::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("services.users.upstreams[1]"), "{error}");
+    }
 }

@@ -1,55 +1,290 @@
-//! Forwarding one request to a service, streaming both bodies, and mapping failures the way
-//! Envoy does: no connection → 503, no answer in time → 504, a broken answer → 502.
+//! Forwarding a request to a service: pick an instance, send, and map failures the way Envoy
+//! does (no connection or no healthy instance → 503, no answer in time → 504, a broken answer →
+//! 502), retrying on another instance when that is safe.
+//!
+//! A retry happens only when all of these hold: the request may repeat (idempotent method, or an
+//! `Idempotency-Key`); its body is at hand again (none, or a declared length of at most
+//! [`REPLAY_LIMIT`], read before the first attempt; a larger or streamed body goes through
+//! unbuffered and is never retried); the attempt failed to connect, broke before an answer, or
+//! the instance answered 502 or 503; another instance is available; the service's retry budget
+//! allows it; and the deadline has not passed. A timeout is never retried: the deadline (the
+//! route's or service's `timeout`) covers every attempt together.
 
-use std::error::Error as _;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::response::Response;
-use http::Request;
+use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use super::headers;
+use super::instance::{now_ms, InFlight, Outcome, Pick};
+use super::retry;
 use super::upstream::Upstream;
 use crate::error::GatewayError;
 
-/// Sends `request` (its URI already pointing at the upstream) and waits at most `timeout` for
-/// the response headers; the response body then streams through as it arrives.
+/// The largest body kept for a retry; larger bodies stream through and are not retried.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// A routed request on its way to a service, its headers already rewritten.
+pub struct Outbound {
+    pub method: Method,
+    /// The path and query on the service.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+/// Sends `outbound` to an instance of `upstream`, retrying on another when it is safe (see the
+/// module docs). `timeout` covers all attempts up to the response headers; the response body
+/// then streams through. Bodies over `max_body` bytes are refused with 413.
+pub async fn forward(
+    upstream: &Upstream,
+    outbound: Outbound,
+    timeout: Duration,
+    max_body: u64,
+) -> Result<Response, GatewayError> {
+    let Outbound {
+        method,
+        target,
+        headers,
+        body,
+    } = outbound;
+    upstream.budget.deposit();
+    let may_retry = upstream.settings.retries.attempts > 0
+        && upstream.instances().len() > 1
+        && retry::may_repeat(&method, &headers);
+    let mut payload = Payload::read(body, may_retry, max_body).await?;
+    let max_attempts = match payload {
+        Payload::Replayable(_) => 1 + upstream.settings.retries.attempts as usize,
+        Payload::Streaming(_) => 1,
+    };
+    let deadline = Instant::now() + timeout;
+
+    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
+    let mut pick = upstream.pick(&tried)?;
+    loop {
+        tried.push(pick.index);
+        let Some(instance) = pick.instance().map(|i| i.authority.clone()) else {
+            return Err(GatewayError::Internal(anyhow::anyhow!(
+                "a pick without instance"
+            )));
+        };
+        let mut request = Request::new(payload.for_attempt());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = upstream.uri_on(&instance, &target)?;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
+
+        let attempt = attempt(upstream, request, deadline, max_body).await;
+        let (result, retryable) = settle(upstream, pick, attempt, &instance);
+        if !retryable || tried.len() >= max_attempts || Instant::now() >= deadline {
+            return result;
+        }
+        let Ok(next) = upstream.pick(&tried) else {
+            return result;
+        };
+        if !upstream.budget.withdraw() {
+            tracing::warn!(service = %upstream.name, "retry budget exhausted; not retrying");
+            return result;
+        }
+        tracing::info!(service = %upstream.name, failed = %instance, attempt = tried.len() + 1, "retrying on another instance");
+        pick = next;
+    }
+}
+
+/// Sends `request` once (its URI already on one of `upstream`'s instances, from
+/// [`Upstream::uri_for`]), waiting at most `timeout` for the response headers; the outcome counts
+/// for that instance's health. For the gateway's own calls (the credentials service).
 pub async fn send(
     upstream: &Upstream,
     request: Request<Body>,
     timeout: Duration,
 ) -> Result<Response, GatewayError> {
-    let service = || upstream.name.to_string();
-    let response = match tokio::time::timeout(timeout, upstream.client.request(request)).await {
-        Err(_elapsed) => {
-            tracing::warn!(service = %upstream.name, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
-            return Err(GatewayError::Timeout { service: service() });
-        }
-        Ok(Err(error)) => return Err(classify(upstream, &error)),
-        Ok(Ok(response)) => response,
+    let Some(authority) = request.uri().authority().cloned() else {
+        return Err(GatewayError::Internal(anyhow::anyhow!(
+            "an upstream request without authority"
+        )));
     };
-    let (mut parts, body) = response.into_parts();
-    headers::sanitize_response(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    let pick = upstream.track(&authority, now_ms());
+    let attempt = attempt(upstream, request, Instant::now() + timeout, 0).await;
+    match pick {
+        Some(pick) => settle(upstream, pick, attempt, &authority).0,
+        None => match attempt {
+            Attempt::Answered(response) => Ok(respond(response, None)),
+            Attempt::TimedOut => Err(GatewayError::Timeout {
+                service: upstream.name.to_string(),
+            }),
+            Attempt::Failed(failure) => Err(failure.into_error(upstream)),
+        },
+    }
 }
 
-fn classify(upstream: &Upstream, error: &hyper_util::client::legacy::Error) -> GatewayError {
-    let service = upstream.name.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(limit) = cause.downcast_ref::<http_body_util::LengthLimitError>() {
-            tracing::debug!(%limit, "request body over the limit");
-            return GatewayError::PayloadTooLarge { limit: 0 };
+/// The request body: kept in memory when a retry may need it again, else streamed once.
+enum Payload {
+    Replayable(Bytes),
+    Streaming(Option<Body>),
+}
+
+impl Payload {
+    async fn read(body: Body, may_retry: bool, max_body: u64) -> Result<Self, GatewayError> {
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let small = http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body)
+                .upper()
+                .is_some_and(|length| length <= REPLAY_LIMIT.min(max_body));
+        if !(may_retry && small) {
+            return Ok(Self::Streaming(Some(Body::new(Limited::new(body, limit)))));
         }
-        source = cause.source();
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Self::Replayable(collected.to_bytes())),
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(GatewayError::PayloadTooLarge { limit: max_body })
+            }
+            Err(_) => Err(GatewayError::BadRequest(
+                "The request body could not be read.".to_owned(),
+            )),
+        }
+    }
+
+    fn for_attempt(&mut self) -> Body {
+        match self {
+            Self::Replayable(bytes) => Body::from(bytes.clone()),
+            Self::Streaming(body) => body.take().unwrap_or_else(Body::empty),
+        }
+    }
+}
+
+enum Attempt {
+    Answered(http::Response<Incoming>),
+    TimedOut,
+    Failed(Failure),
+}
+
+enum Failure {
+    /// No connection: refused, unreachable, or the connect timeout passed. Nothing was sent.
+    Connect,
+    /// The connection broke or the answer was not HTTP.
+    Broken,
+    /// The client's own body failed (too large, or the client went away): not the instance's fault.
+    Client(GatewayError),
+}
+
+impl Failure {
+    fn into_error(self, upstream: &Upstream) -> GatewayError {
+        let service = upstream.name.to_string();
+        match self {
+            Self::Connect => GatewayError::Unavailable {
+                service,
+                retry_after: Duration::from_secs(1),
+            },
+            Self::Broken => GatewayError::BadGateway { service },
+            Self::Client(error) => error,
+        }
+    }
+}
+
+async fn attempt(
+    upstream: &Upstream,
+    request: Request<Body>,
+    deadline: Instant,
+    max_body: u64,
+) -> Attempt {
+    match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
+        Err(_elapsed) => Attempt::TimedOut,
+        Ok(Ok(response)) => Attempt::Answered(response),
+        Ok(Err(error)) => Attempt::Failed(classify(upstream, &error, max_body)),
+    }
+}
+
+/// Counts the attempt for its instance and turns it into the answer; true when a retry may help.
+fn settle(
+    upstream: &Upstream,
+    pick: Pick,
+    attempt: Attempt,
+    instance: &http::uri::Authority,
+) -> (Result<Response, GatewayError>, bool) {
+    match attempt {
+        Attempt::Answered(response) => {
+            let status = response.status();
+            let outcome = if status.is_server_error() {
+                Outcome::Failure("5xx answer")
+            } else {
+                Outcome::Success
+            };
+            let flight = pick.report(outcome);
+            let retryable = matches!(
+                status,
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+            );
+            (Ok(respond(response, flight)), retryable)
+        }
+        Attempt::TimedOut => {
+            pick.report(Outcome::Failure("timeout"));
+            tracing::warn!(service = %upstream.name, %instance, "upstream did not answer in time");
+            (
+                Err(GatewayError::Timeout {
+                    service: upstream.name.to_string(),
+                }),
+                false,
+            )
+        }
+        Attempt::Failed(failure) => {
+            let (outcome, retryable) = match failure {
+                Failure::Connect => (Outcome::Failure("connection failed"), true),
+                Failure::Broken => (Outcome::Failure("broken answer"), true),
+                Failure::Client(_) => (Outcome::Neutral, false),
+            };
+            pick.report(outcome);
+            (Err(failure.into_error(upstream)), retryable)
+        }
+    }
+}
+
+fn respond(response: http::Response<Incoming>, flight: Option<InFlight>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    headers::sanitize_response(&mut parts.headers);
+    Response::from_parts(parts, Body::new(Tracked { body, flight }))
+}
+
+fn classify(
+    upstream: &Upstream,
+    error: &hyper_util::client::legacy::Error,
+    max_body: u64,
+) -> Failure {
+    let causes = || causes(error);
+    if causes().any(|cause| cause.downcast_ref::<LengthLimitError>().is_some()) {
+        return Failure::Client(GatewayError::PayloadTooLarge { limit: max_body });
+    }
+    // Our side of the exchange failed: the client's body stream broke off.
+    if causes().any(|cause| {
+        cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+    }) {
+        tracing::debug!(error = %error_chain(error), "the request body failed");
+        return Failure::Client(GatewayError::BadRequest(
+            "The request body could not be read.".to_owned(),
+        ));
     }
     if error.is_connect() {
         tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream connection failed");
-        GatewayError::Unavailable { service }
+        Failure::Connect
     } else {
         tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream answered badly");
-        GatewayError::BadGateway { service }
+        Failure::Broken
     }
+}
+
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(error.source(), |cause| (*cause).source())
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -61,4 +296,42 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A response body that keeps its request counted on the instance until it ends, and counts a
+/// break-off (the instance went away mid-answer) against the instance.
+struct Tracked {
+    body: Incoming,
+    flight: Option<InFlight>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                if let Some(flight) = this.flight.take() {
+                    flight.broke_off();
+                }
+            }
+            None => this.flight = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -1,6 +1,10 @@
-//! The reverse proxy: one pooled client per service ([`upstream`]), header rewriting
-//! ([`headers`]), and the forwarding of one request with its failure mapping ([`forward`]).
+//! The reverse proxy: the services and their instances ([`upstream`], [`instance`]), active
+//! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), and the
+//! forwarding of one request with its failure mapping ([`forward`]).
 
 pub mod forward;
 pub mod headers;
+pub mod health;
+pub mod instance;
+pub mod retry;
 pub mod upstream;

@@ -1,8 +1,13 @@
-//! The services' instances and the pooled HTTP client that reaches them: one client per service
-//! (its own connect timeout), keep-alive connections reused across requests.
+//! The services as the proxy sees them: each with its instances, one pooled HTTP client (its own
+//! connect timeout; keep-alive connections reused across requests), a balancer that only picks
+//! instances that are healthy and not ejected, and a retry budget.
+//!
+//! A reload builds a new [`Upstreams`] from the old one: an unchanged service is the same
+//! `Arc<Upstream>` (pool, health, breaker and budget kept); a changed one keeps its client when
+//! the connect timeout is the same, and the state of every instance it still lists.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +17,11 @@ use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rand::Rng;
 
-use crate::config::ServiceSettings;
+use super::instance::{now_ms, Availability, InFlight, Instance, Pick};
+use super::retry::RetryBudget;
+use crate::config::{Balance, ServiceSettings};
 use crate::error::GatewayError;
 
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -21,57 +29,246 @@ pub type HttpClient = Client<HttpConnector, Body>;
 /// One service as the proxy sees it.
 pub struct Upstream {
     pub name: Arc<str>,
-    instances: Vec<Authority>,
+    pub settings: ServiceSettings,
+    instances: Vec<Arc<Instance>>,
     next: AtomicUsize,
     pub client: HttpClient,
+    /// The service's timeout (a route may override it).
     pub timeout: Duration,
+    pub budget: RetryBudget,
+    /// Set when a reload dropped or replaced the service: its health checks stop.
+    retired: AtomicBool,
+    /// Set once its health checks run, so they are started once.
+    checked: AtomicBool,
+}
+
+/// How many instances of a service can take requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headcount {
+    pub healthy: usize,
+    pub instances: usize,
+}
+
+fn client(settings: &ServiceSettings) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 impl Upstream {
     pub fn new(name: &str, settings: &ServiceSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        Self::succeeding(name, settings, None)
+    }
+
+    /// The service `name` with `settings`, taking over what it can from `previous`.
+    pub fn succeeding(name: &str, settings: &ServiceSettings, previous: Option<&Upstream>) -> Self {
+        let client = match previous {
+            Some(old) if old.settings.connect_timeout == settings.connect_timeout => {
+                old.client.clone()
+            }
+            _ => client(settings),
+        };
         let instances = settings
             .upstreams
             .iter()
             .filter_map(|uri| uri.authority().cloned())
+            .map(|authority| {
+                previous
+                    .and_then(|old| old.instance_at(&authority))
+                    .map_or_else(|| Arc::new(Instance::new(authority)), Arc::clone)
+            })
             .collect();
         Self {
             name: Arc::from(name),
+            settings: settings.clone(),
             instances,
             next: AtomicUsize::new(0),
             client,
             timeout: settings.timeout,
+            budget: RetryBudget::new(settings.retries.budget_percent),
+            retired: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
         }
     }
 
-    /// The URI of `path_and_query` on the next instance, in turn.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let authority = self
-            .instances
-            .get(turn % self.instances.len().max(1))
-            .cloned()
-            .ok_or_else(|| GatewayError::Unavailable {
+    pub fn instances(&self) -> &[Arc<Instance>] {
+        &self.instances
+    }
+
+    pub fn instance_at(&self, authority: &Authority) -> Option<&Arc<Instance>> {
+        self.instances.iter().find(|i| i.authority == *authority)
+    }
+
+    pub fn headcount(&self) -> Headcount {
+        let now = now_ms();
+        Headcount {
+            healthy: self
+                .instances
+                .iter()
+                .filter(|i| i.is_available(now))
+                .count(),
+            instances: self.instances.len(),
+        }
+    }
+
+    /// An instance for the next attempt, not one of `tried`: first one whose back-off is over
+    /// (its trial request), else one ready by the service's balancing. None: 503 at once.
+    pub fn pick(&self, tried: &[usize]) -> Result<Pick, GatewayError> {
+        let now = now_ms();
+        let hold = self.timeout + Duration::from_secs(1);
+        let candidates = || {
+            self.instances
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| !tried.contains(index))
+        };
+        for (index, instance) in candidates() {
+            if instance.availability(now) == Availability::TrialDue
+                && instance.start_trial(now, hold)
+            {
+                tracing::info!(service = %self.name, instance = %instance.authority, "trial request after the back-off");
+                return Ok(self.start(index, true));
+            }
+        }
+        let ready = |instance: &Instance| instance.availability(now) == Availability::Ready;
+        let chosen = match self.settings.balance {
+            Balance::RoundRobin => {
+                let count = self.instances.len().max(1);
+                // A retry goes on from the instance that failed; only a request's first pick
+                // takes a turn, or every retry would hand the failing instance the next one too.
+                let start = match tried.last() {
+                    Some(failed) => failed + 1,
+                    None => self.next.fetch_add(1, Ordering::Relaxed),
+                };
+                (0..count).find_map(|skipped| {
+                    let index = start.wrapping_add(skipped) % count;
+                    if tried.contains(&index) || !ready(&self.instances[index]) {
+                        return None;
+                    }
+                    if skipped > 0 && tried.is_empty() {
+                        // The turn moves past the skipped instances, or the one after an
+                        // ejected instance would get its share too.
+                        let _ = self.next.compare_exchange(
+                            start.wrapping_add(1),
+                            start.wrapping_add(1 + skipped),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    Some(index)
+                })
+            }
+            Balance::LeastRequests => {
+                let ready: Vec<usize> = candidates()
+                    .filter(|(_, instance)| ready(instance))
+                    .map(|(index, _)| index)
+                    .collect();
+                match ready.len() {
+                    0 => None,
+                    1 => Some(ready[0]),
+                    n => {
+                        let mut random = rand::thread_rng();
+                        let a = random.gen_range(0..n);
+                        let b = (a + random.gen_range(1..n)) % n;
+                        let (a, b) = (ready[a], ready[b]);
+                        if self.instances[b].in_flight() < self.instances[a].in_flight() {
+                            Some(b)
+                        } else {
+                            Some(a)
+                        }
+                    }
+                }
+            }
+        };
+        match chosen {
+            Some(index) => Ok(self.start(index, false)),
+            None => Err(GatewayError::Unavailable {
                 service: self.name.to_string(),
-            })?;
+                retry_after: self.retry_after(now),
+            }),
+        }
+    }
+
+    /// Counts a call already addressed to `authority` (by [`Upstream::uri_for`]); when the
+    /// instance is on trial, this call's outcome decides it.
+    pub fn track(&self, authority: &Authority, now: u64) -> Option<Pick> {
+        let index = self
+            .instances
+            .iter()
+            .position(|i| i.authority == *authority)?;
+        let trial = self.instances[index].trial_running(now);
+        Some(self.start(index, trial))
+    }
+
+    fn start(&self, index: usize, trial: bool) -> Pick {
+        let flight = InFlight::start(
+            Arc::clone(&self.instances[index]),
+            self.settings.breaker,
+            Arc::clone(&self.name),
+        );
+        Pick::new(index, trial, flight)
+    }
+
+    /// When an instance may take requests again: the nearest end of a back-off, else the next
+    /// health check.
+    fn retry_after(&self, now: u64) -> Duration {
+        let nearest = self
+            .instances
+            .iter()
+            .filter_map(|instance| match instance.availability(now) {
+                Availability::Unavailable { retry_in } => retry_in,
+                _ => None,
+            })
+            .min();
+        let fallback = self
+            .settings
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(1), |health| health.interval);
+        nearest.unwrap_or(fallback).max(Duration::from_secs(1))
+    }
+
+    /// The URI of `path_and_query` on a healthy instance (by the service's balancing), for a
+    /// one-off call that [`super::forward::send`] then makes and reports.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
+        let pick = self.pick(&[])?;
+        let authority = self.instances[pick.index].authority.clone();
+        // The call is counted again by `send`; a trial keeps its slot until `send` reports.
+        pick.detach();
+        self.uri_on(&authority, path_and_query)
+    }
+
+    pub fn uri_on(&self, authority: &Authority, path_and_query: &str) -> Result<Uri, GatewayError> {
         let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| {
             GatewayError::BadRequest("The request path cannot be forwarded.".to_owned())
         })?;
         Uri::builder()
             .scheme(Scheme::HTTP)
-            .authority(authority)
+            .authority(authority.clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| GatewayError::Internal(anyhow::anyhow!("building an upstream URI: {e}")))
+    }
+
+    /// Stops its health checks: a reload replaced or dropped the service.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// True the first time only: whoever gets it starts the health checks.
+    pub fn claim_health_checks(&self) -> bool {
+        !self.checked.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -79,16 +276,164 @@ impl Upstream {
 pub struct Upstreams(HashMap<String, Arc<Upstream>>);
 
 impl Upstreams {
-    pub fn new(services: &std::collections::BTreeMap<String, ServiceSettings>) -> Self {
+    pub fn new(services: &BTreeMap<String, ServiceSettings>) -> Self {
+        Self::succeeding(services, None)
+    }
+
+    /// The services of a new configuration, reusing what `previous` had (see the module docs).
+    pub fn succeeding(
+        services: &BTreeMap<String, ServiceSettings>,
+        previous: Option<&Upstreams>,
+    ) -> Self {
         Self(
             services
                 .iter()
-                .map(|(name, settings)| (name.clone(), Arc::new(Upstream::new(name, settings))))
+                .map(|(name, settings)| {
+                    let old = previous.and_then(|p| p.get(name));
+                    let upstream = match old {
+                        Some(old) if old.settings == *settings => Arc::clone(old),
+                        _ => Arc::new(Upstream::succeeding(name, settings, old.map(Arc::as_ref))),
+                    };
+                    (name.clone(), upstream)
+                })
                 .collect(),
         )
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
+        self.0.iter()
+    }
+
+    /// Whether `upstream` is one of these (the same object, not merely the same name).
+    pub fn holds(&self, upstream: &Arc<Upstream>) -> bool {
+        self.0
+            .get(upstream.name.as_ref())
+            .is_some_and(|mine| Arc::ptr_eq(mine, upstream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BreakerSettings, RetrySettings};
+    use crate::proxy::instance::Outcome;
+
+    fn settings(instances: usize, balance: Balance) -> ServiceSettings {
+        ServiceSettings {
+            upstreams: (0..instances)
+                .map(|i| format!("http://127.0.0.1:{}", 10_000 + i).parse().unwrap())
+                .collect(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            balance,
+            health: None,
+            breaker: BreakerSettings {
+                failures: 1,
+                backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(60),
+            },
+            retries: RetrySettings {
+                attempts: 2,
+                budget_percent: 20,
+            },
+            required: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_robin_takes_each_instance_in_turn_and_skips_ejected_ones() {
+        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin));
+        let turns: Vec<usize> = (0..6).map(|_| upstream.pick(&[]).unwrap().index).collect();
+        assert_eq!(turns, vec![0, 1, 2, 0, 1, 2]);
+
+        upstream
+            .pick(&[])
+            .unwrap()
+            .report(Outcome::Failure("connect"));
+        let turns: Vec<usize> = (0..4).map(|_| upstream.pick(&[]).unwrap().index).collect();
+        assert_eq!(turns, vec![1, 2, 1, 2], "instance 0 is ejected");
+        assert_eq!(upstream.pick(&[1, 2]).unwrap_err().status(), 503);
+    }
+
+    #[tokio::test]
+    async fn a_retry_does_not_take_a_turn() {
+        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin));
+        for _ in 0..3 {
+            let first = upstream.pick(&[]).unwrap().index;
+            let retry = upstream.pick(&[first]).unwrap().index;
+            assert_eq!(retry, (first + 1) % 3);
+        }
+        let turns: Vec<usize> = (0..3).map(|_| upstream.pick(&[]).unwrap().index).collect();
+        assert_eq!(turns, vec![0, 1, 2], "first picks still go round");
+    }
+
+    #[tokio::test]
+    async fn least_requests_prefers_the_less_busy_instance() {
+        let upstream = Upstream::new("s", &settings(2, Balance::LeastRequests));
+        let busy = upstream.pick(&[1]).unwrap();
+        assert_eq!(busy.index, 0);
+        for _ in 0..20 {
+            assert_eq!(
+                upstream.pick(&[]).unwrap().index,
+                1,
+                "instance 0 has a request in flight"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_healthy_instance_is_503_at_once_with_the_time_to_the_next_trial() {
+        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin));
+        upstream.pick(&[]).unwrap().report(Outcome::Failure("5xx"));
+        match upstream.pick(&[]) {
+            Err(GatewayError::Unavailable {
+                service,
+                retry_after,
+            }) => {
+                assert_eq!(service, "s");
+                assert!(retry_after > Duration::from_secs(50), "{retry_after:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_services_and_the_state_of_kept_instances() {
+        let mut services = BTreeMap::new();
+        services.insert("a".to_owned(), settings(2, Balance::RoundRobin));
+        services.insert("b".to_owned(), settings(1, Balance::RoundRobin));
+        let before = Upstreams::new(&services);
+        before
+            .get("a")
+            .unwrap()
+            .pick(&[1])
+            .unwrap()
+            .report(Outcome::Failure("5xx"));
+
+        services.get_mut("b").unwrap().timeout = Duration::from_secs(9);
+        let after = Upstreams::succeeding(&services, Some(&before));
+        assert!(Arc::ptr_eq(
+            before.get("a").unwrap(),
+            after.get("a").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            before.get("b").unwrap(),
+            after.get("b").unwrap()
+        ));
+        assert!(before.holds(before.get("b").unwrap()));
+        assert!(!after.holds(before.get("b").unwrap()));
+
+        services.get_mut("a").unwrap().balance = Balance::LeastRequests;
+        let changed = Upstreams::succeeding(&services, Some(&after));
+        let a = changed.get("a").unwrap();
+        assert!(!Arc::ptr_eq(after.get("a").unwrap(), a));
+        assert!(
+            a.instances()[0].is_ejected(),
+            "the instance keeps its ejection"
+        );
     }
 }

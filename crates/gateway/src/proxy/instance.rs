@@ -1,0 +1,451 @@
+//! One instance of a service and what the proxy knows about it: the requests in flight (for
+//! `least_requests`), the passive breaker (failures in a row eject it for a back-off, then one
+//! trial request decides), and the verdict of the active health checks.
+//!
+//! Everything is atomics: an instance is consulted on every request, and a lock there would
+//! serialise the whole proxy. Races only blur counts by a request or two, never the outcome.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+
+use crate::config::BreakerSettings;
+
+/// Milliseconds on a process-wide monotonic clock; never 0, so 0 can mean "not set".
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+/// What an attempt on an instance says about the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered below 500.
+    Success,
+    /// It failed: a 5xx, no connection, no answer in time, or a broken answer.
+    Failure(&'static str),
+    /// Nothing about the instance (the client's body failed, or the request was abandoned).
+    Neutral,
+}
+
+/// May a request go to the instance now?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Ready,
+    /// Its back-off is over: one trial request may go.
+    TrialDue,
+    /// Ejected or failing its health checks; `retry_in` when the back-off is known.
+    Unavailable {
+        retry_in: Option<Duration>,
+    },
+}
+
+/// One instance (`host:port`) of a service. Kept across reloads while the service still lists it,
+/// so its health survives a change of routes.
+#[derive(Debug)]
+pub struct Instance {
+    pub authority: Authority,
+    in_flight: AtomicUsize,
+    /// Failures in a row since the last success.
+    failures: AtomicU32,
+    /// While ejected, when the back-off ends (ms, [`now_ms`]); 0 when it is not ejected.
+    ejected_until: AtomicU64,
+    /// Ejections in a row: each doubles the back-off.
+    ejections: AtomicU32,
+    /// When the instance last came back from an ejection (ms); long ago enough, the doubling
+    /// starts over.
+    rejoined_at: AtomicU64,
+    /// While a trial request runs, until when it holds the instance (ms); 0 when none runs.
+    /// The hold expires by itself, so a trial that is never reported cannot lock it out.
+    trial_until: AtomicU64,
+    /// The active health checks' verdict; true until they say otherwise.
+    healthy: AtomicBool,
+    /// Health checks passed (positive) or failed (negative) in a row.
+    streak: AtomicI32,
+}
+
+impl Instance {
+    pub fn new(authority: Authority) -> Self {
+        Self {
+            authority,
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            rejoined_at: AtomicU64::new(0),
+            trial_until: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            streak: AtomicI32::new(0),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn availability(&self, now: u64) -> Availability {
+        if !self.healthy.load(Ordering::Acquire) {
+            return Availability::Unavailable { retry_in: None };
+        }
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Availability::Ready;
+        }
+        if now < until {
+            return Availability::Unavailable {
+                retry_in: Some(Duration::from_millis(until - now)),
+            };
+        }
+        if self.trial_until.load(Ordering::Acquire) > now {
+            return Availability::Unavailable {
+                retry_in: Some(Duration::from_secs(1)),
+            };
+        }
+        Availability::TrialDue
+    }
+
+    /// Healthy and not ejected, or due a trial: what readiness counts.
+    pub fn is_available(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Acquire) && {
+            let until = self.ejected_until.load(Ordering::Acquire);
+            until == 0 || now >= until
+        }
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Acquire) != 0
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Takes the trial slot for `hold`; false when another request took it first.
+    pub fn start_trial(&self, now: u64, hold: Duration) -> bool {
+        let current = self.trial_until.load(Ordering::Acquire);
+        current <= now
+            && self
+                .trial_until
+                .compare_exchange(
+                    current,
+                    now + millis(hold),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Whether a trial is running: its outcome decides whether the instance is back.
+    pub fn trial_running(&self, now: u64) -> bool {
+        self.is_ejected() && self.trial_until.load(Ordering::Acquire) > now
+    }
+
+    fn end_trial(&self) {
+        self.trial_until.store(0, Ordering::Release);
+    }
+
+    /// Counts `outcome` for the breaker; `trial` when the attempt was the instance's trial.
+    pub fn record(&self, outcome: Outcome, trial: bool, breaker: &BreakerSettings, service: &str) {
+        match outcome {
+            Outcome::Success => {
+                self.failures.store(0, Ordering::Relaxed);
+                if trial {
+                    self.ejected_until.store(0, Ordering::Release);
+                    self.rejoined_at.store(now_ms(), Ordering::Relaxed);
+                    self.end_trial();
+                    tracing::info!(service, instance = %self.authority, "instance passed its trial request; back in rotation");
+                }
+            }
+            Outcome::Failure(reason) => {
+                let until = self.ejected_until.load(Ordering::Acquire);
+                if trial {
+                    self.eject(until, breaker, service, reason);
+                    self.end_trial();
+                } else if until == 0 {
+                    let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                    if failures >= breaker.failures {
+                        self.eject(0, breaker, service, reason);
+                    }
+                }
+                // Already ejected and not the trial: a straggler sent before; its back-off runs.
+            }
+            Outcome::Neutral => {
+                if trial {
+                    self.end_trial();
+                }
+            }
+        }
+    }
+
+    /// Ejects the instance unless another failure did it first (`expected` no longer holds).
+    fn eject(&self, expected: u64, breaker: &BreakerSettings, service: &str, reason: &str) {
+        let now = now_ms();
+        let rejoined = self.rejoined_at.load(Ordering::Relaxed);
+        let mut in_a_row = self.ejections.load(Ordering::Relaxed);
+        if rejoined != 0 && now.saturating_sub(rejoined) > millis(breaker.max_backoff) {
+            in_a_row = 0;
+        }
+        let backoff = breaker
+            .backoff
+            .saturating_mul(1 << in_a_row.min(16))
+            .min(breaker.max_backoff);
+        if self
+            .ejected_until
+            .compare_exchange(
+                expected,
+                now + millis(backoff),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            self.ejections.store(in_a_row + 1, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                service,
+                instance = %self.authority,
+                reason,
+                backoff_ms = millis(backoff),
+                "instance ejected after failing requests"
+            );
+        }
+    }
+
+    /// Counts an active health check; returns the new verdict when it changed.
+    pub fn record_check(
+        &self,
+        passed: bool,
+        healthy_after: u32,
+        unhealthy_after: u32,
+    ) -> Option<bool> {
+        let streak = if passed {
+            self.streak
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    Some(s.max(0).saturating_add(1))
+                })
+                .map_or(1, |s| s.max(0).saturating_add(1))
+        } else {
+            self.streak
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    Some(s.min(0).saturating_sub(1))
+                })
+                .map_or(-1, |s| s.min(0).saturating_sub(1))
+        };
+        let healthy = self.healthy.load(Ordering::Acquire);
+        let threshold = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        if !healthy && streak >= threshold(healthy_after) {
+            // A passing health check also ends a passive ejection: the instance is back.
+            self.ejected_until.store(0, Ordering::Release);
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
+            self.end_trial();
+            self.healthy.store(true, Ordering::Release);
+            Some(true)
+        } else if healthy && -streak >= threshold(unhealthy_after) {
+            self.healthy.store(false, Ordering::Release);
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// A request in flight on an instance; counted until dropped (with the response body, so a
+/// streaming answer still counts for `least_requests`).
+#[derive(Debug)]
+pub struct InFlight {
+    pub instance: Arc<Instance>,
+    breaker: BreakerSettings,
+    service: Arc<str>,
+}
+
+impl InFlight {
+    pub fn start(instance: Arc<Instance>, breaker: BreakerSettings, service: Arc<str>) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            instance,
+            breaker,
+            service,
+        }
+    }
+
+    /// Counts a failure seen after the answer began (the body broke off).
+    pub fn broke_off(&self) {
+        self.instance.record(
+            Outcome::Failure("answer broke off"),
+            false,
+            &self.breaker,
+            &self.service,
+        );
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An instance chosen for one attempt. Its outcome must be [`Pick::report`]ed; dropped without,
+/// it counts as neutral (the request was abandoned).
+#[derive(Debug)]
+pub struct Pick {
+    pub index: usize,
+    pub trial: bool,
+    flight: Option<InFlight>,
+}
+
+impl Pick {
+    pub fn new(index: usize, trial: bool, flight: InFlight) -> Self {
+        Self {
+            index,
+            trial,
+            flight: Some(flight),
+        }
+    }
+
+    pub fn instance(&self) -> Option<&Arc<Instance>> {
+        self.flight.as_ref().map(|flight| &flight.instance)
+    }
+
+    /// Stops counting the request here; a trial keeps its slot until its outcome is recorded by
+    /// whoever makes the call (or the slot expires).
+    pub fn detach(mut self) {
+        self.flight.take();
+    }
+
+    /// Records `outcome`; the returned guard keeps the request counted while its body streams.
+    pub fn report(mut self, outcome: Outcome) -> Option<InFlight> {
+        let flight = self.flight.take()?;
+        flight
+            .instance
+            .record(outcome, self.trial, &flight.breaker, &flight.service);
+        Some(flight)
+    }
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        if let Some(flight) = &self.flight {
+            if self.trial {
+                flight.instance.end_trial();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BREAKER: BreakerSettings = BreakerSettings {
+        failures: 3,
+        backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(60),
+    };
+
+    fn instance() -> Instance {
+        Instance::new(Authority::from_static("127.0.0.1:1"))
+    }
+
+    #[test]
+    fn failures_in_a_row_eject_and_a_success_between_them_resets_the_count() {
+        let instance = instance();
+        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        instance.record(Outcome::Success, false, &BREAKER, "s");
+        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        assert!(matches!(
+            instance.availability(now_ms()),
+            Availability::Unavailable { retry_in: Some(_) }
+        ));
+    }
+
+    #[test]
+    fn after_the_backoff_one_trial_decides() {
+        let instance = instance();
+        for _ in 0..3 {
+            instance.record(Outcome::Failure("connect"), false, &BREAKER, "s");
+        }
+        std::thread::sleep(BREAKER.backoff);
+        let now = now_ms();
+        assert_eq!(instance.availability(now), Availability::TrialDue);
+        assert!(instance.start_trial(now, Duration::from_secs(5)));
+        assert!(
+            !instance.start_trial(now, Duration::from_secs(5)),
+            "one trial at a time"
+        );
+        assert!(matches!(
+            instance.availability(now),
+            Availability::Unavailable { .. }
+        ));
+
+        // A failed trial ejects again, for twice as long.
+        instance.record(Outcome::Failure("connect"), true, &BREAKER, "s");
+        let Availability::Unavailable {
+            retry_in: Some(retry_in),
+        } = instance.availability(now_ms())
+        else {
+            panic!("ejected again")
+        };
+        assert!(
+            retry_in > BREAKER.backoff,
+            "the back-off doubled: {retry_in:?}"
+        );
+        std::thread::sleep(BREAKER.backoff * 2);
+        let now = now_ms();
+        assert_eq!(instance.availability(now), Availability::TrialDue);
+        assert!(instance.start_trial(now, Duration::from_secs(5)));
+        instance.record(Outcome::Success, true, &BREAKER, "s");
+        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+    }
+
+    #[test]
+    fn an_abandoned_trial_frees_the_slot() {
+        let instance = Arc::new(instance());
+        for _ in 0..3 {
+            instance.record(Outcome::Failure("timeout"), false, &BREAKER, "s");
+        }
+        std::thread::sleep(BREAKER.backoff);
+        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        let pick = Pick::new(
+            0,
+            true,
+            InFlight::start(Arc::clone(&instance), BREAKER, "s".into()),
+        );
+        assert_eq!(instance.in_flight(), 1);
+        drop(pick);
+        assert_eq!(instance.in_flight(), 0);
+        assert_eq!(instance.availability(now_ms()), Availability::TrialDue);
+    }
+
+    #[test]
+    fn health_checks_take_an_instance_out_and_bring_it_back() {
+        let instance = instance();
+        assert_eq!(instance.record_check(false, 2, 2), None);
+        assert_eq!(instance.record_check(false, 2, 2), Some(false));
+        assert!(matches!(
+            instance.availability(now_ms()),
+            Availability::Unavailable { retry_in: None }
+        ));
+        assert_eq!(instance.record_check(true, 2, 2), None);
+        assert_eq!(
+            instance.record_check(false, 2, 2),
+            None,
+            "the streak starts over"
+        );
+        assert_eq!(instance.record_check(true, 2, 2), None);
+        assert_eq!(instance.record_check(true, 2, 2), Some(true));
+        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+    }
+}

@@ -1,0 +1,246 @@
+//! Hot reload of the configuration file: on SIGHUP, and when the file's contents change (read
+//! every `watch` interval; no file-notification dependency: reading a small file once a second
+//! costs nothing, and polling also sees changes that inotify misses, such as a Kubernetes
+//! ConfigMap's symlink swap).
+//!
+//! A reload reads and validates the file exactly as `gatehouse check-config` does
+//! ([`config::load_file`]), then swaps the routes and services in at once
+//! ([`GatewayState::apply`]): a request holds the table it started with until it ends, so none is
+//! dropped; unchanged services keep their connection pools, health and breakers. A file that does
+//! not validate is refused, logged and counted, and the running configuration stays. Settings
+//! read only at start (listen, store, state, tokens, auth) are reported as needing a restart and
+//! otherwise ignored.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kit::shutdown::Shutdown;
+use serde_json::json;
+
+use crate::config::{self, ConfigError, Vars};
+use crate::server::SharedState;
+
+/// What the gateway tells about its configuration (in `/readyz`).
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    /// 1 for the configuration it started with, then one more per applied reload.
+    generation: AtomicU64,
+    refused: AtomicU64,
+    detail: Mutex<Detail>,
+}
+
+#[derive(Debug, Default)]
+struct Detail {
+    last_error: Option<String>,
+    needs_restart: Vec<&'static str>,
+}
+
+impl ReloadStatus {
+    pub fn starting() -> Self {
+        Self {
+            generation: AtomicU64::new(1),
+            ..Self::default()
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Reloads refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn applied(&self, needs_restart: Vec<&'static str>) -> u64 {
+        self.lock().needs_restart = needs_restart;
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn refuse(&self, error: &ConfigError) -> u64 {
+        self.lock().last_error = Some(error.to_string());
+        self.refused.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
+        self.detail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn report(&self) -> serde_json::Value {
+        let detail = self.lock();
+        json!({
+            "generation": self.generation(),
+            "reloads_refused": self.refused(),
+            "last_refusal": detail.last_error,
+            "needs_restart": detail.needs_restart,
+        })
+    }
+}
+
+/// What an applied reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Start-only settings that differ in the file; they wait for a restart.
+    pub needs_restart: Vec<&'static str>,
+    /// Services new or changed (fresh state); the others kept theirs.
+    pub services_changed: Vec<String>,
+    pub routes: usize,
+}
+
+/// Reloads one configuration file into a running gateway.
+#[derive(Clone)]
+pub struct Reloader {
+    state: SharedState,
+    path: Arc<PathBuf>,
+    vars: Arc<Vars>,
+    /// The file's contents as last seen by the watch, so an unchanged file is not reapplied
+    /// and a refused one is refused once.
+    seen: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl Reloader {
+    /// For the gateway whose configuration was just loaded from `path` with `vars`.
+    pub fn new(state: SharedState, path: PathBuf, vars: Vars) -> Self {
+        // What the running configuration was read from: only a change from it is applied.
+        let contents = std::fs::read(&path).ok();
+        Self {
+            state,
+            path: Arc::new(path),
+            vars: Arc::new(vars),
+            seen: Arc::new(Mutex::new(contents)),
+        }
+    }
+
+    /// Reads, validates and applies the file now; on error the running configuration stays.
+    pub fn reload(&self, cause: &str) -> Result<Reloaded, ConfigError> {
+        let result = config::load_file(&self.path, &self.vars)
+            .and_then(|config| self.state.apply(config, &self.path.display().to_string()));
+        match &result {
+            Ok(reloaded) => {
+                tracing::info!(
+                    cause,
+                    generation = reloaded.generation,
+                    routes = reloaded.routes,
+                    services.changed = ?reloaded.services_changed,
+                    "configuration reloaded"
+                );
+                if !reloaded.needs_restart.is_empty() {
+                    tracing::warn!(
+                        settings = ?reloaded.needs_restart,
+                        "changed settings take effect only after a restart; the running values stay"
+                    );
+                }
+            }
+            Err(error) => {
+                let refused = self.state.reloads.refuse(error);
+                tracing::error!(
+                    cause,
+                    %error,
+                    reloads.refused = refused,
+                    "configuration refused; the running one stays"
+                );
+            }
+        }
+        result
+    }
+
+    /// Reloads on SIGHUP and whenever the file's contents change, until `shutdown`. SIGHUP is
+    /// taken over at once, before the returned future first runs (its default would end the
+    /// process).
+    pub fn run(self, shutdown: Shutdown) -> impl std::future::Future<Output = ()> + Send {
+        let hangups = hangups();
+        self.watch(hangups, shutdown)
+    }
+
+    async fn watch(self, mut hangups: Hangups, shutdown: Shutdown) {
+        let mut unreadable = false;
+        loop {
+            let interval = self.state.config().watch;
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = next_hangup(&mut hangups) => {
+                    let contents = tokio::fs::read(self.path.as_ref()).await.ok();
+                    let _ = self.reload("SIGHUP");
+                    self.remember(contents);
+                }
+                () = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(3600))), if interval.is_some() => {
+                    match tokio::fs::read(self.path.as_ref()).await {
+                        Ok(contents) => {
+                            unreadable = false;
+                            self.changed(contents).await;
+                        }
+                        Err(error) if !unreadable => {
+                            unreadable = true;
+                            tracing::warn!(file = %self.path.display(), %error, "cannot read the configuration file; the running one stays");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `contents` if they differ from the last seen, once a second read shows the
+    /// writer has finished (a file rewritten in place can be caught half-written).
+    async fn changed(&self, contents: Vec<u8>) {
+        if self.is_seen(&contents) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match tokio::fs::read(self.path.as_ref()).await {
+            Ok(again) if again == contents => {
+                let _ = self.reload("file changed");
+                self.remember(Some(contents));
+            }
+            // Still being written: the next look decides.
+            _ => {}
+        }
+    }
+
+    fn is_seen(&self, contents: &[u8]) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            == Some(contents)
+    }
+
+    fn remember(&self, contents: Option<Vec<u8>>) {
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = contents;
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the file is still watched");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {
+    None
+}
+
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(signal) = hangups {
+        if signal.recv().await.is_some() {
+            return;
+        }
+    }
+    let _ = hangups;
+    std::future::pending::<()>().await;
+}
