@@ -2,15 +2,19 @@
 //! driven over real HTTP like a client would, with test upstreams beside the bundled services.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fleet;
 mod support;
 
 mod config;
+mod drain;
 mod lifecycle;
 mod login;
 mod oauth;
 mod proxy;
 mod quickstart;
+mod reload;
 mod replicas;
+mod resilience;
 mod services;
 mod tokens;
 mod users_through_gateway;
