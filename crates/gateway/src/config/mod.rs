@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use load::{load_file, parse, Vars};
+pub use validate::MAX_RETRIES;
 
 /// A configuration mistake, named by file, place and field so it can be fixed without guessing.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,9 @@ use super::{
 use crate::router::RouteTable;
 use crate::state::StateSettings;
 
+/// The most retries a service may allow per request.
+pub const MAX_RETRIES: u32 = 5;
+
 /// Paths the gateway answers itself; no route may take them.
 pub const RESERVED_PATHS: [&str; 3] = ["/.well-known/jwks.json", "/healthz", "/readyz"];
 
@@ -427,17 +430,16 @@ fn retries(
     service: &str,
     raw: Option<schema::Retries>,
 ) -> Result<RetrySettings, ConfigError> {
-    const MAX_ATTEMPTS: u32 = 5;
     let field = format!("{service}.retries");
     let raw = raw.unwrap_or(schema::Retries {
         attempts: None,
         budget: None,
     });
     let attempts = raw.attempts.unwrap_or(2);
-    if attempts > MAX_ATTEMPTS {
+    if attempts > MAX_RETRIES {
         return Err(check.error(
             format!("{field}.attempts"),
-            format!("at most {MAX_ATTEMPTS} retries per request"),
+            format!("at most {MAX_RETRIES} retries per request"),
         ));
     }
     let budget_percent = match raw.budget.as_deref() {

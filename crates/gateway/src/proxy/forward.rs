@@ -26,6 +26,7 @@ use super::headers;
 use super::instance::{now_ms, InFlight, Outcome, Pick};
 use super::retry;
 use super::upstream::Upstream;
+use crate::config::MAX_RETRIES;
 use crate::error::GatewayError;
 
 /// The largest body kept for a retry; larger bodies stream through and are not retried.
@@ -52,7 +53,7 @@ pub async fn forward(
     let Outbound {
         method,
         target,
-        headers,
+        mut headers,
         body,
     } = outbound;
     upstream.budget.deposit();
@@ -61,15 +62,18 @@ pub async fn forward(
         && retry::may_repeat(&method, &headers);
     let mut payload = Payload::read(body, may_retry, max_body).await?;
     let max_attempts = match payload {
-        Payload::Replayable(_) => 1 + upstream.settings.retries.attempts as usize,
+        Payload::Replayable(_) => 1 + upstream.settings.retries.attempts.min(MAX_RETRIES) as usize,
         Payload::Streaming(_) => 1,
     };
     let deadline = Instant::now() + timeout;
 
-    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
-    let mut pick = upstream.pick(&tried)?;
+    // The instances tried so far, without an allocation per request.
+    let mut tried = [0usize; 1 + MAX_RETRIES as usize];
+    let mut attempts = 0;
+    let mut pick = upstream.pick(&[])?;
     loop {
-        tried.push(pick.index);
+        tried[attempts] = pick.index;
+        attempts += 1;
         let Some(instance) = pick.instance().map(|i| i.authority.clone()) else {
             return Err(GatewayError::Internal(anyhow::anyhow!(
                 "a pick without instance"
@@ -79,21 +83,25 @@ pub async fn forward(
         *request.method_mut() = method.clone();
         *request.uri_mut() = upstream.uri_on(&instance, &target)?;
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = if attempts < max_attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
 
         let attempt = attempt(upstream, request, deadline, max_body).await;
         let (result, retryable) = settle(upstream, pick, attempt, &instance);
-        if !retryable || tried.len() >= max_attempts || Instant::now() >= deadline {
+        if !retryable || attempts >= max_attempts || Instant::now() >= deadline {
             return result;
         }
-        let Ok(next) = upstream.pick(&tried) else {
+        let Ok(next) = upstream.pick(&tried[..attempts]) else {
             return result;
         };
         if !upstream.budget.withdraw() {
             tracing::warn!(service = %upstream.name, "retry budget exhausted; not retrying");
             return result;
         }
-        tracing::info!(service = %upstream.name, failed = %instance, attempt = tried.len() + 1, "retrying on another instance");
+        tracing::info!(service = %upstream.name, failed = %instance, attempt = attempts + 1, "retrying on another instance");
         pick = next;
     }
 }

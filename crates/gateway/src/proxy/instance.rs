@@ -123,10 +123,6 @@ impl Instance {
         self.ejected_until.load(Ordering::Acquire) != 0
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
     /// Takes the trial slot for `hold`; false when another request took it first.
     pub fn start_trial(&self, now: u64, hold: Duration) -> bool {
         let current = self.trial_until.load(Ordering::Acquire);

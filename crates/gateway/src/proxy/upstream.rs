@@ -166,22 +166,25 @@ impl Upstream {
                 })
             }
             Balance::LeastRequests => {
-                let ready: Vec<usize> = candidates()
-                    .filter(|(_, instance)| ready(instance))
-                    .map(|(index, _)| index)
-                    .collect();
-                match ready.len() {
+                // Two distinct ready instances at random (by their rank among the ready ones,
+                // so nothing is allocated), and the less busy of the two.
+                let ready_ones = || candidates().filter(|(_, instance)| ready(instance));
+                let nth = |rank: usize| ready_ones().nth(rank).map(|(index, _)| index);
+                match ready_ones().count() {
                     0 => None,
-                    1 => Some(ready[0]),
+                    1 => nth(0),
                     n => {
                         let mut random = rand::thread_rng();
-                        let a = random.gen_range(0..n);
-                        let b = (a + random.gen_range(1..n)) % n;
-                        let (a, b) = (ready[a], ready[b]);
-                        if self.instances[b].in_flight() < self.instances[a].in_flight() {
-                            Some(b)
-                        } else {
-                            Some(a)
+                        let first = random.gen_range(0..n);
+                        let second = (first + random.gen_range(1..n)) % n;
+                        match (nth(first), nth(second)) {
+                            (Some(a), Some(b))
+                                if self.instances[b].in_flight()
+                                    < self.instances[a].in_flight() =>
+                            {
+                                Some(b)
+                            }
+                            (a, b) => a.or(b),
                         }
                     }
                 }
