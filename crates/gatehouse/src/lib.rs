@@ -12,21 +12,25 @@ pub mod up;
 /// The routes of the bundled services, for `up` when no configuration file is at hand.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../../config/gateway.yaml");
 
-/// The gateway configuration `up` and the admin commands use: `file` if given, else
-/// ./config/gateway.yaml when it exists, else the embedded one.
+/// The gateway configuration file `up` and the admin commands use: `file` if given, else
+/// ./config/gateway.yaml when it exists; `None` means the embedded one.
+pub fn config_file(file: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    match file {
+        Some(path) => Some(path.to_owned()),
+        None => {
+            let default = std::path::Path::new("config/gateway.yaml");
+            default.exists().then(|| default.to_owned())
+        }
+    }
+}
+
+/// Loads the configuration [`config_file`] names, or the embedded one.
 pub fn load_config(
     file: Option<&std::path::Path>,
     vars: &gateway::config::Vars,
 ) -> Result<gateway::config::GatewayConfig, gateway::config::ConfigError> {
-    match file {
-        Some(path) => gateway::config::load_file(path, vars),
-        None => {
-            let default = std::path::Path::new("config/gateway.yaml");
-            if default.exists() {
-                gateway::config::load_file(default, vars)
-            } else {
-                gateway::config::parse(EMBEDDED_CONFIG, "(embedded config/gateway.yaml)", vars)
-            }
-        }
+    match config_file(file) {
+        Some(path) => gateway::config::load_file(&path, vars),
+        None => gateway::config::parse(EMBEDDED_CONFIG, "(embedded config/gateway.yaml)", vars),
     }
 }

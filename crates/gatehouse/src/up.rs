@@ -64,11 +64,16 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .set("GATEHOUSE_ORDERS_URL", format!("http://{orders_address}"))
         .set("GATEHOUSE_CLOCK_URL", format!("http://{clock_address}"))
         .set("GATEHOUSE_DATA_DIR", data_dir.clone());
-    let config = crate::load_config(options.config.as_deref(), &vars)?;
+    let file = crate::config_file(options.config.as_deref());
+    let config = crate::load_config(file.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
-    let gateway = gateway::Gateway::build(config)
+    let mut gateway = gateway::Gateway::build(config)
         .await
         .context("starting the gateway")?;
+    // The routes file is watched (and reread on SIGHUP) as in a deployed gateway.
+    if let Some(file) = file {
+        gateway = gateway.watch_file(file, vars);
+    }
     // Every service verifies identity tokens with the keys the gateway publishes.
     let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
     let verifier = |service: &str| {
