@@ -27,6 +27,21 @@ fn check_config(text: &str) -> (bool, String) {
 }
 
 #[test]
+fn a_mistake_is_named_by_its_line_as_well_as_its_field() {
+    let (ok, output) = check_config(&VALID.replace("service: users", "service: nobody"));
+    assert!(!ok);
+    assert!(
+        output.contains("gateway.yaml:7: routes[0].service: unknown service `nobody`"),
+        "{output}"
+    );
+    let (_, output) = check_config(&VALID.replace("timeout: 5s", "timeout: soon"));
+    assert!(
+        output.contains("gateway.yaml:5: services.users.timeout"),
+        "{output}"
+    );
+}
+
+#[test]
 fn a_valid_file_and_the_bundled_file_pass() {
     let (ok, output) = check_config(VALID);
     assert!(ok, "{output}");

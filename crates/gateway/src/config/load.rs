@@ -50,7 +50,43 @@ pub fn parse(text: &str, file: &str, vars: &Vars) -> Result<GatewayConfig, Confi
             line: error.location().map_or(0, |l| l.line()),
             message: error.to_string(),
         })?;
-    validate::validate(raw, file)
+    validate::validate(raw, file).map_err(|error| locate(error, &expanded))
+}
+
+/// Adds the line of the field an error names (or of the route its message names).
+fn locate(error: ConfigError, text: &str) -> ConfigError {
+    let ConfigError::Invalid {
+        file,
+        field,
+        message,
+    } = error
+    else {
+        return error;
+    };
+    let route = message
+        .split("routes[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .filter(|index| index.bytes().all(|b| b.is_ascii_digit()))
+        .map(|index| format!("routes[{index}]"));
+    let path = if field == "routes" {
+        route.unwrap_or_else(|| field.clone())
+    } else {
+        field.clone()
+    };
+    match super::locate::line_of(text, &path) {
+        Some(line) => ConfigError::InvalidAt {
+            file,
+            line,
+            field,
+            message,
+        },
+        None => ConfigError::Invalid {
+            file,
+            field,
+            message,
+        },
+    }
 }
 
 fn interpolate(text: &str, vars: &Vars) -> Result<String, (usize, String)> {

@@ -3,6 +3,7 @@
 //! a wrong value ([`validate`]). `gatehouse check-config` runs exactly this path.
 
 mod load;
+mod locate;
 pub mod schema;
 mod validate;
 
@@ -29,6 +30,13 @@ pub enum ConfigError {
     #[error("{file}: {field}: {message}")]
     Invalid {
         file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}:{line}: {field}: {message}")]
+    InvalidAt {
+        file: String,
+        line: usize,
         field: String,
         message: String,
     },
