@@ -8,7 +8,7 @@ use anyhow::Context;
 use gateway::auth::clients;
 use gateway::auth::keys::{self, KeyStatus};
 use gateway::config::{GatewayConfig, Vars};
-use gateway::server::key_grace;
+use gateway::server::key_timing;
 use gateway::store::Store;
 
 /// Which store to act on: the one the given (or default) gateway configuration names.
@@ -79,13 +79,14 @@ pub async fn remove_client(location: &StoreLocation, id: &str) -> anyhow::Result
 
 pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
     let (config, store) = location.open_with_config().await?;
-    let added = keys::rotate(&store, config.tokens.algorithm, key_grace(&config)).await?;
+    let added = keys::rotate(&store, config.tokens.algorithm, key_timing(&config)).await?;
     let mut out = String::new();
     for key in added {
         out.push_str(&format!("new {} key {}\n", key.algorithm, key.kid));
     }
     out.push_str(&format!(
-        "Running gateways sign with it within {}s; tokens signed by the previous key keep verifying until they expire.",
+        "It is published at once and signs after {}s (and each running gateway's next key reload, within {}s);\ntokens signed by the previous key keep verifying until they expire.",
+        config.tokens.key_activation.as_secs(),
         gateway::auth::upkeep::KEY_RELOAD_INTERVAL.as_secs()
     ));
     Ok(out)
@@ -94,7 +95,7 @@ pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
 pub async fn list_keys(location: &StoreLocation) -> anyhow::Result<String> {
     let (config, store) = location.open_with_config().await?;
     let stored = store.signing_keys().await?;
-    let keys = keys::describe(&stored, key_grace(&config));
+    let keys = keys::describe(&stored, key_timing(&config));
     let width = keys.iter().map(|k| k.kid.len()).max().unwrap_or(0).max(3);
     let mut out = format!(
         "{:width$}  {:9}  {:27}  status\n",
@@ -102,6 +103,10 @@ pub async fn list_keys(location: &StoreLocation) -> anyhow::Result<String> {
     );
     for key in keys {
         let status = match key.status {
+            KeyStatus::Pending { from } => format!(
+                "published, signs from {}",
+                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
             KeyStatus::Signing => "signing".to_owned(),
             KeyStatus::Verifying { until } => format!(
                 "verifying until {}",

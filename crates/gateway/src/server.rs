@@ -65,6 +65,14 @@ pub type SharedState = Arc<GatewayState>;
 
 /// How long a replaced signing key keeps verifying: the longest a token it signed can live,
 /// plus the time other replicas may take to pick up its successor.
+pub fn key_timing(config: &GatewayConfig) -> crate::auth::keys::KeyTiming {
+    crate::auth::keys::KeyTiming {
+        activation: config.tokens.key_activation,
+        grace: key_grace(config),
+    }
+}
+
+/// How long a replaced key keeps verifying; see [`key_timing`].
 pub fn key_grace(config: &GatewayConfig) -> std::time::Duration {
     config.tokens.access_ttl
         + kit::identity::TOKEN_TTL
@@ -188,8 +196,9 @@ impl Gateway {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.store).await?;
         let shared = Replicated::connect(&config.state).await?;
-        let keys =
-            Arc::new(Keys::load(store.clone(), config.tokens.algorithm, key_grace(&config)).await?);
+        let keys = Arc::new(
+            Keys::load(store.clone(), config.tokens.algorithm, key_timing(&config)).await?,
+        );
         let table = RouteTable::build(&config.routes)?;
         let upstreams = Upstreams::new(&config.services);
         let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());

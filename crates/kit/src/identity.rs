@@ -28,8 +28,10 @@ pub const TOKEN_TYPE: &str = "gatehouse-identity+jwt";
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Clock skew tolerated between the gateway and a service.
 const LEEWAY_SECONDS: u64 = 5;
-/// An unknown `kid` refetches the JWKS at most this often, so random kids cannot flood the gateway.
-const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// An unknown `kid` refetches the JWKS at most this often, so random kids cannot flood the
+/// gateway. The gateway publishes a new key well before it signs with it (its key activation),
+/// so a service normally meets a new `kid` long after its last fetch.
+const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Who the caller is: a person signed in, a machine client, or the gateway itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -332,7 +332,7 @@ async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
     assert!(ok, "{output}");
     let (ok, listing) = app.cli(&["keys", "list"]);
     assert!(
-        ok && listing.contains("signing") && listing.contains("verifying until"),
+        ok && listing.contains("published, signs from") && listing.contains("signing"),
         "{listing}"
     );
 
@@ -353,6 +353,11 @@ async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let (_, listing) = app.cli(&["keys", "list"]);
+    assert!(
+        listing.contains("verifying until"),
+        "the old key verifies on: {listing}"
+    );
     let jwks: Value = app
         .get("/.well-known/jwks.json", None)
         .await

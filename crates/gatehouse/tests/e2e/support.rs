@@ -43,6 +43,11 @@ fn config_text(echo: SocketAddr, dead: SocketAddr, garbage: SocketAddr) -> Strin
         .expect("the bundled config has routes");
     // Cut-offs are followed quickly, so tests of revocation need not wait long.
     let head = head.replace("cutoff_poll: 2s", "cutoff_poll: 100ms");
+    // A rotated-in key signs after 1 s instead of 70 s, so the rotation test need not wait.
+    let head = head.replace(
+        "algorithm: EdDSA }",
+        "algorithm: EdDSA, key_activation: 1s }",
+    );
     let head = head.replace(
         "services:\n",
         &format!(

@@ -1,10 +1,14 @@
 //! Signing keys, kept in the store and shared by every replica.
 //!
-//! Access tokens are signed with the newest key of the configured algorithm (EdDSA by default,
-//! RS256 or HS256 by config); identity tokens for the services always with the newest EdDSA
-//! key, so services verify them from the JWKS whatever the access-token algorithm. A key that
-//! a newer one replaced keeps verifying for `grace` (the longest a token it signed can live),
-//! then retires: it leaves the JWKS and verifies nothing. HS256 secrets never enter the JWKS.
+//! Access tokens are signed with the newest active key of the configured algorithm (EdDSA by
+//! default, RS256 or HS256 by config); identity tokens for the services always with the newest
+//! active EdDSA key, so services verify them from the JWKS whatever the access-token algorithm.
+//!
+//! A rotated-in key is published (and verifies) at once but signs only after `activation`:
+//! whoever caches the JWKS (services, other verifiers, for its `max-age`) has fetched it by the
+//! time a token signed with it arrives. A key that a newer one replaced keeps verifying for
+//! `grace` (the longest a token it signed can live), then retires: it leaves the JWKS and
+//! verifies nothing. HS256 secrets never enter the JWKS.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -39,7 +43,9 @@ pub struct SigningKey {
 /// The life stage of a stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyStatus {
-    /// The newest key of its algorithm: it signs.
+    /// Rotated in: published and verifying, signing from `from`.
+    Pending { from: DateTime<Utc> },
+    /// The newest active key of its algorithm: it signs.
     Signing,
     /// Replaced, but tokens it signed may still live: it verifies until then.
     Verifying { until: DateTime<Utc> },
@@ -85,14 +91,14 @@ impl KeySet {
     fn build(
         stored: &[StoredKey],
         access_algorithm: SigningAlgorithm,
-        grace: Duration,
+        timing: KeyTiming,
     ) -> anyhow::Result<Self> {
         let now = Utc::now();
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         let mut access = None;
         let mut identity = None;
-        for (key, status) in stored.iter().zip(statuses(stored, grace, now)) {
+        for (key, status) in stored.iter().zip(statuses(stored, timing, now)) {
             if status == KeyStatus::Retired {
                 continue;
             }
@@ -120,30 +126,72 @@ impl KeySet {
     }
 }
 
+/// How keys come and go: see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTiming {
+    /// From a key's creation until it signs (when an older key can sign meanwhile).
+    pub activation: Duration,
+    /// From a key's replacement until it retires.
+    pub grace: Duration,
+}
+
+/// Publish-before-sign by default: the JWKS `max-age` (60 s) plus the replicas' key reload.
+pub const DEFAULT_ACTIVATION: Duration = Duration::from_secs(70);
+
+impl From<Duration> for KeyTiming {
+    /// `grace`, with the default activation.
+    fn from(grace: Duration) -> Self {
+        Self {
+            activation: DEFAULT_ACTIVATION,
+            grace,
+        }
+    }
+}
+
 /// Each stored key's status; `stored` is newest first.
-fn statuses(stored: &[StoredKey], grace: Duration, now: DateTime<Utc>) -> Vec<KeyStatus> {
-    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-    let mut newest_of: HashMap<&str, DateTime<Utc>> = HashMap::new();
-    stored
-        .iter()
-        .map(|key| match newest_of.get(key.algorithm.as_str()) {
-            None => {
-                newest_of.insert(&key.algorithm, created(key));
+fn statuses(stored: &[StoredKey], timing: KeyTiming, now: DateTime<Utc>) -> Vec<KeyStatus> {
+    let activation = chrono::Duration::from_std(timing.activation).unwrap_or(chrono::Duration::MAX);
+    let grace = chrono::Duration::from_std(timing.grace).unwrap_or(chrono::Duration::MAX);
+    let mut statuses = vec![KeyStatus::Retired; stored.len()];
+    let mut algorithms: Vec<&str> = stored.iter().map(|key| key.algorithm.as_str()).collect();
+    algorithms.dedup();
+    algorithms.sort_unstable();
+    algorithms.dedup();
+    for algorithm in algorithms {
+        let group: Vec<usize> = (0..stored.len())
+            .filter(|&i| stored[i].algorithm == algorithm)
+            .collect();
+        let active_from = |i: usize| {
+            created(&stored[i])
+                .checked_add_signed(activation)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        // The newest key old enough to sign; the oldest one when none is (a first key signs at once).
+        let signing = group
+            .iter()
+            .position(|&i| active_from(i) <= now)
+            .unwrap_or(group.len() - 1);
+        for (rank, &i) in group.iter().enumerate() {
+            statuses[i] = if rank < signing {
+                KeyStatus::Pending {
+                    from: active_from(i),
+                }
+            } else if rank == signing {
                 KeyStatus::Signing
-            }
-            Some(&successor_created) => {
-                // The successor of this key is the next newer key of its algorithm.
-                let replaced_at = successor_created;
-                newest_of.insert(&key.algorithm, created(key));
-                let until = replaced_at + grace;
+            } else {
+                // Replaced when its successor began to sign.
+                let until = active_from(group[rank - 1])
+                    .checked_add_signed(grace)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 if now < until {
                     KeyStatus::Verifying { until }
                 } else {
                     KeyStatus::Retired
                 }
             }
-        })
-        .collect()
+        }
+    }
+    statuses
 }
 
 fn created(key: &StoredKey) -> DateTime<Utc> {
@@ -156,7 +204,7 @@ pub struct Keys {
     current: RwLock<Arc<KeySet>>,
     store: Store,
     access_algorithm: SigningAlgorithm,
-    grace: Duration,
+    timing: KeyTiming,
     last_reload: Mutex<Instant>,
 }
 
@@ -165,15 +213,16 @@ impl Keys {
     pub async fn load(
         store: Store,
         access_algorithm: SigningAlgorithm,
-        grace: Duration,
+        timing: impl Into<KeyTiming>,
     ) -> anyhow::Result<Self> {
+        let timing = timing.into();
         ensure_keys(&store, access_algorithm).await?;
-        let set = KeySet::build(&store.signing_keys().await?, access_algorithm, grace)?;
+        let set = KeySet::build(&store.signing_keys().await?, access_algorithm, timing)?;
         Ok(Self {
             current: RwLock::new(Arc::new(set)),
             store,
             access_algorithm,
-            grace,
+            timing,
             last_reload: Mutex::new(Instant::now()),
         })
     }
@@ -193,7 +242,7 @@ impl Keys {
         let set = KeySet::build(
             &self.store.signing_keys().await?,
             self.access_algorithm,
-            self.grace,
+            self.timing,
         )?;
         *self
             .current
@@ -217,23 +266,31 @@ impl Keys {
 }
 
 async fn ensure_keys(store: &Store, access_algorithm: SigningAlgorithm) -> anyhow::Result<()> {
-    let stored = store.signing_keys().await?;
+    let mut present: Vec<String> = store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .map(|key| key.algorithm)
+        .collect();
+    // Access tokens need a key of their algorithm; identity tokens an EdDSA key (often the same).
     for algorithm in [access_algorithm, SigningAlgorithm::EdDSA] {
-        if !stored.iter().any(|key| key.algorithm == algorithm.name()) {
+        if !present.iter().any(|name| name == algorithm.name()) {
             let key = generate(algorithm)?;
             tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated a signing key");
             store.insert_signing_key(&key).await?;
+            present.push(key.algorithm);
         }
     }
     Ok(())
 }
 
 /// `gatehouse keys rotate`: a new key for the access-token algorithm (and a new EdDSA key for
-/// identity tokens when that is another); retired keys are deleted.
+/// identity tokens when that is another), signing after `timing.activation`; retired keys are
+/// deleted.
 pub async fn rotate(
     store: &Store,
     access_algorithm: SigningAlgorithm,
-    grace: Duration,
+    timing: KeyTiming,
 ) -> anyhow::Result<Vec<StoredKey>> {
     let mut algorithms = vec![access_algorithm];
     if access_algorithm != SigningAlgorithm::EdDSA {
@@ -245,7 +302,7 @@ pub async fn rotate(
         store.insert_signing_key(&key).await?;
         added.push(key);
     }
-    for info in describe(&store.signing_keys().await?, grace) {
+    for info in describe(&store.signing_keys().await?, timing) {
         if info.status == KeyStatus::Retired {
             store.delete_signing_key(&info.kid).await?;
         }
@@ -254,10 +311,10 @@ pub async fn rotate(
 }
 
 /// Every stored key with its status, newest first.
-pub fn describe(stored: &[StoredKey], grace: Duration) -> Vec<KeyInfo> {
+pub fn describe(stored: &[StoredKey], timing: KeyTiming) -> Vec<KeyInfo> {
     stored
         .iter()
-        .zip(statuses(stored, grace, Utc::now()))
+        .zip(statuses(stored, timing, Utc::now()))
         .map(|(key, status)| KeyInfo {
             kid: key.kid.clone(),
             algorithm: key.algorithm.clone(),
@@ -456,13 +513,49 @@ mod tests {
             key("EdDSA", &at(60)),
             key("EdDSA", &at(120)),
         ];
-        let statuses = statuses(&stored, Duration::from_secs(30 * 60), now);
+        let timing = KeyTiming {
+            activation: Duration::ZERO,
+            grace: Duration::from_secs(30 * 60),
+        };
+        let statuses = statuses(&stored, timing, now);
         assert_eq!(statuses[0], KeyStatus::Signing);
         assert!(
             matches!(statuses[1], KeyStatus::Verifying { .. }),
             "replaced 5 minutes ago"
         );
         assert_eq!(statuses[2], KeyStatus::Retired, "replaced 60 minutes ago");
+    }
+
+    #[test]
+    fn a_new_key_is_published_before_it_signs_unless_it_is_the_first() {
+        let now = Utc::now();
+        let at = |seconds_ago: i64| (now - chrono::Duration::seconds(seconds_ago)).to_rfc3339();
+        let timing = KeyTiming {
+            activation: Duration::from_secs(70),
+            grace: Duration::from_secs(600),
+        };
+
+        let rotated = [key("EdDSA", &at(10)), key("EdDSA", &at(3600))];
+        let statuses_now = statuses(&rotated, timing, now);
+        assert!(
+            matches!(statuses_now[0], KeyStatus::Pending { .. }),
+            "{statuses_now:?}"
+        );
+        assert_eq!(
+            statuses_now[1],
+            KeyStatus::Signing,
+            "the old key signs until the new one is active"
+        );
+
+        let later = statuses(&rotated, timing, now + chrono::Duration::seconds(61));
+        assert_eq!(later[0], KeyStatus::Signing);
+        assert!(matches!(later[1], KeyStatus::Verifying { .. }), "{later:?}");
+
+        assert_eq!(
+            statuses(&[key("EdDSA", &at(1))], timing, now),
+            [KeyStatus::Signing],
+            "a first key signs at once"
+        );
     }
 
     #[test]
@@ -473,7 +566,7 @@ mod tests {
             key("EdDSA", &now.to_rfc3339()),
         ];
         assert_eq!(
-            statuses(&stored, Duration::ZERO, now),
+            statuses(&stored, KeyTiming::from(Duration::ZERO), now),
             [KeyStatus::Signing, KeyStatus::Signing]
         );
     }

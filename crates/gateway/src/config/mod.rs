@@ -110,6 +110,8 @@ pub struct TokenSettings {
     pub access_ttl: Duration,
     /// How long an unused refresh token stays valid; each refresh starts it anew.
     pub refresh_ttl: Duration,
+    /// How long a rotated-in key is published before it signs (see `auth::keys`).
+    pub key_activation: Duration,
     pub issuer: String,
     /// The `aud` of access tokens; never the name of a service, so an access token is never
     /// mistaken for an identity token.

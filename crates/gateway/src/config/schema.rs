@@ -45,6 +45,7 @@ pub struct RedisState {
 pub struct Tokens {
     pub access_ttl: Option<String>,
     pub refresh_ttl: Option<String>,
+    pub key_activation: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub algorithm: Option<String>,

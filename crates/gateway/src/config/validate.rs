@@ -83,6 +83,11 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     let state = state(&check, raw.state)?;
 
     let tokens = TokenSettings {
+        key_activation: match raw.tokens.key_activation.as_deref().map(str::trim) {
+            None => crate::auth::keys::DEFAULT_ACTIVATION,
+            Some("0" | "0s") => Duration::ZERO,
+            Some(raw) => check.duration("tokens.key_activation", Some(raw), Duration::ZERO)?,
+        },
         refresh_ttl: check.duration(
             "tokens.refresh_ttl",
             raw.tokens.refresh_ttl.as_deref(),
