@@ -290,8 +290,9 @@ async fn ensure_keys(store: &Store, access_algorithm: SigningAlgorithm) -> anyho
 pub async fn rotate(
     store: &Store,
     access_algorithm: SigningAlgorithm,
-    timing: KeyTiming,
+    timing: impl Into<KeyTiming>,
 ) -> anyhow::Result<Vec<StoredKey>> {
+    let timing = timing.into();
     let mut algorithms = vec![access_algorithm];
     if access_algorithm != SigningAlgorithm::EdDSA {
         algorithms.push(SigningAlgorithm::EdDSA);
