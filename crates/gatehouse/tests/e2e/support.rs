@@ -51,7 +51,7 @@ fn config_text(echo: SocketAddr, dead: SocketAddr, garbage: SocketAddr) -> Strin
     let head = head.replace(
         "services:\n",
         &format!(
-            "services:\n  echo: {{ upstreams: [\"http://{echo}\"], timeout: 5s }}\n  dead: {{ upstreams: [\"http://{dead}\"], timeout: 5s, connect_timeout: 1s }}\n  garbage: {{ upstreams: [\"http://{garbage}\"], timeout: 5s }}\n"
+            "services:\n  echo: {{ upstreams: [\"http://{echo}\"], timeout: 5s }}\n  dead: {{ upstreams: [\"http://{dead}\"], timeout: 5s, connect_timeout: 1s, required: false }}\n  garbage: {{ upstreams: [\"http://{garbage}\"], timeout: 5s, required: false }}\n"
         ),
     );
     let test_routes = [
