@@ -175,11 +175,12 @@ impl GatewayState {
             }
             other => other?,
         };
-        if self
-            .shared
-            .mirror()
-            .is_revoked(&claims.jti, &claims.sub, claims.issued_ms())
-        {
+        if self.shared.mirror().is_revoked(
+            &claims.jti,
+            claims.sid.as_deref(),
+            &claims.sub,
+            claims.issued_ms(),
+        ) {
             return Err(GatewayError::InvalidToken("the token has been revoked"));
         }
         Ok(claims)

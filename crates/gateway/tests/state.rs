@@ -45,7 +45,9 @@ async fn memory_state_denies_cuts_off_and_counts() {
         .cut_off("alice", 1_000, Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(state.mirror().is_revoked("other", "alice", 999));
+    assert!(state.mirror().is_revoked("other", None, "alice", 999));
+    state.deny_session("s-1", in_a_minute()).await.unwrap();
+    assert!(state.mirror().is_session_denied("s-1"));
     assert_eq!(
         state
             .record_failure("k", Duration::from_secs(60))
@@ -76,6 +78,7 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
     let other = SharedState::connect(&settings).await.unwrap();
 
     one.deny("jti-1", in_a_minute()).await.unwrap();
+    one.deny_session("session-1", in_a_minute()).await.unwrap();
     one.cut_off("alice", 5_000, Duration::from_secs(60))
         .await
         .unwrap();
@@ -89,6 +92,13 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         .await,
         "the cut-off is published"
     );
+    assert!(
+        until(Duration::from_secs(2), || other
+            .mirror()
+            .is_session_denied("session-1"))
+        .await,
+        "the session denial is published"
+    );
 
     let late = SharedState::connect(&settings).await.unwrap();
     assert!(
@@ -96,6 +106,7 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         "a replica that starts later loads what is in force"
     );
     assert_eq!(late.mirror().cutoff("alice"), Some(5_000));
+    assert!(late.mirror().is_session_denied("session-1"));
 
     let window = Duration::from_secs(60);
     assert_eq!(one.record_failure("login:user:bob", window).await.count, 1);

@@ -382,3 +382,104 @@ async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
         "tokens of the old key live on"
     );
 }
+
+#[tokio::test]
+async fn logout_and_refresh_reuse_end_every_access_token_of_the_session() {
+    let app = spawn_app().await;
+    let first = sign_in(&app, "test", "test").await;
+    let second: Value = refresh(&app, field(&first, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let logout = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(field(&second, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&first, "access_token")))
+            .await
+            .status(),
+        401,
+        "an earlier access token of the same session is refused too"
+    );
+
+    let victim = sign_in(&app, "test", "test").await;
+    let stolen = field(&victim, "refresh_token").to_owned();
+    let thief: Value = refresh(&app, &stolen).await.json().await.unwrap();
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&thief, "access_token")))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        refresh(&app, &stolen).await.status(),
+        401,
+        "the owner's retry reveals the theft"
+    );
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&thief, "access_token")))
+            .await
+            .status(),
+        401,
+        "the thief's access token dies with the family"
+    );
+    assert_eq!(
+        app.get("/api/users/me", Some(field(&victim, "access_token")))
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_that_fails_upstream_leaves_the_token_usable() {
+    let app = spawn_app().await;
+    let session = sign_in(&app, "test", "test").await;
+    let config = app.data.path().join("gateway.yaml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let users_url = "${GATEHOUSE_USERS_URL:-http://127.0.0.1:8101}";
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    std::fs::write(&config, original.replace(users_url, &dead)).unwrap();
+    let access = field(&session, "access_token").to_owned();
+    let token = field(&session, "refresh_token").to_owned();
+    let down = eventually(Duration::from_secs(20), || async {
+        app.get("/api/users/me", Some(&access))
+            .await
+            .status()
+            .is_server_error()
+    })
+    .await;
+    assert!(down.is_some(), "the reloaded gateway cannot reach users");
+    assert!(
+        refresh(&app, &token).await.status().is_server_error(),
+        "the refresh fails upstream"
+    );
+
+    std::fs::write(&config, original).unwrap();
+    let recovered = eventually(Duration::from_secs(20), || async {
+        app.get("/api/users/me", Some(field(&session, "access_token")))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+    assert!(recovered.is_some(), "users is reachable again");
+    assert_eq!(
+        refresh(&app, &token).await.status(),
+        200,
+        "the failed refresh did not spend the token"
+    );
+}

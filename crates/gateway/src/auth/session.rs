@@ -99,12 +99,8 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     if record.family_revoked {
         return Err(RenewError::Refused(INVALID));
     }
-    if record.spent || !state.store.spend_refresh(&hashed).await? {
-        tracing::warn!(family = %record.family_id, subject = %record.subject, "refresh token reused: revoking its family");
-        state
-            .store
-            .revoke_family(&record.family_id, "refresh token reused")
-            .await?;
+    if record.spent {
+        revoke_reused(state, &record.family_id, &record.subject).await?;
         return Err(RenewError::Refused(INVALID));
     }
     if record.expires_at <= now_seconds() {
@@ -122,7 +118,8 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
             .await?;
         return Err(RenewError::Refused(INVALID));
     }
-    // Roles and scopes are read afresh: a session carries the account as it is now.
+    // Roles and scopes are read afresh: a session carries the account as it is now. Everything
+    // that can fail comes before the token is spent, so a failure leaves it usable for a retry.
     let account = match accounts::current(state, &record.subject).await? {
         Some(account) if account.is_active => account,
         _ => {
@@ -140,13 +137,50 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
             .scopes
             .retain(|scope| limit.contains(&scope.as_str()));
     }
+    let access = state
+        .tokens
+        .issue(subject, Some(record.family_id.clone()))?;
     let (refresh, next_hash) = new_refresh_token();
+    // Spending the old token and storing its successor is one transaction: both or neither.
+    if !state
+        .store
+        .rotate_refresh(
+            &hashed,
+            &next_hash,
+            &record.family_id,
+            refresh_expiry(state),
+        )
+        .await?
+    {
+        // Spent by a concurrent request between our read and our write: a reuse all the same.
+        revoke_reused(state, &record.family_id, &record.subject).await?;
+        return Err(RenewError::Refused(INVALID));
+    }
+    Ok(Session { access, refresh })
+}
+
+/// A spent refresh token came back: someone holds a copy. The whole family ends, and so do the
+/// access tokens issued in it, everywhere.
+async fn revoke_reused(state: &SharedState, family: &str, subject: &str) -> Result<(), RenewError> {
+    tracing::warn!(family = %family, subject = %subject, "refresh token reused: revoking its family");
     state
         .store
-        .insert_refresh(&next_hash, &record.family_id, refresh_expiry(state))
+        .revoke_family(family, "refresh token reused")
         .await?;
-    let access = state.tokens.issue(subject, Some(record.family_id))?;
-    Ok(Session { access, refresh })
+    end_session_tokens(state, family).await?;
+    Ok(())
+}
+
+/// Refuses every access token of session `family` from now until the last could expire.
+async fn end_session_tokens(state: &SharedState, family: &str) -> Result<(), GatewayError> {
+    let until = now_seconds()
+        + state.tokens.settings().access_ttl.as_secs()
+        + super::tokens::LEEWAY_SECONDS;
+    state
+        .shared
+        .deny_session(family, until)
+        .await
+        .map_err(|e| GatewayError::StateUnavailable(e.to_string()))
 }
 
 /// Ends the session of `claims`: its family, the family of `refresh` when it is the caller's,
@@ -163,6 +197,7 @@ pub async fn end(
         .map_err(|e| GatewayError::StateUnavailable(e.to_string()))?;
     if let Some(family) = &claims.sid {
         state.store.revoke_family(family, "logout").await?;
+        end_session_tokens(state, family).await?;
     }
     if let Some(presented) = refresh.filter(|r| !r.is_empty() && r.len() <= 512) {
         if let Some(record) = state.store.find_refresh(&hash(presented)).await? {

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Denied token ids (until their expiry) and per-subject cut-offs.
+/// Denied token ids and sessions (until their tokens' expiry) and per-subject cut-offs.
 #[derive(Default)]
 pub struct Mirror {
     denied: RwLock<HashMap<String, u64>>,
+    sessions: RwLock<HashMap<String, u64>>,
     cutoffs: RwLock<HashMap<String, u64>>,
 }
 
@@ -17,18 +18,27 @@ fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Inserts `key` until `expiry`, pruning expired entries as new ones arrive, so the map holds
+/// only what is still in force.
+fn insert_pruned(map: &RwLock<HashMap<String, u64>>, key: &str, expiry: u64) {
+    let mut map = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if map.len() % 1024 == 1023 {
+        let now = now_seconds();
+        map.retain(|_, until| *until > now);
+    }
+    map.insert(key.to_owned(), expiry);
+}
+
 impl Mirror {
     pub fn deny(&self, jti: &str, expires_at: u64) {
-        let mut denied = self
-            .denied
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Expired entries are pruned as new ones arrive, so the map holds only live tokens.
-        if denied.len() % 1024 == 1023 {
-            let now = now_seconds();
-            denied.retain(|_, expiry| *expiry > now);
-        }
-        denied.insert(jti.to_owned(), expires_at);
+        insert_pruned(&self.denied, jti, expires_at);
+    }
+
+    /// Refuses every token of the sign-in session `sid` until `until` (Unix seconds).
+    pub fn deny_session(&self, sid: &str, until: u64) {
+        insert_pruned(&self.sessions, sid, until);
     }
 
     pub fn cut_off(&self, subject: &str, cutoff_ms: u64) {
@@ -56,9 +66,18 @@ impl Mirror {
             .copied()
     }
 
-    /// Whether a token of `subject`, with id `jti`, issued at `issued_ms`, is revoked.
-    pub fn is_revoked(&self, jti: &str, subject: &str, issued_ms: u64) -> bool {
+    pub fn is_session_denied(&self, sid: &str) -> bool {
+        self.sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(sid)
+    }
+
+    /// Whether a token with id `jti`, of session `sid`, of `subject`, issued at `issued_ms`, is
+    /// revoked.
+    pub fn is_revoked(&self, jti: &str, sid: Option<&str>, subject: &str, issued_ms: u64) -> bool {
         self.is_denied(jti)
+            || sid.is_some_and(|sid| self.is_session_denied(sid))
             || self
                 .cutoff(subject)
                 .is_some_and(|cutoff| issued_ms < cutoff)
@@ -73,12 +92,12 @@ mod tests {
     fn a_cut_off_refuses_only_tokens_issued_before_it() {
         let mirror = Mirror::default();
         mirror.cut_off("alice", 1_000);
-        assert!(mirror.is_revoked("a", "alice", 999));
-        assert!(!mirror.is_revoked("b", "alice", 1_000));
-        assert!(!mirror.is_revoked("c", "bob", 1));
+        assert!(mirror.is_revoked("a", None, "alice", 999));
+        assert!(!mirror.is_revoked("b", None, "alice", 1_000));
+        assert!(!mirror.is_revoked("c", None, "bob", 1));
         mirror.cut_off("alice", 500);
         assert!(
-            mirror.is_revoked("a", "alice", 999),
+            mirror.is_revoked("a", None, "alice", 999),
             "a cut-off never moves back"
         );
     }
@@ -87,7 +106,12 @@ mod tests {
     fn a_denied_token_is_revoked() {
         let mirror = Mirror::default();
         mirror.deny("jti-1", now_seconds() + 60);
-        assert!(mirror.is_revoked("jti-1", "alice", u64::MAX));
-        assert!(!mirror.is_revoked("jti-2", "alice", u64::MAX));
+        assert!(mirror.is_revoked("jti-1", None, "alice", u64::MAX));
+        mirror.deny_session("s-1", now_seconds() + 60);
+        assert!(
+            mirror.is_revoked("jti-3", Some("s-1"), "alice", u64::MAX),
+            "a denied session refuses all its tokens"
+        );
+        assert!(!mirror.is_revoked("jti-2", Some("s-2"), "alice", u64::MAX));
     }
 }

@@ -67,6 +67,15 @@ impl SharedState {
         Ok(())
     }
 
+    /// Refuses every access token of the sign-in session `sid` until `until` (Unix seconds).
+    pub async fn deny_session(&self, sid: &str, until: u64) -> Result<(), StateError> {
+        if let Some(redis) = &self.redis {
+            redis.deny_session(sid, until).await?;
+        }
+        self.mirror.deny_session(sid, until);
+        Ok(())
+    }
+
     /// Refuses every token of `subject` issued before `cutoff_ms` (Unix milliseconds); kept for
     /// `keep`, the longest a token issued before it could live.
     pub async fn cut_off(

@@ -53,17 +53,26 @@ impl RedisState {
     }
 
     pub async fn deny(&self, jti: &str, expires_at: u64) -> Result<(), StateError> {
+        self.publish_until("deny", jti, expires_at).await
+    }
+
+    pub async fn deny_session(&self, sid: &str, until: u64) -> Result<(), StateError> {
+        self.publish_until("session", sid, until).await
+    }
+
+    /// Stores `kind:name` until `until` (Unix seconds) and tells every replica.
+    async fn publish_until(&self, kind: &str, name: &str, until: u64) -> Result<(), StateError> {
         let mut connection = self.manager.clone();
         redis::pipe()
             .cmd("SET")
-            .arg(self.key("deny", jti))
-            .arg(expires_at)
+            .arg(self.key(kind, name))
+            .arg(until)
             .arg("EXAT")
-            .arg(expires_at.max(1))
+            .arg(until.max(1))
             .ignore()
             .cmd("PUBLISH")
             .arg(channel(&self.prefix))
-            .arg(format!("deny {jti} {expires_at}"))
+            .arg(format!("{kind} {name} {until}"))
             .ignore()
             .query_async::<()>(&mut connection)
             .await
@@ -166,6 +175,7 @@ async fn subscribe_and_load(
         .context("connecting to Redis")?;
     for (kind, apply) in [
         ("deny", apply_deny as fn(&Mirror, &str, u64)),
+        ("session", apply_session),
         ("cutoff", apply_cutoff),
     ] {
         let pattern = format!("{prefix}:{kind}:*");
@@ -207,6 +217,10 @@ fn apply_deny(mirror: &Mirror, jti: &str, expires_at: u64) {
     mirror.deny(jti, expires_at);
 }
 
+fn apply_session(mirror: &Mirror, sid: &str, until: u64) {
+    mirror.deny_session(sid, until);
+}
+
 fn apply_cutoff(mirror: &Mirror, subject: &str, cutoff_ms: u64) {
     mirror.cut_off(subject, cutoff_ms);
 }
@@ -226,6 +240,7 @@ async fn listen(client: redis::Client, prefix: String, mirror: Arc<Mirror>, mut 
                 parts.next().and_then(|v| v.parse::<u64>().ok()),
             ) {
                 (Some("deny"), Some(jti), Some(expires_at)) => apply_deny(&mirror, jti, expires_at),
+                (Some("session"), Some(sid), Some(until)) => apply_session(&mirror, sid, until),
                 (Some("cutoff"), Some(subject), Some(cutoff_ms)) => {
                     apply_cutoff(&mirror, subject, cutoff_ms)
                 }

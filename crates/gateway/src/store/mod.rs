@@ -176,23 +176,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_refresh(
-        &self,
-        hash: &str,
-        family_id: &str,
-        expires_at: u64,
-    ) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO refresh_tokens (hash, family_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(hash)
-            .bind(family_id)
-            .bind(to_i64(expires_at))
-            .bind(now_text())
-            .execute(self.db.pool())
-            .await
-            .context("storing a refresh token")?;
-        Ok(())
-    }
-
     pub async fn find_refresh(&self, hash: &str) -> anyhow::Result<Option<RefreshRecord>> {
         let row = sqlx::query(
             "SELECT t.family_id, t.expires_at, t.spent_at, f.subject, f.scope, f.created_ms, f.revoked_at \
@@ -214,17 +197,43 @@ impl Store {
         }))
     }
 
-    /// Marks a refresh token spent; `false` when it already was (someone else used it first).
-    pub async fn spend_refresh(&self, hash: &str) -> anyhow::Result<bool> {
-        let result = sqlx::query(
+    /// Spends `old` and stores `new` in its family, in one transaction; `false` (and nothing
+    /// changed) when `old` was already spent.
+    pub async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        family_id: &str,
+        expires_at: u64,
+    ) -> anyhow::Result<bool> {
+        let mut transaction = self
+            .db
+            .pool()
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        let spent = sqlx::query(
             "UPDATE refresh_tokens SET spent_at = $1 WHERE hash = $2 AND spent_at IS NULL",
         )
         .bind(now_text())
-        .bind(hash)
-        .execute(self.db.pool())
+        .bind(old)
+        .execute(&mut *transaction)
         .await
         .context("spending a refresh token")?;
-        Ok(result.rows_affected() == 1)
+        if spent.rows_affected() != 1 {
+            transaction.rollback().await.context("rolling back")?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO refresh_tokens (hash, family_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(new)
+            .bind(family_id)
+            .bind(to_i64(expires_at))
+            .bind(now_text())
+            .execute(&mut *transaction)
+            .await
+            .context("storing a refresh token")?;
+        transaction.commit().await.context("committing a refresh")?;
+        Ok(true)
     }
 
     pub async fn revoke_family(&self, id: &str, reason: &str) -> anyhow::Result<()> {
