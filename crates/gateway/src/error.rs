@@ -27,6 +27,8 @@ pub enum GatewayError {
     InvalidCredentials,
     #[error("too many failed sign-ins; try again later")]
     TooManyAttempts { retry_after: std::time::Duration },
+    #[error("too many sign-ins at once; try again in a moment")]
+    Busy,
     #[error("the revocation could not be recorded: {0}")]
     StateUnavailable(String),
     #[error("the request body is larger than {limit} bytes")]
@@ -58,7 +60,7 @@ impl GatewayError {
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StateUnavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -95,6 +97,9 @@ impl GatewayError {
             Self::TooManyAttempts { retry_after } => Problem::new(status)
                 .with_detail("Too many failed sign-ins; try again later.")
                 .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1))),
+            Self::Busy => Problem::new(status)
+                .with_detail(self.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             Self::StateUnavailable(cause) => {
                 tracing::error!(%cause, "shared state unavailable");
                 Problem::new(status)

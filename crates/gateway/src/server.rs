@@ -54,6 +54,8 @@ pub struct GatewayState {
     pub store: Store,
     /// What every replica shares: revocations, throttle counters.
     pub shared: Replicated,
+    /// Password checks in flight (sign-in): bounded, see [`crate::auth::throttle`].
+    pub credential_checks: tokio::sync::Semaphore,
     pub reloads: ReloadStatus,
     /// One reload at a time (SIGHUP and the file watch may coincide).
     reloading: Mutex<()>,
@@ -204,6 +206,8 @@ impl Gateway {
         let upstreams = Upstreams::new(&config.services);
         let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
         let identities = IdentityMinter::new(Arc::clone(&keys), config.tokens.issuer.clone());
+        // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
+        let concurrent_checks = config.auth.throttle.concurrent;
         let state = GatewayState {
             routing: RwLock::new(Arc::new(Routing {
                 config: Arc::new(config),
@@ -215,6 +219,7 @@ impl Gateway {
             identities,
             store,
             shared,
+            credential_checks: tokio::sync::Semaphore::new(concurrent_checks),
             reloads: ReloadStatus::starting(),
             reloading: Mutex::new(()),
             serving: OnceLock::new(),

@@ -113,6 +113,12 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
     let counted = other.record_failure("login:user:bob", window).await;
     assert_eq!(counted.count, 2, "throttle counts are shared");
     assert!(counted.resets_in > Duration::ZERO && counted.resets_in <= window);
+    one.forgive_failure("login:user:bob").await;
+    assert_eq!(
+        other.failures("login:user:bob").await.count,
+        1,
+        "a forgiven attempt is taken back"
+    );
     other.clear_failures("login:user:bob").await;
     assert_eq!(one.failures("login:user:bob").await.count, 0);
 }

@@ -483,3 +483,37 @@ async fn a_refresh_that_fails_upstream_leaves_the_token_usable() {
         "the failed refresh did not spend the token"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_is_limited_like_a_sequence() {
+    let app = spawn_app().await;
+    let guesses = (0..30).map(|i| {
+        let app = &app;
+        async move {
+            app.login("test", &format!("guess-{i}"))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    assert!(
+        checked <= 10,
+        "{checked} of 30 concurrent guesses had their password checked: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [401, 429, 503].contains(s)),
+        "only refusals, never 5xx of ours: {statuses:?}"
+    );
+    assert_eq!(
+        app.login("test", "test").await.status(),
+        429,
+        "the username stays throttled"
+    );
+    assert_eq!(
+        app.login("admin", "a").await.status(),
+        200,
+        "other users sign in meanwhile (30 attempts stay under the IP limit of 50)"
+    );
+}

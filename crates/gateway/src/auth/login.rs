@@ -44,8 +44,7 @@ pub async fn login(
         return Problem::invalid_fields(errors).into_response();
     }
     let result = async {
-        let attempt = throttle::Attempt::new(&state, &request.username, peer.ip());
-        attempt.allowed().await?;
+        let attempt = throttle::Attempt::begin(&state, &request.username, peer.ip()).await?;
         let account = attempt
             .outcome(accounts::check_password(&state, &request.username, &request.password).await)
             .await?;

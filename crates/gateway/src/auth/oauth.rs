@@ -245,8 +245,7 @@ async fn grant(
             credentials.authenticate(state).await?;
             let username = form.require("username")?;
             let password = form.require("password")?;
-            let attempt = throttle::Attempt::new(state, username, peer);
-            attempt.allowed().await.map_err(upstream_failure)?;
+            let attempt = throttle::Attempt::begin(state, username, peer).await.map_err(upstream_failure)?;
             let account = match attempt.outcome(accounts::check_password(state, username, password).await).await {
                 Ok(account) => account,
                 Err(GatewayError::InvalidCredentials) => {
@@ -305,10 +304,12 @@ fn upstream_failure(error: GatewayError) -> OAuthError {
                 "Too many failed attempts; try again later.",
             )
         },
-        GatewayError::Unavailable { .. } | GatewayError::Timeout { .. } => OAuthError::new(
-            "temporarily_unavailable",
-            "The credential check is unavailable; try again.",
-        ),
+        GatewayError::Unavailable { .. } | GatewayError::Timeout { .. } | GatewayError::Busy => {
+            OAuthError::new(
+                "temporarily_unavailable",
+                "The credential check is unavailable; try again.",
+            )
+        }
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             OAuthError::new("server_error", "The token could not be issued; try again.")

@@ -146,6 +146,8 @@ pub struct AuthEndpoints {
 pub struct ThrottleSettings {
     pub per_username: u64,
     pub per_ip: u64,
+    /// Password checks in flight at once on a replica; more answer 503 at once.
+    pub concurrent: usize,
     pub window: Duration,
 }
 

@@ -69,6 +69,7 @@ pub struct Auth {
 pub struct Throttle {
     pub per_username: Option<u64>,
     pub per_ip: Option<u64>,
+    pub concurrent: Option<usize>,
     pub window: Option<String>,
 }
 

@@ -513,18 +513,20 @@ fn throttle(
     let raw = raw.unwrap_or(schema::Throttle {
         per_username: None,
         per_ip: None,
+        concurrent: None,
         window: None,
     });
     let settings = ThrottleSettings {
         per_username: raw.per_username.unwrap_or(10),
         per_ip: raw.per_ip.unwrap_or(50),
+        concurrent: raw.concurrent.unwrap_or(32),
         window: check.duration(
             "auth.throttle.window",
             raw.window.as_deref(),
             Duration::from_secs(15 * 60),
         )?,
     };
-    if settings.per_username == 0 || settings.per_ip == 0 {
+    if settings.per_username == 0 || settings.per_ip == 0 || settings.concurrent == 0 {
         return Err(check.error("auth.throttle", "limits must be at least 1"));
     }
     Ok(settings)

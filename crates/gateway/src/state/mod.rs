@@ -118,6 +118,19 @@ impl SharedState {
         self.local.count(key)
     }
 
+    /// Takes one counted failure back (a counted attempt that succeeded).
+    pub async fn forgive_failure(&self, key: &str) {
+        if let Some(redis) = &self.redis {
+            match redis.decrement(key).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(%error, "throttle counter falls back to this replica")
+                }
+            }
+        }
+        self.local.decrement(key);
+    }
+
     pub async fn clear_failures(&self, key: &str) {
         if let Some(redis) = &self.redis {
             if let Err(error) = redis.clear(key).await {

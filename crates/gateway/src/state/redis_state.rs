@@ -142,6 +142,19 @@ impl RedisState {
         })
     }
 
+    /// One less, never below zero, keeping the window's expiry.
+    pub async fn decrement(&self, key: &str) -> Result<(), StateError> {
+        let mut connection = self.manager.clone();
+        redis::cmd("EVAL")
+            .arg("local v = redis.call('GET', KEYS[1]) if v and tonumber(v) > 0 then redis.call('DECR', KEYS[1]) end return 0")
+            .arg(1)
+            .arg(self.key("throttle", key))
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(state_error)
+    }
+
     pub async fn clear(&self, key: &str) -> Result<(), StateError> {
         let mut connection = self.manager.clone();
         redis::cmd("DEL")

@@ -65,6 +65,16 @@ impl LocalCounters {
         }
     }
 
+    pub fn decrement(&self, key: &str) {
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((count, _)) = windows.get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     pub fn clear(&self, key: &str) {
         self.windows
             .lock()
