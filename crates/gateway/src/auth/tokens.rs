@@ -1,8 +1,16 @@
 //! Access tokens: JWTs signed by the gateway's current access key (`typ: at+jwt`, RFC 9068),
 //! verified with the algorithm pinned per key, never the one the token claims.
+//!
+//! Checking an EdDSA signature costs more than proxying a request (docs/BENCHMARKS.md), and a
+//! client sends the same token for its whole life, so a verified token's claims are kept until
+//! the token would be refused as expired. Entries are found by the token's signature segment
+//! (short, and as unique as the token) and used only when the whole text is the same. A kept
+//! verdict is used only while it still holds: a token whose key has since been removed is
+//! checked again (and refused). Revocation is not a property of the token: the caller checks it
+//! after [`Tokens::verify`], on every request, so a logout takes effect at once.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Header, Validation};
 use kit::PrincipalKind;
@@ -85,9 +93,62 @@ impl From<Refusal> for GatewayError {
     }
 }
 
+/// Memory the verified tokens may take, in bytes; an entry takes about a kilobyte (the token,
+/// its claims and the cache's own bookkeeping). Past it the least useful entries are dropped
+/// and their tokens verified again when they come back.
+const VERIFIED_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// A rough count of what an entry costs beyond its strings.
+const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+/// A token that passed verification, and what its verdict depends on.
+struct Verified {
+    /// The whole token: an entry is found by the signature alone but used only for this text.
+    token: Box<str>,
+    claims: AccessClaims,
+    /// The key that signed it: if the key leaves the key set, the verdict no longer holds.
+    kid: String,
+    /// The last second (Unix) at which verification accepts it: `exp` plus the leeway.
+    valid_through: u64,
+}
+
+impl Verified {
+    fn weight(&self) -> u32 {
+        let claims = &self.claims;
+        let strings = claims.iss.len()
+            + claims.aud.len()
+            + claims.sub.len()
+            + claims.username.as_ref().map_or(0, String::len)
+            + claims.roles.iter().map(String::len).sum::<usize>()
+            + claims.scope.len()
+            + claims.jti.len()
+            + claims.sid.as_ref().map_or(0, String::len);
+        // The token is counted twice: generous for the signature that keys the entry.
+        let bytes = 2 * self.token.len() + strings + self.kid.len() + ENTRY_OVERHEAD_BYTES;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// Drops each entry when its token expires.
+struct UntilTokenExpiry;
+
+impl moka::Expiry<Box<str>, Arc<Verified>> for UntilTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _signature: &Box<str>,
+        verified: &Arc<Verified>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            (verified.valid_through + 1).saturating_sub(now_seconds()),
+        ))
+    }
+}
+
 pub struct Tokens {
     keys: Arc<Keys>,
     settings: TokenSettings,
+    /// Verified tokens by their signature segment: see the module documentation.
+    verified: moka::sync::Cache<Box<str>, Arc<Verified>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -100,9 +161,25 @@ pub fn now_seconds() -> u64 {
     now_ms() / 1000
 }
 
+/// The signature segment of a compact JWS (the text after the last `.`), or all of `token`.
+fn signature_of(token: &str) -> &str {
+    token
+        .rsplit_once('.')
+        .map_or(token, |(_, signature)| signature)
+}
+
 impl Tokens {
     pub fn new(keys: Arc<Keys>, settings: TokenSettings) -> Self {
-        Self { keys, settings }
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(VERIFIED_CAPACITY_BYTES)
+            .weigher(|_, verified: &Arc<Verified>| verified.weight())
+            .expire_after(UntilTokenExpiry)
+            .build();
+        Self {
+            keys,
+            settings,
+            verified,
+        }
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -146,7 +223,43 @@ impl Tokens {
         })
     }
 
+    /// The claims of a valid access token: from the cache when this token was verified before
+    /// and its verdict still holds, else by [`Tokens::verify_uncached`]. Revocation is the
+    /// caller's to check.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        let signature = signature_of(token);
+        if let Some(verified) = self.verified.get(signature) {
+            // Not a secret comparison: both texts are tokens their holders can read.
+            if *verified.token == *token {
+                if now_seconds() <= verified.valid_through
+                    && self.keys.current().verifying(&verified.kid).is_some()
+                {
+                    return Ok(verified.claims.clone());
+                }
+                self.verified.invalidate(signature);
+            }
+        }
+        let (claims, kid) = self.check(token)?;
+        self.verified.insert(
+            Box::from(signature),
+            Arc::new(Verified {
+                token: Box::from(token),
+                valid_through: claims.exp.saturating_add(LEEWAY_SECONDS),
+                claims: claims.clone(),
+                kid,
+            }),
+        );
+        Ok(claims)
+    }
+
+    /// Verifies `token` from scratch: header, key, signature, claims. What [`Tokens::verify`]
+    /// does on a cache miss; public for the benchmarks.
+    pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        self.check(token).map(|(claims, _kid)| claims)
+    }
+
+    /// The claims of a valid token, and the id of the key that signed it.
+    fn check(&self, token: &str) -> Result<(AccessClaims, String), Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refusal::Invalid("the token is malformed"))?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
@@ -157,6 +270,7 @@ impl Tokens {
             .ok_or(Refusal::Invalid("the token names no key"))?;
         let keys = self.keys.current();
         let key = keys.verifying(&kid).ok_or(Refusal::UnknownKey)?;
+        // Every field of `validation` comes from the key and the settings, never the token.
         let mut validation = Validation::new(key.algorithm);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_issuer(&[&self.settings.issuer]);
@@ -177,6 +291,158 @@ impl Tokens {
                     _ => "the token is invalid",
                 })
             })?;
-        Ok(data.claims)
+        Ok((data.claims, kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::KeyTiming;
+    use crate::config::SigningAlgorithm;
+    use crate::store::Store;
+
+    /// Keys that sign as soon as they exist, and verify for an hour once replaced.
+    fn timing() -> KeyTiming {
+        KeyTiming {
+            activation: Duration::ZERO,
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    struct Fixture {
+        tokens: Tokens,
+        keys: Arc<Keys>,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/gateway.db", dir.path().display()))
+            .await
+            .unwrap();
+        let keys = Arc::new(
+            Keys::load(store.clone(), SigningAlgorithm::EdDSA, timing())
+                .await
+                .unwrap(),
+        );
+        let settings = TokenSettings {
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            key_activation: Duration::ZERO,
+            issuer: "gatehouse".into(),
+            audience: "gatehouse-api".into(),
+            algorithm: SigningAlgorithm::EdDSA,
+        };
+        Fixture {
+            tokens: Tokens::new(Arc::clone(&keys), settings),
+            keys,
+            store,
+            _dir: dir,
+        }
+    }
+
+    fn alice() -> Subject {
+        Subject {
+            id: "alice".into(),
+            kind: PrincipalKind::User,
+            username: Some("alice".into()),
+            roles: vec!["user".into()],
+            scopes: vec![],
+        }
+    }
+
+    fn cached(tokens: &Tokens, token: &str) -> bool {
+        tokens
+            .verified
+            .get(signature_of(token))
+            .is_some_and(|verified| *verified.token == *token)
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_kept_and_a_cached_verdict_is_used_only_while_the_token_lives() {
+        let f = fixture().await;
+        let issued = f.tokens.issue(alice(), None).unwrap();
+        assert_eq!(f.tokens.verify(&issued.token).unwrap(), issued.claims);
+        assert!(cached(&f.tokens, &issued.token));
+
+        // A verdict planted for a string that is no token at all shows which path answered.
+        let kid = f.keys.current().access().kid.clone();
+        let plant = |valid_through| {
+            f.tokens.verified.insert(
+                Box::from("planted"),
+                Arc::new(Verified {
+                    token: Box::from("planted"),
+                    claims: issued.claims.clone(),
+                    kid: kid.clone(),
+                    valid_through,
+                }),
+            );
+        };
+        plant(now_seconds() + 60);
+        assert!(f.tokens.verify("planted").is_ok(), "served from the cache");
+        plant(now_seconds() - 1);
+        assert_eq!(
+            f.tokens.verify("planted"),
+            Err(Refusal::Invalid("the token is malformed")),
+            "past its expiry a cached verdict is not used"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_refused_once_its_key_is_removed() {
+        let f = fixture().await;
+        let issued = f.tokens.issue(alice(), None).unwrap();
+        f.tokens.verify(&issued.token).unwrap();
+
+        let old = f.keys.current().access().kid.clone();
+        super::super::keys::rotate(&f.store, SigningAlgorithm::EdDSA, timing())
+            .await
+            .unwrap();
+        f.store.delete_signing_key(&old).await.unwrap();
+        f.keys.reload().await.unwrap();
+
+        assert_eq!(
+            f.tokens.verify(&issued.token),
+            Err(Refusal::UnknownKey),
+            "a removed key's tokens are refused even when verified before"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_not_kept() {
+        let f = fixture().await;
+        let issued = f.tokens.issue(alice(), None).unwrap();
+        let forged = format!("{}x", issued.token);
+        assert!(f.tokens.verify(&forged).is_err());
+        assert!(!cached(&f.tokens, &forged));
+    }
+
+    #[tokio::test]
+    async fn a_kept_signature_does_not_vouch_for_other_claims() {
+        let f = fixture().await;
+        let issued = f.tokens.issue(alice(), None).unwrap();
+        f.tokens.verify(&issued.token).unwrap();
+
+        // Alice's signature under claims that make her an admin: same cache key, other text.
+        let (header, rest) = issued.token.split_once('.').unwrap();
+        let (_, signature) = rest.rsplit_once('.').unwrap();
+        let mut claims = serde_json::to_value(&issued.claims).unwrap();
+        claims["roles"] = serde_json::json!(["admin"]);
+        let payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::to_vec(&claims).unwrap(),
+        );
+        let forged = format!("{header}.{payload}.{signature}");
+        assert_eq!(
+            f.tokens.verify(&forged),
+            Err(Refusal::Invalid("the token's signature is invalid"))
+        );
+        assert_eq!(
+            f.tokens.verify(&issued.token).unwrap(),
+            issued.claims,
+            "the genuine token is still accepted"
+        );
     }
 }
