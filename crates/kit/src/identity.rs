@@ -32,6 +32,8 @@ const LEEWAY_SECONDS: u64 = 5;
 /// gateway. The gateway publishes a new key well before it signs with it (its key activation),
 /// so a service normally meets a new `kid` long after its last fetch.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// The keys held are renewed this often: the gateway serves its JWKS with `max-age=60`.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Who the caller is: a person signed in, a machine client, or the gateway itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +188,8 @@ enum KeySource {
 
 struct JwksCache {
     url: String,
+    /// How long a fetched key set is trusted before it is renewed.
+    max_age: Duration,
     client: reqwest::Client,
     keys: RwLock<Arc<KeyMap>>,
     last_fetch: Mutex<Option<Instant>>,
@@ -245,12 +249,22 @@ impl IdentityVerifier {
             issuer: issuer.into(),
             keys: KeySource::Jwks(JwksCache {
                 url: url.into(),
+                max_age: JWKS_MAX_AGE,
                 client,
                 keys: RwLock::new(Arc::new(HashMap::new())),
                 last_fetch: Mutex::new(None),
             }),
             verified: verified_cache(),
         }
+    }
+
+    /// Renews the JWKS this often instead of every minute (tests, or a gateway serving another
+    /// `max-age`); no effect on a verifier with fixed keys.
+    pub fn renewing_keys_every(mut self, max_age: Duration) -> Self {
+        if let KeySource::Jwks(cache) = &mut self.keys {
+            cache.max_age = max_age;
+        }
+        self
     }
 
     pub fn audience(&self) -> &str {
@@ -287,10 +301,17 @@ impl IdentityVerifier {
         match &self.keys {
             KeySource::Static(keys) => keys.get(kid).cloned().ok_or(IdentityError::UnknownKey),
             KeySource::Jwks(cache) => {
+                // The key set is renewed as often as the JWKS may be cached, so a key the
+                // gateway retired stops verifying here too; a failed renewal keeps the old set.
+                if cache.is_stale().await {
+                    if let Err(error) = cache.refresh(cache.max_age).await {
+                        tracing::warn!(%error, "cannot renew the gateway's keys; using the ones held");
+                    }
+                }
                 if let Some(key) = cache.keys.read().await.get(kid) {
                     return Ok(key.clone());
                 }
-                cache.refresh().await?;
+                cache.refresh(JWKS_REFRESH_INTERVAL).await?;
                 cache
                     .keys
                     .read()
@@ -304,9 +325,18 @@ impl IdentityVerifier {
 }
 
 impl JwksCache {
-    async fn refresh(&self) -> Result<(), IdentityError> {
+    /// Whether the keys held are older than the JWKS's cache lifetime (or were never fetched).
+    async fn is_stale(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .await
+            .is_none_or(|at| at.elapsed() >= self.max_age)
+    }
+
+    /// Fetches the JWKS unless it was fetched less than `min_interval` ago.
+    async fn refresh(&self, min_interval: Duration) -> Result<(), IdentityError> {
         let mut last_fetch = self.last_fetch.lock().await;
-        if last_fetch.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
+        if last_fetch.is_some_and(|at| at.elapsed() < min_interval) {
             return Ok(());
         }
         let set: JwkSet = self
