@@ -93,18 +93,22 @@ pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Accoun
     }
 }
 
-/// Cut-offs recorded at or after `since_ms`.
+/// A page of cut-offs at or after `since_ms` (strictly after (`since_ms`, `after_user`) when
+/// given), in (`cutoff_ms`, `user_id`) order.
 pub async fn cutoffs_since(
     state: &SharedState,
     since_ms: u64,
+    after_user: Option<&str>,
 ) -> Result<Vec<Cutoff>, GatewayError> {
-    let (status, bytes) = call(
-        state,
-        Method::GET,
-        &format!("/internal/token-cutoffs?since={since_ms}"),
-        None,
-    )
-    .await?;
+    let mut path = format!("/internal/token-cutoffs?since={since_ms}");
+    if let Some(user) = after_user {
+        // User ids are UUIDs; anything else is not sent on.
+        if uuid::Uuid::parse_str(user).is_ok() {
+            path.push_str("&after=");
+            path.push_str(user);
+        }
+    }
+    let (status, bytes) = call(state, Method::GET, &path, None).await?;
     match status {
         StatusCode::OK => parse::<Cutoffs>(state, &bytes).map(|c| c.cutoffs),
         other => Err(unexpected(state, other)),

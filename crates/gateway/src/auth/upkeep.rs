@@ -13,6 +13,8 @@ use crate::server::SharedState;
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Cut-offs are asked for again this far back, so one recorded out of order is not missed.
 const CUTOFF_OVERLAP_MS: u64 = 5 * 60 * 1000;
+/// The page size the credentials service answers with: a full page means more to fetch.
+const CUTOFF_PAGE: usize = 1000;
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Runs every task until `shutdown`.
@@ -28,50 +30,16 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
 /// Applies cut-offs as the credentials service records them (deactivation, role, scope or
 /// password change, deletion): tokens issued before are refused, sessions begun before end.
 async fn follow_cutoffs(state: &SharedState) {
-    let keep = state.config().tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
     let mut since_ms: u64 = 0;
     let mut failing = false;
     loop {
-        match accounts::cutoffs_since(state, since_ms.saturating_sub(CUTOFF_OVERLAP_MS)).await {
-            Ok(cutoffs) => {
+        match follow_once(state, since_ms.saturating_sub(CUTOFF_OVERLAP_MS)).await {
+            Ok(latest) => {
                 if failing {
                     tracing::info!("per-user cut-offs are followed again");
                     failing = false;
                 }
-                for cutoff in cutoffs {
-                    since_ms = since_ms.max(cutoff.cutoff_ms);
-                    if state.shared.mirror().cutoff(&cutoff.user_id) >= Some(cutoff.cutoff_ms) {
-                        continue;
-                    }
-                    if let Err(error) = state
-                        .shared
-                        .cut_off(&cutoff.user_id, cutoff.cutoff_ms, keep)
-                        .await
-                    {
-                        tracing::error!(%error, "cannot share a cut-off; applying it on this replica only");
-                        state
-                            .shared
-                            .mirror()
-                            .cut_off(&cutoff.user_id, cutoff.cutoff_ms);
-                    }
-                    match state
-                        .store
-                        .revoke_families_before(
-                            &cutoff.user_id,
-                            cutoff.cutoff_ms,
-                            "account changed",
-                        )
-                        .await
-                    {
-                        Ok(n) if n > 0 => {
-                            tracing::info!(user.id = %cutoff.user_id, sessions = n, "sessions ended by an account change")
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::error!(error = %format!("{error:#}"), "cannot end sessions after a cut-off")
-                        }
-                    }
-                }
+                since_ms = since_ms.max(latest);
             }
             Err(error) if !failing => {
                 tracing::warn!(%error, "cannot fetch per-user cut-offs; retrying");
@@ -80,6 +48,55 @@ async fn follow_cutoffs(state: &SharedState) {
             Err(_) => {}
         }
         tokio::time::sleep(state.config().auth.cutoff_poll).await;
+    }
+}
+
+/// Applies every cut-off from `from_ms` on, page after page; returns the latest seen.
+async fn follow_once(state: &SharedState, from_ms: u64) -> Result<u64, crate::error::GatewayError> {
+    let keep = state.config().tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
+    let mut cursor: (u64, Option<String>) = (from_ms, None);
+    let mut latest = 0;
+    loop {
+        let page = accounts::cutoffs_since(state, cursor.0, cursor.1.as_deref()).await?;
+        let full = page.len() >= CUTOFF_PAGE;
+        for cutoff in &page {
+            latest = latest.max(cutoff.cutoff_ms);
+            apply(state, cutoff, keep).await;
+        }
+        match page.last() {
+            Some(last) if full => cursor = (last.cutoff_ms, Some(last.user_id.clone())),
+            _ => return Ok(latest),
+        }
+    }
+}
+
+async fn apply(state: &SharedState, cutoff: &accounts::Cutoff, keep: Duration) {
+    if state.shared.mirror().cutoff(&cutoff.user_id) >= Some(cutoff.cutoff_ms) {
+        return;
+    }
+    if let Err(error) = state
+        .shared
+        .cut_off(&cutoff.user_id, cutoff.cutoff_ms, keep)
+        .await
+    {
+        tracing::error!(%error, "cannot share a cut-off; applying it on this replica only");
+        state
+            .shared
+            .mirror()
+            .cut_off(&cutoff.user_id, cutoff.cutoff_ms);
+    }
+    match state
+        .store
+        .revoke_families_before(&cutoff.user_id, cutoff.cutoff_ms, "account changed")
+        .await
+    {
+        Ok(n) if n > 0 => {
+            tracing::info!(user.id = %cutoff.user_id, sessions = n, "sessions ended by an account change")
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot end sessions after a cut-off")
+        }
     }
 }
 

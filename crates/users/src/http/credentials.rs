@@ -136,7 +136,12 @@ struct CutoffQuery {
     /// Only cut-offs recorded at or after this moment (Unix milliseconds).
     #[serde(default)]
     since: u64,
+    /// With `since`: only those after (`since`, `after`), for the next page.
+    after: Option<String>,
 }
+
+/// Cut-offs per answer; the gateway asks for the next page while one comes back full.
+const CUTOFF_PAGE: i64 = 1000;
 
 /// "Tokens issued to `user_id` before `cutoff_ms` are void."
 #[derive(Serialize, ToSchema)]
@@ -161,7 +166,7 @@ struct Cutoffs {
     security(("gateway_identity" = [])),
     params(CutoffQuery),
     responses(
-        (status = OK, description = "The cut-offs, oldest first (at most 10 000).", body = Cutoffs),
+        (status = OK, description = "A page of cut-offs in (cutoff_ms, user_id) order, at most 1000: ask again after the last one while a page is full.", body = Cutoffs),
         (status = BAD_REQUEST, description = "`since` is not a number.",
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNAUTHORIZED, description = "No valid identity token.",
@@ -178,7 +183,7 @@ async fn cutoffs(
     let since = i64::try_from(query.since).unwrap_or(i64::MAX);
     let cutoffs = state
         .users
-        .cutoffs_since(since)
+        .cutoffs_page(since, query.after.as_deref(), CUTOFF_PAGE)
         .await?
         .into_iter()
         .map(|(user_id, cutoff_ms)| Cutoff { user_id, cutoff_ms })

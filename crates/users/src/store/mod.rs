@@ -188,12 +188,31 @@ impl UserStore {
         Ok(deleted)
     }
 
-    /// Cut-offs recorded at or after `since_ms`, oldest first.
-    pub async fn cutoffs_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, Error> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT user_id, cutoff_ms FROM token_cutoffs WHERE cutoff_ms >= $1 ORDER BY cutoff_ms LIMIT 10000",
-        )
-        .bind(since_ms)
+    /// One page of cut-offs in (`cutoff_ms`, `user_id`) order: those at or after `since_ms`, or,
+    /// with `after_user`, those strictly after (`since_ms`, `after_user`), so a caller can page
+    /// through any number of them, however many share a millisecond.
+    pub async fn cutoffs_page(
+        &self,
+        since_ms: i64,
+        after_user: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, Error> {
+        let rows: Vec<(String, i64)> = match after_user {
+            None => sqlx::query_as(
+                "SELECT user_id, cutoff_ms FROM token_cutoffs WHERE cutoff_ms >= $1 \
+                 ORDER BY cutoff_ms, user_id LIMIT $2",
+            )
+            .bind(since_ms)
+            .bind(limit),
+            Some(user) => sqlx::query_as(
+                "SELECT user_id, cutoff_ms FROM token_cutoffs \
+                 WHERE cutoff_ms > $1 OR (cutoff_ms = $1 AND user_id > $2) \
+                 ORDER BY cutoff_ms, user_id LIMIT $3",
+            )
+            .bind(since_ms)
+            .bind(user.to_owned())
+            .bind(limit),
+        }
         .fetch_all(self.db.pool())
         .await
         .context("reading token cut-offs")?;

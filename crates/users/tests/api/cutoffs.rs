@@ -142,3 +142,41 @@ async fn only_the_gateway_may_ask() {
         );
     }
 }
+
+#[tokio::test]
+async fn cutoffs_sharing_a_millisecond_are_paged_through_without_end() {
+    let app = spawn_app().await;
+    let moment: i64 = 1_800_000_000_000;
+    for _ in 0..1005 {
+        sqlx::query("INSERT INTO token_cutoffs (user_id, cutoff_ms) VALUES ($1, $2)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(moment)
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+    let first = app
+        .gateway()
+        .get(&format!("/internal/token-cutoffs?since={moment}"))
+        .await
+        .json();
+    let first = first["cutoffs"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 1000, "a page holds at most 1000");
+    let last = first.last().unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app
+        .gateway()
+        .get(&format!(
+            "/internal/token-cutoffs?since={moment}&after={last}"
+        ))
+        .await
+        .json();
+    let second = second["cutoffs"].as_array().unwrap().clone();
+    assert_eq!(second.len(), 5, "the next page holds the rest");
+    assert!(
+        second.iter().all(|c| !first.contains(c)),
+        "pages do not overlap"
+    );
+}
