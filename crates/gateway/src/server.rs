@@ -428,9 +428,18 @@ async fn route_and_forward(
 }
 
 /// `.` and `..` segments (also percent-encoded) could climb out of a route's prefix upstream.
+///
+/// An upstream may decode `%2F` or `%5C` into a separator, or take `\` for one, before it
+/// resolves dot segments, so those count as separators here: `a%2F..%2Fb` is refused while
+/// `a%2Fb` (an encoded slash inside a segment) passes.
 fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    let lowered = path.to_ascii_lowercase();
+    let separated = lowered
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    separated.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
 }
@@ -446,5 +455,14 @@ mod tests {
         assert!(has_dot_segments("/api/."));
         assert!(!has_dot_segments("/api/users/a.b"));
         assert!(!has_dot_segments("/api/users/..."));
+        assert!(has_dot_segments(
+            "/files/a%2F..%2F..%2Finternal%2Fcredentials"
+        ));
+        assert!(has_dot_segments("/files/..%5C..%5Cinternal"));
+        assert!(has_dot_segments("/files/a\\..\\b"));
+        assert!(
+            !has_dot_segments("/files/a%2Fb"),
+            "an encoded slash alone is data"
+        );
     }
 }

@@ -165,6 +165,16 @@ fn each_kind_of_mistake_is_refused_with_an_error_naming_it() {
             "tokens.algorithm",
         ),
         ("an empty file", String::new(), "gateway.yaml"),
+        (
+            "a login path with a parameter",
+            format!("{VALID}auth: {{ login: \"/api/{{x}}\" }}\n"),
+            "auth.login",
+        ),
+        (
+            "a route on the logout path",
+            VALID.replace("path: /api/users", "path: /api/logout"),
+            "answered by the gateway",
+        ),
     ];
     for (mistake, text, expected) in cases {
         let (ok, output) = check_config(&text);

@@ -144,6 +144,8 @@ async fn dot_segments_cannot_climb_out_of_a_route() {
         "/api/public/../../internal/credentials",
         "/api/public/%2e%2e/internal",
         "/api/public/./x",
+        "/api/public/a%2F..%2F..%2Finternal%2Fcredentials",
+        "/api/public/..%5C..%5Cinternal",
     ] {
         let status = raw_status(
             &app.gateway,

@@ -53,6 +53,18 @@ impl Checker<'_> {
         Ok(value)
     }
 
+    /// A path the gateway answers itself: literal, no `{param}`, `*` or `:`.
+    fn literal_path(&self, field: &str, raw: &str) -> Result<(), ConfigError> {
+        self.path(field, raw)?;
+        if raw.contains(['{', '}', '*', ':']) || raw.contains("//") {
+            return Err(self.error(
+                field,
+                format!("{raw:?} must be a literal path, without parameters"),
+            ));
+        }
+        Ok(())
+    }
+
     fn path(&self, field: &str, raw: &str) -> Result<(), ConfigError> {
         if !raw.starts_with('/') {
             return Err(self.error(field, format!("{raw:?} must start with `/`")));
@@ -199,19 +211,19 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     }
 
     let login_path = raw.auth.login.unwrap_or_else(|| "/api/login".to_owned());
-    check.path("auth.login", &login_path)?;
+    check.literal_path("auth.login", &login_path)?;
     let token_path = raw
         .auth
         .token
         .unwrap_or_else(|| "/api/oauth/token".to_owned());
-    check.path("auth.token", &token_path)?;
+    check.literal_path("auth.token", &token_path)?;
     let refresh_path = raw
         .auth
         .refresh
         .unwrap_or_else(|| "/api/token/refresh".to_owned());
-    check.path("auth.refresh", &refresh_path)?;
+    check.literal_path("auth.refresh", &refresh_path)?;
     let logout_path = raw.auth.logout.unwrap_or_else(|| "/api/logout".to_owned());
-    check.path("auth.logout", &logout_path)?;
+    check.literal_path("auth.logout", &logout_path)?;
     let own_paths = [&login_path, &token_path, &refresh_path, &logout_path];
     for (i, path) in own_paths.iter().enumerate() {
         if own_paths[..i].contains(path) {
@@ -256,10 +268,13 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     for (index, route) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{index}]");
         check.path(&format!("{field}.path"), &route.path)?;
-        if RESERVED_PATHS.contains(&route.path.as_str())
-            || route.path == auth.login_path
-            || route.path == auth.token_path
-        {
+        let gateway_paths = [
+            &auth.login_path,
+            &auth.token_path,
+            &auth.refresh_path,
+            &auth.logout_path,
+        ];
+        if RESERVED_PATHS.contains(&route.path.as_str()) || gateway_paths.contains(&&route.path) {
             return Err(check.error(
                 format!("{field}.path"),
                 format!("{:?} is answered by the gateway itself", route.path),
@@ -304,6 +319,20 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
             Some(schema::RouteAuth::Rules(rules)) => {
                 if rules.roles.is_empty() && rules.scopes.is_empty() {
                     return Err(check.error(format!("{field}.auth"), "give roles, scopes, or both"));
+                }
+                // A name no token can carry would make the route refuse everyone, forever.
+                for (kind, names) in [("roles", &rules.roles), ("scopes", &rules.scopes)] {
+                    for (i, name) in names.iter().enumerate() {
+                        let plain = !name.is_empty()
+                            && name.len() <= 64
+                            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b':' | b'.' | b'_' | b'-'));
+                        if !plain {
+                            return Err(check.error(
+                                format!("{field}.auth.{kind}[{i}]"),
+                                format!("{name:?} is not a {} name: 1 to 64 of a-z, 0-9, `:`, `.`, `_`, `-`", &kind[..kind.len() - 1]),
+                            ));
+                        }
+                    }
                 }
                 AuthPolicy::Require { roles: rules.roles, scopes: rules.scopes }
             }
