@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Limited};
 use kit::PrincipalKind;
 use serde::Deserialize;
 
-use super::tokens::Subject;
+use super::tokens::{now_ms, Subject};
 use crate::error::GatewayError;
 use crate::proxy::forward;
 use crate::server::SharedState;
@@ -26,6 +26,10 @@ pub struct Account {
     pub scopes: Vec<String>,
     #[serde(default = "active")]
     pub is_active: bool,
+    /// When the gateway asked (Unix ms): a token describing this account is issued as of then,
+    /// so a cut-off recorded while the answer was on its way still refuses it.
+    #[serde(skip)]
+    pub read_at_ms: u64,
 }
 
 fn active() -> bool {
@@ -63,6 +67,7 @@ pub async fn check_password(
     password: &str,
 ) -> Result<Account, GatewayError> {
     let body = serde_json::json!({ "username": username, "password": password });
+    let asked_at = now_ms();
     let (status, bytes) = call(
         state,
         Method::POST,
@@ -71,7 +76,10 @@ pub async fn check_password(
     )
     .await?;
     match status {
-        StatusCode::OK => parse(state, &bytes),
+        StatusCode::OK => parse(state, &bytes).map(|account| Account {
+            read_at_ms: asked_at,
+            ..account
+        }),
         // A name that cannot be a username is as unknown as any other: the same answer.
         StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
             Err(GatewayError::InvalidCredentials)
@@ -85,9 +93,15 @@ pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Accoun
     let Ok(id) = uuid::Uuid::parse_str(user_id) else {
         return Ok(None);
     };
+    let asked_at = now_ms();
     let (status, bytes) = call(state, Method::GET, &format!("/internal/users/{id}"), None).await?;
     match status {
-        StatusCode::OK => parse(state, &bytes).map(Some),
+        StatusCode::OK => parse(state, &bytes).map(|account| {
+            Some(Account {
+                read_at_ms: asked_at,
+                ..account
+            })
+        }),
         StatusCode::NOT_FOUND => Ok(None),
         other => Err(unexpected(state, other)),
     }

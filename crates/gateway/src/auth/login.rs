@@ -45,10 +45,11 @@ pub async fn login(
     }
     let result = async {
         let attempt = throttle::Attempt::begin(&state, &request.username, peer.ip()).await?;
-        let account = attempt
+        let account: accounts::Account = attempt
             .outcome(accounts::check_password(&state, &request.username, &request.password).await)
             .await?;
-        session::start(&state, account.into_subject(), false).await
+        let as_of = account.read_at_ms;
+        session::start(&state, account.into_subject(), false, as_of).await
     }
     .await;
     match result {

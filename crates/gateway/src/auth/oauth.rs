@@ -255,9 +255,10 @@ async fn grant(
             };
             let scopes = granted_scopes(form.get("scope"), &account.scopes)?;
             let narrowed = scopes.len() < account.scopes.len();
+            let as_of = account.read_at_ms;
             let mut subject = account.into_subject();
             subject.scopes = scopes;
-            let session = session::start(state, subject, narrowed).await.map_err(upstream_failure)?;
+            let session = session::start(state, subject, narrowed, as_of).await.map_err(upstream_failure)?;
             Ok(session::respond(session))
         }
         "refresh_token" => {

@@ -67,6 +67,7 @@ pub async fn start(
     state: &SharedState,
     subject: Subject,
     narrowed: bool,
+    as_of_ms: u64,
 ) -> Result<Session, GatewayError> {
     let family = uuid::Uuid::new_v4().to_string();
     let (refresh, hashed) = new_refresh_token();
@@ -82,7 +83,7 @@ pub async fn start(
             refresh_expiry(state),
         )
         .await?;
-    let access = state.tokens.issue(subject, Some(family))?;
+    let access = state.tokens.issue_as_of(subject, Some(family), as_of_ms)?;
     Ok(Session { access, refresh })
 }
 
@@ -130,6 +131,7 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
             return Err(RenewError::Refused(INVALID));
         }
     };
+    let read_at_ms = account.read_at_ms;
     let mut subject = account.into_subject();
     if let Some(limit) = &record.scope {
         let limit: Vec<&str> = limit.split_ascii_whitespace().collect();
@@ -139,7 +141,7 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     }
     let access = state
         .tokens
-        .issue(subject, Some(record.family_id.clone()))?;
+        .issue_as_of(subject, Some(record.family_id.clone()), read_at_ms)?;
     let (refresh, next_hash) = new_refresh_token();
     // Spending the old token and storing its successor is one transaction: both or neither.
     if !state

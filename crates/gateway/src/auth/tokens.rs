@@ -191,8 +191,20 @@ impl Tokens {
         subject: Subject,
         session: Option<String>,
     ) -> Result<IssuedToken, GatewayError> {
+        self.issue_as_of(subject, session, u64::MAX)
+    }
+
+    /// Issues a token whose `iat_ms` is `as_of_ms` (when earlier than now): the moment the
+    /// subject's account was read, so a cut-off recorded since refuses the token.
+    pub fn issue_as_of(
+        &self,
+        subject: Subject,
+        session: Option<String>,
+        as_of_ms: u64,
+    ) -> Result<IssuedToken, GatewayError> {
         let now_ms = now_ms();
         let now = now_ms / 1000;
+        let issued_ms = as_of_ms.min(now_ms);
         let expires_in = self.settings.access_ttl.as_secs();
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -207,7 +219,7 @@ impl Tokens {
             exp: now + expires_in,
             jti: uuid::Uuid::new_v4().to_string(),
             sid: session,
-            iat_ms: now_ms,
+            iat_ms: issued_ms,
         };
         let keys = self.keys.current();
         let key = keys.access();
@@ -443,6 +455,22 @@ mod tests {
             f.tokens.verify(&issued.token).unwrap(),
             issued.claims,
             "the genuine token is still accepted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_is_issued_as_of_the_moment_its_account_was_read() {
+        let f = fixture().await;
+        let read_at = now_ms() - 5_000;
+        let issued = f.tokens.issue_as_of(alice(), None, read_at).unwrap();
+        assert_eq!(
+            issued.claims.iat_ms, read_at,
+            "a cut-off after the read refuses it"
+        );
+        let later = f.tokens.issue_as_of(alice(), None, u64::MAX).unwrap();
+        assert!(
+            later.claims.iat_ms <= now_ms(),
+            "never issued in the future"
         );
     }
 }
