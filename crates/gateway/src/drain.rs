@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use kit::shutdown::Shutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +25,12 @@ use tower::ServiceExt;
 
 /// How long a connection accepted just before shutdown may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long a client may take to send a request's headers: a slow trickle (slowloris) holds a
+/// connection no longer than this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; past it the gateway stops accepting until one closes (the
+/// kernel's backlog holds the rest), so a flood of idle connections cannot exhaust it.
+const MAX_CONNECTIONS: usize = 16_384;
 
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `drain_timeout()`.
 pub async fn serve(
@@ -37,7 +43,7 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
                 Ok((stream, peer)) => spawn(&mut connections, stream, peer, &app, &drain_signal),
                 Err(error) if is_connection_error(&error) => {}
                 Err(error) => {
@@ -121,7 +127,15 @@ fn spawn(
     };
     let mut drain_signal = drain_signal.clone();
     connections.spawn(async move {
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(60));
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         tokio::select! {

@@ -11,6 +11,10 @@ use crate::request_id;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// The `type` of a credential check that failed (wrong password, unknown or inactive user), so
+/// the gateway tells it apart from a 401 for its own identity token.
+pub const INVALID_CREDENTIALS: &str = "urn:gatehouse:problem:invalid-credentials";
+
 /// One invalid input field and what is wrong with it, in words a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {

@@ -35,9 +35,9 @@ impl From<Error> for Problem {
             Error::InvalidFields(errors) => Problem::invalid_fields(errors),
             Error::NotFound => Problem::not_found(detail),
             Error::Conflict { .. } => Problem::conflict(detail),
-            Error::InvalidCredentials => {
-                Problem::unauthorized(detail).with_title("Invalid credentials")
-            }
+            Error::InvalidCredentials => Problem::unauthorized(detail)
+                .with_title("Invalid credentials")
+                .with_type(kit::problem::INVALID_CREDENTIALS),
             Error::Forbidden(_) => Problem::forbidden(detail),
             Error::Refused(problem) => problem,
             Error::Unexpected(cause) => Problem::internal(&format!("{cause:#}")),

@@ -80,9 +80,21 @@ pub async fn check_password(
             read_at_ms: asked_at,
             ..account
         }),
-        // A name that cannot be a username is as unknown as any other: the same answer.
-        StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+        StatusCode::UNAUTHORIZED if is_invalid_credentials(&bytes) => {
             Err(GatewayError::InvalidCredentials)
+        }
+        // A name that cannot be a username is as unknown as any other: the same answer.
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            Err(GatewayError::InvalidCredentials)
+        }
+        // Any other 401 refuses the gateway itself (keys or issuer out of step): an outage to
+        // fix, never a wrong password to count against the user.
+        StatusCode::UNAUTHORIZED => {
+            tracing::error!(
+                service = %state.config().auth.credentials_service,
+                "the credentials service refuses the gateway's identity: check the issuer and its JWKS URL"
+            );
+            Err(unexpected(state, StatusCode::UNAUTHORIZED))
         }
         other => Err(unexpected(state, other)),
     }
@@ -127,6 +139,11 @@ pub async fn cutoffs_since(
         StatusCode::OK => parse::<Cutoffs>(state, &bytes).map(|c| c.cutoffs),
         other => Err(unexpected(state, other)),
     }
+}
+
+fn is_invalid_credentials(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|problem| problem["type"] == kit::problem::INVALID_CREDENTIALS)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

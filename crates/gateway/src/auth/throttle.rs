@@ -4,7 +4,8 @@
 //!
 //! An attempt is counted *before* its password is checked (one atomic increment), so a burst
 //! of concurrent guesses is limited like a sequence; a success then clears the username's
-//! count and takes the attempt back from the IP's. At most `concurrent` password checks run at
+//! count and takes the attempt back from the IP's, and a check that could not be made is taken
+//! back from both. At most `concurrent` password checks run at
 //! once across a replica: past that, sign-in answers 503 at once instead of queueing work that
 //! would time out and take the credentials service down for everyone.
 
@@ -69,13 +70,21 @@ impl<'a> Attempt<'a> {
         }
     }
 
-    /// On success clears the username's count and takes the attempt back from the IP's; any
-    /// failure (wrong password, or the check not answering) stays counted. Passes `result` on.
+    /// On success clears the username's count and takes the attempt back from the IP's; a
+    /// wrong password stays counted; an attempt whose check could not be made (the credentials
+    /// service failing) is taken back from both, so an outage locks nobody out afterwards.
     pub async fn outcome<T>(self, result: Result<T, GatewayError>) -> Result<T, GatewayError> {
-        if result.is_ok() {
-            let shared = &self.state.shared;
-            shared.clear_failures(&self.username_key).await;
-            shared.forgive_failure(&self.ip_key).await;
+        let shared = &self.state.shared;
+        match &result {
+            Ok(_) => {
+                shared.clear_failures(&self.username_key).await;
+                shared.forgive_failure(&self.ip_key).await;
+            }
+            Err(GatewayError::InvalidCredentials) => {}
+            Err(_) => {
+                shared.forgive_failure(&self.username_key).await;
+                shared.forgive_failure(&self.ip_key).await;
+            }
         }
         result
     }
