@@ -117,6 +117,49 @@ fn comment_start(line: &str) -> usize {
     line.len()
 }
 
+/// The quote a YAML scalar is open with at byte `at` of `line`, if any.
+fn quote_at(line: &str, at: usize) -> Option<u8> {
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    for &byte in &line.as_bytes()[..at] {
+        match (quote, byte) {
+            (Some(b'"'), b'\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (None, b'"' | b'\'') => quote = Some(byte),
+            (Some(open), _) if byte == open && !escaped => quote = None,
+            _ => {}
+        }
+        escaped = false;
+    }
+    quote
+}
+
+/// `value` as it may stand where it is substituted: escaped inside quotes; outside them, only
+/// if YAML would read it as plain text, never as structure (a `#` comment, a `,` or `}` ending
+/// a flow map…), so a secret can neither be cut short nor inject settings.
+fn quoted_for(quote: Option<u8>, name: &str, value: &str) -> Result<String, String> {
+    match quote {
+        Some(b'"') => Ok(value.replace('\\', "\\\\").replace('"', "\\\"")),
+        Some(_) => Ok(value.replace('\'', "''")),
+        None => {
+            let structural = value.contains([',', '[', ']', '{', '}', '#', '"', '\'', '`'])
+                || value.contains(": ")
+                || value.ends_with(':')
+                || value.starts_with(['&', '*', '!', '|', '>', '%', '@', '-', '?', ' '])
+                || value.ends_with(' ');
+            if structural {
+                Err(format!(
+                    "environment variable `{name}` holds characters YAML would read as structure; put `${{{name}}}` in double quotes in the file"
+                ))
+            } else {
+                Ok(value.to_owned())
+            }
+        }
+    }
+}
+
 fn expand_line(line: &str, vars: &Vars) -> Result<String, String> {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
@@ -145,7 +188,8 @@ fn expand_line(line: &str, vars: &Vars) -> Result<String, String> {
             if value.contains('\n') {
                 return Err(format!("environment variable `{name}` holds a line break"));
             }
-            out.push_str(&value);
+            let at = line.len() - rest.len() + dollar;
+            out.push_str(&quoted_for(quote_at(line, at), name, &value)?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -187,6 +231,37 @@ mod tests {
         assert!(interpolate("a: ${", &Vars::new()).is_err());
         assert!(interpolate("a: ${A B}", &Vars::new()).is_err());
         assert!(interpolate("a: ${}", &Vars::new()).is_err());
+    }
+
+    #[test]
+    fn a_value_cannot_change_the_structure_around_it() {
+        let vars = Vars::new()
+            .set("SECRET", "abc #tail")
+            .set("QUOTE", "a\"b\\c")
+            .set("PLAIN", "s3cr3t");
+        let error = interpolate("store: postgres://u:${SECRET}@h/db\n", &vars).unwrap_err();
+        assert!(error.1.contains("double quotes"), "{}", error.1);
+        assert!(interpolate(
+            "a: { x: ${PLAIN}, y: 1 }\n",
+            &vars.clone().set("PLAIN", "1, z: 2")
+        )
+        .is_err());
+        assert_eq!(
+            interpolate("s: \"u:${SECRET}@h\"\n", &vars).unwrap(),
+            "s: \"u:abc #tail@h\"\n"
+        );
+        assert_eq!(
+            interpolate("s: \"${QUOTE}\"\n", &vars).unwrap(),
+            "s: \"a\\\"b\\\\c\"\n"
+        );
+        assert_eq!(
+            interpolate("s: '${QUOTE}'\n", &vars.clone().set("QUOTE", "it's")).unwrap(),
+            "s: 'it''s'\n"
+        );
+        assert_eq!(
+            interpolate("s: u:${PLAIN}@h\n", &vars).unwrap(),
+            "s: u:s3cr3t@h\n"
+        );
     }
 
     #[test]
