@@ -248,3 +248,35 @@ async fn the_gateway_answers_its_own_health_endpoints() {
     assert_problem(app.get("/api/dead", None).await, 503).await;
     assert_eq!(app.get("/readyz", None).await.status(), 200);
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off_not_waited_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\npartial";
+                let _ = socket.write_all(head.as_bytes()).await;
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let app = crate::support::spawn_app_with(|config| {
+        config.replace("services:\n", &format!("services:\n  stall: {{ upstreams: [\"http://{stall}\"], timeout: 1s, required: false }}\n"))
+            + "  - { path: /api/stall, methods: [GET], service: stall, to: /, auth: public }\n"
+    })
+    .await;
+
+    let response = app.get("/api/stall", None).await;
+    assert_eq!(response.status(), 200, "the headers came in time");
+    let body = tokio::time::timeout(std::time::Duration::from_secs(20), response.bytes()).await;
+    assert!(body.is_ok(), "the client is not left hanging");
+    assert!(
+        body.unwrap().is_err(),
+        "the body breaks off rather than pretending to be complete"
+    );
+}

@@ -10,6 +10,7 @@
 //! allows it; and the deadline has not passed. A timeout is never retried: the deadline (the
 //! route's or service's `timeout`) covers every attempt together.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -124,7 +125,7 @@ pub async fn send(
     match pick {
         Some(pick) => settle(upstream, pick, attempt, &authority).0,
         None => match attempt {
-            Attempt::Answered(response) => Ok(respond(response, None)),
+            Attempt::Answered(response) => Ok(respond(response, None, upstream.timeout)),
             Attempt::TimedOut => Err(GatewayError::Timeout {
                 service: upstream.name.to_string(),
             }),
@@ -230,7 +231,7 @@ fn settle(
                 status,
                 StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
             );
-            (Ok(respond(response, flight)), retryable)
+            (Ok(respond(response, flight, upstream.timeout)), retryable)
         }
         Attempt::TimedOut => {
             pick.report(Outcome::Failure("timeout"));
@@ -254,11 +255,30 @@ fn settle(
     }
 }
 
-fn respond(response: http::Response<Incoming>, flight: Option<InFlight>) -> Response {
+/// The upstream's answer as the client gets it; its body may fall silent for at most `idle`.
+fn respond(
+    response: http::Response<Incoming>,
+    flight: Option<InFlight>,
+    idle: Duration,
+) -> Response {
     let (mut parts, body) = response.into_parts();
     headers::sanitize_response(&mut parts.headers);
-    Response::from_parts(parts, Body::new(Tracked { body, flight }))
+    let silence = Box::pin(tokio::time::sleep(idle));
+    Response::from_parts(
+        parts,
+        Body::new(Tracked {
+            body,
+            flight,
+            idle,
+            silence,
+        }),
+    )
 }
+
+/// A response body that fell silent for longer than the service's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream stopped sending its response body")]
+struct Stalled;
 
 fn classify(
     upstream: &Upstream,
@@ -306,25 +326,39 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A response body that keeps its request counted on the instance until it ends, and counts a
-/// break-off (the instance went away mid-answer) against the instance.
+/// A response body that keeps its request counted on the instance until it ends, counts a
+/// break-off (the instance went away mid-answer) against the instance, and breaks off itself
+/// when the instance falls silent for longer than `idle`: the client's connection is closed
+/// rather than left hanging, and the instance is counted as failing.
 struct Tracked {
     body: Incoming,
     flight: Option<InFlight>,
+    idle: Duration,
+    silence: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame.map(|result| result.map_err(Into::into)),
+            Poll::Pending => {
+                ready!(this.silence.as_mut().poll(cx));
+                tracing::warn!(
+                    idle_ms = u64::try_from(this.idle.as_millis()).unwrap_or(u64::MAX),
+                    "upstream body stalled"
+                );
+                Some(Err(Stalled.into()))
+            }
+        };
         match &frame {
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => this.silence.as_mut().reset(Instant::now() + this.idle),
             Some(Err(_)) => {
                 if let Some(flight) = this.flight.take() {
                     flight.broke_off();
