@@ -67,39 +67,46 @@ enum Command {
     Clients {
         #[command(subcommand)]
         action: ClientsAction,
-        /// The gateway configuration whose store to use (default as for `up`).
-        #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
-        config: Option<PathBuf>,
-        /// The data folder, as for `up`.
-        #[arg(
-            long,
-            global = true,
-            env = "GATEHOUSE_DATA_DIR",
-            default_value = "data"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Manage the gateway's signing keys (works while it runs).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        /// The gateway configuration whose store to use (default as for `up`).
-        #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
-        config: Option<PathBuf>,
-        /// The data folder, as for `up`.
-        #[arg(
-            long,
-            global = true,
-            env = "GATEHOUSE_DATA_DIR",
-            default_value = "data"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Validate a gateway configuration file exactly as the gateway would, without starting.
     CheckConfig {
         #[arg(default_value = "config/gateway.yaml")]
         file: PathBuf,
     },
+}
+
+/// Which gateway store an admin command acts on: the one `up` uses, or a deployed gateway's.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The gateway configuration whose store to use (default as for `up`).
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data folder, as for `up`.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "data"
+    )]
+    data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    fn location(self) -> StoreLocation {
+        StoreLocation {
+            config: self.config,
+            data_dir: self.data_dir,
+        }
+    }
 }
 
 /// Settings of a service run on its own (one service per process, so the names are plain).
@@ -231,12 +238,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Clients {
-            action,
-            config,
-            data_dir,
-        } => {
-            let location = StoreLocation { config, data_dir };
+        Command::Clients { action, store } => {
+            let location = store.location();
             let output = match action {
                 ClientsAction::Add { name, scopes } => {
                     admin::add_client(&location, &name, &scopes).await?
@@ -247,12 +250,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{output}");
             Ok(())
         }
-        Command::Keys {
-            action,
-            config,
-            data_dir,
-        } => {
-            let location = StoreLocation { config, data_dir };
+        Command::Keys { action, store } => {
+            let location = store.location();
             let output = match action {
                 KeysAction::Rotate => admin::rotate_keys(&location).await?,
                 KeysAction::List => admin::list_keys(&location).await?,
