@@ -17,6 +17,7 @@ pub struct File {
     pub auth: Auth,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(deserialize_with = "unique_keys")]
     pub services: BTreeMap<String, Service>,
     pub routes: Vec<Route>,
     /// How long requests in flight may take to finish after SIGTERM.
@@ -161,4 +162,40 @@ pub struct AuthRules {
     pub roles: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+/// A map that refuses a key given twice: YAML parsers keep the last silently, which would let a
+/// second `users:` replace the first without a word.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a map of services by name")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "service `{key}` is defined twice"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys(std::marker::PhantomData))
 }
