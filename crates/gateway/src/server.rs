@@ -433,6 +433,10 @@ async fn route_and_forward(
 /// resolves dot segments, so those count as separators here: `a%2F..%2Fb` is refused while
 /// `a%2Fb` (an encoded slash inside a segment) passes.
 fn has_dot_segments(path: &str) -> bool {
+    // Most paths hold no dot, escape or backslash at all: answer those without allocating.
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return false;
+    }
     let lowered = path.to_ascii_lowercase();
     let separated = lowered
         .replace("%2f", "/")
