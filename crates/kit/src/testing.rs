@@ -38,7 +38,7 @@ impl TestDatabase {
             .ok()
             .filter(|url| !url.is_empty())
         else {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().expect("a temporary folder for the test database");
             let url = format!("sqlite://{}/{name}.db", dir.path().display());
             return Self {
                 url,
@@ -58,7 +58,7 @@ impl TestDatabase {
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut connection)
             .await
-            .unwrap();
+            .expect("creating the test's PostgreSQL schema");
         let separator = if server_url.contains('?') { '&' } else { '?' };
         let url = format!("{server_url}{separator}options=-c%20search_path%3D{schema}");
         Self {
@@ -84,7 +84,7 @@ impl Drop for TestDatabase {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
+                .expect("a runtime to drop the test schema");
             runtime.block_on(async {
                 if let Ok(mut connection) = sqlx::PgConnection::connect(&server_url).await {
                     let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -114,8 +114,18 @@ impl FakeGateway {
         let stranger = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
         Self {
             service: service.to_owned(),
-            key: EncodingKey::from_ed_der(signing.to_pkcs8_der().unwrap().as_bytes()),
-            stranger: EncodingKey::from_ed_der(stranger.to_pkcs8_der().unwrap().as_bytes()),
+            key: EncodingKey::from_ed_der(
+                signing
+                    .to_pkcs8_der()
+                    .expect("an Ed25519 key encodes as PKCS#8")
+                    .as_bytes(),
+            ),
+            stranger: EncodingKey::from_ed_der(
+                stranger
+                    .to_pkcs8_der()
+                    .expect("an Ed25519 key encodes as PKCS#8")
+                    .as_bytes(),
+            ),
             verifying: VerifyingKey {
                 key: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
                 algorithm: Algorithm::EdDSA,
@@ -141,7 +151,7 @@ impl FakeGateway {
     ) -> IdentityClaims {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap()
+            .expect("the clock is after 1970")
             .as_secs();
         IdentityClaims {
             iss: ISSUER.to_owned(),
@@ -164,12 +174,13 @@ impl FakeGateway {
     /// `claims` under another JOSE header (a wrong `typ`, an unknown or missing `kid`), signed
     /// with the trusted key, so a refusal is for the header and not for the signature.
     pub fn sign_with_header(&self, header: &Header, claims: &IdentityClaims) -> String {
-        jsonwebtoken::encode(header, claims, &self.key).unwrap()
+        jsonwebtoken::encode(header, claims, &self.key).expect("signing with the test key")
     }
 
     /// The same token signed by a key the service does not trust.
     pub fn sign_as_stranger(&self, claims: &IdentityClaims) -> String {
-        jsonwebtoken::encode(&Self::identity_header(), claims, &self.stranger).unwrap()
+        jsonwebtoken::encode(&Self::identity_header(), claims, &self.stranger)
+            .expect("signing with the stranger's key")
     }
 
     /// The identity token of a signed-in user.
@@ -208,7 +219,9 @@ impl TestResponse {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|value| value.to_str().unwrap())
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().expect("a text header"))
     }
 
     /// A problem body, checked to be one, without the members that differ per request.
@@ -220,7 +233,9 @@ impl TestResponse {
             self.text
         );
         let mut body = self.json();
-        let object = body.as_object_mut().unwrap();
+        let object = body
+            .as_object_mut()
+            .expect("a problem body is a JSON object");
         assert_eq!(object["status"], self.status.as_u16(), "{}", self.text);
         object
             .remove("request_id")
@@ -243,7 +258,12 @@ impl TestResponse {
             .unwrap_or_else(|| panic!("no errors listed: {problem}"));
         errors
             .iter()
-            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .map(|e| {
+                e["field"]
+                    .as_str()
+                    .expect("each listed error names its field")
+                    .to_owned()
+            })
             .collect()
     }
 }

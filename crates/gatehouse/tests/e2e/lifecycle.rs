@@ -23,6 +23,17 @@ async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// `POST /api/logout` with `access` as bearer and `refresh` in the body.
+async fn logout_with(app: &TestApp, access: &str, refresh: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/logout"))
+        .bearer_auth(access)
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn field<'a>(body: &'a Value, name: &str) -> &'a str {
     body[name]
         .as_str()
@@ -163,14 +174,12 @@ async fn logout_with_a_refresh_token_ends_that_session_too_but_never_someone_els
     let my_other = sign_in(&app, "test", "test").await;
     let admins = sign_in(&app, "admin", "a").await;
 
-    let logout = app
-        .http
-        .post(app.url("/api/logout"))
-        .bearer_auth(field(&mine, "access_token"))
-        .json(&json!({ "refresh_token": field(&my_other, "refresh_token") }))
-        .send()
-        .await
-        .unwrap();
+    let logout = logout_with(
+        &app,
+        field(&mine, "access_token"),
+        field(&my_other, "refresh_token"),
+    )
+    .await;
     assert_eq!(logout.status(), 204);
     assert_eq!(
         refresh(&app, field(&my_other, "refresh_token"))
@@ -179,14 +188,12 @@ async fn logout_with_a_refresh_token_ends_that_session_too_but_never_someone_els
         401
     );
 
-    let attempt = app
-        .http
-        .post(app.url("/api/logout"))
-        .bearer_auth(field(&my_other, "access_token"))
-        .json(&json!({ "refresh_token": field(&admins, "refresh_token") }))
-        .send()
-        .await
-        .unwrap();
+    let attempt = logout_with(
+        &app,
+        field(&my_other, "access_token"),
+        field(&admins, "refresh_token"),
+    )
+    .await;
     assert_eq!(attempt.status(), 204);
     assert_eq!(
         refresh(&app, field(&admins, "refresh_token"))
