@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Mode {
+    /// Answers 200, as it does until told otherwise.
+    Serving = 0,
     /// 503 to everything but `/healthz`.
     Unavailable = 1,
     /// Reads the request and never answers (health checks included).

@@ -12,6 +12,7 @@ mod login;
 mod oauth;
 mod proxy;
 mod quickstart;
+mod recovery;
 mod reload;
 mod replicas;
 mod resilience;

@@ -197,12 +197,15 @@ pub struct HealthCheck {
 
 /// Passive outlier detection: `failures` in a row (5xx, connection failure, timeout, broken
 /// answer) eject an instance for `backoff`, doubled at each ejection in a row up to `max_backoff`;
-/// then one trial request decides whether it is back.
+/// then one trial request decides whether it is back. An instance back in rotation for `decay`
+/// is forgiven: its next ejection starts from `backoff` again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {
     pub failures: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How long in rotation resets the doubling; `None`: as long as the back-off last served.
+    pub decay: Option<Duration>,
 }
 
 /// Retries of idempotent requests on another instance, at most `attempts` more per request and

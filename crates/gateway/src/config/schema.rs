@@ -126,6 +126,9 @@ pub struct Breaker {
     pub failures: Option<u32>,
     pub backoff: Option<String>,
     pub max_backoff: Option<String>,
+    /// How long an instance must stay in rotation before its next ejection starts from
+    /// `backoff` again; default: the back-off it last served.
+    pub decay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

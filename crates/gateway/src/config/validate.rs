@@ -429,6 +429,7 @@ fn breaker(
         failures: None,
         backoff: None,
         max_backoff: None,
+        decay: None,
     });
     let settings = BreakerSettings {
         failures: at_least_one(check, &format!("{field}.failures"), raw.failures, 5)?,
@@ -442,6 +443,11 @@ fn breaker(
             raw.max_backoff.as_deref(),
             Duration::from_secs(300),
         )?,
+        decay: raw
+            .decay
+            .as_deref()
+            .map(|decay| check.duration(&format!("{field}.decay"), Some(decay), Duration::ZERO))
+            .transpose()?,
     };
     if settings.max_backoff < settings.backoff {
         // An explicit backoff above the default ceiling raises the ceiling with it.

@@ -59,9 +59,12 @@ pub struct Instance {
     ejected_until: AtomicU64,
     /// Ejections in a row: each doubles the back-off.
     ejections: AtomicU32,
-    /// When the instance last came back from an ejection (ms); long ago enough, the doubling
-    /// starts over.
+    /// When the instance last came back from an ejection (ms); in rotation long enough since
+    /// (`breaker.decay`), the doubling starts over.
     rejoined_at: AtomicU64,
+    /// The back-off of the last ejection (ms): how long it must stay in rotation to be forgiven
+    /// when `breaker.decay` is not set.
+    last_backoff: AtomicU64,
     /// While a trial request runs, until when it holds the instance (ms); 0 when none runs.
     /// The hold expires by itself, so a trial that is never reported cannot lock it out.
     trial_until: AtomicU64,
@@ -80,6 +83,7 @@ impl Instance {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             rejoined_at: AtomicU64::new(0),
+            last_backoff: AtomicU64::new(0),
             trial_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             streak: AtomicI32::new(0),
@@ -181,12 +185,24 @@ impl Instance {
     }
 
     /// Ejects the instance unless another failure did it first (`expected` no longer holds).
+    ///
+    /// The back-off doubles with each ejection in a row, as Envoy's outlier detection does, and
+    /// decays as Envoy's does too: an instance that served in rotation for `breaker.decay` (by
+    /// default as long as its last back-off) since it came back is ejected for `backoff` again.
+    /// Without the decay an instance that had a few unrelated incidents over a day would sit
+    /// out minutes after a blip. A failed trial (`expected` is its ejection) never decays: the
+    /// instance has not been back.
     fn eject(&self, expected: u64, breaker: &BreakerSettings, service: &str, reason: &str) {
         let now = now_ms();
-        let rejoined = self.rejoined_at.load(Ordering::Relaxed);
         let mut in_a_row = self.ejections.load(Ordering::Relaxed);
-        if rejoined != 0 && now.saturating_sub(rejoined) > millis(breaker.max_backoff) {
-            in_a_row = 0;
+        if expected == 0 && in_a_row > 0 {
+            let rejoined = self.rejoined_at.load(Ordering::Relaxed);
+            let forgiven_after = breaker
+                .decay
+                .map_or_else(|| self.last_backoff.load(Ordering::Relaxed), millis);
+            if rejoined != 0 && now.saturating_sub(rejoined) >= forgiven_after {
+                in_a_row = 0;
+            }
         }
         let backoff = breaker
             .backoff
@@ -203,6 +219,7 @@ impl Instance {
             .is_ok()
         {
             self.ejections.store(in_a_row + 1, Ordering::Relaxed);
+            self.last_backoff.store(millis(backoff), Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
             tracing::warn!(
                 service,
@@ -345,6 +362,7 @@ mod tests {
         failures: 3,
         backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(60),
+        decay: None,
     };
 
     fn instance() -> Instance {
@@ -423,6 +441,101 @@ mod tests {
         drop(pick);
         assert_eq!(instance.in_flight(), 0);
         assert_eq!(instance.availability(now_ms()), Availability::TrialDue);
+    }
+
+    const QUICK: BreakerSettings = BreakerSettings {
+        failures: 1,
+        backoff: Duration::from_millis(40),
+        max_backoff: Duration::from_secs(60),
+        decay: None,
+    };
+
+    /// Fails once with `breaker` (ejecting a ready instance) and returns the back-off it got.
+    fn incident(instance: &Instance, breaker: &BreakerSettings) -> Duration {
+        instance.record(Outcome::Failure("5xx"), false, breaker, "s");
+        match instance.availability(now_ms()) {
+            Availability::Unavailable {
+                retry_in: Some(retry_in),
+            } => retry_in,
+            other => panic!("ejected: {other:?}"),
+        }
+    }
+
+    /// Waits out the back-off and lets the trial succeed: the instance is back in rotation.
+    fn rejoin(instance: &Instance, breaker: &BreakerSettings, backoff: Duration) {
+        std::thread::sleep(backoff + Duration::from_millis(5));
+        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        instance.record(Outcome::Success, true, breaker, "s");
+        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+    }
+
+    #[test]
+    fn incidents_separated_by_healthy_periods_are_each_ejected_for_the_base_backoff() {
+        let instance = instance();
+        for round in 1..=5 {
+            let backoff = incident(&instance, &QUICK);
+            assert!(
+                backoff <= QUICK.backoff,
+                "incident {round}: ejected for {backoff:?}"
+            );
+            rejoin(&instance, &QUICK, backoff);
+            // In rotation for as long as the last back-off: forgiven.
+            std::thread::sleep(QUICK.backoff);
+        }
+    }
+
+    #[test]
+    fn incidents_close_together_still_double() {
+        let instance = instance();
+        let first = incident(&instance, &QUICK);
+        rejoin(&instance, &QUICK, first);
+        let second = incident(&instance, &QUICK);
+        assert!(second > QUICK.backoff, "doubled: {second:?}");
+        rejoin(&instance, &QUICK, second);
+        let third = incident(&instance, &QUICK);
+        assert!(third > QUICK.backoff * 3, "doubled again: {third:?}");
+    }
+
+    #[test]
+    fn a_configured_decay_decides_how_long_the_instance_must_stay_in_rotation() {
+        let patient = BreakerSettings {
+            decay: Some(Duration::from_secs(60)),
+            ..QUICK
+        };
+        let instance = instance();
+        let first = incident(&instance, &patient);
+        rejoin(&instance, &patient, first);
+        std::thread::sleep(QUICK.backoff * 2);
+        assert!(
+            incident(&instance, &patient) > QUICK.backoff,
+            "not in rotation for a minute yet: still doubles"
+        );
+    }
+
+    #[test]
+    fn failed_trials_keep_doubling_however_long_ago_the_instance_was_last_back() {
+        let forgiving = BreakerSettings {
+            decay: Some(Duration::from_millis(1)),
+            ..QUICK
+        };
+        let instance = instance();
+        let first = incident(&instance, &forgiving);
+        rejoin(&instance, &forgiving, first);
+        std::thread::sleep(Duration::from_millis(5));
+        let backoff = incident(&instance, &forgiving);
+        assert!(backoff <= QUICK.backoff, "forgiven: {backoff:?}");
+
+        // A long outage: the trials fail; the back-off grows, as it has not been back since.
+        std::thread::sleep(backoff + Duration::from_millis(5));
+        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        instance.record(Outcome::Failure("5xx"), true, &forgiving, "s");
+        let Availability::Unavailable {
+            retry_in: Some(retry_in),
+        } = instance.availability(now_ms())
+        else {
+            panic!("ejected again")
+        };
+        assert!(retry_in > QUICK.backoff, "doubled: {retry_in:?}");
     }
 
     #[test]

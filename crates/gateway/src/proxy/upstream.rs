@@ -338,6 +338,7 @@ mod tests {
                 failures: 1,
                 backoff: Duration::from_secs(60),
                 max_backoff: Duration::from_secs(60),
+                decay: None,
             },
             retries: RetrySettings {
                 attempts: 2,
