@@ -3,6 +3,11 @@
 //! costs nothing, and polling also sees changes that inotify misses, such as a Kubernetes
 //! ConfigMap's symlink swap).
 //!
+//! The watch applies a change only once the file has stayed the same for `watch_settle`: a
+//! writer that edits the file in place and pauses mid-way leaves a prefix that may well be a
+//! valid configuration with half the routes. The settled contents are what is parsed, never a
+//! later read. Tools should still replace the file by rename, which is atomic.
+//!
 //! A reload reads and validates the file exactly as `gatehouse check-config` does
 //! ([`config::load_file`]), then swaps the routes and services in at once
 //! ([`GatewayState::apply`]): a request holds the table it started with until it ends, so none is
@@ -118,6 +123,28 @@ impl Reloader {
     pub fn reload(&self, cause: &str) -> Result<Reloaded, ConfigError> {
         let result = config::load_file(&self.path, &self.vars)
             .and_then(|config| self.state.apply(config, &self.path.display().to_string()));
+        self.report(cause, result)
+    }
+
+    /// Validates and applies `contents`, the file as the watch saw it settle.
+    fn reload_contents(&self, contents: &[u8], cause: &str) -> Result<Reloaded, ConfigError> {
+        let file = self.path.display().to_string();
+        let result = std::str::from_utf8(contents)
+            .map_err(|error| ConfigError::Read {
+                file: file.clone(),
+                cause: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+            })
+            .and_then(|text| config::parse(text, &file, &self.vars))
+            .and_then(|config| self.state.apply(config, &file));
+        self.report(cause, result)
+    }
+
+    /// Logs (and counts, when refused) the outcome of a reload.
+    fn report(
+        &self,
+        cause: &str,
+        result: Result<Reloaded, ConfigError>,
+    ) -> Result<Reloaded, ConfigError> {
         match &result {
             Ok(reloaded) => {
                 tracing::info!(
@@ -183,21 +210,27 @@ impl Reloader {
         }
     }
 
-    /// Applies `contents` if they differ from the last seen, once a second read shows the
-    /// writer has finished (a file rewritten in place can be caught half-written).
-    async fn changed(&self, contents: Vec<u8>) {
-        if self.is_seen(&contents) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        match tokio::fs::read(self.path.as_ref()).await {
-            Ok(again) if again == contents => {
-                let _ = self.reload("file changed");
-                self.remember(Some(contents));
+    /// Applies `contents` if they differ from the last seen, once the file has stayed the same
+    /// for `watch_settle` (see the module docs). While it keeps changing, the settle time starts
+    /// over at each change.
+    async fn changed(&self, mut contents: Vec<u8>) {
+        loop {
+            if self.is_seen(&contents) {
+                return;
             }
-            // Still being written: the next look decides.
-            _ => {}
+            tokio::time::sleep(self.state.config().watch_settle).await;
+            match tokio::fs::read(self.path.as_ref()).await {
+                Ok(again) if again == contents => break,
+                Ok(again) => {
+                    tracing::debug!(file = %self.path.display(), "the configuration file is still being written");
+                    contents = again;
+                }
+                // Gone mid-write (a rename on its way): the next look decides.
+                Err(_) => return,
+            }
         }
+        let _ = self.reload_contents(&contents, "file changed");
+        self.remember(Some(contents));
     }
 
     fn is_seen(&self, contents: &[u8]) -> bool {

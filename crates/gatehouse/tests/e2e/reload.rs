@@ -181,3 +181,55 @@ async fn sighup_reloads_the_file_of_a_running_gateway_process() {
     let _ = gateway.kill();
     let _ = gateway.wait();
 }
+
+#[tokio::test]
+async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_torn() {
+    let x = Instance::start("x").await;
+    let y = Instance::start("y").await;
+    // Two routes to `target`; the first half of the file, cut before the second route, is a
+    // valid configuration on its own: applied, it would answer 404 on /api/second.
+    let routes_to = |target: &str| {
+        format!(
+            "{head}  x: {{ upstreams: [\"{x}\"] }}\n  y: {{ upstreams: [\"{y}\"] }}\n\
+             routes:\n  - {{ path: /api/first, methods: [GET], service: {target}, to: /first, auth: public }}\n  \
+             - {{ path: /api/second, methods: [GET], service: {target}, to: /second, auth: public }}\n",
+            head = config_head("50ms").replace("watch: 50ms\n", "watch: 50ms\nwatch_settle: 600ms\n"),
+            x = x.url(),
+            y = y.url(),
+        )
+    };
+    let gate = Gate::start(&routes_to("x")).await;
+    assert_eq!(gate.answered_by("/api/second").await, "x");
+    let load = Load::start(format!("{}/api/second", gate.url), 2);
+
+    let text = routes_to("y");
+    let cut = text.find("  - { path: /api/second").unwrap();
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&gate.config).unwrap();
+        file.write_all(&text.as_bytes()[..cut]).unwrap();
+        file.flush().unwrap();
+        // Longer than the 50 ms between looks, shorter than the 600 ms settle time.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        file.write_all(&text.as_bytes()[cut..]).unwrap();
+    }
+    wait_for("the whole file to be applied", || async {
+        (gate.answered_by("/api/second").await == "y").then_some(())
+    })
+    .await;
+    let tally = load.finish().await;
+
+    assert!(
+        tally.failures.is_empty(),
+        "the half-written file reached the routing: {:?}",
+        tally.failures
+    );
+    let (status, ready) = gate.readiness().await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready["config"]["generation"], 2,
+        "one reload, of the whole file: {ready}"
+    );
+    assert_eq!(ready["config"]["reloads_refused"], 0, "{ready}");
+    assert_eq!(gate.answered_by("/api/first").await, "y");
+}

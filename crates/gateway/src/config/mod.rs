@@ -44,7 +44,7 @@ pub enum ConfigError {
 
 /// A validated gateway configuration.
 ///
-/// A reload replaces `limits`, `services`, `routes`, `drain_timeout` and `watch` while the gateway
+/// A reload replaces `limits`, `services`, `routes`, `drain_timeout` and `watch*` while the gateway
 /// serves; the other settings are read once at start (see [`GatewayConfig::needs_restart`]).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// How often the configuration file is checked for changes; `None`: only on SIGHUP.
     pub watch: Option<Duration>,
+    /// How long a changed file must stay the same before the watch applies it, so a writer
+    /// that pauses mid-file is not caught half-way.
+    pub watch_settle: Duration,
 }
 
 impl GatewayConfig {

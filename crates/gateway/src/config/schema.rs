@@ -24,6 +24,8 @@ pub struct File {
     pub drain_timeout: Option<String>,
     /// How often the file is checked for changes, or `off`.
     pub watch: Option<String>,
+    /// How long a changed file must stay unchanged before it is applied.
+    pub watch_settle: Option<String>,
 }
 
 /// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME }`.

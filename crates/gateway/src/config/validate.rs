@@ -367,6 +367,11 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         Some("off") => None,
         other => Some(check.duration("watch", other, Duration::from_secs(1))?),
     };
+    let watch_settle = check.duration(
+        "watch_settle",
+        raw.watch_settle.as_deref(),
+        Duration::from_millis(200),
+    )?;
 
     Ok(GatewayConfig {
         listen,
@@ -379,6 +384,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         routes,
         drain_timeout,
         watch,
+        watch_settle,
     })
 }
 
@@ -667,6 +673,7 @@ mod tests {
         assert!(users.required);
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
         assert_eq!(config.watch, Some(Duration::from_secs(1)));
+        assert_eq!(config.watch_settle, Duration::from_millis(200));
     }
 
     #[test]
@@ -739,6 +746,7 @@ mod tests {
             ),
             ("", "drain_timeout: 0s", "drain_timeout"),
             ("", "watch: sometimes", "watch"),
+            ("", "watch_settle: 0s", "watch_settle"),
         ];
         for (service, extra, field) in cases {
             let error = config(service, extra).unwrap_err().to_string();
