@@ -12,7 +12,8 @@
 //!   header rewriting and the forwarding itself.
 //! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens.
 //! - [`state`]: what replicas share (memory or Redis): revocations and login-throttle counters.
-//! - [`server`]: the phases wired together over a swappable routing snapshot; `/readyz`.
+//! - [`server`]: the phases wired together over a swappable routing snapshot.
+//! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
 //! - [`drain`]: serving connections, and draining them on shutdown without losing a request.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod proxy;
+pub mod readiness;
 pub mod reload;
 pub mod router;
 pub mod server;

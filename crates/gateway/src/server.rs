@@ -260,7 +260,7 @@ impl Gateway {
                 "/healthz",
                 get(|| async { Json(json!({ "status": "ok" })) }),
             )
-            .route("/readyz", get(readiness))
+            .route("/readyz", get(crate::readiness::readiness))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .with_state(state)
@@ -291,42 +291,6 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
-}
-
-/// `GET /readyz`: the store answers, and every required service the routes use has an instance
-/// that may take requests. Also tells each service's count and the configuration's reloads.
-async fn readiness(State(state): State<SharedState>) -> Response {
-    let store = (state.store.database().readiness_check())().await;
-    if let Err(error) = &store {
-        tracing::warn!(%error, "readiness: the store does not answer");
-    }
-    let mut ready = store.is_ok();
-    let routing = state.routing();
-    let routed = routing.config.routed_services();
-    let mut services = serde_json::Map::new();
-    for (name, upstream) in routing.upstreams.iter() {
-        let count = upstream.headcount();
-        let required = upstream.settings.required && routed.contains(name.as_str());
-        if required && count.healthy == 0 {
-            ready = false;
-        }
-        services.insert(
-            name.clone(),
-            json!({ "healthy": count.healthy, "instances": count.instances, "required": required }),
-        );
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "checks": { "store": if store.is_ok() { "ok" } else { "failing" } },
-        "services": services,
-        "config": state.reloads.report(),
-    });
-    (status, Json(body)).into_response()
 }
 
 async fn proxy(State(state): State<SharedState>, request: Request) -> Response {

@@ -362,6 +362,9 @@ pub struct Tally {
     /// (status or error, instance) of each request that did not get a 200.
     pub failures: Vec<String>,
     pub by_instance: std::collections::BTreeMap<String, usize>,
+    /// The longest time between two successful answers.
+    pub longest_silence: Duration,
+    last_ok: Option<Instant>,
 }
 
 /// `workers` loops of `GET url` until stopped.
@@ -402,6 +405,11 @@ impl Load {
                         match outcome {
                             Ok(instance) => {
                                 tally.ok += 1;
+                                let now = Instant::now();
+                                if let Some(last) = tally.last_ok {
+                                    tally.longest_silence = tally.longest_silence.max(now - last);
+                                }
+                                tally.last_ok = Some(now);
                                 *tally.by_instance.entry(instance).or_default() += 1;
                             }
                             Err(failure) => tally.failures.push(failure),

@@ -12,6 +12,7 @@ mod login;
 mod oauth;
 mod proxy;
 mod quickstart;
+mod readiness;
 mod recovery;
 mod reload;
 mod replicas;

@@ -1,9 +1,10 @@
 //! Instances that fail and recover: a breaker that forgives an instance that served well since
-//! its last incident, and still backs off from one that keeps failing.
+//! its last incident, and still backs off from one that keeps failing; an instance frozen by
+//! SIGSTOP that the others cover for at once and the health checks soon take out.
 
 use std::time::Duration;
 
-use crate::fleet::{config_head, wait_for, Gate, Instance, Mode};
+use crate::fleet::{config_head, wait_for, Gate, Instance, Load, Mode};
 use crate::support::assert_problem;
 
 /// The service `pool` of one instance behind `/api/pool/{*rest}`, `service` settings added.
@@ -71,4 +72,126 @@ async fn incidents_separated_by_healthy_periods_each_back_off_for_the_base_time(
     back_in_rotation(&gate).await;
     let second = incident(&gate, &a).await;
     assert_eq!((first, second), (1, 2));
+}
+
+/// A service as its own process (`gatehouse clock`), which a test can freeze with SIGSTOP as
+/// an overloaded or swapping machine freezes: connections are still accepted by the kernel, and
+/// nothing answers. Dropped, it is thawed and killed, so a failing test leaves nothing stopped.
+struct Process {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Process {
+    async fn start() -> Self {
+        let port = crate::fleet::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["clock", "--listen", &format!("127.0.0.1:{port}")])
+            // No identity is needed for /healthz, the path the test load asks for.
+            .args(["--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = crate::fleet::client();
+        wait_for("the service process to listen", || async {
+            let response = http.get(format!("{}/healthz", process.url)).send().await;
+            response.ok().filter(|r| r.status() == 200).map(|_| ())
+        })
+        .await;
+        process
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+    fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_timeouts() {
+    let a = Process::start().await;
+    let b = Process::start().await;
+    // The default balance; health checks every 500 ms with their own short timeout.
+    let gate = Gate::start(&format!(
+        "{head}  pool: {{ upstreams: [\"{a}\", \"{b}\"], timeout: 2s, connect_timeout: 1s, health: {{ path: /healthz, interval: 500ms, timeout: 250ms, healthy: 1, unhealthy: 2 }}, breaker: {{ failures: 3, backoff: 2s }} }}\n\
+         routes:\n  - {{ path: \"/api/pool/{{*rest}}\", methods: [GET], service: pool, to: \"/{{rest}}\", auth: public }}\n",
+        head = config_head("off"),
+        a = a.url,
+        b = b.url,
+    ))
+    .await;
+    wait_for("both instances healthy", || async {
+        let (status, ready) = gate.readiness().await;
+        (status == 200 && ready["services"]["pool"]["healthy"] == 2).then_some(())
+    })
+    .await;
+    let load = Load::start(format!("{}/api/pool/healthz", gate.url), 4);
+    wait_for("a steady stream of answers", || async {
+        (load.tally().ok >= 200).then_some(())
+    })
+    .await;
+
+    a.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    wait_for(
+        "the health checks to take the frozen instance out",
+        || async {
+            let (_, ready) = gate.readiness().await;
+            (ready["services"]["pool"]["healthy"] == 1).then_some(())
+        },
+    )
+    .await;
+    let out_after = frozen_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(out_after)).await;
+    let tally = load.finish().await;
+    a.thaw();
+
+    eprintln!(
+        "frozen instance: out after {out_after:?}; {} answered, {} failed, longest without an answer {:?}",
+        tally.ok,
+        tally.failures.len(),
+        tally.longest_silence
+    );
+    assert!(
+        tally.longest_silence < Duration::from_secs(1),
+        "a whole second without a successful answer: {:?}",
+        tally.longest_silence
+    );
+    assert!(
+        tally.failures.len() <= 8 && tally.failures.iter().all(|failure| failure.contains("504")),
+        "at most a handful of timeouts: {:?}",
+        tally.failures
+    );
+    // About one health interval (500 ms) plus two short check timeouts; generous for slow CI.
+    assert!(
+        out_after < Duration::from_secs(3),
+        "the frozen instance was out only after {out_after:?}"
+    );
 }

@@ -173,7 +173,8 @@ pub struct ServiceSettings {
     pub health: Option<HealthCheck>,
     pub breaker: BreakerSettings,
     pub retries: RetrySettings,
-    /// The gateway is not ready while a required service it routes to has no healthy instance.
+    /// With health checks, the gateway is not ready after start until a required service it
+    /// routes to has passed a check (once; see `crate::readiness`).
     pub required: bool,
 }
 

@@ -100,7 +100,7 @@ pub struct Service {
     pub health: Option<Health>,
     pub breaker: Option<Breaker>,
     pub retries: Option<Retries>,
-    /// Whether the gateway is ready only while this service has a healthy instance.
+    /// Whether the gateway waits for this service's first healthy check after start.
     pub required: Option<bool>,
 }
 

@@ -193,8 +193,11 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
                 Duration::from_secs(2),
             )?,
             balance: match service.balance.as_deref() {
-                None | Some("round_robin") => Balance::RoundRobin,
-                Some("least_requests") => Balance::LeastRequests,
+                // Least requests by default: a frozen or slow instance gathers requests in
+                // flight and so stops being picked, where round robin would keep handing it
+                // every other request until its timeouts eject it.
+                None | Some("least_requests") => Balance::LeastRequests,
+                Some("round_robin") => Balance::RoundRobin,
                 Some(other) => {
                     return Err(check.error(
                         format!("{field}.balance"),
@@ -407,17 +410,20 @@ fn health(
     };
     let path = raw.path.unwrap_or_else(|| "/healthz".to_owned());
     check.path(&format!("{field}.path"), &path)?;
+    let interval = check.duration(
+        &format!("{field}.interval"),
+        raw.interval.as_deref(),
+        Duration::from_secs(5),
+    )?;
     let settings = HealthCheck {
         path,
-        interval: check.duration(
-            &format!("{field}.interval"),
-            raw.interval.as_deref(),
-            Duration::from_secs(5),
-        )?,
+        interval,
+        // Short by default, and never longer than the interval unless asked: a check that
+        // waits long for a frozen instance delays the verdict the check exists for.
         timeout: check.duration(
             &format!("{field}.timeout"),
             raw.timeout.as_deref(),
-            Duration::from_secs(1),
+            interval.min(Duration::from_secs(1)),
         )?,
         healthy_threshold: at_least_one(check, &format!("{field}.healthy"), raw.healthy, 2)?,
         unhealthy_threshold: at_least_one(check, &format!("{field}.unhealthy"), raw.unhealthy, 2)?,
@@ -664,7 +670,7 @@ mod tests {
     fn resilience_settings_have_defaults() {
         let config = config("", "").unwrap();
         let users = &config.services["users"];
-        assert_eq!(users.balance, Balance::RoundRobin);
+        assert_eq!(users.balance, Balance::LeastRequests);
         assert_eq!(users.health, None, "no active checks unless asked for");
         assert_eq!(users.breaker.failures, 5);
         assert_eq!(users.breaker.backoff, Duration::from_secs(10));
@@ -678,11 +684,26 @@ mod tests {
 
     #[test]
     fn resilience_settings_are_read_in_both_forms() {
-        let short = config(", health: /ready, balance: least_requests", "watch: off").unwrap();
+        let short = config(", health: /ready, balance: round_robin", "watch: off").unwrap();
         let users = &short.services["users"];
-        assert_eq!(users.balance, Balance::LeastRequests);
+        assert_eq!(users.balance, Balance::RoundRobin);
         assert_eq!(users.health.as_ref().unwrap().path, "/ready");
+        assert_eq!(
+            users.health.as_ref().unwrap().timeout,
+            Duration::from_secs(1),
+            "a health check waits a second at most by default"
+        );
+        assert_eq!(users.breaker.decay, None, "decays after the last back-off");
         assert_eq!(short.watch, None);
+
+        let often = config(", health: { interval: 300ms }, breaker: { decay: 2m }", "").unwrap();
+        let users = &often.services["users"];
+        assert_eq!(
+            users.health.as_ref().unwrap().timeout,
+            Duration::from_millis(300),
+            "nor longer than the interval"
+        );
+        assert_eq!(users.breaker.decay, Some(Duration::from_secs(120)));
 
         let long = config(
             ", health: { interval: 2s, timeout: 500ms, healthy: 1, unhealthy: 4 }, breaker: { failures: 2, backoff: 1s, max_backoff: 1m }, retries: { attempts: 0, budget: 5% }, required: false",

@@ -2,6 +2,14 @@
 //! that fails `unhealthy` checks in a row gets no requests until it passes `healthy` in a row;
 //! passing also ends a passive ejection, so a restarted instance rejoins without waiting out its
 //! back-off. Services without `health` are judged by their traffic alone (the breaker).
+//!
+//! A check that gets no 2xx within its `timeout` fails, so a frozen instance (stopped, or
+//! swapping) fails its checks as a dead one does. Once a healthy instance fails a check, the
+//! next rounds come `interval / unhealthy` apart rather than `interval`: the failures in a row
+//! that take it out then add up to about one interval, not `unhealthy` intervals.
+//!
+//! The first passing check of a service also tells readiness the service has been seen healthy
+//! since the gateway started (see `crate::readiness`).
 
 use std::sync::Arc;
 
@@ -10,7 +18,7 @@ use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
 use kit::shutdown::Shutdown;
 
-use super::instance::Instance;
+use super::instance::{now_ms, Instance};
 use super::upstream::Upstream;
 use crate::config::HealthCheck;
 
@@ -26,11 +34,12 @@ pub fn start(upstream: &Arc<Upstream>, shutdown: &Shutdown) {
     let service = Arc::downgrade(upstream);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(health.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Confirming a failure takes `unhealthy` checks; spread over about one interval.
+        let confirming = health.interval / health.unhealthy_threshold.max(1);
+        let mut pause = std::time::Duration::ZERO;
         loop {
             tokio::select! {
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep(pause) => {}
                 () = shutdown.wait() => break,
             }
             let Some(upstream) = service.upgrade() else {
@@ -39,16 +48,27 @@ pub fn start(upstream: &Arc<Upstream>, shutdown: &Shutdown) {
             if upstream.is_retired() {
                 break;
             }
-            check_all(&upstream, &health).await;
+            let round = tokio::time::Instant::now();
+            let suspect = check_all(&upstream, &health).await;
+            // The next round starts `interval` after this one started (or sooner while a
+            // failure is being confirmed); a round that took longer is followed at once.
+            let wait = if suspect { confirming } else { health.interval };
+            pause = wait.saturating_sub(round.elapsed());
         }
     });
 }
 
-async fn check_all(upstream: &Upstream, health: &HealthCheck) {
+/// One round of checks on every instance at once; true when an instance in rotation failed its
+/// check (a failure being confirmed).
+async fn check_all(upstream: &Upstream, health: &HealthCheck) -> bool {
     let checks = upstream.instances().iter().map(|instance| async move {
         let passed = probe(upstream, instance, health).await;
-        match instance.record_check(passed, health.healthy_threshold, health.unhealthy_threshold)
-        {
+        let verdict =
+            instance.record_check(passed, health.healthy_threshold, health.unhealthy_threshold);
+        if passed && instance.is_available(now_ms()) {
+            upstream.seen_healthy();
+        }
+        match verdict {
             Some(true) => {
                 tracing::info!(service = %upstream.name, instance = %instance.authority, "instance passes its health checks; back in rotation")
             }
@@ -57,8 +77,12 @@ async fn check_all(upstream: &Upstream, health: &HealthCheck) {
             }
             None => {}
         }
+        instance.failing_checks()
     });
-    futures_util::future::join_all(checks).await;
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .any(|suspect| suspect)
 }
 
 /// One check: a 2xx, headers and body, within the timeout.

@@ -231,6 +231,11 @@ impl Instance {
         }
     }
 
+    /// In rotation by the health checks, but its last check failed: not yet out, perhaps soon.
+    pub fn failing_checks(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && self.streak.load(Ordering::Acquire) < 0
+    }
+
     /// Counts an active health check; returns the new verdict when it changed.
     pub fn record_check(
         &self,

@@ -40,6 +40,10 @@ pub struct Upstream {
     retired: AtomicBool,
     /// Set once its health checks run, so they are started once.
     checked: AtomicBool,
+    /// Set once an instance passed a health check since the gateway started (or at once when
+    /// there is nothing to wait for); kept across reloads. Until then a required service holds
+    /// the gateway's readiness back (see `crate::readiness`).
+    proven: AtomicBool,
 }
 
 /// How many instances of a service can take requests.
@@ -95,6 +99,22 @@ impl Upstream {
             budget: RetryBudget::new(settings.retries.budget_percent),
             retired: AtomicBool::new(false),
             checked: AtomicBool::new(false),
+            // Without health checks there is no check to wait for: traffic judges it.
+            proven: AtomicBool::new(
+                settings.health.is_none() || previous.is_some_and(Upstream::is_proven),
+            ),
+        }
+    }
+
+    /// Whether it has been seen healthy since the gateway started (see the field).
+    pub fn is_proven(&self) -> bool {
+        self.proven.load(Ordering::Acquire)
+    }
+
+    /// An instance passed a health check.
+    pub fn seen_healthy(&self) {
+        if !self.proven.swap(true, Ordering::AcqRel) {
+            tracing::info!(service = %self.name, "first healthy check since start");
         }
     }
 
@@ -297,6 +317,11 @@ impl Upstreams {
                         Some(old) if old.settings == *settings => Arc::clone(old),
                         _ => Arc::new(Upstream::succeeding(name, settings, old.map(Arc::as_ref))),
                     };
+                    if previous.is_some() && old.is_none() {
+                        // Added by a reload, which reaches every replica at once: were it down,
+                        // waiting for it would take them all out of service together.
+                        upstream.proven.store(true, Ordering::Release);
+                    }
                     (name.clone(), upstream)
                 })
                 .collect(),

@@ -1,0 +1,138 @@
+//! `GET /readyz`: whether this replica can serve, for a load balancer or a Kubernetes readiness
+//! probe to decide whether to send it traffic.
+//!
+//! Readiness is the gateway's own ability to serve: its configuration is loaded and its listener
+//! is up (or nothing would answer here), and each named [`Check`] holds: the store answers, and
+//! the required services have been seen healthy once since start. Upstream health alone is not
+//! readiness: when a service goes down every replica sees it at once, and a readiness that
+//! failed then would take every replica out of the load balancer together, turning one service's
+//! outage into the whole gateway's. The routes of a service that is down already answer
+//! honestly (503 at once, with `Retry-After`).
+//!
+//! The exception is start-up: a required service (the default) with health checks holds a new
+//! replica back until one of its instances has passed a check, so a rollout does not send
+//! traffic to a replica that has not yet reached its upstreams. Once seen, never again (across
+//! reloads too); a service that a reload adds never holds readiness back, as the reload reaches
+//! every replica at once. Upstream health stays in the answer's detail, per service.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::server::{Routing, SharedState};
+
+/// One named condition of readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Ok,
+    /// Serving, with less than it would like (the reason says what); still ready.
+    Degraded(String),
+    /// Cannot serve as it should (the reason says why): not ready.
+    Failing(String),
+}
+
+impl Check {
+    fn status(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded(_) => "degraded",
+            Self::Failing(_) => "failing",
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Ok => None,
+            Self::Degraded(reason) | Self::Failing(reason) => Some(reason),
+        }
+    }
+}
+
+/// `GET /readyz`: 200 when no check fails, else 503; the body names each check and tells every
+/// service's health and the configuration's reloads.
+pub async fn readiness(State(state): State<SharedState>) -> Response {
+    let routing = state.routing();
+    // A new condition of readiness is one more line here.
+    let checks = [
+        ("store", store(&state).await),
+        ("services", services_seen_healthy(&routing)),
+    ];
+    let ready = !checks
+        .iter()
+        .any(|(_, check)| matches!(check, Check::Failing(_)));
+
+    let statuses: Map<String, Value> = checks
+        .iter()
+        .map(|(name, check)| ((*name).to_owned(), json!(check.status())))
+        .collect();
+    let reasons: Map<String, Value> = checks
+        .iter()
+        .filter_map(|(name, check)| Some(((*name).to_owned(), json!(check.reason()?))))
+        .collect();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": statuses,
+        "reasons": reasons,
+        "services": service_detail(&routing),
+        "config": state.reloads.report(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn store(state: &SharedState) -> Check {
+    match (state.store.database().readiness_check())().await {
+        Ok(()) => Check::Ok,
+        Err(error) => {
+            tracing::warn!(%error, "readiness: the store does not answer");
+            Check::Failing("the store does not answer".to_owned())
+        }
+    }
+}
+
+/// Whether a service that routes use and that is `required` is still awaited since start.
+fn services_seen_healthy(routing: &Routing) -> Check {
+    let routed = routing.config.routed_services();
+    let awaited: Vec<&str> = routing
+        .upstreams
+        .iter()
+        .filter(|(name, upstream)| {
+            upstream.settings.required && routed.contains(name.as_str()) && !upstream.is_proven()
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if awaited.is_empty() {
+        Check::Ok
+    } else {
+        Check::Failing(format!(
+            "no healthy instance yet since start: {}",
+            awaited.join(", ")
+        ))
+    }
+}
+
+/// Every service's health as the proxy sees it now: detail, not a condition of readiness.
+fn service_detail(routing: &Routing) -> Map<String, Value> {
+    let routed = routing.config.routed_services();
+    routing
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| {
+            let count = upstream.headcount();
+            let required = upstream.settings.required && routed.contains(name.as_str());
+            let detail = json!({
+                "healthy": count.healthy,
+                "instances": count.instances,
+                "required": required,
+                "seen_healthy": upstream.is_proven(),
+            });
+            (name.clone(), detail)
+        })
+        .collect()
+}
