@@ -187,9 +187,10 @@ pub enum Balance {
     LeastRequests,
 }
 
-/// `GET path` on every instance each `interval` (the next round starts when the last ended, so
+/// `GET path` on every instance each `interval` (a round never starts before the last ended, so
 /// checks never overlap); `healthy` passes in a row bring an instance back, `unhealthy` failures
-/// in a row (no 2xx within `timeout`) take it out.
+/// in a row (no 2xx within `timeout`) take it out, checked `interval / unhealthy` apart once the
+/// first failed so that it is out within about one interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub path: String,
