@@ -39,7 +39,8 @@ impl TestDatabase {
             .filter(|url| !url.is_empty())
         else {
             let dir = tempfile::tempdir().expect("a temporary folder for the test database");
-            let url = format!("sqlite://{}/{name}.db", dir.path().display());
+            // In a folder of its own that the kit creates private: the temporary folder is not.
+            let url = format!("sqlite://{}/data/{name}.db", dir.path().display());
             return Self {
                 url,
                 place: Place::Sqlite { _dir: dir },
@@ -163,6 +164,7 @@ impl FakeGateway {
             scope: scope.to_owned(),
             iat: now,
             exp: now + 60,
+            jti: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -175,6 +177,13 @@ impl FakeGateway {
     /// with the trusted key, so a refusal is for the header and not for the signature.
     pub fn sign_with_header(&self, header: &Header, claims: &IdentityClaims) -> String {
         jsonwebtoken::encode(header, claims, &self.key).expect("signing with the test key")
+    }
+
+    /// Any JSON as the claims, signed with the trusted key under the gateway's header: for
+    /// tokens the gateway would never mint (a claim missing, a forged lifetime).
+    pub fn sign_value(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&Self::identity_header(), claims, &self.key)
+            .expect("signing with the test key")
     }
 
     /// The same token signed by a key the service does not trust.

@@ -15,6 +15,7 @@ mod quickstart;
 mod reload;
 mod replicas;
 mod resilience;
+mod secrets_at_rest;
 mod services;
 mod tokens;
 mod users_through_gateway;
