@@ -31,6 +31,7 @@ pub fn service(verifier: Arc<kit::IdentityVerifier>) -> kit::service::Service {
     let api = kit::openapi::finish(
         api,
         "gatehouse clock",
+        env!("CARGO_PKG_VERSION"),
         "The current time in UTC, for callers with the scope `time:read`; `time:precise` adds \
          the Unix time in milliseconds.",
     );

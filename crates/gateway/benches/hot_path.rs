@@ -62,6 +62,17 @@ fn route_match(c: &mut Criterion) {
     group.finish();
 }
 
+/// The caller every benchmark's access token is issued to.
+fn subject() -> Subject {
+    Subject {
+        id: "0190f3c2-7d2e-7a51-9b7e-3c1d2a4b5c6d".to_owned(),
+        kind: PrincipalKind::User,
+        username: Some("alice".to_owned()),
+        roles: vec!["user".to_owned()],
+        scopes: vec!["orders:read".to_owned(), "time:read".to_owned()],
+    }
+}
+
 /// The gateway's keys and token machinery on a throwaway SQLite store.
 struct Auth {
     tokens: Tokens,
@@ -74,7 +85,7 @@ struct Auth {
 
 fn auth() -> Auth {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store_url = format!("sqlite://{}/gateway.db", dir.path().display());
+    let store_url = format!("sqlite://{}/data/gateway.db", dir.path().display());
     let config = config(1, &store_url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,18 +105,7 @@ fn auth() -> Auth {
     let keys = Arc::new(keys);
     let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
     let identities = IdentityMinter::new(keys, config.tokens.issuer.clone());
-    let issued = tokens
-        .issue(
-            Subject {
-                id: "0190f3c2-7d2e-7a51-9b7e-3c1d2a4b5c6d".to_owned(),
-                kind: PrincipalKind::User,
-                username: Some("alice".to_owned()),
-                roles: vec!["user".to_owned()],
-                scopes: vec!["orders:read".to_owned(), "time:read".to_owned()],
-            },
-            None,
-        )
-        .expect("an access token");
+    let issued = tokens.issue(subject(), None).expect("an access token");
     Auth {
         tokens,
         identities,
@@ -143,24 +143,20 @@ fn identity_token(c: &mut Criterion) {
     group.bench_function("cache hit", |b| {
         b.iter(|| {
             auth.identities
-                .for_caller(black_box(&auth.claims), &service)
+                .for_caller(black_box(&auth.token), &auth.claims, &service)
                 .expect("an identity token")
         });
     });
-    let mut n = 0u64;
     group.bench_function("cache miss (minted)", |b| {
         b.iter_batched(
             || {
                 // Another access token of the same caller: its identity is not cached yet.
-                n += 1;
-                AccessClaims {
-                    jti: format!("bench-{n}"),
-                    ..auth.claims.clone()
-                }
+                let issued = auth.tokens.issue(subject(), None).expect("an access token");
+                (issued.token, issued.claims)
             },
-            |claims| {
+            |(token, claims)| {
                 auth.identities
-                    .for_caller(&claims, &service)
+                    .for_caller(&token, &claims, &service)
                     .expect("an identity token")
             },
             BatchSize::SmallInput,

@@ -371,11 +371,13 @@ async fn route_and_forward(
     );
     if let Some(claims) = &caller {
         // Services get the identity, not the bearer token: they cannot replay it elsewhere.
+        let identity = state.identities.for_caller(
+            auth::bearer_token(&parts.headers)?,
+            claims,
+            &upstream.name,
+        )?;
         parts.headers.remove(header::AUTHORIZATION);
-        parts.headers.insert(
-            kit::identity::HEADER,
-            state.identities.for_caller(claims, &upstream.name)?,
-        );
+        parts.headers.insert(kit::identity::HEADER, identity);
         if let Ok(id) = HeaderValue::from_str(&claims.sub) {
             parts.headers.insert(headers::X_USER_ID, id);
         }

@@ -71,6 +71,9 @@ impl Database {
                 .execute(&pool)
                 .await
                 .context("enabling WAL")?;
+            if let Some(path) = sqlite_path(&url) {
+                crate::private_files::restrict_companions(std::path::Path::new(&path))?;
+            }
         }
         let migrator = match backend {
             Backend::Sqlite => migrations.sqlite,
@@ -118,20 +121,19 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
+/// The URL to open, once the file and its folder exist and are the owner's alone (see
+/// [`crate::private_files`]).
 fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
-    if let Some(path) = sqlite_path(url) {
-        if let Some(parent) = std::path::Path::new(&path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating the folder of {path}"))?;
-            }
-        }
-    }
-    Ok(if url.contains('?') {
+    let url = if url.contains('?') {
         url.to_owned()
     } else {
         format!("{url}?mode=rwc")
-    })
+    };
+    if let Some(path) = sqlite_path(&url) {
+        let creates = url.contains("mode=rwc");
+        crate::private_files::prepare(std::path::Path::new(&path), creates)?;
+    }
+    Ok(url)
 }
 
 /// A URL fit for logs: the password, if any, replaced.

@@ -60,6 +60,8 @@ pub struct IdentityClaims {
     pub scope: String,
     pub iat: u64,
     pub exp: u64,
+    /// The token's own id, unique per token the gateway signs (RFC 7519 §4.1.7).
+    pub jti: String,
 }
 
 /// The verified caller of the current request.
@@ -152,6 +154,10 @@ pub enum IdentityError {
     UnknownKey,
     #[error("the identity token is invalid: {0}")]
     Invalid(jsonwebtoken::errors::Error),
+    /// Signed by a trusted key but not shaped as the gateway shapes them: a lifetime longer
+    /// than identity tokens have, or no `jti`. Only a leaked key could make one.
+    #[error("the identity token {0}")]
+    Unacceptable(&'static str),
     #[error("the gateway's keys cannot be fetched: {0}")]
     KeysUnavailable(String),
 }
@@ -216,6 +222,26 @@ fn now_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// What the signature alone does not vouch for: the gateway mints every identity token with
+/// a `jti` and for [`TOKEN_TTL`] from `iat`, so a token claiming a longer life, or issued in
+/// the future, was not minted by a gateway following the rules (a leaked key, a bug) and is
+/// refused rather than honoured for as long as it says. `iat` itself is required by the type.
+fn check_shape(claims: &IdentityClaims, now: u64) -> Result<(), IdentityError> {
+    if claims.jti.trim().is_empty() {
+        return Err(IdentityError::Unacceptable("has no jti"));
+    }
+    if claims.iat > now + LEEWAY_SECONDS {
+        return Err(IdentityError::Unacceptable("is issued in the future"));
+    }
+    let lifetime = claims.exp.saturating_sub(claims.iat);
+    if claims.exp < claims.iat || lifetime > TOKEN_TTL.as_secs() + LEEWAY_SECONDS {
+        return Err(IdentityError::Unacceptable(
+            "claims a longer life than identity tokens have",
+        ));
+    }
+    Ok(())
 }
 
 impl IdentityVerifier {
@@ -290,6 +316,7 @@ impl IdentityVerifier {
         validation.leeway = LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<IdentityClaims>(token, &key.key, &validation)
             .map_err(IdentityError::Invalid)?;
+        check_shape(&data.claims, now_seconds())?;
         let expires_at = data.claims.exp;
         let identity = Identity::from_claims(data.claims);
         self.verified

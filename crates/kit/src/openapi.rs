@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
+use utoipa::openapi::info::{InfoBuilder, LicenseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::OpenApi;
 use utoipa::ToSchema;
@@ -33,11 +34,27 @@ pub struct ProblemDetails {
 /// The security scheme every service shares: the gateway's identity token.
 pub const SECURITY_SCHEME: &str = "gateway_identity";
 
-/// Adds the identity-token security scheme and the problem schema to `api`.
-pub fn finish(mut api: OpenApi, title: &str, description: &str) -> OpenApi {
-    api.info.title = title.to_owned();
-    api.info.description = Some(description.to_owned());
-    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+/// The project's licence, as the workspace's Cargo metadata states it (an SPDX expression).
+pub const LICENSE: &str = env!("CARGO_PKG_LICENSE");
+
+/// Gives `api` the service's own `info` (title, its crate's `version`, description and the
+/// project's licence, nothing else), the identity-token security scheme and the problem schema.
+///
+/// `info` is replaced whole: utoipa fills it from the Cargo metadata of whichever crate built
+/// the router (utoipa-axum's own, with its authors' contact, for `OpenApiRouter::new()`), and
+/// a service's document must name nobody else.
+pub fn finish(mut api: OpenApi, title: &str, version: &str, description: &str) -> OpenApi {
+    api.info = InfoBuilder::new()
+        .title(title)
+        .version(version)
+        .description(Some(description))
+        .license(Some(
+            LicenseBuilder::new()
+                .name(LICENSE)
+                .identifier(Some(LICENSE))
+                .build(),
+        ))
+        .build();
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         SECURITY_SCHEME,

@@ -39,7 +39,8 @@ impl TestDatabase {
             .filter(|url| !url.is_empty())
         else {
             let dir = tempfile::tempdir().expect("a temporary folder for the test database");
-            let url = format!("sqlite://{}/{name}.db", dir.path().display());
+            // In a folder of its own that the kit creates private: the temporary folder is not.
+            let url = format!("sqlite://{}/data/{name}.db", dir.path().display());
             return Self {
                 url,
                 place: Place::Sqlite { _dir: dir },
@@ -163,6 +164,7 @@ impl FakeGateway {
             scope: scope.to_owned(),
             iat: now,
             exp: now + 60,
+            jti: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -175,6 +177,13 @@ impl FakeGateway {
     /// with the trusted key, so a refusal is for the header and not for the signature.
     pub fn sign_with_header(&self, header: &Header, claims: &IdentityClaims) -> String {
         jsonwebtoken::encode(header, claims, &self.key).expect("signing with the test key")
+    }
+
+    /// Any JSON as the claims, signed with the trusted key under the gateway's header: for
+    /// tokens the gateway would never mint (a claim missing, a forged lifetime).
+    pub fn sign_value(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&Self::identity_header(), claims, &self.key)
+            .expect("signing with the test key")
     }
 
     /// The same token signed by a key the service does not trust.
@@ -265,5 +274,137 @@ impl TestResponse {
                     .to_owned()
             })
             .collect()
+    }
+}
+
+/// Reading a service's OpenAPI document in tests: its `info`, and the limits it states.
+pub mod openapi {
+    use serde_json::Value;
+
+    /// `info` names the project only: the service's title, its crate's version, the project's
+    /// licence with its SPDX identifier, and no contact, author or e-mail of anyone else.
+    pub fn assert_info_is_ours(document: &Value, title: &str, version: &str) {
+        let info = &document["info"];
+        assert_eq!(info["title"], title, "{info}");
+        assert_eq!(info["version"], version, "{info}");
+        assert_eq!(
+            info["license"],
+            serde_json::json!({ "name": crate::openapi::LICENSE, "identifier": crate::openapi::LICENSE }),
+            "{info}"
+        );
+        assert_eq!(crate::openapi::LICENSE, "Apache-2.0");
+        for field in ["contact", "termsOfService"] {
+            assert!(info.get(field).is_none(), "info.{field}: {info}");
+        }
+        assert!(!info.to_string().contains('@'), "no e-mail in {info}");
+        assert!(info["description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+
+    /// `schema` with `$ref`s to components resolved, and a nullable `oneOf`/`anyOf` read as its
+    /// non-null member.
+    pub fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+        if let Some(reference) = schema["$ref"].as_str() {
+            let pointer = reference.strip_prefix('#').expect("a local reference");
+            return resolve(
+                document,
+                document
+                    .pointer(pointer)
+                    .unwrap_or_else(|| panic!("{reference}")),
+            );
+        }
+        for combinator in ["oneOf", "anyOf", "allOf"] {
+            if let Some(members) = schema[combinator].as_array() {
+                let mut real = members.iter().filter(|m| m["type"] != "null");
+                if let (Some(only), None) = (real.next(), real.next()) {
+                    return resolve(document, only);
+                }
+            }
+        }
+        schema
+    }
+
+    /// The schema of `property` of the component schema `component`, resolved.
+    pub fn property<'a>(document: &'a Value, component: &str, property: &str) -> &'a Value {
+        let schema = &document["components"]["schemas"][component];
+        assert!(schema.is_object(), "no schema {component}");
+        let property_schema = &schema["properties"][property];
+        assert!(
+            property_schema.is_object(),
+            "{component} has no property {property}: {schema}"
+        );
+        resolve(document, property_schema)
+    }
+
+    /// Whether `schema` may be a string.
+    pub fn is_string(schema: &Value) -> bool {
+        match &schema["type"] {
+            Value::String(kind) => kind == "string",
+            Value::Array(kinds) => kinds.iter().any(|k| k == "string"),
+            _ => false,
+        }
+    }
+
+    /// Where a client may send a string the document does not bound: every string in a request
+    /// body or a parameter without `maxLength`, unless its `format` or `enum` bounds it. Each
+    /// as `place` (say `POST /users body.username` or `GET /users query.limit`).
+    pub fn unbounded_request_strings(document: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                let name = format!("{} {path}", method.to_uppercase());
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let place = format!(
+                        "{name} {}.{}",
+                        parameter["in"].as_str().unwrap_or("?"),
+                        parameter["name"].as_str().unwrap_or("?")
+                    );
+                    walk(document, &parameter["schema"], &place, &mut found, 0);
+                }
+                for (_, media) in operation["requestBody"]["content"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                {
+                    walk(
+                        document,
+                        &media["schema"],
+                        &format!("{name} body"),
+                        &mut found,
+                        0,
+                    );
+                }
+            }
+        }
+        found
+    }
+
+    fn walk(document: &Value, schema: &Value, place: &str, found: &mut Vec<String>, depth: u8) {
+        assert!(depth < 16, "{place}: schemas nest too deep");
+        let schema = resolve(document, schema);
+        if is_string(schema)
+            && schema.get("maxLength").is_none()
+            && schema.get("format").is_none()
+            && schema.get("enum").is_none()
+        {
+            found.push(place.to_owned());
+        }
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            walk(
+                document,
+                property,
+                &format!("{place}.{name}"),
+                found,
+                depth + 1,
+            );
+        }
+        if schema["items"].is_object() {
+            walk(
+                document,
+                &schema["items"],
+                &format!("{place}[]"),
+                found,
+                depth + 1,
+            );
+        }
     }
 }

@@ -54,6 +54,7 @@ fn signed_for(key: &Key, subject: &str) -> String {
         scope: "time:read".into(),
         iat: now,
         exp: now + 60,
+        jti: uuid::Uuid::new_v4().to_string(),
     };
     jsonwebtoken::encode(&header, &claims, &key.signing).unwrap()
 }

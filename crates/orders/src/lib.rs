@@ -71,6 +71,7 @@ fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     kit::openapi::finish(
         api,
         "gatehouse orders",
+        env!("CARGO_PKG_VERSION"),
         "The orders of signed-in users: create (safe to retry with an Idempotency-Key), list \
          newest first, read, cancel. Reached through the gateway, which vouches for the caller \
          with an identity token; another user's order is 404.",

@@ -60,6 +60,7 @@ pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> kit::servi
     let api = kit::openapi::finish(
         api,
         "gatehouse users",
+        env!("CARGO_PKG_VERSION"),
         "Accounts: admin CRUD at `/users`, each signed-in user's own account at `/users/me`, and \
          the credential check the gateway calls at sign-in. Reached through the gateway only; \
          password hashes never leave the service.",

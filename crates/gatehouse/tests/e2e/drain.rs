@@ -82,7 +82,7 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
         a = upstream.url(),
     )
     .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
-    .replace("${DATA}", &dir.path().display().to_string());
+    .replace("${DATA}", &dir.path().join("data").display().to_string());
     std::fs::write(&config, text).unwrap();
     let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
     let gateway = Command::new(env!("CARGO_BIN_EXE_gatehouse"))

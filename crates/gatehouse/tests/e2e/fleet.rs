@@ -303,7 +303,7 @@ impl Gate {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config_text).unwrap();
-        let vars = Vars::new().set("DATA", dir.path().display().to_string());
+        let vars = Vars::new().set("DATA", dir.path().join("data").display().to_string());
         let config = gateway::config::load_file(&config_path, &vars).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -17,6 +17,7 @@ mod recovery;
 mod reload;
 mod replicas;
 mod resilience;
+mod secrets_at_rest;
 mod services;
 mod tokens;
 mod users_through_gateway;

@@ -147,7 +147,7 @@ async fn sighup_reloads_the_file_of_a_running_gateway_process() {
     let text = |target: &str| {
         two_targets("off", &x, &y, target)
             .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
-            .replace("${DATA}", &dir.path().display().to_string())
+            .replace("${DATA}", &dir.path().join("data").display().to_string())
     };
     std::fs::write(&config, text("x")).unwrap();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_gatehouse"))

@@ -74,7 +74,7 @@ async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_
     // The users service, in this process; both replicas call it.
     let users_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let users_address = users_listener.local_addr().unwrap();
-    let users_db = users::connect(&format!("sqlite://{}/users.db", dir.path().display()))
+    let users_db = users::connect(&format!("sqlite://{}/data/users.db", dir.path().display()))
         .await
         .unwrap();
     users::seed_demo_accounts(&users_db).await.unwrap();
@@ -86,7 +86,7 @@ async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_
         format!(
             r#"
 listen: ${{GATEHOUSE_LISTEN}}
-store: "sqlite://{data}/gateway.db"
+store: "sqlite://{data}/data/gateway.db"
 state: {{ redis: "{redis}", prefix: "{prefix}" }}
 services:
   users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}

@@ -1,6 +1,8 @@
 //! Identity tokens for the services (DESIGN §5): short-lived JWTs with `aud` = the service,
 //! carrying who the caller is. They hold no per-request field, so one is minted per caller and
 //! service and reused while it is fresh: signing on every request would cost more than proxying.
+//! The reuse is per access token, found by the token's signature: a `jti` is only a claim, and
+//! two tokens naming the same one must never share an identity (issue 9).
 //!
 //! A new one is signed with the identity key parsed once ([`Ed25519Signer`]): jsonwebtoken's
 //! `encode` parses the PKCS#8 key and derives its public half on every call, which doubles the
@@ -19,7 +21,7 @@ use kit::identity::{IdentityClaims, TOKEN_TTL, TOKEN_TYPE};
 use kit::PrincipalKind;
 
 use super::keys::{Keys, SigningKey};
-use super::tokens::{now_seconds, AccessClaims};
+use super::tokens::{now_seconds, signature_of, AccessClaims};
 use crate::error::GatewayError;
 
 /// A cached token is handed out only while it has at least this long left to live, so a
@@ -29,9 +31,19 @@ const MIN_REMAINING: Duration = Duration::from_secs(15);
 pub struct IdentityMinter {
     keys: Arc<Keys>,
     issuer: String,
-    cache: moka::sync::Cache<(Arc<str>, Arc<str>), HeaderValue>,
+    cache: moka::sync::Cache<(Holder, Arc<str>), HeaderValue>,
     /// The current identity key, parsed; replaced when a rotation brings another.
     signer: Mutex<Option<Arc<Ed25519Signer>>>,
+}
+
+/// Whose identity a cached token is, with the service it is for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Holder {
+    /// The caller who presented the access token with this signature segment. A verified
+    /// signature is as unique as the whole token (it covers every claim), and short.
+    Access(Arc<str>),
+    /// The gateway itself, for its own calls.
+    Gateway,
 }
 
 /// An Ed25519 identity key ready to sign, with the JOSE header every token it signs carries.
@@ -99,13 +111,18 @@ impl IdentityMinter {
         }
     }
 
-    /// The identity of a caller who presented `access`, for `service`.
+    /// The identity of a caller who presented the verified access token `token` (whose claims
+    /// are `access`), for `service`.
     pub fn for_caller(
         &self,
+        token: &str,
         access: &AccessClaims,
         service: &Arc<str>,
     ) -> Result<HeaderValue, GatewayError> {
-        let key = (Arc::from(access.jti.as_str()), Arc::clone(service));
+        let key = (
+            Holder::Access(Arc::from(signature_of(token))),
+            Arc::clone(service),
+        );
         if let Some(value) = self.cache.get(&key) {
             return Ok(value);
         }
@@ -119,6 +136,7 @@ impl IdentityMinter {
             scope: access.scope.clone(),
             iat: 0,
             exp: 0,
+            jti: String::new(),
         })?;
         self.cache.insert(key, value.clone());
         Ok(value)
@@ -126,7 +144,7 @@ impl IdentityMinter {
 
     /// The gateway's own identity, for its calls to services (the credential check).
     pub fn for_gateway(&self, service: &str) -> Result<HeaderValue, GatewayError> {
-        let key = (Arc::from("gateway"), Arc::from(service));
+        let key = (Holder::Gateway, Arc::from(service));
         if let Some(value) = self.cache.get(&key) {
             return Ok(value);
         }
@@ -140,6 +158,7 @@ impl IdentityMinter {
             scope: String::new(),
             iat: 0,
             exp: 0,
+            jti: String::new(),
         })?;
         self.cache.insert(key, value.clone());
         Ok(value)
@@ -149,6 +168,8 @@ impl IdentityMinter {
         let now = now_seconds();
         claims.iat = now;
         claims.exp = now + TOKEN_TTL.as_secs();
+        // Its own id, never the access token's: nothing downstream can confuse the two.
+        claims.jti = uuid::Uuid::new_v4().to_string();
         let keys = self.keys.current();
         let key = keys.identity();
         let token = if key.algorithm == Algorithm::EdDSA {
@@ -182,9 +203,12 @@ mod tests {
 
     async fn keys() -> (Arc<Keys>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/gateway.db", dir.path().display()))
-            .await
-            .unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}/data/gateway.db",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
         let keys = Keys::load(store, SigningAlgorithm::EdDSA, Duration::from_secs(3600))
             .await
             .unwrap();
@@ -202,6 +226,7 @@ mod tests {
             scope: "orders:read".into(),
             iat: 1_700_000_000,
             exp: 1_700_000_060,
+            jti: "0190f3c2-7d2e-7a51-9b7e-000000000001".into(),
         }
     }
 
@@ -236,5 +261,82 @@ mod tests {
             .claims;
         assert_eq!(verified.kind, PrincipalKind::Gateway);
         assert_eq!(verified.exp - verified.iat, TOKEN_TTL.as_secs());
+    }
+
+    /// An access token signed with the gateway's access key for `sub`, naming `jti`.
+    fn access_token(keys: &Keys, sub: &str, jti: &str) -> (String, AccessClaims) {
+        let claims = AccessClaims {
+            iss: "gatehouse".into(),
+            aud: "gatehouse".into(),
+            sub: sub.into(),
+            kind: PrincipalKind::User,
+            username: Some(sub.into()),
+            roles: vec!["user".into()],
+            scope: String::new(),
+            iat: now_seconds(),
+            nbf: now_seconds(),
+            exp: now_seconds() + 900,
+            jti: jti.into(),
+            sid: None,
+            iat_ms: 0,
+        };
+        let set = keys.current();
+        let key = set.access();
+        let mut header = Header::new(key.algorithm);
+        header.typ = Some(crate::auth::tokens::ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+        (token, claims)
+    }
+
+    fn identity_claims(token: &HeaderValue) -> IdentityClaims {
+        let token = token.to_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_access_tokens_naming_the_same_jti_do_not_share_an_identity() {
+        let (keys, _dir) = keys().await;
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
+        let service: Arc<str> = Arc::from("orders");
+        let (alice_token, alice) = access_token(&keys, "alice", "one-and-the-same");
+        let (mallory_token, mallory) = access_token(&keys, "mallory", "one-and-the-same");
+
+        let for_alice = minter.for_caller(&alice_token, &alice, &service).unwrap();
+        let for_mallory = minter
+            .for_caller(&mallory_token, &mallory, &service)
+            .unwrap();
+
+        assert_eq!(identity_claims(&for_alice).sub, "alice");
+        assert_eq!(identity_claims(&for_mallory).sub, "mallory");
+        assert_eq!(
+            minter.for_caller(&alice_token, &alice, &service).unwrap(),
+            for_alice,
+            "the same access token reuses its identity"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_identity_token_has_its_own_jti_and_a_lifetime_of_one_minute() {
+        let (keys, _dir) = keys().await;
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
+        let (token, access) = access_token(&keys, "alice", "the-access-jti");
+
+        let for_orders = identity_claims(
+            &minter
+                .for_caller(&token, &access, &Arc::from("orders"))
+                .unwrap(),
+        );
+        let for_users = identity_claims(
+            &minter
+                .for_caller(&token, &access, &Arc::from("users"))
+                .unwrap(),
+        );
+
+        assert!(!for_orders.jti.is_empty());
+        assert_ne!(for_orders.jti, for_users.jti);
+        assert_ne!(for_orders.jti, access.jti);
+        assert_eq!(for_orders.exp - for_orders.iat, TOKEN_TTL.as_secs());
     }
 }

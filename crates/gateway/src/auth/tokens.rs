@@ -162,7 +162,7 @@ pub fn now_seconds() -> u64 {
 }
 
 /// The signature segment of a compact JWS (the text after the last `.`), or all of `token`.
-fn signature_of(token: &str) -> &str {
+pub(crate) fn signature_of(token: &str) -> &str {
     token
         .rsplit_once('.')
         .map_or(token, |(_, signature)| signature)
@@ -331,9 +331,12 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/gateway.db", dir.path().display()))
-            .await
-            .unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}/data/gateway.db",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
         let keys = Arc::new(
             Keys::load(store.clone(), SigningAlgorithm::EdDSA, timing())
                 .await

@@ -57,7 +57,7 @@ pub struct CreateOrder {
 #[schema(as = NewOrderItem)]
 pub struct CreateOrderItem {
     /// The stock-keeping unit: 1 to 64 printable characters, no surrounding whitespace.
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     sku: Option<Value>,
     /// How many: a whole number, at least 1.
     #[schema(value_type = i64, required = true, minimum = 1)]

@@ -145,3 +145,65 @@ async fn a_user_token_whose_subject_is_not_a_uuid_is_403() {
 
     assert_eq!(response.status, StatusCode::FORBIDDEN, "{}", response.text);
 }
+
+#[tokio::test]
+async fn a_validly_signed_identity_token_the_gateway_would_never_mint_is_401() {
+    let app = spawn_app().await;
+    let sub = Uuid::now_v7();
+    let minted = app
+        .gateway
+        .claims(&sub.to_string(), PrincipalKind::User, &["admin"], "");
+    let valid = serde_json::to_value(&minted).unwrap();
+    // The gateway mints every identity for kit::identity::TOKEN_TTL; the service tolerates
+    // a few seconds of skew on top, never an hour.
+    let ttl = kit::identity::TOKEN_TTL.as_secs();
+    let lifetime = |seconds: u64| {
+        let mut claims = valid.clone();
+        claims["exp"] = (minted.iat + seconds).into();
+        claims
+    };
+    let without = |claim: &str| {
+        let mut claims = valid.clone();
+        claims.as_object_mut().unwrap().remove(claim);
+        claims
+    };
+    let mut empty_jti = valid.clone();
+    empty_jti["jti"] = "".into();
+    let mut future = valid.clone();
+    future["iat"] = (minted.iat + 3600).into();
+    future["exp"] = (minted.iat + 3600 + ttl).into();
+
+    for (claims, reason) in [
+        (lifetime(3600), "a lifetime of an hour"),
+        (
+            lifetime(ttl + 60),
+            "a lifetime a minute over the identity lifetime",
+        ),
+        (without("jti"), "no jti"),
+        (empty_jti, "an empty jti"),
+        (without("iat"), "no iat"),
+        (future, "issued an hour from now"),
+    ] {
+        let response = app
+            .with_token(app.gateway.sign_value(&claims))
+            .get("/orders")
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "{reason}: {}",
+            response.text
+        );
+    }
+
+    let response = app
+        .with_token(app.gateway.sign_value(&lifetime(ttl)))
+        .get("/orders")
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "as minted: {}",
+        response.text
+    );
+}

@@ -1,6 +1,8 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 document of exactly the routes the service serves, each
 //! with its problem responses and the gateway's identity as its security.
 
+use kit::testing::openapi::{property, unbounded_request_strings};
+use orders::domain::{IdempotencyKey, NewOrder, Sku};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -248,4 +250,122 @@ fn collect_references(value: &Value, into: &mut Vec<String>) {
             .for_each(|value| collect_references(value, into)),
         _ => {}
     }
+}
+
+#[tokio::test]
+async fn the_documents_info_is_the_projects_own() {
+    let app = spawn_app().await;
+    let document = served_document(&app).await;
+
+    kit::testing::openapi::assert_info_is_ours(
+        &document,
+        "gatehouse orders",
+        env!("CARGO_PKG_VERSION"),
+    );
+}
+
+#[tokio::test]
+async fn every_limit_the_domain_types_enforce_is_stated_as_a_schema_keyword() {
+    let app = spawn_app().await;
+    let document = served_document(&app).await;
+
+    let items = property(&document, "NewOrderRequest", "items");
+    assert_eq!(items["minItems"], 1, "{items}");
+    assert_eq!(items["maxItems"], NewOrder::MAX_ITEMS, "{items}");
+    let sku = property(&document, "NewOrderItem", "sku");
+    assert_eq!(sku["minLength"], 1, "{sku}");
+    assert_eq!(sku["maxLength"], Sku::MAX_CHARS, "{sku}");
+    assert!(sku["pattern"].is_string(), "{sku}");
+    let quantity = property(&document, "NewOrderItem", "quantity");
+    assert_eq!(quantity["minimum"], 1, "{quantity}");
+    let price = property(&document, "NewOrderItem", "unit_price_cents");
+    assert_eq!(price["minimum"], 0, "{price}");
+    let key = &document["paths"]["/orders"]["post"]["parameters"][0]["schema"];
+    assert_eq!(key["maxLength"], IdempotencyKey::MAX_LEN, "{key}");
+
+    assert_eq!(
+        unbounded_request_strings(&document),
+        Vec::<String>::new(),
+        "every string a client sends is bounded"
+    );
+}
+
+/// The `minimum`/`maximum` of the query parameter `name` of `GET /orders`.
+fn query_bound(document: &Value, name: &str, bound: &str) -> i64 {
+    document["paths"]["/orders"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no parameter {name}"))["schema"][bound]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} has no {bound}"))
+}
+
+#[tokio::test]
+async fn a_request_at_every_limit_the_document_states_is_accepted_and_one_past_it_is_not() {
+    let app = spawn_app().await;
+    let document = served_document(&app).await;
+    let count =
+        |schema: &Value, keyword: &str| usize::try_from(schema[keyword].as_u64().unwrap()).unwrap();
+    let most_items = count(property(&document, "NewOrderRequest", "items"), "maxItems");
+    let sku_length = count(property(&document, "NewOrderItem", "sku"), "maxLength");
+    let least_quantity = property(&document, "NewOrderItem", "quantity")["minimum"].clone();
+    let least_price = property(&document, "NewOrderItem", "unit_price_cents")["minimum"].clone();
+    let key_length = count(
+        &document["paths"]["/orders"]["post"]["parameters"][0]["schema"],
+        "maxLength",
+    );
+    let order = |lines: usize, sku_length: usize| {
+        let items: Vec<Value> = (0..lines)
+            .map(|i| {
+                serde_json::json!({
+                    "sku": format!("S{i:0>width$}", width = sku_length - 1),
+                    "quantity": least_quantity,
+                    "unit_price_cents": least_price,
+                })
+            })
+            .collect();
+        serde_json::json!({ "items": items })
+    };
+    let alice = app.user();
+
+    let created = alice
+        .post_idempotent(&order(most_items, sku_length), &"k".repeat(key_length))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    let response = alice.post("/orders", &order(most_items + 1, 1)).await;
+    assert_eq!(response.invalid_fields(), ["items"]);
+    let response = alice.post("/orders", &order(1, sku_length + 1)).await;
+    assert_eq!(response.invalid_fields(), ["items[0].sku"]);
+    for (field, below) in [
+        ("quantity", &least_quantity),
+        ("unit_price_cents", &least_price),
+    ] {
+        let mut body = order(1, 1);
+        body["items"][0][field] = (below.as_i64().unwrap() - 1).into();
+        let response = alice.post("/orders", &body).await;
+        assert_eq!(response.invalid_fields(), [format!("items[0].{field}")]);
+    }
+    let response = alice
+        .post_idempotent(&order(1, 1), &"k".repeat(key_length + 1))
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        response.text
+    );
+
+    let most = query_bound(&document, "limit", "maximum");
+    assert_eq!(
+        alice.get(&format!("/orders?limit={most}")).await.status,
+        StatusCode::OK
+    );
+    let response = alice.get(&format!("/orders?limit={}", most + 1)).await;
+    assert_eq!(response.invalid_fields(), ["limit"]);
+    let least = query_bound(&document, "offset", "minimum");
+    let response = alice.get(&format!("/orders?offset={}", least - 1)).await;
+    assert_eq!(response.invalid_fields(), ["offset"]);
 }

@@ -2,22 +2,21 @@
 
 use kit::FieldError;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// At most 32 distinct scope tokens, each 1 to 64 characters of `a-z`, `0-9`, `:`, `.`, `_`, `-`.
 /// Scopes grant access, so they are never silently rewritten: a token in upper case is refused,
 /// not folded. Duplicates are dropped, keeping the first.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
-#[schema(
-    description = "Grants the gateway copies into tokens, OAuth 2.0 style: at most 32, each 1 to 64 characters of a-z, 0-9, ':', '.', '_', '-'.",
-    example = json!(["time:read"])
-)]
 pub struct Scopes(Vec<String>);
 
 impl Scopes {
     pub const MAX_COUNT: usize = 32;
     pub const MAX_CHARS: usize = 64;
+    /// What [`Scopes::parse`] accepts of one scope, as a JSON Schema (ECMA-262) pattern.
+    pub const PATTERN: &'static str = "^[a-z0-9:._-]+$";
     const FIELD: &'static str = "scopes";
 
     /// Every bad token is reported, as `scopes[i]`.
@@ -77,6 +76,31 @@ impl Scopes {
         &self.0
     }
 }
+
+/// Written by hand, not derived, so the document's limits are the constants [`Scopes::parse`]
+/// checks against.
+impl utoipa::PartialSchema for Scopes {
+    fn schema() -> RefOr<Schema> {
+        let scope = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(Self::MAX_CHARS))
+            .pattern(Some(Self::PATTERN));
+        ArrayBuilder::new()
+            .items(scope)
+            .max_items(Some(Self::MAX_COUNT))
+            .description(Some(format!(
+                "Grants the gateway copies into tokens, OAuth 2.0 style: at most {}, each 1 to {} \
+                 characters of a-z, 0-9, ':', '.', '_', '-'. Duplicates are dropped.",
+                Self::MAX_COUNT,
+                Self::MAX_CHARS
+            )))
+            .examples([serde_json::json!(["time:read"])])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scopes {}
 
 #[cfg(test)]
 mod tests {

@@ -47,15 +47,17 @@ async fn read(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMe {
+    /// An address like name@example.com, at most 254 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     email: Option<Option<String>>,
+    /// At most 200 characters, no control characters; `null` or blank clears the name.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     full_name: Option<Option<String>>,
-    /// The new password, 1 to 1024 characters.
+    /// The new password, 1 to 1024 characters, taken as typed.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, write_only)]
+    #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
     password: Option<Option<String>>,
     // Fields only an admin may change. They are read (and their values ignored) so the answer
     // can say so with a 403, rather than call them unknown; the document leaves them out.

@@ -29,11 +29,11 @@ const MAX_LIMIT: i64 = 200;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
-    /// How many users to answer, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
+    /// How many users to answer, 1 to 200.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
-    /// How many users to skip (default 0).
-    #[param(minimum = 0)]
+    /// How many users to skip.
+    #[param(minimum = 0, default = 0)]
     offset: Option<i64>,
 }
 
@@ -98,15 +98,19 @@ async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
-    /// 1 to 64 characters; unique, compared case-insensitively.
-    #[schema(value_type = String, example = "alice")]
+    /// 1 to 64 characters of a-z, 0-9, '.', '_', '-' (trimmed and lower-cased when read);
+    /// unique, compared case-insensitively.
+    #[schema(value_type = String, example = "alice", min_length = 1, max_length = 64, pattern = r"^[a-z0-9._-]+$")]
     username: Option<String>,
-    /// Unique, compared case-insensitively.
-    #[schema(value_type = String, example = "alice@example.com")]
+    /// An address like name@example.com, at most 254 characters; unique, compared
+    /// case-insensitively.
+    #[schema(value_type = String, example = "alice@example.com", format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     email: Option<String>,
-    /// 1 to 1024 characters, kept only as an argon2id hash.
-    #[schema(value_type = String, write_only)]
+    /// 1 to 1024 characters, taken as typed, kept only as an argon2id hash.
+    #[schema(value_type = String, write_only, min_length = 1, max_length = 1024)]
     password: Option<String>,
+    /// At most 200 characters, no control characters; blank means no name.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     full_name: Option<String>,
     /// Default `user`.
     #[schema(value_type = Role, required = false)]
@@ -216,17 +220,21 @@ async fn read(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
+    /// As when created: 1 to 64 characters of a-z, 0-9, '.', '_', '-'.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64, pattern = r"^[a-z0-9._-]+$")]
     username: Option<Option<String>>,
+    /// An address like name@example.com, at most 254 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     email: Option<Option<String>>,
+    /// At most 200 characters, no control characters; `null` or blank clears the name.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     full_name: Option<Option<String>>,
+    /// 1 to 1024 characters, taken as typed.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, write_only)]
+    #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
     password: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Role, required = false)]

@@ -1,0 +1,242 @@
+//! SQLite files kept to their owner. The databases hold secrets (the gateway's private signing
+//! keys and client secret hashes, users' password hashes), so on Unix every database file and
+//! its `-wal`/`-shm` companions are 0600 and a folder created for them 0700, whatever the
+//! process's umask, and a database or folder that other local users can open is refused at
+//! start rather than used (as ssh refuses a private key others can read).
+//!
+//! The modes are set explicitly on each file rather than by changing the process's umask: a
+//! umask is process-wide state (it would change the modes of every file any library or test in
+//! the process creates) and needs `unsafe` or a new dependency to set. sqlx creates the main
+//! file with the umask's mode, so the file is created here first, 0600, and sqlx opens it;
+//! SQLite then gives `-wal` and `-shm` the main file's mode, which is checked again after open.
+
+use std::path::{Path, PathBuf};
+
+/// What SQLite may keep beside a database file, named by the suffix added to its path.
+const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Before a SQLite database at `path` is opened: its folder exists (created 0700 when missing)
+/// and is the owner's alone; the file exists (created 0600 when missing, if `create`) and it
+/// and its companions are the owner's alone. A file or folder open to others is an error that
+/// names it and the command that fixes it.
+pub fn prepare(path: &Path, create: bool) -> anyhow::Result<()> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if folder.exists() {
+        refuse_if_shared(folder, Kind::Folder)?;
+    } else {
+        platform::create_private_folder(folder)?;
+    }
+    if !path.exists() && create {
+        platform::create_private_file(path)?;
+    }
+    for file in std::iter::once(path.to_path_buf()).chain(companions(path)) {
+        if file.exists() {
+            refuse_if_shared(&file, Kind::File)?;
+        }
+    }
+    Ok(())
+}
+
+/// After a SQLite database at `path` is opened: its companions, which SQLite creates as it
+/// needs them, are 0600 too.
+pub fn restrict_companions(path: &Path) -> anyhow::Result<()> {
+    for file in companions(path) {
+        if file.exists() {
+            platform::make_private(&file, Kind::File)?;
+        }
+    }
+    Ok(())
+}
+
+fn companions(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    COMPANIONS.iter().map(move |suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Folder,
+}
+
+impl Kind {
+    fn private_mode(self) -> u32 {
+        match self {
+            Kind::File => 0o600,
+            Kind::Folder => 0o700,
+        }
+    }
+}
+
+fn refuse_if_shared(path: &Path, kind: Kind) -> anyhow::Result<()> {
+    match platform::shared_mode(path)? {
+        None => Ok(()),
+        Some(mode) => {
+            let what = match kind {
+                Kind::File => "the database file",
+                Kind::Folder => "the folder of the database",
+            };
+            anyhow::bail!(
+                "{what} {} is open to other local users (mode {mode:04o}) and holds secrets; \
+                 refusing to use it. Fix: chmod {:o} {}",
+                path.display(),
+                kind.private_mode(),
+                path.display(),
+            )
+        }
+    }
+}
+
+#[cfg(unix)]
+mod platform {
+    use std::fs::{DirBuilder, OpenOptions, Permissions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::path::Path;
+
+    use anyhow::Context;
+
+    use super::Kind;
+
+    /// Permission bits that let anyone but the owner read, write or enter.
+    const OTHERS: u32 = 0o077;
+
+    /// The mode of `path` when group or others have any access to it.
+    pub(super) fn shared_mode(path: &Path) -> anyhow::Result<Option<u32>> {
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading the mode of {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        Ok((mode & OTHERS != 0).then_some(mode))
+    }
+
+    pub(super) fn create_private_folder(folder: &Path) -> anyhow::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .with_context(|| format!("creating the folder {}", folder.display()))?;
+        // The mode given to mkdir is masked by the umask; set it as meant.
+        make_private(folder, Kind::Folder)
+    }
+
+    pub(super) fn create_private_file(path: &Path) -> anyhow::Result<()> {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => make_private(path, Kind::File),
+            // Created meanwhile by another process: its mode is checked like any other's.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(anyhow::Error::new(error)
+                .context(format!("creating the database file {}", path.display()))),
+        }
+    }
+
+    pub(super) fn make_private(path: &Path, kind: Kind) -> anyhow::Result<()> {
+        std::fs::set_permissions(path, Permissions::from_mode(kind.private_mode()))
+            .with_context(|| format!("making {} private", path.display()))
+    }
+}
+
+/// Elsewhere files have no Unix modes: folders and files are created as the platform does.
+#[cfg(not(unix))]
+mod platform {
+    use std::path::Path;
+
+    use anyhow::Context;
+
+    use super::Kind;
+
+    pub(super) fn shared_mode(_path: &Path) -> anyhow::Result<Option<u32>> {
+        Ok(None)
+    }
+
+    pub(super) fn create_private_folder(folder: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating the folder {}", folder.display()))
+    }
+
+    pub(super) fn create_private_file(_path: &Path) -> anyhow::Result<()> {
+        // sqlx creates it on open (`mode=rwc`).
+        Ok(())
+    }
+
+    pub(super) fn make_private(_path: &Path, _kind: Kind) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_database_and_its_folders_are_the_owners_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("data/nested/gateway.db");
+
+        prepare(&path, true).unwrap();
+
+        assert_eq!(mode(&root.path().join("data/nested")), 0o700);
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_database_file_or_folder_others_can_open_is_refused_with_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("data");
+        let path = folder.join("gateway.db");
+        prepare(&path, true).unwrap();
+
+        for (shared, fix, loose) in [
+            (path.clone(), "chmod 600", 0o640),
+            (folder.clone(), "chmod 700", 0o755),
+        ] {
+            let before = Permissions::from_mode(mode(&shared));
+            std::fs::set_permissions(&shared, Permissions::from_mode(loose)).unwrap();
+            let error = prepare(&path, true).unwrap_err().to_string();
+            std::fs::set_permissions(&shared, before).unwrap();
+            assert!(
+                error.contains(&format!("{fix} {}", shared.display())),
+                "{error}"
+            );
+            assert!(error.contains(&format!("{loose:04o}")), "{error}");
+        }
+        prepare(&path, true).unwrap();
+    }
+
+    #[test]
+    fn a_companion_others_can_open_is_refused_too() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("data/users.db");
+        prepare(&path, true).unwrap();
+        let wal = root.path().join("data/users.db-wal");
+        std::fs::write(&wal, b"").unwrap();
+        std::fs::set_permissions(&wal, Permissions::from_mode(0o644)).unwrap();
+
+        let error = prepare(&path, true).unwrap_err().to_string();
+
+        assert!(
+            error.contains(&format!("chmod 600 {}", wal.display())),
+            "{error}"
+        );
+    }
+}
