@@ -13,6 +13,9 @@ pub enum Error {
     /// A unique field (`username` or `email`) already belongs to another user.
     #[error("Another user already has this {field}.")]
     Conflict { field: &'static str },
+    /// The change would leave no active admin: nobody could manage accounts any more.
+    #[error("This is the last active admin: make another user an active admin first.")]
+    LastAdmin,
     /// Wrong password, unknown user or inactive account: one answer for all three, so the
     /// answer never tells which.
     #[error("The username or password is incorrect.")]
@@ -34,7 +37,7 @@ impl From<Error> for Problem {
         match error {
             Error::InvalidFields(errors) => Problem::invalid_fields(errors),
             Error::NotFound => Problem::not_found(detail),
-            Error::Conflict { .. } => Problem::conflict(detail),
+            Error::Conflict { .. } | Error::LastAdmin => Problem::conflict(detail),
             Error::InvalidCredentials => Problem::unauthorized(detail)
                 .with_title("Invalid credentials")
                 .with_type(kit::problem::INVALID_CREDENTIALS),

@@ -27,6 +27,37 @@ async fn record_cutoff(
     Ok(())
 }
 
+/// Refuses, with [`Error::LastAdmin`], a change that would take away the last active admin:
+/// `id` is an active admin and no other is. Called first in the transaction of any change that
+/// may demote, deactivate or delete an admin; it updates the one `admin_guard` row, which makes
+/// those transactions wait for each other (a row lock on PostgreSQL, the write lock on SQLite),
+/// so two admins demoting each other at once cannot both see the other still standing.
+async fn keep_an_active_admin(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE admin_guard SET changed_at = $1 WHERE id = 1")
+        .bind(domain::format_timestamp(&domain::now()))
+        .execute(&mut **transaction)
+        .await
+        .context("taking the admin guard")?;
+    // Read after the guard is ours: on PostgreSQL each statement of a READ COMMITTED
+    // transaction sees what was committed before it began, the other change included.
+    let (target_is_active_admin, other_active_admins): (i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT COUNT(*) FROM users WHERE id = $1 AND role = 'admin' AND is_active = 1), \
+           (SELECT COUNT(*) FROM users WHERE id <> $1 AND role = 'admin' AND is_active = 1)",
+    )
+    .bind(id.to_string())
+    .fetch_one(&mut **transaction)
+    .await
+    .context("counting active admins")?;
+    if target_is_active_admin > 0 && other_active_admins == 0 {
+        return Err(Error::LastAdmin);
+    }
+    Ok(())
+}
+
 /// The columns of a [`User`], in [`UserRow`]'s order; never the password hash.
 macro_rules! user_columns {
     () => {
@@ -107,7 +138,8 @@ impl UserStore {
     }
 
     /// Applies `changes` in one statement (no read-modify-write race); `None` when no user has
-    /// this id. A taken username or email is [`Error::Conflict`].
+    /// this id. A taken username or email is [`Error::Conflict`]; a change that would leave no
+    /// active admin is [`Error::LastAdmin`], and changes nothing.
     pub async fn update(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>, Error> {
         let clears_or_sets_name = changes.full_name.is_some();
         let voids_tokens = changes.voids_tokens();
@@ -117,6 +149,9 @@ impl UserStore {
             .begin()
             .await
             .context("starting a transaction")?;
+        if changes.may_remove_an_admin() {
+            keep_an_active_admin(&mut transaction, id).await?;
+        }
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "UPDATE users SET ",
             "username = COALESCE($2, username), ",
@@ -164,7 +199,8 @@ impl UserStore {
         Ok(row.map(User::try_from).transpose()?)
     }
 
-    /// Whether a user had this id.
+    /// Whether a user had this id; [`Error::LastAdmin`] (nothing deleted) for the last active
+    /// admin.
     pub async fn delete(&self, id: Uuid) -> Result<bool, Error> {
         let mut transaction = self
             .db
@@ -172,6 +208,7 @@ impl UserStore {
             .begin()
             .await
             .context("starting a transaction")?;
+        keep_an_active_admin(&mut transaction, id).await?;
         let result = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *transaction)

@@ -63,13 +63,20 @@ async fn a_wrong_password_an_unknown_user_and_an_impossible_username_get_the_sam
 async fn an_inactive_user_cannot_sign_in_and_is_told_nothing_more() {
     let app = spawn_app().await;
     let user = create_yara(&app).await;
+    // Another active admin, so that yara (an admin) may be deactivated.
+    app.create_user(&json!({
+        "username": "zeno", "email": "zeno@example.com", "password": "z", "role": "admin",
+    }))
+    .await;
     let wrong_password = assert_refused(&app.check_credentials("yara", "wrong").await);
-    app.admin()
+    let deactivated = app
+        .admin()
         .patch(
             &format!("/users/{}", user["id"].as_str().unwrap()),
             &json!({ "is_active": false }),
         )
         .await;
+    assert_eq!(deactivated.status, StatusCode::OK, "{}", deactivated.text);
 
     let inactive = assert_refused(&app.check_credentials("yara", "Right Password").await);
 

@@ -10,6 +10,7 @@ mod credentials;
 mod cutoffs;
 mod health;
 mod identity;
+mod last_admin;
 mod me;
 mod openapi;
 mod secrets;
