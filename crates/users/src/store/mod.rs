@@ -2,6 +2,10 @@
 //! Any driver: `$1` placeholders, TEXT ids and timestamps, `is_active` as 0 or 1. A unique
 //! constraint that fails becomes a 409 naming its column; every other failure is ours (500).
 
+mod attempts;
+
+pub use attempts::{AttemptStore, Counted};
+
 use anyhow::Context;
 use kit::db::Database;
 use uuid::Uuid;
@@ -275,6 +279,17 @@ impl UserStore {
             row.user.try_into()?,
             PasswordHash::from_stored(row.hashed_password),
         )))
+    }
+
+    /// The hash the password of user `id` must match; `None` when no user has this id.
+    pub async fn password_hash(&self, id: Uuid) -> Result<Option<PasswordHash>, Error> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT hashed_password FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await
+                .context("reading a user's password hash")?;
+        Ok(row.map(|(phc,)| PasswordHash::from_stored(phc)))
     }
 
     pub async fn username_exists(&self, username: &Username) -> Result<bool, Error> {

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin_users;
 mod credentials;
+mod current_password;
 mod cutoffs;
 mod health;
 mod identity;
