@@ -21,6 +21,7 @@ use kit::Problem;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::auth::device::DeviceTokens;
 use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::Keys;
 use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
@@ -56,6 +57,10 @@ pub struct GatewayState {
     pub shared: Replicated,
     /// Password checks in flight (sign-in): bounded, see [`crate::auth::throttle`].
     pub credential_checks: tokio::sync::Semaphore,
+    /// The same for devices known to have signed in before: a pool of their own.
+    pub known_device_checks: tokio::sync::Semaphore,
+    /// Signs and verifies device tokens (see [`crate::auth::device`]).
+    pub devices: DeviceTokens,
     pub reloads: ReloadStatus,
     /// One reload at a time (SIGHUP and the file watch may coincide).
     reloading: Mutex<()>,
@@ -202,6 +207,7 @@ impl Gateway {
         let keys = Arc::new(
             Keys::load(store.clone(), config.tokens.algorithm, key_timing(&config)).await?,
         );
+        let devices = DeviceTokens::load(&store).await?;
         let table = RouteTable::build(&config.routes)?;
         let upstreams = Upstreams::new(&config.services);
         let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
@@ -220,6 +226,8 @@ impl Gateway {
             store,
             shared,
             credential_checks: tokio::sync::Semaphore::new(concurrent_checks),
+            known_device_checks: tokio::sync::Semaphore::new(concurrent_checks),
+            devices,
             reloads: ReloadStatus::starting(),
             reloading: Mutex::new(()),
             serving: OnceLock::new(),

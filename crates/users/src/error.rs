@@ -1,7 +1,13 @@
 //! The users service's errors, and the one place that decides the status code of each.
 
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kit::{FieldError, Problem};
+
+/// The problem type of a wrong `current_password`.
+pub const WRONG_CURRENT_PASSWORD: &str = "urn:gatehouse:problem:wrong-current-password";
+/// The problem type of a password guess refused because too many came before it.
+pub const TOO_MANY_ATTEMPTS: &str = "urn:gatehouse:problem:too-many-attempts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,6 +19,16 @@ pub enum Error {
     /// A unique field (`username` or `email`) already belongs to another user.
     #[error("Another user already has this {field}.")]
     Conflict { field: &'static str },
+    /// The change would leave no active admin: nobody could manage accounts any more.
+    #[error("This is the last active admin: make another user an active admin first.")]
+    LastAdmin,
+    /// `current_password` is not the account's password.
+    #[error("The current password is incorrect.")]
+    WrongCurrentPassword,
+    /// Too many password guesses under one key (an account, a caller and a username) in the
+    /// window; the next may come after `retry_after`.
+    #[error("Too many password attempts; try again later.")]
+    TooManyAttempts { retry_after: std::time::Duration },
     /// Wrong password, unknown user or inactive account: one answer for all three, so the
     /// answer never tells which.
     #[error("The username or password is incorrect.")]
@@ -34,11 +50,24 @@ impl From<Error> for Problem {
         match error {
             Error::InvalidFields(errors) => Problem::invalid_fields(errors),
             Error::NotFound => Problem::not_found(detail),
-            Error::Conflict { .. } => Problem::conflict(detail),
+            Error::Conflict { .. } | Error::LastAdmin => Problem::conflict(detail),
             Error::InvalidCredentials => Problem::unauthorized(detail)
                 .with_title("Invalid credentials")
                 .with_type(kit::problem::INVALID_CREDENTIALS),
             Error::Forbidden(_) => Problem::forbidden(detail),
+            // 403, not 401: the caller's token is fine, and a 401 would tell clients to drop
+            // or refresh it.
+            Error::WrongCurrentPassword => Problem::forbidden(detail)
+                .with_title("Wrong current password")
+                .with_type(WRONG_CURRENT_PASSWORD),
+            Error::TooManyAttempts { retry_after } => {
+                // Whole seconds, rounded up, so a client waiting that long is never early.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Problem::new(StatusCode::TOO_MANY_REQUESTS)
+                    .with_detail(detail)
+                    .with_type(TOO_MANY_ATTEMPTS)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
             Error::Refused(problem) => problem,
             Error::Unexpected(cause) => Problem::internal(&format!("{cause:#}")),
         }

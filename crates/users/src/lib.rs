@@ -29,7 +29,7 @@ use sqlx::migrate::Migrator;
 
 use crate::domain::{Email, FullName, NewUser, Password, Role, Scopes, Username};
 use crate::error::Error;
-use crate::store::UserStore;
+use crate::store::{AttemptStore, UserStore};
 
 /// The service's name: the audience of its identity tokens, and its name in logs.
 pub const NAME: &str = "users";
@@ -54,6 +54,7 @@ pub async fn connect(database_url: &str) -> anyhow::Result<Database> {
 pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> kit::service::Service {
     let readiness = db.readiness_check();
     let state = http::AppState {
+        attempts: AttemptStore::new(db.clone()),
         users: UserStore::new(db),
     };
     let (router, api) = http::router(state).split_for_parts();

@@ -6,6 +6,7 @@ mod fleet;
 mod support;
 
 mod config;
+mod devices;
 mod drain;
 mod lifecycle;
 mod login;

@@ -68,7 +68,7 @@ pub async fn check_password(
 ) -> Result<Account, GatewayError> {
     let body = serde_json::json!({ "username": username, "password": password });
     let asked_at = now_ms();
-    let (status, bytes) = call(
+    let (status, headers, bytes) = call(
         state,
         Method::POST,
         &state.config().auth.credentials_path,
@@ -79,6 +79,12 @@ pub async fn check_password(
         StatusCode::OK => parse(state, &bytes).map(|account| Account {
             read_at_ms: asked_at,
             ..account
+        }),
+        // The service's own limit per caller and username (against a captured identity token
+        // used round the gateway): the gateway's throttle admitted the attempt, but the answer
+        // is the same, and no outage.
+        StatusCode::TOO_MANY_REQUESTS => Err(GatewayError::TooManyAttempts {
+            retry_after: retry_after(&headers),
         }),
         StatusCode::UNAUTHORIZED if is_invalid_credentials(&bytes) => {
             Err(GatewayError::InvalidCredentials)
@@ -106,7 +112,8 @@ pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Accoun
         return Ok(None);
     };
     let asked_at = now_ms();
-    let (status, bytes) = call(state, Method::GET, &format!("/internal/users/{id}"), None).await?;
+    let (status, _, bytes) =
+        call(state, Method::GET, &format!("/internal/users/{id}"), None).await?;
     match status {
         StatusCode::OK => parse(state, &bytes).map(|account| {
             Some(Account {
@@ -134,11 +141,21 @@ pub async fn cutoffs_since(
             path.push_str(user);
         }
     }
-    let (status, bytes) = call(state, Method::GET, &path, None).await?;
+    let (status, _, bytes) = call(state, Method::GET, &path, None).await?;
     match status {
         StatusCode::OK => parse::<Cutoffs>(state, &bytes).map(|c| c.cutoffs),
         other => Err(unexpected(state, other)),
     }
+}
+
+/// `Retry-After` in seconds; a minute when missing or unreadable.
+fn retry_after(headers: &http::HeaderMap) -> std::time::Duration {
+    let seconds = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(seconds.clamp(1, 24 * 60 * 60))
 }
 
 fn is_invalid_credentials(body: &[u8]) -> bool {
@@ -170,7 +187,7 @@ async fn call(
     method: Method,
     path: &str,
     body: Option<serde_json::Value>,
-) -> Result<(StatusCode, Bytes), GatewayError> {
+) -> Result<(StatusCode, http::HeaderMap, Bytes), GatewayError> {
     let config = state.config();
     let service = &config.auth.credentials_service;
     let upstreams = state.upstreams();
@@ -203,6 +220,7 @@ async fn call(
         .map_err(|e| GatewayError::Internal(e.into()))?;
     let response = forward::send(upstream, request, upstream.timeout).await?;
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
@@ -210,5 +228,5 @@ async fn call(
             service: service.clone(),
         })?
         .to_bytes();
-    Ok((status, bytes))
+    Ok((status, headers, bytes))
 }

@@ -1,16 +1,20 @@
 //! `POST /api/login`: the users service checks the password (the gateway never sees a hash);
 //! the gateway starts a session: an access token and a refresh token. Wrong password and
-//! unknown user answer alike; repeated failures are throttled per username and per client IP.
+//! unknown user answer alike; repeated failures are throttled (see [`super::throttle`]). A
+//! success also hands the client a device token (body field and cookie) for its next sign-in.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kit::extract::Json;
 use kit::{FieldError, Problem};
 use serde::Deserialize;
 
-use super::{accounts, session, throttle};
+use super::session::DeviceGrant;
+use super::{accounts, device, session, throttle};
+use crate::error::GatewayError;
 use crate::server::SharedState;
 
 const MAX_USERNAME: usize = 256;
@@ -20,11 +24,15 @@ const MAX_PASSWORD: usize = 1024;
 pub struct LoginRequest {
     username: String,
     password: String,
+    /// The device token of an earlier sign-in (else the device cookie is looked at).
+    #[serde(default)]
+    device_token: Option<String>,
 }
 
 pub async fn login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Response {
     let mut errors = Vec::new();
@@ -44,16 +52,21 @@ pub async fn login(
         return Problem::invalid_fields(errors).into_response();
     }
     let result = async {
-        let attempt = throttle::Attempt::begin(&state, &request.username, peer.ip()).await?;
+        // Anything but a valid token for this username is no token: an unknown device.
+        let device = device::presented(request.device_token.as_deref(), &headers)
+            .and_then(|token| state.devices.verify(token, &request.username));
+        let attempt =
+            throttle::Attempt::begin(&state, &request.username, peer.ip(), device).await?;
         let account: accounts::Account = attempt
             .outcome(accounts::check_password(&state, &request.username, &request.password).await)
             .await?;
         let as_of = account.read_at_ms;
-        session::start(&state, account.into_subject(), false, as_of).await
+        let pair = session::start(&state, account.into_subject(), false, as_of).await?;
+        Ok::<_, GatewayError>((pair, DeviceGrant::issue(&state, &request.username)))
     }
     .await;
     match result {
-        Ok(pair) => session::respond(pair),
+        Ok((pair, device)) => session::respond_signed_in(pair, Some(device)),
         Err(error) => error.into_response(),
     }
 }

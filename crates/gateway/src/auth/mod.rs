@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod clients;
+pub mod device;
 pub mod identity;
 pub mod jwks;
 pub mod keys;

@@ -245,7 +245,8 @@ async fn grant(
             credentials.authenticate(state).await?;
             let username = form.require("username")?;
             let password = form.require("password")?;
-            let attempt = throttle::Attempt::begin(state, username, peer).await.map_err(upstream_failure)?;
+            let device = form.get("device_token").and_then(|token| state.devices.verify(token, username));
+            let attempt = throttle::Attempt::begin(state, username, peer, device).await.map_err(upstream_failure)?;
             let account = match attempt.outcome(accounts::check_password(state, username, password).await).await {
                 Ok(account) => account,
                 Err(GatewayError::InvalidCredentials) => {
@@ -259,7 +260,9 @@ async fn grant(
             let mut subject = account.into_subject();
             subject.scopes = scopes;
             let session = session::start(state, subject, narrowed, as_of).await.map_err(upstream_failure)?;
-            Ok(session::respond(session))
+            // An OAuth client is no browser: the device token in the answer, no cookie.
+            let device = session::DeviceGrant { cookie: None, ..session::DeviceGrant::issue(state, username) };
+            Ok(session::respond_signed_in(session, Some(device)))
         }
         "refresh_token" => {
             credentials.authenticate(state).await?;

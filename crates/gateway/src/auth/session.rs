@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -221,25 +221,57 @@ struct SessionBody {
     expires_in: u64,
     refresh_token: String,
     scope: String,
+    /// After a sign-in with a password: the device token to present at the next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_token: Option<String>,
 }
 
 /// The token response (RFC 6749 §5.1), never cached.
 pub fn respond(session: Session) -> Response {
+    respond_signed_in(session, None)
+}
+
+/// The token response after a password sign-in: with the device token in the body (for API
+/// clients) and as its cookie (for browsers).
+pub fn respond_signed_in(session: Session, device: Option<DeviceGrant>) -> Response {
+    let (device_token, cookie) = device.map(|d| (d.token, d.cookie)).unzip();
     let body = SessionBody {
         scope: session.access.claims.scope.clone(),
         access_token: session.access.token,
         token_type: "bearer",
         expires_in: session.access.expires_in,
         refresh_token: session.refresh,
+        device_token,
     };
-    (
+    let mut response = (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::PRAGMA, "no-cache"),
         ],
         axum::Json(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(cookie) = cookie.flatten() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A device token issued at sign-in, and the cookie that carries it.
+pub struct DeviceGrant {
+    pub token: String,
+    pub cookie: Option<HeaderValue>,
+}
+
+impl DeviceGrant {
+    /// A new device's token for `username`, with its cookie for the login path.
+    pub fn issue(state: &SharedState, username: &str) -> Self {
+        let config = state.config();
+        let ttl = config.auth.throttle.device_ttl;
+        let token = state.devices.issue(username, ttl);
+        let cookie = super::device::cookie(&token, &config.auth.login_path, ttl);
+        Self { token, cookie }
+    }
 }
 
 #[derive(Deserialize)]

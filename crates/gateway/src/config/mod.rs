@@ -144,14 +144,20 @@ pub struct AuthEndpoints {
     pub credentials_path: String,
 }
 
-/// Failed logins allowed per username and per client IP within a window, before 429.
+/// Failed logins allowed within a window, before 429: per username from devices not known to
+/// have signed in as it (all of them together), per client IP, and per known device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleSettings {
     pub per_username: u64,
     pub per_ip: u64,
-    /// Password checks in flight at once on a replica; more answer 503 at once.
+    /// A known device's own budget (see `auth::device`); past it, it counts as unknown.
+    pub per_device: u64,
+    /// Password checks in flight at once on a replica, for unknown devices (more answer 503 at
+    /// once) and, separately, for known ones (which wait their turn).
     pub concurrent: usize,
     pub window: Duration,
+    /// How long a device token (and its cookie) lasts.
+    pub device_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,8 +72,10 @@ pub struct Auth {
 pub struct Throttle {
     pub per_username: Option<u64>,
     pub per_ip: Option<u64>,
+    pub per_device: Option<u64>,
     pub concurrent: Option<usize>,
     pub window: Option<String>,
+    pub device_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

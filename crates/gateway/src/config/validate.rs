@@ -560,21 +560,36 @@ fn throttle(
     let raw = raw.unwrap_or(schema::Throttle {
         per_username: None,
         per_ip: None,
+        per_device: None,
         concurrent: None,
         window: None,
+        device_ttl: None,
     });
     let settings = ThrottleSettings {
         per_username: raw.per_username.unwrap_or(10),
         per_ip: raw.per_ip.unwrap_or(50),
+        per_device: raw.per_device.unwrap_or(5),
         concurrent: raw.concurrent.unwrap_or(32),
         window: check.duration(
             "auth.throttle.window",
             raw.window.as_deref(),
             Duration::from_secs(15 * 60),
         )?,
+        device_ttl: check.duration(
+            "auth.throttle.device_ttl",
+            raw.device_ttl.as_deref(),
+            Duration::from_secs(90 * 24 * 60 * 60),
+        )?,
     };
-    if settings.per_username == 0 || settings.per_ip == 0 || settings.concurrent == 0 {
+    if settings.per_username == 0
+        || settings.per_ip == 0
+        || settings.per_device == 0
+        || settings.concurrent == 0
+    {
         return Err(check.error("auth.throttle", "limits must be at least 1"));
+    }
+    if settings.device_ttl.is_zero() {
+        return Err(check.error("auth.throttle.device_ttl", "must be longer than zero"));
     }
     Ok(settings)
 }

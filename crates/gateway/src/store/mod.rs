@@ -1,5 +1,5 @@
-//! The gateway's durable store (SQLite or PostgreSQL): signing keys, machine clients, and
-//! refresh-token families. Services keep their
+//! The gateway's durable store (SQLite or PostgreSQL): signing keys, machine clients,
+//! refresh-token families, and the secret that signs device tokens. Services keep their
 //! own databases; nothing here is shared with them.
 
 use anyhow::Context;
@@ -131,6 +131,27 @@ impl Store {
             .await
             .context("removing a client")?;
         Ok(result.rows_affected() > 0)
+    }
+}
+
+impl Store {
+    /// The secret that signs device tokens: `candidate` if none was stored yet, else the one
+    /// stored (by this replica earlier, or by another that started at the same moment).
+    pub async fn device_secret(&self, candidate: &str) -> anyhow::Result<String> {
+        sqlx::query(
+            "INSERT INTO device_secret (id, secret, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(now_text())
+        .execute(self.db.pool())
+        .await
+        .context("storing the device-token secret")?;
+        let (secret,): (String,) = sqlx::query_as("SELECT secret FROM device_secret WHERE id = 1")
+            .fetch_one(self.db.pool())
+            .await
+            .context("reading the device-token secret")?;
+        Ok(secret)
     }
 }
 

@@ -67,6 +67,11 @@ impl UserChanges {
             || self.is_active == Some(false)
     }
 
+    /// Whether the change could take away an account's standing as an active admin.
+    pub fn may_remove_an_admin(&self) -> bool {
+        self.role.is_some_and(|role| role != Role::Admin) || self.is_active == Some(false)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.username.is_none()
             && self.email.is_none()

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::guesses::{self, Guess};
 use super::{AppState, Gateway};
 use crate::domain::{PasswordHash, Role, Scopes, Username};
 use crate::error::Error;
@@ -58,6 +59,8 @@ struct Principal {
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "The caller is not the gateway.",
             body = ProblemDetails, content_type = "application/problem+json"),
+        (status = TOO_MANY_REQUESTS, description = "Too many checks for this username by this caller in the window (30 per 15 minutes); `Retry-After` says when to ask again. The password was not checked.",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.",
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNPROCESSABLE_ENTITY, description = "A field is missing or of the wrong type.",
@@ -65,17 +68,33 @@ struct Principal {
     )
 )]
 async fn check(
-    _: Gateway,
+    gateway: Gateway,
     State(state): State<AppState>,
     Json(credentials): Json<Credentials>,
 ) -> Result<Json<Principal>, Error> {
+    let username = Username::parse(&credentials.username).ok();
+    // Counted per caller: the gateway throttles sign-ins before it asks, but whoever holds a
+    // copy of its identity token could ask here directly. Names that cannot be usernames
+    // share one counter (none of them can succeed).
+    let guess = Guess::begin(
+        &state.attempts,
+        format!(
+            "credentials:{}:{}",
+            gateway.subject,
+            username.as_ref().map_or("", Username::as_str)
+        ),
+        guesses::CREDENTIAL_CHECKS,
+    )
+    .await?;
     // A username that cannot exist is looked up as one that does not.
-    let account = match Username::parse(&credentials.username) {
-        Ok(username) => state.users.credentials(&username).await?,
-        Err(_) => None,
+    let account = match &username {
+        Some(username) => state.users.credentials(username).await?,
+        None => None,
     };
     let (user, hash) = account.unzip();
-    let verified = PasswordHash::verify(hash.as_ref(), credentials.password).await?;
+    let verified = guess
+        .settle(PasswordHash::verify(hash.as_ref(), credentials.password).await)
+        .await?;
     match user {
         Some(user) if verified && user.is_active => Ok(Json(Principal {
             id: user.id,

@@ -30,6 +30,14 @@ impl Fields {
         value
     }
 
+    /// A field that must be there because another one is; `why` says which.
+    pub fn required_with<T>(&mut self, field: &str, value: Option<T>, why: &str) -> Option<T> {
+        if value.is_none() {
+            self.errors.push(FieldError::new(field, why));
+        }
+        value
+    }
+
     /// A field a change request may leave out but not set to `null` (see [`present`]).
     pub fn not_null<T>(&mut self, field: &str, value: Option<Option<T>>) -> Option<T> {
         match value {

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use kit::extract::Json;
 use kit::openapi::ProblemDetails;
+use kit::FieldError;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -10,8 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::fields::{self, present, Fields};
+use super::guesses::{self, Guess};
 use super::{AppState, SignedInUser};
-use crate::domain::{Email, Password, User, UserChanges};
+use crate::domain::{Email, Password, PasswordHash, User, UserChanges};
 use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -59,6 +61,11 @@ struct UpdateMe {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
     password: Option<Option<String>>,
+    /// The account's password as it is now: required with `password` or `email`, so that a
+    /// stolen access token alone cannot take the account over. Wrong ones are limited to 5 per
+    /// 15 minutes per account.
+    #[schema(value_type = String, required = false, write_only)]
+    current_password: Option<String>,
     // Fields only an admin may change. They are read (and their values ignored) so the answer
     // can say so with a 403, rather than call them unknown; the document leaves them out.
     #[serde(default, deserialize_with = "present")]
@@ -75,7 +82,8 @@ struct UpdateMe {
     is_active: Option<Option<IgnoredAny>>,
 }
 
-/// Changes the signed-in user's email, full name or password; nothing else.
+/// Changes the signed-in user's email, full name or password; nothing else. Changing the
+/// password or email needs `current_password` too.
 #[utoipa::path(
     patch,
     path = "/users/me",
@@ -91,7 +99,11 @@ struct UpdateMe {
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`).",
             body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "`current_password` is wrong (type `urn:gatehouse:problem:wrong-current-password`).",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "The caller's account no longer exists.",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account (5 per 15 minutes); `Retry-After` says when to try again. The password was not checked.",
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = CONFLICT, description = "Another user already has this email.",
             body = ProblemDetails, content_type = "application/problem+json"),
@@ -122,6 +134,7 @@ async fn update(
         )));
     }
 
+    let changes_a_secret = body.email.is_some() || body.password.is_some();
     let mut fields = Fields::default();
     let email = fields
         .not_null("email", body.email)
@@ -130,7 +143,31 @@ async fn update(
     let password = fields
         .not_null("password", body.password)
         .and_then(|raw| fields.check(Password::parse(raw)));
+    let current_password = if changes_a_secret {
+        fields
+            .required_with(
+                "current_password",
+                body.current_password,
+                "is required to change the password or email",
+            )
+            .and_then(|raw| {
+                // Bounded like a new password: argon2's cost grows with the input.
+                fields.check(if raw.chars().count() > Password::MAX_CHARS {
+                    Err(FieldError::new(
+                        "current_password",
+                        format!("must be at most {} characters", Password::MAX_CHARS),
+                    ))
+                } else {
+                    Ok(raw)
+                })
+            })
+    } else {
+        None
+    };
     fields.finish()?;
+    if let Some(current_password) = current_password {
+        confirm_current_password(&state, id, current_password).await?;
+    }
 
     let password_hash = match password {
         Some(password) => Some(password.hash().await?),
@@ -145,4 +182,32 @@ async fn update(
     let user = super::users::apply(&state, id, changes).await?;
     tracing::info!(user.id = %user.id, "user changed their account");
     Ok(Json(user))
+}
+
+/// Checks that `candidate` is the password of account `id`, counted against the account's
+/// budget of wrong ones (argon2 on the blocking pool, as at sign-in).
+async fn confirm_current_password(
+    state: &AppState,
+    id: uuid::Uuid,
+    candidate: String,
+) -> Result<(), Error> {
+    let guess = Guess::begin(
+        &state.attempts,
+        format!("current-password:{id}"),
+        guesses::CURRENT_PASSWORD,
+    )
+    .await?;
+    let stored = state
+        .users
+        .password_hash(id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if guess
+        .settle(PasswordHash::verify(Some(&stored), candidate).await)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::WrongCurrentPassword)
+    }
 }

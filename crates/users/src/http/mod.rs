@@ -8,6 +8,7 @@
 
 mod credentials;
 mod fields;
+mod guesses;
 mod me;
 mod users;
 
@@ -18,12 +19,14 @@ use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::store::UserStore;
+use crate::store::{AttemptStore, UserStore};
 
 /// What every handler shares; cloned per request, cheaply.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub users: UserStore,
+    /// Password guesses counted per account, and per caller and username.
+    pub attempts: AttemptStore,
 }
 
 /// The service's own routes and their OpenAPI operations; the kit adds health, request ids,
@@ -62,8 +65,11 @@ impl<S: Send + Sync> FromRequestParts<S> for SignedInUser {
     }
 }
 
-/// The gateway itself, as opposed to a user or client it forwards for.
-pub struct Gateway;
+/// The gateway itself, as opposed to a user or client it forwards for; by its identity's
+/// subject, which limits are counted under.
+pub struct Gateway {
+    pub subject: String,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Gateway {
     type Rejection = Error;
@@ -71,6 +77,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Gateway {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let identity = Identity::from_request_parts(parts, state).await?;
         identity.require_kind(PrincipalKind::Gateway)?;
-        Ok(Self)
+        Ok(Self {
+            subject: identity.subject,
+        })
     }
 }

@@ -262,7 +262,7 @@ struct UpdateUser {
         (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = CONFLICT, description = "Another user already has this username or email.", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = CONFLICT, description = "Another user already has this username or email, or the change would leave no active admin (the last one cannot be demoted or deactivated).", body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.", body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNPROCESSABLE_ENTITY, description = "Invalid fields (`errors` lists each), or a field unknown, `null` where not allowed, or of the wrong type.", body = ProblemDetails, content_type = "application/problem+json"),
     )
@@ -334,6 +334,7 @@ pub(super) async fn apply(state: &AppState, id: Uuid, changes: UserChanges) -> R
         (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = CONFLICT, description = "The user is the last active admin; make another user an active admin first.", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 async fn remove(

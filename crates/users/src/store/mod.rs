@@ -2,6 +2,10 @@
 //! Any driver: `$1` placeholders, TEXT ids and timestamps, `is_active` as 0 or 1. A unique
 //! constraint that fails becomes a 409 naming its column; every other failure is ours (500).
 
+mod attempts;
+
+pub use attempts::{AttemptStore, Counted};
+
 use anyhow::Context;
 use kit::db::Database;
 use uuid::Uuid;
@@ -24,6 +28,37 @@ async fn record_cutoff(
     .execute(&mut **transaction)
     .await
     .context("recording a token cut-off")?;
+    Ok(())
+}
+
+/// Refuses, with [`Error::LastAdmin`], a change that would take away the last active admin:
+/// `id` is an active admin and no other is. Called first in the transaction of any change that
+/// may demote, deactivate or delete an admin; it updates the one `admin_guard` row, which makes
+/// those transactions wait for each other (a row lock on PostgreSQL, the write lock on SQLite),
+/// so two admins demoting each other at once cannot both see the other still standing.
+async fn keep_an_active_admin(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE admin_guard SET changed_at = $1 WHERE id = 1")
+        .bind(domain::format_timestamp(&domain::now()))
+        .execute(&mut **transaction)
+        .await
+        .context("taking the admin guard")?;
+    // Read after the guard is ours: on PostgreSQL each statement of a READ COMMITTED
+    // transaction sees what was committed before it began, the other change included.
+    let (target_is_active_admin, other_active_admins): (i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT COUNT(*) FROM users WHERE id = $1 AND role = 'admin' AND is_active = 1), \
+           (SELECT COUNT(*) FROM users WHERE id <> $1 AND role = 'admin' AND is_active = 1)",
+    )
+    .bind(id.to_string())
+    .fetch_one(&mut **transaction)
+    .await
+    .context("counting active admins")?;
+    if target_is_active_admin > 0 && other_active_admins == 0 {
+        return Err(Error::LastAdmin);
+    }
     Ok(())
 }
 
@@ -107,7 +142,8 @@ impl UserStore {
     }
 
     /// Applies `changes` in one statement (no read-modify-write race); `None` when no user has
-    /// this id. A taken username or email is [`Error::Conflict`].
+    /// this id. A taken username or email is [`Error::Conflict`]; a change that would leave no
+    /// active admin is [`Error::LastAdmin`], and changes nothing.
     pub async fn update(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>, Error> {
         let clears_or_sets_name = changes.full_name.is_some();
         let voids_tokens = changes.voids_tokens();
@@ -117,6 +153,9 @@ impl UserStore {
             .begin()
             .await
             .context("starting a transaction")?;
+        if changes.may_remove_an_admin() {
+            keep_an_active_admin(&mut transaction, id).await?;
+        }
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "UPDATE users SET ",
             "username = COALESCE($2, username), ",
@@ -164,7 +203,8 @@ impl UserStore {
         Ok(row.map(User::try_from).transpose()?)
     }
 
-    /// Whether a user had this id.
+    /// Whether a user had this id; [`Error::LastAdmin`] (nothing deleted) for the last active
+    /// admin.
     pub async fn delete(&self, id: Uuid) -> Result<bool, Error> {
         let mut transaction = self
             .db
@@ -172,6 +212,7 @@ impl UserStore {
             .begin()
             .await
             .context("starting a transaction")?;
+        keep_an_active_admin(&mut transaction, id).await?;
         let result = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *transaction)
@@ -238,6 +279,17 @@ impl UserStore {
             row.user.try_into()?,
             PasswordHash::from_stored(row.hashed_password),
         )))
+    }
+
+    /// The hash the password of user `id` must match; `None` when no user has this id.
+    pub async fn password_hash(&self, id: Uuid) -> Result<Option<PasswordHash>, Error> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT hashed_password FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await
+                .context("reading a user's password hash")?;
+        Ok(row.map(|(phc,)| PasswordHash::from_stored(phc)))
     }
 
     pub async fn username_exists(&self, username: &Username) -> Result<bool, Error> {

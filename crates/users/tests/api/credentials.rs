@@ -63,13 +63,20 @@ async fn a_wrong_password_an_unknown_user_and_an_impossible_username_get_the_sam
 async fn an_inactive_user_cannot_sign_in_and_is_told_nothing_more() {
     let app = spawn_app().await;
     let user = create_yara(&app).await;
+    // Another active admin, so that yara (an admin) may be deactivated.
+    app.create_user(&json!({
+        "username": "zeno", "email": "zeno@example.com", "password": "z", "role": "admin",
+    }))
+    .await;
     let wrong_password = assert_refused(&app.check_credentials("yara", "wrong").await);
-    app.admin()
+    let deactivated = app
+        .admin()
         .patch(
             &format!("/users/{}", user["id"].as_str().unwrap()),
             &json!({ "is_active": false }),
         )
         .await;
+    assert_eq!(deactivated.status, StatusCode::OK, "{}", deactivated.text);
 
     let inactive = assert_refused(&app.check_credentials("yara", "Right Password").await);
 
@@ -138,4 +145,69 @@ async fn a_credential_check_without_a_password_is_422() {
         "{}",
         response.text
     );
+}
+
+#[tokio::test]
+async fn credential_checks_are_throttled_per_caller_and_username() {
+    // Whoever holds a copy of the gateway's identity token can call the check directly,
+    // without the gateway's sign-in throttle: the service counts them itself.
+    let app = spawn_app().await;
+    create_yara(&app).await;
+
+    for guess in 1..=30 {
+        assert_refused(
+            &app.check_credentials("yara", &format!("guess {guess}"))
+                .await,
+        );
+    }
+    let throttled = app.check_credentials("yara", "Right Password").await;
+
+    assert_eq!(
+        throttled.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right password is not even checked: {}",
+        throttled.text
+    );
+    assert!(throttled.header("retry-after").is_some());
+    assert_eq!(
+        throttled.problem()["type"],
+        "urn:gatehouse:problem:too-many-attempts"
+    );
+    // Another username, and another caller, have budgets of their own.
+    app.create_user(&json!({ "username": "zed", "email": "zed@example.com", "password": "z" }))
+        .await;
+    assert_eq!(
+        app.check_credentials("zed", "z").await.status,
+        StatusCode::OK
+    );
+    let other_caller = app.with_token(app.sign(&app.claims(
+        "gateway-two",
+        kit::PrincipalKind::Gateway,
+        None,
+        &[],
+        "",
+    )));
+    let response = other_caller
+        .post(
+            "/internal/credentials",
+            &json!({ "username": "yara", "password": "Right Password" }),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+}
+
+#[tokio::test]
+async fn a_right_password_clears_the_callers_count_for_that_username() {
+    let app = spawn_app().await;
+    create_yara(&app).await;
+    for _ in 0..2 {
+        for guess in 1..=20 {
+            assert_refused(
+                &app.check_credentials("yara", &format!("guess {guess}"))
+                    .await,
+            );
+        }
+        let right = app.check_credentials("yara", "Right Password").await;
+        assert_eq!(right.status, StatusCode::OK, "{}", right.text);
+    }
 }

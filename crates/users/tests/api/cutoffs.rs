@@ -51,7 +51,10 @@ async fn a_user_changing_their_own_password_and_a_deletion_void_tokens() {
     let alice = app.create_named("alice").await;
     let changed = app
         .signed_in(&alice)
-        .patch("/users/me", &json!({ "password": "fresh password" }))
+        .patch(
+            "/users/me",
+            &json!({ "password": "fresh password", "current_password": "password-of-alice" }),
+        )
         .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
     assert!(cutoff_of(&app, &alice).await.is_some());

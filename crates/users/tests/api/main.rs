@@ -7,9 +7,11 @@ mod helpers;
 
 mod admin_users;
 mod credentials;
+mod current_password;
 mod cutoffs;
 mod health;
 mod identity;
+mod last_admin;
 mod me;
 mod openapi;
 mod secrets;

@@ -25,7 +25,7 @@ async fn a_user_changes_their_email_name_and_password() {
 
     let response = app
         .signed_in(&user)
-        .patch("/users/me", &json!({ "email": "Judy@Example.org", "full_name": "Judy J.", "password": "new secret" }))
+        .patch("/users/me", &json!({ "email": "Judy@Example.org", "full_name": "Judy J.", "password": "new secret", "current_password": "password-of-judy" }))
         .await;
 
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
@@ -107,7 +107,10 @@ async fn invalid_changes_of_ones_own_account_list_each_field() {
 
     let response = app
         .signed_in(&user)
-        .patch("/users/me", &json!({ "email": "nope", "password": "" }))
+        .patch(
+            "/users/me",
+            &json!({ "email": "nope", "password": "", "current_password": "password-of-mia" }),
+        )
         .await;
 
     assert_eq!(response.invalid_fields(), ["email", "password"]);

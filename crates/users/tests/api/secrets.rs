@@ -25,7 +25,10 @@ async fn no_response_of_any_endpoint_carries_a_password_hash() {
         app.admin().get(&format!("/users/{}", Uuid::new_v4())).await,
         app.signed_in(&user).get("/users/me").await,
         app.signed_in(&user)
-            .patch("/users/me", &json!({ "password": "mine" }))
+            .patch(
+                "/users/me",
+                &json!({ "password": "mine", "current_password": "another" }),
+            )
             .await,
         app.signed_in(&user)
             .patch("/users/me", &json!({ "role": "admin" }))

@@ -67,7 +67,10 @@ async fn a_taken_username_or_email_is_a_conflict_on_change() {
     );
     assert_conflict_on(
         &app.signed_in(&other)
-            .patch("/users/me", &json!({ "email": "vic@EXAMPLE.com" }))
+            .patch(
+                "/users/me",
+                &json!({ "email": "vic@EXAMPLE.com", "current_password": "password-of-walt" }),
+            )
             .await,
         "email",
     );
