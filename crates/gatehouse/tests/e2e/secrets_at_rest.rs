@@ -10,10 +10,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A running `gatehouse up`, stopped with SIGTERM when dropped, so a failed assertion leaves
+/// no process behind.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `gatehouse up` on free ports in `dir`, under the most permissive umask there is; its
 /// standard error is kept only when the test reads it.
-fn up_with_open_umask(dir: &Path, stderr: Stdio) -> Child {
-    Command::new("sh")
+fn up_with_open_umask(dir: &Path, stderr: Stdio) -> Up {
+    let child = Command::new("sh")
         .arg("-c")
         .arg(r#"umask 000 && exec "$0" up --gateway-port 0 --users-port 0 --orders-port 0 --clock-port 0"#)
         .arg(env!("CARGO_BIN_EXE_gatehouse"))
@@ -22,12 +37,13 @@ fn up_with_open_umask(dir: &Path, stderr: Stdio) -> Child {
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
-        .unwrap()
+        .unwrap();
+    Up(child)
 }
 
 /// Reads the banner `up` prints once it serves, and returns the gateway's URL.
-fn gateway_url(child: &mut Child) -> String {
-    let stdout = child.stdout.take().unwrap();
+fn gateway_url(up: &mut Up) -> String {
+    let stdout = up.0.stdout.take().unwrap();
     let (lines, received) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -50,30 +66,22 @@ fn gateway_url(child: &mut Child) -> String {
     }
 }
 
-fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap();
-}
-
 /// The exit status and standard error of a start that must fail; never waits past 60 s.
 fn refused_start(dir: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = up_with_open_umask(dir, Stdio::piped());
+    let mut up = up_with_open_umask(dir, Stdio::piped());
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = up.0.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("gatehouse up kept running on a store others can read");
-        }
+        assert!(
+            Instant::now() < deadline,
+            "gatehouse up kept running on a store others can read"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    child
-        .stderr
+    up.0.stderr
         .take()
         .unwrap()
         .read_to_string(&mut stderr)
@@ -96,8 +104,8 @@ fn set_mode(path: &Path, mode: u32) {
 #[tokio::test]
 async fn the_data_folder_and_every_database_file_are_the_owners_alone_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = up_with_open_umask(dir.path(), Stdio::null());
-    let gateway = gateway_url(&mut child);
+    let mut up = up_with_open_umask(dir.path(), Stdio::null());
+    let gateway = gateway_url(&mut up);
     // A sign-in writes to the gateway's store and reads users' database, so both have their
     // write-ahead logs.
     let login = reqwest::Client::new()
@@ -129,15 +137,15 @@ async fn the_data_folder_and_every_database_file_are_the_owners_alone_whatever_t
             "{expected} in {files:?}"
         );
     }
-    stop(child);
+    drop(up);
 }
 
 #[tokio::test]
 async fn a_store_or_data_folder_other_users_can_read_is_refused_at_start_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = up_with_open_umask(dir.path(), Stdio::null());
-    gateway_url(&mut child);
-    stop(child);
+    let mut up = up_with_open_umask(dir.path(), Stdio::null());
+    gateway_url(&mut up);
+    drop(up);
     let data = dir.path().join("data");
     let store = data.join("gateway.db");
 
@@ -157,7 +165,7 @@ async fn a_store_or_data_folder_other_users_can_read_is_refused_at_start_with_th
     }
 
     // Fixed as told, it starts again.
-    let mut child = up_with_open_umask(dir.path(), Stdio::null());
-    gateway_url(&mut child);
-    stop(child);
+    let mut up = up_with_open_umask(dir.path(), Stdio::null());
+    gateway_url(&mut up);
+    drop(up);
 }
