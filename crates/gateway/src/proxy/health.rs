@@ -110,3 +110,71 @@ async fn probe(upstream: &Upstream, instance: &Instance, health: &HealthCheck) -
         Ok(Some(true))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Balance, BreakerSettings, RetrySettings, ServiceSettings};
+
+    /// A listener that accepts connections and never answers: a frozen instance.
+    async fn frozen_instance() -> (tokio::net::TcpListener, http::Uri) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        (listener, uri)
+    }
+
+    #[tokio::test]
+    async fn a_frozen_instance_fails_its_checks_in_a_row_within_about_one_interval() {
+        let (listener, uri) = frozen_instance().await;
+        // Keep the accepted connections open, unanswered.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let settings = ServiceSettings {
+            upstreams: vec![uri],
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            balance: Balance::LeastRequests,
+            health: Some(HealthCheck {
+                path: "/healthz".to_owned(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(100),
+                healthy_threshold: 1,
+                unhealthy_threshold: 3,
+            }),
+            breaker: BreakerSettings {
+                failures: 5,
+                backoff: Duration::from_secs(10),
+                max_backoff: Duration::from_secs(60),
+                decay: None,
+            },
+            retries: RetrySettings {
+                attempts: 2,
+                budget_percent: 20,
+            },
+            required: true,
+        };
+        let upstream = Arc::new(Upstream::new("s", &settings));
+        let shutdown = Shutdown::new();
+        let started = tokio::time::Instant::now();
+        start(&upstream, &shutdown);
+
+        while upstream.headcount().healthy > 0 {
+            assert!(
+                started.elapsed() < Duration::from_millis(1500),
+                "three failed checks one interval apart would take two intervals"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!upstream.is_proven(), "it never passed a check");
+        shutdown.trigger();
+        held.abort();
+    }
+}
