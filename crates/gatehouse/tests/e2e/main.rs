@@ -11,6 +11,7 @@ mod drain;
 mod lifecycle;
 mod login;
 mod oauth;
+mod own_account;
 mod proxy;
 mod quickstart;
 mod reload;
