@@ -331,3 +331,54 @@ async fn the_oauth_password_grant_gives_and_takes_a_device_token_too() {
     assert_eq!(grant(Some(device)).await.unwrap().status(), 200);
     assert_eq!(grant(None).await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn a_known_device_gets_a_check_slot_while_a_flood_holds_every_other() {
+    // One check at a time for unknown devices: a flood of sign-ins (right passwords, so no
+    // budget is spent) keeps that slot taken, and everyone else without a device token gets
+    // 503. The owner's device has a pool of its own.
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "throttle: { per_username: 10,",
+            "throttle: { concurrent: 1, per_username: 10,",
+        )
+    })
+    .await;
+    let owner = client_from("127.0.0.3");
+    let device = known_device(&app, &owner, "admin", "a").await;
+
+    let until = Instant::now() + Duration::from_secs(4);
+    let busy = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..48)
+        .map(|_| {
+            let client = client_from("127.0.0.2");
+            let url = app.url("/api/login");
+            let busy = Arc::clone(&busy);
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    let response = client
+                        .post(&url)
+                        .json(&json!({ "username": "test", "password": "test" }))
+                        .send()
+                        .await;
+                    if response.is_ok_and(|r| r.status() == 503) {
+                        busy.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for attempt in 1..=3 {
+        let response = login(&app, &owner, "admin", "a", Some(&device)).await;
+        assert_eq!(response.status(), 200, "known device, attempt {attempt}");
+    }
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert!(
+        busy.load(Ordering::Relaxed) > 0,
+        "the flood held the only slot for unknown devices"
+    );
+}

@@ -5,12 +5,14 @@
 mod fleet;
 mod support;
 
+mod captured_identity;
 mod config;
 mod devices;
 mod drain;
 mod lifecycle;
 mod login;
 mod oauth;
+mod own_account;
 mod proxy;
 mod quickstart;
 mod readiness;

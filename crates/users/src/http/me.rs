@@ -64,7 +64,7 @@ struct UpdateMe {
     /// The account's password as it is now: required with `password` or `email`, so that a
     /// stolen access token alone cannot take the account over. Wrong ones are limited to 5 per
     /// 15 minutes per account.
-    #[schema(value_type = String, required = false, write_only)]
+    #[schema(value_type = String, required = false, write_only, max_length = 1024)]
     current_password: Option<String>,
     // Fields only an admin may change. They are read (and their values ignored) so the answer
     // can say so with a 403, rather than call them unknown; the document leaves them out.
