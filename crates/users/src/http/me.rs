@@ -143,27 +143,8 @@ async fn update(
     let password = fields
         .not_null("password", body.password)
         .and_then(|raw| fields.check(Password::parse(raw)));
-    let current_password = if changes_a_secret {
-        fields
-            .required_with(
-                "current_password",
-                body.current_password,
-                "is required to change the password or email",
-            )
-            .and_then(|raw| {
-                // Bounded like a new password: argon2's cost grows with the input.
-                fields.check(if raw.chars().count() > Password::MAX_CHARS {
-                    Err(FieldError::new(
-                        "current_password",
-                        format!("must be at most {} characters", Password::MAX_CHARS),
-                    ))
-                } else {
-                    Ok(raw)
-                })
-            })
-    } else {
-        None
-    };
+    let current_password =
+        current_password_for(&mut fields, changes_a_secret, body.current_password);
     fields.finish()?;
     if let Some(current_password) = current_password {
         confirm_current_password(&state, id, current_password).await?;
@@ -184,9 +165,38 @@ async fn update(
     Ok(Json(user))
 }
 
+/// `current_password` as sent, checked for shape: required when the change touches the password
+/// or email (`changes_a_secret`), ignored otherwise.
+pub(super) fn current_password_for(
+    fields: &mut Fields,
+    changes_a_secret: bool,
+    sent: Option<String>,
+) -> Option<String> {
+    if !changes_a_secret {
+        return None;
+    }
+    fields
+        .required_with(
+            "current_password",
+            sent,
+            "is required to change the password or email",
+        )
+        .and_then(|raw| {
+            // Bounded like a new password: argon2's cost grows with the input.
+            fields.check(if raw.chars().count() > Password::MAX_CHARS {
+                Err(FieldError::new(
+                    "current_password",
+                    format!("must be at most {} characters", Password::MAX_CHARS),
+                ))
+            } else {
+                Ok(raw)
+            })
+        })
+}
+
 /// Checks that `candidate` is the password of account `id`, counted against the account's
 /// budget of wrong ones (argon2 on the blocking pool, as at sign-in).
-async fn confirm_current_password(
+pub(super) async fn confirm_current_password(
     state: &AppState,
     id: uuid::Uuid,
     candidate: String,

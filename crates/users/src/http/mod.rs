@@ -40,8 +40,9 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .with_state(state)
 }
 
-/// A signed-in user with the role `admin`.
-pub struct Admin;
+/// A signed-in user with the role `admin`, by their id when the caller is a user (a machine
+/// client granted the role has none).
+pub struct Admin(pub Option<Uuid>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = Error;
@@ -49,7 +50,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let identity = Identity::from_request_parts(parts, state).await?;
         identity.require_role("admin")?;
-        Ok(Self)
+        Ok(Self(identity.user_id().ok()))
     }
 }
 

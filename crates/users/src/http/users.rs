@@ -236,6 +236,11 @@ struct UpdateUser {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
     password: Option<Option<String>>,
+    /// The caller's own password as it is now: required only when an admin changes their own
+    /// password or email here, as through `/users/me`, so a stolen token cannot take the
+    /// account over; not needed for another user's account.
+    #[schema(value_type = String, required = false, write_only, max_length = 1024)]
+    current_password: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Role, required = false)]
     role: Option<Option<String>>,
@@ -268,12 +273,15 @@ struct UpdateUser {
     )
 )]
 async fn update(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUser>,
 ) -> Result<Json<User>, Error> {
     let mut fields = Fields::default();
+    let own_secret = admin.0 == Some(id) && (body.email.is_some() || body.password.is_some());
+    let current_password =
+        super::me::current_password_for(&mut fields, own_secret, body.current_password);
     let username = fields
         .not_null("username", body.username)
         .and_then(|raw| fields.check(Username::parse(&raw)));
@@ -292,6 +300,9 @@ async fn update(
         .and_then(|raw| fields.check_all(Scopes::parse(&raw)));
     let is_active = fields.not_null("is_active", body.is_active);
     fields.finish()?;
+    if let Some(current_password) = current_password {
+        super::me::confirm_current_password(&state, id, current_password).await?;
+    }
 
     let password_hash = match password {
         Some(password) => Some(password.hash().await?),

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{new_user, spawn_app};
 
 #[tokio::test]
 async fn a_password_or_email_change_without_the_current_password_is_422_naming_it() {
@@ -161,6 +161,49 @@ async fn an_admin_sets_another_users_password_without_knowing_the_old_one() {
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
     assert_eq!(
         app.check_credentials("sven", "reset by admin").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_admin_changing_their_own_password_through_the_admin_api_needs_the_current_one_too() {
+    let app = spawn_app().await;
+    let mut body = new_user("tove");
+    body["role"] = json!("admin");
+    let admin = app.create_user(&body).await;
+    let own = format!("/users/{}", admin["id"].as_str().unwrap());
+
+    let without = app
+        .signed_in(&admin)
+        .patch(&own, &json!({ "password": "taken over" }))
+        .await;
+    assert_eq!(
+        without.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        without.text
+    );
+    assert_eq!(without.invalid_fields(), ["current_password"]);
+
+    let wrong = app
+        .signed_in(&admin)
+        .patch(
+            &own,
+            &json!({ "email": "thief@example.com", "current_password": "a guess" }),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text);
+
+    let right = app
+        .signed_in(&admin)
+        .patch(
+            &own,
+            &json!({ "password": "new one", "current_password": "password-of-tove" }),
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.text);
+    assert_eq!(
+        app.check_credentials("tove", "new one").await.status,
         StatusCode::OK
     );
 }
