@@ -75,22 +75,28 @@ impl Kind {
 }
 
 fn refuse_if_shared(path: &Path, kind: Kind) -> anyhow::Result<()> {
-    match platform::shared_mode(path)? {
-        None => Ok(()),
-        Some(mode) => {
-            let what = match kind {
-                Kind::File => "the database file",
-                Kind::Folder => "the folder of the database",
-            };
-            anyhow::bail!(
-                "{what} {} is open to other local users (mode {mode:04o}) and holds secrets; \
-                 refusing to use it. Fix: chmod {:o} {}",
-                path.display(),
-                kind.private_mode(),
-                path.display(),
-            )
-        }
-    }
+    let Some(mode) = platform::shared_mode(path)? else {
+        return Ok(());
+    };
+    let what = match kind {
+        Kind::File => "the database file",
+        Kind::Folder => "the folder of the database",
+    };
+    // A folder others may write to (/tmp, a shared upload folder) is not ours to lock down:
+    // `chmod 700 /tmp` would break the machine. The database belongs in a folder of its own.
+    let fix = if matches!(kind, Kind::Folder) && mode & 0o1002 != 0 {
+        format!(
+            "keep the database in a folder of its own, e.g. `mkdir -m 700 {}/gatehouse` and point the URL there",
+            path.display()
+        )
+    } else {
+        format!("chmod {:o} {}", kind.private_mode(), path.display())
+    };
+    anyhow::bail!(
+        "{what} {} is open to other local users (mode {mode:04o}) and holds secrets; \
+         refusing to use it. Fix: {fix}",
+        path.display(),
+    )
 }
 
 #[cfg(unix)]
@@ -221,6 +227,22 @@ mod tests {
             assert!(error.contains(&format!("{loose:04o}")), "{error}");
         }
         prepare(&path, true).unwrap();
+    }
+
+    #[test]
+    fn a_database_in_a_folder_everyone_may_write_to_is_refused_without_advising_chmod_on_it() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("tmp");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, Permissions::from_mode(0o1777)).unwrap();
+
+        let error = prepare(&shared.join("gateway.db"), true)
+            .unwrap_err()
+            .to_string();
+
+        assert!(!error.contains("chmod"), "never `chmod 700 /tmp`: {error}");
+        assert!(error.contains("folder of its own"), "{error}");
+        assert!(!shared.join("gateway.db").exists(), "nothing created there");
     }
 
     #[test]

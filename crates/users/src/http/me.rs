@@ -97,9 +97,8 @@ struct UpdateMe {
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = UNAUTHORIZED, description = "No valid identity token.",
             body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`).",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "`current_password` is wrong (type `urn:gatehouse:problem:wrong-current-password`).",
+        // One entry per status: a second 403 would replace this one in the document.
+        (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`), or `current_password` is wrong (type `urn:gatehouse:problem:wrong-current-password`).",
             body = ProblemDetails, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "The caller's account no longer exists.",
             body = ProblemDetails, content_type = "application/problem+json"),
