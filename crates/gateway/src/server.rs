@@ -424,7 +424,7 @@ async fn route_and_forward(
         headers: parts.headers,
         body,
     };
-    forward::forward(upstream, outbound, timeout, limit).await
+    forward::forward(upstream, outbound, timeout, &routing.config.limits).await
 }
 
 /// `.` and `..` segments (also percent-encoded) could climb out of a route's prefix upstream.

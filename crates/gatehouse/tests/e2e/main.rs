@@ -16,5 +16,6 @@ mod reload;
 mod replicas;
 mod resilience;
 mod services;
+mod slow_clients;
 mod tokens;
 mod users_through_gateway;
