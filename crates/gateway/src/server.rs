@@ -283,7 +283,14 @@ impl Gateway {
             .clone()
             .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
         let router = self.router();
-        crate::drain::serve(listener, router, shutdown, || state.config().drain_timeout).await?;
+        crate::drain::serve(
+            listener,
+            router,
+            shutdown,
+            || state.config().limits.clone(),
+            || state.config().drain_timeout,
+        )
+        .await?;
         upkeep.abort();
         if let Some(watch) = watch {
             watch.abort();

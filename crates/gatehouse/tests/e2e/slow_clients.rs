@@ -1,6 +1,7 @@
 //! Clients that are slow or silent, by accident or on purpose, over raw sockets: a request body
 //! the client stops sending is its own fault (408, the service is not blamed), while an upstream
-//! that stops reading a body is the upstream's (504, counted against it).
+//! that stops reading a body is the upstream's (504, counted against it); connections that send
+//! nothing are closed at the header deadline, and one address holds only its share of them.
 
 use std::time::Duration;
 
@@ -244,4 +245,135 @@ async fn status_line(reader: &mut tokio::net::tcp::ReadHalf<'_>) -> RawAnswer {
     })
     .await
     .expect("an answer in time, never a hang")
+}
+
+/// How many silent sockets this process can open beside everything else: 2,000, fewer when the
+/// file-descriptor limit (`ulimit -n`) is low, as on some CI machines.
+fn silent_sockets_affordable() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3)?.parse::<usize>().ok())
+        })
+        .unwrap_or(4096);
+    // The gateway's side of each accepted socket, the services and the test's own files.
+    let affordable = 2000.min(soft_limit.saturating_sub(600));
+    if affordable < 2000 {
+        eprintln!("ulimit -n is {soft_limit}: opening {affordable} silent sockets, not 2000");
+    }
+    affordable
+}
+
+/// Whether the gateway has closed `socket` (it never sends a silent socket anything).
+async fn is_closed(socket: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 64];
+    match tokio::time::timeout(Duration::from_millis(5), socket.read(&mut buffer)).await {
+        Err(_still_open) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("a silent socket was sent {n} bytes"),
+    }
+}
+
+async fn count_open(sockets: &mut [TcpStream]) -> usize {
+    let mut open = 0;
+    for socket in sockets.iter_mut() {
+        if !is_closed(socket).await {
+            open += 1;
+        }
+    }
+    open
+}
+
+#[tokio::test]
+async fn silent_sockets_from_one_address_neither_crowd_out_another_nor_stay_open() {
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "limits: { max_body: 1MiB }",
+            "limits: { max_body: 1MiB, header_read_timeout: 2s, max_connections_per_ip: 100 }",
+        )
+    })
+    .await;
+    let address = app.gateway.trim_start_matches("http://").to_owned();
+    let flood = silent_sockets_affordable();
+    assert!(flood > 200, "too few file descriptors for this test");
+
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::with_capacity(flood);
+    for _ in 0..flood {
+        silent.push(TcpStream::connect(&address).await.unwrap());
+    }
+
+    // Another address, a new connection each time, while the flood is open.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let response = other
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers within 1 s from another address");
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let open = count_open(&mut silent).await;
+    assert!(
+        open <= 100,
+        "{open} of {flood} silent sockets from one address are held open; the share is 100"
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(2),
+        "the check ran before the header deadline; this machine is too slow for it"
+    );
+
+    // The address's share is closed by the header deadline (2 s from accept).
+    loop {
+        let open = count_open(&mut silent).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "{open} silent sockets still open after the header deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = other.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_when_silent_but_not_while_its_request_is_answered() {
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "limits: { max_body: 1MiB }",
+            "limits: { max_body: 1MiB, header_read_timeout: 1s }",
+        ) + "  - { path: /api/patient, methods: [GET], service: echo, to: /slow, auth: public }\n"
+    })
+    .await;
+    // The echo service takes 3 s for /slow: longer than the header deadline.
+    let mut socket = send_raw(&app, "GET /api/patient HTTP/1.1\r\nHost: gatehouse\r\n\r\n").await;
+    let answer = read_answer(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.body, b"late");
+
+    // Kept alive, then silent: closed by the deadline, counted from the end of the exchange.
+    let answered = std::time::Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(800),
+        "closed before the deadline: {:?}",
+        answered.elapsed()
+    );
 }
