@@ -36,6 +36,8 @@ pub enum GatewayError {
     /// The client stopped sending its request body: its fault, never the instance's.
     #[error("the client sent no part of the request body for {idle:?}")]
     BodyStalled { idle: std::time::Duration },
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
     /// A transfer coding other than `chunked`: the gateway would have to drop or decode it.
     #[error("the transfer coding `{0}` is not supported; send `chunked` or a Content-Length")]
     UnsupportedTransferEncoding(String),
@@ -66,6 +68,7 @@ impl GatewayError {
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StateUnavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,

@@ -11,8 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,7 +25,7 @@ use tokio::net::TcpListener;
 use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::Keys;
 use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
-use crate::auth::{self, jwks, login, oauth, policy, session, upkeep};
+use crate::auth::{self, jwks, login, oauth, own_body, policy, session, upkeep};
 use crate::config::{ConfigError, GatewayConfig, Vars};
 use crate::error::GatewayError;
 use crate::proxy::forward::{self, Outbound};
@@ -250,11 +251,21 @@ impl Gateway {
         let state = Arc::clone(&self.state);
         // The gateway's own paths are fixed at start (`auth` needs a restart to change).
         let config = state.config();
-        Router::new()
+        // The gateway's own endpoints read their bodies within the live limits (auth::own_body).
+        let json_body = || from_fn_with_state(Arc::clone(&state), own_body::json);
+        let own = Router::new()
             .route(&config.auth.login_path, post(login::login))
-            .route(&config.auth.token_path, post(oauth::token))
             .route(&config.auth.refresh_path, post(session::refresh))
             .route(&config.auth.logout_path, post(session::logout))
+            .route_layer(json_body())
+            .route(
+                &config.auth.token_path,
+                post(oauth::token)
+                    .route_layer(from_fn_with_state(Arc::clone(&state), own_body::form)),
+            )
+            .layer(DefaultBodyLimit::disable());
+        Router::new()
+            .merge(own)
             .route("/.well-known/jwks.json", get(jwks::serve))
             .route(
                 "/healthz",

@@ -10,6 +10,7 @@ mod drain;
 mod lifecycle;
 mod login;
 mod oauth;
+mod own_endpoints;
 mod proxy;
 mod quickstart;
 mod reload;
