@@ -1,7 +1,8 @@
 //! The gateway's phases wired together, and serving until shutdown.
 //!
-//! request id → strip client-asserted headers → match route → authenticate + authorize →
-//! rewrite headers and path → forward (pick an instance, retry when safe) → respond.
+//! request id → normalize (Host, framing) → strip client-asserted headers → match route →
+//! authenticate + authorize → rewrite headers and path → forward (pick an instance, retry when
+//! safe) → respond.
 //!
 //! The routes, the services and the live part of the configuration form one [`Routing`]
 //! snapshot that a reload replaces at once; each request takes the snapshot current when it
@@ -28,6 +29,7 @@ use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
 use crate::auth::{self, jwks, login, oauth, own_body, policy, session, upkeep};
 use crate::config::{ConfigError, GatewayConfig, Vars};
 use crate::error::GatewayError;
+use crate::normalize;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::health;
@@ -272,6 +274,8 @@ impl Gateway {
                 get(|| async { Json(json!({ "status": "ok" })) }),
             )
             .route("/readyz", get(readiness))
+            // Every route above; the proxy (the hot path) calls it itself, without a layer.
+            .route_layer(axum::middleware::from_fn(normalize::request_layer))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .with_state(state)
@@ -360,6 +364,7 @@ async fn route_and_forward(
 ) -> Result<Response, GatewayError> {
     let routing = state.routing();
     let (mut parts, body) = request.into_parts();
+    let host = normalize::request(&parts)?;
     let client_ip = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -413,13 +418,12 @@ async fn route_and_forward(
         target.push('?');
         target.push_str(query);
     }
-    let original_host = parts.headers.get(header::HOST).cloned();
     headers::sanitize_request(&mut parts.headers);
     headers::add_forwarding(
         &mut parts.headers,
         &Forwarding {
             client_ip,
-            host: original_host.as_ref(),
+            host: host.as_ref(),
             proto: "http",
         },
     );

@@ -7,6 +7,7 @@ mod support;
 
 mod config;
 mod drain;
+mod http_conformance;
 mod lifecycle;
 mod login;
 mod oauth;
