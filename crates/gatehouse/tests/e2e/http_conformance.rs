@@ -133,6 +133,18 @@ async fn a_transfer_coding_other_than_chunked_alone_is_501_never_dropped() {
     .await;
     assert_eq!(chunked.status, 200, "{}", chunked.head);
     assert_eq!(chunked.json()["body_len"], 5);
+
+    // Both framings: hyper takes the chunked one and drops the length (RFC 9112 §6.3), so the
+    // upstream is never told a length that disagrees with the body.
+    let both = exchange(
+        &app,
+        "POST /api/public/x HTTP/1.1\r\nHost: gatehouse\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(both.status, 200, "{}", both.head);
+    let seen = both.json();
+    assert_eq!(seen["body_len"], 5);
+    assert_ne!(seen["headers"]["content-length"], "100", "{seen}");
 }
 
 /// What hyper refuses before the gateway sees the request: a 400 without a body.
