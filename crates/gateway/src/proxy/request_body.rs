@@ -122,3 +122,77 @@ impl http_body::Body for Watched {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A body whose frames the test sends by hand, as a client would.
+    fn client_body() -> (mpsc::Sender<&'static str>, Body) {
+        let (sender, receiver) = mpsc::channel(1);
+        let frames = texts_of(receiver).map(|text: &'static str| {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(text.as_bytes())))
+        });
+        (sender, Body::new(StreamBody::new(frames)))
+    }
+
+    fn texts_of(
+        mut receiver: mpsc::Receiver<&'static str>,
+    ) -> impl futures_util::Stream<Item = &'static str> {
+        futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+    }
+
+    #[tokio::test]
+    async fn the_turn_passes_between_client_and_upstream_as_the_body_flows() {
+        let progress = Progress::new();
+        assert!(
+            progress.upstream_turn_since().is_some(),
+            "nothing sent yet: the upstream's turn"
+        );
+        let (client, body) = client_body();
+        let mut watched = Watched::new(body, 1024, Duration::from_secs(5), Arc::clone(&progress));
+
+        let waiting = tokio::time::timeout(Duration::from_millis(20), watched.frame()).await;
+        assert!(waiting.is_err(), "no frame yet");
+        assert_eq!(
+            progress.upstream_turn_since(),
+            None,
+            "waiting for the client"
+        );
+
+        client.send("{}").await.unwrap();
+        let frame = watched.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "{}");
+        assert!(
+            progress.upstream_turn_since().is_some(),
+            "handed over: the upstream's turn"
+        );
+
+        drop(client);
+        assert!(watched.frame().await.is_none(), "the end");
+        assert!(
+            progress.upstream_turn_since().is_some(),
+            "complete: the upstream's turn for good"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_silent_for_the_idle_timeout_fails_the_body() {
+        let (client, body) = client_body();
+        let idle = Duration::from_millis(50);
+        let mut watched = Watched::new(body, 1024, idle, Progress::new());
+        client.send("{").await.unwrap();
+        assert!(watched.frame().await.unwrap().is_ok());
+
+        let error = watched.frame().await.unwrap().unwrap_err();
+        let silent = error.downcast_ref::<ClientSilent>().expect("ClientSilent");
+        assert_eq!(silent.idle, idle);
+        drop(client);
+    }
+}
