@@ -117,12 +117,10 @@ async fn stalled_request_bodies_are_408_and_never_count_against_the_service() {
         assert_eq!(answer.json()["status"], 408);
     }
 
-    // Had any stall counted, the single failure allowed would have ejected users for a minute.
+    // Had any stall counted, the single failure allowed would have ejected users for a minute:
+    // sign-in and the users routes would answer 503, and readiness with them.
     assert_eq!(app.login("admin", "a").await.status(), 200);
-    let readiness = app.get("/readyz", None).await;
-    assert_eq!(readiness.status(), 200);
-    let readiness: Value = readiness.json().await.unwrap();
-    assert_eq!(readiness["services"]["users"]["healthy"], 1, "{readiness}");
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
     let whole = app
         .send_json(
             reqwest::Method::PATCH,

@@ -572,6 +572,103 @@ mod tests {
         }
     }
 
+    /// A service instance on a free port that reads requests (and whatever body follows) but
+    /// never answers, or (`deaf`) never reads at all.
+    async fn silent_instance(deaf: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if deaf {
+                    held.push(socket);
+                } else {
+                    tokio::spawn(async move {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut socket, &mut sink).await;
+                    });
+                }
+            }
+        });
+        format!("http://{address}")
+    }
+
+    /// One instance that one counted failure ejects for a minute.
+    fn harsh_upstream(url: &str) -> Upstream {
+        let settings = crate::config::ServiceSettings {
+            upstreams: vec![url.parse().unwrap()],
+            timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(1),
+            balance: crate::config::Balance::RoundRobin,
+            health: None,
+            breaker: crate::config::BreakerSettings {
+                failures: 1,
+                backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(60),
+            },
+            retries: crate::config::RetrySettings {
+                attempts: 2,
+                budget_percent: 20,
+            },
+            required: true,
+        };
+        Upstream::new("s", &settings)
+    }
+
+    fn patch(body: Body) -> Outbound {
+        Outbound {
+            method: Method::PATCH,
+            target: "/x".to_owned(),
+            headers: HeaderMap::new(),
+            body,
+        }
+    }
+
+    fn quick_limits() -> Limits {
+        Limits {
+            max_body_bytes: 1024,
+            body_idle_timeout: Duration::from_millis(100),
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 10,
+            max_connections_per_ip: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_the_client_stalls_is_408_and_leaves_the_instance_alone() {
+        let upstream = harsh_upstream(&silent_instance(false).await);
+        let body = Body::new(SizedHint(stalled_after(b"{"), 100));
+        let timeout = Duration::from_millis(300);
+        let error = forward(&upstream, patch(body), timeout, &quick_limits())
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            !upstream.instances()[0].is_ejected(),
+            "not the instance's fault"
+        );
+        assert_eq!(upstream.instances()[0].in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_the_upstream_stops_reading_is_504_and_counts_against_it() {
+        let upstream = harsh_upstream(&silent_instance(true).await);
+        // Far more than the sockets between us hold: the upstream must read to take it all.
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let frames =
+            stream::iter((0..1024).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
+        let body = Body::new(StreamBody::new(frames));
+        let limits = Limits {
+            max_body_bytes: 1 << 30,
+            ..quick_limits()
+        };
+        let error = forward(&upstream, patch(body), Duration::from_millis(300), &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(upstream.instances()[0].is_ejected(), "the upstream's fault");
+    }
+
     /// `body` declaring an exact length, as a request with `Content-Length` does.
     struct SizedHint(Body, u64);
 
