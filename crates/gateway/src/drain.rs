@@ -5,10 +5,22 @@
 //!
 //! axum's own `serve` cancels a connection whose first bytes have not been read when shutdown
 //! begins, and waits for stragglers without a deadline; hence this loop.
+//!
+//! While serving, silent connections cannot pile up: a connection must send a request's headers
+//! within `limits.header_read_timeout` of its accept, and of the end of its previous exchange
+//! when it is kept alive (a connection that stays silent is closed; one that trickles its
+//! headers is cut by hyper's own header timeout, which starts at the first byte). One client
+//! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64): the excess
+//! is closed at accept, before a byte is read, so one address cannot crowd out the others; and at
+//! most `limits.max_connections` are served at once.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,33 +30,40 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use kit::shutdown::Shutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tower::ServiceExt;
+
+use crate::config::Limits;
 
 /// How long a connection accepted just before shutdown may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-/// How long a client may take to send a request's headers: a slow trickle (slowloris) holds a
-/// connection no longer than this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; past it the gateway stops accepting until one closes (the
-/// kernel's backlog holds the rest), so a flood of idle connections cannot exhaust it.
-const MAX_CONNECTIONS: usize = 16_384;
 
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `drain_timeout()`.
+/// `limits()` gives the connection limits in force (read at each accept: a reload changes them).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: Shutdown,
+    limits: impl Fn() -> Limits,
     drain_timeout: impl FnOnce() -> Duration,
 ) -> std::io::Result<()> {
     let (draining, drain_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let clients = Arc::new(PerClient::default());
     loop {
+        let limits = limits();
         tokio::select! {
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
-                Ok((stream, peer)) => spawn(&mut connections, stream, peer, &app, &drain_signal),
+            accepted = listener.accept(), if connections.len() < limits.max_connections => match accepted {
+                Ok((stream, peer)) => {
+                    // Over its address's share: closed before a byte is read.
+                    if let Some(slot) = clients.take(peer.ip(), limits.max_connections_per_ip) {
+                        spawn(&mut connections, stream, peer, slot, &app, &drain_signal, limits.header_read_timeout);
+                    }
+                }
                 Err(error) if is_connection_error(&error) => {}
                 Err(error) => {
                     // Out of file descriptors and the like: wait rather than spin.
@@ -60,17 +79,23 @@ pub async fn serve(
     // Connections the kernel completed before the listener closes were accepted by us as far
     // as their clients can tell: take them in rather than resetting them.
     let listener = listener.into_std()?;
+    let last = limits();
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
                 stream.set_nonblocking(true)?;
-                spawn(
-                    &mut connections,
-                    TcpStream::from_std(stream)?,
-                    peer,
-                    &app,
-                    &drain_signal,
-                );
+                let stream = TcpStream::from_std(stream)?;
+                if let Some(slot) = clients.take(peer.ip(), last.max_connections_per_ip) {
+                    spawn(
+                        &mut connections,
+                        stream,
+                        peer,
+                        slot,
+                        &app,
+                        &drain_signal,
+                        last.header_read_timeout,
+                    );
+                }
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(error) if is_connection_error(&error) => {}
@@ -107,40 +132,63 @@ fn spawn(
     connections: &mut JoinSet<()>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: ClientSlot,
     app: &Router,
     drain_signal: &watch::Receiver<bool>,
+    header_read_timeout: Duration,
 ) {
     let _ = stream.set_nodelay(true);
     let spoken = Arc::new(AtomicBool::new(false));
     let first_request = Arc::new(Notify::new());
+    let activity = Arc::new(Activity::new());
     let service = {
         let app = app.clone();
         let spoken = Arc::clone(&spoken);
         let first_request = Arc::clone(&first_request);
+        let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             if !spoken.swap(true, Ordering::AcqRel) {
                 first_request.notify_one();
             }
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request.map(Body::new))
+            let answering = Answering::start(&activity);
+            let response = app.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = response.await;
+                drop(answering);
+                response
+            }
         })
     };
     let mut drain_signal = drain_signal.clone();
     connections.spawn(async move {
+        // Held until the connection ends, however it ends: the address's count goes down.
+        let _slot = slot;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(header_read_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(60));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let io = Watched {
+            stream,
+            activity: Arc::clone(&activity),
+        };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
-        tokio::select! {
+        let silent = tokio::select! {
             result = connection.as_mut() => return finished(result),
-            _ = drain_signal.wait_for(|draining| *draining) => {}
+            _ = drain_signal.wait_for(|draining| *draining) => false,
+            () = activity.silent_for(header_read_timeout) => true,
+        };
+        if silent {
+            // Nothing sent or asked for in time: close. An idle connection closes at once; a
+            // response still streaming finishes first (the upstream's own timeout bounds it).
+            connection.as_mut().graceful_shutdown();
+            return finished(connection.await);
         }
         if !spoken.load(Ordering::Acquire) {
             tokio::select! {
@@ -160,6 +208,189 @@ fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     }
 }
 
+/// Open connections per client address. IPv6 addresses count by /64: one host commonly holds a
+/// whole /64, and would otherwise have an unbounded number of addresses.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted for its client address, until dropped.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    address: IpAddr,
+}
+
+impl PerClient {
+    /// A slot for a connection from `ip`; `None` when the address already holds `cap`.
+    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
+        let address = client_address(ip);
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(address).or_insert(0);
+        if *count >= cap {
+            tracing::debug!(%address, open = *count, "connection refused: too many from this address");
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            address,
+        })
+    }
+
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&client_address(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .clients
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The address a connection counts for: IPv4 as is (also when mapped into IPv6), IPv6 by /64.
+fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// When a connection last moved bytes, and how many of its requests are being answered.
+struct Activity {
+    born: Instant,
+    /// Milliseconds after `born` of the last read or write that moved bytes.
+    last_io_ms: AtomicU64,
+    answering: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            born: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            answering: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request is being answered and no byte has moved for `limit`: from
+    /// accept, or from the end of the last exchange.
+    async fn silent_for(&self, limit: Duration) {
+        loop {
+            let wait = if self.answering.load(Ordering::Acquire) > 0 {
+                limit
+            } else {
+                let last =
+                    self.born + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+                let quiet = last.elapsed();
+                if quiet >= limit {
+                    return;
+                }
+                limit - quiet
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A request being answered (from its headers to the response's); the connection is not silent.
+struct Answering(Arc<Activity>);
+
+impl Answering {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.answering.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's socket that notes when bytes move, for [`Activity::silent_for`].
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 /// Errors that concern one connection only, not the listener.
 fn is_connection_error(error: &std::io::Error) -> bool {
     matches!(
@@ -168,4 +399,46 @@ fn is_connection_error(error: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_holds_at_most_its_share_and_a_closed_connection_frees_its_slot() {
+        let clients = Arc::new(PerClient::default());
+        let one: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = clients.take(one, 2).unwrap();
+        let _second = clients.take(one, 2).unwrap();
+        assert!(clients.take(one, 2).is_none(), "the third from one address");
+        assert!(
+            clients.take(other, 2).is_some(),
+            "another address has its own share"
+        );
+        drop(first);
+        assert_eq!(clients.open(one), 1);
+        assert!(
+            clients.take(one, 2).is_some(),
+            "a slot freed by a closed connection"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let clients = Arc::new(PerClient::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = clients.take(a, 1).unwrap();
+        assert!(clients.take(b, 1).is_none(), "the same /64");
+        assert!(clients.take(elsewhere, 1).is_some());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let _v4 = clients.take("127.0.0.1".parse().unwrap(), 1).unwrap();
+        assert!(
+            clients.take(mapped, 1).is_none(),
+            "an IPv4-mapped address is that IPv4 address"
+        );
+    }
 }

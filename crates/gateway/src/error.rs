@@ -33,6 +33,14 @@ pub enum GatewayError {
     StateUnavailable(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The client stopped sending its request body: its fault, never the instance's.
+    #[error("the client sent no part of the request body for {idle:?}")]
+    BodyStalled { idle: std::time::Duration },
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    /// A transfer coding other than `chunked`: the gateway would have to drop or decode it.
+    #[error("the transfer coding `{0}` is not supported; send `chunked` or a Content-Length")]
+    UnsupportedTransferEncoding(String),
     /// No connection, or no instance that is healthy and not ejected; `retry_after` is when
     /// one may be again.
     #[error("the service `{service}` is unavailable")]
@@ -59,6 +67,9 @@ impl GatewayError {
             }
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StateUnavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +117,13 @@ impl GatewayError {
                     .with_detail("The request could not be recorded by every gateway replica; try again.")
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
+            // RFC 9110 §15.5.9: the rest of the body may still come; the connection cannot be reused.
+            Self::BodyStalled { idle } => Problem::new(status)
+                .with_detail(format!(
+                    "The request body stopped arriving: nothing came for {} ms.",
+                    idle.as_millis()
+                ))
+                .with_header(header::CONNECTION, HeaderValue::from_static("close")),
             Self::Unavailable { retry_after, .. } => {
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Problem::new(status)

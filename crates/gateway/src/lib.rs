@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
+//! - [`normalize`]: what a request must be before anything reads it: its Host, its framing.
 //! - [`router`]: the route table (radix tree) and upstream path templates.
 //! - [`auth`]: signing keys and JWKS, access tokens, identity tokens for services, login, policies.
 //! - [`proxy`]: services and their instances, balancing, health checks, breaker, retries,
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod normalize;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;

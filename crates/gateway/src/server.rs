@@ -1,7 +1,8 @@
 //! The gateway's phases wired together, and serving until shutdown.
 //!
-//! request id → strip client-asserted headers → match route → authenticate + authorize →
-//! rewrite headers and path → forward (pick an instance, retry when safe) → respond.
+//! request id → normalize (Host, framing) → strip client-asserted headers → match route →
+//! authenticate + authorize → rewrite headers and path → forward (pick an instance, retry when
+//! safe) → respond.
 //!
 //! The routes, the services and the live part of the configuration form one [`Routing`]
 //! snapshot that a reload replaces at once; each request takes the snapshot current when it
@@ -11,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,9 +27,10 @@ use crate::auth::device::DeviceTokens;
 use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::Keys;
 use crate::auth::tokens::{AccessClaims, Refusal, Tokens, LEEWAY_SECONDS};
-use crate::auth::{self, jwks, login, oauth, policy, session, upkeep};
+use crate::auth::{self, jwks, login, oauth, own_body, policy, session, upkeep};
 use crate::config::{ConfigError, GatewayConfig, Vars};
 use crate::error::GatewayError;
+use crate::normalize;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::health;
@@ -258,17 +261,29 @@ impl Gateway {
         let state = Arc::clone(&self.state);
         // The gateway's own paths are fixed at start (`auth` needs a restart to change).
         let config = state.config();
-        Router::new()
+        // The gateway's own endpoints read their bodies within the live limits (auth::own_body).
+        let json_body = || from_fn_with_state(Arc::clone(&state), own_body::json);
+        let own = Router::new()
             .route(&config.auth.login_path, post(login::login))
-            .route(&config.auth.token_path, post(oauth::token))
             .route(&config.auth.refresh_path, post(session::refresh))
             .route(&config.auth.logout_path, post(session::logout))
+            .route_layer(json_body())
+            .route(
+                &config.auth.token_path,
+                post(oauth::token)
+                    .route_layer(from_fn_with_state(Arc::clone(&state), own_body::form)),
+            )
+            .layer(DefaultBodyLimit::disable());
+        Router::new()
+            .merge(own)
             .route("/.well-known/jwks.json", get(jwks::serve))
             .route(
                 "/healthz",
                 get(|| async { Json(json!({ "status": "ok" })) }),
             )
             .route("/readyz", get(crate::readiness::readiness))
+            // Every route above; the proxy (the hot path) calls it itself, without a layer.
+            .route_layer(axum::middleware::from_fn(normalize::request_layer))
             .fallback(proxy)
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .with_state(state)
@@ -291,7 +306,14 @@ impl Gateway {
             .clone()
             .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
         let router = self.router();
-        crate::drain::serve(listener, router, shutdown, || state.config().drain_timeout).await?;
+        crate::drain::serve(
+            listener,
+            router,
+            shutdown,
+            || state.config().limits.clone(),
+            || state.config().drain_timeout,
+        )
+        .await?;
         upkeep.abort();
         if let Some(watch) = watch {
             watch.abort();
@@ -314,6 +336,7 @@ async fn route_and_forward(
 ) -> Result<Response, GatewayError> {
     let routing = state.routing();
     let (mut parts, body) = request.into_parts();
+    let host = normalize::request(&parts)?;
     let client_ip = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -367,13 +390,12 @@ async fn route_and_forward(
         target.push('?');
         target.push_str(query);
     }
-    let original_host = parts.headers.get(header::HOST).cloned();
     headers::sanitize_request(&mut parts.headers);
     headers::add_forwarding(
         &mut parts.headers,
         &Forwarding {
             client_ip,
-            host: original_host.as_ref(),
+            host: host.as_ref(),
             proto: "http",
         },
     );
@@ -398,7 +420,7 @@ async fn route_and_forward(
         headers: parts.headers,
         body,
     };
-    forward::forward(upstream, outbound, timeout, limit).await
+    forward::forward(upstream, outbound, timeout, &routing.config.limits).await
 }
 
 /// `.` and `..` segments (also percent-encoded) could climb out of a route's prefix upstream.

@@ -9,6 +9,7 @@ pub mod jwks;
 pub mod keys;
 pub mod login;
 pub mod oauth;
+pub mod own_body;
 pub mod policy;
 pub mod session;
 pub mod throttle;

@@ -88,6 +88,21 @@ fn no_store() -> [(header::HeaderName, &'static str); 2] {
     ]
 }
 
+/// A body the endpoint could not take (too large, stalled, broken) as an RFC 6749 §5.2 error,
+/// with the status that says why (413, 408, 400) rather than a bare 400.
+pub fn refused_body(error: &GatewayError) -> Response {
+    let body =
+        serde_json::json!({ "error": "invalid_request", "error_description": error.to_string() });
+    let mut response = (error.status(), no_store(), axum::Json(body)).into_response();
+    if error.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still come: this connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 #[derive(Serialize)]
 struct TokenResponse {
     access_token: String,

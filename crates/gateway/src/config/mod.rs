@@ -164,6 +164,16 @@ pub struct ThrottleSettings {
 pub struct Limits {
     /// Largest request body forwarded; past it, 413.
     pub max_body_bytes: u64,
+    /// A client silent this long while sending a request body gets 408; the instance is not
+    /// blamed.
+    pub body_idle_timeout: Duration,
+    /// From accept (or the end of the previous request on a keep-alive connection) until a
+    /// request's headers are complete; past it the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; past it the gateway stops accepting until one closes.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP; past it a new one is closed at accept.
+    pub max_connections_per_ip: usize,
 }
 
 /// One service: its instances and how the proxy treats them.

@@ -89,6 +89,13 @@ pub struct Credentials {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_body: Option<String>,
+    /// How long a client may fall silent while sending a request body.
+    pub body_idle_timeout: Option<String>,
+    /// How long a connection may take to send a request's headers, from accept or from the end
+    /// of its previous request.
+    pub header_read_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -138,6 +138,28 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
 
     let limits = Limits {
         max_body_bytes: byte_size(&check, "limits.max_body", raw.limits.max_body.as_deref())?,
+        body_idle_timeout: check.duration(
+            "limits.body_idle_timeout",
+            raw.limits.body_idle_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        header_read_timeout: check.duration(
+            "limits.header_read_timeout",
+            raw.limits.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        max_connections: at_least_one_connection(
+            &check,
+            "limits.max_connections",
+            raw.limits.max_connections,
+            16_384,
+        )?,
+        max_connections_per_ip: at_least_one_connection(
+            &check,
+            "limits.max_connections_per_ip",
+            raw.limits.max_connections_per_ip,
+            512,
+        )?,
     };
 
     let mut services = BTreeMap::new();
@@ -527,6 +549,19 @@ fn at_least_one(
     }
 }
 
+fn at_least_one_connection(
+    check: &Checker<'_>,
+    field: &str,
+    raw: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(0) => Err(check.error(field, "must be at least 1")),
+        Some(n) => Ok(n),
+    }
+}
+
 fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
     const PREFIX: &str = "gatehouse";
     let (url, prefix) = match raw {
@@ -787,6 +822,45 @@ mod tests {
         for (service, extra, field) in cases {
             let error = config(service, extra).unwrap_err().to_string();
             assert!(error.contains(field), "{service} {extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn connection_and_body_limits_have_defaults_and_are_read() {
+        let defaults = config("", "").unwrap().limits;
+        assert_eq!(defaults.body_idle_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.max_connections, 16_384);
+        assert_eq!(defaults.max_connections_per_ip, 512);
+
+        let set = config(
+            "",
+            "limits: { max_body: 4KiB, body_idle_timeout: 2s, header_read_timeout: 500ms, max_connections: 100, max_connections_per_ip: 10 }",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(set.max_body_bytes, 4096);
+        assert_eq!(set.body_idle_timeout, Duration::from_secs(2));
+        assert_eq!(set.header_read_timeout, Duration::from_millis(500));
+        assert_eq!((set.max_connections, set.max_connections_per_ip), (100, 10));
+
+        for (extra, field) in [
+            (
+                "limits: { body_idle_timeout: 0s }",
+                "limits.body_idle_timeout",
+            ),
+            (
+                "limits: { header_read_timeout: soon }",
+                "limits.header_read_timeout",
+            ),
+            ("limits: { max_connections: 0 }", "limits.max_connections"),
+            (
+                "limits: { max_connections_per_ip: 0 }",
+                "limits.max_connections_per_ip",
+            ),
+        ] {
+            let error = config("", extra).unwrap_err().to_string();
+            assert!(error.contains(field), "{extra}: {error}");
         }
     }
 

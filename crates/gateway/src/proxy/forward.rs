@@ -9,14 +9,20 @@
 //! the instance answered 502 or 503; another instance is available; the service's retry budget
 //! allows it; and the deadline has not passed. A timeout is never retried: the deadline (the
 //! route's or service's `timeout`) covers every attempt together.
+//!
+//! The client's part is not the upstream's: a request body the client stops sending fails with
+//! 408 and counts as neutral for the instance, and a streamed body's deadline runs only during
+//! the upstream's turns ([`super::request_body`]). A request without a body takes none of this.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
+use bytes::BytesMut;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -25,9 +31,10 @@ use tokio::time::Instant;
 
 use super::headers;
 use super::instance::{now_ms, InFlight, Outcome, Pick};
+use super::request_body::{ClientSilent, Progress, Watched};
 use super::retry;
 use super::upstream::Upstream;
-use crate::config::MAX_RETRIES;
+use crate::config::{Limits, MAX_RETRIES};
 use crate::error::GatewayError;
 
 /// The largest body kept for a retry; larger bodies stream through and are not retried.
@@ -43,13 +50,15 @@ pub struct Outbound {
 }
 
 /// Sends `outbound` to an instance of `upstream`, retrying on another when it is safe (see the
-/// module docs). `timeout` covers all attempts up to the response headers; the response body
-/// then streams through. Bodies over `max_body` bytes are refused with 413.
+/// module docs). `timeout` covers all attempts up to the response headers (for a streamed body,
+/// the upstream's turns: see [`super::request_body`]); the response body then streams through. Bodies
+/// over `limits.max_body_bytes` are refused with 413, a client silent mid-body for
+/// `limits.body_idle_timeout` with 408.
 pub async fn forward(
     upstream: &Upstream,
     outbound: Outbound,
     timeout: Duration,
-    max_body: u64,
+    limits: &Limits,
 ) -> Result<Response, GatewayError> {
     let Outbound {
         method,
@@ -61,12 +70,15 @@ pub async fn forward(
     let may_retry = upstream.settings.retries.attempts > 0
         && upstream.instances().len() > 1
         && retry::may_repeat(&method, &headers);
-    let mut payload = Payload::read(body, may_retry, max_body).await?;
+    let mut payload = Payload::read(body, may_retry, limits).await?;
     let max_attempts = match payload {
-        Payload::Replayable(_) => 1 + upstream.settings.retries.attempts.min(MAX_RETRIES) as usize,
-        Payload::Streaming(_) => 1,
+        Payload::Empty | Payload::Replayable(_) if may_retry => {
+            1 + upstream.settings.retries.attempts.min(MAX_RETRIES) as usize
+        }
+        _ => 1,
     };
-    let deadline = Instant::now() + timeout;
+    // Runs from here: a body to replay has been read whole already.
+    let deadline = payload.deadline(timeout);
 
     // The instances tried so far, without an allocation per request.
     let mut tried = [0usize; 1 + MAX_RETRIES as usize];
@@ -90,9 +102,9 @@ pub async fn forward(
             std::mem::take(&mut headers)
         };
 
-        let attempt = attempt(upstream, request, deadline, max_body).await;
+        let attempt = attempt(upstream, request, &deadline, limits.max_body_bytes).await;
         let (result, retryable) = settle(upstream, pick, attempt, &instance);
-        if !retryable || attempts >= max_attempts || Instant::now() >= deadline {
+        if !retryable || attempts >= max_attempts || deadline.passed() {
             return result;
         }
         let Ok(next) = upstream.pick(&tried[..attempts]) else {
@@ -121,7 +133,13 @@ pub async fn send(
         )));
     };
     let pick = upstream.track(&authority, now_ms());
-    let attempt = attempt(upstream, request, Instant::now() + timeout, 0).await;
+    let attempt = attempt(
+        upstream,
+        request,
+        &Deadline::At(Instant::now() + timeout),
+        0,
+    )
+    .await;
     match pick {
         Some(pick) => settle(upstream, pick, attempt, &authority).0,
         None => match attempt {
@@ -134,39 +152,131 @@ pub async fn send(
     }
 }
 
-/// The request body: kept in memory when a retry may need it again, else streamed once.
+/// The request body: none, kept in memory when a retry may need it again, else streamed once.
 enum Payload {
+    /// No body: nothing to read, wrap or wait for (the common GET).
+    Empty,
     Replayable(Bytes),
-    Streaming(Option<Body>),
+    /// Streamed through once; `progress` tells whose turn it is (see [`super::request_body`]).
+    Streaming {
+        body: Option<Body>,
+        progress: Arc<Progress>,
+    },
 }
 
 impl Payload {
-    async fn read(body: Body, may_retry: bool, max_body: u64) -> Result<Self, GatewayError> {
+    async fn read(body: Body, may_retry: bool, limits: &Limits) -> Result<Self, GatewayError> {
+        if http_body::Body::is_end_stream(&body) {
+            return Ok(Self::Empty);
+        }
+        let max_body = limits.max_body_bytes;
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        let small = http_body::Body::is_end_stream(&body)
-            || http_body::Body::size_hint(&body)
-                .upper()
-                .is_some_and(|length| length <= REPLAY_LIMIT.min(max_body));
+        let small = http_body::Body::size_hint(&body)
+            .upper()
+            .is_some_and(|length| length <= REPLAY_LIMIT.min(max_body));
         if !(may_retry && small) {
-            return Ok(Self::Streaming(Some(Body::new(Limited::new(body, limit)))));
+            let progress = Progress::new();
+            let watched =
+                Watched::new(body, limit, limits.body_idle_timeout, Arc::clone(&progress));
+            return Ok(Self::Streaming {
+                body: Some(Body::new(watched)),
+                progress,
+            });
         }
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(Self::Replayable(collected.to_bytes())),
-            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(GatewayError::PayloadTooLarge { limit: max_body })
-            }
-            Err(_) => Err(GatewayError::BadRequest(
-                "The request body could not be read.".to_owned(),
-            )),
-        }
+        read_whole(body, limit, limits.body_idle_timeout)
+            .await
+            .map(Self::Replayable)
+            .map_err(|error| match error {
+                BodyError::TooLarge => GatewayError::PayloadTooLarge { limit: max_body },
+                BodyError::Stalled => GatewayError::BodyStalled {
+                    idle: limits.body_idle_timeout,
+                },
+                BodyError::Broken => {
+                    GatewayError::BadRequest("The request body could not be read.".to_owned())
+                }
+            })
     }
 
     fn for_attempt(&mut self) -> Body {
         match self {
+            Self::Empty => Body::empty(),
             Self::Replayable(bytes) => Body::from(bytes.clone()),
-            Self::Streaming(body) => body.take().unwrap_or_else(Body::empty),
+            Self::Streaming { body, .. } => body.take().unwrap_or_else(Body::empty),
         }
     }
+
+    /// When the attempts must have their answer: `timeout` from now, or for a streamed body
+    /// `timeout` of the upstream's own turn.
+    fn deadline(&self, timeout: Duration) -> Deadline {
+        match self {
+            Self::Streaming { progress, .. } => Deadline::UpstreamTurn {
+                progress: Arc::clone(progress),
+                timeout,
+            },
+            _ => Deadline::At(Instant::now() + timeout),
+        }
+    }
+}
+
+/// Why a whole body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the limit.
+    TooLarge,
+    /// The client fell silent for longer than the idle timeout.
+    Stalled,
+    /// The client's stream broke off.
+    Broken,
+}
+
+/// Reads all of `body` (at most `limit` bytes), as long as the client never falls silent for
+/// `idle`. Also for the gateway's own endpoints, which need the whole body at once.
+pub async fn read_whole(body: Body, limit: usize, idle: Duration) -> Result<Bytes, BodyError> {
+    let mut body = Limited::new(body, limit);
+    let mut whole = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_elapsed) => return Err(BodyError::Stalled),
+            Ok(None) => return Ok(whole.freeze()),
+            Ok(Some(frame)) => frame,
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    whole.extend_from_slice(&data);
+                }
+            }
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(BodyError::TooLarge)
+            }
+            Err(_) => return Err(BodyError::Broken),
+        }
+    }
+}
+
+/// Until when an attempt may wait for the response headers.
+enum Deadline {
+    At(Instant),
+    /// `timeout` of the upstream's turn, measured by `progress` (a streamed request body).
+    UpstreamTurn {
+        progress: Arc<Progress>,
+        timeout: Duration,
+    },
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        match self {
+            Self::At(deadline) => Instant::now() >= *deadline,
+            Self::UpstreamTurn { progress, timeout } => progress
+                .upstream_turn_since()
+                .is_some_and(|since| now_ms() >= since + millis(*timeout)),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 4)
 }
 
 enum Attempt {
@@ -201,13 +311,44 @@ impl Failure {
 async fn attempt(
     upstream: &Upstream,
     request: Request<Body>,
-    deadline: Instant,
+    deadline: &Deadline,
     max_body: u64,
 ) -> Attempt {
-    match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
-        Err(_elapsed) => Attempt::TimedOut,
-        Ok(Ok(response)) => Attempt::Answered(response),
-        Ok(Err(error)) => Attempt::Failed(classify(upstream, &error, max_body)),
+    let answered = |result: Result<_, hyper_util::client::legacy::Error>| match result {
+        Ok(response) => Attempt::Answered(response),
+        Err(error) => Attempt::Failed(classify(upstream, &error, max_body)),
+    };
+    match deadline {
+        Deadline::At(deadline) => {
+            match tokio::time::timeout_at(*deadline, upstream.client.request(request)).await {
+                Err(_elapsed) => Attempt::TimedOut,
+                Ok(result) => answered(result),
+            }
+        }
+        Deadline::UpstreamTurn { progress, timeout } => {
+            let sending = upstream.client.request(request);
+            tokio::pin!(sending);
+            loop {
+                // While it is the client's turn, its idle timeout ends the body (and with it
+                // this request); look again after `timeout` in case the turn changed.
+                let wait = match progress.upstream_turn_since() {
+                    Some(since) => {
+                        let due = since + millis(*timeout);
+                        let now = now_ms();
+                        if now >= due {
+                            return Attempt::TimedOut;
+                        }
+                        Duration::from_millis(due - now)
+                    }
+                    None => *timeout,
+                };
+                tokio::select! {
+                    biased;
+                    result = &mut sending => return answered(result),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
     }
 }
 
@@ -288,6 +429,9 @@ fn classify(
     let causes = || causes(error);
     if causes().any(|cause| cause.downcast_ref::<LengthLimitError>().is_some()) {
         return Failure::Client(GatewayError::PayloadTooLarge { limit: max_body });
+    }
+    if let Some(silent) = causes().find_map(|cause| cause.downcast_ref::<ClientSilent>()) {
+        return Failure::Client(GatewayError::BodyStalled { idle: silent.idle });
     }
     // Our side of the exchange failed: the client's body stream broke off.
     if causes().any(|cause| {
@@ -375,5 +519,173 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::{stream, StreamExt};
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    /// A body that sends `first` and then nothing, ever, as a stalled client does.
+    fn stalled_after(first: &'static [u8]) -> Body {
+        let frames = stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(first)))])
+            .chain(stream::pending());
+        Body::new(StreamBody::new(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_fails_as_stalled_when_the_client_falls_silent() {
+        let idle = Duration::from_millis(50);
+        let read = read_whole(stalled_after(b"{"), 1024, idle).await;
+        assert_eq!(read, Err(BodyError::Stalled));
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_is_bounded_and_complete() {
+        let idle = Duration::from_secs(5);
+        let whole = read_whole(Body::from("0123456789"), 10, idle).await;
+        assert_eq!(whole, Ok(Bytes::from_static(b"0123456789")));
+        let over = read_whole(Body::from("0123456789!"), 10, idle).await;
+        assert_eq!(over, Err(BodyError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_replayable_body_that_stalls_is_408_before_any_instance_is_tried() {
+        let limits = Limits {
+            max_body_bytes: 1024,
+            body_idle_timeout: Duration::from_millis(50),
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 10,
+            max_connections_per_ip: 10,
+        };
+        let body = stalled_after(b"{");
+        // A declared length makes it small enough to keep for a retry.
+        let body = Body::new(SizedHint(body, 100));
+        match Payload::read(body, true, &limits).await {
+            Err(error) => assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT),
+            Ok(_) => panic!("a stalled body was read"),
+        }
+    }
+
+    /// A service instance on a free port that reads requests (and whatever body follows) but
+    /// never answers, or (`deaf`) never reads at all.
+    async fn silent_instance(deaf: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if deaf {
+                    held.push(socket);
+                } else {
+                    tokio::spawn(async move {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut socket, &mut sink).await;
+                    });
+                }
+            }
+        });
+        format!("http://{address}")
+    }
+
+    /// One instance that one counted failure ejects for a minute.
+    fn harsh_upstream(url: &str) -> Upstream {
+        let settings = crate::config::ServiceSettings {
+            upstreams: vec![url.parse().unwrap()],
+            timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(1),
+            balance: crate::config::Balance::RoundRobin,
+            health: None,
+            breaker: crate::config::BreakerSettings {
+                failures: 1,
+                backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(60),
+                decay: None,
+            },
+            retries: crate::config::RetrySettings {
+                attempts: 2,
+                budget_percent: 20,
+            },
+            required: true,
+        };
+        Upstream::new("s", &settings)
+    }
+
+    fn patch(body: Body) -> Outbound {
+        Outbound {
+            method: Method::PATCH,
+            target: "/x".to_owned(),
+            headers: HeaderMap::new(),
+            body,
+        }
+    }
+
+    fn quick_limits() -> Limits {
+        Limits {
+            max_body_bytes: 1024,
+            body_idle_timeout: Duration::from_millis(100),
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 10,
+            max_connections_per_ip: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_the_client_stalls_is_408_and_leaves_the_instance_alone() {
+        let upstream = harsh_upstream(&silent_instance(false).await);
+        let body = Body::new(SizedHint(stalled_after(b"{"), 100));
+        let timeout = Duration::from_millis(300);
+        let error = forward(&upstream, patch(body), timeout, &quick_limits())
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            !upstream.instances()[0].is_ejected(),
+            "not the instance's fault"
+        );
+        assert_eq!(upstream.instances()[0].in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_the_upstream_stops_reading_is_504_and_counts_against_it() {
+        let upstream = harsh_upstream(&silent_instance(true).await);
+        // Far more than the sockets between us hold: the upstream must read to take it all.
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let frames =
+            stream::iter((0..1024).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
+        let body = Body::new(StreamBody::new(frames));
+        let limits = Limits {
+            max_body_bytes: 1 << 30,
+            ..quick_limits()
+        };
+        let error = forward(&upstream, patch(body), Duration::from_millis(300), &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(upstream.instances()[0].is_ejected(), "the upstream's fault");
+    }
+
+    /// `body` declaring an exact length, as a request with `Content-Length` does.
+    struct SizedHint(Body, u64);
+
+    impl http_body::Body for SizedHint {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.get_mut().0).poll_frame(cx)
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.1)
+        }
     }
 }

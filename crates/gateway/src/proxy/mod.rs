@@ -1,10 +1,12 @@
 //! The reverse proxy: the services and their instances ([`upstream`], [`instance`]), active
-//! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), and the
-//! forwarding of one request with its failure mapping ([`forward`]).
+//! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), the
+//! client's request body ([`request_body`]), and the forwarding of one request with its failure
+//! mapping ([`forward`]).
 
 pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod instance;
+pub mod request_body;
 pub mod retry;
 pub mod upstream;

@@ -1,0 +1,377 @@
+//! Clients that are slow or silent, by accident or on purpose, over raw sockets: a request body
+//! the client stops sending is its own fault (408, the service is not blamed), while an upstream
+//! that stops reading a body is the upstream's (504, counted against it); connections that send
+//! nothing are closed at the header deadline, and one address holds only its share of them.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{spawn_app_with, TestApp};
+
+/// An answer read off a raw socket.
+pub struct RawAnswer {
+    pub status: u16,
+    /// The header lines, lower-cased.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn is_problem(&self) -> bool {
+        self.head.contains("content-type: application/problem+json")
+    }
+}
+
+/// Reads one HTTP/1.1 answer (with a Content-Length body) within `within`.
+pub async fn read_answer(socket: &mut TcpStream, within: Duration) -> RawAnswer {
+    tokio::time::timeout(within, async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let read = socket
+                .read(&mut buffer)
+                .await
+                .expect("the answer can be read");
+            assert!(
+                read > 0,
+                "the connection closed before an answer: {received:?}"
+            );
+            received.extend_from_slice(&buffer[..read]);
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        let status = head[9..12].parse().expect("a status code");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |value| value.trim().parse().unwrap());
+        let mut body = received[head_end + 4..].to_vec();
+        while body.len() < length {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the body broke off");
+            body.extend_from_slice(&buffer[..read]);
+        }
+        RawAnswer { status, head, body }
+    })
+    .await
+    .expect("an answer in time")
+}
+
+/// Writes `request` on a new connection to the gateway and returns the connection.
+pub async fn send_raw(app: &TestApp, request: &str) -> TcpStream {
+    let address = app.gateway.trim_start_matches("http://");
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket
+}
+
+/// The bundled configuration with the users service judged harshly: one failure ejects it for a
+/// minute, and it must answer within 1 s. A client's stalled body counted against it would show.
+fn harsh_users(config: String) -> String {
+    let harsh = config.replacen(
+        "\"], timeout: 10s, connect_timeout: 2s }",
+        "\"], timeout: 1s, connect_timeout: 2s, breaker: { failures: 1, backoff: 1m, max_backoff: 1m } }",
+        1,
+    );
+    assert_ne!(
+        harsh, config,
+        "the users service line changed; update this test"
+    );
+    let quick = harsh.replace(
+        "limits: { max_body: 1MiB }",
+        "limits: { max_body: 1MiB, body_idle_timeout: 300ms }",
+    );
+    assert_ne!(quick, harsh, "the limits line changed; update this test");
+    quick
+}
+
+#[tokio::test]
+async fn stalled_request_bodies_are_408_and_never_count_against_the_service() {
+    let app = spawn_app_with(harsh_users).await;
+    let token = app.token("test", "test").await;
+
+    let stalls = (0..20).map(|_| {
+        let request = format!(
+            "PATCH /api/users/me HTTP/1.1\r\nHost: gatehouse\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        let app = &app;
+        async move {
+            let mut socket = send_raw(app, &request).await;
+            read_answer(&mut socket, Duration::from_secs(5)).await
+        }
+    });
+    for answer in futures_util::future::join_all(stalls).await {
+        assert_eq!(answer.status, 408, "{}", answer.head);
+        assert!(answer.is_problem(), "{}", answer.head);
+        assert!(answer.head.contains("connection: close"), "{}", answer.head);
+        assert_eq!(answer.json()["status"], 408);
+    }
+
+    // Had any stall counted, the single failure allowed would have ejected users for a minute:
+    // sign-in and the users routes would answer 503, and readiness with them.
+    assert_eq!(app.login("admin", "a").await.status(), 200);
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    let whole = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/me",
+            &token,
+            &json!({ "full_name": "Patient Tester" }),
+        )
+        .await;
+    assert_eq!(whole.status(), 200, "a whole body still goes through");
+}
+
+#[tokio::test]
+async fn a_body_sent_slowly_but_steadily_is_not_cut_off() {
+    let app = spawn_app_with(harsh_users).await;
+    let token = app.token("test", "test").await;
+    let body = br#"{"full_name":"Slow Typist"}"#;
+    let mut socket = send_raw(
+        &app,
+        &format!(
+            "PATCH /api/users/me HTTP/1.1\r\nHost: gatehouse\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ),
+    )
+    .await;
+    // Each pause is under the idle timeout (300 ms); together they exceed the service's 1 s.
+    for chunk in body.chunks(4) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        socket.write_all(chunk).await.unwrap();
+    }
+    let answer = read_answer(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.json()["full_name"], "Slow Typist");
+}
+
+/// An upstream that accepts connections and never reads from them.
+async fn spawn_deaf() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_a_body_is_504_and_counted_against_it() {
+    let deaf = spawn_deaf().await;
+    let app = spawn_app_with(|config| {
+        config
+            .replace(
+                "limits: { max_body: 1MiB }",
+                "limits: { max_body: 64MiB, body_idle_timeout: 300ms }",
+            )
+            .replace(
+                "services:\n",
+                &format!(
+                    "services:\n  deaf: {{ upstreams: [\"http://{deaf}\"], timeout: 500ms, required: false, breaker: {{ failures: 1, backoff: 1m, max_backoff: 1m }} }}\n"
+                ),
+            )
+            + "  - { path: /api/deaf, methods: [POST], service: deaf, to: /, auth: public }\n"
+    })
+    .await;
+
+    let mut socket = send_raw(
+        &app,
+        "POST /api/deaf HTTP/1.1\r\nHost: gatehouse\r\nContent-Length: 67108864\r\n\r\n",
+    )
+    .await;
+    let (mut reader, mut writer) = socket.split();
+    // The client keeps sending as fast as it can: the only one not keeping up is the upstream.
+    let sending = async {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..1024 {
+            if writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let answer = tokio::select! {
+        () = sending => unreachable!("sending never ends by itself"),
+        answer = status_line(&mut reader) => answer,
+    };
+    assert_eq!(answer.status, 504, "{}", answer.head);
+
+    let next = app
+        .http
+        .post(app.url("/api/deaf"))
+        .body("small")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        next.status(),
+        503,
+        "the silent upstream was counted: one failure ejects it"
+    );
+}
+
+/// The head of the answer on `reader`, within 10 s.
+async fn status_line(reader: &mut tokio::net::tcp::ReadHalf<'_>) -> RawAnswer {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = reader.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the connection closed before an answer");
+            received.extend_from_slice(&buffer[..read]);
+        }
+        let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+        RawAnswer {
+            status: head[9..12].parse().unwrap(),
+            head,
+            body: Vec::new(),
+        }
+    })
+    .await
+    .expect("an answer in time, never a hang")
+}
+
+/// How many silent sockets this process can open beside everything else: 2,000, fewer when the
+/// file-descriptor limit (`ulimit -n`) is low, as on some CI machines.
+fn silent_sockets_affordable() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3)?.parse::<usize>().ok())
+        })
+        .unwrap_or(4096);
+    // The gateway's side of each accepted socket, the services and the test's own files.
+    let affordable = 2000.min(soft_limit.saturating_sub(600));
+    if affordable < 2000 {
+        eprintln!("ulimit -n is {soft_limit}: opening {affordable} silent sockets, not 2000");
+    }
+    affordable
+}
+
+/// Whether the gateway has closed `socket` (it never sends a silent socket anything).
+async fn is_closed(socket: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 64];
+    match tokio::time::timeout(Duration::from_millis(5), socket.read(&mut buffer)).await {
+        Err(_still_open) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("a silent socket was sent {n} bytes"),
+    }
+}
+
+async fn count_open(sockets: &mut [TcpStream]) -> usize {
+    let mut open = 0;
+    for socket in sockets.iter_mut() {
+        if !is_closed(socket).await {
+            open += 1;
+        }
+    }
+    open
+}
+
+#[tokio::test]
+async fn silent_sockets_from_one_address_neither_crowd_out_another_nor_stay_open() {
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "limits: { max_body: 1MiB }",
+            "limits: { max_body: 1MiB, header_read_timeout: 3s, max_connections_per_ip: 100 }",
+        )
+    })
+    .await;
+    let address = app.gateway.trim_start_matches("http://").to_owned();
+    let flood = silent_sockets_affordable();
+    assert!(flood > 200, "too few file descriptors for this test");
+
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::with_capacity(flood);
+    for _ in 0..flood {
+        silent.push(TcpStream::connect(&address).await.unwrap());
+    }
+
+    // Another address, a new connection each time, while the flood is open.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let response = other
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers within 1 s from another address");
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let open = count_open(&mut silent).await;
+    assert!(
+        open <= 100,
+        "{open} of {flood} silent sockets from one address are held open; the share is 100"
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "the check ran before the header deadline; this machine is too slow for it"
+    );
+
+    // The address's share is closed by the header deadline (3 s from accept).
+    loop {
+        let open = count_open(&mut silent).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(6),
+            "{open} silent sockets still open after the header deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = other.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_when_silent_but_not_while_its_request_is_answered() {
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "limits: { max_body: 1MiB }",
+            "limits: { max_body: 1MiB, header_read_timeout: 1s }",
+        ) + "  - { path: /api/patient, methods: [GET], service: echo, to: /slow, auth: public }\n"
+    })
+    .await;
+    // The echo service takes 3 s for /slow: longer than the header deadline.
+    let mut socket = send_raw(&app, "GET /api/patient HTTP/1.1\r\nHost: gatehouse\r\n\r\n").await;
+    let answer = read_answer(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.body, b"late");
+
+    // Kept alive, then silent: closed by the deadline, counted from the end of the exchange.
+    let answered = std::time::Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(800),
+        "closed before the deadline: {:?}",
+        answered.elapsed()
+    );
+}
