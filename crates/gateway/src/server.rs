@@ -60,8 +60,9 @@ pub struct GatewayState {
     pub shared: Replicated,
     /// Password checks in flight (sign-in): bounded, see [`crate::auth::throttle`].
     pub credential_checks: tokio::sync::Semaphore,
-    /// The same for devices known to have signed in before: a pool of their own.
-    pub known_device_checks: tokio::sync::Semaphore,
+    /// The same for devices known to have signed in before: a pool of their own, a few slots
+    /// per account at most.
+    pub known_device_checks: crate::auth::throttle::KnownDeviceSlots,
     /// Signs and verifies device tokens (see [`crate::auth::device`]).
     pub devices: DeviceTokens,
     pub reloads: ReloadStatus,
@@ -229,7 +230,7 @@ impl Gateway {
             store,
             shared,
             credential_checks: tokio::sync::Semaphore::new(concurrent_checks),
-            known_device_checks: tokio::sync::Semaphore::new(concurrent_checks),
+            known_device_checks: crate::auth::throttle::KnownDeviceSlots::new(concurrent_checks),
             devices,
             reloads: ReloadStatus::starting(),
             reloading: Mutex::new(()),

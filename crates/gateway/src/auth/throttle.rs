@@ -17,12 +17,16 @@
 //! and take the credentials service down for everyone. Known devices have a pool of the same
 //! size of their own, and wait their turn in it (first come, first served) for up to
 //! [`KNOWN_DEVICE_WAIT`]: a flood of sign-ins without a device token, even with the right
-//! password, cannot keep the owner's device out.
+//! password, cannot keep the owner's device out. One account holds at most
+//! [`KNOWN_DEVICE_SLOTS_PER_ACCOUNT`] of those slots at once, so a user flooding correct
+//! sign-ins with device tokens of their own cannot fill the pool and keep others' devices out.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::device::{fold, KnownDevice};
 use crate::error::GatewayError;
@@ -30,6 +34,86 @@ use crate::server::SharedState;
 
 /// How long a known device waits for a free check slot before 503.
 pub const KNOWN_DEVICE_WAIT: Duration = Duration::from_secs(5);
+
+/// How many of the known devices' check slots one account may hold at once: enough for a person
+/// signing in from two places at the same moment, too few to crowd anyone else out.
+pub const KNOWN_DEVICE_SLOTS_PER_ACCOUNT: u32 = 2;
+
+/// The check slots of known devices: a pool, and the share each account holds of it now.
+pub struct KnownDeviceSlots {
+    pool: Semaphore,
+    /// Slots held per folded username; an account holding none has no entry.
+    held: Mutex<HashMap<String, u32>>,
+}
+
+impl KnownDeviceSlots {
+    pub fn new(size: usize) -> Self {
+        Self {
+            pool: Semaphore::new(size),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `account`, waiting up to [`KNOWN_DEVICE_WAIT`] for the pool; `None` when the
+    /// account already holds its share or the pool stayed full.
+    async fn acquire(&self, account: &str) -> Option<KnownDeviceSlot<'_>> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = held.entry(account.to_owned()).or_insert(0);
+            if *count >= KNOWN_DEVICE_SLOTS_PER_ACCOUNT {
+                return None;
+            }
+            *count += 1;
+        }
+        let share = AccountShare {
+            slots: self,
+            account: account.to_owned(),
+        };
+        match tokio::time::timeout(KNOWN_DEVICE_WAIT, self.pool.acquire()).await {
+            Ok(Ok(permit)) => Some(KnownDeviceSlot {
+                _share: share,
+                _permit: permit,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// An account's hold on one of its slots, given back when dropped.
+struct AccountShare<'a> {
+    slots: &'a KnownDeviceSlots,
+    account: String,
+}
+
+impl Drop for AccountShare<'_> {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.account) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.account);
+            }
+        }
+    }
+}
+
+/// A known device's check slot, held while its password is checked.
+struct KnownDeviceSlot<'a> {
+    _share: AccountShare<'a>,
+    _permit: SemaphorePermit<'a>,
+}
+
+/// The check slot an attempt holds: from the unknown devices' pool or the known ones'. Only
+/// held, for its `Drop`, never read.
+#[allow(dead_code)]
+enum Slot<'a> {
+    Unknown(SemaphorePermit<'a>),
+    Known(KnownDeviceSlot<'a>),
+}
 
 /// One sign-in attempt under the throttle, counted from [`Attempt::begin`].
 pub struct Attempt<'a> {
@@ -40,7 +124,7 @@ pub struct Attempt<'a> {
     trusted: bool,
     username_key: String,
     ip_key: String,
-    _slot: SemaphorePermit<'a>,
+    _slot: Slot<'a>,
 }
 
 impl<'a> Attempt<'a> {
@@ -55,16 +139,14 @@ impl<'a> Attempt<'a> {
     ) -> Result<Self, GatewayError> {
         let settings = state.config().auth.throttle.clone();
         let shared = &state.shared;
-        let username_key = format!("login:user:{}", fold(username));
+        let account = fold(username);
+        let username_key = format!("login:user:{account}");
         let ip_key = format!("login:ip:{ip}");
         if let Some(device) = device {
             let device_key = format!("login:device:{}", device.id);
             let by_device = shared.record_failure(&device_key, settings.window).await;
             if by_device.count <= settings.per_device {
-                let slot =
-                    tokio::time::timeout(KNOWN_DEVICE_WAIT, state.known_device_checks.acquire())
-                        .await;
-                let Ok(Ok(slot)) = slot else {
+                let Some(slot) = state.known_device_checks.acquire(&account).await else {
                     shared.forgive_failure(&device_key).await;
                     tracing::warn!("no sign-in slot for a known device in time; refusing one");
                     return Err(GatewayError::Busy);
@@ -75,7 +157,7 @@ impl<'a> Attempt<'a> {
                     trusted: true,
                     username_key,
                     ip_key,
-                    _slot: slot,
+                    _slot: Slot::Known(slot),
                 });
             }
             tracing::warn!(
@@ -105,7 +187,7 @@ impl<'a> Attempt<'a> {
             trusted: false,
             username_key,
             ip_key,
-            _slot: slot,
+            _slot: Slot::Unknown(slot),
         };
         let shared = &state.shared;
         let by_user = shared
@@ -161,5 +243,38 @@ impl<'a> Attempt<'a> {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_account_holds_at_most_its_share_of_the_known_devices_pool() {
+        let slots = KnownDeviceSlots::new(4);
+        let mut mallory = Vec::new();
+        for _ in 0..KNOWN_DEVICE_SLOTS_PER_ACCOUNT {
+            mallory.push(slots.acquire("mallory").await.expect("within the share"));
+        }
+        assert!(
+            slots.acquire("mallory").await.is_none(),
+            "a third sign-in of the same account at once gets no slot"
+        );
+        let alice = slots.acquire("alice").await;
+        assert!(alice.is_some(), "another account still gets one");
+
+        mallory.pop();
+        assert!(
+            slots.acquire("mallory").await.is_some(),
+            "a slot given back is the account's again"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_account_holding_nothing_leaves_no_entry_behind() {
+        let slots = KnownDeviceSlots::new(2);
+        drop(slots.acquire("alice").await);
+        assert!(slots.held.lock().unwrap().is_empty());
     }
 }
