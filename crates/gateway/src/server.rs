@@ -164,6 +164,24 @@ impl GatewayState {
         &self,
         headers: &http::HeaderMap,
     ) -> Result<AccessClaims, GatewayError> {
+        let claims = self.verify_even_if_revoked(headers).await?;
+        if self.shared.mirror().is_revoked(
+            &claims.jti,
+            claims.sid.as_deref(),
+            &claims.sub,
+            claims.issued_ms(),
+        ) {
+            return Err(GatewayError::InvalidToken("the token has been revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// The verified access token of a request, revoked or not: for logout only, so a logout
+    /// retried after a partial failure (its token already refused) can finish the job.
+    pub async fn verify_even_if_revoked(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<AccessClaims, GatewayError> {
         let token = auth::bearer_token(headers)?;
         let claims = match self.tokens.verify(token) {
             // Perhaps a key another replica rotated in since our last reload.
@@ -177,14 +195,6 @@ impl GatewayState {
             }
             other => other?,
         };
-        if self.shared.mirror().is_revoked(
-            &claims.jti,
-            claims.sid.as_deref(),
-            &claims.sub,
-            claims.issued_ms(),
-        ) {
-            return Err(GatewayError::InvalidToken("the token has been revoked"));
-        }
         Ok(claims)
     }
 }
@@ -197,8 +207,8 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store (creating the first signing key if needed) and builds the route table.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.store).await?;
-        let shared = Replicated::connect(&config.state).await?;
+        let store = Store::connect_with(&config.store, config.store_pool).await?;
+        let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
             Keys::load(store.clone(), config.tokens.algorithm, key_timing(&config)).await?,
         );
@@ -322,7 +332,13 @@ async fn readiness(State(state): State<SharedState>) -> Response {
     };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
-        "checks": { "store": if store.is_ok() { "ok" } else { "failing" } },
+        "checks": {
+            "store": if store.is_ok() { "ok" } else { "failing" },
+            // Redis down degrades (local throttle counters, revocations via the store) but
+            // does not stop the gateway from serving: a detail, not a readiness condition.
+            "state": state.shared.health().as_str(),
+            "store_writes_pending": state.store.pending_writes(),
+        },
         "services": services,
         "config": state.reloads.report(),
     });

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::state::{SharedState, StateSettings};
+use gateway::state::{RedisTimeouts, SharedState, StateSettings};
 
 fn redis_settings() -> Option<StateSettings> {
     let url = std::env::var("GATEHOUSE_TEST_REDIS")
@@ -14,6 +14,7 @@ fn redis_settings() -> Option<StateSettings> {
     Some(StateSettings::Redis {
         url,
         prefix: format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple()),
+        timeouts: RedisTimeouts::default(),
     })
 }
 
@@ -128,6 +129,7 @@ async fn an_unreachable_redis_is_an_error_at_start_not_later() {
     let settings = StateSettings::Redis {
         url: "redis://127.0.0.1:1".into(),
         prefix: "x".into(),
+        timeouts: RedisTimeouts::default(),
     };
     let error = SharedState::connect(&settings)
         .await

@@ -13,6 +13,7 @@
 //! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, and the shared error schema.
 //! - [`client`]: [`client::ServiceClient`], calling other services through the gateway with a client token.
 //! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
+//! - [`outage`]: a database that cannot be reached → 503 with `Retry-After`, not 500.
 //! - [`config`]: the settings every service shares, typed, from flags and environment.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
@@ -26,6 +27,7 @@ pub mod extract;
 pub mod health;
 pub mod identity;
 pub mod openapi;
+pub mod outage;
 pub mod problem;
 pub mod request_id;
 pub mod service;

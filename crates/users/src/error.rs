@@ -40,7 +40,7 @@ impl From<Error> for Problem {
                 .with_type(kit::problem::INVALID_CREDENTIALS),
             Error::Forbidden(_) => Problem::forbidden(detail),
             Error::Refused(problem) => problem,
-            Error::Unexpected(cause) => Problem::internal(&format!("{cause:#}")),
+            Error::Unexpected(cause) => kit::outage::unexpected(&cause),
         }
     }
 }

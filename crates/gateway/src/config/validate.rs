@@ -87,10 +87,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         )
     })?;
 
-    let store = raw
-        .store
-        .unwrap_or_else(|| "sqlite://data/gateway.db".to_owned());
-    kit::db::Backend::of_url(&store).map_err(|e| check.error("store", e.to_string()))?;
+    let (store, store_pool) = store(&check, raw.store)?;
 
     let state = state(&check, raw.state)?;
 
@@ -371,6 +368,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     Ok(GatewayConfig {
         listen,
         store,
+        store_pool,
         state,
         tokens,
         auth,
@@ -509,15 +507,53 @@ fn at_least_one(
     }
 }
 
+fn store(
+    check: &Checker<'_>,
+    raw: Option<schema::Store>,
+) -> Result<(String, kit::db::PoolOptions), ConfigError> {
+    let (url, acquire_timeout) = match raw {
+        None => ("sqlite://data/gateway.db".to_owned(), None),
+        Some(schema::Store::Url(url)) => (url, None),
+        Some(schema::Store::Pool(pool)) => (pool.url, pool.acquire_timeout),
+    };
+    kit::db::Backend::of_url(&url).map_err(|e| check.error("store", e.to_string()))?;
+    let pool = kit::db::PoolOptions {
+        acquire_timeout: check.duration(
+            "store.acquire_timeout",
+            acquire_timeout.as_deref(),
+            kit::db::DEFAULT_ACQUIRE_TIMEOUT,
+        )?,
+    };
+    Ok((url, pool))
+}
+
 fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
     const PREFIX: &str = "gatehouse";
-    let (url, prefix) = match raw {
+    let defaults = crate::state::RedisTimeouts::default();
+    let (url, prefix, timeouts) = match raw {
         None => return Ok(StateSettings::Memory),
         Some(schema::State::Named(name)) if name == "memory" => return Ok(StateSettings::Memory),
-        Some(schema::State::Named(url)) => (url, PREFIX.to_owned()),
+        Some(schema::State::Named(url)) => (url, PREFIX.to_owned(), defaults),
         Some(schema::State::Redis(redis)) => (
             redis.redis,
             redis.prefix.unwrap_or_else(|| PREFIX.to_owned()),
+            crate::state::RedisTimeouts {
+                connect: check.duration(
+                    "state.connect_timeout",
+                    redis.connect_timeout.as_deref(),
+                    defaults.connect,
+                )?,
+                command: check.duration(
+                    "state.command_timeout",
+                    redis.command_timeout.as_deref(),
+                    defaults.command,
+                )?,
+                probe_interval: check.duration(
+                    "state.probe_interval",
+                    redis.probe_interval.as_deref(),
+                    defaults.probe_interval,
+                )?,
+            },
         ),
     };
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -532,7 +568,11 @@ fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSetting
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
         return Err(check.error("state.prefix", "must be a non-empty word"));
     }
-    Ok(StateSettings::Redis { url, prefix })
+    Ok(StateSettings::Redis {
+        url,
+        prefix,
+        timeouts,
+    })
 }
 
 fn throttle(
