@@ -14,3 +14,4 @@ CREATE TABLE revocations (
     PRIMARY KEY (kind, name)
 );
 CREATE INDEX revocations_expires_at ON revocations (expires_at);
+CREATE INDEX revocations_recorded_ms ON revocations (recorded_ms);

@@ -25,6 +25,7 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
         () = reload_keys(&state) => {},
         () = purge_refresh_tokens(&state) => {},
         () = state.store.retry_pending() => {},
+        () = state.shared.follow_store() => {},
         () = shutdown.wait() => {},
     }
 }

@@ -61,6 +61,8 @@ pub struct RedisState {
     pub command_timeout: Option<String>,
     /// While Redis is down, how often a background probe checks whether it is back.
     pub probe_interval: Option<String>,
+    /// How often the store is read for revocations other replicas recorded.
+    pub store_sync: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -529,15 +529,15 @@ fn store(
 
 fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
     const PREFIX: &str = "gatehouse";
-    let defaults = crate::state::RedisTimeouts::default();
-    let (url, prefix, timeouts) = match raw {
+    let defaults = crate::state::RedisOptions::default();
+    let (url, prefix, options) = match raw {
         None => return Ok(StateSettings::Memory),
         Some(schema::State::Named(name)) if name == "memory" => return Ok(StateSettings::Memory),
         Some(schema::State::Named(url)) => (url, PREFIX.to_owned(), defaults),
         Some(schema::State::Redis(redis)) => (
             redis.redis,
             redis.prefix.unwrap_or_else(|| PREFIX.to_owned()),
-            crate::state::RedisTimeouts {
+            crate::state::RedisOptions {
                 connect: check.duration(
                     "state.connect_timeout",
                     redis.connect_timeout.as_deref(),
@@ -552,6 +552,11 @@ fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSetting
                     "state.probe_interval",
                     redis.probe_interval.as_deref(),
                     defaults.probe_interval,
+                )?,
+                store_sync: check.duration(
+                    "state.store_sync",
+                    redis.store_sync.as_deref(),
+                    defaults.store_sync,
                 )?,
             },
         ),
@@ -571,7 +576,7 @@ fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSetting
     Ok(StateSettings::Redis {
         url,
         prefix,
-        timeouts,
+        options,
     })
 }
 
@@ -788,5 +793,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("services.users.upstreams[1]"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod outage_settings_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, ConfigError, GatewayConfig, Vars};
+    use crate::state::{RedisOptions, StateSettings};
+
+    fn config(head: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "{head}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET], service: users, auth: public }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn the_store_waits_two_seconds_by_default_and_redis_a_quarter_second() {
+        let defaults = config("store: \"sqlite://x.db\"\nstate: redis://127.0.0.1:6379").unwrap();
+        assert_eq!(defaults.store_pool.acquire_timeout, Duration::from_secs(2));
+        let StateSettings::Redis { options, .. } = defaults.state else {
+            panic!("Redis state expected");
+        };
+        assert_eq!(options, RedisOptions::default());
+        assert_eq!(options.command, Duration::from_millis(250));
+        assert_eq!(options.connect, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn outage_settings_are_read_and_bad_ones_named() {
+        let set = config(
+            "store: { url: \"postgres://db/x\", acquire_timeout: 500ms }\n\
+             state: { redis: \"redis://r\", connect_timeout: 100ms, command_timeout: 50ms, probe_interval: 2s, store_sync: 10s }",
+        )
+        .unwrap();
+        assert_eq!(set.store, "postgres://db/x");
+        assert_eq!(set.store_pool.acquire_timeout, Duration::from_millis(500));
+        let StateSettings::Redis { options, .. } = set.state else {
+            panic!("Redis state expected");
+        };
+        assert_eq!(
+            (
+                options.connect,
+                options.command,
+                options.probe_interval,
+                options.store_sync
+            ),
+            (
+                Duration::from_millis(100),
+                Duration::from_millis(50),
+                Duration::from_secs(2),
+                Duration::from_secs(10)
+            )
+        );
+        for (head, field) in [
+            (
+                "store: { url: \"sqlite://x.db\", acquire_timeout: 0s }",
+                "store.acquire_timeout",
+            ),
+            ("store: { url: \"mysql://x\" }", "store"),
+            (
+                "state: { redis: \"redis://r\", command_timeout: soon }",
+                "state.command_timeout",
+            ),
+        ] {
+            let error = config(head).unwrap_err().to_string();
+            assert!(error.contains(field), "{head}: {error}");
+        }
     }
 }

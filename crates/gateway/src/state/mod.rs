@@ -34,27 +34,33 @@ pub enum StateSettings {
     Redis {
         url: String,
         prefix: String,
-        timeouts: RedisTimeouts,
+        options: RedisOptions,
     },
 }
 
-/// How long the gateway waits on Redis, so an outage costs a request at most one short wait.
+/// How the gateway uses Redis: short waits, so an outage costs a request at most one short
+/// wait, and how often it looks again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RedisTimeouts {
+pub struct RedisOptions {
     /// Opening a connection.
     pub connect: Duration,
     /// One command (or pipeline) waiting for its answer.
     pub command: Duration,
     /// While Redis is down, how often a background probe checks whether it is back.
     pub probe_interval: Duration,
+    /// How often the store is read for revocations recorded since the last look: the safety net
+    /// for a replica whose subscription stayed up while the revoking replica could not reach
+    /// Redis (a partition between them).
+    pub store_sync: Duration,
 }
 
-impl Default for RedisTimeouts {
+impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             connect: Duration::from_millis(250),
             command: Duration::from_millis(250),
             probe_interval: Duration::from_secs(1),
+            store_sync: Duration::from_secs(5),
         }
     }
 }
@@ -183,9 +189,9 @@ impl SharedState {
             StateSettings::Redis {
                 url,
                 prefix,
-                timeouts,
+                options,
             } => Some(
-                RedisState::connect(url, prefix, *timeouts, Arc::clone(&mirror), store.clone())
+                RedisState::connect(url, prefix, *options, Arc::clone(&mirror), store.clone())
                     .await?,
             ),
         };
@@ -332,6 +338,36 @@ impl SharedState {
             }
         }
         self.local.clear(key);
+    }
+}
+
+impl SharedState {
+    /// Applies the revocations other replicas record in the store, every `store_sync`, for as
+    /// long as the gateway runs. Only with Redis: with the memory state there is one replica.
+    /// Reads look back a minute past the last row seen, so clocks a little apart miss nothing.
+    pub async fn follow_store(&self) {
+        const OVERLAP_MS: u64 = 60_000;
+        let (Some(store), Some(redis)) = (&self.store, &self.redis) else {
+            return std::future::pending().await;
+        };
+        let mut since_ms = crate::auth::tokens::now_ms();
+        loop {
+            tokio::time::sleep(redis.options().store_sync).await;
+            match store
+                .revocations_recorded_since(now_seconds(), since_ms.saturating_sub(OVERLAP_MS))
+                .await
+            {
+                Ok((revocations, latest)) => {
+                    for revocation in &revocations {
+                        self.mirror.apply(revocation);
+                    }
+                    since_ms = since_ms.max(latest);
+                }
+                Err(error) => {
+                    tracing::debug!(error = %format!("{error:#}"), "cannot read revocations from the store; trying again")
+                }
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
 use super::mirror::Mirror;
 use super::throttle::Attempts;
-use super::{RedisTimeouts, Revocation, StateError};
+use super::{RedisOptions, Revocation, StateError};
 use crate::store::Store;
 
 /// Revocations kept for republishing while Redis is down; beyond this the oldest are left to
@@ -34,7 +34,7 @@ struct Breaker {
 pub struct RedisState {
     manager: ConnectionManager,
     prefix: String,
-    timeouts: RedisTimeouts,
+    timeouts: RedisOptions,
     breaker: Arc<Breaker>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -54,7 +54,7 @@ impl RedisState {
     pub async fn connect(
         url: &str,
         prefix: &str,
-        timeouts: RedisTimeouts,
+        timeouts: RedisOptions,
         mirror: Arc<Mirror>,
         store: Option<Store>,
     ) -> anyhow::Result<Self> {
@@ -101,6 +101,10 @@ impl RedisState {
             timeouts: self.timeouts,
             breaker: Arc::clone(&self.breaker),
         }
+    }
+
+    pub fn options(&self) -> RedisOptions {
+        self.timeouts
     }
 
     /// Whether Redis is taken as answering; while not, no request waits on it.
@@ -246,7 +250,7 @@ fn publication(prefix: &str, revocation: &Revocation) -> redis::Pipeline {
 struct Probe {
     manager: ConnectionManager,
     prefix: String,
-    timeouts: RedisTimeouts,
+    timeouts: RedisOptions,
     breaker: Arc<Breaker>,
 }
 
@@ -324,7 +328,7 @@ impl Probe {
 async fn subscribe_and_load(
     client: &redis::Client,
     prefix: &str,
-    timeouts: RedisTimeouts,
+    timeouts: RedisOptions,
     mirror: &Mirror,
 ) -> anyhow::Result<PubSub> {
     let mut pubsub = tokio::time::timeout(timeouts.connect, client.get_async_pubsub())

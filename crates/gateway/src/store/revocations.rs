@@ -30,25 +30,39 @@ impl Store {
 
     /// Every revocation still in force at `now` (Unix seconds).
     pub async fn live_revocations(&self, now: u64) -> anyhow::Result<Vec<Revocation>> {
+        Ok(self.revocations_recorded_since(now, 0).await?.0)
+    }
+
+    /// The revocations in force at `now` recorded at or after `since_ms`, and the latest
+    /// `recorded_ms` among them (or `since_ms`).
+    pub async fn revocations_recorded_since(
+        &self,
+        now: u64,
+        since_ms: u64,
+    ) -> anyhow::Result<(Vec<Revocation>, u64)> {
         let rows = sqlx::query(
-            "SELECT kind, name, value, expires_at FROM revocations WHERE expires_at > $1",
+            "SELECT kind, name, value, expires_at, recorded_ms FROM revocations \
+             WHERE expires_at > $1 AND recorded_ms >= $2",
         )
         .bind(to_i64(now))
+        .bind(to_i64(since_ms))
         .fetch_all(self.db.pool())
         .await
         .context("loading revocations")?;
+        let mut latest = since_ms;
         let mut live = Vec::with_capacity(rows.len());
         for row in &rows {
             let kind: String = row.try_get("kind")?;
             let name: String = row.try_get("name")?;
             let value = from_i64(row.try_get("value")?);
             let expires_at = from_i64(row.try_get("expires_at")?);
+            latest = latest.max(from_i64(row.try_get("recorded_ms")?));
             match Revocation::from_parts(&kind, name, value, expires_at) {
                 Some(revocation) => live.push(revocation),
                 None => tracing::warn!(kind = %kind, "ignoring a revocation of unknown kind"),
             }
         }
-        Ok(live)
+        Ok((live, latest))
     }
 
     /// Forgets revocations that expired before `now` (Unix seconds); they refuse nothing more.
