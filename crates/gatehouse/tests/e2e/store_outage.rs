@@ -205,3 +205,24 @@ async fn with_the_store_cut_sign_in_and_readiness_answer_503_in_time_and_a_logou
     assert_problem(refresh(&app, &session).await, 401).await;
     assert_eq!(app.login("test", "test").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_credentials_service_whose_database_is_down_makes_sign_in_503_not_502() {
+    // A users service that answers as the kit does while its database is unreachable.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let unavailable = axum::Router::new().fallback(|| async {
+        kit::outage::unavailable(&anyhow::anyhow!("the test's database is down"))
+    });
+    tokio::spawn(async move { axum::serve(listener, unavailable).await });
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "${GATEHOUSE_USERS_URL:-http://127.0.0.1:8101}",
+            &format!("http://{address}"),
+        )
+    })
+    .await;
+
+    let login = timed("a sign-in", app.login("test", "test")).await;
+    assert_outage(login, "a sign-in").await;
+}

@@ -12,6 +12,7 @@ mod health;
 mod identity;
 mod me;
 mod openapi;
+mod outage;
 mod secrets;
 mod seed;
 mod uniqueness;
