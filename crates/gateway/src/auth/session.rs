@@ -115,7 +115,9 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     if record.expires_at <= now_seconds() {
         return Err(RenewError::Refused(INVALID));
     }
-    if state.shared.mirror().is_session_denied(&record.family_id) {
+    if state.shared.mirror().is_session_denied(&record.family_id)
+        || state.store.family_revocation_pending(&record.family_id)
+    {
         // Ended by a logout whose store write may still be queued: finish it (or queue it).
         state
             .store

@@ -100,6 +100,14 @@ impl Store {
         self.pending.len()
     }
 
+    /// Whether ending the refresh-token family `family` waits in the queue: the store's row
+    /// still says it lives, but it does not.
+    pub fn family_revocation_pending(&self, family: &str) -> bool {
+        self.pending.lock().iter().any(|write| {
+            matches!(write, StoreWrite::RevokeFamily { family: queued, .. } if queued == family)
+        })
+    }
+
     async fn apply(&self, write: &StoreWrite) -> anyhow::Result<()> {
         match write {
             StoreWrite::Revocation(revocation) => self.record_revocation(revocation).await,
@@ -154,5 +162,63 @@ impl Store {
         if landed > 0 {
             tracing::info!(landed, "the store is back: every queued write landed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queued_writes_keep_their_order_hold_back_new_ones_and_land_when_drained() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+            .await
+            .unwrap();
+        store
+            .start_family("family-1", "alice", None, 1, "hash-1", u64::MAX / 2)
+            .await
+            .unwrap();
+        // As if the store had failed a moment ago.
+        store
+            .pending
+            .push(StoreWrite::RevokeFamily {
+                family: "family-1".to_owned(),
+                reason: "logout".to_owned(),
+            })
+            .unwrap();
+        assert!(store.family_revocation_pending("family-1"));
+        assert!(!store.family_revocation_pending("family-2"));
+        let later = store
+            .write_or_queue(StoreWrite::Revocation(Revocation::Token {
+                jti: "jti-1".to_owned(),
+                until: u64::MAX / 2,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(later, Written::Queued, "queued behind the earlier write");
+
+        store.drain_pending().await;
+        assert_eq!(store.pending_writes(), 0);
+        assert!(
+            store
+                .find_refresh("hash-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .family_revoked
+        );
+        assert_eq!(store.live_revocations(0).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .write_or_queue(StoreWrite::RevokeFamily {
+                    family: "family-1".to_owned(),
+                    reason: "again".to_owned()
+                })
+                .await
+                .unwrap(),
+            Written::Stored,
+            "with nothing queued, a write goes straight to the store"
+        );
     }
 }
