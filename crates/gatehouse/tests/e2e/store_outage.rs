@@ -113,6 +113,30 @@ async fn with_the_store_locked_sign_in_answers_503_in_time_and_a_logout_holds_an
 
     let login = timed("a sign-in", app.login("test", "test")).await;
     assert_outage(login, "a sign-in").await;
+    let grant = timed(
+        "a password grant",
+        app.http
+            .post(app.url("/api/oauth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "test"),
+                ("password", "test"),
+            ])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        grant.status(),
+        503,
+        "the token endpoint says unavailable too"
+    );
+    assert!(grant.headers().contains_key("retry-after"));
+    let body: Value = grant.json().await.unwrap();
+    assert_eq!(
+        body["error"], "temporarily_unavailable",
+        "RFC 6749 §5.2 shape: {body}"
+    );
 
     let logout_answer = timed("a logout", logout(&app, &session)).await;
     assert_eq!(
