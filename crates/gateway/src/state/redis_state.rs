@@ -34,7 +34,7 @@ struct Breaker {
 pub struct RedisState {
     manager: ConnectionManager,
     prefix: String,
-    timeouts: RedisOptions,
+    options: RedisOptions,
     breaker: Arc<Breaker>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -54,15 +54,15 @@ impl RedisState {
     pub async fn connect(
         url: &str,
         prefix: &str,
-        timeouts: RedisOptions,
+        options: RedisOptions,
         mirror: Arc<Mirror>,
         store: Option<Store>,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .with_context(|| format!("invalid Redis URL {}", kit::db::redact(url)))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.command))
+            .set_connection_timeout(Some(options.connect))
+            .set_response_timeout(Some(options.command))
             // The breaker decides when to try again; the manager should not retry for long.
             .set_number_of_retries(1);
         let manager = client
@@ -76,18 +76,18 @@ impl RedisState {
             unpublished: Mutex::new(Vec::new()),
         });
         // Subscribe before loading, so nothing published in between is missed.
-        let pubsub = subscribe_and_load(&client, &prefix, timeouts, &mirror).await?;
+        let pubsub = subscribe_and_load(&client, &prefix, options, &mirror).await?;
         let probe = Probe {
             manager: manager.clone(),
             prefix: prefix.clone(),
-            timeouts,
+            options,
             breaker: Arc::clone(&breaker),
         };
         let listener = tokio::spawn(listen(client, probe, mirror, store, pubsub));
         Ok(Self {
             manager,
             prefix,
-            timeouts,
+            options,
             breaker,
             listener,
         })
@@ -98,13 +98,13 @@ impl RedisState {
         Probe {
             manager: self.manager.clone(),
             prefix: self.prefix.clone(),
-            timeouts: self.timeouts,
+            options: self.options,
             breaker: Arc::clone(&self.breaker),
         }
     }
 
     pub fn options(&self) -> RedisOptions {
-        self.timeouts
+        self.options
     }
 
     /// Whether Redis is taken as answering; while not, no request waits on it.
@@ -126,10 +126,10 @@ impl RedisState {
                 "Redis is down; skipped until it answers again".to_owned(),
             ));
         }
-        let outcome = match tokio::time::timeout(self.timeouts.command, command).await {
+        let outcome = match tokio::time::timeout(self.options.command, command).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => state_error(error),
-            Err(_) => StateError(format!("no answer within {:?}", self.timeouts.command)),
+            Err(_) => StateError(format!("no answer within {:?}", self.options.command)),
         };
         self.probe().trip(&outcome.0);
         Err(outcome)
@@ -230,8 +230,14 @@ fn channel(prefix: &str) -> String {
 
 /// `SET prefix:kind:name value EXAT expires_at` and `PUBLISH` it, as one pipeline.
 fn publication(prefix: &str, revocation: &Revocation) -> redis::Pipeline {
-    let (kind, name, value, expires_at) = revocation.parts();
     let mut pipe = redis::pipe();
+    append_publication(&mut pipe, prefix, revocation);
+    pipe
+}
+
+/// Adds the `SET` and `PUBLISH` of `revocation` to `pipe`.
+fn append_publication(pipe: &mut redis::Pipeline, prefix: &str, revocation: &Revocation) {
+    let (kind, name, value, expires_at) = revocation.parts();
     pipe.cmd("SET")
         .arg(format!("{prefix}:{kind}:{name}"))
         .arg(value)
@@ -242,7 +248,6 @@ fn publication(prefix: &str, revocation: &Revocation) -> redis::Pipeline {
         .arg(channel(prefix))
         .arg(format!("{kind} {name} {value}"))
         .ignore();
-    pipe
 }
 
 /// Trips the breaker and probes Redis in the background until it answers again.
@@ -250,7 +255,7 @@ fn publication(prefix: &str, revocation: &Revocation) -> redis::Pipeline {
 struct Probe {
     manager: ConnectionManager,
     prefix: String,
-    timeouts: RedisOptions,
+    options: RedisOptions,
     breaker: Arc<Breaker>,
 }
 
@@ -264,21 +269,29 @@ impl Probe {
         }
     }
 
-    /// Pings every `probe_interval`; once Redis answers, republishes what it missed and lets
-    /// requests use it again.
+    /// Pings every `probe_interval`; once Redis answers, lets requests use it again and
+    /// republishes what it missed, in batches. A batch that fails is left to the store (every
+    /// replica reloads from it when its subscription returns, and reads it every `store_sync`),
+    /// so a large backlog can never keep Redis marked down. Stops when the state is dropped.
     async fn until_back(self) {
+        const BATCH: usize = 1000;
         loop {
-            tokio::time::sleep(self.timeouts.probe_interval).await;
+            tokio::time::sleep(self.options.probe_interval).await;
+            if Arc::strong_count(&self.breaker) == 1 {
+                return;
+            }
             let mut connection = self.manager.clone();
             let ping = redis::cmd("PING");
             let answered = tokio::time::timeout(
-                self.timeouts.command,
+                self.options.command,
                 ping.query_async::<String>(&mut connection),
             )
             .await;
             if !matches!(answered, Ok(Ok(_))) {
                 continue;
             }
+            self.breaker.probing.store(false, Ordering::Release);
+            self.breaker.up.store(true, Ordering::Release);
             let missed = std::mem::take(
                 &mut *self
                     .breaker
@@ -286,40 +299,29 @@ impl Probe {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner),
             );
-            let mut pipe = redis::pipe();
-            for revocation in &missed {
-                let (kind, name, value, expires_at) = revocation.parts();
-                pipe.cmd("SET")
-                    .arg(format!("{}:{kind}:{name}", self.prefix))
-                    .arg(value)
-                    .arg("EXAT")
-                    .arg(expires_at.max(1))
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(channel(&self.prefix))
-                    .arg(format!("{kind} {name} {value}"))
-                    .ignore();
+            let mut republished = 0;
+            for batch in missed.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for revocation in batch {
+                    append_publication(&mut pipe, &self.prefix, revocation);
+                }
+                match tokio::time::timeout(
+                    self.options.command * 4,
+                    pipe.query_async::<()>(&mut connection),
+                )
+                .await
+                {
+                    Ok(Ok(())) => republished += batch.len(),
+                    _ => {
+                        tracing::warn!(
+                            left = missed.len() - republished,
+                            "cannot republish every missed revocation; the store carries the rest"
+                        );
+                        break;
+                    }
+                }
             }
-            let republished = missed.is_empty()
-                || matches!(
-                    tokio::time::timeout(
-                        self.timeouts.command * 4,
-                        pipe.query_async::<()>(&mut connection)
-                    )
-                    .await,
-                    Ok(Ok(()))
-                );
-            if !republished {
-                self.breaker
-                    .unpublished
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(missed);
-                continue;
-            }
-            self.breaker.probing.store(false, Ordering::Release);
-            self.breaker.up.store(true, Ordering::Release);
-            tracing::info!(republished = missed.len(), "Redis is back");
+            tracing::info!(republished, "Redis is back");
             return;
         }
     }
@@ -328,20 +330,20 @@ impl Probe {
 async fn subscribe_and_load(
     client: &redis::Client,
     prefix: &str,
-    timeouts: RedisOptions,
+    options: RedisOptions,
     mirror: &Mirror,
 ) -> anyhow::Result<PubSub> {
-    let mut pubsub = tokio::time::timeout(timeouts.connect, client.get_async_pubsub())
+    let mut pubsub = tokio::time::timeout(options.connect, client.get_async_pubsub())
         .await
-        .map_err(|_| anyhow::anyhow!("no connection to Redis within {:?}", timeouts.connect))?
+        .map_err(|_| anyhow::anyhow!("no connection to Redis within {:?}", options.connect))?
         .context("opening a Redis subscription")?;
-    tokio::time::timeout(timeouts.command, pubsub.subscribe(channel(prefix)))
+    tokio::time::timeout(options.command, pubsub.subscribe(channel(prefix)))
         .await
         .map_err(|_| anyhow::anyhow!("Redis did not confirm the subscription in time"))?
         .context("subscribing to revocations")?;
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeouts.connect))
-        .set_response_timeout(Some(timeouts.command));
+        .set_connection_timeout(Some(options.connect))
+        .set_response_timeout(Some(options.command));
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -424,8 +426,8 @@ async fn listen(
         }
         probe.trip("the Redis subscription ended");
         pubsub = loop {
-            tokio::time::sleep(probe.timeouts.probe_interval).await;
-            match subscribe_and_load(&client, &probe.prefix, probe.timeouts, &mirror).await {
+            tokio::time::sleep(probe.options.probe_interval).await;
+            match subscribe_and_load(&client, &probe.prefix, probe.options, &mirror).await {
                 Ok(pubsub) => break pubsub,
                 Err(error) => {
                     tracing::debug!(error = %format!("{error:#}"), "Redis is still unreachable")
