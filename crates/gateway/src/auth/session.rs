@@ -118,12 +118,13 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     if state.shared.mirror().is_session_denied(&record.family_id)
         || state.store.family_revocation_pending(&record.family_id)
     {
-        // Ended by a logout whose store write may still be queued: finish it (or queue it).
+        // Ended (a logout, a reuse) while its store write may still be queued: finish it, or
+        // queue it again; a family already revoked keeps its first reason.
         state
             .store
             .write_or_queue(StoreWrite::RevokeFamily {
                 family: record.family_id.clone(),
-                reason: "logout".to_owned(),
+                reason: "session ended".to_owned(),
             })
             .await
             .map_err(GatewayError::from)?;
