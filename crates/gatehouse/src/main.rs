@@ -127,6 +127,10 @@ struct ServiceArgs {
     jwks_url: String,
     #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
     issuer: String,
+    /// How long a query waits for a database connection before the request is answered 503
+    /// (`250ms`, `2s`, …).
+    #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = kit::config::parse_duration)]
+    database_acquire_timeout: std::time::Duration,
 }
 
 impl ServiceArgs {
@@ -138,6 +142,9 @@ impl ServiceArgs {
                 .unwrap_or_else(|| format!("sqlite://data/{}.db", part.name())),
             jwks_url: self.jwks_url,
             issuer: self.issuer,
+            database: kit::db::PoolOptions {
+                acquire_timeout: self.database_acquire_timeout,
+            },
         }
     }
 }

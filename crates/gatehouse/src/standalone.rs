@@ -60,6 +60,8 @@ pub struct ServiceOptions {
     /// The gateway's JWKS: the keys of the identity tokens the service accepts.
     pub jwks_url: String,
     pub issuer: String,
+    /// How the database pool waits (acquire timeout): an outage answers 503 within it.
+    pub database: kit::db::PoolOptions,
 }
 
 pub async fn service(
@@ -73,8 +75,14 @@ pub async fn service(
         options.jwks_url,
     ));
     let service = match part {
-        Part::Users => users::service(users::connect(&options.database_url).await?, verifier),
-        Part::Orders => orders::service(orders::connect(&options.database_url).await?, verifier),
+        Part::Users => users::service(
+            users::connect_with(&options.database_url, options.database).await?,
+            verifier,
+        ),
+        Part::Orders => orders::service(
+            orders::connect_with(&options.database_url, options.database).await?,
+            verifier,
+        ),
         Part::Clock => clock::service(verifier),
     };
     let listener = TcpListener::bind(options.listen)

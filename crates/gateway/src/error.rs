@@ -1,7 +1,7 @@
 //! Every answer the gateway makes itself, mapped to a status and a problem in one place.
 //! Upstream failures name the service, never its address: no connection, no healthy instance or
 //! every instance ejected → 503 with `Retry-After`; no answer in time → 504; an answer that is not
-//! HTTP or a connection broken before the answer → 502.
+//! HTTP or a connection broken before the answer → 502. A store outage → 503 with `Retry-After`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,8 +52,35 @@ pub enum GatewayError {
     Timeout { service: String },
     #[error("the service `{service}` answered with an invalid response")]
     BadGateway { service: String },
+    /// The store did not answer (no connection within the pool's acquire timeout, connection
+    /// refused or broken, file locked): an outage, not our bug.
+    #[error("the store is unavailable")]
+    StoreUnavailable(anyhow::Error),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// A store write that could neither land nor wait (the queue is full), or that failed.
+impl From<crate::store::WriteError> for GatewayError {
+    fn from(error: crate::store::WriteError) -> Self {
+        match error {
+            crate::store::WriteError::QueueFull => {
+                Self::StoreUnavailable(anyhow::Error::new(crate::store::WriteError::QueueFull))
+            }
+            crate::store::WriteError::Failed(error) => Self::from(error),
+        }
+    }
+}
+
+/// Every unexpected error passes here, so a store outage becomes 503 wherever it surfaces.
+impl From<anyhow::Error> for GatewayError {
+    fn from(error: anyhow::Error) -> Self {
+        if kit::outage::caused_by_outage(&error) {
+            Self::StoreUnavailable(error)
+        } else {
+            Self::Internal(error)
+        }
+    }
 }
 
 impl GatewayError {
@@ -71,7 +98,9 @@ impl GatewayError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::StateUnavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StateUnavailable(_) | Self::Busy | Self::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -83,6 +112,7 @@ impl GatewayError {
         let status = self.status();
         match self {
             Self::Internal(cause) => Problem::internal(&format!("{cause:#}")),
+            Self::StoreUnavailable(cause) => kit::outage::unavailable(&cause),
             Self::MethodNotAllowed { allow } => {
                 Problem::new(status).with_detail("The path exists but not for this method.").with_header(header::ALLOW, allow)
             }

@@ -57,6 +57,7 @@ pub async fn readiness(State(state): State<SharedState>) -> Response {
     // A new condition of readiness is one more line here.
     let checks = [
         ("store", store(&state).await),
+        ("state", shared_state(&state)),
         ("services", services_seen_healthy(&routing)),
     ];
     let ready = !checks
@@ -75,6 +76,8 @@ pub async fn readiness(State(state): State<SharedState>) -> Response {
         "status": if ready { "ready" } else { "not ready" },
         "checks": statuses,
         "reasons": reasons,
+        "state": state.shared.health().as_str(),
+        "store_writes_pending": state.store.pending_writes(),
         "services": service_detail(&routing),
         "config": state.reloads.report(),
     });
@@ -93,6 +96,17 @@ async fn store(state: &SharedState) -> Check {
             tracing::warn!(%error, "readiness: the store does not answer");
             Check::Failing("the store does not answer".to_owned())
         }
+    }
+}
+
+/// Redis down degrades (local throttle counters, revocations carried by the store) but does not
+/// stop the gateway from serving: never a reason to take the replica out.
+fn shared_state(state: &SharedState) -> Check {
+    match state.shared.health() {
+        crate::state::StateHealth::Memory | crate::state::StateHealth::RedisUp => Check::Ok,
+        crate::state::StateHealth::RedisDown => Check::Degraded(
+            "Redis does not answer: throttle counters are local, revocations reach other replicas through the store".to_owned(),
+        ),
     }
 }
 

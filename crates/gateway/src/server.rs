@@ -173,6 +173,24 @@ impl GatewayState {
         &self,
         headers: &http::HeaderMap,
     ) -> Result<AccessClaims, GatewayError> {
+        let claims = self.verify_even_if_revoked(headers).await?;
+        if self.shared.mirror().is_revoked(
+            &claims.jti,
+            claims.sid.as_deref(),
+            &claims.sub,
+            claims.issued_ms(),
+        ) {
+            return Err(GatewayError::InvalidToken("the token has been revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// The verified access token of a request, revoked or not: for logout only, so a logout
+    /// retried after a partial failure (its token already refused) can finish the job.
+    pub async fn verify_even_if_revoked(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<AccessClaims, GatewayError> {
         let token = auth::bearer_token(headers)?;
         let claims = match self.tokens.verify(token) {
             // Perhaps a key another replica rotated in since our last reload.
@@ -186,14 +204,6 @@ impl GatewayState {
             }
             other => other?,
         };
-        if self.shared.mirror().is_revoked(
-            &claims.jti,
-            claims.sid.as_deref(),
-            &claims.sub,
-            claims.issued_ms(),
-        ) {
-            return Err(GatewayError::InvalidToken("the token has been revoked"));
-        }
         Ok(claims)
     }
 }
@@ -206,8 +216,8 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store (creating the first signing key if needed) and builds the route table.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.store).await?;
-        let shared = Replicated::connect(&config.state).await?;
+        let store = Store::connect_with(&config.store, config.store_pool).await?;
+        let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
             Keys::load(store.clone(), config.tokens.algorithm, key_timing(&config)).await?,
         );

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::state::{SharedState, StateSettings};
+use gateway::state::{RedisOptions, Revocation, SharedState, StateHealth, StateSettings};
 
 fn redis_settings() -> Option<StateSettings> {
     let url = std::env::var("GATEHOUSE_TEST_REDIS")
@@ -14,6 +14,7 @@ fn redis_settings() -> Option<StateSettings> {
     Some(StateSettings::Redis {
         url,
         prefix: format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple()),
+        options: RedisOptions::default(),
     })
 }
 
@@ -128,10 +129,122 @@ async fn an_unreachable_redis_is_an_error_at_start_not_later() {
     let settings = StateSettings::Redis {
         url: "redis://127.0.0.1:1".into(),
         prefix: "x".into(),
+        options: RedisOptions::default(),
     };
     let error = SharedState::connect(&settings)
         .await
         .err()
         .expect("nothing listens on port 1");
     assert!(format!("{error:#}").contains("Redis"), "{error:#}");
+}
+
+/// A Redis of the test's own, without persistence, killed when dropped.
+struct OwnRedis(std::process::Child, u16);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn own_redis() -> OwnRedis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    OwnRedis(child, port)
+}
+
+#[tokio::test]
+async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_through_the_store() {
+    let Some(StateSettings::Redis { url, prefix, .. }) = redis_settings() else {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the partition test checks nothing");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        gateway::store::Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+            .await
+            .unwrap();
+    let options = RedisOptions {
+        probe_interval: Duration::from_millis(200),
+        store_sync: Duration::from_millis(100),
+        ..RedisOptions::default()
+    };
+    // The revoking replica reaches only a Redis that dies; the other stays subscribed to its own.
+    let cut_off = own_redis().await;
+    let revoking = SharedState::connect_with_store(
+        &StateSettings::Redis {
+            url: format!("redis://127.0.0.1:{}", cut_off.1),
+            prefix: prefix.clone(),
+            options,
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    let other = std::sync::Arc::new(
+        SharedState::connect_with_store(
+            &StateSettings::Redis {
+                url,
+                prefix,
+                options,
+            },
+            store,
+        )
+        .await
+        .unwrap(),
+    );
+    let following = std::sync::Arc::clone(&other);
+    let follower = tokio::spawn(async move { following.follow_store().await });
+    drop(cut_off);
+
+    let started = Instant::now();
+    let reach = revoking
+        .revoke(Revocation::Token {
+            jti: "jti-partitioned".to_owned(),
+            until: in_a_minute(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no wait on a dead Redis"
+    );
+    assert!(
+        !reach.published && reach.shared(),
+        "{reach:?}: in the store, not in Redis"
+    );
+    assert!(
+        revoking.mirror().is_denied("jti-partitioned"),
+        "at once on its replica"
+    );
+    assert_eq!(revoking.health(), StateHealth::RedisDown);
+    assert!(
+        until(Duration::from_secs(3), || other
+            .mirror()
+            .is_denied("jti-partitioned"))
+        .await,
+        "the other replica reads it from the store"
+    );
+    follower.abort();
 }

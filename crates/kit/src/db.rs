@@ -41,11 +41,40 @@ pub struct Migrations {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    options: PoolOptions,
+}
+
+/// How the pool waits for the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// How long a query waits for a connection (and SQLite for its lock) before it fails as an
+    /// outage: well inside a request's deadline, so the client gets a 503 rather than a hang.
+    pub acquire_timeout: std::time::Duration,
+}
+
+/// The default [`PoolOptions::acquire_timeout`].
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
 }
 
 impl Database {
     /// Connects (creating a SQLite file and its folder when missing) and runs the migrations.
     pub async fn connect(url: &str, migrations: Migrations) -> anyhow::Result<Self> {
+        Self::connect_with(url, migrations, PoolOptions::default()).await
+    }
+
+    /// [`Database::connect`] with pool settings of the caller's choice.
+    pub async fn connect_with(
+        url: &str,
+        migrations: Migrations,
+        options: PoolOptions,
+    ) -> anyhow::Result<Self> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
@@ -61,7 +90,10 @@ impl Database {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |connection, _| {
+                Box::pin(async move { bound_lock_wait(connection, backend, options).await })
+            })
             .connect(&url)
             .await
             .with_context(|| format!("connecting to {}", redact(&url)))?;
@@ -80,7 +112,11 @@ impl Database {
             Backend::Postgres => migrations.postgres,
         };
         migrator.run(&pool).await.context("running migrations")?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            options,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -89,6 +125,11 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The pool settings it was opened with: work that retries stays within `acquire_timeout`.
+    pub fn options(&self) -> PoolOptions {
+        self.options
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
@@ -106,6 +147,25 @@ impl Database {
             Box::pin(async move { database.ping().await.map_err(|e| e.to_string()) })
         })
     }
+}
+
+/// SQLite waits for another process's lock for its `busy_timeout` (sqlx sets 5 s): bound it by
+/// the acquire timeout, so a locked file is an outage answered in time, like an unreachable
+/// server.
+async fn bound_lock_wait(
+    connection: &mut sqlx::AnyConnection,
+    backend: Backend,
+    options: PoolOptions,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        let millis = options.acquire_timeout.as_millis().max(1);
+        sqlx::Executor::execute(
+            &mut *connection,
+            format!("PRAGMA busy_timeout = {millis}").as_str(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether a SQLite database file already existed: `up` seeds demo data only into a new one.

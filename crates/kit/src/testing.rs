@@ -408,3 +408,95 @@ pub mod openapi {
         }
     }
 }
+
+/// A TCP forwarder in front of a server (a database) that a test can cut and restore, as a
+/// network partition would: [`TcpCut::cut`] closes every forwarded connection and holds new
+/// ones open without an answer (so clients meet their timeouts, not a quick refusal);
+/// [`TcpCut::restore`] forwards again.
+pub struct TcpCut {
+    /// `host:port` to connect to instead of the server.
+    pub address: std::net::SocketAddr,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TcpCut {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut.send_replace(true);
+    }
+}
+
+impl TcpCut {
+    /// Forwards a new local port to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut = std::sync::Arc::new(cut);
+        let target = target.to_owned();
+        let sender = std::sync::Arc::clone(&cut);
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((client, _)) = listener.accept().await {
+                if *sender.borrow() {
+                    // Partitioned: the connection is neither answered nor refused.
+                    held.push(client);
+                    continue;
+                }
+                held.clear();
+                let mut watch = sender.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            cut,
+            accept,
+        }
+    }
+
+    /// A forwarder in front of the server of `url` (`postgres://user@host:port/db…`), and `url`
+    /// pointed at it.
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let rest = url.split_once("://").unwrap().1;
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let host_port = authority.rsplit('@').next().unwrap();
+        let target = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:5432")
+        };
+        let cut = Self::start(&target).await;
+        let routed = cut.route(url);
+        (cut, routed)
+    }
+
+    /// `url` (a `postgres://` URL) pointed at this forwarder instead of its host and port.
+    pub fn route(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let credentials = authority.rfind('@').map_or("", |at| &authority[..=at]);
+        format!("{scheme}://{credentials}{}{path}", self.address)
+    }
+
+    /// Breaks every forwarded connection and leaves new ones unanswered.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}

@@ -59,7 +59,7 @@ impl From<Error> for Problem {
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             Error::Refused(problem) => problem,
-            Error::Unexpected(cause) => Problem::internal(&format!("{cause:#}")),
+            Error::Unexpected(cause) => kit::outage::unexpected(&cause),
         }
     }
 }

@@ -38,12 +38,21 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Connects (creating a SQLite file if missing) and runs this crate's migrations.
 pub async fn connect(database_url: &str) -> anyhow::Result<Database> {
-    Database::connect(
+    connect_with(database_url, kit::db::PoolOptions::default()).await
+}
+
+/// [`connect`] with the pool settings of the kit's configuration.
+pub async fn connect_with(
+    database_url: &str,
+    options: kit::db::PoolOptions,
+) -> anyhow::Result<Database> {
+    Database::connect_with(
         database_url,
         Migrations {
             sqlite: &SQLITE,
             postgres: &POSTGRES,
         },
+        options,
     )
     .await
 }

@@ -139,7 +139,7 @@ async fn an_access_token_is_no_refresh_token_and_a_refresh_token_no_access_token
 }
 
 #[tokio::test]
-async fn logout_refuses_the_access_token_at_once_and_ends_the_session() {
+async fn logout_refuses_the_access_token_at_once_ends_the_session_and_may_be_repeated() {
     let app = spawn_app().await;
     let session = sign_in(&app, "test", "test").await;
     let access = field(&session, "access_token");
@@ -164,7 +164,24 @@ async fn logout_refuses_the_access_token_at_once_and_ends_the_session() {
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 401, "a revoked token cannot log out twice");
+    assert_eq!(
+        again.status(),
+        204,
+        "logout is idempotent: a retry with the now revoked token is accepted (it may have to finish the job)"
+    );
+    assert_eq!(app.get("/api/users/me", Some(access)).await.status(), 401);
+    let forged = app
+        .http
+        .post(app.url("/api/logout"))
+        .bearer_auth(format!("{access}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        401,
+        "only a revoked token, never an invalid one"
+    );
 }
 
 #[tokio::test]

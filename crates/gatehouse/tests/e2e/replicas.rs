@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
 /// A gateway process, killed when dropped.
-struct Replica {
+pub struct Replica {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Drop for Replica {
@@ -25,7 +25,7 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> Replica {
+pub async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> Replica {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["gateway", "--config"])

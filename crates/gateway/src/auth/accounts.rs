@@ -176,6 +176,15 @@ fn parse<T: serde::de::DeserializeOwned>(
 }
 
 fn unexpected(state: &SharedState, status: StatusCode) -> GatewayError {
+    // The service says it is unavailable (its database is down, say): an outage to pass on as
+    // 503 with `Retry-After`, not an invalid answer.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(service = %state.config().auth.credentials_service, "credentials service unavailable");
+        return GatewayError::Unavailable {
+            service: state.config().auth.credentials_service.clone(),
+            retry_after: kit::outage::RETRY_AFTER,
+        };
+    }
     tracing::error!(service = %state.config().auth.credentials_service, status = status.as_u16(), "credentials service failed");
     GatewayError::BadGateway {
         service: state.config().auth.credentials_service.clone(),

@@ -198,6 +198,7 @@ impl ClientCredentials {
                 tracing::info!(client.id = %id, "client authentication failed");
                 Err(OAuthError::invalid_client(basic))
             }
+            Err(error) if kit::outage::caused_by_outage(&error) => Err(store_unavailable(&error)),
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "client lookup failed");
                 Err(OAuthError::new(
@@ -329,10 +330,23 @@ fn upstream_failure(error: GatewayError) -> OAuthError {
                 "The credential check is unavailable; try again.",
             )
         }
+        GatewayError::StoreUnavailable(cause) => store_unavailable(&cause),
         other => {
             tracing::error!(error = %other, "token endpoint failure");
             OAuthError::new("server_error", "The token could not be issued; try again.")
         }
+    }
+}
+
+/// The store is out of reach: RFC 6749's `temporarily_unavailable` (503) with `Retry-After`.
+fn store_unavailable(cause: &anyhow::Error) -> OAuthError {
+    tracing::warn!(error = %format!("{cause:#}"), "token endpoint: the store is unavailable");
+    OAuthError {
+        retry_after: Some(kit::outage::RETRY_AFTER),
+        ..OAuthError::new(
+            "temporarily_unavailable",
+            "The token store is unavailable; try again shortly.",
+        )
     }
 }
 

@@ -2,6 +2,12 @@
 //! token and issues a new pair in the same family; presenting a spent token revokes the whole
 //! family (OAuth 2.0 Security BCP §4.14). Logout revokes the family and denylists the access
 //! token until it expires. Refresh tokens are 256 random bits, stored only as SHA-256 hashes.
+//!
+//! Logout holds through outages: the token and the session are refused in the shared state
+//! first (this replica at once, the others through Redis or the store), and the store's family
+//! row is written or, while the store is down, queued and retried until it lands; refresh
+//! refuses a session the shared state has ended even before that row is written. Logout
+//! accepts a token that is already revoked, so a retry after a partial failure finishes the job.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,6 +25,8 @@ use super::accounts;
 use super::tokens::{now_ms, now_seconds, AccessClaims, IssuedToken, Subject};
 use crate::error::GatewayError;
 use crate::server::SharedState;
+use crate::state::{Reach, Revocation};
+use crate::store::StoreWrite;
 
 /// An access token and the refresh token that renews it.
 pub struct Session {
@@ -41,7 +49,7 @@ impl From<GatewayError> for RenewError {
 
 impl From<anyhow::Error> for RenewError {
     fn from(error: anyhow::Error) -> Self {
-        Self::Failed(GatewayError::Internal(error))
+        Self::Failed(GatewayError::from(error))
     }
 }
 
@@ -107,6 +115,21 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     if record.expires_at <= now_seconds() {
         return Err(RenewError::Refused(INVALID));
     }
+    if state.shared.mirror().is_session_denied(&record.family_id)
+        || state.store.family_revocation_pending(&record.family_id)
+    {
+        // Ended (a logout, a reuse) while its store write may still be queued: finish it, or
+        // queue it again; a family already revoked keeps its first reason.
+        state
+            .store
+            .write_or_queue(StoreWrite::RevokeFamily {
+                family: record.family_id.clone(),
+                reason: "session ended".to_owned(),
+            })
+            .await
+            .map_err(GatewayError::from)?;
+        return Err(RenewError::Refused(INVALID));
+    }
     if state
         .shared
         .mirror()
@@ -165,53 +188,86 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
 /// access tokens issued in it, everywhere.
 async fn revoke_reused(state: &SharedState, family: &str, subject: &str) -> Result<(), RenewError> {
     tracing::warn!(family = %family, subject = %subject, "refresh token reused: revoking its family");
+    let ended = end_session_tokens(state, family).await?;
     state
         .store
-        .revoke_family(family, "refresh token reused")
-        .await?;
-    end_session_tokens(state, family).await?;
+        .write_or_queue(StoreWrite::RevokeFamily {
+            family: family.to_owned(),
+            reason: "refresh token reused".to_owned(),
+        })
+        .await
+        .map_err(GatewayError::from)?;
+    if !ended.shared() {
+        return Err(not_shared().into());
+    }
     Ok(())
 }
 
 /// Refuses every access token of session `family` from now until the last could expire.
-async fn end_session_tokens(state: &SharedState, family: &str) -> Result<(), GatewayError> {
+async fn end_session_tokens(state: &SharedState, family: &str) -> Result<Reach, GatewayError> {
     let until = now_seconds()
         + state.tokens.settings().access_ttl.as_secs()
         + super::tokens::LEEWAY_SECONDS;
-    state
+    Ok(state
         .shared
-        .deny_session(family, until)
-        .await
-        .map_err(|e| GatewayError::StateUnavailable(e.to_string()))
+        .revoke(Revocation::Session {
+            sid: family.to_owned(),
+            until,
+        })
+        .await?)
 }
 
-/// Ends the session of `claims`: its family, the family of `refresh` when it is the caller's,
-/// and the access token itself, everywhere, at once.
+fn not_shared() -> GatewayError {
+    GatewayError::StateUnavailable(
+        "neither Redis nor the store answered: the logout holds on this replica and is queued for the store".to_owned(),
+    )
+}
+
+/// Ends the session of `claims`: the access token itself and its session everywhere at once
+/// (shared state first), then its family and the family of `refresh` when it is the caller's
+/// in the store (queued while the store is down). Safe to repeat.
+///
+/// `Ok` once every replica refuses the token or will when it loads from the store; an error
+/// (503) when neither Redis nor the store answered: this replica refuses the token already, the
+/// writes are queued, and a retry with the same token is accepted.
 pub async fn end(
     state: &SharedState,
     claims: &AccessClaims,
     refresh: Option<&str>,
 ) -> Result<(), GatewayError> {
-    state
+    let mut shared = state
         .shared
-        .deny(&claims.jti, claims.exp + super::tokens::LEEWAY_SECONDS)
-        .await
-        .map_err(|e| GatewayError::StateUnavailable(e.to_string()))?;
+        .revoke(Revocation::Token {
+            jti: claims.jti.clone(),
+            until: claims.exp + super::tokens::LEEWAY_SECONDS,
+        })
+        .await?
+        .shared();
     if let Some(family) = &claims.sid {
-        state.store.revoke_family(family, "logout").await?;
-        end_session_tokens(state, family).await?;
+        shared &= end_session_tokens(state, family).await?.shared();
+        state
+            .store
+            .write_or_queue(StoreWrite::RevokeFamily {
+                family: family.clone(),
+                reason: "logout".to_owned(),
+            })
+            .await?;
     }
     if let Some(presented) = refresh.filter(|r| !r.is_empty() && r.len() <= 512) {
-        if let Some(record) = state.store.find_refresh(&hash(presented)).await? {
-            if record.subject == claims.sub {
-                state
-                    .store
-                    .revoke_family(&record.family_id, "logout")
-                    .await?;
-            }
-        }
+        state
+            .store
+            .write_or_queue(StoreWrite::RevokeFamilyOfToken {
+                hash: hash(presented),
+                subject: claims.sub.clone(),
+                reason: "logout".to_owned(),
+            })
+            .await?;
     }
-    Ok(())
+    if shared {
+        Ok(())
+    } else {
+        Err(not_shared())
+    }
 }
 
 #[derive(Serialize)]
@@ -302,7 +358,8 @@ struct LogoutRequest {
 /// `POST /api/logout` with the access token, and optionally `{"refresh_token"}` → 204.
 pub async fn logout(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
-        let claims = state.authenticate(&headers).await?;
+        // A revoked token is accepted here: a retry finishes a logout that partly failed.
+        let claims = state.verify_even_if_revoked(&headers).await?;
         let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
             LogoutRequest::default()
         } else {

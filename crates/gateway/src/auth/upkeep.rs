@@ -1,5 +1,6 @@
 //! The gateway's background work while it serves: following per-user cut-offs from the
-//! credentials service, rereading the signing keys, and forgetting expired refresh tokens.
+//! credentials service, rereading the signing keys, forgetting expired refresh tokens and
+//! revocations, and retrying store writes that met an outage.
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
         () = follow_cutoffs(&state) => {},
         () = reload_keys(&state) => {},
         () = purge_refresh_tokens(&state) => {},
+        () = state.store.retry_pending() => {},
+        () = state.shared.follow_store() => {},
         () = shutdown.wait() => {},
     }
 }
@@ -118,6 +121,9 @@ async fn purge_refresh_tokens(state: &SharedState) {
             .await
         {
             tracing::error!(error = %format!("{error:#}"), "cannot purge expired refresh tokens");
+        }
+        if let Err(error) = state.store.purge_revocations(now_seconds()).await {
+            tracing::error!(error = %format!("{error:#}"), "cannot purge expired revocations");
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Durable store: `sqlite://…` or `postgres://…`.
     pub store: String,
+    /// How the store's pool waits: a store that does not answer within `acquire_timeout` is
+    /// an outage (503), answered within the request's deadline.
+    pub store_pool: kit::db::PoolOptions,
     pub state: crate::state::StateSettings,
     pub tokens: TokenSettings,
     pub auth: AuthEndpoints,
@@ -73,7 +76,7 @@ impl GatewayConfig {
         if self.listen != running.listen {
             fields.push("listen");
         }
-        if self.store != running.store {
+        if self.store != running.store || self.store_pool != running.store_pool {
             fields.push("store");
         }
         if self.state != running.state {
@@ -92,6 +95,7 @@ impl GatewayConfig {
     pub fn keeping_start_settings_of(mut self, running: &GatewayConfig) -> Self {
         self.listen = running.listen;
         self.store.clone_from(&running.store);
+        self.store_pool = running.store_pool;
         self.state = running.state.clone();
         self.tokens = running.tokens.clone();
         self.auth = running.auth.clone();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: Option<String>,
-    pub store: Option<String>,
+    pub store: Option<Store>,
     pub state: Option<State>,
     #[serde(default)]
     pub tokens: Tokens,
@@ -28,6 +28,22 @@ pub struct File {
     pub watch_settle: Option<String>,
 }
 
+/// `store: URL`, or `store: { url: URL, acquire_timeout: 2s }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Store {
+    Url(String),
+    Pool(StorePool),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorePool {
+    pub url: String,
+    /// How long a query waits for a connection before the request is answered 503.
+    pub acquire_timeout: Option<String>,
+}
+
 /// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -41,6 +57,14 @@ pub enum State {
 pub struct RedisState {
     pub redis: String,
     pub prefix: Option<String>,
+    /// How long opening a connection to Redis may take.
+    pub connect_timeout: Option<String>,
+    /// How long one command may wait for its answer.
+    pub command_timeout: Option<String>,
+    /// While Redis is down, how often a background probe checks whether it is back.
+    pub probe_interval: Option<String>,
+    /// How often the store is read for revocations other replicas recorded.
+    pub store_sync: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

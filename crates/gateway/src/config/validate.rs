@@ -87,10 +87,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
         )
     })?;
 
-    let store = raw
-        .store
-        .unwrap_or_else(|| "sqlite://data/gateway.db".to_owned());
-    kit::db::Backend::of_url(&store).map_err(|e| check.error("store", e.to_string()))?;
+    let (store, store_pool) = store(&check, raw.store)?;
 
     let state = state(&check, raw.state)?;
 
@@ -401,6 +398,7 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
     Ok(GatewayConfig {
         listen,
         store,
+        store_pool,
         state,
         tokens,
         auth,
@@ -562,15 +560,58 @@ fn at_least_one_connection(
     }
 }
 
+fn store(
+    check: &Checker<'_>,
+    raw: Option<schema::Store>,
+) -> Result<(String, kit::db::PoolOptions), ConfigError> {
+    let (url, acquire_timeout) = match raw {
+        None => ("sqlite://data/gateway.db".to_owned(), None),
+        Some(schema::Store::Url(url)) => (url, None),
+        Some(schema::Store::Pool(pool)) => (pool.url, pool.acquire_timeout),
+    };
+    kit::db::Backend::of_url(&url).map_err(|e| check.error("store", e.to_string()))?;
+    let pool = kit::db::PoolOptions {
+        acquire_timeout: check.duration(
+            "store.acquire_timeout",
+            acquire_timeout.as_deref(),
+            kit::db::DEFAULT_ACQUIRE_TIMEOUT,
+        )?,
+    };
+    Ok((url, pool))
+}
+
 fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSettings, ConfigError> {
     const PREFIX: &str = "gatehouse";
-    let (url, prefix) = match raw {
+    let defaults = crate::state::RedisOptions::default();
+    let (url, prefix, options) = match raw {
         None => return Ok(StateSettings::Memory),
         Some(schema::State::Named(name)) if name == "memory" => return Ok(StateSettings::Memory),
-        Some(schema::State::Named(url)) => (url, PREFIX.to_owned()),
+        Some(schema::State::Named(url)) => (url, PREFIX.to_owned(), defaults),
         Some(schema::State::Redis(redis)) => (
             redis.redis,
             redis.prefix.unwrap_or_else(|| PREFIX.to_owned()),
+            crate::state::RedisOptions {
+                connect: check.duration(
+                    "state.connect_timeout",
+                    redis.connect_timeout.as_deref(),
+                    defaults.connect,
+                )?,
+                command: check.duration(
+                    "state.command_timeout",
+                    redis.command_timeout.as_deref(),
+                    defaults.command,
+                )?,
+                probe_interval: check.duration(
+                    "state.probe_interval",
+                    redis.probe_interval.as_deref(),
+                    defaults.probe_interval,
+                )?,
+                store_sync: check.duration(
+                    "state.store_sync",
+                    redis.store_sync.as_deref(),
+                    defaults.store_sync,
+                )?,
+            },
         ),
     };
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -585,7 +626,11 @@ fn state(check: &Checker<'_>, raw: Option<schema::State>) -> Result<StateSetting
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
         return Err(check.error("state.prefix", "must be a non-empty word"));
     }
-    Ok(StateSettings::Redis { url, prefix })
+    Ok(StateSettings::Redis {
+        url,
+        prefix,
+        options,
+    })
 }
 
 fn throttle(
@@ -872,5 +917,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("services.users.upstreams[1]"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod outage_settings_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, ConfigError, GatewayConfig, Vars};
+    use crate::state::{RedisOptions, StateSettings};
+
+    fn config(head: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "{head}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET], service: users, auth: public }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn the_store_waits_two_seconds_by_default_and_redis_a_quarter_second() {
+        let defaults = config("store: \"sqlite://x.db\"\nstate: redis://127.0.0.1:6379").unwrap();
+        assert_eq!(defaults.store_pool.acquire_timeout, Duration::from_secs(2));
+        let StateSettings::Redis { options, .. } = defaults.state else {
+            panic!("Redis state expected");
+        };
+        assert_eq!(options, RedisOptions::default());
+        assert_eq!(options.command, Duration::from_millis(250));
+        assert_eq!(options.connect, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn outage_settings_are_read_and_bad_ones_named() {
+        let set = config(
+            "store: { url: \"postgres://db/x\", acquire_timeout: 500ms }\n\
+             state: { redis: \"redis://r\", connect_timeout: 100ms, command_timeout: 50ms, probe_interval: 2s, store_sync: 10s }",
+        )
+        .unwrap();
+        assert_eq!(set.store, "postgres://db/x");
+        assert_eq!(set.store_pool.acquire_timeout, Duration::from_millis(500));
+        let StateSettings::Redis { options, .. } = set.state else {
+            panic!("Redis state expected");
+        };
+        assert_eq!(
+            (
+                options.connect,
+                options.command,
+                options.probe_interval,
+                options.store_sync
+            ),
+            (
+                Duration::from_millis(100),
+                Duration::from_millis(50),
+                Duration::from_secs(2),
+                Duration::from_secs(10)
+            )
+        );
+        for (head, field) in [
+            (
+                "store: { url: \"sqlite://x.db\", acquire_timeout: 0s }",
+                "store.acquire_timeout",
+            ),
+            ("store: { url: \"mysql://x\" }", "store"),
+            (
+                "state: { redis: \"redis://r\", command_timeout: soon }",
+                "state.command_timeout",
+            ),
+        ] {
+            let error = config(head).unwrap_err().to_string();
+            assert!(error.contains(field), "{head}: {error}");
+        }
     }
 }

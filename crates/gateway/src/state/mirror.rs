@@ -28,10 +28,23 @@ fn insert_pruned(map: &RwLock<HashMap<String, u64>>, key: &str, expiry: u64) {
         let now = now_seconds();
         map.retain(|_, until| *until > now);
     }
-    map.insert(key.to_owned(), expiry);
+    // The later expiry wins: a retried or reloaded revocation never shortens one in force.
+    let until = map.entry(key.to_owned()).or_insert(expiry);
+    *until = (*until).max(expiry);
 }
 
 impl Mirror {
+    /// Applies `revocation` here.
+    pub fn apply(&self, revocation: &super::Revocation) {
+        match revocation {
+            super::Revocation::Token { jti, until } => self.deny(jti, *until),
+            super::Revocation::Session { sid, until } => self.deny_session(sid, *until),
+            super::Revocation::Cutoff {
+                subject, cutoff_ms, ..
+            } => self.cut_off(subject, *cutoff_ms),
+        }
+    }
+
     pub fn deny(&self, jti: &str, expires_at: u64) {
         insert_pruned(&self.denied, jti, expires_at);
     }

@@ -1,11 +1,17 @@
-//! State every gateway replica must agree on: revoked access tokens (`jti` denylist), per-user
-//! revocation cut-offs, and login-throttle counters.
+//! State every gateway replica must agree on: revoked access tokens (`jti` denylist), ended
+//! sessions, per-user revocation cut-offs, and login-throttle counters.
 //!
 //! Checks on the hot path never leave the process: each replica keeps a local [`Mirror`] of the
-//! revocations. With the memory backend the mirror is the state; with Redis, writes go to Redis
-//! and are published, and every replica's listener applies them to its mirror (and resyncs from
-//! Redis after any reconnect). Throttle counters live in Redis, falling back to local counters
-//! while Redis cannot be reached, so a Redis outage degrades limits instead of lifting them.
+//! revocations. A revocation is applied to the mirror first (it holds on this replica at once),
+//! then published through Redis (the fast channel to the other replicas) and recorded in the
+//! store (the source of truth: a replica loads the live revocations from it at start and after
+//! Redis comes back, so a Redis restarted without persistence forgets nothing). A store write
+//! that meets an outage is queued and retried until it lands.
+//!
+//! Redis is behind short timeouts and a breaker (`redis_state.rs`): after a failure it is
+//! skipped, so no request waits on it, until a background probe finds it back. Meanwhile
+//! throttle counters are this replica's own (at the configured limits, never unlimited), and
+//! revocations reach the other replicas through the store when Redis returns.
 
 mod mirror;
 mod redis_state;
@@ -19,37 +25,181 @@ pub use throttle::Attempts;
 
 use self::redis_state::RedisState;
 use self::throttle::LocalCounters;
+use crate::store::{Store, StoreWrite, WriteError, Written};
 
 /// Where shared state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateSettings {
     Memory,
-    Redis { url: String, prefix: String },
+    Redis {
+        url: String,
+        prefix: String,
+        options: RedisOptions,
+    },
+}
+
+/// How the gateway uses Redis: short waits, so an outage costs a request at most one short
+/// wait, and how often it looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Opening a connection.
+    pub connect: Duration,
+    /// One command (or pipeline) waiting for its answer.
+    pub command: Duration,
+    /// While Redis is down, how often a background probe checks whether it is back.
+    pub probe_interval: Duration,
+    /// How often the store is read for revocations recorded since the last look: the safety net
+    /// for a replica whose subscription stayed up while the revoking replica could not reach
+    /// Redis (a partition between them).
+    pub store_sync: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_millis(250),
+            command: Duration::from_millis(250),
+            probe_interval: Duration::from_secs(1),
+            store_sync: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A revocation, as the mirror, Redis and the store hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The access token `jti` is refused until `until` (Unix seconds).
+    Token { jti: String, until: u64 },
+    /// Every access token of the sign-in session `sid` is refused until `until`.
+    Session { sid: String, until: u64 },
+    /// Tokens of `subject` issued before `cutoff_ms` are refused; kept until `until`.
+    Cutoff {
+        subject: String,
+        cutoff_ms: u64,
+        until: u64,
+    },
+}
+
+impl Revocation {
+    /// `(kind, name, value, expires_at)`: the value only grows for one name (a later expiry, a
+    /// later cut-off), so the larger one wins wherever two meet.
+    pub fn parts(&self) -> (&'static str, &str, u64, u64) {
+        match self {
+            Self::Token { jti, until } => ("deny", jti, *until, *until),
+            Self::Session { sid, until } => ("session", sid, *until, *until),
+            Self::Cutoff {
+                subject,
+                cutoff_ms,
+                until,
+            } => ("cutoff", subject, *cutoff_ms, *until),
+        }
+    }
+
+    pub fn from_parts(kind: &str, name: String, value: u64, expires_at: u64) -> Option<Self> {
+        match kind {
+            "deny" => Some(Self::Token {
+                jti: name,
+                until: value,
+            }),
+            "session" => Some(Self::Session {
+                sid: name,
+                until: value,
+            }),
+            "cutoff" => Some(Self::Cutoff {
+                subject: name,
+                cutoff_ms: value,
+                until: expires_at,
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the shared state (Redis) cannot be written: {0}")]
 pub struct StateError(pub String);
 
+/// How far a revocation got beyond this replica (which applies it at once in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// The other replicas have it now: published through Redis, or there are no others (memory).
+    pub published: bool,
+    /// In the store, or queued for it (the store was down).
+    pub durable: Written,
+}
+
+impl Reach {
+    /// Whether every replica refuses it now or will once it (re)loads from the store: the store
+    /// holds it, or Redis carried it.
+    pub fn shared(&self) -> bool {
+        self.published || self.durable == Written::Stored
+    }
+}
+
+/// What `/readyz` tells about the shared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateHealth {
+    Memory,
+    RedisUp,
+    /// Redis does not answer: the gateway serves on, with local throttle counters and
+    /// revocations carried by the store.
+    RedisDown,
+}
+
+impl StateHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::RedisUp => "up",
+            Self::RedisDown => "down-degraded",
+        }
+    }
+}
+
 pub struct SharedState {
     mirror: Arc<Mirror>,
     local: LocalCounters,
     redis: Option<RedisState>,
+    /// The source of truth for revocations; `None` only in tests of the state alone.
+    store: Option<Store>,
 }
 
 impl SharedState {
+    /// Shared state without a store: revocations live in the mirror and Redis only.
     pub async fn connect(settings: &StateSettings) -> anyhow::Result<Self> {
+        Self::open(settings, None).await
+    }
+
+    /// Shared state whose revocations are recorded in `store` and loaded from it now and
+    /// whenever Redis comes back.
+    pub async fn connect_with_store(
+        settings: &StateSettings,
+        store: Store,
+    ) -> anyhow::Result<Self> {
+        Self::open(settings, Some(store)).await
+    }
+
+    async fn open(settings: &StateSettings, store: Option<Store>) -> anyhow::Result<Self> {
         let mirror = Arc::new(Mirror::default());
+        if let Some(store) = &store {
+            load_from_store(store, &mirror).await?;
+        }
         let redis = match settings {
             StateSettings::Memory => None,
-            StateSettings::Redis { url, prefix } => {
-                Some(RedisState::connect(url, prefix, Arc::clone(&mirror)).await?)
-            }
+            StateSettings::Redis {
+                url,
+                prefix,
+                options,
+            } => Some(
+                RedisState::connect(url, prefix, *options, Arc::clone(&mirror), store.clone())
+                    .await?,
+            ),
         };
         Ok(Self {
             mirror,
             local: LocalCounters::default(),
             redis,
+            store,
         })
     }
 
@@ -58,22 +208,55 @@ impl SharedState {
         &self.mirror
     }
 
+    pub fn health(&self) -> StateHealth {
+        match &self.redis {
+            None => StateHealth::Memory,
+            Some(redis) if redis.is_up() => StateHealth::RedisUp,
+            Some(_) => StateHealth::RedisDown,
+        }
+    }
+
+    /// Applies `revocation` here at once, publishes it through Redis when Redis is up, and
+    /// records it in the store (or queues it while the store is down).
+    pub async fn revoke(&self, revocation: Revocation) -> Result<Reach, WriteError> {
+        self.mirror.apply(&revocation);
+        let published = match &self.redis {
+            None => true,
+            Some(redis) => match redis.publish(&revocation).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "revocation not published (Redis down): the store carries it");
+                    false
+                }
+            },
+        };
+        let durable = match &self.store {
+            None => Written::Stored,
+            Some(store) => {
+                store
+                    .write_or_queue(StoreWrite::Revocation(revocation))
+                    .await?
+            }
+        };
+        Ok(Reach { published, durable })
+    }
+
     /// Refuses the access token `jti` everywhere until `expires_at` (Unix seconds).
     pub async fn deny(&self, jti: &str, expires_at: u64) -> Result<(), StateError> {
-        if let Some(redis) = &self.redis {
-            redis.deny(jti, expires_at).await?;
-        }
-        self.mirror.deny(jti, expires_at);
-        Ok(())
+        self.revoke_shared(Revocation::Token {
+            jti: jti.to_owned(),
+            until: expires_at,
+        })
+        .await
     }
 
     /// Refuses every access token of the sign-in session `sid` until `until` (Unix seconds).
     pub async fn deny_session(&self, sid: &str, until: u64) -> Result<(), StateError> {
-        if let Some(redis) = &self.redis {
-            redis.deny_session(sid, until).await?;
-        }
-        self.mirror.deny_session(sid, until);
-        Ok(())
+        self.revoke_shared(Revocation::Session {
+            sid: sid.to_owned(),
+            until,
+        })
+        .await
     }
 
     /// Refuses every token of `subject` issued before `cutoff_ms` (Unix milliseconds); kept for
@@ -84,21 +267,38 @@ impl SharedState {
         cutoff_ms: u64,
         keep: Duration,
     ) -> Result<(), StateError> {
-        if let Some(redis) = &self.redis {
-            redis.cut_off(subject, cutoff_ms, keep).await?;
+        self.revoke_shared(Revocation::Cutoff {
+            subject: subject.to_owned(),
+            cutoff_ms,
+            until: now_seconds() + keep.as_secs().max(1),
+        })
+        .await
+    }
+
+    /// [`SharedState::revoke`], an error when no other replica can learn of it (neither Redis
+    /// nor the store took it; it holds on this replica and is queued for the store).
+    async fn revoke_shared(&self, revocation: Revocation) -> Result<(), StateError> {
+        let reach = self
+            .revoke(revocation)
+            .await
+            .map_err(|e| StateError(e.to_string()))?;
+        if reach.shared() {
+            Ok(())
+        } else {
+            Err(StateError(
+                "neither Redis nor the store answered; the revocation holds on this replica and is queued for the store".to_owned(),
+            ))
         }
-        self.mirror.cut_off(subject, cutoff_ms);
-        Ok(())
     }
 
     /// Counts one more failure under `key` in a fixed window; returns the count and the time
     /// left in the window.
     pub async fn record_failure(&self, key: &str, window: Duration) -> Attempts {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             match redis.increment(key, window).await {
                 Ok(attempts) => return attempts,
                 Err(error) => {
-                    tracing::error!(%error, "throttle counter falls back to this replica")
+                    tracing::warn!(%error, "throttle counter falls back to this replica")
                 }
             }
         }
@@ -107,11 +307,11 @@ impl SharedState {
 
     /// The failures counted under `key` in its current window.
     pub async fn failures(&self, key: &str) -> Attempts {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             match redis.count(key).await {
                 Ok(attempts) => return attempts,
                 Err(error) => {
-                    tracing::error!(%error, "throttle counter falls back to this replica")
+                    tracing::warn!(%error, "throttle counter falls back to this replica")
                 }
             }
         }
@@ -120,11 +320,11 @@ impl SharedState {
 
     /// Takes one counted failure back (a counted attempt that succeeded).
     pub async fn forgive_failure(&self, key: &str) {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             match redis.decrement(key).await {
                 Ok(()) => return,
                 Err(error) => {
-                    tracing::error!(%error, "throttle counter falls back to this replica")
+                    tracing::warn!(%error, "throttle counter falls back to this replica")
                 }
             }
         }
@@ -132,11 +332,56 @@ impl SharedState {
     }
 
     pub async fn clear_failures(&self, key: &str) {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             if let Err(error) = redis.clear(key).await {
-                tracing::error!(%error, "cannot clear a throttle counter in Redis");
+                tracing::warn!(%error, "cannot clear a throttle counter in Redis");
             }
         }
         self.local.clear(key);
     }
+}
+
+impl SharedState {
+    /// Applies the revocations other replicas record in the store, every `store_sync`, for as
+    /// long as the gateway runs. Only with Redis: with the memory state there is one replica.
+    /// Reads look back a minute past the last row seen, so clocks a little apart miss nothing.
+    pub async fn follow_store(&self) {
+        const OVERLAP_MS: u64 = 60_000;
+        let (Some(store), Some(redis)) = (&self.store, &self.redis) else {
+            return std::future::pending().await;
+        };
+        let mut since_ms = crate::auth::tokens::now_ms();
+        loop {
+            tokio::time::sleep(redis.options().store_sync).await;
+            match store
+                .revocations_recorded_since(now_seconds(), since_ms.saturating_sub(OVERLAP_MS))
+                .await
+            {
+                Ok((revocations, latest)) => {
+                    for revocation in &revocations {
+                        self.mirror.apply(revocation);
+                    }
+                    since_ms = since_ms.max(latest);
+                }
+                Err(error) => {
+                    tracing::debug!(error = %format!("{error:#}"), "cannot read revocations from the store; trying again")
+                }
+            }
+        }
+    }
+}
+
+/// Applies every live revocation in `store` to `mirror`.
+async fn load_from_store(store: &Store, mirror: &Mirror) -> anyhow::Result<usize> {
+    let live = store.live_revocations(now_seconds()).await?;
+    for revocation in &live {
+        mirror.apply(revocation);
+    }
+    Ok(live.len())
+}
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

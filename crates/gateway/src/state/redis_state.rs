@@ -1,20 +1,41 @@
 //! The Redis backend: revocations written to Redis and published on one channel; every
-//! replica listens, applies them to its mirror, and resyncs the whole set after a reconnect.
+//! replica listens, applies them to its mirror, and resyncs the whole set (from Redis and from
+//! the store) after a reconnect.
+//!
+//! Redis sits behind short timeouts and a breaker: a failed or timed-out command marks it down,
+//! and while it is down no request touches it (throttling counts locally, revocations go to the
+//! mirror and the store) until a background probe finds it back; the probe then republishes the
+//! revocations Redis missed, and the listener reloads what other replicas recorded meanwhile.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSub};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
 use super::mirror::Mirror;
 use super::throttle::Attempts;
-use super::StateError;
+use super::{RedisOptions, Revocation, StateError};
+use crate::store::Store;
+
+/// Revocations kept for republishing while Redis is down; beyond this the oldest are left to
+/// the store (every replica reloads from it when Redis returns).
+const MAX_UNPUBLISHED: usize = 100_000;
+
+/// Whether Redis answers, and what it missed while it did not.
+struct Breaker {
+    up: AtomicBool,
+    probing: AtomicBool,
+    unpublished: Mutex<Vec<Revocation>>,
+}
 
 pub struct RedisState {
     manager: ConnectionManager,
     prefix: String,
+    options: RedisOptions,
+    breaker: Arc<Breaker>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -30,95 +51,129 @@ fn state_error(error: redis::RedisError) -> StateError {
 
 impl RedisState {
     /// Connects, loads every live revocation into `mirror`, and keeps it current.
-    pub async fn connect(url: &str, prefix: &str, mirror: Arc<Mirror>) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        options: RedisOptions,
+        mirror: Arc<Mirror>,
+        store: Option<Store>,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .with_context(|| format!("invalid Redis URL {}", kit::db::redact(url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect))
+            .set_response_timeout(Some(options.command))
+            // The breaker decides when to try again; the manager should not retry for long.
+            .set_number_of_retries(1);
         let manager = client
-            .get_connection_manager()
+            .get_connection_manager_with_config(config)
             .await
             .with_context(|| format!("connecting to Redis at {}", kit::db::redact(url)))?;
         let prefix = prefix.to_owned();
+        let breaker = Arc::new(Breaker {
+            up: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            unpublished: Mutex::new(Vec::new()),
+        });
         // Subscribe before loading, so nothing published in between is missed.
-        let pubsub = subscribe_and_load(&client, &prefix, &mirror).await?;
-        let listener = tokio::spawn(listen(client, prefix.clone(), mirror, pubsub));
+        let pubsub = subscribe_and_load(&client, &prefix, options, &mirror).await?;
+        let probe = Probe {
+            manager: manager.clone(),
+            prefix: prefix.clone(),
+            options,
+            breaker: Arc::clone(&breaker),
+        };
+        let listener = tokio::spawn(listen(client, probe, mirror, store, pubsub));
         Ok(Self {
             manager,
             prefix,
+            options,
+            breaker,
             listener,
         })
+    }
+
+    /// What the listener needs to trip the breaker and start the probe.
+    fn probe(&self) -> Probe {
+        Probe {
+            manager: self.manager.clone(),
+            prefix: self.prefix.clone(),
+            options: self.options,
+            breaker: Arc::clone(&self.breaker),
+        }
+    }
+
+    pub fn options(&self) -> RedisOptions {
+        self.options
+    }
+
+    /// Whether Redis is taken as answering; while not, no request waits on it.
+    pub fn is_up(&self) -> bool {
+        self.breaker.up.load(Ordering::Acquire)
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}:{kind}:{name}", self.prefix)
     }
 
-    pub async fn deny(&self, jti: &str, expires_at: u64) -> Result<(), StateError> {
-        self.publish_until("deny", jti, expires_at).await
-    }
-
-    pub async fn deny_session(&self, sid: &str, until: u64) -> Result<(), StateError> {
-        self.publish_until("session", sid, until).await
-    }
-
-    /// Stores `kind:name` until `until` (Unix seconds) and tells every replica.
-    async fn publish_until(&self, kind: &str, name: &str, until: u64) -> Result<(), StateError> {
-        let mut connection = self.manager.clone();
-        redis::pipe()
-            .cmd("SET")
-            .arg(self.key(kind, name))
-            .arg(until)
-            .arg("EXAT")
-            .arg(until.max(1))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(channel(&self.prefix))
-            .arg(format!("{kind} {name} {until}"))
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(state_error)
-    }
-
-    pub async fn cut_off(
+    /// Runs `command` within the command timeout; a failure trips the breaker.
+    async fn run<T>(
         &self,
-        subject: &str,
-        cutoff_ms: u64,
-        keep: Duration,
-    ) -> Result<(), StateError> {
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StateError> {
+        if !self.is_up() {
+            return Err(StateError(
+                "Redis is down; skipped until it answers again".to_owned(),
+            ));
+        }
+        let outcome = match tokio::time::timeout(self.options.command, command).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => state_error(error),
+            Err(_) => StateError(format!("no answer within {:?}", self.options.command)),
+        };
+        self.probe().trip(&outcome.0);
+        Err(outcome)
+    }
+
+    /// Stores `revocation` in Redis and tells every replica; while Redis is down it is kept to
+    /// be republished when Redis is back.
+    pub async fn publish(&self, revocation: &Revocation) -> Result<(), StateError> {
         let mut connection = self.manager.clone();
-        redis::pipe()
-            .cmd("SET")
-            .arg(self.key("cutoff", subject))
-            .arg(cutoff_ms)
-            .arg("EX")
-            .arg(keep.as_secs().max(1))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(channel(&self.prefix))
-            .arg(format!("cutoff {subject} {cutoff_ms}"))
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(state_error)
+        let result = self
+            .run(publication(&self.prefix, revocation).query_async::<()>(&mut connection))
+            .await;
+        if result.is_err() {
+            let mut unpublished = self
+                .breaker
+                .unpublished
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if unpublished.len() < MAX_UNPUBLISHED {
+                unpublished.push(revocation.clone());
+            }
+        }
+        result
     }
 
     pub async fn increment(&self, key: &str, window: Duration) -> Result<Attempts, StateError> {
         let mut connection = self.manager.clone();
         let key = self.key("throttle", key);
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (count, ttl_ms): (u64, i64) = redis::pipe()
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(window_ms)
-            .arg("NX")
-            .ignore()
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .map_err(state_error)?;
+        let (count, ttl_ms): (u64, i64) = self
+            .run(
+                redis::pipe()
+                    .cmd("INCR")
+                    .arg(&key)
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(window_ms)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut connection),
+            )
+            .await?;
         Ok(Attempts {
             count,
             resets_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
@@ -128,14 +183,16 @@ impl RedisState {
     pub async fn count(&self, key: &str) -> Result<Attempts, StateError> {
         let mut connection = self.manager.clone();
         let key = self.key("throttle", key);
-        let (count, ttl_ms): (Option<u64>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .map_err(state_error)?;
+        let (count, ttl_ms): (Option<u64>, i64) = self
+            .run(
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&key)
+                    .cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut connection),
+            )
+            .await?;
         Ok(Attempts {
             count: count.unwrap_or(0),
             resets_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
@@ -145,23 +202,25 @@ impl RedisState {
     /// One less, never below zero, keeping the window's expiry.
     pub async fn decrement(&self, key: &str) -> Result<(), StateError> {
         let mut connection = self.manager.clone();
-        redis::cmd("EVAL")
-            .arg("local v = redis.call('GET', KEYS[1]) if v and tonumber(v) > 0 then redis.call('DECR', KEYS[1]) end return 0")
-            .arg(1)
-            .arg(self.key("throttle", key))
-            .query_async::<i64>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(state_error)
+        self.run(
+            redis::cmd("EVAL")
+                .arg("local v = redis.call('GET', KEYS[1]) if v and tonumber(v) > 0 then redis.call('DECR', KEYS[1]) end return 0")
+                .arg(1)
+                .arg(self.key("throttle", key))
+                .query_async::<i64>(&mut connection),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn clear(&self, key: &str) -> Result<(), StateError> {
         let mut connection = self.manager.clone();
-        redis::cmd("DEL")
-            .arg(self.key("throttle", key))
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(state_error)
+        self.run(
+            redis::cmd("DEL")
+                .arg(self.key("throttle", key))
+                .query_async::<()>(&mut connection),
+        )
+        .await
     }
 }
 
@@ -169,28 +228,127 @@ fn channel(prefix: &str) -> String {
     format!("{prefix}:revocations")
 }
 
+/// `SET prefix:kind:name value EXAT expires_at` and `PUBLISH` it, as one pipeline.
+fn publication(prefix: &str, revocation: &Revocation) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    append_publication(&mut pipe, prefix, revocation);
+    pipe
+}
+
+/// Adds the `SET` and `PUBLISH` of `revocation` to `pipe`.
+fn append_publication(pipe: &mut redis::Pipeline, prefix: &str, revocation: &Revocation) {
+    let (kind, name, value, expires_at) = revocation.parts();
+    pipe.cmd("SET")
+        .arg(format!("{prefix}:{kind}:{name}"))
+        .arg(value)
+        .arg("EXAT")
+        .arg(expires_at.max(1))
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(channel(prefix))
+        .arg(format!("{kind} {name} {value}"))
+        .ignore();
+}
+
+/// Trips the breaker and probes Redis in the background until it answers again.
+#[derive(Clone)]
+struct Probe {
+    manager: ConnectionManager,
+    prefix: String,
+    options: RedisOptions,
+    breaker: Arc<Breaker>,
+}
+
+impl Probe {
+    fn trip(&self, why: &str) {
+        if self.breaker.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(error = %why, "Redis is down: serving on with local throttle counters; revocations go through the store");
+        }
+        if !self.breaker.probing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().until_back());
+        }
+    }
+
+    /// Pings every `probe_interval`; once Redis answers, lets requests use it again and
+    /// republishes what it missed, in batches. A batch that fails is left to the store (every
+    /// replica reloads from it when its subscription returns, and reads it every `store_sync`),
+    /// so a large backlog can never keep Redis marked down. Stops when the state is dropped.
+    async fn until_back(self) {
+        const BATCH: usize = 1000;
+        loop {
+            tokio::time::sleep(self.options.probe_interval).await;
+            if Arc::strong_count(&self.breaker) == 1 {
+                return;
+            }
+            let mut connection = self.manager.clone();
+            let ping = redis::cmd("PING");
+            let answered = tokio::time::timeout(
+                self.options.command,
+                ping.query_async::<String>(&mut connection),
+            )
+            .await;
+            if !matches!(answered, Ok(Ok(_))) {
+                continue;
+            }
+            self.breaker.probing.store(false, Ordering::Release);
+            self.breaker.up.store(true, Ordering::Release);
+            let missed = std::mem::take(
+                &mut *self
+                    .breaker
+                    .unpublished
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            let mut republished = 0;
+            for batch in missed.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for revocation in batch {
+                    append_publication(&mut pipe, &self.prefix, revocation);
+                }
+                match tokio::time::timeout(
+                    self.options.command * 4,
+                    pipe.query_async::<()>(&mut connection),
+                )
+                .await
+                {
+                    Ok(Ok(())) => republished += batch.len(),
+                    _ => {
+                        tracing::warn!(
+                            left = missed.len() - republished,
+                            "cannot republish every missed revocation; the store carries the rest"
+                        );
+                        break;
+                    }
+                }
+            }
+            tracing::info!(republished, "Redis is back");
+            return;
+        }
+    }
+}
+
 async fn subscribe_and_load(
     client: &redis::Client,
     prefix: &str,
+    options: RedisOptions,
     mirror: &Mirror,
 ) -> anyhow::Result<PubSub> {
-    let mut pubsub = client
-        .get_async_pubsub()
+    let mut pubsub = tokio::time::timeout(options.connect, client.get_async_pubsub())
         .await
+        .map_err(|_| anyhow::anyhow!("no connection to Redis within {:?}", options.connect))?
         .context("opening a Redis subscription")?;
-    pubsub
-        .subscribe(channel(prefix))
+    tokio::time::timeout(options.command, pubsub.subscribe(channel(prefix)))
         .await
+        .map_err(|_| anyhow::anyhow!("Redis did not confirm the subscription in time"))?
         .context("subscribing to revocations")?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect))
+        .set_response_timeout(Some(options.command));
     let mut connection = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .context("connecting to Redis")?;
-    for (kind, apply) in [
-        ("deny", apply_deny as fn(&Mirror, &str, u64)),
-        ("session", apply_session),
-        ("cutoff", apply_cutoff),
-    ] {
+    for kind in ["deny", "session", "cutoff"] {
         let pattern = format!("{prefix}:{kind}:*");
         let mut cursor: u64 = 0;
         loop {
@@ -213,7 +371,7 @@ async fn subscribe_and_load(
                     if let (Some(name), Some(value)) =
                         (key.strip_prefix(&pattern[..pattern.len() - 1]), value)
                     {
-                        apply(mirror, name, value);
+                        apply(mirror, kind, name, value);
                     }
                 }
             }
@@ -226,20 +384,27 @@ async fn subscribe_and_load(
     Ok(pubsub)
 }
 
-fn apply_deny(mirror: &Mirror, jti: &str, expires_at: u64) {
-    mirror.deny(jti, expires_at);
+/// Applies a revocation as Redis carries it (`kind name value`) to the mirror.
+fn apply(mirror: &Mirror, kind: &str, name: &str, value: u64) -> bool {
+    match Revocation::from_parts(kind, name.to_owned(), value, value) {
+        Some(revocation) => {
+            mirror.apply(&revocation);
+            true
+        }
+        None => false,
+    }
 }
 
-fn apply_session(mirror: &Mirror, sid: &str, until: u64) {
-    mirror.deny_session(sid, until);
-}
-
-fn apply_cutoff(mirror: &Mirror, subject: &str, cutoff_ms: u64) {
-    mirror.cut_off(subject, cutoff_ms);
-}
-
-/// Applies published revocations to the mirror for as long as the gateway runs.
-async fn listen(client: redis::Client, prefix: String, mirror: Arc<Mirror>, mut pubsub: PubSub) {
+/// Applies published revocations to the mirror for as long as the gateway runs. When the
+/// subscription breaks, Redis is marked down; once subscribed again, the mirror is reloaded
+/// from Redis and from the store, which holds what other replicas recorded while Redis was out.
+async fn listen(
+    client: redis::Client,
+    probe: Probe,
+    mirror: Arc<Mirror>,
+    store: Option<Store>,
+    mut pubsub: PubSub,
+) {
     loop {
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
@@ -247,29 +412,36 @@ async fn listen(client: redis::Client, prefix: String, mirror: Arc<Mirror>, mut 
                 continue;
             };
             let mut parts = text.split_ascii_whitespace();
-            match (
+            let applied = match (
                 parts.next(),
                 parts.next(),
                 parts.next().and_then(|v| v.parse::<u64>().ok()),
             ) {
-                (Some("deny"), Some(jti), Some(expires_at)) => apply_deny(&mirror, jti, expires_at),
-                (Some("session"), Some(sid), Some(until)) => apply_session(&mirror, sid, until),
-                (Some("cutoff"), Some(subject), Some(cutoff_ms)) => {
-                    apply_cutoff(&mirror, subject, cutoff_ms)
-                }
-                _ => tracing::warn!(message = %text, "ignoring a malformed revocation message"),
+                (Some(kind), Some(name), Some(value)) => apply(&mirror, kind, name, value),
+                _ => false,
+            };
+            if !applied {
+                tracing::warn!(message = %text, "ignoring a malformed revocation message");
             }
         }
-        tracing::warn!("the Redis subscription ended; reconnecting");
+        probe.trip("the Redis subscription ended");
         pubsub = loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            match subscribe_and_load(&client, &prefix, &mirror).await {
+            tokio::time::sleep(probe.options.probe_interval).await;
+            match subscribe_and_load(&client, &probe.prefix, probe.options, &mirror).await {
                 Ok(pubsub) => break pubsub,
                 Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "Redis is still unreachable")
+                    tracing::debug!(error = %format!("{error:#}"), "Redis is still unreachable")
                 }
             }
         };
+        if let Some(store) = &store {
+            match super::load_from_store(store, &mirror).await {
+                Ok(count) => tracing::info!(count, "revocations reloaded from the store"),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot reload revocations from the store")
+                }
+            }
+        }
         tracing::info!("the Redis subscription is back; revocations resynced");
     }
 }

@@ -1,6 +1,12 @@
 //! The gateway's durable store (SQLite or PostgreSQL): signing keys, machine clients,
-//! refresh-token families, and the secret that signs device tokens. Services keep their
+//! refresh-token families, the secret that signs device tokens, revocations
+//! (`revocations.rs`), and the writes waiting out an outage (`pending.rs`). Services keep their
 //! own databases; nothing here is shared with them.
+
+mod pending;
+mod revocations;
+
+pub use pending::{StoreWrite, WriteError, Written};
 
 use anyhow::Context;
 use kit::db::{Database, Migrations};
@@ -13,6 +19,8 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
+    /// Writes that met an outage, retried until they land; shared by every clone.
+    pending: std::sync::Arc<pending::Pending>,
 }
 
 /// A signing key as stored.
@@ -26,15 +34,24 @@ pub struct StoredKey {
 
 impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let db = Database::connect(
+        Self::connect_with(url, kit::db::PoolOptions::default()).await
+    }
+
+    /// [`Store::connect`] with the pool settings of the configuration (`store.acquire_timeout`).
+    pub async fn connect_with(url: &str, pool: kit::db::PoolOptions) -> anyhow::Result<Self> {
+        let db = Database::connect_with(
             url,
             Migrations {
                 sqlite: &SQLITE,
                 postgres: &POSTGRES,
             },
+            pool,
         )
         .await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            pending: std::sync::Arc::default(),
+        })
     }
 
     pub fn database(&self) -> &Database {

@@ -272,10 +272,18 @@ impl OrderStore {
         mut work: impl FnMut() -> Work<'a, T>,
     ) -> Result<T, Error> {
         let mut attempt = 1;
+        // Contention is retried, an outage (the lock held for good) is not waited out: past
+        // the pool's acquire timeout the client gets its 503 within the request's deadline.
+        let started = std::time::Instant::now();
+        let deadline = self.db.options().acquire_timeout;
         loop {
             match work().await {
                 Ok(value) => return Ok(value),
-                Err(error) if attempt < MAX_ATTEMPTS && self.is_contention(&error) => {
+                Err(error)
+                    if attempt < MAX_ATTEMPTS
+                        && self.is_contention(&error)
+                        && started.elapsed() < deadline =>
+                {
                     tracing::debug!(attempt, %error, doing, "database busy; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;

@@ -29,6 +29,11 @@ pub async fn spawn_app() -> TestApp {
     let db = orders::connect(&database.url)
         .await
         .expect("connecting and migrating the test database");
+    spawn_app_on(database, db).await
+}
+
+/// The service on `db`, a pool the test opened on `database` (perhaps through a proxy).
+pub async fn spawn_app_on(database: TestDatabase, db: kit::db::Database) -> TestApp {
     let expected = if database.is_postgres() {
         Backend::Postgres
     } else {

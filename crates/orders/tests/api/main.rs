@@ -13,5 +13,6 @@ mod idempotency;
 mod identity;
 mod listing;
 mod openapi;
+mod outage;
 mod ownership;
 mod validation;

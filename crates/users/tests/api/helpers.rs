@@ -119,6 +119,11 @@ impl TestApp {
     }
 
     /// An admin (who need not have an account here: the gateway vouches for the role).
+    /// The URL of the test's database, for a second connection to it.
+    pub fn database_url(&self) -> &str {
+        &self._database.url
+    }
+
     pub fn admin(&self) -> Caller<'_> {
         let id = Uuid::new_v4().to_string();
         self.with_token(self.sign(&self.claims(

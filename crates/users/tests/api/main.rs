@@ -14,6 +14,7 @@ mod identity;
 mod last_admin;
 mod me;
 mod openapi;
+mod outage;
 mod secrets;
 mod seed;
 mod uniqueness;

@@ -1,0 +1,264 @@
+//! The gateway's store out of reach: sign-in and refresh answer 503 with `Retry-After` within the
+//! pool's acquire timeout (never a 500 after a long wait); a logout still takes effect at once,
+//! may be repeated, and reaches the store once it is back. SQLite: the store file locked by
+//! another process (the default run); PostgreSQL: the connection cut by a TCP proxy (when
+//! `GATEHOUSE_TEST_POSTGRES` is set).
+
+use std::time::{Duration, Instant};
+
+use kit::testing::TcpCut;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::support::{assert_problem, spawn_app_with, TestApp};
+
+/// The acquire timeout these tests configure, so they stay fast (the 2 s default is pinned by
+/// the configuration's tests and by the services' outage tests).
+const ACQUIRE_TIMEOUT: &str = "500ms";
+/// Well within the default acquire timeout, with room for a loaded test machine and the
+/// password check of a sign-in.
+const IN_TIME: Duration = Duration::from_millis(2000);
+
+/// `config` with the store's `store: "URL"` line as `{ url, acquire_timeout }`, the URL passed
+/// through `route` first.
+fn short_store_timeout(config: &str, route: impl FnOnce(&str) -> String) -> String {
+    let start = config.find("store: \"").unwrap();
+    let url_start = start + "store: \"".len();
+    let url_end = url_start + config[url_start..].find('"').unwrap();
+    format!(
+        "{}store: {{ url: \"{}\", acquire_timeout: {ACQUIRE_TIMEOUT} }}{}",
+        &config[..start],
+        route(&config[url_start..url_end]),
+        &config[url_end + 1..]
+    )
+}
+
+async fn sign_in(app: &TestApp) -> Value {
+    let response = app.login("test", "test").await;
+    assert_eq!(response.status(), 200, "sign-in");
+    response.json().await.unwrap()
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> &'a str {
+    body[name].as_str().unwrap()
+}
+
+async fn refresh(app: &TestApp, session: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/token/refresh"))
+        .json(&json!({ "refresh_token": field(session, "refresh_token") }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn logout(app: &TestApp, session: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/logout"))
+        .bearer_auth(field(session, "access_token"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Runs `request`, asserting it answers within [`IN_TIME`].
+async fn timed<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let answer = request.await;
+    assert!(
+        started.elapsed() < IN_TIME,
+        "{what} answered after {:?}, not within the acquire timeout",
+        started.elapsed()
+    );
+    answer
+}
+
+async fn assert_outage(response: reqwest::Response, what: &str) {
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "{what}: a 503 says when to retry"
+    );
+    assert_problem(response, 503).await;
+}
+
+async fn pending_store_writes(app: &TestApp) -> u64 {
+    let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
+    ready["store_writes_pending"].as_u64().unwrap()
+}
+
+/// Waits until the writes queued during the outage have landed.
+async fn until_the_queue_is_empty(app: &TestApp) {
+    let started = Instant::now();
+    while pending_store_writes(app).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the queued writes land once the store is back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many sessions the store says were ended by a logout.
+async fn sessions_ended_by_logout(store_url: &str) -> i64 {
+    let mut connection = sqlx::AnyConnection::connect(store_url).await.unwrap();
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM refresh_families WHERE revoked_reason = 'logout'")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn with_the_store_locked_sign_in_answers_503_in_time_and_a_logout_holds_and_lands_later() {
+    let app = spawn_app_with(|config| short_store_timeout(&config, str::to_owned)).await;
+    let Some(path) = app.store_url.strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite; the cut-store test covers PostgreSQL");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let session = sign_in(&app).await;
+    let access = field(&session, "access_token").to_owned();
+
+    // Another process (an operator's `gatehouse clients add` gone wrong) holds the write lock.
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let login = timed("a sign-in", app.login("test", "test")).await;
+    assert_outage(login, "a sign-in").await;
+    let grant = timed(
+        "a password grant",
+        app.http
+            .post(app.url("/api/oauth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "test"),
+                ("password", "test"),
+            ])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        grant.status(),
+        503,
+        "the token endpoint says unavailable too"
+    );
+    assert!(grant.headers().contains_key("retry-after"));
+    let body: Value = grant.json().await.unwrap();
+    assert_eq!(
+        body["error"], "temporarily_unavailable",
+        "RFC 6749 §5.2 shape: {body}"
+    );
+
+    let logout_answer = timed("a logout", logout(&app, &session)).await;
+    assert_eq!(
+        logout_answer.status(),
+        204,
+        "the logout took effect in the shared state; its store write waits in the queue"
+    );
+    assert_eq!(
+        app.get("/api/users/me", Some(&access)).await.status(),
+        401,
+        "the token is refused at once"
+    );
+    let refused = timed("a refresh", refresh(&app, &session)).await;
+    assert_problem(refused, 401).await;
+    let again = timed("a repeated logout", logout(&app, &session)).await;
+    assert_eq!(
+        again.status(),
+        204,
+        "a retry with the revoked token is accepted"
+    );
+    assert!(
+        pending_store_writes(&app).await > 0,
+        "the store writes wait"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    until_the_queue_is_empty(&app).await;
+    assert!(
+        sessions_ended_by_logout(&app.store_url).await >= 1,
+        "the session's family is revoked in the store once it is back"
+    );
+    assert_problem(refresh(&app, &session).await, 401).await;
+    assert_eq!(app.login("test", "test").await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_the_store_cut_sign_in_and_readiness_answer_503_in_time_and_a_logout_lands_when_it_is_back(
+) {
+    let Some(server) = std::env::var(kit::testing::POSTGRES_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("GATEHOUSE_TEST_POSTGRES is not set: the cut-store test checks nothing (the locked-store test covers SQLite)");
+        return;
+    };
+    let (cut, _) = TcpCut::in_front_of(&server).await;
+    let app = spawn_app_with(|config| short_store_timeout(&config, |url| cut.route(url))).await;
+    sqlx::any::install_default_drivers();
+    let session = sign_in(&app).await;
+    let access = field(&session, "access_token").to_owned();
+
+    cut.cut();
+    let login = timed("a sign-in", app.login("test", "test")).await;
+    assert_outage(login, "a sign-in").await;
+    let ready = timed("/readyz", app.get("/readyz", None)).await;
+    assert_eq!(
+        ready.status(),
+        503,
+        "the gateway cannot serve without its store"
+    );
+    let logout_answer = timed("a logout", logout(&app, &session)).await;
+    assert_eq!(logout_answer.status(), 204);
+    assert_eq!(
+        app.get("/api/users/me", Some(&access)).await.status(),
+        401,
+        "the token is refused at once"
+    );
+    let refreshing = timed("a refresh", refresh(&app, &session)).await;
+    assert!(
+        matches!(refreshing.status().as_u16(), 401 | 503),
+        "a refresh is refused or unavailable, never granted: {}",
+        refreshing.status()
+    );
+    assert_eq!(sessions_ended_by_logout(&app.store_url).await, 0);
+
+    cut.restore();
+    until_the_queue_is_empty(&app).await;
+    assert_eq!(
+        sessions_ended_by_logout(&app.store_url).await,
+        1,
+        "the logout reached the store once it was back"
+    );
+    assert_problem(refresh(&app, &session).await, 401).await;
+    assert_eq!(app.login("test", "test").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_credentials_service_whose_database_is_down_makes_sign_in_503_not_502() {
+    // A users service that answers as the kit does while its database is unreachable.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let unavailable = axum::Router::new().fallback(|| async {
+        kit::outage::unavailable(&anyhow::anyhow!("the test's database is down"))
+    });
+    tokio::spawn(async move { axum::serve(listener, unavailable).await });
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "${GATEHOUSE_USERS_URL:-http://127.0.0.1:8101}",
+            &format!("http://{address}"),
+        )
+    })
+    .await;
+
+    let login = timed("a sign-in", app.login("test", "test")).await;
+    assert_outage(login, "a sign-in").await;
+}

@@ -1,0 +1,103 @@
+//! A database that cannot be reached is an outage, not a bug: 503 problem+json with
+//! `Retry-After`, within the pool's acquire timeout (2 s by default), never a 500 after a long
+//! wait; and the service answers normally once the database is back.
+
+use std::time::{Duration, Instant};
+
+use kit::testing::{TcpCut, TestDatabase, TestResponse};
+use reqwest::StatusCode;
+use sqlx::Connection;
+
+use crate::helpers::{spawn_app, spawn_app_on, two_items};
+
+/// The default acquire timeout plus room for a loaded test machine.
+const IN_TIME: Duration = Duration::from_millis(3500);
+
+fn assert_outage(response: &TestResponse, elapsed: Duration, what: &str) {
+    assert_eq!(
+        response.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: {}",
+        response.text
+    );
+    assert!(
+        response.header("retry-after").is_some(),
+        "{what}: a 503 says when to retry"
+    );
+    assert_eq!(response.problem()["status"], 503, "{what}: a problem body");
+    assert!(
+        elapsed < IN_TIME,
+        "{what}: answered after {elapsed:?}, not within the acquire timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers() {
+    let app = spawn_app().await;
+    let Some(path) = app.database_url().strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite; the cut-database test covers PostgreSQL");
+        return;
+    };
+    let user = app.user();
+    // Another process takes the write lock and keeps it, as a stuck batch job would.
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let refused = user.post("/orders", &two_items()).await;
+    assert_outage(&refused, started.elapsed(), "creating an order");
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let created = user.post("/orders", &two_items()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+}
+
+#[tokio::test]
+async fn a_cut_database_answers_503_in_time_not_500_and_recovers() {
+    let database = TestDatabase::create("orders").await;
+    if !database.is_postgres() {
+        eprintln!("GATEHOUSE_TEST_POSTGRES is not set: the cut-database test checks nothing (the locked-file test covers SQLite)");
+        return;
+    }
+    let (cut, url) = TcpCut::in_front_of(&database.url).await;
+    let db = orders::connect(&url).await.unwrap();
+    let app = spawn_app_on(database, db).await;
+    let user = app.user();
+    user.create_order(&two_items()).await;
+
+    cut.cut();
+    let started = Instant::now();
+    let listing = user.get("/orders").await;
+    assert_outage(&listing, started.elapsed(), "listing orders");
+    let started = Instant::now();
+    let creating = user.post("/orders", &two_items()).await;
+    assert_outage(&creating, started.elapsed(), "creating an order");
+    let started = Instant::now();
+    let ready = app.anonymous().get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < IN_TIME, "readiness answered in time");
+
+    cut.restore();
+    let restored = Instant::now();
+    loop {
+        let listing = user.get("/orders").await;
+        if listing.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "the service answers again once the database is back: {}",
+            listing.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "orders answered again {:?} after the database came back",
+        restored.elapsed()
+    );
+}

@@ -1,0 +1,48 @@
+//! A database that cannot be reached is an outage, not a bug: 503 problem+json with
+//! `Retry-After` within the pool's acquire timeout (2 s by default), never a 500 after a wait.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use sqlx::Connection;
+
+use crate::helpers::{new_user, spawn_app};
+
+#[tokio::test]
+async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers() {
+    let app = spawn_app().await;
+    let Some(path) = app.database_url().strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite; the gateway's and orders' cut-database tests cover PostgreSQL");
+        return;
+    };
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let refused = app.admin().post("/users", &new_user("locked")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.header("retry-after").is_some(),
+        "a 503 says when to retry"
+    );
+    assert_eq!(refused.problem()["status"], 503);
+    assert!(
+        elapsed < Duration::from_millis(3500),
+        "answered after {elapsed:?}, not within the acquire timeout"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let created = app.admin().post("/users", &new_user("locked")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+}
