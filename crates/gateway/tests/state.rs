@@ -182,7 +182,7 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
     };
     let dir = tempfile::tempdir().unwrap();
     let store =
-        gateway::store::Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+        gateway::store::Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
             .await
             .unwrap();
     let options = RedisOptions {

@@ -79,7 +79,7 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let users_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let users_address = users_listener.local_addr().unwrap();
-        let users_db = users::connect(&format!("sqlite://{}/users.db", dir.path().display()))
+        let users_db = users::connect(&format!("sqlite://{}/data/users.db", dir.path().display()))
             .await
             .unwrap();
         users::seed_demo_accounts(&users_db).await.unwrap();
@@ -97,7 +97,7 @@ services:
 routes:
   - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
 "#,
-                data = dir.path().display(),
+                data = dir.path().join("data").display(),
                 redis = redis.url(),
             ),
         )

@@ -172,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn queued_writes_keep_their_order_hold_back_new_ones_and_land_when_drained() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
             .await
             .unwrap();
         store
