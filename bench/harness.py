@@ -513,6 +513,10 @@ def run(args: argparse.Namespace) -> int:
             Scenario("8", "(8) nginx, 64 KiB", f"http://{nginx_addr}/large", LARGE_BYTES, nginx, kind="nginx"),
         ]
         if baseline:
+            # An older baseline creates its store under the umask (0644); the current bench-token
+            # refuses a store others can read, as the gateway does.
+            for db in workdir.glob("*.db*"):
+                db.chmod(0o600)
             base_token = mint_token(target, base_small_config)
             base_auth = {"Authorization": f"Bearer {base_token}"}
             scenarios += [
