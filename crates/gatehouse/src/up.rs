@@ -64,6 +64,9 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .set("GATEHOUSE_ORDERS_URL", format!("http://{orders_address}"))
         .set("GATEHOUSE_CLOCK_URL", format!("http://{clock_address}"))
         .set("GATEHOUSE_DATA_DIR", data_dir.clone());
+    // Every database of the folder at once, so a folder left by an older version is fixed
+    // with one command rather than one failed start per file.
+    kit::private_files::check_data_folder(&options.data_dir)?;
     let file = crate::config_file(options.config.as_deref());
     let config = crate::load_config(file.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();

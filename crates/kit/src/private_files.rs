@@ -40,6 +40,67 @@ pub fn prepare(path: &Path, create: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A data folder that holds several databases (`gatehouse up`'s), checked whole before any is
+/// opened: every database file and companion in it that others can open, and the folder itself,
+/// are named in one error with one command that fixes them all, rather than one per start (a
+/// folder made by an older version has them all at 0644). A missing folder is fine: it is
+/// created private when the first database is opened.
+pub fn check_data_folder(folder: &Path) -> anyhow::Result<()> {
+    if !folder.exists() {
+        return Ok(());
+    }
+    let mut shared = Vec::new();
+    if let Some(mode) = platform::shared_mode(folder)? {
+        shared.push((folder.to_path_buf(), Kind::Folder, mode));
+    }
+    let entries = std::fs::read_dir(folder)
+        .map_err(|error| anyhow::anyhow!("reading the folder {}: {error}", folder.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let database = name.ends_with(".db")
+            || COMPANIONS
+                .iter()
+                .any(|suffix| name.ends_with(&format!(".db{suffix}")));
+        if database && path.is_file() {
+            if let Some(mode) = platform::shared_mode(&path)? {
+                shared.push((path, Kind::File, mode));
+            }
+        }
+    }
+    if shared.is_empty() {
+        return Ok(());
+    }
+    // The folder itself: unless others may write to it (see `refuse_if_shared`).
+    if shared
+        .iter()
+        .any(|(_, kind, mode)| matches!(kind, Kind::Folder) && mode & 0o1002 != 0)
+    {
+        return refuse_if_shared(folder, Kind::Folder);
+    }
+    let listed: Vec<String> = shared
+        .iter()
+        .map(|(path, _, mode)| format!("{} (mode {mode:04o})", path.display()))
+        .collect();
+    let commands: Vec<String> = [Kind::Folder, Kind::File]
+        .into_iter()
+        .filter_map(|kind| {
+            let paths: Vec<String> = shared
+                .iter()
+                .filter(|(_, k, _)| k.private_mode() == kind.private_mode())
+                .map(|(path, _, _)| path.display().to_string())
+                .collect();
+            (!paths.is_empty())
+                .then(|| format!("chmod {:o} {}", kind.private_mode(), paths.join(" ")))
+        })
+        .collect();
+    anyhow::bail!(
+        "these hold secrets and are open to other local users: {}; refusing to use them. Fix: {}",
+        listed.join(", "),
+        commands.join(" && ")
+    )
+}
+
 /// After a SQLite database at `path` is opened: its companions, which SQLite creates as it
 /// needs them, are 0600 too.
 pub fn restrict_companions(path: &Path) -> anyhow::Result<()> {
@@ -243,6 +304,40 @@ mod tests {
         assert!(!error.contains("chmod"), "never `chmod 700 /tmp`: {error}");
         assert!(error.contains("folder of its own"), "{error}");
         assert!(!shared.join("gateway.db").exists(), "nothing created there");
+    }
+
+    #[test]
+    fn a_data_folder_from_an_older_version_is_named_whole_with_one_command() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        for name in ["gateway.db", "users.db", "users.db-wal", "notes.txt"] {
+            std::fs::write(data.join(name), b"").unwrap();
+            std::fs::set_permissions(data.join(name), Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(&data, Permissions::from_mode(0o755)).unwrap();
+
+        let error = check_data_folder(&data).unwrap_err().to_string();
+
+        assert!(
+            error.contains(&format!("chmod 700 {}", data.display())),
+            "{error}"
+        );
+        for name in ["gateway.db", "users.db", "users.db-wal"] {
+            assert!(
+                error.contains(&data.join(name).display().to_string()),
+                "{name}: {error}"
+            );
+        }
+        assert!(!error.contains("notes.txt"), "only databases: {error}");
+        assert!(error.contains(" && chmod 600 "), "{error}");
+
+        std::fs::set_permissions(&data, Permissions::from_mode(0o700)).unwrap();
+        for name in ["gateway.db", "users.db", "users.db-wal"] {
+            std::fs::set_permissions(data.join(name), Permissions::from_mode(0o600)).unwrap();
+        }
+        check_data_folder(&data).unwrap();
+        check_data_folder(&root.path().join("missing")).unwrap();
     }
 
     #[test]
