@@ -560,6 +560,7 @@ mod tests {
             max_body_bytes: 1024,
             body_idle_timeout: Duration::from_millis(50),
             header_read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_connections: 10,
             max_connections_per_ip: 10,
         };
@@ -630,6 +631,7 @@ mod tests {
             max_body_bytes: 1024,
             body_idle_timeout: Duration::from_millis(100),
             header_read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_connections: 10,
             max_connections_per_ip: 10,
         }
