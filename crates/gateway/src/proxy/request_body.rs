@@ -105,7 +105,9 @@ impl http_body::Body for Watched {
                 if let Some(silence) = &mut this.silence {
                     ready!(silence.as_mut().poll(cx));
                 }
-                tracing::info!(
+                // Debug: any client can cause this at will, and a line at info each time would
+                // let it flood the logs; the client is told with its 408.
+                tracing::debug!(
                     idle_ms = u64::try_from(this.idle.as_millis()).unwrap_or(u64::MAX),
                     "the client stopped sending its request body"
                 );
