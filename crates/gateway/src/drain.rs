@@ -13,6 +13,12 @@
 //! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64): the excess
 //! is closed at accept, before a byte is read, so one address cannot crowd out the others; and at
 //! most `limits.max_connections` are served at once.
+//!
+//! Nor can a client that stops reading hold an answer open: a connection whose socket stays
+//! full (the gateway has bytes to write and the client takes none) for `limits.send_timeout` is
+//! dropped, and with it the answer's body, its upstream connection and the instance's count of
+//! requests in flight. Only a blocked write counts: a streamed answer whose upstream is merely
+//! quiet is the service timeout's business, and a slow reader that takes some bytes is served.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -61,7 +67,7 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // Over its address's share: closed before a byte is read.
                     if let Some(slot) = clients.take(peer.ip(), limits.max_connections_per_ip) {
-                        spawn(&mut connections, stream, peer, slot, &app, &drain_signal, limits.header_read_timeout);
+                        spawn(&mut connections, stream, peer, slot, &app, &drain_signal, &limits);
                     }
                 }
                 Err(error) if is_connection_error(&error) => {}
@@ -93,7 +99,7 @@ pub async fn serve(
                         slot,
                         &app,
                         &drain_signal,
-                        last.header_read_timeout,
+                        &last,
                     );
                 }
             }
@@ -135,8 +141,9 @@ fn spawn(
     slot: ClientSlot,
     app: &Router,
     drain_signal: &watch::Receiver<bool>,
-    header_read_timeout: Duration,
+    limits: &Limits,
 ) {
+    let (header_read_timeout, send_timeout) = (limits.header_read_timeout, limits.send_timeout);
     let _ = stream.set_nodelay(true);
     let spoken = Arc::new(AtomicBool::new(false));
     let first_request = Arc::new(Notify::new());
@@ -179,27 +186,45 @@ fn spawn(
         };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
+        // Every wait below ends early when the client stops taking the answer: the connection
+        // is dropped, the answer's body and upstream connection with it.
+        let stuck = activity.stuck_writing_for(send_timeout);
+        tokio::pin!(stuck);
         let silent = tokio::select! {
             result = connection.as_mut() => return finished(result),
+            () = stuck.as_mut() => return not_reading(send_timeout),
             _ = drain_signal.wait_for(|draining| *draining) => false,
             () = activity.silent_for(header_read_timeout) => true,
         };
         if silent {
             // Nothing sent or asked for in time: close. An idle connection closes at once; a
-            // response still streaming finishes first (the upstream's own timeout bounds it).
+            // response still streaming finishes first: its upstream's silence is bounded by the
+            // service timeout, a client that stops reading by `send_timeout`.
             connection.as_mut().graceful_shutdown();
-            return finished(connection.await);
-        }
-        if !spoken.load(Ordering::Acquire) {
-            tokio::select! {
-                result = connection.as_mut() => return finished(result),
-                () = first_request.notified() => {}
-                () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+        } else {
+            if !spoken.load(Ordering::Acquire) {
+                tokio::select! {
+                    result = connection.as_mut() => return finished(result),
+                    () = stuck.as_mut() => return not_reading(send_timeout),
+                    () = first_request.notified() => {}
+                    () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                }
             }
+            connection.as_mut().graceful_shutdown();
         }
-        connection.as_mut().graceful_shutdown();
-        finished(connection.await);
+        tokio::select! {
+            result = connection.as_mut() => finished(result),
+            () = stuck.as_mut() => not_reading(send_timeout),
+        }
     });
+}
+
+fn not_reading(send_timeout: Duration) {
+    // Debug, not info: a client can cause it at will, and the closed connection is its answer.
+    tracing::debug!(
+        send_timeout_ms = u64::try_from(send_timeout.as_millis()).unwrap_or(u64::MAX),
+        "connection dropped: the client stopped reading its answer"
+    );
 }
 
 fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
@@ -270,12 +295,18 @@ fn client_address(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// When a connection last moved bytes, and how many of its requests are being answered.
+/// When a connection last moved bytes, how many of its requests are being answered, and since
+/// when its writes have been blocked.
 struct Activity {
     born: Instant,
     /// Milliseconds after `born` of the last read or write that moved bytes.
     last_io_ms: AtomicU64,
     answering: AtomicUsize,
+    /// One more than the milliseconds after `born` at which a write found the socket full and no
+    /// write has succeeded since; 0 while writes go through.
+    blocked_since: AtomicU64,
+    /// Woken when a write first finds the socket full.
+    blocked: Notify,
 }
 
 impl Activity {
@@ -284,12 +315,54 @@ impl Activity {
             born: Instant::now(),
             last_io_ms: AtomicU64::new(0),
             answering: AtomicUsize::new(0),
+            blocked_since: AtomicU64::new(0),
+            blocked: Notify::new(),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_ms.store(now, Ordering::Relaxed);
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// After a write: a full socket starts the blocked clock (once), bytes written stop it.
+    /// Costs one atomic load per write while nothing changes.
+    fn wrote(&self, poll: &Poll<std::io::Result<usize>>) {
+        match poll {
+            Poll::Pending => {
+                if self.blocked_since.load(Ordering::Relaxed) == 0 {
+                    self.blocked_since
+                        .store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+                    self.blocked.notify_one();
+                }
+            }
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.touch();
+                if self.blocked_since.load(Ordering::Relaxed) != 0 {
+                    self.blocked_since.store(0, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+    }
+
+    /// Resolves once a write has stayed blocked for `limit`: the client is not reading.
+    async fn stuck_writing_for(&self, limit: Duration) {
+        loop {
+            let since = self.blocked_since.load(Ordering::Relaxed);
+            if since == 0 {
+                // A permit is kept if the write blocks between the load and this wait.
+                self.blocked.notified().await;
+                continue;
+            }
+            tokio::time::sleep_until(self.born + Duration::from_millis(since - 1) + limit).await;
+            if self.blocked_since.load(Ordering::Relaxed) == since {
+                return;
+            }
+        }
     }
 
     /// Resolves once no request is being answered and no byte has moved for `limit`: from
@@ -359,9 +432,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.activity.wrote(&poll);
         poll
     }
 
@@ -372,9 +443,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.activity.wrote(&poll);
         poll
     }
 

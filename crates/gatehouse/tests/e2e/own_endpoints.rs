@@ -1,5 +1,5 @@
 //! The gateway's own endpoints (login, refresh, logout, the OAuth token endpoint) take bodies
-//! within `limits.max_body` and the client's idle timeout, and refuse anything else in their own
+//! within `limits.max_body` (and never over 16 KiB) and the client's idle timeout, and refuse anything else in their own
 //! shape: a problem on the JSON endpoints, an RFC 6749 error on the token endpoint.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::slow_clients::{read_answer, send_raw};
-use crate::support::{assert_problem, spawn_app_with, TestApp};
+use crate::support::{assert_problem, spawn_app, spawn_app_with, TestApp};
 
 const JSON_ENDPOINTS: [&str; 3] = ["/api/login", "/api/token/refresh", "/api/logout"];
 
@@ -74,6 +74,50 @@ async fn a_body_over_the_limit_is_413_in_each_endpoints_own_shape() {
         .await
         .unwrap();
     assert_oauth_error(response, 413).await;
+}
+
+#[tokio::test]
+async fn a_body_over_16_kib_is_413_even_when_max_body_allows_far_more() {
+    // The bundled configuration: max_body 1 MiB for proxied requests.
+    let app = spawn_app().await;
+    let large = json!({ "username": "admin", "password": "p".repeat(17 * 1024) });
+    for path in JSON_ENDPOINTS {
+        let response = app
+            .http
+            .post(app.url(path))
+            .json(&large)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(response, 413).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("16384"),
+            "{path}: {problem}"
+        );
+    }
+    let form = format!(
+        "grant_type=password&username=admin&password={}",
+        "p".repeat(17 * 1024)
+    );
+    let response = app
+        .http
+        .post(app.url("/api/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(response, 413).await;
+
+    // A real sign-in with a password at the users service's own limit still fits.
+    let response = app
+        .http
+        .post(app.url("/api/login"))
+        .json(&json!({ "username": "admin", "password": "p".repeat(1024) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "checked, not refused for its size");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Clients that are slow or silent, by accident or on purpose, over raw sockets: a request body
 //! the client stops sending is its own fault (408, the service is not blamed), while an upstream
 //! that stops reading a body is the upstream's (504, counted against it); connections that send
-//! nothing are closed at the header deadline, and one address holds only its share of them.
+//! nothing are closed at the header deadline, and one address holds only its share of them; a
+//! client that stops reading its answer is dropped at the send deadline, freeing the upstream.
 
 use std::time::Duration;
 
@@ -374,4 +375,102 @@ async fn a_kept_alive_connection_is_closed_when_silent_but_not_while_its_request
         "closed before the deadline: {:?}",
         answered.elapsed()
     );
+}
+
+/// An instance that answers `GET /who` with `name`, and anything else with an endless chunked
+/// body, written as fast as the gateway takes it; `closed` is notified when the gateway drops a
+/// connection to it mid-answer.
+async fn spawn_endless(
+    name: &'static str,
+    closed: std::sync::Arc<tokio::sync::Notify>,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let closed = std::sync::Arc::clone(&closed);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /who ") {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                               Transfer-Encoding: chunked\r\n\r\n";
+                let mut chunk = b"10000\r\n".to_vec();
+                chunk.extend(std::iter::repeat_n(b'x', 0x10000));
+                chunk.extend_from_slice(b"\r\n");
+                let mut writing = socket.write_all(answer).await;
+                while writing.is_ok() {
+                    writing = socket.write_all(&chunk).await;
+                }
+                closed.notify_one();
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_dropped_and_frees_the_upstream() {
+    let closed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let one = spawn_endless("one", std::sync::Arc::clone(&closed)).await;
+    let two = spawn_endless("two", std::sync::Arc::clone(&closed)).await;
+    let app = spawn_app_with(|config| {
+        config
+            .replace(
+                "limits: { max_body: 1MiB }",
+                "limits: { max_body: 1MiB, header_read_timeout: 1s, send_timeout: 500ms }",
+            )
+            .replace(
+                "services:\n",
+                &format!(
+                    "services:\n  endless: {{ upstreams: [\"http://{one}\", \"http://{two}\"], balance: least_requests, timeout: 2s, required: false }}\n"
+                ),
+            )
+            + "  - { path: /api/endless, methods: [GET], service: endless, to: /, auth: public }\n"
+            + "  - { path: /api/who, methods: [GET], service: endless, to: /who, auth: public }\n"
+    })
+    .await;
+
+    // Asks for an answer far larger than the socket buffers, and never reads a byte of it.
+    let mut socket = send_raw(&app, "GET /api/endless HTTP/1.1\r\nHost: gatehouse\r\n\r\n").await;
+
+    tokio::time::timeout(Duration::from_secs(5), closed.notified())
+        .await
+        .expect("the gateway drops the upstream's answer once the client stops reading");
+
+    // The client's connection is closed too: what the buffers held, then the end.
+    let mut buffer = vec![0u8; 1 << 16];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the client's connection is closed, not left streaming");
+
+    // The instance that streamed no longer counts the request as in flight: least_requests
+    // sends it its share again (a request still counted would send every one to the other).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let response = app.get("/api/who", None).await;
+        assert_eq!(response.status(), 200);
+        seen.insert(response.text().await.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "only {seen:?} answered");
 }

@@ -5,6 +5,10 @@
 //! (413, 408, 400) on the JSON endpoints, an RFC 6749 §5.2 body with the same status on the
 //! token endpoint, never axum's plain text.
 //!
+//! The limit is the smaller of `limits.max_body` and [`OWN_BODY_MAX`] (16 KiB): these bodies are
+//! a few hundred bytes, and each is held in memory before the sign-in throttle runs, so a flood of
+//! sign-ins costs at most `max_connections` × 16 KiB rather than × `max_body`.
+//!
 //! The limit is read per request, so a reload changes it; axum's fixed default limit (2 MB) is
 //! switched off on these routes (`DefaultBodyLimit::disable`) so that it never answers instead.
 
@@ -19,6 +23,11 @@ use super::oauth;
 use crate::error::GatewayError;
 use crate::proxy::forward::{read_whole, BodyError};
 use crate::server::SharedState;
+
+/// The largest body any of these endpoints takes, whatever `limits.max_body` allows: a sign-in,
+/// refresh or token request is a username (64 characters), a password (1,024 characters: at
+/// most 6 KiB even if every one is JSON-escaped as `\uXXXX`), a token or two and a device token.
+pub const OWN_BODY_MAX: u64 = 16 * 1024;
 
 /// For the JSON endpoints: a body declared as another type is refused with 415 (logout read its
 /// optional body whatever its declared type; login and refresh also refuse an undeclared one).
@@ -49,7 +58,7 @@ async fn read(state: &SharedState, request: Request) -> Result<(Parts, Bytes), G
     let (limit, idle) = {
         let config = state.config();
         (
-            config.limits.max_body_bytes,
+            config.limits.max_body_bytes.min(OWN_BODY_MAX),
             config.limits.body_idle_timeout,
         )
     };

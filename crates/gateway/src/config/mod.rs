@@ -174,6 +174,9 @@ pub struct Limits {
     /// From accept (or the end of the previous request on a keep-alive connection) until a
     /// request's headers are complete; past it the connection is closed.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay unable to write its answer to a client that does not read
+    /// it; past it the connection is dropped, and the upstream's answer with it.
+    pub send_timeout: Duration,
     /// Connections served at once; past it the gateway stops accepting until one closes.
     pub max_connections: usize,
     /// Connections open at once from one client IP; past it a new one is closed at accept.

@@ -118,6 +118,8 @@ pub struct Limits {
     /// How long a connection may take to send a request's headers, from accept or from the end
     /// of its previous request.
     pub header_read_timeout: Option<String>,
+    /// How long a connection may stay blocked writing to a client that does not read.
+    pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
 }

@@ -145,6 +145,11 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
             raw.limits.header_read_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        send_timeout: check.duration(
+            "limits.send_timeout",
+            raw.limits.send_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
         max_connections: at_least_one_connection(
             &check,
             "limits.max_connections",
@@ -875,18 +880,20 @@ mod tests {
         let defaults = config("", "").unwrap().limits;
         assert_eq!(defaults.body_idle_timeout, Duration::from_secs(10));
         assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.send_timeout, Duration::from_secs(30));
         assert_eq!(defaults.max_connections, 16_384);
         assert_eq!(defaults.max_connections_per_ip, 512);
 
         let set = config(
             "",
-            "limits: { max_body: 4KiB, body_idle_timeout: 2s, header_read_timeout: 500ms, max_connections: 100, max_connections_per_ip: 10 }",
+            "limits: { max_body: 4KiB, body_idle_timeout: 2s, header_read_timeout: 500ms, send_timeout: 5s, max_connections: 100, max_connections_per_ip: 10 }",
         )
         .unwrap()
         .limits;
         assert_eq!(set.max_body_bytes, 4096);
         assert_eq!(set.body_idle_timeout, Duration::from_secs(2));
         assert_eq!(set.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(set.send_timeout, Duration::from_secs(5));
         assert_eq!((set.max_connections, set.max_connections_per_ip), (100, 10));
 
         for (extra, field) in [
@@ -898,6 +905,7 @@ mod tests {
                 "limits: { header_read_timeout: soon }",
                 "limits.header_read_timeout",
             ),
+            ("limits: { send_timeout: 0s }", "limits.send_timeout"),
             ("limits: { max_connections: 0 }", "limits.max_connections"),
             (
                 "limits: { max_connections_per_ip: 0 }",

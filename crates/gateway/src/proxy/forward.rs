@@ -560,6 +560,7 @@ mod tests {
             max_body_bytes: 1024,
             body_idle_timeout: Duration::from_millis(50),
             header_read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_connections: 10,
             max_connections_per_ip: 10,
         };
@@ -595,7 +596,11 @@ mod tests {
 
     /// One instance that one counted failure ejects for a minute.
     fn harsh_upstream(url: &str) -> Upstream {
-        let settings = crate::config::ServiceSettings {
+        Upstream::new("s", &harsh_settings(url))
+    }
+
+    fn harsh_settings(url: &str) -> crate::config::ServiceSettings {
+        crate::config::ServiceSettings {
             upstreams: vec![url.parse().unwrap()],
             timeout: Duration::from_millis(300),
             connect_timeout: Duration::from_secs(1),
@@ -612,8 +617,7 @@ mod tests {
                 budget_percent: 20,
             },
             required: true,
-        };
-        Upstream::new("s", &settings)
+        }
     }
 
     fn patch(body: Body) -> Outbound {
@@ -630,6 +634,7 @@ mod tests {
             max_body_bytes: 1024,
             body_idle_timeout: Duration::from_millis(100),
             header_read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_connections: 10,
             max_connections_per_ip: 10,
         }
@@ -668,6 +673,68 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(upstream.instances()[0].is_ejected(), "the upstream's fault");
+    }
+
+    /// A service instance on a free port that reads requests but never answers, and counts the
+    /// connections it is sent.
+    async fn counting_instance() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let contacted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&contacted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut socket, &mut tokio::io::sink()).await;
+                });
+            }
+        });
+        (format!("http://{address}"), contacted)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_put_on_a_retrying_service_is_408_spends_no_retry_and_blames_no_instance() {
+        let (first, first_contacted) = counting_instance().await;
+        let (second, second_contacted) = counting_instance().await;
+        let mut settings = harsh_settings(&first);
+        settings.upstreams.push(second.parse().unwrap());
+        settings.retries.attempts = 3;
+        let upstream = Upstream::new("s", &settings);
+        let full = upstream.budget.balance();
+        assert!(full > 0, "the budget starts with retries to spend");
+
+        // PUT is idempotent and 100 declared bytes are kept for a replay: the retry path.
+        let request = Outbound {
+            method: Method::PUT,
+            target: "/x".to_owned(),
+            headers: HeaderMap::new(),
+            body: Body::new(SizedHint(stalled_after(b"{"), 100)),
+        };
+        let error = forward(
+            &upstream,
+            request,
+            Duration::from_millis(300),
+            &quick_limits(),
+        )
+        .await
+        .unwrap_err();
+
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(upstream.budget.balance(), full, "no retry was spent");
+        for (instance, contacted) in upstream
+            .instances()
+            .iter()
+            .zip([&first_contacted, &second_contacted])
+        {
+            assert!(!instance.is_ejected(), "not the instance's fault");
+            assert_eq!(instance.in_flight(), 0);
+            assert_eq!(
+                contacted.load(std::sync::atomic::Ordering::SeqCst),
+                0,
+                "no instance is tried with a body the client never finished"
+            );
+        }
     }
 
     /// `body` declaring an exact length, as a request with `Content-Length` does.

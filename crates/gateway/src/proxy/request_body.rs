@@ -105,7 +105,9 @@ impl http_body::Body for Watched {
                 if let Some(silence) = &mut this.silence {
                     ready!(silence.as_mut().poll(cx));
                 }
-                tracing::info!(
+                // Debug: any client can cause this at will, and a line at info each time would
+                // let it flood the logs; the client is told with its 408.
+                tracing::debug!(
                     idle_ms = u64::try_from(this.idle.as_millis()).unwrap_or(u64::MAX),
                     "the client stopped sending its request body"
                 );
@@ -194,5 +196,46 @@ mod tests {
         let silent = error.downcast_ref::<ClientSilent>().expect("ClientSilent");
         assert_eq!(silent.idle, idle);
         drop(client);
+    }
+
+    /// Counts the events logged at info or above (what a production log level shows).
+    #[derive(Default)]
+    struct Shown(std::sync::atomic::AtomicUsize);
+
+    impl tracing::Subscriber for Shown {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() <= tracing::Level::INFO {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn stalled_bodies_do_not_reach_the_log_at_info() {
+        let shown = Arc::new(Shown::default());
+        // This test's thread only; the runtime is single-threaded, so the body is polled here.
+        let _logging = tracing::subscriber::set_default(Arc::clone(&shown));
+        for _ in 0..5 {
+            let (client, body) = client_body();
+            let mut watched = Watched::new(body, 1024, Duration::from_millis(10), Progress::new());
+            client.send("{").await.unwrap();
+            assert!(watched.frame().await.unwrap().is_ok());
+            assert!(watched.frame().await.unwrap().is_err(), "stalled");
+        }
+        assert_eq!(
+            shown.0.load(Ordering::SeqCst),
+            0,
+            "a client could flood the log at will"
+        );
     }
 }

@@ -47,6 +47,12 @@ impl RetryBudget {
         }
     }
 
+    /// The retries left, in thousandths of a retry: read-only, for tests that pin what spends it.
+    #[cfg(test)]
+    pub fn balance(&self) -> u64 {
+        self.balance.load(Ordering::Acquire)
+    }
+
     /// Spends one retry; false when the budget is exhausted.
     pub fn withdraw(&self) -> bool {
         self.balance
