@@ -256,6 +256,46 @@ async fn one_token_repeating_its_logout_during_an_outage_cannot_fill_the_queue_f
 }
 
 #[tokio::test]
+async fn a_logout_queued_when_the_gateway_stops_lands_if_the_store_returns_within_the_drain_deadline(
+) {
+    let app = spawn_app_with(|config| {
+        format!(
+            "drain_timeout: 5s\n{}",
+            short_store_timeout(&config, str::to_owned)
+        )
+    })
+    .await;
+    let Some(path) = app.store_url.strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite (the store locked by another process)");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let session = sign_in(&app).await;
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(logout(&app, &session).await.status(), 204);
+    assert!(pending_store_writes(&app).await > 0);
+
+    app.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    let started = Instant::now();
+    while sessions_ended_by_logout(&app.store_url).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stopping gateway kept retrying its queued logout until the store took it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn with_the_store_cut_sign_in_and_readiness_answer_503_in_time_and_a_logout_lands_when_it_is_back(
 ) {
     let Some(server) = std::env::var(kit::testing::POSTGRES_ENV)
