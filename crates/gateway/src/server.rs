@@ -312,6 +312,13 @@ impl Gateway {
             health::start(upstream, &shutdown);
         }
         let upkeep = tokio::spawn(upkeep::run(Arc::clone(&state), shutdown.clone()));
+        let stopping = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                std::time::Instant::now()
+            })
+        };
         let watch = self
             .reloader
             .clone()
@@ -326,6 +333,13 @@ impl Gateway {
         )
         .await?;
         upkeep.abort();
+        // Store writes still queued get what is left of the drain deadline, then are logged.
+        let stopped_at = stopping.await.unwrap_or_else(|_| std::time::Instant::now());
+        let left = state
+            .config()
+            .drain_timeout
+            .saturating_sub(stopped_at.elapsed());
+        state.store.flush_pending(left).await;
         if let Some(watch) = watch {
             watch.abort();
         }

@@ -192,6 +192,110 @@ async fn with_the_store_locked_sign_in_answers_503_in_time_and_a_logout_holds_an
 }
 
 #[tokio::test]
+async fn one_token_repeating_its_logout_during_an_outage_cannot_fill_the_queue_for_everyone() {
+    let app = spawn_app_with(|config| short_store_timeout(&config, str::to_owned)).await;
+    let Some(path) = app.store_url.strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite (the store locked by another process)");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let repeater = sign_in(&app).await;
+    let other = sign_in(&app).await;
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    assert_eq!(logout(&app, &repeater).await.status(), 204);
+    let queued = pending_store_writes(&app).await;
+    assert!(
+        (1..=3).contains(&queued),
+        "one logout queues its token, its session and its family: {queued}"
+    );
+    for _ in 0..50 {
+        assert_eq!(
+            logout(&app, &repeater).await.status(),
+            204,
+            "a repeated logout is still accepted"
+        );
+        assert_problem(refresh(&app, &repeater).await, 401).await;
+    }
+    for attempt in 0..10 {
+        let made_up = app
+            .http
+            .post(app.url("/api/logout"))
+            .bearer_auth(field(&repeater, "access_token"))
+            .json(&json!({ "refresh_token": format!("made-up-{attempt}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_outage(made_up, "a logged-out token with a new refresh token").await;
+    }
+    assert_eq!(
+        pending_store_writes(&app).await,
+        queued,
+        "repeats of one logout and refreshes of its ended session add nothing to the queue"
+    );
+    assert_eq!(
+        logout(&app, &other).await.status(),
+        204,
+        "another session's logout is still taken"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    until_the_queue_is_empty(&app).await;
+    assert_eq!(
+        sessions_ended_by_logout(&app.store_url).await,
+        2,
+        "both sessions are ended in the store once it is back"
+    );
+}
+
+#[tokio::test]
+async fn a_logout_queued_when_the_gateway_stops_lands_if_the_store_returns_within_the_drain_deadline(
+) {
+    let app = spawn_app_with(|config| {
+        format!(
+            "drain_timeout: 5s\n{}",
+            short_store_timeout(&config, str::to_owned)
+        )
+    })
+    .await;
+    let Some(path) = app.store_url.strip_prefix("sqlite://") else {
+        eprintln!("runs on SQLite (the store locked by another process)");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let session = sign_in(&app).await;
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(logout(&app, &session).await.status(), 204);
+    assert!(pending_store_writes(&app).await > 0);
+
+    app.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    let started = Instant::now();
+    while sessions_ended_by_logout(&app.store_url).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stopping gateway kept retrying its queued logout until the store took it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn with_the_store_cut_sign_in_and_readiness_answer_503_in_time_and_a_logout_lands_when_it_is_back(
 ) {
     let Some(server) = std::env::var(kit::testing::POSTGRES_ENV)

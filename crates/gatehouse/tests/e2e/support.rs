@@ -133,6 +133,11 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the system as a signal would (it drains first).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
     /// Runs `gatehouse ARGS --config … --data-dir …` against this system's store, as an
     /// operator would beside the running gateway; returns (success, stdout + stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {

@@ -115,11 +115,13 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     if record.expires_at <= now_seconds() {
         return Err(RenewError::Refused(INVALID));
     }
-    if state.shared.mirror().is_session_denied(&record.family_id)
-        || state.store.family_revocation_pending(&record.family_id)
-    {
-        // Ended (a logout, a reuse) while its store write may still be queued: finish it, or
-        // queue it again; a family already revoked keeps its first reason.
+    if state.store.family_revocation_pending(&record.family_id) {
+        // Its end waits in the queue already: nothing more to write.
+        return Err(RenewError::Refused(INVALID));
+    }
+    if state.shared.mirror().is_session_denied(&record.family_id) {
+        // Ended (a logout, a reuse) but its store write was lost (a restart): write it again;
+        // a family already revoked keeps its first reason.
         state
             .store
             .write_or_queue(StoreWrite::RevokeFamily {
@@ -235,6 +237,9 @@ pub async fn end(
     claims: &AccessClaims,
     refresh: Option<&str>,
 ) -> Result<(), GatewayError> {
+    if already_ended(state, claims, refresh)? {
+        return Ok(());
+    }
     let mut shared = state
         .shared
         .revoke(Revocation::Token {
@@ -267,6 +272,47 @@ pub async fn end(
         Ok(())
     } else {
         Err(not_shared())
+    }
+}
+
+/// Whether the logout of `claims` was done before and its writes are in the store or queued for
+/// it: then a repeat writes nothing, so one token repeated during a store outage cannot fill the
+/// queue that everyone's logout needs. Only while writes queue: otherwise a repeat simply writes
+/// again (cheap, and it finishes a logout whose first attempt failed half-way).
+fn already_ended(
+    state: &SharedState,
+    claims: &AccessClaims,
+    refresh: Option<&str>,
+) -> Result<bool, GatewayError> {
+    if state.store.pending_writes() == 0 || !state.shared.mirror().is_denied(&claims.jti) {
+        return Ok(false);
+    }
+    // `end` writes the token's denial, then the session's, then the family's end: the last one
+    // queued means the others are queued or stored.
+    let done = match &claims.sid {
+        Some(family) => {
+            state.shared.mirror().is_session_denied(family)
+                && state.store.family_revocation_pending(family)
+        }
+        None => state.store.token_denial_pending(&claims.jti),
+    };
+    if !done {
+        return Ok(false);
+    }
+    match refresh.filter(|r| !r.is_empty() && r.len() <= 512) {
+        None => Ok(true),
+        Some(presented)
+            if state
+                .store
+                .family_of_token_pending(&hash(presented), &claims.sub) =>
+        {
+            Ok(true)
+        }
+        // A refresh token not seen before, with a token already logged out, while the store is
+        // down: refused rather than queued, or a stream of made-up ones would fill the queue.
+        Some(_) => Err(GatewayError::StoreUnavailable(anyhow::anyhow!(
+            "the store is unavailable: a logout with a new refresh token waits until it is back"
+        ))),
     }
 }
 

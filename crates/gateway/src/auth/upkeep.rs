@@ -28,6 +28,9 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
         () = state.shared.follow_store() => {},
         () = shutdown.wait() => {},
     }
+    // While the requests in flight drain, queued store writes keep being retried; the server
+    // then flushes what is left within the drain deadline (`Store::flush_pending`).
+    state.store.retry_pending().await;
 }
 
 /// Applies cut-offs as the credentials service records them (deactivation, role, scope or

@@ -344,24 +344,33 @@ impl SharedState {
 impl SharedState {
     /// Applies the revocations other replicas record in the store, every `store_sync`, for as
     /// long as the gateway runs. Only with Redis: with the memory state there is one replica.
-    /// Reads look back a minute past the last row seen, so clocks a little apart miss nothing.
+    /// The position is the store's own clock (rows are stamped with it), so a replica whose
+    /// clock runs ahead cannot make the others skip rows; reads overlap a minute.
     pub async fn follow_store(&self) {
-        const OVERLAP_MS: u64 = 60_000;
         let (Some(store), Some(redis)) = (&self.store, &self.redis) else {
             return std::future::pending().await;
         };
-        let mut since_ms = crate::auth::tokens::now_ms();
+        // Rows from a minute before this are read again: the load at start-up is covered.
+        let mut cursor = store.revocation_cursor().await.ok();
         loop {
             tokio::time::sleep(redis.options().store_sync).await;
-            match store
-                .revocations_recorded_since(now_seconds(), since_ms.saturating_sub(OVERLAP_MS))
-                .await
-            {
-                Ok((revocations, latest)) => {
+            let read = match cursor {
+                Some(at) => store.revocations_since(now_seconds(), at).await,
+                // The store was down when following began: every live row, then from there.
+                None => {
+                    async {
+                        let at = store.revocation_cursor().await?;
+                        Ok((store.live_revocations(now_seconds()).await?, at))
+                    }
+                    .await
+                }
+            };
+            match read {
+                Ok((revocations, next)) => {
                     for revocation in &revocations {
                         self.mirror.apply(revocation);
                     }
-                    since_ms = since_ms.max(latest);
+                    cursor = Some(next);
                 }
                 Err(error) => {
                     tracing::debug!(error = %format!("{error:#}"), "cannot read revocations from the store; trying again")

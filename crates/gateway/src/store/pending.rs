@@ -5,7 +5,7 @@
 //! While anything is queued the store is taken as down: new writes join the queue at once
 //! instead of each waiting out the pool's acquire timeout, and keep their order behind it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -53,29 +53,129 @@ pub enum WriteError {
     Failed(anyhow::Error),
 }
 
+/// What a queued write changes: two writes with the same key are one write (the stronger kept),
+/// so repeating a request during an outage cannot grow the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Revocation(&'static str, String),
+    Family(String),
+    FamilyOfToken(String, String),
+}
+
+impl StoreWrite {
+    fn key(&self) -> Key {
+        match self {
+            Self::Revocation(revocation) => {
+                let (kind, name, ..) = revocation.parts();
+                Key::Revocation(kind, name.to_owned())
+            }
+            Self::RevokeFamily { family, .. } => Key::Family(family.clone()),
+            Self::RevokeFamilyOfToken { hash, subject, .. } => {
+                Key::FamilyOfToken(hash.clone(), subject.clone())
+            }
+        }
+    }
+
+    /// Folds `later` (same key) into `self`: a revocation keeps the larger value (the later
+    /// expiry or cut-off, as the store does); a family keeps its first reason.
+    fn absorb(&mut self, later: Self) {
+        if let (Self::Revocation(kept), Self::Revocation(new)) = (&*self, &later) {
+            if new.parts().2 > kept.parts().2 {
+                *self = later;
+            }
+        }
+    }
+
+    /// What the write is about, for the logs: kind and id, never a token or its hash.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Revocation(revocation) => {
+                let (kind, name, value, _) = revocation.parts();
+                format!("revocation {kind} {name} (value {value})")
+            }
+            Self::RevokeFamily { family, reason } => {
+                format!("end of session family {family} ({reason})")
+            }
+            Self::RevokeFamilyOfToken {
+                subject, reason, ..
+            } => {
+                format!("end of the session of a refresh token of subject {subject} ({reason})")
+            }
+        }
+    }
+}
+
+/// The queue: keys in the order they first met the outage, and the write of each key.
+#[derive(Debug, Default)]
+struct Queue {
+    order: VecDeque<Key>,
+    writes: HashMap<Key, StoreWrite>,
+}
+
 #[derive(Debug, Default)]
 pub struct Pending {
-    queue: Mutex<VecDeque<StoreWrite>>,
+    queue: Mutex<Queue>,
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<StoreWrite>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().order.len()
     }
 
     fn push(&self, write: StoreWrite) -> Result<Written, WriteError> {
         let mut queue = self.lock();
-        if queue.len() >= MAX_PENDING {
+        let key = write.key();
+        if let Some(queued) = queue.writes.get_mut(&key) {
+            queued.absorb(write);
+            return Ok(Written::Queued);
+        }
+        if queue.order.len() >= MAX_PENDING {
             return Err(WriteError::QueueFull);
         }
-        queue.push_back(write);
+        queue.order.push_back(key.clone());
+        queue.writes.insert(key, write);
         Ok(Written::Queued)
+    }
+
+    /// The oldest write, left in the queue.
+    fn front(&self) -> Option<StoreWrite> {
+        let queue = self.lock();
+        let key = queue.order.front()?;
+        queue.writes.get(key).cloned()
+    }
+
+    /// Removes the oldest write once `landed` is in the store, unless a stronger one was folded
+    /// into it meanwhile (that one is written next).
+    fn landed(&self, landed: &StoreWrite) {
+        let mut queue = self.lock();
+        let Some(key) = queue.order.front().cloned() else {
+            return;
+        };
+        if queue.writes.get(&key) == Some(landed) {
+            queue.order.pop_front();
+            queue.writes.remove(&key);
+        }
+    }
+
+    /// Empties the queue, handing back what was in it, oldest first.
+    fn take_all(&self) -> Vec<StoreWrite> {
+        let mut queue = self.lock();
+        let Queue { order, writes } = std::mem::take(&mut *queue);
+        let mut writes = writes;
+        order
+            .into_iter()
+            .filter_map(|key| writes.remove(&key))
+            .collect()
+    }
+
+    fn contains(&self, key: &Key) -> bool {
+        self.lock().writes.contains_key(key)
     }
 }
 
@@ -103,9 +203,53 @@ impl Store {
     /// Whether ending the refresh-token family `family` waits in the queue: the store's row
     /// still says it lives, but it does not.
     pub fn family_revocation_pending(&self, family: &str) -> bool {
-        self.pending.lock().iter().any(|write| {
-            matches!(write, StoreWrite::RevokeFamily { family: queued, .. } if queued == family)
-        })
+        self.pending.contains(&Key::Family(family.to_owned()))
+    }
+
+    /// Whether the denial of the access token `jti` waits in the queue.
+    pub fn token_denial_pending(&self, jti: &str) -> bool {
+        self.pending
+            .contains(&Key::Revocation("deny", jti.to_owned()))
+    }
+
+    /// Whether ending the family of the refresh token hashed `hash` (for `subject`) waits in the
+    /// queue.
+    pub fn family_of_token_pending(&self, hash: &str, subject: &str) -> bool {
+        self.pending
+            .contains(&Key::FamilyOfToken(hash.to_owned(), subject.to_owned()))
+    }
+
+    /// At shutdown: keeps trying to land what is queued for at most `within`, then logs at
+    /// error level every write still queued, by kind and id: the queue lives in memory and is
+    /// lost with the process (see docs/ARCHITECTURE.md, "Store outage").
+    pub async fn flush_pending(&self, within: Duration) {
+        if self.pending.len() == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // A write cut short by the deadline may or may not have landed; it is reported below.
+            if tokio::time::timeout_at(deadline, self.drain_pending())
+                .await
+                .is_err()
+                || self.pending.len() == 0
+                || tokio::time::Instant::now() + RETRY_INTERVAL >= deadline
+            {
+                break;
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
+        }
+        let lost = self.pending.take_all();
+        if lost.is_empty() {
+            return;
+        }
+        tracing::error!(
+            writes = lost.len(),
+            "the gateway stops while the store is unavailable: queued store writes are lost"
+        );
+        for write in &lost {
+            tracing::error!(write = %write.describe(), "store write lost at shutdown");
+        }
     }
 
     async fn apply(&self, write: &StoreWrite) -> anyhow::Result<()> {
@@ -136,11 +280,8 @@ impl Store {
     /// Writes what is queued, in order, until the queue is empty or the store fails again.
     async fn drain_pending(&self) {
         let mut landed = 0usize;
-        loop {
-            // Peek, write, then pop: a write is never lost between the two.
-            let Some(write) = self.pending.lock().front().cloned() else {
-                break;
-            };
+        // Peek, write, then pop: a write is never lost between the two.
+        while let Some(write) = self.pending.front() {
             match self.apply(&write).await {
                 Ok(()) => {}
                 Err(error) if kit::outage::caused_by_outage(&error) => {
@@ -153,10 +294,10 @@ impl Store {
                     return;
                 }
                 Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), ?write, "a queued store write failed; dropping it");
+                    tracing::error!(error = %format!("{error:#}"), write = %write.describe(), "a queued store write failed; dropping it");
                 }
             }
-            self.pending.lock().pop_front();
+            self.pending.landed(&write);
             landed += 1;
         }
         if landed > 0 {
@@ -220,5 +361,107 @@ mod tests {
             Written::Stored,
             "with nothing queued, a write goes straight to the store"
         );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_write_is_folded_into_the_queued_one_keeping_the_stronger() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
+            .await
+            .unwrap();
+        let session = |until| {
+            StoreWrite::Revocation(Revocation::Session {
+                sid: "family-1".to_owned(),
+                until,
+            })
+        };
+        for until in [200, 300, 100] {
+            store.pending.push(session(until)).unwrap();
+        }
+        for reason in ["logout", "session ended"] {
+            store
+                .pending
+                .push(StoreWrite::RevokeFamily {
+                    family: "family-1".to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            store.pending_writes(),
+            2,
+            "one write per session, one per family"
+        );
+        assert_eq!(
+            store.pending.front(),
+            Some(session(300)),
+            "the later expiry kept"
+        );
+        assert!(store.family_revocation_pending("family-1"));
+        let kept = store.pending.take_all();
+        assert_eq!(
+            kept[1],
+            StoreWrite::RevokeFamily {
+                family: "family-1".to_owned(),
+                reason: "logout".to_owned()
+            },
+            "a family keeps its first reason"
+        );
+        assert!(!store.family_revocation_pending("family-1"));
+    }
+
+    #[tokio::test]
+    async fn a_write_folded_in_while_the_older_one_was_written_is_written_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
+            .await
+            .unwrap();
+        let token = |until| {
+            StoreWrite::Revocation(Revocation::Token {
+                jti: "jti-1".to_owned(),
+                until,
+            })
+        };
+        store.pending.push(token(1)).unwrap();
+        let written = store.pending.front().unwrap();
+        store.pending.push(token(u64::MAX / 2)).unwrap();
+        store.pending.landed(&written);
+        assert_eq!(store.pending.front(), Some(token(u64::MAX / 2)));
+        store.drain_pending().await;
+        assert_eq!(store.pending_writes(), 0);
+        assert_eq!(store.live_revocations(1000).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_what_cannot_land_in_time_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
+            .await
+            .unwrap();
+        store
+            .pending
+            .push(StoreWrite::RevokeFamily {
+                family: "family-1".to_owned(),
+                reason: "logout".to_owned(),
+            })
+            .unwrap();
+        store.flush_pending(Duration::from_secs(5)).await;
+        assert_eq!(store.pending_writes(), 0, "the store answers: it landed");
+
+        store.database().pool().close().await;
+        store
+            .pending
+            .push(StoreWrite::RevokeFamily {
+                family: "family-2".to_owned(),
+                reason: "logout".to_owned(),
+            })
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store.flush_pending(Duration::from_millis(200)),
+        )
+        .await
+        .expect("gives up within its time");
+        assert_eq!(store.pending_writes(), 0, "logged and dropped");
     }
 }
