@@ -157,6 +157,7 @@ async fn own_redis() -> OwnRedis {
     let child = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(["--enable-debug-command", "local"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is installed");
@@ -247,4 +248,76 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
         "the other replica reads it from the store"
     );
     follower.abort();
+}
+
+/// Blocks `redis` for `seconds` (`DEBUG SLEEP`): connections stay open, answers come late.
+async fn stall(redis: &OwnRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    let stalled = tokio::spawn(async move {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(seconds)
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+    });
+    // Let the DEBUG SLEEP reach the server before anything else is sent.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stalled
+}
+
+#[tokio::test]
+async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the slow Redis test checks nothing");
+        return;
+    }
+    let redis = own_redis().await;
+    let state = SharedState::connect(&StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{}", redis.1),
+        prefix: "slow".to_owned(),
+        options: RedisOptions {
+            command: Duration::from_millis(100),
+            // The breaker stays as the test left it while it looks.
+            probe_interval: Duration::from_secs(60),
+            ..RedisOptions::default()
+        },
+    })
+    .await
+    .unwrap();
+    let window = Duration::from_secs(60);
+
+    let stalled = stall(&redis, 0.5).await;
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(
+        state.health(),
+        StateHealth::RedisUp,
+        "one command that timed out leaves Redis in use"
+    );
+    stalled.await.unwrap();
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(state.health(), StateHealth::RedisUp);
+
+    let stalled = stall(&redis, 1.0).await;
+    for _ in 1..gateway::state::TIMEOUTS_TO_TRIP {
+        state.record_failure("login:user:alice", window).await;
+        assert_eq!(
+            state.health(),
+            StateHealth::RedisUp,
+            "an answer in between started the count again"
+        );
+    }
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(
+        state.health(),
+        StateHealth::RedisDown,
+        "{} timeouts in a row take Redis as down",
+        gateway::state::TIMEOUTS_TO_TRIP
+    );
+    stalled.await.unwrap();
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use mirror::Mirror;
+pub use redis_state::TIMEOUTS_TO_TRIP;
 pub use throttle::Attempts;
 
 use self::redis_state::RedisState;

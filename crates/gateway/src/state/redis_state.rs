@@ -2,12 +2,15 @@
 //! replica listens, applies them to its mirror, and resyncs the whole set (from Redis and from
 //! the store) after a reconnect.
 //!
-//! Redis sits behind short timeouts and a breaker: a failed or timed-out command marks it down,
-//! and while it is down no request touches it (throttling counts locally, revocations go to the
+//! Redis sits behind short timeouts and a breaker: a command that fails (a refused or broken
+//! connection, an error instead of an answer) marks it down at once; one that only times out
+//! marks it down after [`TIMEOUTS_TO_TRIP`] in a row, so a gateway starved of CPU under a login
+//! flood, whose answers arrive late now and then, does not flip itself onto local counters. While
+//! it is down no request touches it (throttling counts locally, revocations go to the
 //! mirror and the store) until a background probe finds it back; the probe then republishes the
 //! revocations Redis missed, and the listener reloads what other replicas recorded meanwhile.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,10 +27,16 @@ use crate::store::Store;
 /// the store (every replica reloads from it when Redis returns).
 const MAX_UNPUBLISHED: usize = 100_000;
 
+/// Commands that time out in a row before Redis is taken as down; any answer in between starts
+/// the count again. A failed connection trips the breaker at once.
+pub const TIMEOUTS_TO_TRIP: u32 = 3;
+
 /// Whether Redis answers, and what it missed while it did not.
 struct Breaker {
     up: AtomicBool,
     probing: AtomicBool,
+    /// Commands timed out in a row since the last answer.
+    timeouts: AtomicU32,
     unpublished: Mutex<Vec<Revocation>>,
 }
 
@@ -45,7 +54,7 @@ impl Drop for RedisState {
     }
 }
 
-fn state_error(error: redis::RedisError) -> StateError {
+fn state_error(error: &redis::RedisError) -> StateError {
     StateError(error.to_string())
 }
 
@@ -73,6 +82,7 @@ impl RedisState {
         let breaker = Arc::new(Breaker {
             up: AtomicBool::new(true),
             probing: AtomicBool::new(false),
+            timeouts: AtomicU32::new(0),
             unpublished: Mutex::new(Vec::new()),
         });
         // Subscribe before loading, so nothing published in between is missed.
@@ -116,7 +126,8 @@ impl RedisState {
         format!("{}:{kind}:{name}", self.prefix)
     }
 
-    /// Runs `command` within the command timeout; a failure trips the breaker.
+    /// Runs `command` within the command timeout; a failure trips the breaker at once, a timeout
+    /// only as the [`TIMEOUTS_TO_TRIP`]th in a row.
     async fn run<T>(
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -126,13 +137,26 @@ impl RedisState {
                 "Redis is down; skipped until it answers again".to_owned(),
             ));
         }
-        let outcome = match tokio::time::timeout(self.options.command, command).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => state_error(error),
-            Err(_) => StateError(format!("no answer within {:?}", self.options.command)),
+        let (error, timed_out) = match tokio::time::timeout(self.options.command, command).await {
+            Ok(Ok(value)) => {
+                self.breaker.timeouts.store(0, Ordering::Release);
+                return Ok(value);
+            }
+            Ok(Err(error)) => (state_error(&error), error.is_timeout()),
+            Err(_) => (
+                StateError(format!("no answer within {:?}", self.options.command)),
+                true,
+            ),
         };
-        self.probe().trip(&outcome.0);
-        Err(outcome)
+        let in_a_row = if timed_out {
+            self.breaker.timeouts.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            TIMEOUTS_TO_TRIP
+        };
+        if in_a_row >= TIMEOUTS_TO_TRIP {
+            self.probe().trip(&error.0);
+        }
+        Err(error)
     }
 
     /// Stores `revocation` in Redis and tells every replica; while Redis is down it is kept to
@@ -261,6 +285,7 @@ struct Probe {
 
 impl Probe {
     fn trip(&self, why: &str) {
+        self.breaker.timeouts.store(0, Ordering::Release);
         if self.breaker.up.swap(false, Ordering::AcqRel) {
             tracing::warn!(error = %why, "Redis is down: serving on with local throttle counters; revocations go through the store");
         }
