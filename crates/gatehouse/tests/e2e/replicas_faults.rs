@@ -91,12 +91,15 @@ impl Fleet {
                 r#"
 listen: ${{GATEHOUSE_LISTEN}}
 store: "sqlite://{data}/gateway.db"
-state: {{ redis: "{redis}", prefix: "{prefix}", probe_interval: 200ms }}
+state: {{ redis: "{redis}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
 services:
   users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
 routes:
   - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
 "#,
+                // `store_sync: 1h`: no replica reads the store's new revocations on a timer
+                // here, so what reaches another replica came through Redis (its republication,
+                // or the reload when its subscription returns).
                 data = dir.path().join("data").display(),
                 redis = redis.url(),
             ),
