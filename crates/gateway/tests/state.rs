@@ -73,9 +73,12 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the Redis state test checks nothing");
         return;
     };
-    let one = SharedState::connect(&settings)
-        .await
-        .expect("GATEHOUSE_TEST_REDIS is set but Redis is unreachable");
+    let one = SharedState::connect(&settings).await.unwrap();
+    assert_eq!(
+        one.health(),
+        StateHealth::RedisUp,
+        "GATEHOUSE_TEST_REDIS is set but Redis is unreachable"
+    );
     let other = SharedState::connect(&settings).await.unwrap();
 
     one.deny("jti-1", in_a_minute()).await.unwrap();
@@ -125,17 +128,94 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
 }
 
 #[tokio::test]
-async fn an_unreachable_redis_is_an_error_at_start_not_later() {
+async fn a_redis_url_that_cannot_be_parsed_is_an_error_at_start() {
     let settings = StateSettings::Redis {
-        url: "redis://127.0.0.1:1".into(),
+        url: "http://127.0.0.1:6379".into(),
         prefix: "x".into(),
         options: RedisOptions::default(),
     };
     let error = SharedState::connect(&settings)
         .await
         .err()
-        .expect("nothing listens on port 1");
-    assert!(format!("{error:#}").contains("Redis"), "{error:#}");
+        .expect("not a Redis URL");
+    assert!(
+        format!("{error:#}").contains("invalid Redis URL"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it_comes_up() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the late Redis test checks nothing");
+        return;
+    }
+    let port = free_port();
+    let settings = StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{port}"),
+        prefix: "late".to_owned(),
+        options: RedisOptions {
+            probe_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        },
+    };
+    let window = Duration::from_secs(60);
+
+    let started = Instant::now();
+    let early = SharedState::connect(&settings)
+        .await
+        .expect("a Redis that does not answer is no reason not to start");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "starting waited {:?} on a dead Redis",
+        started.elapsed()
+    );
+    assert_eq!(
+        early.health(),
+        StateHealth::RedisDown,
+        "/readyz shows down-degraded"
+    );
+    assert_eq!(
+        early.record_failure("login:user:bob", window).await.count,
+        1,
+        "sign-ins are counted on this replica"
+    );
+    early.deny("jti-early", in_a_minute()).await.unwrap();
+    assert!(early.mirror().is_denied("jti-early"), "holds here at once");
+
+    let _redis = own_redis_on(port).await;
+    assert!(
+        until(Duration::from_secs(5), || early.health()
+            == StateHealth::RedisUp)
+        .await,
+        "the replica takes Redis up once it answers"
+    );
+    let other = SharedState::connect(&settings).await.unwrap();
+    assert_eq!(other.health(), StateHealth::RedisUp);
+    assert!(
+        until(Duration::from_secs(2), || other
+            .mirror()
+            .is_denied("jti-early"))
+        .await,
+        "what was revoked while Redis was down is published once it answers"
+    );
+    other.deny("jti-late", in_a_minute()).await.unwrap();
+    assert!(
+        until(Duration::from_secs(3), || early
+            .mirror()
+            .is_denied("jti-late"))
+        .await,
+        "the replica subscribed once Redis answered"
+    );
+    assert_eq!(
+        early.record_failure("login:user:carol", window).await.count,
+        1
+    );
+    assert_eq!(
+        other.record_failure("login:user:carol", window).await.count,
+        2,
+        "the replica counts in Redis once it answers"
+    );
 }
 
 /// A Redis of the test's own, without persistence, killed when dropped.
@@ -148,12 +228,19 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn own_redis() -> OwnRedis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+async fn own_redis() -> OwnRedis {
+    own_redis_on(free_port()).await
+}
+
+async fn own_redis_on(port: u16) -> OwnRedis {
     let child = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])

@@ -11,7 +11,7 @@
 //! revocations Redis missed, and the listener reloads what other replicas recorded meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,7 +41,9 @@ struct Breaker {
 }
 
 pub struct RedisState {
-    manager: ConnectionManager,
+    /// Set once Redis first answers: at start, or later by the probe when it started down.
+    manager: Arc<OnceLock<ConnectionManager>>,
+    client: redis::Client,
     prefix: String,
     options: RedisOptions,
     breaker: Arc<Breaker>,
@@ -59,7 +61,11 @@ fn state_error(error: &redis::RedisError) -> StateError {
 }
 
 impl RedisState {
-    /// Connects, loads every live revocation into `mirror`, and keeps it current.
+    /// Connects, loads every live revocation into `mirror`, and keeps it current. A URL that
+    /// cannot be parsed is an error; a Redis that does not answer is not: the replica starts
+    /// with the breaker tripped (local throttle counters, revocations through the store), and
+    /// the probe and the listener connect and subscribe once Redis answers, so a replica
+    /// restarted during the outage the breaker is for serves instead of crash-looping.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -69,33 +75,48 @@ impl RedisState {
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .with_context(|| format!("invalid Redis URL {}", kit::db::redact(url)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect))
-            .set_response_timeout(Some(options.command))
-            // The breaker decides when to try again; the manager should not retry for long.
-            .set_number_of_retries(1);
-        let manager = client
-            .get_connection_manager_with_config(config)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", kit::db::redact(url)))?;
         let prefix = prefix.to_owned();
-        let breaker = Arc::new(Breaker {
-            up: AtomicBool::new(true),
-            probing: AtomicBool::new(false),
-            timeouts: AtomicU32::new(0),
-            unpublished: Mutex::new(Vec::new()),
-        });
-        // Subscribe before loading, so nothing published in between is missed.
-        let pubsub = subscribe_and_load(&client, &prefix, options, &mirror).await?;
+        let manager = Arc::new(OnceLock::new());
         let probe = Probe {
-            manager: manager.clone(),
+            manager: Arc::clone(&manager),
+            client: client.clone(),
             prefix: prefix.clone(),
             options,
-            breaker: Arc::clone(&breaker),
+            breaker: Arc::new(Breaker {
+                up: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+                timeouts: AtomicU32::new(0),
+                unpublished: Mutex::new(Vec::new()),
+            }),
         };
-        let listener = tokio::spawn(listen(client, probe, mirror, store, pubsub));
+        let pubsub = match open_manager(&client, options).await {
+            Ok(opened) => {
+                let _ = manager.set(opened);
+                // Subscribe before loading, so nothing published in between is missed.
+                subscribe_and_load(&client, &prefix, options, &mirror).await
+            }
+            Err(error) => Err(error),
+        };
+        let pubsub = match pubsub {
+            Ok(pubsub) => {
+                probe.breaker.up.store(true, Ordering::Release);
+                Some(pubsub)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    url = %kit::db::redact(url),
+                    error = %format!("{error:#}"),
+                    "Redis does not answer at start: serving degraded (local throttle counters, revocations through the store) and connecting once it answers"
+                );
+                probe.trip("Redis did not answer at start");
+                None
+            }
+        };
+        let breaker = Arc::clone(&probe.breaker);
+        let listener = tokio::spawn(listen(client.clone(), probe, mirror, store, pubsub));
         Ok(Self {
             manager,
+            client,
             prefix,
             options,
             breaker,
@@ -106,11 +127,19 @@ impl RedisState {
     /// What the listener needs to trip the breaker and start the probe.
     fn probe(&self) -> Probe {
         Probe {
-            manager: self.manager.clone(),
+            manager: Arc::clone(&self.manager),
+            client: self.client.clone(),
             prefix: self.prefix.clone(),
             options: self.options,
             breaker: Arc::clone(&self.breaker),
         }
+    }
+
+    /// The shared connection; none until Redis first answered (the breaker is tripped till then).
+    fn connection(&self) -> Result<ConnectionManager, StateError> {
+        self.manager.get().cloned().ok_or_else(|| {
+            StateError("Redis has not answered since start; skipped until it does".to_owned())
+        })
     }
 
     pub fn options(&self) -> RedisOptions {
@@ -162,10 +191,13 @@ impl RedisState {
     /// Stores `revocation` in Redis and tells every replica; while Redis is down it is kept to
     /// be republished when Redis is back.
     pub async fn publish(&self, revocation: &Revocation) -> Result<(), StateError> {
-        let mut connection = self.manager.clone();
-        let result = self
-            .run(publication(&self.prefix, revocation).query_async::<()>(&mut connection))
-            .await;
+        let result = match self.connection() {
+            Ok(mut connection) => {
+                self.run(publication(&self.prefix, revocation).query_async::<()>(&mut connection))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         if result.is_err() {
             let mut unpublished = self
                 .breaker
@@ -180,7 +212,7 @@ impl RedisState {
     }
 
     pub async fn increment(&self, key: &str, window: Duration) -> Result<Attempts, StateError> {
-        let mut connection = self.manager.clone();
+        let mut connection = self.connection()?;
         let key = self.key("throttle", key);
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let (count, ttl_ms): (u64, i64) = self
@@ -205,7 +237,7 @@ impl RedisState {
     }
 
     pub async fn count(&self, key: &str) -> Result<Attempts, StateError> {
-        let mut connection = self.manager.clone();
+        let mut connection = self.connection()?;
         let key = self.key("throttle", key);
         let (count, ttl_ms): (Option<u64>, i64) = self
             .run(
@@ -225,7 +257,7 @@ impl RedisState {
 
     /// One less, never below zero, keeping the window's expiry.
     pub async fn decrement(&self, key: &str) -> Result<(), StateError> {
-        let mut connection = self.manager.clone();
+        let mut connection = self.connection()?;
         self.run(
             redis::cmd("EVAL")
                 .arg("local v = redis.call('GET', KEYS[1]) if v and tonumber(v) > 0 then redis.call('DECR', KEYS[1]) end return 0")
@@ -238,7 +270,7 @@ impl RedisState {
     }
 
     pub async fn clear(&self, key: &str) -> Result<(), StateError> {
-        let mut connection = self.manager.clone();
+        let mut connection = self.connection()?;
         self.run(
             redis::cmd("DEL")
                 .arg(self.key("throttle", key))
@@ -274,10 +306,30 @@ fn append_publication(pipe: &mut redis::Pipeline, prefix: &str, revocation: &Rev
         .ignore();
 }
 
+/// Opens a connection manager within the connect timeout (its own retries included).
+async fn open_manager(
+    client: &redis::Client,
+    options: RedisOptions,
+) -> anyhow::Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect))
+        .set_response_timeout(Some(options.command))
+        // The breaker decides when to try again; the manager should not retry for long.
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        options.connect * 4,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no connection to Redis within {:?}", options.connect * 4))?
+    .context("connecting to Redis")
+}
+
 /// Trips the breaker and probes Redis in the background until it answers again.
 #[derive(Clone)]
 struct Probe {
-    manager: ConnectionManager,
+    manager: Arc<OnceLock<ConnectionManager>>,
+    client: redis::Client,
     prefix: String,
     options: RedisOptions,
     breaker: Arc<Breaker>,
@@ -305,7 +357,13 @@ impl Probe {
             if Arc::strong_count(&self.breaker) == 1 {
                 return;
             }
-            let mut connection = self.manager.clone();
+            let mut connection = match self.manager.get() {
+                Some(manager) => manager.clone(),
+                None => match open_manager(&self.client, self.options).await {
+                    Ok(manager) => self.manager.get_or_init(|| manager).clone(),
+                    Err(_) => continue,
+                },
+            };
             let ping = redis::cmd("PING");
             let answered = tokio::time::timeout(
                 self.options.command,
@@ -428,32 +486,17 @@ async fn listen(
     probe: Probe,
     mirror: Arc<Mirror>,
     store: Option<Store>,
-    mut pubsub: PubSub,
+    mut pubsub: Option<PubSub>,
 ) {
     loop {
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            let Ok(text) = message.get_payload::<String>() else {
-                continue;
-            };
-            let mut parts = text.split_ascii_whitespace();
-            let applied = match (
-                parts.next(),
-                parts.next(),
-                parts.next().and_then(|v| v.parse::<u64>().ok()),
-            ) {
-                (Some(kind), Some(name), Some(value)) => apply(&mirror, kind, name, value),
-                _ => false,
-            };
-            if !applied {
-                tracing::warn!(message = %text, "ignoring a malformed revocation message");
-            }
+        if let Some(subscribed) = pubsub.take() {
+            follow(subscribed, &mirror).await;
+            probe.trip("the Redis subscription ended");
         }
-        probe.trip("the Redis subscription ended");
-        pubsub = loop {
+        let subscribed = loop {
             tokio::time::sleep(probe.options.probe_interval).await;
             match subscribe_and_load(&client, &probe.prefix, probe.options, &mirror).await {
-                Ok(pubsub) => break pubsub,
+                Ok(subscribed) => break subscribed,
                 Err(error) => {
                     tracing::debug!(error = %format!("{error:#}"), "Redis is still unreachable")
                 }
@@ -468,5 +511,28 @@ async fn listen(
             }
         }
         tracing::info!("the Redis subscription is back; revocations resynced");
+        pubsub = Some(subscribed);
+    }
+}
+
+/// Applies the revocations published on `pubsub` to the mirror until the subscription ends.
+async fn follow(pubsub: PubSub, mirror: &Mirror) {
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        let Ok(text) = message.get_payload::<String>() else {
+            continue;
+        };
+        let mut parts = text.split_ascii_whitespace();
+        let applied = match (
+            parts.next(),
+            parts.next(),
+            parts.next().and_then(|v| v.parse::<u64>().ok()),
+        ) {
+            (Some(kind), Some(name), Some(value)) => apply(mirror, kind, name, value),
+            _ => false,
+        };
+        if !applied {
+            tracing::warn!(message = %text, "ignoring a malformed revocation message");
+        }
     }
 }
