@@ -408,3 +408,58 @@ async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
     );
     stalled.await.unwrap();
 }
+
+#[tokio::test]
+async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_its_count_over() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the throttle share test checks nothing");
+        return;
+    }
+    let redis = own_redis().await;
+    let settings = StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{}", redis.1),
+        prefix: "share".to_owned(),
+        options: RedisOptions {
+            probe_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        },
+    };
+    let one = SharedState::connect(&settings).await.unwrap();
+    let other = SharedState::connect(&settings).await.unwrap();
+    assert!(
+        until(Duration::from_secs(3), || one.replicas() == 2
+            && other.replicas() == 2)
+        .await,
+        "each replica learns how many are live: {} and {}",
+        one.replicas(),
+        other.replicas()
+    );
+    let (limit, window) = (4, Duration::from_secs(60));
+    for expected in 1..=3 {
+        let counted = one.record_failure("login:user:mallory", window).await;
+        assert_eq!(counted.count, expected, "counted in Redis");
+        assert!(!counted.exceeds(limit));
+    }
+
+    drop(redis);
+    let next = one.record_failure("login:user:mallory", window).await;
+    assert_eq!(one.health(), StateHealth::RedisDown);
+    assert!(
+        next.exceeds(limit),
+        "{next:?}: the replica carries on from the count it last saw, not from zero"
+    );
+    let mut allowed = 0;
+    while !other
+        .record_failure("login:user:mallory", window)
+        .await
+        .exceeds(limit)
+    {
+        allowed += 1;
+        assert!(allowed <= limit, "never more than the limit");
+    }
+    assert_eq!(
+        allowed, 2,
+        "each of the two replicas allows its half of the limit while Redis is down"
+    );
+    assert_eq!(other.health(), StateHealth::RedisDown);
+}

@@ -10,7 +10,7 @@
 //! mirror and the store) until a background probe finds it back; the probe then republishes the
 //! revocations Redis missed, and the listener reloads what other replicas recorded meanwhile.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +31,18 @@ const MAX_UNPUBLISHED: usize = 100_000;
 /// the count again. A failed connection trips the breaker at once.
 pub const TIMEOUTS_TO_TRIP: u32 = 3;
 
+/// Announces a replica in the sorted set `KEYS[1]` (member `ARGV[1]`, scored by when its
+/// announcement lapses: Redis's clock plus `ARGV[2]` ms), forgets the lapsed ones, and answers
+/// how many are live. Redis's own clock, so replicas' clocks apart do not matter.
+const ANNOUNCE: &str = r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+";
+
 /// Whether Redis answers, and what it missed while it did not.
 struct Breaker {
     up: AtomicBool,
@@ -47,12 +59,16 @@ pub struct RedisState {
     prefix: String,
     options: RedisOptions,
     breaker: Arc<Breaker>,
+    /// The live replicas (this one included) Redis last counted; 0 until it first answered.
+    replicas: Arc<AtomicU64>,
     listener: tokio::task::JoinHandle<()>,
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RedisState {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcer.abort();
     }
 }
 
@@ -113,6 +129,19 @@ impl RedisState {
             }
         };
         let breaker = Arc::clone(&probe.breaker);
+        let replicas = Arc::new(AtomicU64::new(0));
+        let announcer = Announcer {
+            manager: Arc::clone(&manager),
+            breaker: Arc::clone(&breaker),
+            key: format!("{prefix}:replicas"),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            options,
+            replicas: Arc::clone(&replicas),
+        };
+        if breaker.up.load(Ordering::Acquire) {
+            announcer.once().await;
+        }
+        let announcer = tokio::spawn(announcer.run());
         let listener = tokio::spawn(listen(client.clone(), probe, mirror, store, pubsub));
         Ok(Self {
             manager,
@@ -120,7 +149,9 @@ impl RedisState {
             prefix,
             options,
             breaker,
+            replicas,
             listener,
+            announcer,
         })
     }
 
@@ -144,6 +175,12 @@ impl RedisState {
 
     pub fn options(&self) -> RedisOptions {
         self.options
+    }
+
+    /// How many replicas were live when Redis last answered (this one included); 1 when it has
+    /// not answered since start.
+    pub fn replicas(&self) -> u64 {
+        self.replicas.load(Ordering::Acquire).max(1)
     }
 
     /// Whether Redis is taken as answering; while not, no request waits on it.
@@ -233,6 +270,7 @@ impl RedisState {
         Ok(Attempts {
             count,
             resets_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+            counted_by: 1,
         })
     }
 
@@ -252,6 +290,7 @@ impl RedisState {
         Ok(Attempts {
             count: count.unwrap_or(0),
             resets_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+            counted_by: 1,
         })
     }
 
@@ -304,6 +343,57 @@ fn append_publication(pipe: &mut redis::Pipeline, prefix: &str, revocation: &Rev
         .arg(channel(prefix))
         .arg(format!("{kind} {name} {value}"))
         .ignore();
+}
+
+/// Keeps this replica announced in Redis and learns how many are live, every `probe_interval`
+/// while Redis is up: what a replica's share of a throttle limit is while Redis is down.
+struct Announcer {
+    manager: Arc<OnceLock<ConnectionManager>>,
+    breaker: Arc<Breaker>,
+    key: String,
+    id: String,
+    options: RedisOptions,
+    replicas: Arc<AtomicU64>,
+}
+
+impl Announcer {
+    async fn run(self) {
+        loop {
+            tokio::time::sleep(self.options.probe_interval).await;
+            if self.breaker.up.load(Ordering::Acquire) {
+                self.once().await;
+            }
+        }
+    }
+
+    /// One announcement. It lapses after three missed ones, so a replica that stopped is
+    /// counted a little longer (its peers' shares are smaller meanwhile: stricter, not looser).
+    /// A failure is left to the requests' breaker: the count stays as last known.
+    async fn once(&self) {
+        let Some(manager) = self.manager.get() else {
+            return;
+        };
+        let mut connection = manager.clone();
+        let lapse = self.options.probe_interval * 3 + self.options.command;
+        let lapse_ms = u64::try_from(lapse.as_millis()).unwrap_or(u64::MAX).max(1);
+        let announce = redis::cmd("EVAL")
+            .arg(ANNOUNCE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.id)
+            .arg(lapse_ms)
+            .to_owned();
+        match tokio::time::timeout(
+            self.options.command,
+            announce.query_async::<u64>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(live)) => self.replicas.store(live.max(1), Ordering::Release),
+            Ok(Err(error)) => tracing::debug!(%error, "cannot announce this replica in Redis"),
+            Err(_) => tracing::debug!("announcing this replica in Redis timed out"),
+        }
+    }
 }
 
 /// Opens a connection manager within the connect timeout (its own retries included).
