@@ -9,6 +9,22 @@ use std::time::{Duration, Instant};
 /// Entries beyond this are not counted; it bounds memory against a spray of usernames or IPs.
 const MAX_KEYS: usize = 1_000_000;
 
+/// Every this many keys, a new one first sweeps out the ended windows: with Redis every key is
+/// shadowed here too, so ended windows must not pile up until `MAX_KEYS`.
+const SWEEP_EVERY: usize = 4096;
+
+/// Makes room for `key` in `windows` when it is new: sweeps ended windows every
+/// [`SWEEP_EVERY`] keys and when full; whether `key` may be counted.
+fn room_for(windows: &mut HashMap<String, (u64, Instant)>, key: &str, now: Instant) -> bool {
+    if windows.contains_key(key) {
+        return true;
+    }
+    if windows.len() >= MAX_KEYS || (windows.len() + 1).is_multiple_of(SWEEP_EVERY) {
+        windows.retain(|_, (_, ends)| *ends > now);
+    }
+    windows.len() < MAX_KEYS
+}
+
 /// Failures counted in the current window, and the time until the window ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts {
@@ -46,10 +62,7 @@ impl LocalCounters {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if windows.len() >= MAX_KEYS {
-            windows.retain(|_, (_, ends)| *ends > now);
-        }
-        if windows.len() >= MAX_KEYS && !windows.contains_key(key) {
+        if !room_for(&mut windows, key, now) {
             return Attempts {
                 count: 0,
                 resets_in: window,
@@ -76,10 +89,7 @@ impl LocalCounters {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if windows.len() >= MAX_KEYS {
-            windows.retain(|_, (_, ends)| *ends > now);
-        }
-        if windows.len() >= MAX_KEYS && !windows.contains_key(key) {
+        if !room_for(&mut windows, key, now) {
             return;
         }
         let entry = windows.entry(key.to_owned()).or_insert((0, now));
@@ -184,6 +194,18 @@ mod tests {
             8,
             "its own count is never lowered"
         );
+    }
+
+    #[test]
+    fn ended_windows_are_swept_as_keys_come_in() {
+        let counters = LocalCounters::default();
+        for n in 0..SWEEP_EVERY {
+            counters.increment(&format!("ended:{n}"), Duration::ZERO);
+        }
+        counters.increment("live", Duration::from_secs(60));
+        let windows = counters.windows.lock().unwrap();
+        assert!(windows.len() < SWEEP_EVERY, "{} kept", windows.len());
+        assert!(windows.contains_key("live"));
     }
 
     #[test]
