@@ -73,9 +73,12 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the Redis state test checks nothing");
         return;
     };
-    let one = SharedState::connect(&settings)
-        .await
-        .expect("GATEHOUSE_TEST_REDIS is set but Redis is unreachable");
+    let one = SharedState::connect(&settings).await.unwrap();
+    assert_eq!(
+        one.health(),
+        StateHealth::RedisUp,
+        "GATEHOUSE_TEST_REDIS is set but Redis is unreachable"
+    );
     let other = SharedState::connect(&settings).await.unwrap();
 
     one.deny("jti-1", in_a_minute()).await.unwrap();
@@ -125,17 +128,94 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
 }
 
 #[tokio::test]
-async fn an_unreachable_redis_is_an_error_at_start_not_later() {
+async fn a_redis_url_that_cannot_be_parsed_is_an_error_at_start() {
     let settings = StateSettings::Redis {
-        url: "redis://127.0.0.1:1".into(),
+        url: "http://127.0.0.1:6379".into(),
         prefix: "x".into(),
         options: RedisOptions::default(),
     };
     let error = SharedState::connect(&settings)
         .await
         .err()
-        .expect("nothing listens on port 1");
-    assert!(format!("{error:#}").contains("Redis"), "{error:#}");
+        .expect("not a Redis URL");
+    assert!(
+        format!("{error:#}").contains("invalid Redis URL"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it_comes_up() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the late Redis test checks nothing");
+        return;
+    }
+    let port = free_port();
+    let settings = StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{port}"),
+        prefix: "late".to_owned(),
+        options: RedisOptions {
+            probe_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        },
+    };
+    let window = Duration::from_secs(60);
+
+    let started = Instant::now();
+    let early = SharedState::connect(&settings)
+        .await
+        .expect("a Redis that does not answer is no reason not to start");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "starting waited {:?} on a dead Redis",
+        started.elapsed()
+    );
+    assert_eq!(
+        early.health(),
+        StateHealth::RedisDown,
+        "/readyz shows down-degraded"
+    );
+    assert_eq!(
+        early.record_failure("login:user:bob", window).await.count,
+        1,
+        "sign-ins are counted on this replica"
+    );
+    early.deny("jti-early", in_a_minute()).await.unwrap();
+    assert!(early.mirror().is_denied("jti-early"), "holds here at once");
+
+    let _redis = own_redis_on(port).await;
+    assert!(
+        until(Duration::from_secs(5), || early.health()
+            == StateHealth::RedisUp)
+        .await,
+        "the replica takes Redis up once it answers"
+    );
+    let other = SharedState::connect(&settings).await.unwrap();
+    assert_eq!(other.health(), StateHealth::RedisUp);
+    assert!(
+        until(Duration::from_secs(2), || other
+            .mirror()
+            .is_denied("jti-early"))
+        .await,
+        "what was revoked while Redis was down is published once it answers"
+    );
+    other.deny("jti-late", in_a_minute()).await.unwrap();
+    assert!(
+        until(Duration::from_secs(3), || early
+            .mirror()
+            .is_denied("jti-late"))
+        .await,
+        "the replica subscribed once Redis answered"
+    );
+    assert_eq!(
+        early.record_failure("login:user:carol", window).await.count,
+        1
+    );
+    assert_eq!(
+        other.record_failure("login:user:carol", window).await.count,
+        2,
+        "the replica counts in Redis once it answers"
+    );
 }
 
 /// A Redis of the test's own, without persistence, killed when dropped.
@@ -148,15 +228,23 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn own_redis() -> OwnRedis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+async fn own_redis() -> OwnRedis {
+    own_redis_on(free_port()).await
+}
+
+async fn own_redis_on(port: u16) -> OwnRedis {
     let child = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(["--enable-debug-command", "local"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is installed");
@@ -247,4 +335,131 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
         "the other replica reads it from the store"
     );
     follower.abort();
+}
+
+/// Blocks `redis` for `seconds` (`DEBUG SLEEP`): connections stay open, answers come late.
+async fn stall(redis: &OwnRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    let stalled = tokio::spawn(async move {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(seconds)
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+    });
+    // Let the DEBUG SLEEP reach the server before anything else is sent.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stalled
+}
+
+#[tokio::test]
+async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the slow Redis test checks nothing");
+        return;
+    }
+    let redis = own_redis().await;
+    let state = SharedState::connect(&StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{}", redis.1),
+        prefix: "slow".to_owned(),
+        options: RedisOptions {
+            command: Duration::from_millis(100),
+            // The breaker stays as the test left it while it looks.
+            probe_interval: Duration::from_secs(60),
+            ..RedisOptions::default()
+        },
+    })
+    .await
+    .unwrap();
+    let window = Duration::from_secs(60);
+
+    let stalled = stall(&redis, 0.5).await;
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(
+        state.health(),
+        StateHealth::RedisUp,
+        "one command that timed out leaves Redis in use"
+    );
+    stalled.await.unwrap();
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(state.health(), StateHealth::RedisUp);
+
+    let stalled = stall(&redis, 1.0).await;
+    for _ in 1..gateway::state::TIMEOUTS_TO_TRIP {
+        state.record_failure("login:user:alice", window).await;
+        assert_eq!(
+            state.health(),
+            StateHealth::RedisUp,
+            "an answer in between started the count again"
+        );
+    }
+    state.record_failure("login:user:alice", window).await;
+    assert_eq!(
+        state.health(),
+        StateHealth::RedisDown,
+        "{} timeouts in a row take Redis as down",
+        gateway::state::TIMEOUTS_TO_TRIP
+    );
+    stalled.await.unwrap();
+}
+
+#[tokio::test]
+async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_its_count_over() {
+    if redis_settings().is_none() {
+        eprintln!("GATEHOUSE_TEST_REDIS is not set: the throttle share test checks nothing");
+        return;
+    }
+    let redis = own_redis().await;
+    let settings = StateSettings::Redis {
+        url: format!("redis://127.0.0.1:{}", redis.1),
+        prefix: "share".to_owned(),
+        options: RedisOptions {
+            probe_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        },
+    };
+    let one = SharedState::connect(&settings).await.unwrap();
+    let other = SharedState::connect(&settings).await.unwrap();
+    assert!(
+        until(Duration::from_secs(3), || one.replicas() == 2
+            && other.replicas() == 2)
+        .await,
+        "each replica learns how many are live: {} and {}",
+        one.replicas(),
+        other.replicas()
+    );
+    let (limit, window) = (4, Duration::from_secs(60));
+    for expected in 1..=3 {
+        let counted = one.record_failure("login:user:mallory", window).await;
+        assert_eq!(counted.count, expected, "counted in Redis");
+        assert!(!counted.exceeds(limit));
+    }
+
+    drop(redis);
+    let next = one.record_failure("login:user:mallory", window).await;
+    assert_eq!(one.health(), StateHealth::RedisDown);
+    assert!(
+        next.exceeds(limit),
+        "{next:?}: the replica carries on from the count it last saw, not from zero"
+    );
+    let mut allowed = 0;
+    while !other
+        .record_failure("login:user:mallory", window)
+        .await
+        .exceeds(limit)
+    {
+        allowed += 1;
+        assert!(allowed <= limit, "never more than the limit");
+    }
+    assert_eq!(
+        allowed, 2,
+        "each of the two replicas allows its half of the limit while Redis is down"
+    );
+    assert_eq!(other.health(), StateHealth::RedisDown);
 }

@@ -49,10 +49,6 @@ impl TestRedis {
         Self { child, port }
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
     fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -76,6 +72,11 @@ impl Drop for Fleet {
 
 impl Fleet {
     async fn new(redis: &TestRedis) -> Self {
+        Self::on_port(redis.port).await
+    }
+
+    /// A fleet whose Redis is to listen on `port` (it need not run yet).
+    async fn on_port(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let users_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let users_address = users_listener.local_addr().unwrap();
@@ -91,14 +92,16 @@ impl Fleet {
                 r#"
 listen: ${{GATEHOUSE_LISTEN}}
 store: "sqlite://{data}/gateway.db"
-state: {{ redis: "{redis}", prefix: "{prefix}", probe_interval: 200ms }}
+state: {{ redis: "redis://127.0.0.1:{port}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
 services:
   users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
 routes:
   - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
 "#,
+                // `store_sync: 1h`: no replica reads the store's new revocations on a timer
+                // here, so what reaches another replica came through Redis (its republication,
+                // or the reload when its subscription returns).
                 data = dir.path().join("data").display(),
-                redis = redis.url(),
             ),
         )
         .unwrap();
@@ -230,18 +233,21 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     assert_eq!(status, 200, "Redis down does not make the gateway unready");
     assert_eq!(state, "down-degraded", "/readyz tells Redis's state");
 
-    let mut throttled = false;
-    for _ in 0..30 {
+    // Without Redis each of the two replicas allows its half of `per_username` (10 by default),
+    // so together they allow no more than the limit.
+    let mut wrong = 0;
+    loop {
         let guess = within_a_second("a wrong password", fleet.login(&second, "wrong")).await;
         if guess.status() == 429 {
-            throttled = true;
             break;
         }
         assert_eq!(guess.status(), 401);
+        wrong += 1;
+        assert!(wrong <= 10, "without Redis, guesses are still throttled");
     }
-    assert!(
-        throttled,
-        "without Redis, guesses are still throttled (by the replica's own counters)"
+    assert_eq!(
+        wrong, 5,
+        "a replica of two allows half the username's limit while Redis is down"
     );
 
     let logout = within_a_second("a logout", fleet.logout(&first, &access)).await;
@@ -299,4 +305,44 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
         "a replica started after Redis forgot everything loads the revocation from the store"
     );
     eprintln!("the replica started after the Redis restart refused the logged-out token");
+}
+
+#[tokio::test]
+async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes_up() {
+    if !redis_tests_enabled() {
+        return;
+    }
+    let port = free_port();
+    let mut fleet = Fleet::on_port(port).await;
+    let early = fleet.replica().await;
+    let (status, state) = fleet.state_detail(&early).await;
+    assert_eq!(status, 200, "a replica started without Redis is ready");
+    assert_eq!(state, "down-degraded", "and says why it is degraded");
+    let login = within_a_second("a sign-in", fleet.login(&early, "test")).await;
+    assert_eq!(
+        login.status(),
+        200,
+        "sign-in works on local throttle counts"
+    );
+
+    let _redis = TestRedis::start(port).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            fleet.state_detail(&early).await.1 == "up"
+        })
+        .await,
+        "the replica takes Redis up once it answers"
+    );
+    let later = fleet.replica().await;
+    let session: Value = fleet.login(&later, "test").await.json().await.unwrap();
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(fleet.me(&early, &access).await, 200);
+    assert_eq!(fleet.logout(&later, &access).await, 204);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            fleet.me(&early, &access).await == 401
+        })
+        .await,
+        "the replica that started without Redis has subscribed to revocations since"
+    );
 }

@@ -145,7 +145,7 @@ impl<'a> Attempt<'a> {
         if let Some(device) = device {
             let device_key = format!("login:device:{}", device.id);
             let by_device = shared.record_failure(&device_key, settings.window).await;
-            if by_device.count <= settings.per_device {
+            if !by_device.exceeds(settings.per_device) {
                 let Some(slot) = state.known_device_checks.acquire(&account).await else {
                     shared.forgive_failure(&device_key).await;
                     tracing::warn!("no sign-in slot for a known device in time; refusing one");
@@ -197,10 +197,10 @@ impl<'a> Attempt<'a> {
             .record_failure(&attempt.ip_key, settings.window)
             .await;
         let mut wait = Duration::ZERO;
-        if by_user.count > settings.per_username {
+        if by_user.exceeds(settings.per_username) {
             wait = wait.max(by_user.resets_in);
         }
-        if by_ip.count > settings.per_ip {
+        if by_ip.exceeds(settings.per_ip) {
             wait = wait.max(by_ip.resets_in);
         }
         if wait.is_zero() {

@@ -10,8 +10,10 @@
 //!
 //! Redis is behind short timeouts and a breaker (`redis_state.rs`): after a failure it is
 //! skipped, so no request waits on it, until a background probe finds it back. Meanwhile
-//! throttle counters are this replica's own (at the configured limits, never unlimited), and
-//! revocations reach the other replicas through the store when Redis returns.
+//! throttle counts are this replica's own shadow counts, which it keeps all the time (so a trip
+//! resets nobody), against its share of each limit (the limit divided by the replicas last known
+//! to be live, at least 1: together no more than the limit), and revocations reach the other
+//! replicas through the store when Redis returns.
 
 mod mirror;
 mod redis_state;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use mirror::Mirror;
+pub use redis_state::TIMEOUTS_TO_TRIP;
 pub use throttle::Attempts;
 
 use self::redis_state::RedisState;
@@ -292,17 +295,23 @@ impl SharedState {
     }
 
     /// Counts one more failure under `key` in a fixed window; returns the count and the time
-    /// left in the window.
+    /// left in the window. Counted in Redis while it answers, and always in this replica's
+    /// shadow too, so that when Redis goes down the replica carries on from the count it last
+    /// saw instead of from zero; while down, the count is this replica's alone and says so
+    /// (`counted_by`: the live replicas last known), so each allows only its share of a limit.
     pub async fn record_failure(&self, key: &str, window: Duration) -> Attempts {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             match redis.increment(key, window).await {
-                Ok(attempts) => return attempts,
+                Ok(attempts) => {
+                    self.local.observe(key, attempts);
+                    return attempts;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "throttle counter falls back to this replica")
                 }
             }
         }
-        self.local.increment(key, window)
+        self.local_share(self.local.increment(key, window))
     }
 
     /// The failures counted under `key` in its current window.
@@ -315,17 +324,31 @@ impl SharedState {
                 }
             }
         }
-        self.local.count(key)
+        self.local_share(self.local.count(key))
     }
 
-    /// Takes one counted failure back (a counted attempt that succeeded).
+    /// A count of this replica's own, marked as counted by every live replica on its own (with
+    /// Redis; the memory state has one replica).
+    fn local_share(&self, attempts: Attempts) -> Attempts {
+        Attempts {
+            counted_by: self.redis.as_ref().map_or(1, RedisState::replicas),
+            ..attempts
+        }
+    }
+
+    /// How many replicas were live when Redis last answered (1 with the memory state, or when
+    /// Redis has not answered since start): while Redis is down each allows this share of a
+    /// throttle limit.
+    pub fn replicas(&self) -> u64 {
+        self.redis.as_ref().map_or(1, RedisState::replicas)
+    }
+
+    /// Takes one counted failure back (a counted attempt that succeeded), in Redis and in the
+    /// shadow.
     pub async fn forgive_failure(&self, key: &str) {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
-            match redis.decrement(key).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "throttle counter falls back to this replica")
-                }
+            if let Err(error) = redis.decrement(key).await {
+                tracing::warn!(%error, "cannot take back a throttle count in Redis");
             }
         }
         self.local.decrement(key);

@@ -1,5 +1,6 @@
-//! Fixed-window failure counters kept in this process: the memory backend, and the fallback
-//! while Redis cannot be reached.
+//! Fixed-window failure counters kept in this process: the memory backend, and with Redis a
+//! shadow of the shared counts (each replica keeps the last count Redis told it, plus its own
+//! attempts), which is what the replica counts on while Redis cannot be reached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,11 +9,45 @@ use std::time::{Duration, Instant};
 /// Entries beyond this are not counted; it bounds memory against a spray of usernames or IPs.
 const MAX_KEYS: usize = 1_000_000;
 
+/// Every this many keys, a new one first sweeps out the ended windows: with Redis every key is
+/// shadowed here too, so ended windows must not pile up until `MAX_KEYS`.
+const SWEEP_EVERY: usize = 4096;
+
+/// Makes room for `key` in `windows` when it is new: sweeps ended windows every
+/// [`SWEEP_EVERY`] keys and when full; whether `key` may be counted.
+fn room_for(windows: &mut HashMap<String, (u64, Instant)>, key: &str, now: Instant) -> bool {
+    if windows.contains_key(key) {
+        return true;
+    }
+    if windows.len() >= MAX_KEYS || (windows.len() + 1).is_multiple_of(SWEEP_EVERY) {
+        windows.retain(|_, (_, ends)| *ends > now);
+    }
+    windows.len() < MAX_KEYS
+}
+
 /// Failures counted in the current window, and the time until the window ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts {
     pub count: u64,
     pub resets_in: Duration,
+    /// How many replicas count this key each on its own: 1 when the count is shared (Redis, or
+    /// the memory state's single replica); the last known number of live replicas when each
+    /// counts locally because Redis is down.
+    pub counted_by: u64,
+}
+
+impl Attempts {
+    /// Whether the count is over `limit`, or, counted by n replicas each on its own, over this
+    /// replica's share `limit / n` (at least 1, so an outage locks nobody out): the n shares
+    /// together stay within the limit.
+    pub fn exceeds(&self, limit: u64) -> bool {
+        let share = if self.counted_by <= 1 {
+            limit
+        } else {
+            (limit / self.counted_by).max(limit.min(1))
+        };
+        self.count > share
+    }
 }
 
 #[derive(Default)]
@@ -27,13 +62,11 @@ impl LocalCounters {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if windows.len() >= MAX_KEYS {
-            windows.retain(|_, (_, ends)| *ends > now);
-        }
-        if windows.len() >= MAX_KEYS && !windows.contains_key(key) {
+        if !room_for(&mut windows, key, now) {
             return Attempts {
                 count: 0,
                 resets_in: window,
+                counted_by: 1,
             };
         }
         let entry = windows.entry(key.to_owned()).or_insert((0, now + window));
@@ -44,7 +77,24 @@ impl LocalCounters {
         Attempts {
             count: entry.0,
             resets_in: entry.1 - now,
+            counted_by: 1,
         }
+    }
+
+    /// Takes in a count Redis answered for `key`: the shadow keeps the larger of it and its own
+    /// (so a replica carries on from the shared count if Redis goes down), in Redis's window.
+    pub fn observe(&self, key: &str, shared: Attempts) {
+        let now = Instant::now();
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !room_for(&mut windows, key, now) {
+            return;
+        }
+        let entry = windows.entry(key.to_owned()).or_insert((0, now));
+        let own = if entry.1 > now { entry.0 } else { 0 };
+        *entry = (own.max(shared.count), now + shared.resets_in);
     }
 
     pub fn count(&self, key: &str) -> Attempts {
@@ -57,10 +107,12 @@ impl LocalCounters {
             Some((count, ends)) if *ends > now => Attempts {
                 count: *count,
                 resets_in: *ends - now,
+                counted_by: 1,
             },
             _ => Attempts {
                 count: 0,
                 resets_in: Duration::ZERO,
+                counted_by: 1,
             },
         }
     }
@@ -97,6 +149,63 @@ mod tests {
         assert_eq!(counters.count("u:bob").count, 0);
         counters.clear("u:alice");
         assert_eq!(counters.count("u:alice").count, 0);
+    }
+
+    #[test]
+    fn counted_by_several_replicas_each_allows_its_share_of_the_limit_at_least_one() {
+        let counted = |count, counted_by| Attempts {
+            count,
+            resets_in: Duration::from_secs(60),
+            counted_by,
+        };
+        assert!(!counted(5, 1).exceeds(5), "shared: the whole limit");
+        assert!(counted(6, 1).exceeds(5));
+        assert!(!counted(2, 2).exceeds(5), "two replicas: 5 / 2 = 2 each");
+        assert!(counted(3, 2).exceeds(5));
+        assert!(!counted(1, 8).exceeds(5), "eight replicas: still one each");
+        assert!(counted(2, 8).exceeds(5));
+        assert!(counted(1, 8).exceeds(0), "a limit of 0 stays 0");
+    }
+
+    #[test]
+    fn the_shadow_keeps_the_larger_of_the_shared_count_and_its_own() {
+        let counters = LocalCounters::default();
+        let window = Duration::from_secs(60);
+        counters.increment("k", window);
+        counters.observe(
+            "k",
+            Attempts {
+                count: 7,
+                resets_in: window,
+                counted_by: 1,
+            },
+        );
+        assert_eq!(counters.increment("k", window).count, 8);
+        counters.observe(
+            "k",
+            Attempts {
+                count: 3,
+                resets_in: window,
+                counted_by: 1,
+            },
+        );
+        assert_eq!(
+            counters.count("k").count,
+            8,
+            "its own count is never lowered"
+        );
+    }
+
+    #[test]
+    fn ended_windows_are_swept_as_keys_come_in() {
+        let counters = LocalCounters::default();
+        for n in 0..SWEEP_EVERY {
+            counters.increment(&format!("ended:{n}"), Duration::ZERO);
+        }
+        counters.increment("live", Duration::from_secs(60));
+        let windows = counters.windows.lock().unwrap();
+        assert!(windows.len() < SWEEP_EVERY, "{} kept", windows.len());
+        assert!(windows.contains_key("live"));
     }
 
     #[test]
