@@ -216,13 +216,16 @@ async fn hostile_device_tokens_count_as_unknown_devices_never_as_errors() {
         ("another user's token", someone_elses),
         ("garbage", "not a token".to_owned()),
         ("the right shape, nothing in it", "gd1..".to_owned()),
-        ("a huge token", "A".repeat(100_000)),
+        ("a huge token, within the body limit", "A".repeat(15_000)),
     ];
     for (what, token) in &hostile {
         let response = login(&app, &owner, "admin", "a", Some(token)).await;
         assert_eq!(response.status(), 429, "{what}");
         assert_problem(response, 429).await;
     }
+    // Past the sign-in body limit (16 KiB) the body is refused before anything is counted.
+    let oversized = login(&app, &owner, "admin", "a", Some(&"A".repeat(100_000))).await;
+    assert_problem(oversized, 413).await;
     let huge_cookie = owner
         .post(app.url("/api/login"))
         .header("cookie", format!("gatehouse_device={}", "A".repeat(8_000)))
