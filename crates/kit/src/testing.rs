@@ -430,8 +430,10 @@ impl Drop for TcpCut {
 impl TcpCut {
     /// Forwards a new local port to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port for the forwarder");
+        let address = listener.local_addr().expect("the forwarder's own address");
         let (cut, _) = tokio::sync::watch::channel(false);
         let cut = std::sync::Arc::new(cut);
         let target = target.to_owned();
@@ -469,9 +471,15 @@ impl TcpCut {
     /// A forwarder in front of the server of `url` (`postgres://user@host:port/db…`), and `url`
     /// pointed at it.
     pub async fn in_front_of(url: &str) -> (Self, String) {
-        let rest = url.split_once("://").unwrap().1;
+        let rest = url
+            .split_once("://")
+            .expect("a database URL with a scheme")
+            .1;
         let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let host_port = authority.rsplit('@').next().unwrap();
+        let host_port = authority
+            .rsplit('@')
+            .next()
+            .expect("rsplit yields at least one part");
         let target = if host_port.contains(':') {
             host_port.to_owned()
         } else {
@@ -484,7 +492,7 @@ impl TcpCut {
 
     /// `url` (a `postgres://` URL) pointed at this forwarder instead of its host and port.
     pub fn route(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap();
+        let (scheme, rest) = url.split_once("://").expect("a database URL with a scheme");
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let credentials = authority.rfind('@').map_or("", |at| &authority[..=at]);
         format!("{scheme}://{credentials}{}{path}", self.address)
