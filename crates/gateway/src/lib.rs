@@ -11,12 +11,15 @@
 //! - [`auth`]: signing keys and JWKS, access tokens, identity tokens for services, login, policies.
 //! - [`proxy`]: services and their instances, balancing, health checks, breaker, retries,
 //!   header rewriting and the forwarding itself.
-//! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens.
-//! - [`state`]: what replicas share (memory or Redis): revocations and login-throttle counters.
+//! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens,
+//!   revocations, the device-token secret, and the writes waiting out a store outage.
+//! - [`state`]: what replicas share (memory or Redis, behind a breaker): revocations and
+//!   login-throttle counters.
 //! - [`server`]: the phases wired together over a swappable routing snapshot.
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
-//! - [`drain`]: serving connections, and draining them on shutdown without losing a request.
+//! - [`drain`]: serving connections (caps per address, header and send deadlines), and draining
+//!   them on shutdown without losing a request.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
 
 pub mod auth;
