@@ -45,6 +45,8 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 
+/// How long a connection closed for its silence may take to say goodbye (HTTP/2's GOAWAY).
+const SILENT_GOODBYE: Duration = Duration::from_secs(1);
 /// How long a connection accepted just before shutdown may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
@@ -161,9 +163,13 @@ fn spawn(
             let answering = Answering::start(&activity);
             let response = app.clone().oneshot(request.map(Body::new));
             async move {
-                let response = response.await;
-                drop(answering);
-                response
+                // Answered when the response's body has gone out, not when its headers are ready:
+                // a long download or stream is an exchange in progress, never silence.
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Answered {
+                    body,
+                    _answering: answering,
+                }))
             }
         })
     };
@@ -197,10 +203,15 @@ fn spawn(
             () = activity.silent_for(header_read_timeout) => true,
         };
         if silent {
-            // Nothing sent or asked for in time: close. An idle connection closes at once; a
-            // response still streaming finishes first: its upstream's silence is bounded by the
-            // service timeout, a client that stops reading by `send_timeout`.
+            // No request in time: close. Nothing is being answered (or it would not be silent),
+            // so the goodbye gets a moment and no more: an HTTP/2 client that never acknowledges
+            // the GOAWAY's ping would otherwise hold the connection until the keep-alive gives up.
             connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => finished(result),
+                () = tokio::time::sleep(SILENT_GOODBYE) => {}
+            }
+            return;
         } else {
             if !spoken.load(Ordering::Acquire) {
                 tokio::select! {
@@ -299,7 +310,9 @@ fn client_address(ip: IpAddr) -> IpAddr {
 /// when its writes have been blocked.
 struct Activity {
     born: Instant,
-    /// Milliseconds after `born` of the last read or write that moved bytes.
+    /// Milliseconds after `born` at which the last request was answered (0: none yet). Only
+    /// exchanges count, not bytes: an HTTP/2 client sending nothing but pings, or an HTTP/1
+    /// client trickling headers, is as silent as one that sends nothing.
     last_io_ms: AtomicU64,
     answering: AtomicUsize,
     /// One more than the milliseconds after `born` at which a write found the socket full and no
@@ -340,7 +353,6 @@ impl Activity {
                 }
             }
             Poll::Ready(Ok(n)) if *n > 0 => {
-                self.touch();
                 if self.blocked_since.load(Ordering::Relaxed) != 0 {
                     self.blocked_since.store(0, Ordering::Relaxed);
                 }
@@ -365,7 +377,7 @@ impl Activity {
         }
     }
 
-    /// Resolves once no request is being answered and no byte has moved for `limit`: from
+    /// Resolves once no request is being answered and none has started for `limit`: from
     /// accept, or from the end of the last exchange.
     async fn silent_for(&self, limit: Duration) {
         loop {
@@ -402,7 +414,33 @@ impl Drop for Answering {
     }
 }
 
-/// A client's socket that notes when bytes move, for [`Activity::silent_for`].
+/// A response body that keeps its request [`Answering`] until it ends or is dropped.
+struct Answered {
+    body: Body,
+    _answering: Answering,
+}
+
+impl http_body::Body for Answered {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client's socket that notes when a write finds it full, for [`Activity::stuck_writing_for`].
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -414,13 +452,7 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        poll
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 

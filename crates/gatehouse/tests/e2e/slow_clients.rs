@@ -291,7 +291,7 @@ async fn silent_sockets_from_one_address_neither_crowd_out_another_nor_stay_open
     let app = spawn_app_with(|config| {
         config.replace(
             "limits: { max_body: 1MiB }",
-            "limits: { max_body: 1MiB, header_read_timeout: 3s, max_connections_per_ip: 100 }",
+            "limits: { max_body: 1MiB, header_read_timeout: 5s, max_connections_per_ip: 100 }",
         )
     })
     .await;
@@ -328,18 +328,18 @@ async fn silent_sockets_from_one_address_neither_crowd_out_another_nor_stay_open
         "{open} of {flood} silent sockets from one address are held open; the share is 100"
     );
     assert!(
-        opened.elapsed() < Duration::from_secs(3),
+        opened.elapsed() < Duration::from_secs(5),
         "the check ran before the header deadline; this machine is too slow for it"
     );
 
-    // The address's share is closed by the header deadline (3 s from accept).
+    // The address's share is closed by the header deadline (5 s from accept).
     loop {
         let open = count_open(&mut silent).await;
         if open == 0 {
             break;
         }
         assert!(
-            opened.elapsed() < Duration::from_secs(6),
+            opened.elapsed() < Duration::from_secs(9),
             "{open} silent sockets still open after the header deadline"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -473,4 +473,105 @@ async fn a_client_that_stops_reading_its_answer_is_dropped_and_frees_the_upstrea
         seen.insert(response.text().await.unwrap());
     }
     assert_eq!(seen.len(), 2, "only {seen:?} answered");
+}
+
+/// An HTTP/2 frame header: length, type, flags, stream 0.
+fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_only_pings_is_closed_at_the_header_deadline() {
+    let app = spawn_app_with(|config| {
+        config.replace(
+            "limits: { max_body: 1MiB }",
+            "limits: { max_body: 1MiB, header_read_timeout: 1s }",
+        )
+    })
+    .await;
+    let address = app.gateway.trim_start_matches("http://");
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    // The client preface and an empty SETTINGS frame: a valid HTTP/2 connection, no request.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, &[]));
+    socket.write_all(&hello).await.unwrap();
+
+    // Bytes keep arriving (a PING every 200 ms, and every PING and SETTINGS of the gateway
+    // acknowledged), but no request: that is silence, and the deadline closes it.
+    let opened = std::time::Instant::now();
+    let (mut reader, mut writer) = socket.into_split();
+    let pinging = tokio::spawn(async move {
+        for round in 0u8..50 {
+            let ping = h2_frame(0x6, 0, &[round; 8]);
+            if writer.write_all(&ping).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buffer = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    pinging.abort();
+    assert!(
+        closed.is_ok(),
+        "a connection that only pings was still open after {:?}",
+        opened.elapsed()
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(800),
+        "closed before the deadline: {:?}",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_download_longer_than_the_header_deadline_is_not_cut_while_the_client_reads() {
+    let closed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let endless = spawn_endless("endless", std::sync::Arc::clone(&closed)).await;
+    let app = spawn_app_with(|config| {
+        config
+            .replace(
+                "limits: { max_body: 1MiB }",
+                "limits: { max_body: 1MiB, header_read_timeout: 1s }",
+            )
+            .replace(
+                "services:\n",
+                &format!(
+                    "services:\n  endless: {{ upstreams: [\"http://{endless}\"], timeout: 2s, required: false }}\n"
+                ),
+            )
+            + "  - { path: /api/endless, methods: [GET], service: endless, to: /, auth: public }\n"
+    })
+    .await;
+    let mut socket = send_raw(&app, "GET /api/endless HTTP/1.1\r\nHost: gatehouse\r\n\r\n").await;
+
+    // Reads steadily for three header deadlines: the answer is an exchange in progress.
+    let started = std::time::Instant::now();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut received = 0usize;
+    while started.elapsed() < Duration::from_secs(3) {
+        let read = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buffer))
+            .await
+            .expect("the download keeps coming")
+            .unwrap();
+        assert!(
+            read > 0,
+            "the download was cut after {:?} ({received} bytes)",
+            started.elapsed()
+        );
+        received += read;
+        // A slow reader: the download takes its time, and leaves the machine to other tests.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
