@@ -77,13 +77,23 @@ pub async fn forward(
         }
         _ => 1,
     };
+    let mut pick = upstream.pick(&[])?;
+    if pick.trial && matches!(payload, Payload::Streaming { .. }) {
+        // The trial decides whether an ejected instance is back, and every other request is
+        // refused while it runs: a body the client has not finished sending must not hold it
+        // (a client stalling its body would keep the instance out for everyone). The trial is
+        // given back (dropped, it counts as neutral), the body read whole under the idle
+        // timeout (at most `max_body`, and only ever for a trial), and an instance picked again.
+        drop(pick);
+        payload = payload.into_whole(limits).await?;
+        pick = upstream.pick(&[])?;
+    }
     // Runs from here: a body to replay has been read whole already.
     let deadline = payload.deadline(timeout);
 
     // The instances tried so far, without an allocation per request.
     let mut tried = [0usize; 1 + MAX_RETRIES as usize];
     let mut attempts = 0;
-    let mut pick = upstream.pick(&[])?;
     loop {
         tried[attempts] = pick.index;
         attempts += 1;
@@ -186,15 +196,22 @@ impl Payload {
         read_whole(body, limit, limits.body_idle_timeout)
             .await
             .map(Self::Replayable)
-            .map_err(|error| match error {
-                BodyError::TooLarge => GatewayError::PayloadTooLarge { limit: max_body },
-                BodyError::Stalled => GatewayError::BodyStalled {
-                    idle: limits.body_idle_timeout,
-                },
-                BodyError::Broken => {
-                    GatewayError::BadRequest("The request body could not be read.".to_owned())
-                }
-            })
+            .map_err(|error| error.into_gateway_error(limits))
+    }
+
+    /// A streamed body read whole (under the client's idle timeout), to be sent as a replay.
+    async fn into_whole(self, limits: &Limits) -> Result<Self, GatewayError> {
+        let Self::Streaming {
+            body: Some(body), ..
+        } = self
+        else {
+            return Ok(self);
+        };
+        let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        read_whole(body, limit, limits.body_idle_timeout)
+            .await
+            .map(Self::Replayable)
+            .map_err(|error| error.into_gateway_error(limits))
     }
 
     fn for_attempt(&mut self) -> Body {
@@ -229,6 +246,23 @@ pub enum BodyError {
     Broken,
 }
 
+impl BodyError {
+    /// The answer the client gets.
+    fn into_gateway_error(self, limits: &Limits) -> GatewayError {
+        match self {
+            Self::TooLarge => GatewayError::PayloadTooLarge {
+                limit: limits.max_body_bytes,
+            },
+            Self::Stalled => GatewayError::BodyStalled {
+                idle: limits.body_idle_timeout,
+            },
+            Self::Broken => {
+                GatewayError::BadRequest("The request body could not be read.".to_owned())
+            }
+        }
+    }
+}
+
 /// Reads all of `body` (at most `limit` bytes), as long as the client never falls silent for
 /// `idle`. Also for the gateway's own endpoints, which need the whole body at once.
 pub async fn read_whole(body: Body, limit: usize, idle: Duration) -> Result<Bytes, BodyError> {
@@ -246,9 +280,9 @@ pub async fn read_whole(body: Body, limit: usize, idle: Duration) -> Result<Byte
                     whole.extend_from_slice(&data);
                 }
             }
-            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(BodyError::TooLarge)
-            }
+            Err(error) if in_chain::<LengthLimitError>(&*error) => return Err(BodyError::TooLarge),
+            // A body already watched (`request_body::Watched`) says so itself.
+            Err(error) if in_chain::<ClientSilent>(&*error) => return Err(BodyError::Stalled),
             Err(_) => return Err(BodyError::Broken),
         }
     }
@@ -453,6 +487,12 @@ fn classify(
     }
 }
 
+/// Whether `error` or one of its causes is an `E`.
+fn in_chain<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    error.downcast_ref::<E>().is_some()
+        || causes(error).any(|cause| cause.downcast_ref::<E>().is_some())
+}
+
 fn causes<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
@@ -654,6 +694,46 @@ mod tests {
             "not the instance's fault"
         );
         assert_eq!(upstream.instances()[0].in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_never_holds_the_trial_of_an_ejected_instance() {
+        let mut settings = harsh_settings(&silent_instance(false).await);
+        settings.breaker.backoff = Duration::from_millis(20);
+        let upstream = Arc::new(Upstream::new("s", &settings));
+        let instance = Arc::clone(&upstream.instances()[0]);
+        instance.record(Outcome::Failure("5xx"), false, &settings.breaker, "s");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            instance.availability(now_ms()),
+            super::super::instance::Availability::TrialDue
+        );
+
+        // A client that sends one byte of its body and stalls, when the trial is due.
+        let body = Body::new(SizedHint(stalled_after(b"{"), 100_000));
+        let limits = Limits {
+            max_body_bytes: 1 << 20,
+            ..quick_limits()
+        };
+        let stalled = {
+            let upstream = Arc::clone(&upstream);
+            tokio::spawn(async move {
+                forward(&upstream, patch(body), Duration::from_secs(5), &limits).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            instance.availability(now_ms()),
+            super::super::instance::Availability::TrialDue,
+            "while the client stalls, the trial is free for a request that can decide it"
+        );
+        let error = stalled.await.unwrap().unwrap_err();
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            instance.availability(now_ms()),
+            super::super::instance::Availability::TrialDue
+        );
+        assert_eq!(instance.in_flight(), 0);
     }
 
     #[tokio::test]
