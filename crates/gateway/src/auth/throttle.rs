@@ -148,7 +148,8 @@ impl<'a> Attempt<'a> {
             if !by_device.exceeds(settings.per_device) {
                 let Some(slot) = state.known_device_checks.acquire(&account).await else {
                     shared.forgive_failure(&device_key).await;
-                    tracing::warn!("no sign-in slot for a known device in time; refusing one");
+                    // Debug, not warn: anyone can cause these at will; the 503/429 is the answer.
+                    tracing::debug!("no sign-in slot for a known device in time; refusing one");
                     return Err(GatewayError::Busy);
                 };
                 return Ok(Self {
@@ -177,7 +178,7 @@ impl<'a> Attempt<'a> {
         ip_key: String,
     ) -> Result<Self, GatewayError> {
         let slot = state.credential_checks.try_acquire().map_err(|_| {
-            tracing::warn!("too many concurrent sign-ins; refusing one");
+            tracing::debug!("too many concurrent sign-ins; refusing one");
             GatewayError::Busy
         })?;
         let settings = state.config().auth.throttle.clone();
@@ -206,7 +207,8 @@ impl<'a> Attempt<'a> {
         if wait.is_zero() {
             Ok(attempt)
         } else {
-            tracing::warn!(
+            // Debug: every refused guess of a flood would be a line otherwise.
+            tracing::debug!(
                 by_user = by_user.count,
                 by_ip = by_ip.count,
                 "sign-in throttled"
