@@ -310,24 +310,35 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn queued_writes_keep_their_order_hold_back_new_ones_and_land_when_drained() {
+    /// A store of its own in a private folder (kept while the folder lives).
+    async fn fresh_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    /// Queues ending `family` by logout, as a write that met an outage is.
+    fn queue_family_end(store: &Store, family: &str) {
+        store
+            .pending
+            .push(StoreWrite::RevokeFamily {
+                family: family.to_owned(),
+                reason: "logout".to_owned(),
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn queued_writes_keep_their_order_hold_back_new_ones_and_land_when_drained() {
+        let (_dir, store) = fresh_store().await;
         store
             .start_family("family-1", "alice", None, 1, "hash-1", u64::MAX / 2)
             .await
             .unwrap();
         // As if the store had failed a moment ago.
-        store
-            .pending
-            .push(StoreWrite::RevokeFamily {
-                family: "family-1".to_owned(),
-                reason: "logout".to_owned(),
-            })
-            .unwrap();
+        queue_family_end(&store, "family-1");
         assert!(store.family_revocation_pending("family-1"));
         assert!(!store.family_revocation_pending("family-2"));
         let later = store
@@ -365,10 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_write_is_folded_into_the_queued_one_keeping_the_stronger() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = fresh_store().await;
         let session = |until| {
             StoreWrite::Revocation(Revocation::Session {
                 sid: "family-1".to_owned(),
@@ -412,10 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_folded_in_while_the_older_one_was_written_is_written_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = fresh_store().await;
         let token = |until| {
             StoreWrite::Revocation(Revocation::Token {
                 jti: "jti-1".to_owned(),
@@ -434,17 +439,8 @@ mod tests {
 
     #[tokio::test]
     async fn at_shutdown_what_cannot_land_in_time_is_given_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/data/store.db", dir.path().display()))
-            .await
-            .unwrap();
-        store
-            .pending
-            .push(StoreWrite::RevokeFamily {
-                family: "family-1".to_owned(),
-                reason: "logout".to_owned(),
-            })
-            .unwrap();
+        let (_dir, store) = fresh_store().await;
+        queue_family_end(&store, "family-1");
         store.flush_pending(Duration::from_secs(5)).await;
         assert_eq!(store.pending_writes(), 0, "the store answers: it landed");
 
