@@ -15,6 +15,7 @@
 //! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
 //! - [`private_files`]: SQLite files and their folder kept to their owner (0600/0700), or refused.
 //! - [`outage`]: a database that cannot be reached → 503 with `Retry-After`, not 500.
+//! - [`observe`]: Prometheus metrics and the JSON access log, the same for the gateway and every service.
 //! - [`config`]: the settings every service shares, typed, from flags and environment.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
@@ -27,6 +28,7 @@ pub mod db;
 pub mod extract;
 pub mod health;
 pub mod identity;
+pub mod observe;
 pub mod openapi;
 pub mod outage;
 pub mod private_files;

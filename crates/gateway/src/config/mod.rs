@@ -49,6 +49,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` and the detailed `/readyz` are served: an address only operators reach.
+    pub admin_listen: SocketAddr,
+    /// Where the access log goes (one JSON line per request).
+    pub access_log: kit::observe::AccessLogTarget,
     /// Durable store: `sqlite://…` or `postgres://…`.
     pub store: String,
     /// How the store's pool waits: a store that does not answer within `acquire_timeout` is
@@ -76,6 +80,12 @@ impl GatewayConfig {
         if self.listen != running.listen {
             fields.push("listen");
         }
+        if self.admin_listen != running.admin_listen {
+            fields.push("admin_listen");
+        }
+        if self.access_log != running.access_log {
+            fields.push("access_log");
+        }
         if self.store != running.store || self.store_pool != running.store_pool {
             fields.push("store");
         }
@@ -94,6 +104,8 @@ impl GatewayConfig {
     /// `self` with the start-only settings of `running`: what a reload can apply.
     pub fn keeping_start_settings_of(mut self, running: &GatewayConfig) -> Self {
         self.listen = running.listen;
+        self.admin_listen = running.admin_listen;
+        self.access_log = running.access_log.clone();
         self.store.clone_from(&running.store);
         self.store_pool = running.store_pool;
         self.state = running.state.clone();

@@ -9,6 +9,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: Option<String>,
+    /// The admin listener: `/metrics` and the detailed `/readyz`; never the public one.
+    pub admin_listen: Option<String>,
+    /// `stdout` (default), `stderr`, `off`, or a file path.
+    pub access_log: Option<String>,
     pub store: Option<Store>,
     pub state: Option<State>,
     #[serde(default)]

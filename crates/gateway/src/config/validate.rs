@@ -76,6 +76,9 @@ impl Checker<'_> {
     }
 }
 
+/// Loopback: metrics and the detailed readiness are for operators, not for the internet.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8002";
+
 pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigError> {
     let check = Checker { file };
 
@@ -86,6 +89,20 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
             format!("{listen_raw:?} is not an address like 127.0.0.1:8001"),
         )
     })?;
+
+    let admin_raw = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen = admin_raw.parse().map_err(|_| {
+        check.error(
+            "admin_listen",
+            format!("{admin_raw:?} is not an address like {DEFAULT_ADMIN_LISTEN}"),
+        )
+    })?;
+    let access_log = match raw.access_log.as_deref() {
+        None => kit::observe::AccessLogTarget::default(),
+        Some(target) => target
+            .parse()
+            .map_err(|message| check.error("access_log", message))?,
+    };
 
     let (store, store_pool) = store(&check, raw.store)?;
 
@@ -402,6 +419,8 @@ pub fn validate(raw: schema::File, file: &str) -> Result<GatewayConfig, ConfigEr
 
     Ok(GatewayConfig {
         listen,
+        admin_listen,
+        access_log,
         store,
         store_pool,
         state,
