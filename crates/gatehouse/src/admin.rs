@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gateway::auth::clients;
 use gateway::auth::keys::{self, KeyStatus};
 use gateway::config::{GatewayConfig, Vars};
-use gateway::server::key_timing;
+use gateway::issuer::clients;
 use gateway::store::Store;
 
 /// Which store to act on: the one the given (or default) gateway configuration names.
@@ -79,7 +78,12 @@ pub async fn remove_client(location: &StoreLocation, id: &str) -> anyhow::Result
 
 pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
     let (config, store) = location.open_with_config().await?;
-    let added = keys::rotate(&store, config.tokens.algorithm, key_timing(&config)).await?;
+    let added = keys::rotate(
+        &store,
+        config.tokens.algorithm,
+        keys::KeyTiming::of(&config),
+    )
+    .await?;
     let mut out = String::new();
     for key in added {
         out.push_str(&format!("new {} key {}\n", key.algorithm, key.kid));
@@ -87,7 +91,7 @@ pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
     out.push_str(&format!(
         "It is published at once and signs after {}s (and each running gateway's next key reload, within {}s);\ntokens signed by the previous key keep verifying until they expire.",
         config.tokens.key_activation.as_secs(),
-        gateway::auth::upkeep::KEY_RELOAD_INTERVAL.as_secs()
+        gateway::auth::keys::KEY_RELOAD_INTERVAL.as_secs()
     ));
     Ok(out)
 }
@@ -95,7 +99,7 @@ pub async fn rotate_keys(location: &StoreLocation) -> anyhow::Result<String> {
 pub async fn list_keys(location: &StoreLocation) -> anyhow::Result<String> {
     let (config, store) = location.open_with_config().await?;
     let stored = store.signing_keys().await?;
-    let keys = keys::describe(&stored, key_timing(&config));
+    let keys = keys::describe(&stored, keys::KeyTiming::of(&config));
     let width = keys.iter().map(|k| k.kid.len()).max().unwrap_or(0).max(3);
     let mut out = format!(
         "{:width$}  {:9}  {:27}  status\n",

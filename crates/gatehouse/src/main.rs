@@ -45,6 +45,10 @@ enum Command {
         orders_port: u16,
         #[arg(long, env = "GATEHOUSE_CLOCK_PORT", default_value_t = 8103)]
         clock_port: u16,
+        /// The gateway's admin listener (/metrics, detailed /readyz) on `host`; default: the
+        /// configuration's `admin_listen` (127.0.0.1:8002).
+        #[arg(long, env = "GATEHOUSE_ADMIN_PORT")]
+        admin_port: Option<u16>,
         /// Where the SQLite files live.
         #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -194,6 +198,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             users_port,
             orders_port,
             clock_port,
+            admin_port,
             data_dir,
             config,
         } => {
@@ -204,6 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 users_port,
                 orders_port,
                 clock_port,
+                admin_port,
                 data_dir,
                 config,
             };
@@ -213,6 +219,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("  users    http://{} (internal)", running.users);
             println!("  orders   http://{} (internal)", running.orders);
             println!("  clock    http://{} (internal)", running.clock);
+            println!(
+                "  admin    http://{} (operators: /metrics, /readyz)",
+                running.admin
+            );
             if running.seeded {
                 println!("WARNING: demo accounts were created: admin / a (role admin), test / test (role user).");
                 println!("WARNING: they are demo credentials; change or delete them before anyone else can reach this.");

@@ -14,13 +14,19 @@ use tokio::net::TcpListener;
 pub async fn gateway(config_path: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = config::load_file(config_path, &Vars::new())?;
     let listen = config.listen;
+    let admin_listen = config.admin_listen;
     let gateway = gateway::Gateway::build(config)
         .await?
         .watch_file(config_path, Vars::new());
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("admin_listen: cannot listen on {admin_listen}"))?;
+    let admin = tokio::spawn(gateway.serve_admin(admin, shutdown.clone()));
     gateway.serve(listener, shutdown).await?;
+    admin.await??;
     Ok(())
 }
 

@@ -19,6 +19,9 @@ pub struct UpOptions {
     pub users_port: u16,
     pub orders_port: u16,
     pub clock_port: u16,
+    /// The gateway's admin listener (`/metrics`, the detailed `/readyz`): on `host`, this port;
+    /// `None` uses the configuration's `admin_listen`.
+    pub admin_port: Option<u16>,
     pub data_dir: PathBuf,
     /// A gateway configuration file; `None` uses ./config/gateway.yaml, else the embedded one.
     pub config: Option<PathBuf>,
@@ -30,6 +33,7 @@ pub struct Running {
     pub users: SocketAddr,
     pub orders: SocketAddr,
     pub clock: SocketAddr,
+    pub admin: SocketAddr,
     /// True when the users database was created now and the demo accounts were seeded.
     pub seeded: bool,
     tasks: JoinSet<std::io::Result<()>>,
@@ -70,6 +74,13 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     let file = crate::config_file(options.config.as_deref());
     let config = crate::load_config(file.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
+    let admin_listener = match options.admin_port {
+        Some(port) => bind(options.host, port, "gateway admin").await?,
+        None => TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("gateway admin: cannot listen on {}", config.admin_listen))?,
+    };
+    let admin_address = admin_listener.local_addr()?;
     let mut gateway = gateway::Gateway::build(config)
         .await
         .context("starting the gateway")?;
@@ -102,6 +113,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .context("opening the orders database")?;
 
     let mut tasks = JoinSet::new();
+    tasks.spawn(gateway.serve_admin(admin_listener, shutdown.clone()));
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
     tasks.spawn(
         users::service(users_db, verifier(users::NAME)).serve(users_listener, shutdown.clone()),
@@ -115,6 +127,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         users: users_address,
         orders: orders_address,
         clock: clock_address,
+        admin: admin_address,
         seeded,
         tasks,
     })

@@ -97,7 +97,7 @@ fn auth() -> Auth {
             Keys::load(
                 store,
                 config.tokens.algorithm,
-                gateway::server::key_timing(&config),
+                gateway::auth::keys::KeyTiming::of(&config),
             )
             .await
         })

@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::server::{Routing, SharedState};
+use crate::app::App;
+use crate::routing::Routing;
 
 /// One named condition of readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +51,42 @@ impl Check {
     }
 }
 
-/// `GET /readyz`: 200 when no check fails, else 503; the body names each check and tells every
-/// service's health and the configuration's reloads.
-pub async fn readiness(State(state): State<SharedState>) -> Response {
-    let routing = state.routing();
+/// The named checks, and whether the replica is ready (no check fails).
+async fn checks(state: &App, routing: &Routing) -> ([(&'static str, Check); 3], bool) {
     // A new condition of readiness is one more line here.
     let checks = [
-        ("store", store(&state).await),
-        ("state", shared_state(&state)),
-        ("services", services_seen_healthy(&routing)),
+        ("store", store(state).await),
+        ("state", shared_state(state)),
+        ("services", services_seen_healthy(routing)),
     ];
     let ready = !checks
         .iter()
         .any(|(_, check)| matches!(check, Check::Failing(_)));
+    (checks, ready)
+}
+
+fn status_of(ready: bool) -> StatusCode {
+    if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// `GET /readyz` on the public listener: 200 or 503, and nothing more. Which checks fail, which
+/// services are down and how the configuration reloaded are for operators (the admin listener),
+/// not for whoever can reach the public port.
+pub async fn public(State(state): State<App>) -> Response {
+    let (_, ready) = checks(&state, &state.routing()).await;
+    let body = json!({ "status": if ready { "ready" } else { "not ready" } });
+    (status_of(ready), Json(body)).into_response()
+}
+
+/// `GET /readyz` on the admin listener: 200 when no check fails, else 503; the body names each
+/// check and tells every service's health and the configuration's reloads.
+pub async fn detailed(State(state): State<App>) -> Response {
+    let routing = state.routing();
+    let (checks, ready) = checks(&state, &routing).await;
 
     let statuses: Map<String, Value> = checks
         .iter()
@@ -81,15 +105,10 @@ pub async fn readiness(State(state): State<SharedState>) -> Response {
         "services": service_detail(&routing),
         "config": state.reloads.report(),
     });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    (status_of(ready), Json(body)).into_response()
 }
 
-async fn store(state: &SharedState) -> Check {
+async fn store(state: &App) -> Check {
     match (state.store.database().readiness_check())().await {
         Ok(()) => Check::Ok,
         Err(error) => {
@@ -101,7 +120,7 @@ async fn store(state: &SharedState) -> Check {
 
 /// Redis down degrades (local throttle counters, revocations carried by the store) but does not
 /// stop the gateway from serving: never a reason to take the replica out.
-fn shared_state(state: &SharedState) -> Check {
+fn shared_state(state: &App) -> Check {
     match state.shared.health() {
         crate::state::StateHealth::Memory | crate::state::StateHealth::RedisUp => Check::Ok,
         crate::state::StateHealth::RedisDown => Check::Degraded(

@@ -10,7 +10,7 @@
 //!
 //! A reload reads and validates the file exactly as `gatehouse check-config` does
 //! ([`config::load_file`]), then swaps the routes and services in at once
-//! ([`GatewayState::apply`]): a request holds the table it started with until it ends, so none is
+//! ([`apply`]): a request holds the table it started with until it ends, so none is
 //! dropped; unchanged services keep their connection pools, health and breakers. A file that does
 //! not validate is refused, logged and counted, and the running configuration stays. Settings
 //! read only at start (listen, store, state, tokens, auth) are reported as needing a restart and
@@ -24,8 +24,12 @@ use std::time::Duration;
 use kit::shutdown::Shutdown;
 use serde_json::json;
 
-use crate::config::{self, ConfigError, Vars};
-use crate::server::SharedState;
+use crate::app::{App, AppState};
+use crate::config::{self, ConfigError, GatewayConfig, Vars};
+use crate::proxy::health;
+use crate::proxy::upstream::Upstreams;
+use crate::router::RouteTable;
+use crate::routing::Routing;
 
 /// What the gateway tells about its configuration (in `/readyz`).
 #[derive(Debug, Default)]
@@ -95,10 +99,70 @@ pub struct Reloaded {
     pub routes: usize,
 }
 
+/// Swaps in `config` (already validated, from `file`): its routes and services replace the
+/// running ones at once; unchanged services are kept (pools, health, breakers), removed ones
+/// retired, added ones health-checked from now on.
+pub fn apply(app: &AppState, config: GatewayConfig, file: &str) -> Result<Reloaded, ConfigError> {
+    let _one_at_a_time = app.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+    let current = app.routing();
+    let needs_restart = config.needs_restart(&current.config);
+    let config = config.keeping_start_settings_of(&current.config);
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        field: field.to_owned(),
+        message,
+    };
+    if !config
+        .services
+        .contains_key(&config.auth.credentials_service)
+    {
+        return Err(invalid(
+            "services",
+            format!(
+                "the running gateway checks passwords with the service `{}`; keep it (changing auth.credentials needs a restart)",
+                config.auth.credentials_service
+            ),
+        ));
+    }
+    let table =
+        RouteTable::build(&config.routes).map_err(|error| invalid("routes", error.to_string()))?;
+    let upstreams = Upstreams::succeeding(&config.services, Some(&current.upstreams));
+    let services_changed = upstreams
+        .iter()
+        .filter(|(_, upstream)| !current.upstreams.holds(upstream))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let routes = config.routes.len();
+    let next = Arc::new(Routing {
+        config: Arc::new(config),
+        table: Arc::new(table),
+        upstreams: Arc::new(upstreams),
+    });
+    app.replace_routing(Arc::clone(&next));
+
+    for (_, old) in current.upstreams.iter() {
+        if !next.upstreams.holds(old) {
+            old.retire();
+        }
+    }
+    if let Some(shutdown) = app.serving.get() {
+        for (_, upstream) in next.upstreams.iter() {
+            health::start(upstream, shutdown);
+        }
+    }
+    let generation = app.reloads.applied(needs_restart.clone());
+    Ok(Reloaded {
+        generation,
+        needs_restart,
+        services_changed,
+        routes,
+    })
+}
+
 /// Reloads one configuration file into a running gateway.
 #[derive(Clone)]
 pub struct Reloader {
-    state: SharedState,
+    state: App,
     path: Arc<PathBuf>,
     vars: Arc<Vars>,
     /// The file's contents as last seen by the watch, so an unchanged file is not reapplied
@@ -108,7 +172,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// For the gateway whose configuration was just loaded from `path` with `vars`.
-    pub fn new(state: SharedState, path: PathBuf, vars: Vars) -> Self {
+    pub fn new(state: App, path: PathBuf, vars: Vars) -> Self {
         // What the running configuration was read from: only a change from it is applied.
         let contents = std::fs::read(&path).ok();
         Self {
@@ -122,7 +186,7 @@ impl Reloader {
     /// Reads, validates and applies the file now; on error the running configuration stays.
     pub fn reload(&self, cause: &str) -> Result<Reloaded, ConfigError> {
         let result = config::load_file(&self.path, &self.vars)
-            .and_then(|config| self.state.apply(config, &self.path.display().to_string()));
+            .and_then(|config| apply(&self.state, config, &self.path.display().to_string()));
         self.report(cause, result)
     }
 
@@ -135,7 +199,7 @@ impl Reloader {
                 cause: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
             })
             .and_then(|text| config::parse(text, &file, &self.vars))
-            .and_then(|config| self.state.apply(config, &file));
+            .and_then(|config| apply(&self.state, config, &file));
         self.report(cause, result)
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::state::{RedisOptions, Revocation, SharedState, StateHealth, StateSettings};
+use gateway::state::{RedisOptions, Replicated, Revocation, StateHealth, StateSettings};
 
 fn redis_settings() -> Option<StateSettings> {
     let url = std::env::var("GATEHOUSE_TEST_REDIS")
@@ -39,7 +39,7 @@ fn in_a_minute() -> u64 {
 
 #[tokio::test]
 async fn memory_state_denies_cuts_off_and_counts() {
-    let state = SharedState::connect(&StateSettings::Memory).await.unwrap();
+    let state = Replicated::connect(&StateSettings::Memory).await.unwrap();
     state.deny("jti-1", in_a_minute()).await.unwrap();
     assert!(state.mirror().is_denied("jti-1"));
     state
@@ -73,13 +73,13 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the Redis state test checks nothing");
         return;
     };
-    let one = SharedState::connect(&settings).await.unwrap();
+    let one = Replicated::connect(&settings).await.unwrap();
     assert_eq!(
         one.health(),
         StateHealth::RedisUp,
         "GATEHOUSE_TEST_REDIS is set but Redis is unreachable"
     );
-    let other = SharedState::connect(&settings).await.unwrap();
+    let other = Replicated::connect(&settings).await.unwrap();
 
     one.deny("jti-1", in_a_minute()).await.unwrap();
     one.deny_session("session-1", in_a_minute()).await.unwrap();
@@ -104,7 +104,7 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         "the session denial is published"
     );
 
-    let late = SharedState::connect(&settings).await.unwrap();
+    let late = Replicated::connect(&settings).await.unwrap();
     assert!(
         late.mirror().is_denied("jti-1"),
         "a replica that starts later loads what is in force"
@@ -134,7 +134,7 @@ async fn a_redis_url_that_cannot_be_parsed_is_an_error_at_start() {
         prefix: "x".into(),
         options: RedisOptions::default(),
     };
-    let error = SharedState::connect(&settings)
+    let error = Replicated::connect(&settings)
         .await
         .err()
         .expect("not a Redis URL");
@@ -162,7 +162,7 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
     let window = Duration::from_secs(60);
 
     let started = Instant::now();
-    let early = SharedState::connect(&settings)
+    let early = Replicated::connect(&settings)
         .await
         .expect("a Redis that does not answer is no reason not to start");
     assert!(
@@ -190,7 +190,7 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
         .await,
         "the replica takes Redis up once it answers"
     );
-    let other = SharedState::connect(&settings).await.unwrap();
+    let other = Replicated::connect(&settings).await.unwrap();
     assert_eq!(other.health(), StateHealth::RedisUp);
     assert!(
         until(Duration::from_secs(2), || other
@@ -280,7 +280,7 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
     };
     // The revoking replica reaches only a Redis that dies; the other stays subscribed to its own.
     let cut_off = own_redis().await;
-    let revoking = SharedState::connect_with_store(
+    let revoking = Replicated::connect_with_store(
         &StateSettings::Redis {
             url: format!("redis://127.0.0.1:{}", cut_off.1),
             prefix: prefix.clone(),
@@ -291,7 +291,7 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
     .await
     .unwrap();
     let other = std::sync::Arc::new(
-        SharedState::connect_with_store(
+        Replicated::connect_with_store(
             &StateSettings::Redis {
                 url,
                 prefix,
@@ -365,7 +365,7 @@ async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
         return;
     }
     let redis = own_redis().await;
-    let state = SharedState::connect(&StateSettings::Redis {
+    let state = Replicated::connect(&StateSettings::Redis {
         url: format!("redis://127.0.0.1:{}", redis.1),
         prefix: "slow".to_owned(),
         options: RedisOptions {
@@ -424,8 +424,8 @@ async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_it
             ..RedisOptions::default()
         },
     };
-    let one = SharedState::connect(&settings).await.unwrap();
-    let other = SharedState::connect(&settings).await.unwrap();
+    let one = Replicated::connect(&settings).await.unwrap();
+    let other = Replicated::connect(&settings).await.unwrap();
     assert!(
         until(Duration::from_secs(3), || one.replicas() == 2
             && other.replicas() == 2)

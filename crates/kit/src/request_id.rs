@@ -47,6 +47,25 @@ pub fn from_headers(headers: &axum::http::HeaderMap) -> String {
         .map_or_else(new_id, str::to_owned)
 }
 
+/// The id of a request as a header value: its own `X-Request-Id` when acceptable (shared, not
+/// copied), else a fresh UUID v7 (formatted on the stack, one copy into the value).
+pub fn header_value(headers: &axum::http::HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(HEADER) {
+        if value.to_str().is_ok_and(is_acceptable) {
+            return value.clone();
+        }
+    }
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Runs `answer` with `context` as the current request's, for code that is not async: a
+/// problem built inside it carries the id.
+pub fn within<T>(context: RequestContext, answer: impl FnOnce() -> T) -> T {
+    CONTEXT.sync_scope(context, answer)
+}
+
 /// Runs `future` with `context` as the current request's; problems built inside it carry the id.
 pub async fn scope<F: std::future::Future>(context: RequestContext, future: F) -> F::Output {
     CONTEXT.scope(context, future).await
@@ -82,5 +101,22 @@ mod tests {
         assert!(!is_acceptable("a\r\nX-Injected: 1"));
         assert!(!is_acceptable("<script>"));
         assert!(!is_acceptable(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn a_plain_incoming_id_is_kept_and_a_hostile_one_replaced_by_a_uuid() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_static("trace-42"));
+        assert_eq!(header_value(&headers), "trace-42");
+        headers.insert(HEADER, HeaderValue::from_static("<script>"));
+        let fresh = header_value(&headers);
+        let fresh = fresh.to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(fresh).is_ok(), "{fresh}");
+        assert!(uuid::Uuid::parse_str(
+            header_value(&axum::http::HeaderMap::new())
+                .to_str()
+                .unwrap()
+        )
+        .is_ok());
     }
 }

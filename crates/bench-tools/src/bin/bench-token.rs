@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let keys = Keys::load(
         store,
         config.tokens.algorithm,
-        gateway::server::key_timing(&config),
+        gateway::auth::keys::KeyTiming::of(&config),
     )
     .await
     .context("loading the gateway's signing keys")?;

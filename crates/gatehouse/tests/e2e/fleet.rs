@@ -285,6 +285,8 @@ pub fn config_head(watch: &str) -> String {
 /// A gateway in this process, serving on a free port, reloadable by hand.
 pub struct Gate {
     pub url: String,
+    /// The admin listener: the detailed `/readyz`.
+    pub admin_url: String,
     pub config: PathBuf,
     pub reloader: Reloader,
     pub http: reqwest::Client,
@@ -313,9 +315,13 @@ impl Gate {
             .watch_file(&config_path, vars);
         let reloader = gateway.reloader().unwrap();
         let shutdown = Shutdown::new();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        tokio::spawn(gateway.serve_admin(admin, shutdown.clone()));
         tokio::spawn(gateway.serve(listener, shutdown.clone()));
         Self {
             url,
+            admin_url,
             config: config_path,
             reloader,
             http: client(),
@@ -340,8 +346,14 @@ impl Gate {
         body["instance"].as_str().unwrap().to_owned()
     }
 
+    /// The detailed readiness, from the admin listener.
     pub async fn readiness(&self) -> (u16, Value) {
-        let response = self.get("/readyz").await;
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.admin_url))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }

@@ -95,3 +95,30 @@ async fn a_required_service_that_goes_down_after_start_leaves_the_gateway_ready_
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_public_readiness_says_ready_or_not_and_the_detail_is_only_on_the_admin_listener() {
+    let a = Instance::start("a").await;
+    a.set_mode(Mode::Hang);
+    let gate = Gate::start(&checked_pool(&a, "")).await;
+
+    let public = gate.get("/readyz").await;
+    assert_eq!(public.status(), 503);
+    let body: serde_json::Value = public.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "status": "not ready" }),
+        "the public port names no service, check or reason"
+    );
+    let (status, detail) = gate.readiness().await;
+    assert_eq!(status, 503);
+    assert_eq!(detail["checks"]["services"], "failing", "{detail}");
+
+    a.set_mode(Mode::Serving);
+    wait_for("the pool to be seen healthy", || async {
+        (gate.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    let body: serde_json::Value = gate.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "ready" }));
+}

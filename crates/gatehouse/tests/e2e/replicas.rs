@@ -16,6 +16,8 @@ const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 pub struct Replica {
     child: Child,
     pub url: String,
+    /// Its admin listener: `/metrics`, the detailed `/readyz`.
+    pub admin: String,
 }
 
 impl Drop for Replica {
@@ -35,10 +37,12 @@ pub fn free_port() -> u16 {
 
 pub async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> Replica {
     let port = free_port();
+    let admin_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["gateway", "--config"])
         .arg(config)
         .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("GATEHOUSE_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -46,6 +50,7 @@ pub async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> 
     let replica = Replica {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -165,7 +165,7 @@ routes:
     async fn state_detail(&self, replica: &Replica) -> (u16, String) {
         let response = self
             .http
-            .get(format!("{}/readyz", replica.url))
+            .get(format!("{}/readyz", replica.admin))
             .send()
             .await
             .unwrap();

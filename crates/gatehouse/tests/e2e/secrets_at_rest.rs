@@ -30,7 +30,7 @@ impl Drop for Up {
 fn up_with_open_umask(dir: &Path, stderr: Stdio) -> Up {
     let child = Command::new("sh")
         .arg("-c")
-        .arg(r#"umask 000 && exec "$0" up --gateway-port 0 --users-port 0 --orders-port 0 --clock-port 0"#)
+        .arg(r#"umask 000 && exec "$0" up --gateway-port 0 --users-port 0 --orders-port 0 --clock-port 0 --admin-port 0"#)
         .arg(env!("CARGO_BIN_EXE_gatehouse"))
         .current_dir(dir)
         .env("RUST_LOG", "warn")

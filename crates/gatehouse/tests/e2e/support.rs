@@ -19,6 +19,8 @@ pub struct TestApp {
     pub users: String,
     pub orders: String,
     pub clock: String,
+    /// The gateway's admin listener: `/metrics`, the detailed `/readyz`.
+    pub admin: String,
     pub data: tempfile::TempDir,
     /// The gateway's store: SQLite under `data`, or a PostgreSQL schema when asked for.
     pub store_url: String,
@@ -107,6 +109,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         users_port: 0,
         orders_port: 0,
         clock_port: 0,
+        admin_port: Some(0),
         data_dir: data.path().join("data"),
         config: Some(config),
     };
@@ -117,12 +120,14 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     let users = format!("http://{}", running.users);
     let orders = format!("http://{}", running.orders);
     let clock = format!("http://{}", running.clock);
+    let admin = format!("http://{}", running.admin);
     tokio::spawn(running.wait());
     TestApp {
         gateway,
         users,
         orders,
         clock,
+        admin,
         data,
         http: reqwest::Client::new(),
         echo_hits,

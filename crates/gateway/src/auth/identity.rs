@@ -21,7 +21,7 @@ use kit::identity::{IdentityClaims, TOKEN_TTL, TOKEN_TYPE};
 use kit::PrincipalKind;
 
 use super::keys::{Keys, SigningKey};
-use super::tokens::{now_seconds, signature_of, AccessClaims};
+use super::tokens::{signature_of, AccessClaims};
 use crate::error::GatewayError;
 
 /// A cached token is handed out only while it has at least this long left to live, so a
@@ -165,7 +165,7 @@ impl IdentityMinter {
     }
 
     fn mint(&self, mut claims: IdentityClaims) -> Result<HeaderValue, GatewayError> {
-        let now = now_seconds();
+        let now = crate::clock::unix_seconds();
         claims.iat = now;
         claims.exp = now + TOKEN_TTL.as_secs();
         // Its own id, never the access token's: nothing downstream can confuse the two.
@@ -273,9 +273,9 @@ mod tests {
             username: Some(sub.into()),
             roles: vec!["user".into()],
             scope: String::new(),
-            iat: now_seconds(),
-            nbf: now_seconds(),
-            exp: now_seconds() + 900,
+            iat: crate::clock::unix_seconds(),
+            nbf: crate::clock::unix_seconds(),
+            exp: crate::clock::unix_seconds() + 900,
             jti: jti.into(),
             sid: None,
             iat_ms: 0,

@@ -135,6 +135,23 @@ pub struct KeyTiming {
     pub grace: Duration,
 }
 
+impl KeyTiming {
+    /// The timing of a gateway running `config`: a replaced key keeps verifying for the longest
+    /// a token it signed can live, plus the time other replicas may take to pick up its successor.
+    pub fn of(config: &crate::config::GatewayConfig) -> Self {
+        Self {
+            activation: config.tokens.key_activation,
+            grace: config.tokens.access_ttl
+                + kit::identity::TOKEN_TTL
+                + KEY_RELOAD_INTERVAL
+                + Duration::from_secs(super::tokens::LEEWAY_SECONDS),
+        }
+    }
+}
+
+/// How often keys are reread from the store, so a rotation reaches every replica.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Publish-before-sign by default: the JWKS `max-age` (60 s) plus the replicas' key reload.
 pub const DEFAULT_ACTIVATION: Duration = Duration::from_secs(70);
 

@@ -1,27 +1,33 @@
-//! Authentication and authorization: keys and JWKS, access tokens, identity tokens for the
-//! services, the login endpoint, and route policies.
+//! The hot-path verifier: who is calling, and may they call this route.
+//!
+//! Everything a proxied request needs to be authenticated and authorized, and nothing that
+//! issues a token (that is [`crate::issuer`]): the signing keys and their timing ([`keys`]), the
+//! access-token verifier with its cache ([`tokens`]), the identity tokens minted for the services
+//! ([`identity`]), route policies ([`policy`]), and [`Verifier`], which ties them to the
+//! revocation mirror. Nothing here imports the server or the pipeline.
 
-pub mod accounts;
-pub mod clients;
-pub mod device;
 pub mod identity;
-pub mod jwks;
 pub mod keys;
-pub mod login;
-pub mod oauth;
-pub mod own_body;
 pub mod policy;
-pub mod session;
-pub mod throttle;
 pub mod tokens;
-pub mod upkeep;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 
 use crate::error::GatewayError;
+use crate::state::mirror::Mirror;
+use identity::IdentityMinter;
+use keys::Keys;
+use tokens::{AccessClaims, Refusal, Tokens};
 
 /// Tokens longer than this are refused before any parsing: ours are well under 1 KiB.
 const MAX_TOKEN_BYTES: usize = 4096;
+
+/// How stale the key set may be before a token signed by an unknown key makes us reload it:
+/// the key may be one another replica rotated in since our last reload.
+const UNKNOWN_KEY_RELOAD: Duration = Duration::from_secs(1);
 
 /// The bearer token of a request (RFC 6750 §2.1), if it sent one.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
@@ -42,4 +48,49 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
         return Err(GatewayError::InvalidToken("the token is empty or too long"));
     }
     Ok(token)
+}
+
+/// Verifies access tokens and mints the identity tokens the services get.
+pub struct Verifier {
+    pub keys: Arc<Keys>,
+    pub tokens: Tokens,
+    pub identities: IdentityMinter,
+}
+
+impl Verifier {
+    /// The verified, unrevoked access token of a request.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        revocations: &Mirror,
+    ) -> Result<AccessClaims, GatewayError> {
+        let claims = self.verify_even_if_revoked(headers).await?;
+        if revocations.is_revoked(
+            &claims.jti,
+            claims.sid.as_deref(),
+            &claims.sub,
+            claims.issued_ms(),
+        ) {
+            return Err(GatewayError::InvalidToken("the token has been revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// The verified access token of a request, revoked or not: for logout only, so a logout
+    /// retried after a partial failure (its token already refused) can finish the job.
+    pub async fn verify_even_if_revoked(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<AccessClaims, GatewayError> {
+        let token = bearer_token(headers)?;
+        let claims = match self.tokens.verify(token) {
+            Err(Refusal::UnknownKey)
+                if self.keys.reload_if_older_than(UNKNOWN_KEY_RELOAD).await? =>
+            {
+                self.tokens.verify(token)?
+            }
+            other => other?,
+        };
+        Ok(claims)
+    }
 }

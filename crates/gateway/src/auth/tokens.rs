@@ -10,7 +10,7 @@
 //! after [`Tokens::verify`], on every request, so a logout takes effect at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Header, Validation};
 use kit::PrincipalKind;
@@ -139,7 +139,7 @@ impl moka::Expiry<Box<str>, Arc<Verified>> for UntilTokenExpiry {
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            (verified.valid_through + 1).saturating_sub(now_seconds()),
+            (verified.valid_through + 1).saturating_sub(crate::clock::unix_seconds()),
         ))
     }
 }
@@ -149,16 +149,6 @@ pub struct Tokens {
     settings: TokenSettings,
     /// Verified tokens by their signature segment: see the module documentation.
     verified: moka::sync::Cache<Box<str>, Arc<Verified>>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub fn now_seconds() -> u64 {
-    now_ms() / 1000
 }
 
 /// The signature segment of a compact JWS (the text after the last `.`), or all of `token`.
@@ -202,7 +192,7 @@ impl Tokens {
         session: Option<String>,
         as_of_ms: u64,
     ) -> Result<IssuedToken, GatewayError> {
-        let now_ms = now_ms();
+        let now_ms = crate::clock::unix_ms();
         let now = now_ms / 1000;
         let issued_ms = as_of_ms.min(now_ms);
         let expires_in = self.settings.access_ttl.as_secs();
@@ -243,7 +233,7 @@ impl Tokens {
         if let Some(verified) = self.verified.get(signature) {
             // Not a secret comparison: both texts are tokens their holders can read.
             if *verified.token == *token {
-                if now_seconds() <= verified.valid_through
+                if crate::clock::unix_seconds() <= verified.valid_through
                     && self.keys.current().verifying(&verified.kid).is_some()
                 {
                     return Ok(verified.claims.clone());
@@ -395,9 +385,9 @@ mod tests {
                 }),
             );
         };
-        plant(now_seconds() + 60);
+        plant(crate::clock::unix_seconds() + 60);
         assert!(f.tokens.verify("planted").is_ok(), "served from the cache");
-        plant(now_seconds() - 1);
+        plant(crate::clock::unix_seconds() - 1);
         assert_eq!(
             f.tokens.verify("planted"),
             Err(Refusal::Invalid("the token is malformed")),
@@ -464,7 +454,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_is_issued_as_of_the_moment_its_account_was_read() {
         let f = fixture().await;
-        let read_at = now_ms() - 5_000;
+        let read_at = crate::clock::unix_ms() - 5_000;
         let issued = f.tokens.issue_as_of(alice(), None, read_at).unwrap();
         assert_eq!(
             issued.claims.iat_ms, read_at,
@@ -472,7 +462,7 @@ mod tests {
         );
         let later = f.tokens.issue_as_of(alice(), None, u64::MAX).unwrap();
         assert!(
-            later.claims.iat_ms <= now_ms(),
+            later.claims.iat_ms <= crate::clock::unix_ms(),
             "never issued in the future"
         );
     }

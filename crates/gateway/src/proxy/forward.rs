@@ -30,10 +30,11 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::headers;
-use super::instance::{now_ms, InFlight, Outcome, Pick};
+use super::instance::{InFlight, Outcome, Pick};
 use super::request_body::{ClientSilent, Progress, Watched};
 use super::retry;
 use super::upstream::Upstream;
+use crate::clock::monotonic_ms;
 use crate::config::{Limits, MAX_RETRIES};
 use crate::error::GatewayError;
 
@@ -142,7 +143,7 @@ pub async fn send(
             "an upstream request without authority"
         )));
     };
-    let pick = upstream.track(&authority, now_ms());
+    let pick = upstream.track(&authority, monotonic_ms());
     let attempt = attempt(
         upstream,
         request,
@@ -304,7 +305,7 @@ impl Deadline {
             Self::At(deadline) => Instant::now() >= *deadline,
             Self::UpstreamTurn { progress, timeout } => progress
                 .upstream_turn_since()
-                .is_some_and(|since| now_ms() >= since + millis(*timeout)),
+                .is_some_and(|since| monotonic_ms() >= since + millis(*timeout)),
         }
     }
 }
@@ -368,7 +369,7 @@ async fn attempt(
                 let wait = match progress.upstream_turn_since() {
                     Some(since) => {
                         let due = since + millis(*timeout);
-                        let now = now_ms();
+                        let now = monotonic_ms();
                         if now >= due {
                             return Attempt::TimedOut;
                         }
@@ -705,7 +706,7 @@ mod tests {
         instance.record(Outcome::Failure("5xx"), false, &settings.breaker, "s");
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(
-            instance.availability(now_ms()),
+            instance.availability(monotonic_ms()),
             super::super::instance::Availability::TrialDue
         );
 
@@ -723,14 +724,14 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
-            instance.availability(now_ms()),
+            instance.availability(monotonic_ms()),
             super::super::instance::Availability::TrialDue,
             "while the client stalls, the trial is free for a request that can decide it"
         );
         let error = stalled.await.unwrap().unwrap_err();
         assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(
-            instance.availability(now_ms()),
+            instance.availability(monotonic_ms()),
             super::super::instance::Availability::TrialDue
         );
         assert_eq!(instance.in_flight(), 0);

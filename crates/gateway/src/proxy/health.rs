@@ -18,8 +18,9 @@ use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
 use kit::shutdown::Shutdown;
 
-use super::instance::{now_ms, Instance};
+use super::instance::Instance;
 use super::upstream::Upstream;
+use crate::clock::monotonic_ms;
 use crate::config::HealthCheck;
 
 /// Starts the checks of `upstream` if it has any and they are not running yet. They stop at
@@ -65,7 +66,7 @@ async fn check_all(upstream: &Upstream, health: &HealthCheck) -> bool {
         let passed = probe(upstream, instance, health).await;
         let verdict =
             instance.record_check(passed, health.healthy_threshold, health.unhealthy_threshold);
-        if passed && instance.is_available(now_ms()) {
+        if passed && instance.is_available(monotonic_ms()) {
             upstream.seen_healthy();
         }
         match verdict {

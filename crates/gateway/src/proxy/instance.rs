@@ -6,19 +6,13 @@
 //! serialise the whole proxy. Races only blur counts by a request or two, never the outcome.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::Authority;
 
+use crate::clock::monotonic_ms;
 use crate::config::BreakerSettings;
-
-/// Milliseconds on a process-wide monotonic clock; never 0, so 0 can mean "not set".
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let elapsed = START.get_or_init(Instant::now).elapsed().as_millis();
-    u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
-}
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 4)
@@ -55,7 +49,7 @@ pub struct Instance {
     in_flight: AtomicUsize,
     /// Failures in a row since the last success.
     failures: AtomicU32,
-    /// While ejected, when the back-off ends (ms, [`now_ms`]); 0 when it is not ejected.
+    /// While ejected, when the back-off ends (ms, [`crate::clock::monotonic_ms`]); 0 when it is not ejected.
     ejected_until: AtomicU64,
     /// Ejections in a row: each doubles the back-off.
     ejections: AtomicU32,
@@ -158,7 +152,7 @@ impl Instance {
                 self.failures.store(0, Ordering::Relaxed);
                 if trial {
                     self.ejected_until.store(0, Ordering::Release);
-                    self.rejoined_at.store(now_ms(), Ordering::Relaxed);
+                    self.rejoined_at.store(monotonic_ms(), Ordering::Relaxed);
                     self.end_trial();
                     tracing::info!(service, instance = %self.authority, "instance passed its trial request; back in rotation");
                 }
@@ -193,7 +187,7 @@ impl Instance {
     /// out minutes after a blip. A failed trial (`expected` is its ejection) never decays: the
     /// instance has not been back.
     fn eject(&self, expected: u64, breaker: &BreakerSettings, service: &str, reason: &str) {
-        let now = now_ms();
+        let now = monotonic_ms();
         let mut in_a_row = self.ejections.load(Ordering::Relaxed);
         if expected == 0 && in_a_row > 0 {
             let rejoined = self.rejoined_at.load(Ordering::Relaxed);
@@ -382,10 +376,10 @@ mod tests {
         instance.record(Outcome::Success, false, &BREAKER, "s");
         instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
         instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
-        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
         instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
         assert!(matches!(
-            instance.availability(now_ms()),
+            instance.availability(monotonic_ms()),
             Availability::Unavailable { retry_in: Some(_) }
         ));
     }
@@ -397,7 +391,7 @@ mod tests {
             instance.record(Outcome::Failure("connect"), false, &BREAKER, "s");
         }
         std::thread::sleep(BREAKER.backoff);
-        let now = now_ms();
+        let now = monotonic_ms();
         assert_eq!(instance.availability(now), Availability::TrialDue);
         assert!(instance.start_trial(now, Duration::from_secs(5)));
         assert!(
@@ -413,7 +407,7 @@ mod tests {
         instance.record(Outcome::Failure("connect"), true, &BREAKER, "s");
         let Availability::Unavailable {
             retry_in: Some(retry_in),
-        } = instance.availability(now_ms())
+        } = instance.availability(monotonic_ms())
         else {
             panic!("ejected again")
         };
@@ -422,11 +416,11 @@ mod tests {
             "the back-off doubled: {retry_in:?}"
         );
         std::thread::sleep(BREAKER.backoff * 2);
-        let now = now_ms();
+        let now = monotonic_ms();
         assert_eq!(instance.availability(now), Availability::TrialDue);
         assert!(instance.start_trial(now, Duration::from_secs(5)));
         instance.record(Outcome::Success, true, &BREAKER, "s");
-        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
     }
 
     #[test]
@@ -436,7 +430,7 @@ mod tests {
             instance.record(Outcome::Failure("timeout"), false, &BREAKER, "s");
         }
         std::thread::sleep(BREAKER.backoff);
-        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
         let pick = Pick::new(
             0,
             true,
@@ -445,7 +439,10 @@ mod tests {
         assert_eq!(instance.in_flight(), 1);
         drop(pick);
         assert_eq!(instance.in_flight(), 0);
-        assert_eq!(instance.availability(now_ms()), Availability::TrialDue);
+        assert_eq!(
+            instance.availability(monotonic_ms()),
+            Availability::TrialDue
+        );
     }
 
     const QUICK: BreakerSettings = BreakerSettings {
@@ -458,7 +455,7 @@ mod tests {
     /// Fails once with `breaker` (ejecting a ready instance) and returns the back-off it got.
     fn incident(instance: &Instance, breaker: &BreakerSettings) -> Duration {
         instance.record(Outcome::Failure("5xx"), false, breaker, "s");
-        match instance.availability(now_ms()) {
+        match instance.availability(monotonic_ms()) {
             Availability::Unavailable {
                 retry_in: Some(retry_in),
             } => retry_in,
@@ -469,9 +466,9 @@ mod tests {
     /// Waits out the back-off and lets the trial succeed: the instance is back in rotation.
     fn rejoin(instance: &Instance, breaker: &BreakerSettings, backoff: Duration) {
         std::thread::sleep(backoff + Duration::from_millis(5));
-        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
         instance.record(Outcome::Success, true, breaker, "s");
-        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
     }
 
     #[test]
@@ -532,11 +529,11 @@ mod tests {
 
         // A long outage: the trials fail; the back-off grows, as it has not been back since.
         std::thread::sleep(backoff + Duration::from_millis(5));
-        assert!(instance.start_trial(now_ms(), Duration::from_secs(5)));
+        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
         instance.record(Outcome::Failure("5xx"), true, &forgiving, "s");
         let Availability::Unavailable {
             retry_in: Some(retry_in),
-        } = instance.availability(now_ms())
+        } = instance.availability(monotonic_ms())
         else {
             panic!("ejected again")
         };
@@ -549,7 +546,7 @@ mod tests {
         assert_eq!(instance.record_check(false, 2, 2), None);
         assert_eq!(instance.record_check(false, 2, 2), Some(false));
         assert!(matches!(
-            instance.availability(now_ms()),
+            instance.availability(monotonic_ms()),
             Availability::Unavailable { retry_in: None }
         ));
         assert_eq!(instance.record_check(true, 2, 2), None);
@@ -560,6 +557,6 @@ mod tests {
         );
         assert_eq!(instance.record_check(true, 2, 2), None);
         assert_eq!(instance.record_check(true, 2, 2), Some(true));
-        assert_eq!(instance.availability(now_ms()), Availability::Ready);
+        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
     }
 }

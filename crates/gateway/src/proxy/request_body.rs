@@ -20,20 +20,20 @@ use http_body::{Frame, SizeHint};
 use http_body_util::Limited;
 use tokio::time::{Instant, Sleep};
 
-use super::instance::now_ms;
+use crate::clock::monotonic_ms;
 
-/// Since when the upstream has had everything the client sent so far (ms, [`now_ms`]), or
+/// Since when the upstream has had everything the client sent so far (ms, [`crate::clock::monotonic_ms`]), or
 /// [`CLIENT_TURN`] while the gateway waits for the client.
 #[derive(Debug)]
 pub struct Progress(AtomicU64);
 
-/// [`now_ms`] is never 0, so 0 can mean "waiting for the client".
+/// [`crate::clock::monotonic_ms`] is never 0, so 0 can mean "waiting for the client".
 const CLIENT_TURN: u64 = 0;
 
 impl Progress {
     /// The upstream's turn from `now`: nothing has been sent yet, it has to read first.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicU64::new(now_ms())))
+        Arc::new(Self(AtomicU64::new(monotonic_ms())))
     }
 
     /// Since when it has been the upstream's turn; `None` while the client's.
@@ -87,7 +87,7 @@ impl http_body::Body for Watched {
             Poll::Ready(frame) => {
                 // Handed to the upstream: its turn until it asks for more.
                 this.waiting = false;
-                this.progress.0.store(now_ms(), Ordering::Release);
+                this.progress.0.store(monotonic_ms(), Ordering::Release);
                 Poll::Ready(frame)
             }
             Poll::Pending => {

@@ -19,8 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 
-use super::instance::{now_ms, Availability, InFlight, Instance, Pick};
+use super::instance::{Availability, InFlight, Instance, Pick};
 use super::retry::RetryBudget;
+use crate::clock::monotonic_ms;
 use crate::config::{Balance, ServiceSettings};
 use crate::error::GatewayError;
 
@@ -127,7 +128,7 @@ impl Upstream {
     }
 
     pub fn headcount(&self) -> Headcount {
-        let now = now_ms();
+        let now = monotonic_ms();
         Headcount {
             healthy: self
                 .instances
@@ -141,7 +142,7 @@ impl Upstream {
     /// An instance for the next attempt, not one of `tried`: first one whose back-off is over
     /// (its trial request), else one ready by the service's balancing. None: 503 at once.
     pub fn pick(&self, tried: &[usize]) -> Result<Pick, GatewayError> {
-        let now = now_ms();
+        let now = monotonic_ms();
         let hold = self.timeout + Duration::from_secs(1);
         let candidates = || {
             self.instances

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Denied token ids and sessions (until their tokens' expiry) and per-subject cut-offs.
 #[derive(Default)]
@@ -12,12 +11,6 @@ pub struct Mirror {
     cutoffs: RwLock<HashMap<String, u64>>,
 }
 
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Inserts `key` until `expiry`, pruning expired entries as new ones arrive, so the map holds
 /// only what is still in force.
 fn insert_pruned(map: &RwLock<HashMap<String, u64>>, key: &str, expiry: u64) {
@@ -25,7 +18,7 @@ fn insert_pruned(map: &RwLock<HashMap<String, u64>>, key: &str, expiry: u64) {
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if map.len() % 1024 == 1023 {
-        let now = now_seconds();
+        let now = crate::clock::unix_seconds();
         map.retain(|_, until| *until > now);
     }
     // The later expiry wins: a retried or reloaded revocation never shortens one in force.
@@ -118,9 +111,9 @@ mod tests {
     #[test]
     fn a_denied_token_is_revoked() {
         let mirror = Mirror::default();
-        mirror.deny("jti-1", now_seconds() + 60);
+        mirror.deny("jti-1", crate::clock::unix_seconds() + 60);
         assert!(mirror.is_revoked("jti-1", None, "alice", u64::MAX));
-        mirror.deny_session("s-1", now_seconds() + 60);
+        mirror.deny_session("s-1", crate::clock::unix_seconds() + 60);
         assert!(
             mirror.is_revoked("jti-3", Some("s-1"), "alice", u64::MAX),
             "a denied session refuses all its tokens"

@@ -15,7 +15,7 @@
 //! to be live, at least 1: together no more than the limit), and revocations reach the other
 //! replicas through the store when Redis returns.
 
-mod mirror;
+pub mod mirror;
 mod redis_state;
 mod throttle;
 
@@ -159,7 +159,7 @@ impl StateHealth {
     }
 }
 
-pub struct SharedState {
+pub struct Replicated {
     mirror: Arc<Mirror>,
     local: LocalCounters,
     redis: Option<RedisState>,
@@ -167,7 +167,7 @@ pub struct SharedState {
     store: Option<Store>,
 }
 
-impl SharedState {
+impl Replicated {
     /// Shared state without a store: revocations live in the mirror and Redis only.
     pub async fn connect(settings: &StateSettings) -> anyhow::Result<Self> {
         Self::open(settings, None).await
@@ -273,12 +273,12 @@ impl SharedState {
         self.revoke_shared(Revocation::Cutoff {
             subject: subject.to_owned(),
             cutoff_ms,
-            until: now_seconds() + keep.as_secs().max(1),
+            until: crate::clock::unix_seconds() + keep.as_secs().max(1),
         })
         .await
     }
 
-    /// [`SharedState::revoke`], an error when no other replica can learn of it (neither Redis
+    /// [`Replicated::revoke`], an error when no other replica can learn of it (neither Redis
     /// nor the store took it; it holds on this replica and is queued for the store).
     async fn revoke_shared(&self, revocation: Revocation) -> Result<(), StateError> {
         let reach = self
@@ -364,7 +364,7 @@ impl SharedState {
     }
 }
 
-impl SharedState {
+impl Replicated {
     /// Applies the revocations other replicas record in the store, every `store_sync`, for as
     /// long as the gateway runs. Only with Redis: with the memory state there is one replica.
     /// The position is the store's own clock (rows are stamped with it), so a replica whose
@@ -378,12 +378,19 @@ impl SharedState {
         loop {
             tokio::time::sleep(redis.options().store_sync).await;
             let read = match cursor {
-                Some(at) => store.revocations_since(now_seconds(), at).await,
+                Some(at) => {
+                    store
+                        .revocations_since(crate::clock::unix_seconds(), at)
+                        .await
+                }
                 // The store was down when following began: every live row, then from there.
                 None => {
                     async {
                         let at = store.revocation_cursor().await?;
-                        Ok((store.live_revocations(now_seconds()).await?, at))
+                        Ok((
+                            store.live_revocations(crate::clock::unix_seconds()).await?,
+                            at,
+                        ))
                     }
                     .await
                 }
@@ -405,15 +412,9 @@ impl SharedState {
 
 /// Applies every live revocation in `store` to `mirror`.
 async fn load_from_store(store: &Store, mirror: &Mirror) -> anyhow::Result<usize> {
-    let live = store.live_revocations(now_seconds()).await?;
+    let live = store.live_revocations(crate::clock::unix_seconds()).await?;
     for revocation in &live {
         mirror.apply(revocation);
     }
     Ok(live.len())
-}
-
-fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -1,4 +1,4 @@
-//! Serving HTTP connections until shutdown, then draining them so that no accepted request is
+//! Accept: serving HTTP connections until shutdown, then draining them so that no accepted request is
 //! lost: stop accepting, take in the connections the kernel had already completed, give a fresh
 //! connection a moment to send its first request, let every connection finish the request it
 //! has (keep-alive off, idle connections closed), and at the deadline close what is left.
@@ -21,6 +21,7 @@
 //! quiet is the service timeout's business, and a slow reader that takes some bytes is served.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -50,11 +52,50 @@ const SILENT_GOODBYE: Duration = Duration::from_secs(1);
 /// How long a connection accepted just before shutdown may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// What the listener hands each request to, with the address of the client that sent it.
+/// Each request gets its own clone of the handler (a few reference counts).
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn handle(
+        self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static;
+}
+
+impl Handler for crate::pipeline::Pipeline {
+    fn handle(
+        self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        crate::pipeline::Pipeline::handle(self, request, peer)
+    }
+}
+
+/// An axum application (the admin listener's, a test's): it gets the client's address as
+/// axum's `ConnectInfo`.
+impl Handler for Router {
+    fn handle(
+        self,
+        mut request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let answer = self.oneshot(request.map(Body::new));
+        async move {
+            match answer.await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `drain_timeout()`.
 /// `limits()` gives the connection limits in force (read at each accept: a reload changes them).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Handler,
     shutdown: Shutdown,
     limits: impl Fn() -> Limits,
     drain_timeout: impl FnOnce() -> Duration,
@@ -141,7 +182,7 @@ fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
     slot: ClientSlot,
-    app: &Router,
+    app: &impl Handler,
     drain_signal: &watch::Receiver<bool>,
     limits: &Limits,
 ) {
@@ -155,17 +196,16 @@ fn spawn(
         let spoken = Arc::clone(&spoken);
         let first_request = Arc::clone(&first_request);
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        hyper::service::service_fn(move |request: http::Request<Incoming>| {
             if !spoken.swap(true, Ordering::AcqRel) {
                 first_request.notify_one();
             }
-            request.extensions_mut().insert(ConnectInfo(peer));
             let answering = Answering::start(&activity);
-            let response = app.clone().oneshot(request.map(Body::new));
+            let response = app.clone().handle(request, peer);
             async move {
                 // Answered when the response's body has gone out, not when its headers are ready:
                 // a long download or stream is an exchange in progress, never silence.
-                let response = response.await?;
+                let response = response.await;
                 Ok::<_, std::convert::Infallible>(response.map(|body| Answered {
                     body,
                     _answering: answering,

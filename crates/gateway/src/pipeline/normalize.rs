@@ -1,5 +1,6 @@
 //! The request as the gateway accepts it, checked before anything reads it (the "normalize"
-//! phase): where it is addressed, and how its body is framed.
+//! phase): where it is addressed, how its body is framed, that its path cannot climb out of a
+//! route, and that its declared body fits the limit.
 //!
 //! hyper already refuses what breaks framing outright (two different `Content-Length`s, a
 //! `Transfer-Encoding` whose last coding is not `chunked`, a malformed request line); what it lets
@@ -12,16 +13,13 @@
 //!   501: hyper decodes the chunked framing, and forwarding the rest would silently drop the
 //!   other codings (RFC 9112 §6.1: a server that does not understand a coding answers 501).
 //!
-//! The proxy path calls [`request`] directly; the gateway's own endpoints get it through
-//! [`request_layer`]. A request that passes costs a few header look-ups and no allocation, save
+//! Every request passes [`request`]; a proxied one then [`path`] and [`declared_body`] (the own
+//! endpoints match exact paths and read their bodies within their own, smaller limit). A request that passes costs a few header look-ups and no allocation, save
 //! one on the proxy path when the authority comes from the target (HTTP/2's `:authority`, the
 //! absolute form): `http`'s `Authority` does not lend out its bytes, so the value forwarded as
 //! `X-Forwarded-Host` is a copy. The own endpoints only check, and never make that copy.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http::header::{HeaderValue, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::Version;
 
@@ -41,14 +39,79 @@ pub fn request(parts: &Parts) -> Result<Option<HeaderValue>, GatewayError> {
     }))
 }
 
-/// As [`request`], for the routes the gateway answers itself, which need no authority: checked,
-/// never copied.
-pub async fn request_layer(request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    if let Err(error) = transfer_encoding(&parts).and_then(|()| authority(&parts).map(|_| ())) {
-        return error.into_response();
+/// `.` and `..` segments (also percent-encoded) could climb out of a route's prefix upstream.
+///
+/// An upstream may decode `%2F` or `%5C` into a separator, or take `\` for one, before it
+/// resolves dot segments, so those count as separators here: `a%2F..%2Fb` is refused while
+/// `a%2Fb` (an encoded slash inside a segment) passes. One pass over the bytes, no allocation.
+pub fn path(path: &str) -> Result<(), GatewayError> {
+    if has_dot_segments(path) {
+        return Err(GatewayError::BadRequest(
+            "Paths with `.` or `..` segments are not accepted.".to_owned(),
+        ));
     }
-    next.run(Request::from_parts(parts, body)).await
+    Ok(())
+}
+
+/// A declared `Content-Length` over `limit` is refused before a byte of the body is read.
+pub fn declared_body(parts: &Parts, limit: u64) -> Result<(), GatewayError> {
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    Ok(())
+}
+
+fn has_dot_segments(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    // Each segment: the bytes between separators (`/`, `\`, `%2F`, `%5C`), where `%2E` is a dot.
+    let mut dots = 0usize;
+    let mut other = false;
+    loop {
+        let (separator, width) = match bytes.get(at) {
+            None => (true, 0),
+            Some(b'/' | b'\\') => (true, 1),
+            Some(b'%') => match (bytes.get(at + 1), bytes.get(at + 2)) {
+                (Some(b'2'), Some(b'f' | b'F')) | (Some(b'5'), Some(b'c' | b'C')) => (true, 3),
+                (Some(b'2'), Some(b'e' | b'E')) => {
+                    dots += 1;
+                    at += 3;
+                    continue;
+                }
+                _ => {
+                    other = true;
+                    at += 1;
+                    continue;
+                }
+            },
+            Some(b'.') => {
+                dots += 1;
+                at += 1;
+                continue;
+            }
+            Some(_) => {
+                other = true;
+                at += 1;
+                continue;
+            }
+        };
+        if separator {
+            if !other && (dots == 1 || dots == 2) {
+                return true;
+            }
+            if at >= bytes.len() {
+                return false;
+            }
+            dots = 0;
+            other = false;
+            at += width;
+        }
+    }
 }
 
 /// Where a valid request is addressed, borrowed from it.
@@ -156,6 +219,57 @@ fn is_authority(raw: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_even_when_encoded() {
+        assert!(has_dot_segments("/api/users/../internal"));
+        assert!(has_dot_segments("/api/%2E%2e/x"));
+        assert!(has_dot_segments("/api/."));
+        assert!(has_dot_segments("/api/.."));
+        assert!(has_dot_segments("./x"));
+        assert!(has_dot_segments(".."));
+        assert!(!has_dot_segments("/api/users/a.b"));
+        assert!(!has_dot_segments("/api/users/..."));
+        assert!(!has_dot_segments("/api/users/.hidden"));
+        assert!(!has_dot_segments("/api/users/a.."));
+        assert!(!has_dot_segments("/"));
+        assert!(!has_dot_segments(""));
+        assert!(has_dot_segments(
+            "/files/a%2F..%2F..%2Finternal%2Fcredentials"
+        ));
+        assert!(has_dot_segments("/files/..%5C..%5Cinternal"));
+        assert!(has_dot_segments("/files/a\\..\\b"));
+        assert!(has_dot_segments("/files/a%2f.%2fb"));
+        assert!(
+            !has_dot_segments("/files/a%2Fb"),
+            "an encoded slash alone is data"
+        );
+        assert!(!has_dot_segments("/files/%2"), "a cut escape is data");
+        assert!(!has_dot_segments("/files/%"), "a lone percent is data");
+        assert!(
+            !has_dot_segments("/files/%252e%252e"),
+            "an escaped percent is data"
+        );
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+        let request = |length: &str| {
+            http::Request::builder()
+                .header(CONTENT_LENGTH, length)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert!(declared_body(&request("10"), 10).is_ok());
+        assert!(matches!(
+            declared_body(&request("11"), 10),
+            Err(GatewayError::PayloadTooLarge { limit: 10 })
+        ));
+        // Unparsable lengths are hyper's to refuse (it already did by the time we run).
+        assert!(declared_body(&request("ten"), 10).is_ok());
+    }
 
     fn parts(request: http::Request<()>) -> Parts {
         request.into_parts().0

@@ -23,7 +23,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::tokens::now_seconds;
 use crate::store::Store;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -102,7 +101,7 @@ impl DeviceTokens {
         let claims = Claims {
             u: fold(username),
             d: URL_SAFE_NO_PAD.encode(id),
-            exp: now_seconds().saturating_add(ttl.as_secs()),
+            exp: crate::clock::unix_seconds().saturating_add(ttl.as_secs()),
         };
         // Serialising three plain fields cannot fail.
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
@@ -129,7 +128,7 @@ impl DeviceTokens {
         // Constant-time comparison: the time taken tells nothing about the right tag.
         mac.verify_slice(&tag).ok()?;
         let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        (claims.exp > now_seconds() && claims.u == fold(username))
+        (claims.exp > crate::clock::unix_seconds() && claims.u == fold(username))
             .then_some(KnownDevice { id: claims.d })
     }
 }

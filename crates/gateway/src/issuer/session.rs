@@ -21,10 +21,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::accounts;
-use super::tokens::{now_ms, now_seconds, AccessClaims, IssuedToken, Subject};
+use super::users;
+use crate::app::App;
+use crate::auth::tokens::{AccessClaims, IssuedToken, Subject};
 use crate::error::GatewayError;
-use crate::server::SharedState;
 use crate::state::{Reach, Revocation};
 use crate::store::StoreWrite;
 
@@ -65,14 +65,14 @@ fn hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
 
-fn refresh_expiry(state: &SharedState) -> u64 {
-    now_seconds() + state.tokens.settings().refresh_ttl.as_secs()
+fn refresh_expiry(state: &App) -> u64 {
+    crate::clock::unix_seconds() + state.auth.tokens.settings().refresh_ttl.as_secs()
 }
 
 /// Starts a session for a person who just proved who they are. `narrowed` says the subject's
 /// scopes are fewer than the account's; refreshes then never widen them (RFC 6749 §6).
 pub async fn start(
-    state: &SharedState,
+    state: &App,
     subject: Subject,
     narrowed: bool,
     as_of_ms: u64,
@@ -86,17 +86,20 @@ pub async fn start(
             &family,
             &subject.id,
             limit.as_deref(),
-            now_ms(),
+            crate::clock::unix_ms(),
             &hashed,
             refresh_expiry(state),
         )
         .await?;
-    let access = state.tokens.issue_as_of(subject, Some(family), as_of_ms)?;
+    let access = state
+        .auth
+        .tokens
+        .issue_as_of(subject, Some(family), as_of_ms)?;
     Ok(Session { access, refresh })
 }
 
 /// Spends `presented` and issues the next pair of its family.
-pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, RenewError> {
+pub async fn renew(state: &App, presented: &str) -> Result<Session, RenewError> {
     const INVALID: &str = "The refresh token is invalid, expired or revoked.";
     if presented.is_empty() || presented.len() > 512 {
         return Err(RenewError::Refused(INVALID));
@@ -112,7 +115,7 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
         revoke_reused(state, &record.family_id, &record.subject).await?;
         return Err(RenewError::Refused(INVALID));
     }
-    if record.expires_at <= now_seconds() {
+    if record.expires_at <= crate::clock::unix_seconds() {
         return Err(RenewError::Refused(INVALID));
     }
     if state.store.family_revocation_pending(&record.family_id) {
@@ -146,7 +149,7 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
     }
     // Roles and scopes are read afresh: a session carries the account as it is now. Everything
     // that can fail comes before the token is spent, so a failure leaves it usable for a retry.
-    let account = match accounts::current(state, &record.subject).await? {
+    let account = match users::current(state, &record.subject).await? {
         Some(account) if account.is_active => account,
         _ => {
             state
@@ -164,9 +167,11 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
             .scopes
             .retain(|scope| limit.contains(&scope.as_str()));
     }
-    let access = state
-        .tokens
-        .issue_as_of(subject, Some(record.family_id.clone()), read_at_ms)?;
+    let access =
+        state
+            .auth
+            .tokens
+            .issue_as_of(subject, Some(record.family_id.clone()), read_at_ms)?;
     let (refresh, next_hash) = new_refresh_token();
     // Spending the old token and storing its successor is one transaction: both or neither.
     if !state
@@ -188,7 +193,7 @@ pub async fn renew(state: &SharedState, presented: &str) -> Result<Session, Rene
 
 /// A spent refresh token came back: someone holds a copy. The whole family ends, and so do the
 /// access tokens issued in it, everywhere.
-async fn revoke_reused(state: &SharedState, family: &str, subject: &str) -> Result<(), RenewError> {
+async fn revoke_reused(state: &App, family: &str, subject: &str) -> Result<(), RenewError> {
     tracing::warn!(family = %family, subject = %subject, "refresh token reused: revoking its family");
     let ended = end_session_tokens(state, family).await?;
     state
@@ -206,10 +211,10 @@ async fn revoke_reused(state: &SharedState, family: &str, subject: &str) -> Resu
 }
 
 /// Refuses every access token of session `family` from now until the last could expire.
-async fn end_session_tokens(state: &SharedState, family: &str) -> Result<Reach, GatewayError> {
-    let until = now_seconds()
-        + state.tokens.settings().access_ttl.as_secs()
-        + super::tokens::LEEWAY_SECONDS;
+async fn end_session_tokens(state: &App, family: &str) -> Result<Reach, GatewayError> {
+    let until = crate::clock::unix_seconds()
+        + state.auth.tokens.settings().access_ttl.as_secs()
+        + crate::auth::tokens::LEEWAY_SECONDS;
     Ok(state
         .shared
         .revoke(Revocation::Session {
@@ -233,7 +238,7 @@ fn not_shared() -> GatewayError {
 /// (503) when neither Redis nor the store answered: this replica refuses the token already, the
 /// writes are queued, and a retry with the same token is accepted.
 pub async fn end(
-    state: &SharedState,
+    state: &App,
     claims: &AccessClaims,
     refresh: Option<&str>,
 ) -> Result<(), GatewayError> {
@@ -244,7 +249,7 @@ pub async fn end(
         .shared
         .revoke(Revocation::Token {
             jti: claims.jti.clone(),
-            until: claims.exp + super::tokens::LEEWAY_SECONDS,
+            until: claims.exp + crate::auth::tokens::LEEWAY_SECONDS,
         })
         .await?
         .shared();
@@ -280,7 +285,7 @@ pub async fn end(
 /// queue that everyone's logout needs. Only while writes queue: otherwise a repeat simply writes
 /// again (cheap, and it finishes a logout whose first attempt failed half-way).
 fn already_ended(
-    state: &SharedState,
+    state: &App,
     claims: &AccessClaims,
     refresh: Option<&str>,
 ) -> Result<bool, GatewayError> {
@@ -367,7 +372,7 @@ pub struct DeviceGrant {
 
 impl DeviceGrant {
     /// A new device's token for `username`, with its cookie for the login path.
-    pub fn issue(state: &SharedState, username: &str) -> Self {
+    pub fn issue(state: &App, username: &str) -> Self {
         let config = state.config();
         let ttl = config.auth.throttle.device_ttl;
         let token = state.devices.issue(username, ttl);
@@ -383,10 +388,7 @@ pub struct RefreshRequest {
 }
 
 /// `POST /api/token/refresh` `{"refresh_token"}` → a new pair.
-pub async fn refresh(
-    State(state): State<SharedState>,
-    Json(request): Json<RefreshRequest>,
-) -> Response {
+pub async fn refresh(State(state): State<App>, Json(request): Json<RefreshRequest>) -> Response {
     match renew(&state, &request.refresh_token).await {
         Ok(session) => respond(session),
         Err(RenewError::Refused(reason)) => Problem::unauthorized(reason).into_response(),
@@ -402,10 +404,10 @@ struct LogoutRequest {
 }
 
 /// `POST /api/logout` with the access token, and optionally `{"refresh_token"}` → 204.
-pub async fn logout(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn logout(State(state): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         // A revoked token is accepted here: a retry finishes a logout that partly failed.
-        let claims = state.verify_even_if_revoked(&headers).await?;
+        let claims = state.auth.verify_even_if_revoked(&headers).await?;
         let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
             LogoutRequest::default()
         } else {

@@ -5,16 +5,19 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::SharedState;
+use crate::app::App;
 
-pub async fn serve(State(state): State<SharedState>) -> Response {
+/// Where the keys are published (RFC 8414's well-known location).
+pub const PATH: &str = "/.well-known/jwks.json";
+
+pub async fn serve(State(state): State<App>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),
             // Short, so a rotated key is seen soon by those that cache.
             (header::CACHE_CONTROL, "public, max-age=60"),
         ],
-        state.keys.current().jwks_json(),
+        state.auth.keys.current().jwks_json(),
     )
         .into_response()
 }

@@ -20,9 +20,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::oauth;
+use crate::app::App;
 use crate::error::GatewayError;
 use crate::proxy::forward::{read_whole, BodyError};
-use crate::server::SharedState;
 
 /// The largest body any of these endpoints takes, whatever `limits.max_body` allows: a sign-in,
 /// refresh or token request is a username (64 characters), a password (1,024 characters: at
@@ -31,7 +31,7 @@ pub const OWN_BODY_MAX: u64 = 16 * 1024;
 
 /// For the JSON endpoints: a body declared as another type is refused with 415 (logout read its
 /// optional body whatever its declared type; login and refresh also refuse an undeclared one).
-pub async fn json(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn json(State(state): State<App>, request: Request, next: Next) -> Response {
     let (parts, body) = match read(&state, request).await {
         Ok(read) => read,
         Err(error) => return error.into_response(),
@@ -46,7 +46,7 @@ pub async fn json(State(state): State<SharedState>, request: Request, next: Next
 }
 
 /// For the OAuth token endpoint: the form's content type is checked by the endpoint itself.
-pub async fn form(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn form(State(state): State<App>, request: Request, next: Next) -> Response {
     match read(&state, request).await {
         Ok((parts, body)) => next.run(Request::from_parts(parts, Body::from(body))).await,
         Err(error) => oauth::refused_body(&error),
@@ -54,7 +54,7 @@ pub async fn form(State(state): State<SharedState>, request: Request, next: Next
 }
 
 /// The body of `request`, read whole within the limits in force.
-async fn read(state: &SharedState, request: Request) -> Result<(Parts, Bytes), GatewayError> {
+async fn read(state: &App, request: Request) -> Result<(Parts, Bytes), GatewayError> {
     let (limit, idle) = {
         let config = state.config();
         (

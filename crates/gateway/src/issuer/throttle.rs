@@ -29,8 +29,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::device::{fold, KnownDevice};
+use crate::app::App;
 use crate::error::GatewayError;
-use crate::server::SharedState;
 
 /// How long a known device waits for a free check slot before 503.
 pub const KNOWN_DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -117,7 +117,7 @@ enum Slot<'a> {
 
 /// One sign-in attempt under the throttle, counted from [`Attempt::begin`].
 pub struct Attempt<'a> {
-    state: &'a SharedState,
+    state: &'a App,
     /// The presented device's counter, when it was a valid token for this username.
     device_key: Option<String>,
     /// Counted against the device's own budget alone (it was within it).
@@ -132,7 +132,7 @@ impl<'a> Attempt<'a> {
     /// too many checks are in flight. `device` is the device token's, when it presented a
     /// valid one for `username`.
     pub async fn begin(
-        state: &'a SharedState,
+        state: &'a App,
         username: &str,
         ip: IpAddr,
         device: Option<KnownDevice>,
@@ -172,7 +172,7 @@ impl<'a> Attempt<'a> {
 
     /// Counts an attempt from a device not known to have signed in as this username.
     async fn unknown(
-        state: &'a SharedState,
+        state: &'a App,
         device_key: Option<String>,
         username_key: String,
         ip_key: String,

@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use super::clients::{self, Client};
 use super::session::{self, RenewError};
-use super::tokens::{IssuedToken, Subject};
-use super::{accounts, throttle};
+use super::{throttle, users};
+use crate::app::App;
+use crate::auth::tokens::{IssuedToken, Subject};
 use crate::error::GatewayError;
-use crate::server::SharedState;
 
 /// An RFC 6749 §5.2 error.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ impl ClientCredentials {
         }
     }
 
-    async fn authenticate(self, state: &SharedState) -> Result<Option<Client>, OAuthError> {
+    async fn authenticate(self, state: &App) -> Result<Option<Client>, OAuthError> {
         let (id, secret, basic) = match self {
             Self::None => return Ok(None),
             Self::Basic { id, secret } => (id, secret, true),
@@ -227,7 +227,7 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
 }
 
 pub async fn token(
-    State(state): State<SharedState>,
+    State(state): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
@@ -239,7 +239,7 @@ pub async fn token(
 }
 
 async fn grant(
-    state: &SharedState,
+    state: &App,
     peer: IpAddr,
     headers: &HeaderMap,
     body: &[u8],
@@ -253,7 +253,7 @@ async fn grant(
             let scopes = granted_scopes(form.get("scope"), &client.scopes)?;
             let subject = Subject { id: client.id, kind: PrincipalKind::Client, username: None, roles: Vec::new(), scopes };
             // No refresh token for a client (RFC 6749 §4.4.3): it asks again with its secret.
-            let issued = state.tokens.issue(subject, None).map_err(upstream_failure)?;
+            let issued = state.auth.tokens.issue(subject, None).map_err(upstream_failure)?;
             Ok(respond(issued))
         }
         "password" => {
@@ -263,7 +263,7 @@ async fn grant(
             let password = form.require("password")?;
             let device = form.get("device_token").and_then(|token| state.devices.verify(token, username));
             let attempt = throttle::Attempt::begin(state, username, peer, device).await.map_err(upstream_failure)?;
-            let account = match attempt.outcome(accounts::check_password(state, username, password).await).await {
+            let account = match attempt.outcome(users::check_password(state, username, password).await).await {
                 Ok(account) => account,
                 Err(GatewayError::InvalidCredentials) => {
                     return Err(OAuthError::new("invalid_grant", "Invalid username or password."))

@@ -13,9 +13,9 @@ use kit::{FieldError, Problem};
 use serde::Deserialize;
 
 use super::session::DeviceGrant;
-use super::{accounts, device, session, throttle};
+use super::{device, session, throttle, users};
+use crate::app::App;
 use crate::error::GatewayError;
-use crate::server::SharedState;
 
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
@@ -30,7 +30,7 @@ pub struct LoginRequest {
 }
 
 pub async fn login(
-    State(state): State<SharedState>,
+    State(state): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(request): Json<LoginRequest>,
@@ -57,8 +57,8 @@ pub async fn login(
             .and_then(|token| state.devices.verify(token, &request.username));
         let attempt =
             throttle::Attempt::begin(&state, &request.username, peer.ip(), device).await?;
-        let account: accounts::Account = attempt
-            .outcome(accounts::check_password(&state, &request.username, &request.password).await)
+        let account: users::Account = attempt
+            .outcome(users::check_password(&state, &request.username, &request.password).await)
             .await?;
         let as_of = account.read_at_ms;
         let pair = session::start(&state, account.into_subject(), false, as_of).await?;

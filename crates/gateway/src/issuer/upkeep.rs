@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use kit::shutdown::Shutdown;
 
-use super::accounts;
-use super::tokens::{now_seconds, LEEWAY_SECONDS};
-use crate::server::SharedState;
+use super::users;
+use crate::app::App;
+use crate::auth::tokens::LEEWAY_SECONDS;
 
-/// How often keys are reread from the store, so a rotation reaches every replica.
-pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Cut-offs are asked for again this far back, so one recorded out of order is not missed.
 const CUTOFF_OVERLAP_MS: u64 = 5 * 60 * 1000;
 /// The page size the credentials service answers with: a full page means more to fetch.
@@ -19,7 +17,7 @@ const CUTOFF_PAGE: usize = 1000;
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Runs every task until `shutdown`.
-pub async fn run(state: SharedState, shutdown: Shutdown) {
+pub async fn run(state: App, shutdown: Shutdown) {
     tokio::select! {
         () = follow_cutoffs(&state) => {},
         () = reload_keys(&state) => {},
@@ -35,7 +33,7 @@ pub async fn run(state: SharedState, shutdown: Shutdown) {
 
 /// Applies cut-offs as the credentials service records them (deactivation, role, scope or
 /// password change, deletion): tokens issued before are refused, sessions begun before end.
-async fn follow_cutoffs(state: &SharedState) {
+async fn follow_cutoffs(state: &App) {
     let mut since_ms: u64 = 0;
     let mut failing = false;
     loop {
@@ -58,12 +56,12 @@ async fn follow_cutoffs(state: &SharedState) {
 }
 
 /// Applies every cut-off from `from_ms` on, page after page; returns the latest seen.
-async fn follow_once(state: &SharedState, from_ms: u64) -> Result<u64, crate::error::GatewayError> {
+async fn follow_once(state: &App, from_ms: u64) -> Result<u64, crate::error::GatewayError> {
     let keep = state.config().tokens.access_ttl + Duration::from_secs(LEEWAY_SECONDS);
     let mut cursor: (u64, Option<String>) = (from_ms, None);
     let mut latest = 0;
     loop {
-        let page = accounts::cutoffs_since(state, cursor.0, cursor.1.as_deref()).await?;
+        let page = users::cutoffs_since(state, cursor.0, cursor.1.as_deref()).await?;
         let full = page.len() >= CUTOFF_PAGE;
         for cutoff in &page {
             latest = latest.max(cutoff.cutoff_ms);
@@ -76,7 +74,7 @@ async fn follow_once(state: &SharedState, from_ms: u64) -> Result<u64, crate::er
     }
 }
 
-async fn apply(state: &SharedState, cutoff: &accounts::Cutoff, keep: Duration) {
+async fn apply(state: &App, cutoff: &users::Cutoff, keep: Duration) {
     if state.shared.mirror().cutoff(&cutoff.user_id) >= Some(cutoff.cutoff_ms) {
         return;
     }
@@ -106,26 +104,30 @@ async fn apply(state: &SharedState, cutoff: &accounts::Cutoff, keep: Duration) {
     }
 }
 
-async fn reload_keys(state: &SharedState) {
+async fn reload_keys(state: &App) {
     loop {
-        tokio::time::sleep(KEY_RELOAD_INTERVAL).await;
-        if let Err(error) = state.keys.reload().await {
+        tokio::time::sleep(crate::auth::keys::KEY_RELOAD_INTERVAL).await;
+        if let Err(error) = state.auth.keys.reload().await {
             tracing::error!(error = %format!("{error:#}"), "cannot reread the signing keys");
         }
     }
 }
 
-async fn purge_refresh_tokens(state: &SharedState) {
+async fn purge_refresh_tokens(state: &App) {
     loop {
         tokio::time::sleep(PURGE_INTERVAL).await;
         if let Err(error) = state
             .store
-            .purge_refresh(now_seconds().saturating_sub(24 * 3600))
+            .purge_refresh(crate::clock::unix_seconds().saturating_sub(24 * 3600))
             .await
         {
             tracing::error!(error = %format!("{error:#}"), "cannot purge expired refresh tokens");
         }
-        if let Err(error) = state.store.purge_revocations(now_seconds()).await {
+        if let Err(error) = state
+            .store
+            .purge_revocations(crate::clock::unix_seconds())
+            .await
+        {
             tracing::error!(error = %format!("{error:#}"), "cannot purge expired revocations");
         }
     }

@@ -8,10 +8,10 @@ use http_body_util::{BodyExt, Limited};
 use kit::PrincipalKind;
 use serde::Deserialize;
 
-use super::tokens::{now_ms, Subject};
+use crate::app::App;
+use crate::auth::tokens::Subject;
 use crate::error::GatewayError;
 use crate::proxy::forward;
-use crate::server::SharedState;
 
 /// The credentials service's answers are small; anything far larger is not one of them.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -62,12 +62,12 @@ struct Cutoffs {
 
 /// The active account `username` and `password` belong to, or `InvalidCredentials`.
 pub async fn check_password(
-    state: &SharedState,
+    state: &App,
     username: &str,
     password: &str,
 ) -> Result<Account, GatewayError> {
     let body = serde_json::json!({ "username": username, "password": password });
-    let asked_at = now_ms();
+    let asked_at = crate::clock::unix_ms();
     let (status, headers, bytes) = call(
         state,
         Method::POST,
@@ -107,11 +107,11 @@ pub async fn check_password(
 }
 
 /// The account `user_id` as it is now; `None` when it no longer exists.
-pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Account>, GatewayError> {
+pub async fn current(state: &App, user_id: &str) -> Result<Option<Account>, GatewayError> {
     let Ok(id) = uuid::Uuid::parse_str(user_id) else {
         return Ok(None);
     };
-    let asked_at = now_ms();
+    let asked_at = crate::clock::unix_ms();
     let (status, _, bytes) =
         call(state, Method::GET, &format!("/internal/users/{id}"), None).await?;
     match status {
@@ -129,7 +129,7 @@ pub async fn current(state: &SharedState, user_id: &str) -> Result<Option<Accoun
 /// A page of cut-offs at or after `since_ms` (strictly after (`since_ms`, `after_user`) when
 /// given), in (`cutoff_ms`, `user_id`) order.
 pub async fn cutoffs_since(
-    state: &SharedState,
+    state: &App,
     since_ms: u64,
     after_user: Option<&str>,
 ) -> Result<Vec<Cutoff>, GatewayError> {
@@ -163,10 +163,7 @@ fn is_invalid_credentials(body: &[u8]) -> bool {
         .is_ok_and(|problem| problem["type"] == kit::problem::INVALID_CREDENTIALS)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
-    state: &SharedState,
-    bytes: &[u8],
-) -> Result<T, GatewayError> {
+fn parse<T: serde::de::DeserializeOwned>(state: &App, bytes: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes).map_err(|error| {
         tracing::error!(%error, "the credentials service answered with an unexpected body");
         GatewayError::BadGateway {
@@ -175,7 +172,7 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn unexpected(state: &SharedState, status: StatusCode) -> GatewayError {
+fn unexpected(state: &App, status: StatusCode) -> GatewayError {
     // The service says it is unavailable (its database is down, say): an outage to pass on as
     // 503 with `Retry-After`, not an invalid answer.
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -192,7 +189,7 @@ fn unexpected(state: &SharedState, status: StatusCode) -> GatewayError {
 }
 
 async fn call(
-    state: &SharedState,
+    state: &App,
     method: Method,
     path: &str,
     body: Option<serde_json::Value>,
@@ -210,7 +207,7 @@ async fn call(
         .uri(upstream.uri_for(path)?)
         .header(
             kit::identity::HEADER,
-            state.identities.for_gateway(&upstream.name)?,
+            state.auth.identities.for_gateway(&upstream.name)?,
         );
     if let Some(context) = kit::request_id::current() {
         if let Ok(id) = HeaderValue::from_str(&context.id) {

@@ -1,0 +1,22 @@
+//! Authenticate: who is calling. A public route needs nobody; any other needs a verified,
+//! unrevoked access token (see [`crate::auth::Verifier`]).
+
+use crate::app::AppState;
+use crate::auth::tokens::AccessClaims;
+use crate::error::GatewayError;
+use crate::router::Route;
+
+/// The caller of `route`: `None` on a public route, else the claims of its valid access token.
+pub async fn caller(
+    app: &AppState,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<AccessClaims>, GatewayError> {
+    if !route.settings.auth.needs_identity() {
+        return Ok(None);
+    }
+    app.auth
+        .authenticate(headers, app.shared.mirror())
+        .await
+        .map(Some)
+}

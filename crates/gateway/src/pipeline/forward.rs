@@ -1,0 +1,90 @@
+//! Forward: the request as its service gets it (the client's claims to identity stripped, the
+//! forwarding headers added, the caller's identity token in place of its bearer token), then to
+//! an instance of the service, retried on another when that is safe (see [`crate::proxy`]).
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+
+use crate::app::AppState;
+use crate::auth::{self, tokens::AccessClaims};
+use crate::error::GatewayError;
+use crate::proxy::forward::{self, Outbound};
+use crate::proxy::headers::{self, Forwarding};
+use crate::router::Route;
+use crate::routing::Routing;
+
+/// What the pipeline knows of a request by the time it is forwarded.
+pub struct Forwardable<'a> {
+    pub route: &'a Route,
+    /// The path and query on the service.
+    pub target: String,
+    pub parts: Parts,
+    pub body: Body,
+    /// The authority the client addressed, validated by `normalize`.
+    pub host: Option<HeaderValue>,
+    pub client_ip: IpAddr,
+    pub caller: Option<AccessClaims>,
+}
+
+/// Sends `request` to its route's service and returns the service's answer (or why there is
+/// none: 502, 503, 504, 408, 413).
+pub async fn to_service(
+    app: &AppState,
+    routing: &Routing,
+    request: Forwardable<'_>,
+) -> Result<Response, GatewayError> {
+    let Forwardable {
+        route,
+        target,
+        mut parts,
+        body,
+        host,
+        client_ip,
+        caller,
+    } = request;
+    let upstream = routing
+        .upstreams
+        .get(&route.settings.service)
+        .ok_or_else(|| {
+            GatewayError::Internal(anyhow::anyhow!(
+                "no upstream for service {}",
+                route.settings.service
+            ))
+        })?;
+
+    headers::sanitize_request(&mut parts.headers);
+    headers::add_forwarding(
+        &mut parts.headers,
+        &Forwarding {
+            client_ip,
+            host: host.as_ref(),
+            proto: "http",
+        },
+    );
+    if let Some(claims) = &caller {
+        // Services get the identity, not the bearer token: they cannot replay it elsewhere.
+        let identity = app.auth.identities.for_caller(
+            auth::bearer_token(&parts.headers)?,
+            claims,
+            &upstream.name,
+        )?;
+        parts.headers.remove(header::AUTHORIZATION);
+        parts.headers.insert(kit::identity::HEADER, identity);
+        if let Ok(id) = HeaderValue::from_str(&claims.sub) {
+            parts.headers.insert(headers::X_USER_ID, id);
+        }
+    }
+
+    let timeout = route.settings.timeout.unwrap_or(upstream.timeout);
+    let outbound = Outbound {
+        method: parts.method,
+        target,
+        headers: parts.headers,
+        body,
+    };
+    forward::forward(upstream, outbound, timeout, &routing.config.limits).await
+}

@@ -1,0 +1,122 @@
+//! The request path, as the phases a request meets, in order (the order is [`Pipeline::handle`]):
+//!
+//! 1. [`accept`]: the listener takes the connection within its limits (per address, in all),
+//!    reads the request's headers within their deadline, and drains on shutdown.
+//! 2. [`normalize`]: Host, framing, dot segments, the declared body size.
+//! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
+//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
+//! 5. [`authorize`]: the route's roles and scopes (403).
+//! 6. (limit, cache: the edge policies come here.)
+//! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
+//! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
+//! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
+//!
+//! Each phase is a function a newcomer can find by its name; a feature that acts on requests
+//! takes its place in this list rather than wrapping the whole path in middleware.
+
+pub mod accept;
+pub mod authenticate;
+pub mod authorize;
+pub mod forward;
+pub mod normalize;
+pub mod observe;
+pub mod respond;
+pub mod route;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use hyper::body::Incoming;
+use kit::request_id::{self, RequestContext};
+use tower::ServiceExt;
+
+use crate::app::App;
+use crate::error::GatewayError;
+use route::{Destination, OwnEndpoints};
+
+/// The gateway's request path: what every accepted request is handed to.
+#[derive(Clone)]
+pub struct Pipeline {
+    app: App,
+    own: OwnEndpoints,
+}
+
+impl Pipeline {
+    pub fn new(app: App, own: OwnEndpoints) -> Self {
+        Self { app, own }
+    }
+
+    /// Takes one request from `peer` through the phases; the answer, whatever happens.
+    pub async fn handle(self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
+        let id = request_id::header_value(request.headers());
+        // Kept for a refusal's problem (`instance`); sharing the parsed bytes, not copying them.
+        let uri = request.uri().clone();
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert(request_id::HEADER, id.clone());
+        let response = match self.pass(parts, Body::new(body), peer).await {
+            Ok(response) => response,
+            Err(error) => respond::refusal(error, &id, uri.path()),
+        };
+        respond::finish(response, id)
+    }
+
+    /// Phases 2 to 7.
+    async fn pass(
+        &self,
+        parts: http::request::Parts,
+        body: Body,
+        peer: SocketAddr,
+    ) -> Result<Response, GatewayError> {
+        let routing = self.app.routing();
+        let host = normalize::request(&parts)?;
+        let (route, target) = match route::find(&self.own, &routing, &parts)? {
+            Destination::Service { route, target } => (route, target),
+            Destination::Own => return Ok(self.own_endpoint(parts, body, peer).await),
+        };
+        normalize::path(parts.uri.path())?;
+        normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
+        let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
+        authorize::check(&route, caller.as_ref())?;
+        let request = forward::Forwardable {
+            route: &route,
+            target,
+            parts,
+            body,
+            host,
+            client_ip: peer.ip(),
+            caller,
+        };
+        forward::to_service(&self.app, &routing, request).await
+    }
+
+    /// The gateway's own endpoints are an axum router (they are few and not the hot path): it
+    /// gets the client's address, and the request's id for its problems and log lines.
+    async fn own_endpoint(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+        peer: SocketAddr,
+    ) -> Response {
+        parts.extensions.insert(ConnectInfo(peer));
+        let context = RequestContext {
+            id: parts
+                .headers
+                .get(request_id::HEADER)
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            path: parts.uri.path().to_owned(),
+        };
+        let span = tracing::info_span!("request", request_id = %context.id, method = %parts.method, path = %context.path);
+        let answer = self
+            .own
+            .router()
+            .oneshot(http::Request::from_parts(parts, body));
+        match tracing::Instrument::instrument(request_id::scope(context, answer), span).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        }
+    }
+}
