@@ -83,7 +83,42 @@ impl From<anyhow::Error> for GatewayError {
     }
 }
 
+/// Why an access token was refused, when it matters to an operator which way: the texts are the
+/// problem's detail, and [`GatewayError::reason`] tells them apart by these constants.
+pub const TOKEN_EXPIRED: &str = "the token has expired";
+pub const TOKEN_REVOKED: &str = "the token has been revoked";
+
 impl GatewayError {
+    /// A short, stable, machine-readable name for why the gateway answered as it did: in the
+    /// problem body, the access log and the `reason` label of `gatehouse_requests_total`. The
+    /// set is closed (one per variant, a few per token refusal), so the label stays bounded.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BadRequest(_) => "bad_request",
+            Self::MissingToken => "token_missing",
+            Self::InvalidToken(detail) if *detail == TOKEN_EXPIRED => "token_expired",
+            Self::InvalidToken(detail) if *detail == TOKEN_REVOKED => "token_revoked",
+            Self::InvalidToken(_) => "token_invalid",
+            Self::Forbidden(_) => "role_missing",
+            Self::InsufficientScope(_) => "scope_missing",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::TooManyAttempts { .. } => "sign_in_throttled",
+            Self::Busy => "sign_in_busy",
+            Self::StateUnavailable(_) => "state_unavailable",
+            Self::PayloadTooLarge { .. } => "body_too_large",
+            Self::BodyStalled { .. } => "body_timeout",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
+            Self::Unavailable { .. } => "upstream_unavailable",
+            Self::Timeout { .. } => "upstream_timeout",
+            Self::BadGateway { .. } => "upstream_bad_response",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,

@@ -71,7 +71,7 @@ impl Verifier {
             &claims.sub,
             claims.issued_ms(),
         ) {
-            return Err(GatewayError::InvalidToken("the token has been revoked"));
+            return Err(GatewayError::InvalidToken(crate::error::TOKEN_REVOKED));
         }
         Ok(claims)
     }

@@ -283,7 +283,7 @@ impl Tokens {
             jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 Refusal::Invalid(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::ExpiredSignature => crate::error::TOKEN_EXPIRED,
                     ErrorKind::ImmatureSignature => "the token is not valid yet",
                     ErrorKind::InvalidAudience => "the token is for another audience",
                     ErrorKind::InvalidIssuer => "the token is from another issuer",
