@@ -282,18 +282,19 @@ impl Metrics {
         };
         metrics.register(
             "gatehouse_requests",
-            "Requests answered, by the part that answered, route template, method, status class and reason.",
+            "Requests answered, by the part that answered, route template, method, status class and reason",
             http.requests,
         );
-        metrics.register_with_unit(
-            "gatehouse_request_duration",
-            "Time from a request's arrival to the last byte of its answer, by route template.",
-            Unit::Seconds,
+        // The unit is in the name, without a `# UNIT` line: it is optional, and some parsers
+        // refuse it on a histogram.
+        metrics.register(
+            "gatehouse_request_duration_seconds",
+            "Time from a request's arrival to the last byte of its answer, by route template",
             http.duration,
         );
         metrics.register(
             "gatehouse_access_log_dropped",
-            "Access-log lines dropped because the writer fell behind (its queue was full).",
+            "Access-log lines dropped because the writer fell behind (its queue was full)",
             access_log_dropped,
         );
         metrics
@@ -310,7 +311,8 @@ impl Metrics {
     }
 
     /// Adds `metric` under `name` (the full name, e.g. `gatehouse_retries`, without the suffixes
-    /// the exposition adds: `_total` for a counter). Keep a clone of `metric` to record into.
+    /// the exposition adds: `_total` for a counter) and `help` (one sentence; the exposition
+    /// adds its full stop). Keep a clone of `metric` to record into.
     ///
     /// A name already taken is refused and logged, so the exposition stays valid.
     pub fn register<M: Metric>(&self, name: &str, help: &str, metric: M) {
@@ -318,7 +320,8 @@ impl Metrics {
     }
 
     /// As [`Metrics::register`], with a unit the exposition appends to the name
-    /// (`gatehouse_upstream_duration` + seconds → `gatehouse_upstream_duration_seconds`).
+    /// (`gatehouse_sent` + bytes → `gatehouse_sent_bytes_total`). For a histogram, put the unit
+    /// in the name and use [`Metrics::register`]: some parsers refuse a histogram's `# UNIT`.
     pub fn register_with_unit<M: Metric>(&self, name: &str, help: &str, unit: Unit, metric: M) {
         let suffix = unit.as_str().to_owned();
         self.add(name, Some(&suffix), |registry| {
@@ -437,6 +440,53 @@ mod tests {
             1,
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn the_exposition_is_valid_openmetrics_with_what_callers_register() {
+        let metrics = Metrics::new();
+        metrics.http().record(
+            "gateway",
+            &RouteLabel::template("/api/echo/{*rest}"),
+            &Method::POST,
+            StatusCode::BAD_GATEWAY,
+            Some("upstream_refused"),
+            Duration::from_millis(3),
+        );
+        let upstream = Family::<RouteLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        metrics.register(
+            "gatehouse_upstream_duration_seconds",
+            "Time the upstream took",
+            upstream.clone(),
+        );
+        upstream
+            .get_or_create(&RouteLabels {
+                server: "gateway",
+                route: RouteLabel::template("/api/time"),
+            })
+            .observe(0.002);
+        let sent = Counter::<u64>::default();
+        metrics.register_with_unit("gatehouse_sent", "Bytes sent", Unit::Bytes, sent.clone());
+        sent.inc_by(10);
+
+        let rendered = metrics.render();
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&rendered)
+            .unwrap_or_else(|error| panic!("{error:?}:\n{rendered}"));
+
+        for family in [
+            "gatehouse_requests",
+            "gatehouse_request_duration_seconds",
+            "gatehouse_access_log_dropped",
+            "gatehouse_upstream_duration_seconds",
+            "gatehouse_sent_bytes",
+        ] {
+            assert!(
+                parsed.families.contains_key(family),
+                "{family}:\n{rendered}"
+            );
+        }
     }
 
     #[test]
