@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gateway::config::Vars;
+use kit::observe::{AccessLog, Metrics};
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -32,6 +33,8 @@ pub struct Running {
     pub clock: SocketAddr,
     /// True when the users database was created now and the demo accounts were seeded.
     pub seeded: bool,
+    /// The registry every part records into.
+    pub metrics: Metrics,
     tasks: JoinSet<std::io::Result<()>>,
 }
 
@@ -70,6 +73,14 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     let file = crate::config_file(options.config.as_deref());
     let config = crate::load_config(file.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
+    // One registry and one access log for every part, told apart by the `server` label, so one
+    // scrape sees the whole process and no series is counted twice.
+    let metrics = Metrics::new();
+    let access_log =
+        AccessLog::open(&config.access_log, &metrics).context("opening the access log")?;
+    // gateway: lead wires — `Gateway::build` takes `metrics.clone()` and `access_log.clone()`,
+    // and the gateway's admin listener (`admin_listen`) serves `admin_router(metrics)`. Until
+    // then the services' series are in `metrics` but no listener of `up` serves them.
     let mut gateway = gateway::Gateway::build(config)
         .await
         .context("starting the gateway")?;
@@ -101,21 +112,28 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("opening the orders database")?;
 
+    let observed =
+        |service: kit::service::Service| service.with_observe(metrics.clone(), access_log.clone());
     let mut tasks = JoinSet::new();
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
     tasks.spawn(
-        users::service(users_db, verifier(users::NAME)).serve(users_listener, shutdown.clone()),
+        observed(users::service(users_db, verifier(users::NAME)))
+            .serve(users_listener, shutdown.clone()),
     );
     tasks.spawn(
-        orders::service(orders_db, verifier(orders::NAME)).serve(orders_listener, shutdown.clone()),
+        observed(orders::service(orders_db, verifier(orders::NAME)))
+            .serve(orders_listener, shutdown.clone()),
     );
-    tasks.spawn(clock::service(verifier(clock::NAME)).serve(clock_listener, shutdown.clone()));
+    tasks.spawn(
+        observed(clock::service(verifier(clock::NAME))).serve(clock_listener, shutdown.clone()),
+    );
     Ok(Running {
         gateway: gateway_address,
         users: users_address,
         orders: orders_address,
         clock: clock_address,
         seeded,
+        metrics,
         tasks,
     })
 }

@@ -25,6 +25,8 @@ pub struct TestApp {
     _store: kit::testing::TestDatabase,
     pub http: reqwest::Client,
     pub echo_hits: Arc<AtomicUsize>,
+    /// The registry every part of the system records into.
+    pub metrics: kit::observe::Metrics,
     shutdown: Shutdown,
 }
 
@@ -98,6 +100,11 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     } else {
         format!("sqlite://{}/data/gateway.db", data.path().display())
     };
+    // The access log goes to a file of the test's, not to the test runner's stdout.
+    let text = format!(
+        "access_log: \"{}\"\n{text}",
+        data.path().join("access.log").display()
+    );
     std::fs::write(&config, edit(text)).unwrap();
 
     let shutdown = Shutdown::new();
@@ -117,6 +124,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     let users = format!("http://{}", running.users);
     let orders = format!("http://{}", running.orders);
     let clock = format!("http://{}", running.clock);
+    let metrics = running.metrics.clone();
     tokio::spawn(running.wait());
     TestApp {
         gateway,
@@ -126,6 +134,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         data,
         http: reqwest::Client::new(),
         echo_hits,
+        metrics,
         store_url,
         _store: store,
         shutdown,
