@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use gatehouse::admin::{self, StoreLocation};
 use gatehouse::standalone::{self, Part, ServiceOptions};
 use gatehouse::up::{self, UpOptions};
+use kit::observe::AccessLogTarget;
 use kit::shutdown::Shutdown;
 use kit::telemetry::{self, LogFormat};
 
@@ -135,6 +136,14 @@ struct ServiceArgs {
     /// (`250ms`, `2s`, …).
     #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = kit::config::parse_duration)]
     database_acquire_timeout: std::time::Duration,
+    /// Address of the admin listener, which serves `/metrics` (default: 127.0.0.1:8201 for
+    /// users, 8202 for orders, 8203 for clock). Keep it off the public network.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path (appended to,
+    /// created 0600).
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG", default_value = "stdout")]
+    access_log: AccessLogTarget,
 }
 
 impl ServiceArgs {
@@ -149,6 +158,10 @@ impl ServiceArgs {
             database: kit::db::PoolOptions {
                 acquire_timeout: self.database_acquire_timeout,
             },
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| part.default_admin_listen()),
+            access_log: self.access_log,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gateway::config::{self, Vars};
+use kit::observe::{AccessLog, AccessLogTarget, Metrics};
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
@@ -56,6 +57,16 @@ impl Part {
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     }
+
+    /// Where the part serves `/metrics` unless told otherwise: its port plus 100.
+    pub fn default_admin_listen(self) -> SocketAddr {
+        let port = match self {
+            Self::Users => 8201,
+            Self::Orders => 8202,
+            Self::Clock => 8203,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
 }
 
 /// Settings of a service run on its own.
@@ -68,6 +79,9 @@ pub struct ServiceOptions {
     pub issuer: String,
     /// How the database pool waits (acquire timeout): an outage answers 503 within it.
     pub database: kit::db::PoolOptions,
+    /// Where `/metrics` is served: never the public listener.
+    pub admin_listen: SocketAddr,
+    pub access_log: AccessLogTarget,
 }
 
 pub async fn service(
@@ -91,9 +105,19 @@ pub async fn service(
         ),
         Part::Clock => clock::service(verifier),
     };
+    let metrics = Metrics::new();
+    let access_log =
+        AccessLog::open(&options.access_log, &metrics).context("opening the access log")?;
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    service.serve(listener, shutdown).await?;
+    let admin = TcpListener::bind(options.admin_listen)
+        .await
+        .with_context(|| format!("admin: cannot listen on {}", options.admin_listen))?;
+    service
+        .with_observe(metrics, access_log)
+        .with_admin_listener(admin)
+        .serve(listener, shutdown)
+        .await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gateway::config::Vars;
+use kit::observe::{AccessLog, Metrics};
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -36,6 +37,8 @@ pub struct Running {
     pub admin: SocketAddr,
     /// True when the users database was created now and the demo accounts were seeded.
     pub seeded: bool,
+    /// The registry every part records into.
+    pub metrics: Metrics,
     tasks: JoinSet<std::io::Result<()>>,
 }
 
@@ -81,7 +84,12 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
             .with_context(|| format!("gateway admin: cannot listen on {}", config.admin_listen))?,
     };
     let admin_address = admin_listener.local_addr()?;
-    let mut gateway = gateway::Gateway::build(config)
+    // One registry and one access log for every part, told apart by the `server` label, so one
+    // scrape sees the whole process and no series is counted twice.
+    let metrics = Metrics::new();
+    let access_log =
+        AccessLog::open(&config.access_log, &metrics).context("opening the access log")?;
+    let mut gateway = gateway::Gateway::build_observed(config, metrics.clone(), access_log.clone())
         .await
         .context("starting the gateway")?;
     // The routes file is watched (and reread on SIGHUP) as in a deployed gateway.
@@ -112,16 +120,22 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("opening the orders database")?;
 
+    let observed =
+        |service: kit::service::Service| service.with_observe(metrics.clone(), access_log.clone());
     let mut tasks = JoinSet::new();
     tasks.spawn(gateway.serve_admin(admin_listener, shutdown.clone()));
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
     tasks.spawn(
-        users::service(users_db, verifier(users::NAME)).serve(users_listener, shutdown.clone()),
+        observed(users::service(users_db, verifier(users::NAME)))
+            .serve(users_listener, shutdown.clone()),
     );
     tasks.spawn(
-        orders::service(orders_db, verifier(orders::NAME)).serve(orders_listener, shutdown.clone()),
+        observed(orders::service(orders_db, verifier(orders::NAME)))
+            .serve(orders_listener, shutdown.clone()),
     );
-    tasks.spawn(clock::service(verifier(clock::NAME)).serve(clock_listener, shutdown.clone()));
+    tasks.spawn(
+        observed(clock::service(verifier(clock::NAME))).serve(clock_listener, shutdown.clone()),
+    );
     Ok(Running {
         gateway: gateway_address,
         users: users_address,
@@ -129,6 +143,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
         clock: clock_address,
         admin: admin_address,
         seeded,
+        metrics,
         tasks,
     })
 }

@@ -12,6 +12,7 @@ use crate::auth::Verifier;
 use crate::config::GatewayConfig;
 use crate::issuer::device::DeviceTokens;
 use crate::issuer::throttle::KnownDeviceSlots;
+use crate::pipeline::observe::Observe;
 use crate::reload::ReloadStatus;
 use crate::routing::{CurrentRouting, Routing};
 use crate::state::Replicated;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub(crate) reloading: Mutex<()>,
     /// Set while serving: services a reload adds start their health checks on it.
     pub(crate) serving: OnceLock<Shutdown>,
+    /// Metrics and the access log.
+    pub observe: Observe,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -44,7 +47,7 @@ pub type App = Arc<AppState>;
 
 impl AppState {
     /// Opens the store (creating the first signing key if needed) and builds the first routing.
-    pub async fn open(config: GatewayConfig) -> anyhow::Result<Self> {
+    pub async fn open(config: GatewayConfig, observe: Observe) -> anyhow::Result<Self> {
         let store = Store::connect_with(&config.store, config.store_pool).await?;
         let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
@@ -74,6 +77,7 @@ impl AppState {
             reloads: ReloadStatus::starting(),
             reloading: Mutex::new(()),
             serving: OnceLock::new(),
+            observe,
         })
     }
 

@@ -144,6 +144,11 @@ impl GatewayError {
     }
 
     pub fn into_problem(self) -> Problem {
+        let reason = self.reason();
+        self.into_problem_body().with_reason(reason)
+    }
+
+    fn into_problem_body(self) -> Problem {
         let status = self.status();
         match self {
             Self::Internal(cause) => Problem::internal(&format!("{cause:#}")),

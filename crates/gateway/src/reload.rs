@@ -211,6 +211,7 @@ impl Reloader {
     ) -> Result<Reloaded, ConfigError> {
         match &result {
             Ok(reloaded) => {
+                self.state.observe.gateway.reload("applied");
                 tracing::info!(
                     cause,
                     generation = reloaded.generation,
@@ -226,6 +227,7 @@ impl Reloader {
                 }
             }
             Err(error) => {
+                self.state.observe.gateway.reload("refused");
                 let refused = self.state.reloads.refuse(error);
                 tracing::error!(
                     cause,

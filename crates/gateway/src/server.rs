@@ -13,9 +13,14 @@ use kit::Problem;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use axum::extract::State;
+use axum::http::header;
+use kit::observe::{AccessLog, Metrics, EXPOSITION_CONTENT_TYPE};
+
 use crate::app::{App, AppState};
 use crate::config::{GatewayConfig, Vars};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
+use crate::pipeline::observe::Observe;
 use crate::pipeline::route::OwnEndpoints;
 use crate::pipeline::{accept, Pipeline};
 use crate::proxy::health;
@@ -31,10 +36,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the store (creating the first signing key if needed) and builds the route table.
+    /// Opens the store (creating the first signing key if needed) and builds the route table;
+    /// metrics in a registry of its own, the access log where the configuration says.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let access_log = AccessLog::open(&config.access_log, &metrics)
+            .map_err(|error| anyhow::anyhow!("access_log: {error}"))?;
+        Self::build_observed(config, metrics, access_log).await
+    }
+
+    /// As [`Gateway::build`], recording into `metrics` and `access_log` (shared with the
+    /// services when they run in the same process).
+    pub async fn build_observed(
+        config: GatewayConfig,
+        metrics: Metrics,
+        access_log: AccessLog,
+    ) -> anyhow::Result<Self> {
+        let observe = Observe::new(metrics, access_log);
         Ok(Self {
-            app: Arc::new(AppState::open(config).await?),
+            app: Arc::new(AppState::open(config, observe).await?),
             reloader: None,
         })
     }
@@ -99,10 +119,15 @@ impl Gateway {
         OwnEndpoints::new(paths, router)
     }
 
-    /// The admin listener's application: the detailed readiness. Never on the public listener.
+    /// The admin listener's application: `/metrics` and the detailed readiness. Never on the
+    /// public listener.
     pub fn admin_router(&self) -> Router {
         Router::new()
+            .route("/metrics", get(metrics))
             .route("/readyz", get(readiness::detailed))
+            .fallback(|| async {
+                Problem::not_found("No such admin endpoint: try /metrics or /readyz.")
+            })
             .with_state(Arc::clone(&self.app))
     }
 
@@ -124,6 +149,7 @@ impl Gateway {
                 shutdown,
                 || app.config().limits.clone(),
                 || ADMIN_DRAIN,
+                prometheus_client::metrics::gauge::Gauge::default(),
             )
             .await
         }
@@ -157,6 +183,7 @@ impl Gateway {
             shutdown,
             || app.config().limits.clone(),
             || app.config().drain_timeout,
+            app.observe.gateway.connections.clone(),
         )
         .await?;
         upkeep.abort();
@@ -173,4 +200,14 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// `GET /metrics` (admin): the exposition, with the per-instance gauges read just now.
+async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
+    let observe = &app.observe;
+    observe.gateway.refresh_instances(&app.upstreams());
+    (
+        [(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)],
+        observe.metrics.render(),
+    )
 }

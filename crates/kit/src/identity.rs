@@ -169,10 +169,23 @@ impl From<IdentityError> for Problem {
                 tracing::error!(%cause, "cannot fetch the gateway's JWKS");
                 Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE)
                     .with_detail("The gateway's keys cannot be fetched to verify the caller.")
+                    .with_reason("keys_unavailable")
             }
             other => {
                 tracing::debug!(error = %other, "identity refused");
-                Problem::unauthorized(other.to_string())
+                let reason = match &other {
+                    IdentityError::Missing => "token_missing",
+                    IdentityError::Invalid(cause)
+                        if matches!(
+                            cause.kind(),
+                            jsonwebtoken::errors::ErrorKind::ExpiredSignature
+                        ) =>
+                    {
+                        "token_expired"
+                    }
+                    _ => "token_invalid",
+                };
+                Problem::unauthorized(other.to_string()).with_reason(reason)
             }
         }
     }
@@ -416,6 +429,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
             .get(HEADER)
             .and_then(|value| value.to_str().ok())
             .ok_or(IdentityError::Missing)?;
-        Ok(verifier.verify(token).await?)
+        let identity = verifier.verify(token).await?;
+        crate::observe::note_principal(&parts.extensions, &identity.subject);
+        Ok(identity)
     }
 }

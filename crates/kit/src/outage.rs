@@ -61,6 +61,7 @@ pub fn unavailable(cause: &anyhow::Error) -> Problem {
     tracing::warn!(error = %format!("{cause:#}"), "database unavailable");
     Problem::new(StatusCode::SERVICE_UNAVAILABLE)
         .with_detail("The database is unavailable; try again shortly.")
+        .with_reason("store_unavailable")
         .with_header(
             header::RETRY_AFTER,
             HeaderValue::from(RETRY_AFTER.as_secs()),

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::observe::Reason;
 use crate::request_id;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -39,9 +40,17 @@ pub struct Problem {
     detail: Option<String>,
     /// Boxed: rarely set, and a thinner `Problem` keeps `Result<_, Problem>` under clippy's
     /// `result_large_err` limit (128 bytes).
-    kind: Option<Box<str>>,
+    class: Option<Box<Class>>,
     errors: Vec<FieldError>,
     headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What kind of problem it is: for clients (`type`) and for operators (the reason).
+#[derive(Debug, Clone, Default)]
+struct Class {
+    kind: Option<Box<str>>,
+    /// Why it was answered, for the metrics and the access log; `None` means the status's.
+    reason: Option<Reason>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +65,10 @@ struct Body<'a> {
     instance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    /// The same word the metrics and the access log carry, so a client's report can be matched
+    /// to an operator's graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
 }
@@ -67,7 +80,7 @@ impl Problem {
             status,
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             detail: None,
-            kind: None,
+            class: None,
             errors: Vec::new(),
             headers: Vec::new(),
         }
@@ -129,7 +142,15 @@ impl Problem {
 
     /// Sets the `type` member: a URI naming the kind of problem (default `about:blank`).
     pub fn with_type(mut self, kind: impl Into<String>) -> Self {
-        self.kind = Some(kind.into().into_boxed_str());
+        self.class.get_or_insert_default().kind = Some(kind.into().into_boxed_str());
+        self
+    }
+
+    /// Names why the server answers so (`token_expired`, `store_unavailable`, …): a snake_case
+    /// word from a fixed set, as it becomes a metric label. Without one the status's meaning is
+    /// used ([`Reason::for_status`]).
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.class.get_or_insert_default().reason = Some(Reason(reason));
         self
     }
 
@@ -151,16 +172,29 @@ impl Problem {
         &self.errors
     }
 
+    /// The reason the response will carry.
+    pub fn reason(&self) -> Option<Reason> {
+        self.class
+            .as_ref()
+            .and_then(|class| class.reason)
+            .or_else(|| Reason::for_status(self.status))
+    }
+
     /// The JSON body as it would be sent, for callers that build responses by hand.
     pub fn to_json(&self) -> Vec<u8> {
         let context = request_id::current();
         let body = Body {
-            kind: self.kind.as_deref().unwrap_or("about:blank"),
+            kind: self
+                .class
+                .as_ref()
+                .and_then(|class| class.kind.as_deref())
+                .unwrap_or("about:blank"),
             title: &self.title,
             status: self.status.as_u16(),
             detail: self.detail.as_deref(),
             instance: context.as_ref().map(|c| c.path.clone()),
             request_id: context.map(|c| c.id),
+            reason: self.reason().map(Reason::as_str),
             errors: &self.errors,
         };
         // A struct of strings and numbers always serializes.
@@ -171,11 +205,15 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = self.to_json();
+        let reason = self.reason();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         for (name, value) in self.headers {
             headers.insert(name, value);
+        }
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
         }
         response
     }
@@ -192,3 +230,45 @@ impl std::fmt::Display for Problem {
 }
 
 impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason_of(problem: Problem) -> Option<Reason> {
+        problem
+            .into_response()
+            .extensions()
+            .get::<Reason>()
+            .copied()
+    }
+
+    #[test]
+    fn a_problem_tells_the_observe_layer_why_it_was_answered() {
+        assert_eq!(
+            reason_of(Problem::not_found("No such order.")),
+            Some(Reason("not_found"))
+        );
+        assert_eq!(
+            reason_of(Problem::invalid_fields(vec![FieldError::new(
+                "items", "empty"
+            )])),
+            Some(Reason("validation_failed"))
+        );
+        assert_eq!(
+            reason_of(Problem::unauthorized("expired").with_reason("token_expired")),
+            Some(Reason("token_expired")),
+            "a reason the maker names wins over the status's"
+        );
+    }
+
+    #[test]
+    fn a_typed_problem_keeps_its_type_beside_its_reason() {
+        let problem = Problem::unauthorized("wrong password")
+            .with_type(INVALID_CREDENTIALS)
+            .with_reason("invalid_credentials");
+        let body: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
+        assert_eq!(body["type"], INVALID_CREDENTIALS);
+        assert_eq!(problem.reason(), Some(Reason("invalid_credentials")));
+    }
+}

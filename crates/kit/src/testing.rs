@@ -1,6 +1,6 @@
 //! Test support shared by the services' test suites (feature `testing`): a database per test,
 //! SQLite by default or PostgreSQL when `GATEHOUSE_TEST_POSTGRES` is set, and a stand-in for
-//! the gateway that mints identity tokens.
+//! the gateway that mints identity tokens, and the service's metrics and access log read back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use crate::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
 use crate::{IdentityVerifier, PrincipalKind};
+
+pub mod observe;
 
 /// When set (say `postgres://postgres@127.0.0.1:5432/test`), tests run on PostgreSQL.
 pub const POSTGRES_ENV: &str = "GATEHOUSE_TEST_POSTGRES";

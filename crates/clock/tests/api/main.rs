@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kit::shutdown::Shutdown;
+use kit::testing::observe::{request_counts, RequestCount, Watch};
 use kit::testing::FakeGateway;
 use kit::PrincipalKind;
 use reqwest::StatusCode;
@@ -15,6 +16,9 @@ use tokio::net::TcpListener;
 /// A running clock service and the stand-in gateway whose tokens it trusts; stopped on drop.
 struct TestApp {
     address: String,
+    /// The admin listener, where `/metrics` is served.
+    admin: String,
+    watch: Watch,
     gateway: FakeGateway,
     client: reqwest::Client,
     shutdown: Shutdown,
@@ -24,10 +28,18 @@ async fn spawn_app() -> TestApp {
     let gateway = FakeGateway::for_service(clock::NAME);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    let watch = Watch::new();
     let shutdown = Shutdown::new();
-    tokio::spawn(clock::service(Arc::new(gateway.verifier())).serve(listener, shutdown.clone()));
+    let service = clock::service(Arc::new(gateway.verifier()))
+        .with_observe(watch.metrics.clone(), watch.access_log.clone())
+        .with_admin_listener(admin_listener);
+    tokio::spawn(service.serve(listener, shutdown.clone()));
     TestApp {
         address,
+        admin,
+        watch,
         gateway,
         client: reqwest::Client::new(),
         shutdown,
@@ -227,4 +239,53 @@ async fn the_openapi_documents_info_is_the_projects_own_and_it_takes_no_unbounde
         kit::testing::openapi::unbounded_request_strings(&spec),
         Vec::<String>::new()
     );
+}
+
+#[tokio::test]
+async fn answers_are_counted_by_route_with_the_reason_of_every_refusal() {
+    let app = spawn_app().await;
+    let reader = app.user("time:read");
+
+    for _ in 0..2 {
+        assert_eq!(app.time(&reader).await.0, StatusCode::OK);
+    }
+    assert_eq!(app.get("/time", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.time(&app.user("")).await.0, StatusCode::FORBIDDEN);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut counted = loop {
+        let text = reqwest::get(format!("{}/metrics", app.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = request_counts(&text);
+        if series.iter().map(|s| s.count).sum::<u64>() >= 4 || std::time::Instant::now() > deadline
+        {
+            break series;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    counted.sort_by(|a, b| a.reason.cmp(&b.reason));
+
+    let series = |class: &str, reason: &str, count| RequestCount {
+        server: "clock".into(),
+        route: "/time".into(),
+        method: "GET".into(),
+        status_class: class.into(),
+        reason: reason.into(),
+        count,
+    };
+    assert_eq!(
+        counted,
+        vec![
+            series("2xx", "", 2),
+            series("4xx", "forbidden", 1),
+            series("4xx", "token_missing", 1),
+        ]
+    );
+    let lines = app.watch.log_lines(4);
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|line| line["server"] == "clock"));
 }

@@ -13,6 +13,7 @@ mod http_conformance;
 mod lifecycle;
 mod login;
 mod oauth;
+mod observe;
 mod own_account;
 mod own_endpoints;
 mod proxy;

@@ -27,6 +27,8 @@ pub struct TestApp {
     _store: kit::testing::TestDatabase,
     pub http: reqwest::Client,
     pub echo_hits: Arc<AtomicUsize>,
+    /// The registry every part of the system records into.
+    pub metrics: kit::observe::Metrics,
     shutdown: Shutdown,
 }
 
@@ -100,6 +102,18 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     } else {
         format!("sqlite://{}/data/gateway.db", data.path().display())
     };
+    // The access log goes to a file of the test's, not to the test runner's stdout.
+    let text = text.replace(
+        "access_log: ${GATEHOUSE_ACCESS_LOG:-stdout}",
+        &format!(
+            "access_log: \"{}\"",
+            data.path().join("access.log").display()
+        ),
+    );
+    assert!(
+        text.contains("access.log"),
+        "the bundled config names its access log"
+    );
     std::fs::write(&config, edit(text)).unwrap();
 
     let shutdown = Shutdown::new();
@@ -121,6 +135,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     let orders = format!("http://{}", running.orders);
     let clock = format!("http://{}", running.clock);
     let admin = format!("http://{}", running.admin);
+    let metrics = running.metrics.clone();
     tokio::spawn(running.wait());
     TestApp {
         gateway,
@@ -131,6 +146,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         data,
         http: reqwest::Client::new(),
         echo_hits,
+        metrics,
         store_url,
         _store: store,
         shutdown,

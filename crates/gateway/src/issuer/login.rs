@@ -49,6 +49,7 @@ pub async fn login(
         ));
     }
     if !errors.is_empty() {
+        state.observe.gateway.sign_in("invalid_request");
         return Problem::invalid_fields(errors).into_response();
     }
     let result = async {
@@ -65,6 +66,10 @@ pub async fn login(
         Ok::<_, GatewayError>((pair, DeviceGrant::issue(&state, &request.username)))
     }
     .await;
+    state.observe.gateway.sign_in(match &result {
+        Ok(_) => "signed_in",
+        Err(error) => error.reason(),
+    });
     match result {
         Ok((pair, device)) => session::respond_signed_in(pair, Some(device)),
         Err(error) => error.into_response(),

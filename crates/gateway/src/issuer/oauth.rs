@@ -262,8 +262,16 @@ async fn grant(
             let username = form.require("username")?;
             let password = form.require("password")?;
             let device = form.get("device_token").and_then(|token| state.devices.verify(token, username));
-            let attempt = throttle::Attempt::begin(state, username, peer, device).await.map_err(upstream_failure)?;
-            let account = match attempt.outcome(users::check_password(state, username, password).await).await {
+            let signed_in = async {
+                let attempt = throttle::Attempt::begin(state, username, peer, device).await?;
+                attempt.outcome(users::check_password(state, username, password).await).await
+            }
+            .await;
+            state.observe.gateway.sign_in(match &signed_in {
+                Ok(_) => "signed_in",
+                Err(error) => error.reason(),
+            });
+            let account = match signed_in {
                 Ok(account) => account,
                 Err(GatewayError::InvalidCredentials) => {
                     return Err(OAuthError::new("invalid_grant", "Invalid username or password."))

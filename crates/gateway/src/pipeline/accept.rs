@@ -38,6 +38,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use kit::shutdown::Shutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -93,16 +94,21 @@ impl Handler for Router {
 
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `drain_timeout()`.
 /// `limits()` gives the connection limits in force (read at each accept: a reload changes them).
+/// `open` counts the connections being served (a gauge of the caller's metrics, or a fresh one).
 pub async fn serve(
     listener: TcpListener,
     app: impl Handler,
     shutdown: Shutdown,
     limits: impl Fn() -> Limits,
     drain_timeout: impl FnOnce() -> Duration,
+    open: Gauge,
 ) -> std::io::Result<()> {
     let (draining, drain_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let clients = Arc::new(PerClient::default());
+    let clients = Arc::new(PerClient {
+        by_address: Mutex::default(),
+        open,
+    });
     loop {
         let limits = limits();
         tokio::select! {
@@ -287,7 +293,11 @@ fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
 /// Open connections per client address. IPv6 addresses count by /64: one host commonly holds a
 /// whole /64, and would otherwise have an unbounded number of addresses.
 #[derive(Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+struct PerClient {
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+    /// All of them: the `gatehouse_open_connections` gauge.
+    open: Gauge,
+}
 
 /// One connection counted for its client address, until dropped.
 struct ClientSlot {
@@ -299,13 +309,17 @@ impl PerClient {
     /// A slot for a connection from `ip`; `None` when the address already holds `cap`.
     fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
         let address = client_address(ip);
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(address).or_insert(0);
         if *count >= cap {
             tracing::debug!(%address, open = *count, "connection refused: too many from this address");
             return None;
         }
         *count += 1;
+        self.open.inc();
         Some(ClientSlot {
             clients: Arc::clone(self),
             address,
@@ -314,16 +328,20 @@ impl PerClient {
 
     #[cfg(test)]
     fn open(&self, ip: IpAddr) -> usize {
-        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         open.get(&client_address(ip)).copied().unwrap_or(0)
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        self.clients.open.dec();
         let mut open = self
             .clients
-            .0
+            .by_address
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.address) {

@@ -15,8 +15,11 @@ pub async fn caller(
     if !route.settings.auth.needs_identity() {
         return Ok(None);
     }
-    app.auth
-        .authenticate(headers, app.shared.mirror())
-        .await
-        .map(Some)
+    let verdict = app.auth.authenticate(headers, app.shared.mirror()).await;
+    let outcome = match &verdict {
+        Ok(_) => "valid",
+        Err(refusal) => refusal.reason(),
+    };
+    app.observe.gateway.verification(outcome);
+    verdict.map(Some)
 }

@@ -12,7 +12,7 @@ use http::request::Parts;
 use crate::app::AppState;
 use crate::auth::{self, tokens::AccessClaims};
 use crate::error::GatewayError;
-use crate::proxy::forward::{self, Outbound};
+use crate::proxy::forward::{self, Attempted, Outbound};
 use crate::proxy::headers::{self, Forwarding};
 use crate::router::Route;
 use crate::routing::Routing;
@@ -36,6 +36,7 @@ pub async fn to_service(
     app: &AppState,
     routing: &Routing,
     request: Forwardable<'_>,
+    attempted: &mut Attempted,
 ) -> Result<Response, GatewayError> {
     let Forwardable {
         route,
@@ -86,5 +87,12 @@ pub async fn to_service(
         headers: parts.headers,
         body,
     };
-    forward::forward(upstream, outbound, timeout, &routing.config.limits).await
+    forward::forward(
+        upstream,
+        outbound,
+        timeout,
+        &routing.config.limits,
+        attempted,
+    )
+    .await
 }

@@ -32,6 +32,10 @@ use hyper::body::Incoming;
 use kit::request_id::{self, RequestContext};
 use tower::ServiceExt;
 
+use std::sync::Arc;
+
+use kit::observe::RouteLabel;
+
 use crate::app::App;
 use crate::error::GatewayError;
 use route::{Destination, OwnEndpoints};
@@ -51,34 +55,48 @@ impl Pipeline {
     /// Takes one request from `peer` through the phases; the answer, whatever happens.
     pub async fn handle(self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
         let id = request_id::header_value(request.headers());
+        let mut exchange = observe::Exchange::begin(request.method(), declared_length(&request));
         // Kept for a refusal's problem (`instance`); sharing the parsed bytes, not copying them.
         let uri = request.uri().clone();
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(request_id::HEADER, id.clone());
-        let response = match self.pass(parts, Body::new(body), peer).await {
+        let response = match self.pass(parts, Body::new(body), peer, &mut exchange).await {
             Ok(response) => response,
             Err(error) => respond::refusal(error, &id, uri.path()),
         };
-        respond::finish(response, id)
+        let response = respond::finish(response, id.clone());
+        observe::answer(&self.app.observe, exchange, &id, response)
     }
 
-    /// Phases 2 to 7.
+    /// Phases 2 to 7; what they learn of the request goes into `exchange`.
     async fn pass(
         &self,
         parts: http::request::Parts,
         body: Body,
         peer: SocketAddr,
+        exchange: &mut observe::Exchange,
     ) -> Result<Response, GatewayError> {
         let routing = self.app.routing();
         let host = normalize::request(&parts)?;
         let (route, target) = match route::find(&self.own, &routing, &parts)? {
             Destination::Service { route, target } => (route, target),
-            Destination::Own => return Ok(self.own_endpoint(parts, body, peer).await),
+            Destination::Own => {
+                exchange.route = RouteLabel::template(parts.uri.path());
+                return Ok(self.own_endpoint(parts, body, peer).await);
+            }
         };
+        exchange.route = RouteLabel::template(Arc::clone(&route.template));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
         authorize::check(&route, caller.as_ref())?;
+        if let Some(claims) = caller
+            .as_ref()
+            .filter(|_| self.app.observe.access_log.is_on())
+        {
+            exchange.principal = Some(claims.sub.clone());
+        }
+        exchange.service = Some(Arc::clone(&route.service));
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -88,7 +106,7 @@ impl Pipeline {
             client_ip: peer.ip(),
             caller,
         };
-        forward::to_service(&self.app, &routing, request).await
+        forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await
     }
 
     /// The gateway's own endpoints are an axum router (they are few and not the hot path): it
@@ -119,4 +137,14 @@ impl Pipeline {
             Err(infallible) => match infallible {},
         }
     }
+}
+
+/// The request body's declared length (0 without one): what the access log counts as received.
+fn declared_length<B>(request: &http::Request<B>) -> u64 {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
 }

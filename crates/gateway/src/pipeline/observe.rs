@@ -1,1 +1,314 @@
-//! Observe: metrics and the access log, once the answer's body has gone out.
+//! Observe: metrics and the access log, once the answer's body has gone out (or the client has
+//! gone away), never on the request's critical path: counters and histograms are atomic
+//! additions, and the access-log line is formatted and written on the log's own thread.
+//!
+//! The families every server records (`gatehouse_requests_total`,
+//! `gatehouse_request_duration_seconds`) come from [`kit::observe`]; the gateway adds its own
+//! ([`GatewayMetrics`]). Routes are named by their template, instances by their address, reasons
+//! by [`crate::error::GatewayError::reason`]: every label comes from the configuration or the
+//! code, never from the request, so the number of series is bounded.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::Method;
+use kit::observe::{AccessLog, AccessRecord, Metrics, Observed, Reason, RouteLabel};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::time::Instant;
+
+use crate::proxy::forward::Attempted;
+use crate::proxy::upstream::Upstreams;
+
+/// The name the gateway's series and log lines carry in the `server` label.
+pub const SERVER: &str = "gateway";
+
+/// Where the gateway's observations go: the registry (shared with the services under `up`),
+/// the access log, and the gateway's own families.
+#[derive(Clone)]
+pub struct Observe {
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub gateway: GatewayMetrics,
+}
+
+impl Observe {
+    /// The gateway's families registered in `metrics`; lines to `access_log`.
+    pub fn new(metrics: Metrics, access_log: AccessLog) -> Self {
+        let gateway = GatewayMetrics::register(&metrics);
+        Self {
+            metrics,
+            access_log,
+            gateway,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub service: Arc<str>,
+    pub instance: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// The gateway's own families, beside the HTTP ones.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// `gatehouse_upstream_duration_seconds{service}`: from the first attempt to the answer's
+    /// headers (retries included).
+    pub upstream_duration: Family<ServiceLabels, Histogram>,
+    /// `gatehouse_upstream_retries_total{service}`.
+    pub retries: Family<ServiceLabels, Counter>,
+    /// `gatehouse_instance_healthy{service, instance}`: 1 when active health checks (if any)
+    /// pass, else 0; refreshed at each scrape.
+    pub instance_healthy: Family<InstanceLabels, Gauge>,
+    /// `gatehouse_instance_ejected{service, instance}`: 1 while the breaker holds it out.
+    pub instance_ejected: Family<InstanceLabels, Gauge>,
+    /// `gatehouse_instance_in_flight{service, instance}`: requests it is answering now.
+    pub instance_in_flight: Family<InstanceLabels, Gauge>,
+    /// `gatehouse_token_verifications_total{outcome}`: `valid` or the refusal's reason.
+    pub verifications: Family<OutcomeLabels, Counter>,
+    /// Its `valid` series, held so the common case is one atomic addition.
+    valid: Counter,
+    /// `gatehouse_sign_ins_total{outcome}`: `signed_in` or the refusal's reason.
+    pub sign_ins: Family<OutcomeLabels, Counter>,
+    /// `gatehouse_config_reloads_total{outcome}`: `applied` or `refused`.
+    pub reloads: Family<OutcomeLabels, Counter>,
+    /// `gatehouse_open_connections`: client connections open on the public listener.
+    pub connections: Gauge,
+}
+
+/// Upstream answers take from a millisecond to the longest timeout.
+const UPSTREAM_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn upstream_histogram() -> Histogram {
+    Histogram::new(UPSTREAM_BUCKETS)
+}
+
+impl GatewayMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let verifications: Family<OutcomeLabels, Counter> = Family::default();
+        let valid = verifications
+            .get_or_create(&OutcomeLabels { outcome: "valid" })
+            .clone();
+        let families = Self {
+            verifications,
+            valid,
+            upstream_duration: Family::new_with_constructor(
+                upstream_histogram as fn() -> Histogram,
+            ),
+            retries: Family::default(),
+            instance_healthy: Family::default(),
+            instance_ejected: Family::default(),
+            instance_in_flight: Family::default(),
+            sign_ins: Family::default(),
+            reloads: Family::default(),
+            connections: Gauge::default(),
+        };
+        let it = families.clone();
+        metrics.register(
+            "gatehouse_upstream_duration_seconds",
+            "Time from a forwarded request's first attempt to its answer's headers, by service",
+            it.upstream_duration,
+        );
+        metrics.register(
+            "gatehouse_upstream_retries",
+            "Attempts repeated on another instance, by service",
+            it.retries,
+        );
+        metrics.register(
+            "gatehouse_instance_healthy",
+            "1 when the instance passes its active health checks (or has none), else 0",
+            it.instance_healthy,
+        );
+        metrics.register(
+            "gatehouse_instance_ejected",
+            "1 while the instance's breaker holds it out of rotation, else 0",
+            it.instance_ejected,
+        );
+        metrics.register(
+            "gatehouse_instance_in_flight",
+            "Requests the instance is answering now",
+            it.instance_in_flight,
+        );
+        metrics.register(
+            "gatehouse_token_verifications",
+            "Access tokens checked on proxied routes, by outcome (valid, or the refusal's reason)",
+            it.verifications,
+        );
+        metrics.register(
+            "gatehouse_sign_ins",
+            "Sign-ins (login and the password grant), by outcome",
+            it.sign_ins,
+        );
+        metrics.register(
+            "gatehouse_config_reloads",
+            "Configuration reloads, by outcome (applied, refused)",
+            it.reloads,
+        );
+        metrics.register(
+            "gatehouse_open_connections",
+            "Client connections open on the public listener",
+            it.connections,
+        );
+        families
+    }
+
+    pub fn verification(&self, outcome: &'static str) {
+        if outcome == "valid" {
+            self.valid.inc();
+            return;
+        }
+        self.verifications
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn sign_in(&self, outcome: &'static str) {
+        self.sign_ins
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn reload(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Sets the per-instance gauges from `upstreams` (at each scrape: the state is read where it
+    /// lives, not copied on every change). Instances a reload removed are dropped.
+    pub fn refresh_instances(&self, upstreams: &Upstreams) {
+        self.instance_healthy.clear();
+        self.instance_ejected.clear();
+        self.instance_in_flight.clear();
+        for (service, upstream) in upstreams.iter() {
+            for instance in upstream.instances().iter() {
+                let labels = InstanceLabels {
+                    service: Arc::from(service.as_str()),
+                    instance: Arc::clone(&instance.name),
+                };
+                self.instance_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(instance.is_healthy()));
+                self.instance_ejected
+                    .get_or_create(&labels)
+                    .set(i64::from(instance.is_ejected()));
+                self.instance_in_flight
+                    .get_or_create(&labels)
+                    .set(i64::try_from(instance.in_flight()).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
+/// One request as the observe phase sees it, filled in by the phases as they learn it.
+pub struct Exchange {
+    started: Instant,
+    method: Method,
+    pub route: RouteLabel,
+    /// The route's service, once routed.
+    pub service: Option<Arc<str>>,
+    /// The verified caller (a user or a client id).
+    pub principal: Option<String>,
+    pub attempted: Attempted,
+    pub bytes_in: u64,
+}
+
+impl Exchange {
+    pub fn begin(method: &Method, bytes_in: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            method: method.clone(),
+            route: RouteLabel::UNMATCHED,
+            service: None,
+            principal: None,
+            attempted: Attempted::default(),
+            bytes_in,
+        }
+    }
+}
+
+/// `response` with its body watched: when the body has gone out (or the client is gone), the
+/// exchange is counted and logged. `request_id` is the id the answer carries.
+pub fn answer(
+    observe: &Observe,
+    exchange: Exchange,
+    request_id: &http::HeaderValue,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    let reason = response.extensions().get::<Reason>().map(|r| r.as_str());
+    let observe = observe.clone();
+    let request_id = request_id.to_str().unwrap_or_default().to_owned();
+    response.map(move |body| {
+        Body::new(Observed::new(body, move |bytes_out, _complete| {
+            finish(&observe, exchange, request_id, status, reason, bytes_out);
+        }))
+    })
+}
+
+fn finish(
+    observe: &Observe,
+    exchange: Exchange,
+    request_id: String,
+    status: http::StatusCode,
+    reason: Option<&'static str>,
+    bytes_out: u64,
+) {
+    let duration = exchange.started.elapsed();
+    observe.metrics.http().record(
+        SERVER,
+        &exchange.route,
+        &exchange.method,
+        status,
+        reason,
+        duration,
+    );
+    if let (Some(service), Some(upstream)) = (&exchange.service, exchange.attempted.upstream) {
+        let labels = ServiceLabels {
+            service: Arc::clone(service),
+        };
+        observe
+            .gateway
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(upstream.as_secs_f64());
+        if exchange.attempted.retries > 0 {
+            observe
+                .gateway
+                .retries
+                .get_or_create(&labels)
+                .inc_by(u64::from(exchange.attempted.retries));
+        }
+    }
+    if observe.access_log.is_on() {
+        observe.access_log.record(AccessRecord {
+            request_id,
+            server: SERVER,
+            route: exchange.route.as_template().cloned(),
+            method: exchange.method,
+            status: status.as_u16(),
+            reason,
+            principal: exchange.principal,
+            instance: exchange.attempted.instance,
+            duration,
+            upstream_duration: exchange.attempted.upstream,
+            bytes_in: exchange.bytes_in,
+            bytes_out,
+        });
+    }
+}

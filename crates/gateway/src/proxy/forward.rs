@@ -50,6 +50,15 @@ pub struct Outbound {
     pub body: Body,
 }
 
+/// What forwarding a request did, for the observe phase: the instance that answered (or was
+/// tried last), how long the attempts took up to the answer's headers, and the retries.
+#[derive(Debug, Default)]
+pub struct Attempted {
+    pub instance: Option<Arc<str>>,
+    pub upstream: Option<Duration>,
+    pub retries: u32,
+}
+
 /// Sends `outbound` to an instance of `upstream`, retrying on another when it is safe (see the
 /// module docs). `timeout` covers all attempts up to the response headers (for a streamed body,
 /// the upstream's turns: see [`super::request_body`]); the response body then streams through. Bodies
@@ -60,6 +69,7 @@ pub async fn forward(
     outbound: Outbound,
     timeout: Duration,
     limits: &Limits,
+    report: &mut Attempted,
 ) -> Result<Response, GatewayError> {
     let Outbound {
         method,
@@ -95,14 +105,19 @@ pub async fn forward(
     // The instances tried so far, without an allocation per request.
     let mut tried = [0usize; 1 + MAX_RETRIES as usize];
     let mut attempts = 0;
+    let started = Instant::now();
     loop {
         tried[attempts] = pick.index;
         attempts += 1;
-        let Some(instance) = pick.instance().map(|i| i.authority.clone()) else {
+        let Some(instance) = pick.instance().map(|i| {
+            report.instance = Some(Arc::clone(&i.name));
+            i.authority.clone()
+        }) else {
             return Err(GatewayError::Internal(anyhow::anyhow!(
                 "a pick without instance"
             )));
         };
+        report.retries = attempts as u32 - 1;
         let mut request = Request::new(payload.for_attempt());
         *request.method_mut() = method.clone();
         *request.uri_mut() = upstream.uri_on(&instance, &target)?;
@@ -114,6 +129,7 @@ pub async fn forward(
         };
 
         let attempt = attempt(upstream, request, &deadline, limits.max_body_bytes).await;
+        report.upstream = Some(started.elapsed());
         let (result, retryable) = settle(upstream, pick, attempt, &instance);
         if !retryable || attempts >= max_attempts || deadline.passed() {
             return result;
@@ -686,9 +702,15 @@ mod tests {
         let upstream = harsh_upstream(&silent_instance(false).await);
         let body = Body::new(SizedHint(stalled_after(b"{"), 100));
         let timeout = Duration::from_millis(300);
-        let error = forward(&upstream, patch(body), timeout, &quick_limits())
-            .await
-            .unwrap_err();
+        let error = forward(
+            &upstream,
+            patch(body),
+            timeout,
+            &quick_limits(),
+            &mut Attempted::default(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(
             !upstream.instances()[0].is_ejected(),
@@ -719,7 +741,14 @@ mod tests {
         let stalled = {
             let upstream = Arc::clone(&upstream);
             tokio::spawn(async move {
-                forward(&upstream, patch(body), Duration::from_secs(5), &limits).await
+                forward(
+                    &upstream,
+                    patch(body),
+                    Duration::from_secs(5),
+                    &limits,
+                    &mut Attempted::default(),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -749,9 +778,15 @@ mod tests {
             max_body_bytes: 1 << 30,
             ..quick_limits()
         };
-        let error = forward(&upstream, patch(body), Duration::from_millis(300), &limits)
-            .await
-            .unwrap_err();
+        let error = forward(
+            &upstream,
+            patch(body),
+            Duration::from_millis(300),
+            &limits,
+            &mut Attempted::default(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(upstream.instances()[0].is_ejected(), "the upstream's fault");
     }
@@ -797,6 +832,7 @@ mod tests {
             request,
             Duration::from_millis(300),
             &quick_limits(),
+            &mut Attempted::default(),
         )
         .await
         .unwrap_err();

@@ -46,6 +46,8 @@ pub enum Availability {
 #[derive(Debug)]
 pub struct Instance {
     pub authority: Authority,
+    /// `authority` as text, shared: what metrics and the access log name the instance by.
+    pub name: Arc<str>,
     in_flight: AtomicUsize,
     /// Failures in a row since the last success.
     failures: AtomicU32,
@@ -71,6 +73,7 @@ pub struct Instance {
 impl Instance {
     pub fn new(authority: Authority) -> Self {
         Self {
+            name: Arc::from(authority.as_str()),
             authority,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -115,6 +118,11 @@ impl Instance {
             let until = self.ejected_until.load(Ordering::Acquire);
             until == 0 || now >= until
         }
+    }
+
+    /// Whether its active health checks pass (always, without checks).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     pub fn is_ejected(&self) -> bool {

@@ -16,6 +16,11 @@ pub use template::Template;
 pub struct Route {
     /// Position in the configuration file, for messages and metrics.
     pub index: usize,
+    /// The public path template (`/api/users/{id}`): what metrics and the access log name the
+    /// route by, never the raw path, so their series are bounded by the configuration.
+    pub template: Arc<str>,
+    /// `settings.service`, shared: what the upstream metrics name it by.
+    pub service: Arc<str>,
     pub settings: RouteSettings,
     pub to: Template,
 }
@@ -77,6 +82,8 @@ impl RouteTable {
                 .map_err(|reason| TableError::Target { index, reason })?;
             let route = Arc::new(Route {
                 index,
+                template: Arc::from(settings.path.as_str()),
+                service: Arc::from(settings.service.as_str()),
                 settings: settings.clone(),
                 to,
             });

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use kit::db::Backend;
 use kit::shutdown::Shutdown;
+use kit::testing::observe::Watch;
 pub use kit::testing::TestResponse;
 use kit::testing::{FakeGateway, TestDatabase};
 use kit::PrincipalKind;
@@ -19,6 +20,10 @@ pub struct TestApp {
     pub address: String,
     pub db: kit::db::Database,
     pub gateway: FakeGateway,
+    /// The admin listener, where `/metrics` is served.
+    pub admin: String,
+    /// The service's metrics and access log.
+    pub watch: Watch,
     client: reqwest::Client,
     shutdown: Shutdown,
     database: TestDatabase,
@@ -48,14 +53,21 @@ pub async fn spawn_app_on(database: TestDatabase, db: kit::db::Database) -> Test
     let gateway = FakeGateway::for_service(orders::NAME);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    let watch = Watch::new();
     let shutdown = Shutdown::new();
-    let service = orders::service(db.clone(), Arc::new(gateway.verifier()));
+    let service = orders::service(db.clone(), Arc::new(gateway.verifier()))
+        .with_observe(watch.metrics.clone(), watch.access_log.clone())
+        .with_admin_listener(admin_listener);
     tokio::spawn(service.serve(listener, shutdown.clone()));
 
     TestApp {
         address,
         db,
         gateway,
+        admin,
+        watch,
         client: reqwest::Client::new(),
         shutdown,
         database,

@@ -12,6 +12,7 @@ mod health;
 mod idempotency;
 mod identity;
 mod listing;
+mod observe;
 mod openapi;
 mod outage;
 mod ownership;

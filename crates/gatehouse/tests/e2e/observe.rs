@@ -1,0 +1,89 @@
+//! `gatehouse up` observes every service into one registry and one access log, told apart by
+//! the `server` label. (The gateway's own observe phase is wired separately.)
+
+use std::time::{Duration, Instant};
+
+use kit::testing::observe::{request_counts, RequestCount};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::spawn_app;
+
+/// The shared registry's request series, once their total reaches `expected` (an answer is
+/// counted when its body has ended, a moment after the client read it).
+async fn counted(metrics: &kit::observe::Metrics, expected: u64) -> Vec<RequestCount> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let series = request_counts(&metrics.render());
+        if series.iter().map(|s| s.count).sum::<u64>() >= expected || Instant::now() > deadline {
+            return series;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_service_behind_the_gateway_counts_into_one_registry_by_server() {
+    let app = spawn_app().await;
+    let user = app.token("test", "test").await; // the users service checks the password
+    let time = app.get("/api/time", Some(&user)).await; // clock
+    assert_eq!(time.status(), 200);
+    let order = json!({ "items": [{ "sku": "tea", "quantity": 1, "unit_price_cents": 350 }] });
+    let created = app
+        .send_json(Method::POST, "/api/orders", &user, &order)
+        .await; // orders
+    assert_eq!(created.status(), 201);
+
+    let series = counted(&app.metrics, 3).await;
+
+    for server in ["users", "clock", "orders"] {
+        assert!(
+            series.iter().any(|s| s.server == server),
+            "{server} counts into the shared registry: {series:?}"
+        );
+    }
+    let clock: Vec<&RequestCount> = series.iter().filter(|s| s.server == "clock").collect();
+    assert_eq!(clock.len(), 1, "{clock:?}");
+    assert_eq!(
+        (
+            clock[0].route.as_str(),
+            clock[0].status_class.as_str(),
+            clock[0].count
+        ),
+        ("/time", "2xx", 1)
+    );
+}
+
+#[tokio::test]
+async fn the_services_access_log_names_the_caller_and_never_the_query() {
+    let app = spawn_app().await;
+    let user = app.token("test", "test").await;
+
+    let time = app
+        .get("/api/time?access_token=secret-in-query", Some(&user))
+        .await;
+    assert_eq!(time.status(), 200);
+
+    let path = app.data.path().join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let clock_line = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|line| line["server"] == "clock");
+        if let Some(line) = line {
+            assert!(!text.contains("secret"), "{text}");
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no line from clock: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(clock_line["route"], "/time");
+    assert!(
+        clock_line["principal"]
+            .as_str()
+            .is_some_and(|p| !p.is_empty()),
+        "the verified user: {clock_line}"
+    );
+}
