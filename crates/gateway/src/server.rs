@@ -216,7 +216,7 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store (creating the first signing key if needed) and builds the route table.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let store = Store::connect_with(&config.store, config.store_pool).await?;
+        let store = Store::connect_with(config.store.expose_secret(), config.store_pool).await?;
         let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
             Keys::load(store.clone(), config.tokens.algorithm, key_timing(&config)).await?,

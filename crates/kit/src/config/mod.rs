@@ -22,6 +22,12 @@ pub use mistake::{Mistake, Mistakes, Position};
 pub use secret::SecretUrl;
 pub use vars::Vars;
 
+/// A value the file did not give (a default): it has no place in the file, and a mistake about
+/// it names only its field.
+pub fn unplaced<T>(value: T) -> Spanned<T> {
+    Spanned::new(marked_yaml::Span::new_blank(), value)
+}
+
 use std::net::SocketAddr;
 
 use crate::telemetry::LogFormat;
