@@ -11,7 +11,7 @@ use kit::config::Mistakes;
 use super::schema::{self, DEFAULT_MAX_BACKOFF};
 use super::values::Period;
 use super::{
-    AuthEndpoints, BreakerSettings, GatewayConfig, HealthCheck, Limits, RetrySettings,
+    AuthEndpoints, AuthPolicy, BreakerSettings, GatewayConfig, HealthCheck, Limits, RetrySettings,
     RouteSettings, ServiceSettings, ThrottleSettings, TokenSettings,
 };
 use crate::router::{RouteTable, TableError};
@@ -301,11 +301,13 @@ fn routes(
         &auth.refresh_path,
         &auth.logout_path,
     ];
-    // Each route that is sound on its own, with its index in the file and its places.
-    let mut sound: Vec<(usize, RouteSettings, &schema::Route)> = Vec::new();
+    // Every route, with its index in the file: one refused for its own sake (an unknown
+    // service…) still takes its method and path, so a later duplicate of it is named too.
+    // When anything was refused the configuration is not used, so the stand-in policy of a
+    // route without `auth` never serves.
+    let mut all: Vec<(usize, RouteSettings, &schema::Route)> = Vec::new();
     for (index, route) in raw.iter().enumerate() {
         let field = format!("routes[{index}]");
-        let mut ok = true;
         let path = &route.path.0;
         if RESERVED_PATHS.contains(&path.as_str()) || gateway_paths.contains(&path) {
             mistakes.at(
@@ -313,7 +315,6 @@ fn routes(
                 &route.path,
                 format!("{path:?} is answered by the gateway itself"),
             );
-            ok = false;
         }
         if route.methods.is_empty() {
             mistakes.at(
@@ -321,7 +322,6 @@ fn routes(
                 &route.path,
                 "list at least one method",
             );
-            ok = false;
         }
         if !services.contains_key(route.service.as_str()) {
             mistakes.at(
@@ -333,19 +333,18 @@ fn routes(
                     services.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             );
-            ok = false;
         }
-        let Some(schema::RouteAuth(policy)) = &route.auth else {
-            mistakes.at(
-                format!("{field}.auth"),
-                &route.path,
-                "missing: say who may call the route (public, authenticated, or { roles: [...], scopes: [...] })",
-            );
-            continue;
+        let policy = match &route.auth {
+            Some(schema::RouteAuth(policy)) => policy.clone(),
+            None => {
+                mistakes.at(
+                    format!("{field}.auth"),
+                    &route.path,
+                    "missing: say who may call the route (public, authenticated, or { roles: [...], scopes: [...] })",
+                );
+                AuthPolicy::Authenticated
+            }
         };
-        if !ok {
-            continue;
-        }
         let settings = RouteSettings {
             path: path.clone(),
             methods: route.methods.iter().map(|m| m.0.clone()).collect(),
@@ -354,22 +353,27 @@ fn routes(
                 .to
                 .as_ref()
                 .map_or_else(|| path.clone(), |to| (**to).clone()),
-            auth: policy.clone(),
+            auth: policy,
             timeout: route.timeout.map(|t| t.0),
         };
-        sound.push((index, settings, route));
+        all.push((index, settings, route));
     }
-    table_mistakes(&sound, mistakes);
-    sound.into_iter().map(|(_, settings, _)| settings).collect()
+    table_mistakes(&all, mistakes);
+    all.into_iter().map(|(_, settings, _)| settings).collect()
 }
 
 /// The routes a table cannot hold (a method and path taken twice, a path the router refuses, a
 /// target naming a parameter the path lacks): the table is built route by route, so every
 /// such route is named, by its index in the file.
-fn table_mistakes(sound: &[(usize, RouteSettings, &schema::Route)], mistakes: &mut Mistakes) {
-    let mut accepted: Vec<RouteSettings> = Vec::with_capacity(sound.len());
-    let mut index_of: Vec<usize> = Vec::with_capacity(sound.len());
-    for (index, settings, route) in sound {
+fn table_mistakes(routes: &[(usize, RouteSettings, &schema::Route)], mistakes: &mut Mistakes) {
+    let settings: Vec<RouteSettings> = routes.iter().map(|(_, s, _)| s.clone()).collect();
+    if RouteTable::build(&settings).is_ok() {
+        // The usual case, in one pass; route by route only to name every culprit.
+        return;
+    }
+    let mut accepted: Vec<RouteSettings> = Vec::with_capacity(routes.len());
+    let mut index_of: Vec<usize> = Vec::with_capacity(routes.len());
+    for (index, settings, route) in routes {
         accepted.push(settings.clone());
         let Err(error) = RouteTable::build(&accepted) else {
             index_of.push(*index);

@@ -157,13 +157,28 @@ fn check_shape(text: &str) -> Result<(), Mistake> {
     const ANCHORS: &str =
         "anchors and aliases (`&name`, `*name`) are not supported; write the value out";
     loop {
-        let (event, mark) = parser.next_token().map_err(|error| Mistake {
-            at: Some(Position {
-                line: error.marker().line(),
-                column: error.marker().col() + 1,
-            }),
-            field: String::new(),
-            message: error.info().to_owned(),
+        let (event, mark) = parser.next_token().map_err(|error| {
+            let line = error.marker().line();
+            let mut message = error.info().to_owned();
+            // `{` and `}` end a plain value inside `{ }` or `[ ]`: since `${VAR}` is expanded
+            // after parsing, it must be quoted there. Only the hint reads the text.
+            let flow = message.contains("flow");
+            if flow
+                && text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .is_some_and(|l| l.contains("${"))
+            {
+                message.push_str(" (inside `{ }` or `[ ]`, put \"${VAR}\" in quotes)");
+            }
+            Mistake {
+                at: Some(Position {
+                    line,
+                    column: error.marker().col() + 1,
+                }),
+                field: String::new(),
+                message,
+            }
         })?;
         match event {
             Event::StreamEnd => return Ok(()),
@@ -479,6 +494,13 @@ mod tests {
         let found = mistakes("name: a\ntimeout: ${TIMEOUT}\n", &vars);
         assert_eq!(found[0].field, "timeout");
         assert!(found[0].message.contains("${TIMEOUT}"), "{found:?}");
+    }
+
+    #[test]
+    fn an_unquoted_reference_inside_braces_is_a_syntax_error_with_a_hint() {
+        let found = mistakes("name: a\nnested: { label: ${LABEL} }\n", &Vars::new());
+        assert_eq!(found[0].at.map(|p| p.line), Some(2), "{found:?}");
+        assert!(found[0].message.contains("in quotes"), "{found:?}");
     }
 
     #[test]
