@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kit::config::{unplaced, SecretUrl, Spanned};
-use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 
-type StrDeserializer<'a> = serde::de::value::StrDeserializer<'a, serde::de::value::Error>;
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::values::{
@@ -19,6 +19,19 @@ use super::values::{
     Upstream, UrlPath, Watch,
 };
 use super::{AuthPolicy, Balance, SigningAlgorithm};
+
+type StrDeserializer<'a> = serde::de::value::StrDeserializer<'a, serde::de::value::Error>;
+
+/// A count known at compile time to be above zero (a zero fails the build, not the gateway).
+macro_rules! at_least_one {
+    ($type:ident, $n:expr) => {{
+        const N: $type = match $type::new($n) {
+            Some(n) => n,
+            None => panic!("a default count must be at least 1"),
+        };
+        N
+    }};
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -276,10 +289,10 @@ impl Default for Auth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Throttle {
-    pub per_username: std::num::NonZeroU64,
-    pub per_ip: std::num::NonZeroU64,
-    pub per_device: std::num::NonZeroU64,
-    pub concurrent: std::num::NonZeroUsize,
+    pub per_username: NonZeroU64,
+    pub per_ip: NonZeroU64,
+    pub per_device: NonZeroU64,
+    pub concurrent: NonZeroUsize,
     pub window: Period,
     pub device_ttl: Period,
 }
@@ -287,10 +300,10 @@ pub struct Throttle {
 impl Default for Throttle {
     fn default() -> Self {
         Self {
-            per_username: std::num::NonZeroU64::new(10).unwrap_or(std::num::NonZeroU64::MIN),
-            per_ip: std::num::NonZeroU64::new(50).unwrap_or(std::num::NonZeroU64::MIN),
-            per_device: std::num::NonZeroU64::new(5).unwrap_or(std::num::NonZeroU64::MIN),
-            concurrent: std::num::NonZeroUsize::new(32).unwrap_or(std::num::NonZeroUsize::MIN),
+            per_username: at_least_one!(NonZeroU64, 10),
+            per_ip: at_least_one!(NonZeroU64, 50),
+            per_device: at_least_one!(NonZeroU64, 5),
+            concurrent: at_least_one!(NonZeroUsize, 32),
             window: Period::secs(15 * 60),
             device_ttl: Period::secs(90 * 24 * 60 * 60),
         }
@@ -329,8 +342,8 @@ pub struct Limits {
     pub header_read_timeout: Period,
     /// How long a connection may stay blocked writing to a client that does not read.
     pub send_timeout: Period,
-    pub max_connections: std::num::NonZeroUsize,
-    pub max_connections_per_ip: std::num::NonZeroUsize,
+    pub max_connections: NonZeroUsize,
+    pub max_connections_per_ip: NonZeroUsize,
 }
 
 impl Default for Limits {
@@ -340,10 +353,8 @@ impl Default for Limits {
             body_idle_timeout: Period::secs(10),
             header_read_timeout: Period::secs(10),
             send_timeout: Period::secs(30),
-            max_connections: std::num::NonZeroUsize::new(16_384)
-                .unwrap_or(std::num::NonZeroUsize::MIN),
-            max_connections_per_ip: std::num::NonZeroUsize::new(512)
-                .unwrap_or(std::num::NonZeroUsize::MIN),
+            max_connections: at_least_one!(NonZeroUsize, 16_384),
+            max_connections_per_ip: at_least_one!(NonZeroUsize, 512),
         }
     }
 }
@@ -397,13 +408,13 @@ pub struct Health {
     /// Default: the interval, at most a second — a check that waits long for a frozen instance
     /// delays the verdict the check exists for.
     pub timeout: Option<Period>,
-    pub healthy: std::num::NonZeroU32,
-    pub unhealthy: std::num::NonZeroU32,
+    pub healthy: NonZeroU32,
+    pub unhealthy: NonZeroU32,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        let two = std::num::NonZeroU32::MIN.saturating_add(1);
+        let two = at_least_one!(NonZeroU32, 2);
         Self {
             path: UrlPath("/healthz".to_owned()),
             interval: Period::secs(5),
@@ -433,7 +444,7 @@ pub fn health<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Healt
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Breaker {
-    pub failures: std::num::NonZeroU32,
+    pub failures: NonZeroU32,
     pub backoff: Spanned<Period>,
     /// Default: five minutes, or the backoff when that is longer.
     pub max_backoff: Option<Spanned<Period>>,
@@ -445,7 +456,7 @@ pub struct Breaker {
 impl Default for Breaker {
     fn default() -> Self {
         Self {
-            failures: std::num::NonZeroU32::new(5).unwrap_or(std::num::NonZeroU32::MIN),
+            failures: at_least_one!(NonZeroU32, 5),
             backoff: unplaced(Period::secs(10)),
             max_backoff: None,
             decay: None,
