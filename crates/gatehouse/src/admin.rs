@@ -24,7 +24,7 @@ impl StoreLocation {
     async fn open_with_config(&self) -> anyhow::Result<(GatewayConfig, Store)> {
         let vars = Vars::new().set("GATEHOUSE_DATA_DIR", self.data_dir.display().to_string());
         let config = crate::load_config(self.config.as_deref(), &vars)?;
-        let store = Store::connect(&config.store)
+        let store = Store::connect(config.store.expose_secret())
             .await
             .context("opening the gateway's store")?;
         Ok((config, store))

@@ -93,7 +93,7 @@ fn auth() -> Auth {
         .expect("a runtime");
     let keys = runtime
         .block_on(async {
-            let store = Store::connect(&config.store).await?;
+            let store = Store::connect(config.store.expose_secret()).await?;
             Keys::load(
                 store,
                 config.tokens.algorithm,

@@ -48,7 +48,7 @@ pub type App = Arc<AppState>;
 impl AppState {
     /// Opens the store (creating the first signing key if needed) and builds the first routing.
     pub async fn open(config: GatewayConfig, observe: Observe) -> anyhow::Result<Self> {
-        let store = Store::connect_with(&config.store, config.store_pool).await?;
+        let store = Store::connect_with(config.store.expose_secret(), config.store_pool).await?;
         let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
             Keys::load(

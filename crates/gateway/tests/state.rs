@@ -12,7 +12,7 @@ fn redis_settings() -> Option<StateSettings> {
         .ok()
         .filter(|u| !u.is_empty())?;
     Some(StateSettings::Redis {
-        url,
+        url: url.into(),
         prefix: format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple()),
         options: RedisOptions::default(),
     })
@@ -152,7 +152,7 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
     }
     let port = free_port();
     let settings = StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{port}"),
+        url: format!("redis://127.0.0.1:{port}").into(),
         prefix: "late".to_owned(),
         options: RedisOptions {
             probe_interval: Duration::from_millis(100),
@@ -282,7 +282,7 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
     let cut_off = own_redis().await;
     let revoking = Replicated::connect_with_store(
         &StateSettings::Redis {
-            url: format!("redis://127.0.0.1:{}", cut_off.1),
+            url: format!("redis://127.0.0.1:{}", cut_off.1).into(),
             prefix: prefix.clone(),
             options,
         },
@@ -366,7 +366,7 @@ async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
     }
     let redis = own_redis().await;
     let state = Replicated::connect(&StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{}", redis.1),
+        url: format!("redis://127.0.0.1:{}", redis.1).into(),
         prefix: "slow".to_owned(),
         options: RedisOptions {
             command: Duration::from_millis(100),
@@ -417,7 +417,7 @@ async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_it
     }
     let redis = own_redis().await;
     let settings = StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{}", redis.1),
+        url: format!("redis://127.0.0.1:{}", redis.1).into(),
         prefix: "share".to_owned(),
         options: RedisOptions {
             probe_interval: Duration::from_millis(100),

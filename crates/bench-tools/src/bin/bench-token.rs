@@ -41,7 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = config::load_file(&args.config, &Vars::new())?;
-    let store = Store::connect(&config.store)
+    let store = Store::connect(config.store.expose_secret())
         .await
         .context("opening the gateway's store")?;
     let keys = Keys::load(

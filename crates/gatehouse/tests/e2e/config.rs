@@ -27,18 +27,38 @@ fn check_config(text: &str) -> (bool, String) {
 }
 
 #[test]
-fn a_mistake_is_named_by_its_line_as_well_as_its_field() {
+fn a_mistake_is_named_by_its_line_and_column_as_well_as_its_field() {
     let (ok, output) = check_config(&VALID.replace("service: users", "service: nobody"));
     assert!(!ok);
     assert!(
-        output.contains("gateway.yaml:7: routes[0].service: unknown service `nobody`"),
+        output.contains("gateway.yaml:7:50: routes[0].service: unknown service `nobody`"),
         "{output}"
     );
     let (_, output) = check_config(&VALID.replace("timeout: 5s", "timeout: soon"));
     assert!(
-        output.contains("gateway.yaml:5: services.users.timeout"),
+        output.contains("gateway.yaml:5:59: services.users.timeout"),
         "{output}"
     );
+}
+
+#[test]
+fn every_mistake_in_the_file_is_named_in_one_run() {
+    let route = "  - { path: /api/users, methods: [GET], service: users, to: /users, auth: { roles: [admin] } }";
+    let text = format!("{VALID}{route}\n")
+        .replacen("service: users", "service: nobody", 1)
+        .replace("timeout: 5s", "timeout: soon");
+    let (ok, output) = check_config(&text);
+    assert!(!ok);
+    for expected in [
+        "gateway.yaml:5:59: services.users.timeout",
+        "gateway.yaml:7:50: routes[0].service: unknown service `nobody`",
+        "gateway.yaml:8:13: routes[1]: GET /api/users is already routed by routes[0]",
+    ] {
+        assert!(
+            output.contains(expected),
+            "{expected:?} missing from: {output}"
+        );
+    }
 }
 
 #[test]
@@ -126,8 +146,13 @@ fn each_kind_of_mistake_is_refused_with_an_error_naming_it() {
         ),
         (
             "an unset variable",
-            VALID.replace("5s", "${GATEHOUSE_TEST_SURELY_UNSET}"),
+            VALID.replace("5s", "\"${GATEHOUSE_TEST_SURELY_UNSET}\""),
             "GATEHOUSE_TEST_SURELY_UNSET",
+        ),
+        (
+            "an unquoted variable inside braces",
+            VALID.replace("5s", "${GATEHOUSE_TEST_SURELY_UNSET}"),
+            "in quotes",
         ),
         (
             "an undefined parameter",

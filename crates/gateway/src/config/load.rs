@@ -1,273 +1,151 @@
-//! Reading the file: `${VAR}` and `${VAR:-default}` are replaced before the YAML is parsed
-//! (`$$` is a literal `$`), so secrets and ports come from the environment, never the file.
+//! Reading the gateway's file with the kit's loader: the parser's mistakes (syntax, types,
+//! unknown fields, `${VAR}`) and the cross-value checks of [`super::validate`] are reported
+//! together, so one run of `check-config` names everything wrong.
 
-use std::collections::HashMap;
+pub use kit::config::Vars;
 
 use super::{schema, validate, ConfigError, GatewayConfig};
 
-/// Values for `${VAR}` that take precedence over the environment (`gatehouse up` sets ports
-/// and the data folder this way, without touching the process environment).
-#[derive(Debug, Clone, Default)]
-pub struct Vars(HashMap<String, String>);
-
-impl Vars {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn set(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.0.insert(name.into(), value.into());
-        self
-    }
-
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
-    }
-}
-
 pub fn load_file(path: &std::path::Path, vars: &Vars) -> Result<GatewayConfig, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-        file: file.clone(),
-        cause,
-    })?;
-    parse(&text, &file, vars)
+    let text = kit::config::read(path)?;
+    parse(&text, &path.display().to_string(), vars)
 }
 
 /// Parses and validates a configuration; `file` names it in errors.
 pub fn parse(text: &str, file: &str, vars: &Vars) -> Result<GatewayConfig, ConfigError> {
-    let expanded = interpolate(text, vars).map_err(|(line, message)| ConfigError::Syntax {
-        file: file.to_owned(),
-        line,
-        message,
-    })?;
-    let raw: schema::File =
-        serde_yaml_ng::from_str(&expanded).map_err(|error| ConfigError::Syntax {
+    let (raw, mut mistakes) = kit::config::parse_collecting::<schema::File>(text, file, vars)?;
+    let config = validate::validate(raw, &mut mistakes);
+    mistakes
+        .finish(config)
+        .map_err(|mistakes| ConfigError::Mistakes {
             file: file.to_owned(),
-            line: error.location().map_or(0, |l| l.line()),
-            message: error.to_string(),
-        })?;
-    validate::validate(raw, file).map_err(|error| locate(error, &expanded))
-}
-
-/// Adds the line of the field an error names (or of the route its message names).
-fn locate(error: ConfigError, text: &str) -> ConfigError {
-    let ConfigError::Invalid {
-        file,
-        field,
-        message,
-    } = error
-    else {
-        return error;
-    };
-    let route = message
-        .split("routes[")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .filter(|index| index.bytes().all(|b| b.is_ascii_digit()))
-        .map(|index| format!("routes[{index}]"));
-    let path = if field == "routes" {
-        route.unwrap_or_else(|| field.clone())
-    } else {
-        field.clone()
-    };
-    match super::locate::line_of(text, &path) {
-        Some(line) => ConfigError::InvalidAt {
-            file,
-            line,
-            field,
-            message,
-        },
-        None => ConfigError::Invalid {
-            file,
-            field,
-            message,
-        },
-    }
-}
-
-fn interpolate(text: &str, vars: &Vars) -> Result<String, (usize, String)> {
-    let mut out = String::with_capacity(text.len());
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let line_number = index + 1;
-        let (code, comment) = line.split_at(comment_start(line));
-        out.push_str(&expand_line(code, vars).map_err(|message| (line_number, message))?);
-        out.push_str(comment);
-    }
-    Ok(out)
-}
-
-/// Where a YAML comment starts on `line` (a `#` at the start or after a space, outside
-/// quotes), or its length: comments are left as written.
-fn comment_start(line: &str) -> usize {
-    let mut quote: Option<u8> = None;
-    let mut previous = b' ';
-    for (i, byte) in line.bytes().enumerate() {
-        match (quote, byte) {
-            (None, b'#') if previous == b' ' || previous == b'\t' => return i,
-            (None, b'"' | b'\'') => quote = Some(byte),
-            (Some(open), _) if byte == open => quote = None,
-            _ => {}
-        }
-        previous = byte;
-    }
-    line.len()
-}
-
-/// The quote a YAML scalar is open with at byte `at` of `line`, if any.
-fn quote_at(line: &str, at: usize) -> Option<u8> {
-    let mut quote: Option<u8> = None;
-    let mut escaped = false;
-    for &byte in &line.as_bytes()[..at] {
-        match (quote, byte) {
-            (Some(b'"'), b'\\') if !escaped => {
-                escaped = true;
-                continue;
-            }
-            (None, b'"' | b'\'') => quote = Some(byte),
-            (Some(open), _) if byte == open && !escaped => quote = None,
-            _ => {}
-        }
-        escaped = false;
-    }
-    quote
-}
-
-/// `value` as it may stand where it is substituted: escaped inside quotes; outside them, only
-/// if YAML would read it as plain text, never as structure (a `#` comment, a `,` or `}` ending
-/// a flow map…), so a secret can neither be cut short nor inject settings.
-fn quoted_for(quote: Option<u8>, name: &str, value: &str) -> Result<String, String> {
-    match quote {
-        Some(b'"') => Ok(value.replace('\\', "\\\\").replace('"', "\\\"")),
-        Some(_) => Ok(value.replace('\'', "''")),
-        None => {
-            let structural = value.contains([',', '[', ']', '{', '}', '#', '"', '\'', '`'])
-                || value.contains(": ")
-                || value.ends_with(':')
-                || value.starts_with(['&', '*', '!', '|', '>', '%', '@', '-', '?', ' '])
-                || value.ends_with(' ');
-            if structural {
-                Err(format!(
-                    "environment variable `{name}` holds characters YAML would read as structure; put `${{{name}}}` in double quotes in the file"
-                ))
-            } else {
-                Ok(value.to_owned())
-            }
-        }
-    }
-}
-
-fn expand_line(line: &str, vars: &Vars) -> Result<String, String> {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(dollar) = rest.find('$') {
-        out.push_str(&rest[..dollar]);
-        let after = &rest[dollar + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or("unclosed `${` in variable reference".to_owned())?;
-            let reference = &body[..end];
-            let (name, default) = match reference.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (reference, None),
-            };
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("`${{{reference}}}` is not a valid variable name"));
-            }
-            let value = vars
-                .get(name)
-                .or_else(|| default.map(str::to_owned))
-                .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
-            if value.contains('\n') {
-                return Err(format!("environment variable `{name}` holds a line break"));
-            }
-            let at = line.len() - rest.len() + dollar;
-            out.push_str(&quoted_for(quote_at(line, at), name, &value)?);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+            mistakes,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kit::config::Position;
 
-    #[test]
-    fn variables_come_from_the_given_values_then_defaults() {
-        let vars = Vars::new().set("PORT", "9000");
-        let text = "a: ${PORT}\nb: ${GATEHOUSE_SURELY_UNSET_VAR:-x}\nc: $$HOME $5\n";
-        assert_eq!(
-            interpolate(text, &vars).unwrap(),
-            "a: 9000\nb: x\nc: $HOME $5\n"
-        );
+    const SERVICES: &str = "services:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n";
+
+    fn mistakes(text: &str, vars: &Vars) -> Vec<kit::config::Mistake> {
+        match parse(text, "gateway.yaml", vars) {
+            Err(ConfigError::Mistakes { mistakes, .. }) => mistakes,
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("{text} must be refused"),
+        }
     }
 
     #[test]
-    fn a_missing_variable_names_itself_and_its_line() {
-        let error =
-            interpolate("a: 1\nb: ${GATEHOUSE_SURELY_UNSET_VAR}\n", &Vars::new()).unwrap_err();
-        assert_eq!(error.0, 2);
+    fn an_unknown_service_a_bad_duration_and_a_duplicate_route_are_three_mistakes_in_one_run() {
+        let text = "\
+services:
+  users:
+    upstreams: [\"http://127.0.0.1:8101\"]
+    timeout: soon
+routes:
+  - { path: /a, methods: [GET], service: nobody, auth: public }
+  - { path: /b, methods: [GET], service: users, auth: public }
+  - { path: /b, methods: [GET], service: users, auth: public }
+";
+        let found = mistakes(text, &Vars::new());
+        let placed: Vec<(&str, Option<Position>)> =
+            found.iter().map(|m| (m.field.as_str(), m.at)).collect();
+        let at = |line, column| Some(Position { line, column });
+        assert_eq!(
+            placed,
+            [
+                ("services.users.timeout", at(4, 14)),
+                ("routes[0].service", at(6, 42)),
+                ("routes[2]", at(8, 13)),
+            ],
+            "{found:?}"
+        );
+        let shown = ConfigError::Mistakes {
+            file: "gateway.yaml".into(),
+            mistakes: found,
+        }
+        .to_string();
         assert!(
-            error.1.contains("GATEHOUSE_SURELY_UNSET_VAR"),
-            "{}",
-            error.1
+            shown.contains("gateway.yaml:8:13: routes[2]: GET /b is already routed by routes[1]"),
+            "{shown}"
+        );
+        assert_eq!(shown.lines().count(), 3, "{shown}");
+    }
+
+    #[test]
+    fn a_refused_route_does_not_shift_the_index_a_later_duplicate_names() {
+        let text = format!(
+            "{SERVICES}routes:\n  - {{ path: /a, methods: [GET], service: nobody, auth: public }}\n  - {{ path: /b, methods: [GET], service: users, auth: public }}\n  - {{ path: /b, methods: [GET], service: users, auth: public }}\n"
+        );
+        let found = mistakes(&text, &Vars::new());
+        assert!(
+            found
+                .iter()
+                .any(|m| m.field == "routes[2]" && m.message.ends_with("routes[1]")),
+            "{found:?}"
         );
     }
 
     #[test]
-    fn malformed_references_are_refused() {
-        assert!(interpolate("a: ${", &Vars::new()).is_err());
-        assert!(interpolate("a: ${A B}", &Vars::new()).is_err());
-        assert!(interpolate("a: ${}", &Vars::new()).is_err());
-    }
-
-    #[test]
-    fn a_value_cannot_change_the_structure_around_it() {
+    fn secrets_never_show_in_debug() {
         let vars = Vars::new()
-            .set("SECRET", "abc #tail")
-            .set("QUOTE", "a\"b\\c")
-            .set("PLAIN", "s3cr3t");
-        let error = interpolate("store: postgres://u:${SECRET}@h/db\n", &vars).unwrap_err();
-        assert!(error.1.contains("double quotes"), "{}", error.1);
-        assert!(interpolate(
-            "a: { x: ${PLAIN}, y: 1 }\n",
-            &vars.clone().set("PLAIN", "1, z: 2")
-        )
-        .is_err());
-        assert_eq!(
-            interpolate("s: \"u:${SECRET}@h\"\n", &vars).unwrap(),
-            "s: \"u:abc #tail@h\"\n"
+            .set("DB_PASSWORD", "db-pa55word")
+            .set("REDIS_PASSWORD", "redis-pa55word");
+        let text = format!(
+            "store: postgres://app:${{DB_PASSWORD}}@db/gatehouse\nstate: {{ redis: \"redis://:${{REDIS_PASSWORD}}@cache:6379\" }}\n{SERVICES}routes: []\n"
         );
+        let config = parse(&text, "gateway.yaml", &vars).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("db-pa55word"), "{shown}");
+        assert!(!shown.contains("redis-pa55word"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/gatehouse"), "{shown}");
         assert_eq!(
-            interpolate("s: \"${QUOTE}\"\n", &vars).unwrap(),
-            "s: \"a\\\"b\\\\c\"\n"
-        );
-        assert_eq!(
-            interpolate("s: '${QUOTE}'\n", &vars.clone().set("QUOTE", "it's")).unwrap(),
-            "s: 'it''s'\n"
-        );
-        assert_eq!(
-            interpolate("s: u:${PLAIN}@h\n", &vars).unwrap(),
-            "s: u:s3cr3t@h\n"
+            config.store.expose_secret(),
+            "postgres://app:db-pa55word@db/gatehouse"
         );
     }
 
     #[test]
-    fn comments_are_left_as_written() {
-        let text = "a: 1 # uses ${GATEHOUSE_SURELY_UNSET_VAR}\n# ${GATEHOUSE_SURELY_UNSET_VAR}\nb: \"x # ${P}\"\n";
-        let expanded = interpolate(text, &Vars::new().set("P", "y")).unwrap();
-        assert_eq!(expanded, "a: 1 # uses ${GATEHOUSE_SURELY_UNSET_VAR}\n# ${GATEHOUSE_SURELY_UNSET_VAR}\nb: \"x # y\"\n");
+    fn a_variable_is_substituted_as_one_value_whatever_it_holds() {
+        let hostile = "pa:ss\nroutes: [] # {x}, - y";
+        let vars = Vars::new().set("DB_PASSWORD", hostile);
+        let text = format!("store: postgres://app:${{DB_PASSWORD}}@db/x\n{SERVICES}routes: []\n");
+        let config = parse(&text, "gateway.yaml", &vars).unwrap();
+        assert_eq!(
+            config.store.expose_secret(),
+            format!("postgres://app:{hostile}@db/x")
+        );
+    }
+
+    #[test]
+    fn a_substituted_value_that_fails_its_type_names_its_variable() {
+        let vars = Vars::new().set("DRAIN", "forever");
+        let text = format!("drain_timeout: ${{DRAIN}}\n{SERVICES}routes: []\n");
+        let found = mistakes(&text, &vars);
+        assert_eq!(found[0].field, "drain_timeout");
+        assert!(found[0].message.contains("${DRAIN}"), "{found:?}");
+    }
+
+    #[test]
+    fn hostile_files_are_refused_with_a_place() {
+        let laughs = format!(
+            "a: &a [\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b,*b,*b,*b]\n{SERVICES}routes: []\n"
+        );
+        let deep = format!("{SERVICES}routes: {}{}\n", "[".repeat(100), "]".repeat(100));
+        let duplicate = format!("{SERVICES}routes: []\nroutes: []\n");
+        let tab = format!("{SERVICES}routes: []\nlimits:\n\tmax_body: 1MiB\n");
+        for (name, text, expected) in [
+            ("a billion laughs", laughs.as_str(), "anchors and aliases"),
+            ("deep nesting", deep.as_str(), "nested deeper"),
+            ("a duplicate key", duplicate.as_str(), "given twice"),
+            ("a tab", tab.as_str(), ""),
+        ] {
+            let found = mistakes(text, &Vars::new());
+            assert!(found[0].at.is_some(), "{name}: {found:?}");
+            assert!(found[0].message.contains(expected), "{name}: {found:?}");
+        }
     }
 }

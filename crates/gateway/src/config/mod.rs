@@ -1,11 +1,13 @@
-//! The gateway's configuration: the YAML file as written ([`schema`]), how it is read with
-//! `${VAR}` substitution ([`load`]), and how it becomes a [`GatewayConfig`] that cannot hold
-//! a wrong value ([`validate`]). `gatehouse check-config` runs exactly this path.
+//! The gateway's configuration: the YAML file as written, typed ([`schema`], its values in
+//! [`values`]), read by the kit's loader ([`kit::config`]: positions from the parser, `${VAR}`
+//! inside scalars, every mistake at once) in [`load`], and checked across values into a
+//! [`GatewayConfig`] that cannot hold a wrong one ([`validate`]). `gatehouse check-config` and
+//! the hot reload run exactly this path.
 
 mod load;
-mod locate;
 pub mod schema;
 mod validate;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,30 +18,34 @@ use http::{Method, Uri};
 pub use load::{load_file, parse, Vars};
 pub use validate::MAX_RETRIES;
 
-/// A configuration mistake, named by file, place and field so it can be fixed without guessing.
+/// Configuration mistakes, each named by file, line, column and field so it can be fixed
+/// without guessing.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {cause}")]
     Read { file: String, cause: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Syntax {
+    /// Every mistake in the file, one per line: `file:line:column: field: message`.
+    #[error("{}", kit::config::LoadError::Invalid { file: file.clone(), mistakes: mistakes.clone() })]
+    Mistakes {
         file: String,
-        line: usize,
-        message: String,
+        mistakes: Vec<kit::config::Mistake>,
     },
+    /// A file that is sound but cannot replace the running one (see `reload`).
     #[error("{file}: {field}: {message}")]
     Invalid {
         file: String,
         field: String,
         message: String,
     },
-    #[error("{file}:{line}: {field}: {message}")]
-    InvalidAt {
-        file: String,
-        line: usize,
-        field: String,
-        message: String,
-    },
+}
+
+impl From<kit::config::LoadError> for ConfigError {
+    fn from(error: kit::config::LoadError) -> Self {
+        match error {
+            kit::config::LoadError::Read { file, cause } => Self::Read { file, cause },
+            kit::config::LoadError::Invalid { file, mistakes } => Self::Mistakes { file, mistakes },
+        }
+    }
 }
 
 /// A validated gateway configuration.
@@ -53,8 +59,8 @@ pub struct GatewayConfig {
     pub admin_listen: SocketAddr,
     /// Where the access log goes (one JSON line per request).
     pub access_log: kit::observe::AccessLogTarget,
-    /// Durable store: `sqlite://…` or `postgres://…`.
-    pub store: String,
+    /// Durable store: `sqlite://…` or `postgres://…`; it may hold a password, so `Debug` masks it.
+    pub store: kit::config::SecretUrl,
     /// How the store's pool waits: a store that does not answer within `acquire_timeout` is
     /// an outage (503), answered within the request's deadline.
     pub store_pool: kit::db::PoolOptions,
@@ -138,7 +144,7 @@ pub struct TokenSettings {
     pub algorithm: SigningAlgorithm,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum SigningAlgorithm {
     EdDSA,
     RS256,
@@ -214,7 +220,8 @@ pub struct ServiceSettings {
 }
 
 /// How a request chooses among the healthy instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Each instance in turn.
     RoundRobin,

@@ -1,245 +1,584 @@
-//! The configuration file as written. Every struct refuses unknown fields, so a typo is an
-//! error rather than a silently ignored setting.
+//! The configuration file as written, typed: every value is read into a type that refuses a
+//! wrong one ([`super::values`]), every struct refuses unknown fields (a typo is an error, not
+//! a silently ignored setting), and every default is here, in the `Default` of its section.
+//! What needs more than one value to check is left to [`super::validate`], with the positions
+//! of the values it compares (`Spanned`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use kit::config::{unplaced, SecretUrl, Spanned};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::values::{
+    any_duration, from_text, Claim, LiteralPath, NonEmpty, Percent, Period, RouteMethod, Size,
+    Upstream, UrlPath, Watch,
+};
+use super::{AuthPolicy, Balance, SigningAlgorithm};
+
+type StrDeserializer<'a> = serde::de::value::StrDeserializer<'a, serde::de::value::Error>;
+
+/// A count known at compile time to be above zero (a zero fails the build, not the gateway).
+macro_rules! at_least_one {
+    ($type:ident, $n:expr) => {{
+        const N: $type = match $type::new($n) {
+            Some(n) => n,
+            None => panic!("a default count must be at least 1"),
+        };
+        N
+    }};
+}
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct File {
-    pub listen: Option<String>,
+    pub listen: SocketAddr,
     /// The admin listener: `/metrics` and the detailed `/readyz`; never the public one.
-    pub admin_listen: Option<String>,
+    pub admin_listen: SocketAddr,
     /// `stdout` (default), `stderr`, `off`, or a file path.
-    pub access_log: Option<String>,
-    pub store: Option<Store>,
-    pub state: Option<State>,
-    #[serde(default)]
+    #[serde(deserialize_with = "from_text")]
+    pub access_log: kit::observe::AccessLogTarget,
+    pub store: Store,
+    pub state: State,
     pub tokens: Tokens,
-    #[serde(default)]
     pub auth: Auth,
-    #[serde(default)]
     pub limits: Limits,
-    #[serde(deserialize_with = "unique_keys")]
-    pub services: BTreeMap<String, Service>,
-    pub routes: Vec<Route>,
+    /// Required; `None` only when the file does not say.
+    pub services: Option<BTreeMap<String, Service>>,
+    /// Required; `None` only when the file does not say.
+    pub routes: Option<Vec<Route>>,
     /// How long requests in flight may take to finish after SIGTERM.
-    pub drain_timeout: Option<String>,
+    pub drain_timeout: Period,
     /// How often the file is checked for changes, or `off`.
-    pub watch: Option<String>,
+    pub watch: Watch,
     /// How long a changed file must stay unchanged before it is applied.
-    pub watch_settle: Option<String>,
+    pub watch_settle: Period,
+}
+
+/// Loopback: metrics and the detailed readiness are for operators, not for the internet.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8002,
+));
+
+impl Default for File {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                8001,
+            )),
+            admin_listen: DEFAULT_ADMIN_LISTEN,
+            access_log: kit::observe::AccessLogTarget::default(),
+            store: Store::default(),
+            state: State::Memory,
+            tokens: Tokens::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            services: None,
+            routes: None,
+            drain_timeout: Period::secs(30),
+            watch: Watch(Some(Duration::from_secs(1))),
+            watch_settle: Period::millis(200),
+        }
+    }
 }
 
 /// `store: URL`, or `store: { url: URL, acquire_timeout: 2s }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Store {
-    Url(String),
-    Pool(StorePool),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorePool {
-    pub url: String,
+#[derive(Debug)]
+pub struct Store {
+    pub url: SecretUrl,
     /// How long a query waits for a connection before the request is answered 503.
-    pub acquire_timeout: Option<String>,
+    pub acquire_timeout: Period,
 }
 
-/// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new("sqlite://data/gateway.db"),
+            acquire_timeout: Period(kit::db::DEFAULT_ACQUIRE_TIMEOUT),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorePool {
+    url: StoreUrl,
+    #[serde(default)]
+    acquire_timeout: Option<Period>,
+}
+
+/// A database URL the store can open: `sqlite:` or `postgres://`.
+struct StoreUrl(SecretUrl);
+
+impl<'de> Deserialize<'de> for StoreUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = SecretUrl::deserialize(deserializer)?;
+        kit::db::Backend::of_url(url.expose_secret()).map_err(D::Error::custom)?;
+        Ok(Self(url))
+    }
+}
+
+impl<'de> Deserialize<'de> for Store {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextOrMap::new(
+            "a database URL or { url, acquire_timeout }",
+            |url: &str| -> Result<Store, serde::de::value::Error> {
+                let StoreUrl(url) = StoreUrl::deserialize(StrDeserializer::new(url))?;
+                Ok(Store {
+                    url,
+                    ..Store::default()
+                })
+            },
+            |pool: StorePool| Store {
+                url: pool.url.0,
+                acquire_timeout: pool
+                    .acquire_timeout
+                    .unwrap_or(Store::default().acquire_timeout),
+            },
+        ))
+    }
+}
+
+/// `state: memory`, `state: redis://host:6379`, or `state: { redis: URL, prefix: NAME, … }`.
+#[derive(Debug)]
 pub enum State {
-    Named(String),
-    Redis(RedisState),
+    Memory,
+    Redis(Redis),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisState {
-    pub redis: String,
-    pub prefix: Option<String>,
+pub struct Redis {
+    pub redis: RedisUrl,
+    #[serde(default = "default_prefix")]
+    pub prefix: Prefix,
     /// How long opening a connection to Redis may take.
-    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<Period>,
     /// How long one command may wait for its answer.
-    pub command_timeout: Option<String>,
+    #[serde(default)]
+    pub command_timeout: Option<Period>,
     /// While Redis is down, how often a background probe checks whether it is back.
-    pub probe_interval: Option<String>,
+    #[serde(default)]
+    pub probe_interval: Option<Period>,
     /// How often the store is read for revocations other replicas recorded.
-    pub store_sync: Option<String>,
+    #[serde(default)]
+    pub store_sync: Option<Period>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tokens {
-    pub access_ttl: Option<String>,
-    pub refresh_ttl: Option<String>,
-    pub key_activation: Option<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub algorithm: Option<String>,
+fn default_prefix() -> Prefix {
+    Prefix("gatehouse".to_owned())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Auth {
-    pub login: Option<String>,
-    pub token: Option<String>,
-    pub refresh: Option<String>,
-    pub logout: Option<String>,
-    /// How often the gateway asks the credentials service for per-user cut-offs.
-    pub cutoff_poll: Option<String>,
-    pub throttle: Option<Throttle>,
-    pub credentials: Option<Credentials>,
+/// The prefix of the gateway's Redis keys: one word.
+#[derive(Debug)]
+pub struct Prefix(pub String);
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let prefix = String::deserialize(deserializer)?;
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            return Err(D::Error::custom("must be a non-empty word"));
+        }
+        Ok(Self(prefix))
+    }
+}
+
+/// A `redis://` or `rediss://` URL; it may carry a password.
+#[derive(Debug)]
+pub struct RedisUrl(pub SecretUrl);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = SecretUrl::deserialize(deserializer)?;
+        let text = url.expose_secret();
+        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+            return Err(D::Error::custom(format!(
+                "{:?}: expected `memory` or a redis:// URL",
+                url.redacted()
+            )));
+        }
+        Ok(Self(url))
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextOrMap::new(
+            "`memory`, a redis:// URL, or { redis, prefix, … }",
+            |text: &str| -> Result<State, serde::de::value::Error> {
+                if text.trim() == "memory" {
+                    return Ok(State::Memory);
+                }
+                let redis = RedisUrl::deserialize(StrDeserializer::new(text))?;
+                Ok(State::Redis(Redis {
+                    redis,
+                    prefix: default_prefix(),
+                    connect_timeout: None,
+                    command_timeout: None,
+                    probe_interval: None,
+                    store_sync: None,
+                }))
+            },
+            State::Redis,
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    pub access_ttl: Spanned<Period>,
+    /// How long an unused refresh token stays valid; each refresh starts it anew.
+    pub refresh_ttl: Period,
+    /// How long a rotated-in key is published before it signs; `0` signs at once.
+    #[serde(deserialize_with = "any_duration")]
+    pub key_activation: Duration,
+    pub issuer: NonEmpty,
+    pub audience: NonEmpty,
+    pub algorithm: SigningAlgorithm,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self {
+            access_ttl: unplaced(Period::secs(15 * 60)),
+            refresh_ttl: Period::secs(14 * 24 * 3600),
+            key_activation: crate::auth::keys::DEFAULT_ACTIVATION,
+            issuer: NonEmpty("gatehouse".to_owned()),
+            audience: NonEmpty("gatehouse-api".to_owned()),
+            algorithm: SigningAlgorithm::EdDSA,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub login: Spanned<LiteralPath>,
+    pub token: Spanned<LiteralPath>,
+    pub refresh: Spanned<LiteralPath>,
+    pub logout: Spanned<LiteralPath>,
+    /// How often the gateway asks the credentials service for per-user cut-offs.
+    pub cutoff_poll: Period,
+    pub throttle: Throttle,
+    pub credentials: Credentials,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let path = |path: &str| unplaced(LiteralPath(path.to_owned()));
+        Self {
+            login: path("/api/login"),
+            token: path("/api/oauth/token"),
+            refresh: path("/api/token/refresh"),
+            logout: path("/api/logout"),
+            cutoff_poll: Period::secs(2),
+            throttle: Throttle::default(),
+            credentials: Credentials::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Throttle {
-    pub per_username: Option<u64>,
-    pub per_ip: Option<u64>,
-    pub per_device: Option<u64>,
-    pub concurrent: Option<usize>,
-    pub window: Option<String>,
-    pub device_ttl: Option<String>,
+    pub per_username: NonZeroU64,
+    pub per_ip: NonZeroU64,
+    pub per_device: NonZeroU64,
+    pub concurrent: NonZeroUsize,
+    pub window: Period,
+    pub device_ttl: Period,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            per_username: at_least_one!(NonZeroU64, 10),
+            per_ip: at_least_one!(NonZeroU64, 50),
+            per_device: at_least_one!(NonZeroU64, 5),
+            concurrent: at_least_one!(NonZeroUsize, 32),
+            window: Period::secs(15 * 60),
+            device_ttl: Period::secs(90 * 24 * 60 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    pub service: String,
-    pub path: Option<String>,
+    pub service: Spanned<String>,
+    #[serde(default = "default_credentials_path")]
+    pub path: UrlPath,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+fn default_credentials_path() -> UrlPath {
+    UrlPath("/internal/credentials".to_owned())
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            service: unplaced("users".to_owned()),
+            path: default_credentials_path(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    pub max_body: Option<String>,
+    pub max_body: Size,
     /// How long a client may fall silent while sending a request body.
-    pub body_idle_timeout: Option<String>,
+    pub body_idle_timeout: Period,
     /// How long a connection may take to send a request's headers, from accept or from the end
     /// of its previous request.
-    pub header_read_timeout: Option<String>,
+    pub header_read_timeout: Period,
     /// How long a connection may stay blocked writing to a client that does not read.
-    pub send_timeout: Option<String>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_ip: Option<usize>,
+    pub send_timeout: Period,
+    pub max_connections: NonZeroUsize,
+    pub max_connections_per_ip: NonZeroUsize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: Size(1024 * 1024),
+            body_idle_timeout: Period::secs(10),
+            header_read_timeout: Period::secs(10),
+            send_timeout: Period::secs(30),
+            max_connections: at_least_one!(NonZeroUsize, 16_384),
+            max_connections_per_ip: at_least_one!(NonZeroUsize, 512),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    pub upstreams: Vec<String>,
-    pub timeout: Option<String>,
-    pub connect_timeout: Option<String>,
-    /// `round_robin` or `least_requests`.
-    pub balance: Option<String>,
+    pub upstreams: Spanned<Vec<Spanned<Upstream>>>,
+    #[serde(default = "default_service_timeout")]
+    pub timeout: Period,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Period,
+    /// Least requests by default: a frozen or slow instance gathers requests in flight and so
+    /// stops being picked, where round robin would keep handing it every other request until
+    /// its timeouts eject it.
+    #[serde(default = "default_balance")]
+    pub balance: Balance,
+    #[serde(default, deserialize_with = "health")]
     pub health: Option<Health>,
-    pub breaker: Option<Breaker>,
-    pub retries: Option<Retries>,
+    #[serde(default)]
+    pub breaker: Breaker,
+    #[serde(default)]
+    pub retries: Retries,
     /// Whether the gateway waits for this service's first healthy check after start.
-    pub required: Option<bool>,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn default_service_timeout() -> Period {
+    Period::secs(30)
+}
+
+fn default_connect_timeout() -> Period {
+    Period::secs(2)
+}
+
+fn default_balance() -> Balance {
+    Balance::LeastRequests
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `health: /healthz`, or `health: { path, interval, timeout, healthy, unhealthy }`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Health {
-    Path(String),
-    Check(HealthCheck),
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    pub path: UrlPath,
+    pub interval: Period,
+    /// Default: the interval, at most a second — a check that waits long for a frozen instance
+    /// delays the verdict the check exists for.
+    pub timeout: Option<Period>,
+    pub healthy: NonZeroU32,
+    pub unhealthy: NonZeroU32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        let two = at_least_one!(NonZeroU32, 2);
+        Self {
+            path: UrlPath("/healthz".to_owned()),
+            interval: Period::secs(5),
+            timeout: None,
+            healthy: two,
+            unhealthy: two,
+        }
+    }
+}
+
+/// `health: /path` is `health: { path: /path }`.
+pub fn health<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Health>, D::Error> {
+    deserializer
+        .deserialize_any(TextOrMap::new(
+            "a path or { path, interval, timeout, healthy, unhealthy }",
+            |path: &str| -> Result<Health, serde::de::value::Error> {
+                Ok(Health {
+                    path: UrlPath::parse(path).map_err(serde::de::value::Error::custom)?,
+                    ..Health::default()
+                })
+            },
+            |health: Health| health,
+        ))
+        .map(Some)
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    pub path: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub healthy: Option<u32>,
-    pub unhealthy: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Breaker {
-    pub failures: Option<u32>,
-    pub backoff: Option<String>,
-    pub max_backoff: Option<String>,
+    pub failures: NonZeroU32,
+    pub backoff: Spanned<Period>,
+    /// Default: five minutes, or the backoff when that is longer.
+    pub max_backoff: Option<Spanned<Period>>,
     /// How long an instance must stay in rotation before its next ejection starts from
     /// `backoff` again; default: the back-off it last served.
-    pub decay: Option<String>,
+    pub decay: Option<Period>,
 }
 
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            failures: at_least_one!(NonZeroU32, 5),
+            backoff: unplaced(Period::secs(10)),
+            max_backoff: None,
+            decay: None,
+        }
+    }
+}
+
+/// The ceiling of a breaker's back-off when the file gives none.
+pub const DEFAULT_MAX_BACKOFF: Period = Period::secs(300);
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Retries {
-    pub attempts: Option<u32>,
+    pub attempts: Spanned<u32>,
     /// A percentage of requests, such as `20%`.
-    pub budget: Option<String>,
+    pub budget: Percent,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: unplaced(2),
+            budget: Percent(20),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    pub path: String,
-    pub methods: Vec<String>,
-    pub service: String,
-    pub to: Option<String>,
+    pub path: Spanned<UrlPath>,
+    pub methods: Vec<RouteMethod>,
+    pub service: Spanned<String>,
+    /// Default: the public path.
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    /// Required: a route says who may call it.
+    #[serde(default)]
     pub auth: Option<RouteAuth>,
-    pub timeout: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<Period>,
 }
 
 /// `auth: public`, `auth: authenticated`, or `auth: { roles: [...], scopes: [...] }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RouteAuth {
-    Named(String),
-    Rules(AuthRules),
-}
+#[derive(Debug)]
+pub struct RouteAuth(pub AuthPolicy);
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthRules {
+struct AuthRules {
     #[serde(default)]
-    pub roles: Vec<String>,
+    roles: Vec<Claim>,
     #[serde(default)]
-    pub scopes: Vec<String>,
+    scopes: Vec<Claim>,
 }
 
-/// A map that refuses a key given twice: YAML parsers keep the last silently, which would let a
-/// second `users:` replace the first without a word.
-fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    V: Deserialize<'de>,
-{
-    struct UniqueKeys<V>(std::marker::PhantomData<V>);
-
-    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for UniqueKeys<V> {
-        type Value = BTreeMap<String, V>;
-
-        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            formatter.write_str("a map of services by name")
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
-            while let Some((key, value)) = map.next_entry::<String, V>()? {
-                if out.contains_key(&key) {
-                    return Err(serde::de::Error::custom(format!(
-                        "service `{key}` is defined twice"
-                    )));
+impl<'de> Deserialize<'de> for RouteAuth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rules = deserializer.deserialize_any(TextOrMap::new(
+            "public, authenticated, or { roles: [...], scopes: [...] }",
+            |name: &str| -> Result<Result<AuthPolicy, AuthRules>, serde::de::value::Error> {
+                match name {
+                    "public" => Ok(Ok(AuthPolicy::Public)),
+                    "authenticated" => Ok(Ok(AuthPolicy::Authenticated)),
+                    other => Err(serde::de::value::Error::custom(format!(
+                        "{other:?}: expected public, authenticated, or {{ roles: [...], scopes: [...] }}"
+                    ))),
                 }
-                out.insert(key, value);
+            },
+            Err,
+        ))?;
+        match rules {
+            Ok(policy) => Ok(Self(policy)),
+            Err(rules) if rules.roles.is_empty() && rules.scopes.is_empty() => {
+                Err(D::Error::custom("give roles, scopes, or both"))
             }
-            Ok(out)
+            Err(rules) => Ok(Self(AuthPolicy::Require {
+                roles: rules.roles.into_iter().map(|c| c.0).collect(),
+                scopes: rules.scopes.into_iter().map(|c| c.0).collect(),
+            })),
         }
     }
+}
 
-    deserializer.deserialize_map(UniqueKeys(std::marker::PhantomData))
+/// A setting written either as one string or as a mapping of its parts: the visitor takes
+/// both, so the mapping's own fields keep their paths and positions (serde's `untagged` would
+/// buffer the value and lose them, and answer only "did not match any variant").
+struct TextOrMap<T, M, FT, FM> {
+    expecting: &'static str,
+    from_text: FT,
+    from_map: FM,
+    marker: std::marker::PhantomData<(T, M)>,
+}
+
+impl<T, M, FT, FM> TextOrMap<T, M, FT, FM> {
+    fn new(expecting: &'static str, from_text: FT, from_map: FM) -> Self {
+        Self {
+            expecting,
+            from_text,
+            from_map,
+            marker: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T, M, FT, FM> Visitor<'de> for TextOrMap<T, M, FT, FM>
+where
+    M: Deserialize<'de>,
+    FT: FnOnce(&str) -> Result<T, serde::de::value::Error>,
+    FM: FnOnce(M) -> T,
+{
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.from_text)(text).map_err(E::custom)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        M::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(self.from_map)
+    }
 }

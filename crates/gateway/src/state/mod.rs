@@ -35,7 +35,8 @@ use crate::store::{Store, StoreWrite, WriteError, Written};
 pub enum StateSettings {
     Memory,
     Redis {
-        url: String,
+        /// May hold a password: `Debug` masks it.
+        url: kit::config::SecretUrl,
         prefix: String,
         options: RedisOptions,
     },
@@ -194,8 +195,14 @@ impl Replicated {
                 prefix,
                 options,
             } => Some(
-                RedisState::connect(url, prefix, *options, Arc::clone(&mirror), store.clone())
-                    .await?,
+                RedisState::connect(
+                    url.expose_secret(),
+                    prefix,
+                    *options,
+                    Arc::clone(&mirror),
+                    store.clone(),
+                )
+                .await?,
             ),
         };
         Ok(Self {

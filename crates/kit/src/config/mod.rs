@@ -1,5 +1,32 @@
-//! The settings every service shares. The binary fills them from flags and environment (clap,
-//! with defaults); a service adds its own section beside them.
+//! The settings every service shares, and the loader every configuration file goes through.
+//!
+//! [`ServiceConfig`] is filled by the binary from flags and environment (clap, with defaults);
+//! a configuration *file* is read by [`load`] (or [`parse`]) into any typed value, so every
+//! binary fails fast alike.
+//!
+//! # Layout
+//! - [`load`](mod@load): YAML text to a typed value, positions kept by the parser (`marked-yaml`),
+//!   `${VAR}` substituted inside scalars after parsing, every mistake reported at once.
+//! - [`vars`]: the `${VAR}` values and how a reference is expanded.
+//! - [`mistake`]: one mistake (file:line:column, field path, reason) and the collector.
+//! - [`secret`]: [`SecretUrl`], a URL whose password `Debug` and logs never show.
+
+pub mod load;
+pub mod mistake;
+pub mod secret;
+pub mod vars;
+
+pub use load::{load, parse, parse_collecting, read, LoadError};
+pub use marked_yaml::Spanned;
+pub use mistake::{Mistake, Mistakes, Position};
+pub use secret::SecretUrl;
+pub use vars::Vars;
+
+/// A value the file did not give (a default): it has no place in the file, and a mistake about
+/// it names only its field.
+pub fn unplaced<T>(value: T) -> Spanned<T> {
+    Spanned::new(marked_yaml::Span::new_blank(), value)
+}
 
 use std::net::SocketAddr;
 
