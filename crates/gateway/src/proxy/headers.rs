@@ -252,8 +252,11 @@ pub fn sanitize_response(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
+    /// The names left, sorted: a removal may move the map's last entry into its place.
     fn names(headers: &HeaderMap) -> Vec<&str> {
-        headers.keys().map(HeaderName::as_str).collect()
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     #[test]
