@@ -114,7 +114,9 @@ pub async fn forward(
             std::mem::take(&mut headers)
         };
         if let Some(host) = upstream.host_header(pick.index) {
-            request.headers_mut().insert(http::header::HOST, host.clone());
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
         }
 
         let attempt = attempt(upstream, request, &deadline, limits.max_body_bytes).await;

@@ -96,7 +96,12 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
     let lines = headers.get_all(header::CONNECTION).iter().count();
     for line in 0..lines {
         // A clone of the line (a reference count, not a copy) so the map can change meanwhile.
-        let Some(value) = headers.get_all(header::CONNECTION).iter().nth(line).cloned() else {
+        let Some(value) = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .nth(line)
+            .cloned()
+        else {
             break;
         };
         for token in value.as_bytes().split(|&b| b == b',') {
@@ -211,7 +216,9 @@ pub fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
         X_FORWARDED_PROTO,
         HeaderValue::from_static(forwarding.proto),
     );
-    let host = forwarding.host.filter(|host| is_plain_host(host.as_bytes()));
+    let host = forwarding
+        .host
+        .filter(|host| is_plain_host(host.as_bytes()));
     let (open, close): (&[u8], &[u8]) = match forwarding.client_ip {
         IpAddr::V4(_) => (b"for=", b""),
         IpAddr::V6(_) => (b"for=\"[", b"]\""),
@@ -330,10 +337,7 @@ mod tests {
             HeaderValue::from_str(&listed.join(", ")).unwrap(),
         );
         for name in ["x-h0", "x-h2500", "x-h4999"] {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static("1"),
-            );
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
         }
         headers.insert("x-h5000", HeaderValue::from_static("not listed"));
         remove_hop_by_hop(&mut headers);
@@ -454,7 +458,14 @@ mod tests {
         let mut addresses: Vec<IpAddr> = (0..=255u8)
             .map(|n| std::net::Ipv4Addr::new(n, 255 - n, n / 10, 7).into())
             .collect();
-        for text in ["0.0.0.0", "255.255.255.255", "::", "::1", "fe80::1:2", "::ffff:1.2.3.4"] {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1:2",
+            "::ffff:1.2.3.4",
+        ] {
             addresses.push(text.parse().unwrap());
         }
         for ip in addresses {

@@ -332,9 +332,8 @@ impl Upstream {
 
 /// A request target as the upstream gets it; a target that is no valid path and query is 400.
 pub fn path_and_query_of(target: impl Into<bytes::Bytes>) -> Result<PathAndQuery, GatewayError> {
-    PathAndQuery::from_maybe_shared(target.into()).map_err(|_| {
-        GatewayError::BadRequest("The request path cannot be forwarded.".to_owned())
-    })
+    PathAndQuery::from_maybe_shared(target.into())
+        .map_err(|_| GatewayError::BadRequest("The request path cannot be forwarded.".to_owned()))
 }
 
 /// Every configured service, by name.
