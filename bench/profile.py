@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(harness.ROOT / "target" / "bench-profile"))
     parser.add_argument("--top", type=int, default=45, help="functions listed")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--no-observe", dest="observe", action="store_false",
+                        help="without metrics and access log (on by default when the build has them)")
     args = parser.parse_args()
     try:
         return profile(args)
@@ -50,8 +52,9 @@ def profile(args: argparse.Namespace) -> int:
     if not args.no_build:
         harness.build("release")
     target = Path(os.environ.get("CARGO_TARGET_DIR", harness.ROOT / "target")) / "release"
-    gatehouse = Path(args.gatehouse) if args.gatehouse else target / "gatehouse"
-    out = Path(args.out)
+    # Absolute: the gateway runs in the temporary folder.
+    gatehouse = Path(args.gatehouse).resolve() if args.gatehouse else target / "gatehouse"
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-profile-"))
     services = []
@@ -63,7 +66,10 @@ def profile(args: argparse.Namespace) -> int:
         harness.wait_ready(upstream, "/healthz")
         addr = f"127.0.0.1:{harness.free_port()}"
         routes = harness.ROUTES_IN_LARGE_TABLE - 4 if args.scenario == "5" else 0
-        config = harness.gateway_config(workdir, "gateway", addr, upstream_addr, routes)
+        # Metrics and the access log on, as deployed, when this build has them.
+        observe = (harness.observe_for(workdir, "gateway")
+                   if args.observe and harness.supports_observe(gatehouse, workdir) else None)
+        config = harness.gateway_config(workdir, "gateway", addr, upstream_addr, routes, observe)
         callgrind_out = out / f"callgrind.scenario{args.scenario}.out"
         gateway = harness.start(
             "gateway",
@@ -107,7 +113,7 @@ def profile(args: argparse.Namespace) -> int:
         report = out / f"scenario{args.scenario}.txt"
         lines = [f"scenario {args.scenario}: {requests} requests, {total_ir:,} instructions, "
                  f"{total_ir // max(requests, 1):,} instructions per request",
-                 f"binary {gatehouse}", ""]
+                 f"binary {gatehouse}, metrics and access log {'on' if observe else 'off'}", ""]
         lines += annotated.splitlines()[: args.top + 25]
         report.write_text("\n".join(lines) + "\n")
         print("\n".join(lines))

@@ -12,6 +12,12 @@ use kit::observe::AccessLogTarget;
 use kit::shutdown::Shutdown;
 use kit::telemetry::{self, LogFormat};
 
+// A proxy allocates and frees small objects for every request (header maps, bodies' boxes, the
+// pool's and the runtime's bookkeeping), from both runtime threads; mimalloc's thread-local
+// free lists make that cheaper than glibc's malloc (docs/BENCHMARKS.md, "Third round").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",

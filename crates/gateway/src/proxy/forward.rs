@@ -33,7 +33,7 @@ use super::headers;
 use super::instance::{InFlight, Outcome, Pick};
 use super::request_body::{ClientSilent, Progress, Watched};
 use super::retry;
-use super::upstream::Upstream;
+use super::upstream::{path_and_query_of, Upstream};
 use crate::clock::monotonic_ms;
 use crate::config::{Limits, MAX_RETRIES};
 use crate::error::GatewayError;
@@ -101,6 +101,8 @@ pub async fn forward(
     }
     // Runs from here: a body to replay has been read whole already.
     let deadline = payload.deadline(timeout);
+    // Parsed once for every attempt, taking over the string's buffer.
+    let target = path_and_query_of(target)?;
 
     // The instances tried so far, without an allocation per request.
     let mut tried = [0usize; 1 + MAX_RETRIES as usize];
@@ -120,13 +122,18 @@ pub async fn forward(
         report.retries = attempts as u32 - 1;
         let mut request = Request::new(payload.for_attempt());
         *request.method_mut() = method.clone();
-        *request.uri_mut() = upstream.uri_on(&instance, &target)?;
+        *request.uri_mut() = upstream.uri_at(&instance, target.clone())?;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = if attempts < max_attempts {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
         };
+        if let Some(host) = upstream.host_header(pick.index) {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
+        }
 
         let attempt = attempt(upstream, request, &deadline, limits.max_body_bytes).await;
         report.upstream = Some(started.elapsed());

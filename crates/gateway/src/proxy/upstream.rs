@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::Uri;
+use http::{HeaderValue, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -32,6 +32,9 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub settings: ServiceSettings,
     instances: Vec<Arc<Instance>>,
+    /// The `Host` header of each instance, in the order of `instances`: made once here, where
+    /// hyper's client would format it (and allocate) for every request.
+    hosts: Vec<Option<HeaderValue>>,
     next: AtomicUsize,
     pub client: HttpClient,
     /// The service's timeout (a route may override it).
@@ -54,6 +57,11 @@ pub struct Headcount {
     pub instances: usize,
 }
 
+/// Idle keep-alive connections kept per instance. The gateway's concurrency towards one instance
+/// is its clients' (nginx's `keepalive` is per worker); 256 covers the connection counts we
+/// benchmark and deploy with, and a burst beyond it only opens connections that are then closed.
+const IDLE_CONNECTIONS_PER_INSTANCE: usize = 256;
+
 fn client(settings: &ServiceSettings) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(settings.connect_timeout));
@@ -61,10 +69,19 @@ fn client(settings: &ServiceSettings) -> HttpClient {
     connector.enforce_http(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_INSTANCE)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)
+}
+
+/// The `Host` header hyper's client would send to `authority`: the host, and the port unless it
+/// is HTTP's default.
+fn host_header(authority: &Authority) -> Option<HeaderValue> {
+    match authority.port_u16() {
+        None | Some(80) => HeaderValue::from_str(authority.host()).ok(),
+        Some(port) => HeaderValue::from_str(&format!("{}:{port}", authority.host())).ok(),
+    }
 }
 
 impl Upstream {
@@ -89,11 +106,16 @@ impl Upstream {
                     .and_then(|old| old.instance_at(&authority))
                     .map_or_else(|| Arc::new(Instance::new(authority)), Arc::clone)
             })
+            .collect::<Vec<Arc<Instance>>>();
+        let hosts = instances
+            .iter()
+            .map(|instance| host_header(&instance.authority))
             .collect();
         Self {
             name: Arc::from(name),
             settings: settings.clone(),
             instances,
+            hosts,
             next: AtomicUsize::new(0),
             client,
             timeout: settings.timeout,
@@ -121,6 +143,11 @@ impl Upstream {
 
     pub fn instances(&self) -> &[Arc<Instance>] {
         &self.instances
+    }
+
+    /// The `Host` header for the instance at `index` (as [`Pick::index`] names it).
+    pub fn host_header(&self, index: usize) -> Option<&HeaderValue> {
+        self.hosts.get(index).and_then(Option::as_ref)
     }
 
     pub fn instance_at(&self, authority: &Authority) -> Option<&Arc<Instance>> {
@@ -270,14 +297,22 @@ impl Upstream {
     }
 
     pub fn uri_on(&self, authority: &Authority, path_and_query: &str) -> Result<Uri, GatewayError> {
-        let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| {
-            GatewayError::BadRequest("The request path cannot be forwarded.".to_owned())
-        })?;
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        let path_and_query = bytes::Bytes::copy_from_slice(path_and_query.as_bytes());
+        self.uri_at(authority, path_and_query_of(path_and_query)?)
+    }
+
+    /// The URI of `path_and_query` on the instance at `authority`; nothing is copied (both are
+    /// reference-counted), so an attempt and each retry pay only for the `Uri` itself.
+    pub fn uri_at(
+        &self,
+        authority: &Authority,
+        path_and_query: PathAndQuery,
+    ) -> Result<Uri, GatewayError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
             .map_err(|e| GatewayError::Internal(anyhow::anyhow!("building an upstream URI: {e}")))
     }
 
@@ -294,6 +329,12 @@ impl Upstream {
     pub fn claim_health_checks(&self) -> bool {
         !self.checked.swap(true, Ordering::AcqRel)
     }
+}
+
+/// A request target as the upstream gets it; a target that is no valid path and query is 400.
+pub fn path_and_query_of(target: impl Into<bytes::Bytes>) -> Result<PathAndQuery, GatewayError> {
+    PathAndQuery::from_maybe_shared(target.into())
+        .map_err(|_| GatewayError::BadRequest("The request path cannot be forwarded.".to_owned()))
 }
 
 /// Every configured service, by name.
@@ -371,6 +412,44 @@ mod tests {
                 budget_percent: 20,
             },
             required: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_instance_has_the_host_header_hyper_would_send_it() {
+        let mut settings = settings(1, Balance::RoundRobin);
+        settings.upstreams = vec![
+            "http://127.0.0.1:10000".parse().unwrap(),
+            "http://users.internal".parse().unwrap(),
+            "http://users.internal:80".parse().unwrap(),
+            "http://[::1]:8080".parse().unwrap(),
+        ];
+        let upstream = Upstream::new("s", &settings);
+        let hosts: Vec<_> = (0..5).map(|i| upstream.host_header(i).cloned()).collect();
+        assert_eq!(
+            hosts,
+            vec![
+                Some(HeaderValue::from_static("127.0.0.1:10000")),
+                Some(HeaderValue::from_static("users.internal")),
+                Some(HeaderValue::from_static("users.internal")),
+                Some(HeaderValue::from_static("[::1]:8080")),
+                None,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_uri_takes_the_target_as_it_is_and_refuses_one_that_is_no_path() {
+        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin));
+        let authority = upstream.instances()[0].authority.clone();
+        let target = path_and_query_of("/a/b?c=d%20e").unwrap();
+        assert_eq!(
+            upstream.uri_at(&authority, target).unwrap(),
+            "http://127.0.0.1:10000/a/b?c=d%20e"
+        );
+        for bad in ["/a b", "/\u{7f}", "/a\r\nx-injected: 1"] {
+            let error = path_and_query_of(bad.to_owned()).unwrap_err();
+            assert_eq!(error.status(), 400, "{bad:?}");
         }
     }
 
