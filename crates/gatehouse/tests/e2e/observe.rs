@@ -87,3 +87,61 @@ async fn the_services_access_log_names_the_caller_and_never_the_query() {
         "the verified user: {clock_line}"
     );
 }
+
+#[tokio::test]
+async fn a_standalone_service_serves_metrics_on_its_admin_port_and_logs_to_its_file() {
+    let (port, admin) = (crate::fleet::free_port(), crate::fleet::free_port());
+    let folder = tempfile::tempdir().unwrap();
+    let log = folder.path().join("access.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["clock", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--access-log", &log.display().to_string()])
+        .args(["--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = crate::fleet::client();
+    let public = format!("http://127.0.0.1:{port}");
+    crate::fleet::wait_for("the clock process to listen", || async {
+        let response = http.get(format!("{public}/healthz")).send().await;
+        response.ok().filter(|r| r.status() == 200).map(|_| ())
+    })
+    .await;
+
+    let on_public = http.get(format!("{public}/metrics")).send().await.unwrap();
+    let exposition = http
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let healthz = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .any(|line| line["route"] == "/healthz");
+        if healthz || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert!(logged.contains(r#""route":"/healthz""#), "{logged}");
+    assert_eq!(on_public.status(), 404, "never on the public port");
+    let series = request_counts(&exposition);
+    assert!(
+        series
+            .iter()
+            .any(|s| s.server == "clock" && s.route == "/healthz" && s.status_class == "2xx"),
+        "{series:?}"
+    );
+}

@@ -87,6 +87,12 @@ impl Process {
         let port = crate::fleet::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["clock", "--listen", &format!("127.0.0.1:{port}")])
+            // Several instances run at once: each its own admin port, and no access log.
+            .args([
+                "--admin-listen",
+                &format!("127.0.0.1:{}", crate::fleet::free_port()),
+            ])
+            .args(["--access-log", "off"])
             // No identity is needed for /healthz, the path the test load asks for.
             .args(["--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json"])
             .env("RUST_LOG", "warn")
