@@ -47,6 +47,7 @@ pub enum GatewayError {
     Unavailable {
         service: String,
         retry_after: std::time::Duration,
+        why: Unavailability,
     },
     #[error("the service `{service}` did not answer in time")]
     Timeout { service: String },
@@ -58,6 +59,19 @@ pub enum GatewayError {
     StoreUnavailable(anyhow::Error),
     #[error(transparent)]
     Internal(anyhow::Error),
+}
+
+/// Why a service is unavailable, for operators (the client is told the same 503 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// No connection could be opened (refused, unreachable, connect timeout).
+    Unreachable,
+    /// Every instance that passes its health checks is ejected by its breaker.
+    BreakerOpen,
+    /// No instance passes its health checks.
+    NoHealthyInstance,
+    /// The service answered 503 itself (its own dependency is down).
+    SaysUnavailable,
 }
 
 /// A store write that could neither land nor wait (the queue is full), or that failed.
@@ -111,7 +125,12 @@ impl GatewayError {
             Self::BodyStalled { .. } => "body_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
-            Self::Unavailable { .. } => "upstream_unavailable",
+            Self::Unavailable { why, .. } => match why {
+                Unavailability::Unreachable => "upstream_unreachable",
+                Unavailability::BreakerOpen => "breaker_open",
+                Unavailability::NoHealthyInstance => "no_healthy_instance",
+                Unavailability::SaysUnavailable => "upstream_unavailable",
+            },
             Self::Timeout { .. } => "upstream_timeout",
             Self::BadGateway { .. } => "upstream_bad_response",
             Self::StoreUnavailable(_) => "store_unavailable",

@@ -275,6 +275,8 @@ pub fn write_atomically(path: &Path, text: &str) {
 pub fn config_head(watch: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\n\
+         admin_listen: \"127.0.0.1:0\"\n\
+         access_log: \"off\"\n\
          store: \"sqlite://${{DATA}}/gateway.db\"\n\
          watch: {watch}\n\
          drain_timeout: 20s\n\

@@ -9,6 +9,7 @@ mod captured_identity;
 mod config;
 mod devices;
 mod drain;
+mod gateway_observe;
 mod http_conformance;
 mod lifecycle;
 mod login;

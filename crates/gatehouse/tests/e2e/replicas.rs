@@ -91,6 +91,8 @@ async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_
         format!(
             r#"
 listen: ${{GATEHOUSE_LISTEN}}
+admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
+access_log: "off"
 store: "sqlite://{data}/data/gateway.db"
 state: {{ redis: "{redis}", prefix: "{prefix}" }}
 services:

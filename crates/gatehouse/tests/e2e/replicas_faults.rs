@@ -91,6 +91,8 @@ impl Fleet {
             format!(
                 r#"
 listen: ${{GATEHOUSE_LISTEN}}
+admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
+access_log: "off"
 store: "sqlite://{data}/gateway.db"
 state: {{ redis: "redis://127.0.0.1:{port}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
 services:

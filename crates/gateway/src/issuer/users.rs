@@ -180,6 +180,7 @@ fn unexpected(state: &App, status: StatusCode) -> GatewayError {
         return GatewayError::Unavailable {
             service: state.config().auth.credentials_service.clone(),
             retry_after: kit::outage::RETRY_AFTER,
+            why: crate::error::Unavailability::SaysUnavailable,
         };
     }
     tracing::error!(service = %state.config().auth.credentials_service, status = status.as_u16(), "credentials service failed");

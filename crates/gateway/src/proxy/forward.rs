@@ -359,6 +359,7 @@ impl Failure {
             Self::Connect => GatewayError::Unavailable {
                 service,
                 retry_after: Duration::from_secs(1),
+                why: crate::error::Unavailability::Unreachable,
             },
             Self::Broken => GatewayError::BadGateway { service },
             Self::Client(error) => error,

@@ -23,7 +23,7 @@ use super::instance::{Availability, InFlight, Instance, Pick};
 use super::retry::RetryBudget;
 use crate::clock::monotonic_ms;
 use crate::config::{Balance, ServiceSettings};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, Unavailability};
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
@@ -243,6 +243,11 @@ impl Upstream {
             None => Err(GatewayError::Unavailable {
                 service: self.name.to_string(),
                 retry_after: self.retry_after(now),
+                why: if self.instances.iter().any(|i| i.is_healthy()) {
+                    Unavailability::BreakerOpen
+                } else {
+                    Unavailability::NoHealthyInstance
+                },
             }),
         }
     }
@@ -502,6 +507,7 @@ mod tests {
             Err(GatewayError::Unavailable {
                 service,
                 retry_after,
+                why: Unavailability::BreakerOpen,
             }) => {
                 assert_eq!(service, "s");
                 assert!(retry_after > Duration::from_secs(50), "{retry_after:?}");
