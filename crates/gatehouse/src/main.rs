@@ -199,7 +199,8 @@ enum KeysAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // Held to the end of `main`: the log lines still queued are written out before exit.
+    let _log_writer = telemetry::init(cli.log_format);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

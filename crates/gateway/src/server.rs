@@ -205,9 +205,17 @@ impl Gateway {
 /// `GET /metrics` (admin): the exposition, with the per-instance gauges read just now.
 async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
     let observe = &app.observe;
-    observe.gateway.refresh_instances(&app.upstreams());
+    let exposition = {
+        let _one_at_a_time = observe
+            .gateway
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        observe.gateway.refresh_instances(&app.upstreams());
+        observe.metrics.render()
+    };
     (
         [(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)],
-        observe.metrics.render(),
+        exposition,
     )
 }

@@ -193,3 +193,28 @@ async fn the_access_log_line_of_a_request_has_every_field_and_never_a_token_or_q
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_request_whose_client_leaves_before_the_answer_is_counted_as_499_client_closed() {
+    let app = spawn_app().await;
+    // The service takes longer than the client waits (and than the route's 300 ms timeout).
+    let gave_up = app
+        .http
+        .get(app.url("/api/slow"))
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up first");
+
+    let (series, _) = gateway_counts(&app, 1).await;
+    assert_eq!(
+        count(&series, "/api/slow", "GET", "4xx", "client_closed"),
+        1,
+        "{series:#?}"
+    );
+    assert_eq!(
+        count(&series, "/api/slow", "GET", "5xx", "upstream_timeout"),
+        0,
+        "the gateway stopped working on it when the client left: {series:#?}"
+    );
+}

@@ -55,17 +55,22 @@ impl Pipeline {
     /// Takes one request from `peer` through the phases; the answer, whatever happens.
     pub async fn handle(self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
         let id = request_id::header_value(request.headers());
-        let mut exchange = observe::Exchange::begin(request.method(), declared_length(&request));
+        let mut pending = observe::Pending::begin(
+            &self.app,
+            request.method(),
+            declared_length(&request),
+            id.clone(),
+        );
         // Kept for a refusal's problem (`instance`); sharing the parsed bytes, not copying them.
         let uri = request.uri().clone();
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(request_id::HEADER, id.clone());
-        let response = match self.pass(parts, Body::new(body), peer, &mut exchange).await {
+        let exchange = pending.exchange();
+        let response = match self.pass(parts, Body::new(body), peer, exchange).await {
             Ok(response) => response,
             Err(error) => respond::refusal(error, &id, uri.path()),
         };
-        let response = respond::finish(response, id.clone());
-        observe::answer(&self.app.observe, exchange, &id, response)
+        pending.answer(respond::finish(response, id))
     }
 
     /// Phases 2 to 7; what they learn of the request goes into `exchange`.

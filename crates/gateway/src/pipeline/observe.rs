@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::Method;
+use http::{HeaderValue, Method, StatusCode};
 use kit::observe::{AccessLog, AccessRecord, Metrics, Observed, Reason, RouteLabel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 
+use crate::app::App;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 
@@ -89,6 +90,8 @@ pub struct GatewayMetrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     /// `gatehouse_open_connections`: client connections open on the public listener.
     pub connections: Gauge,
+    /// One scrape at a time refreshes the instance gauges and renders.
+    pub scrape: Arc<std::sync::Mutex<()>>,
 }
 
 /// Upstream answers take from a millisecond to the longest timeout.
@@ -119,6 +122,7 @@ impl GatewayMetrics {
             sign_ins: Family::default(),
             reloads: Family::default(),
             connections: Gauge::default(),
+            scrape: Arc::default(),
         };
         let it = families.clone();
         metrics.register(
@@ -190,7 +194,9 @@ impl GatewayMetrics {
     }
 
     /// Sets the per-instance gauges from `upstreams` (at each scrape: the state is read where it
-    /// lives, not copied on every change). Instances a reload removed are dropped.
+    /// lives, not copied on every change). Instances a reload removed are dropped. The caller
+    /// holds the scrape lock (see `server::metrics`), so a concurrent scrape never renders the
+    /// families between their clearing and their refilling.
     pub fn refresh_instances(&self, upstreams: &Upstreams) {
         self.instance_healthy.clear();
         self.instance_ejected.clear();
@@ -242,29 +248,90 @@ impl Exchange {
     }
 }
 
-/// `response` with its body watched: when the body has gone out (or the client is gone), the
-/// exchange is counted and logged. `request_id` is the id the answer carries.
-pub fn answer(
-    observe: &Observe,
+/// An exchange the pipeline is still working on. Dropped unanswered (the client closed the
+/// connection before the answer's headers were ready), it is counted and logged as nginx's 499
+/// `client_closed`, so abandoned requests do not vanish from the numbers.
+pub struct Pending {
+    app: App,
+    request_id: HeaderValue,
     exchange: Exchange,
-    request_id: &http::HeaderValue,
-    response: Response,
-) -> Response {
-    let status = response.status();
-    let reason = response.extensions().get::<Reason>().map(|r| r.as_str());
-    let observe = observe.clone();
-    let request_id = request_id.to_str().unwrap_or_default().to_owned();
-    response.map(move |body| {
-        Body::new(Observed::new(body, move |bytes_out, _complete| {
-            finish(&observe, exchange, request_id, status, reason, bytes_out);
-        }))
-    })
+    answered: bool,
+}
+
+/// What nginx logs for a request whose client went away first; not a status anyone receives.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Pending {
+    pub fn begin(app: &App, method: &Method, bytes_in: u64, request_id: HeaderValue) -> Self {
+        Self {
+            app: Arc::clone(app),
+            request_id,
+            exchange: Exchange::begin(method, bytes_in),
+            answered: false,
+        }
+    }
+
+    pub fn exchange(&mut self) -> &mut Exchange {
+        &mut self.exchange
+    }
+
+    /// `response` with its body watched: when the body has gone out (or the client is gone),
+    /// the exchange is counted and logged. An error answer that names no reason gets its
+    /// status's; a body cut short is logged as such (`answer_incomplete`).
+    pub fn answer(mut self, response: Response) -> Response {
+        self.answered = true;
+        let exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
+        let app = Arc::clone(&self.app);
+        let request_id = self.request_id.clone();
+        let status = response.status();
+        let reason = response
+            .extensions()
+            .get::<Reason>()
+            .copied()
+            .or_else(|| Reason::for_status(status))
+            .map(Reason::as_str);
+        response.map(move |body| {
+            Body::new(Observed::new(body, move |bytes_out, complete| {
+                let reason = if complete {
+                    reason
+                } else {
+                    reason.or(Some("answer_incomplete"))
+                };
+                finish(
+                    &app.observe,
+                    exchange,
+                    &request_id,
+                    status,
+                    reason,
+                    bytes_out,
+                );
+            }))
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        finish(
+            &self.app.observe,
+            exchange,
+            &self.request_id,
+            status,
+            Some("client_closed"),
+            0,
+        );
+    }
 }
 
 fn finish(
     observe: &Observe,
     exchange: Exchange,
-    request_id: String,
+    request_id: &HeaderValue,
     status: http::StatusCode,
     reason: Option<&'static str>,
     bytes_out: u64,
@@ -297,7 +364,7 @@ fn finish(
     }
     if observe.access_log.is_on() {
         observe.access_log.record(AccessRecord {
-            request_id,
+            request_id: request_id.to_str().unwrap_or_default().to_owned(),
             server: SERVER,
             route: exchange.route.as_template().cloned(),
             method: exchange.method,

@@ -46,7 +46,8 @@ pub enum Availability {
 #[derive(Debug)]
 pub struct Instance {
     pub authority: Authority,
-    /// `authority` as text, shared: what metrics and the access log name the instance by.
+    /// `host[:port]` of `authority`, shared: what metrics and the access log name the instance
+    /// by. Never its user info, which may hold a password.
     pub name: Arc<str>,
     in_flight: AtomicUsize,
     /// Failures in a row since the last success.
@@ -73,7 +74,10 @@ pub struct Instance {
 impl Instance {
     pub fn new(authority: Authority) -> Self {
         Self {
-            name: Arc::from(authority.as_str()),
+            name: Arc::from(match authority.port() {
+                Some(port) => format!("{}:{port}", authority.host()),
+                None => authority.host().to_owned(),
+            }),
             authority,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -371,6 +375,14 @@ mod tests {
         max_backoff: Duration::from_secs(60),
         decay: None,
     };
+
+    #[test]
+    fn an_instance_is_named_without_the_user_info_of_its_address() {
+        let instance = Instance::new(Authority::from_static("user:s3cret@10.0.0.1:8080"));
+        assert_eq!(&*instance.name, "10.0.0.1:8080");
+        let bare = Instance::new(Authority::from_static("users.internal"));
+        assert_eq!(&*bare.name, "users.internal");
+    }
 
     fn instance() -> Instance {
         Instance::new(Authority::from_static("127.0.0.1:1"))

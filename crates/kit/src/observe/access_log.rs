@@ -10,6 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -99,12 +100,19 @@ impl AccessLog {
     pub fn open(target: &AccessLogTarget, metrics: &Metrics) -> std::io::Result<Self> {
         match target {
             AccessLogTarget::Off => Ok(Self::off()),
-            AccessLogTarget::Stdout => {
-                Self::to_writer(std::io::stdout(), DEFAULT_CAPACITY, metrics)
-            }
-            AccessLogTarget::Stderr => {
-                Self::to_writer(std::io::stderr(), DEFAULT_CAPACITY, metrics)
-            }
+            // A file of its own on the same descriptor, not `io::stdout()`: std's handle has one
+            // lock for the whole process, and a writer blocked on a full pipe while holding it
+            // would stall every other writer (tracing, a `println!`) on a request's task.
+            AccessLogTarget::Stdout => Self::to_writer(
+                std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?),
+                DEFAULT_CAPACITY,
+                metrics,
+            ),
+            AccessLogTarget::Stderr => Self::to_writer(
+                std::fs::File::from(std::io::stderr().as_fd().try_clone_to_owned()?),
+                DEFAULT_CAPACITY,
+                metrics,
+            ),
             AccessLogTarget::File(path) => {
                 Self::to_writer(open_append(path)?, DEFAULT_CAPACITY, metrics)
             }
