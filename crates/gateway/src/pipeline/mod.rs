@@ -89,7 +89,7 @@ impl Pipeline {
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
-        authorize::check(&route, caller.as_ref())?;
+        authorize::check(&route, caller.as_deref())?;
         if let Some(claims) = caller
             .as_ref()
             .filter(|_| self.app.observe.access_log.is_on())
