@@ -86,6 +86,7 @@ impl Pipeline {
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
+        exchange.matched = Some(Arc::clone(&route));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
@@ -96,7 +97,6 @@ impl Pipeline {
         {
             exchange.principal = Some(claims.sub.clone());
         }
-        exchange.service = Some(Arc::clone(&route.service));
         let request = forward::Forwardable {
             route: &route,
             target,
