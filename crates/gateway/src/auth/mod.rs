@@ -63,7 +63,7 @@ impl Verifier {
         &self,
         headers: &HeaderMap,
         revocations: &Mirror,
-    ) -> Result<AccessClaims, GatewayError> {
+    ) -> Result<Arc<AccessClaims>, GatewayError> {
         let claims = self.verify_even_if_revoked(headers).await?;
         if revocations.is_revoked(
             &claims.jti,
@@ -81,7 +81,7 @@ impl Verifier {
     pub async fn verify_even_if_revoked(
         &self,
         headers: &HeaderMap,
-    ) -> Result<AccessClaims, GatewayError> {
+    ) -> Result<Arc<AccessClaims>, GatewayError> {
         let token = bearer_token(headers)?;
         let claims = match self.tokens.verify(token) {
             Err(Refusal::UnknownKey)

@@ -104,7 +104,8 @@ const ENTRY_OVERHEAD_BYTES: usize = 256;
 struct Verified {
     /// The whole token: an entry is found by the signature alone but used only for this text.
     token: Box<str>,
-    claims: AccessClaims,
+    /// Shared with every request that presents the token: a cache hit copies no string.
+    claims: Arc<AccessClaims>,
     /// The key that signed it: if the key leaves the key set, the verdict no longer holds.
     kid: String,
     /// The last second (Unix) at which verification accepts it: `exp` plus the leeway.
@@ -228,7 +229,7 @@ impl Tokens {
     /// The claims of a valid access token: from the cache when this token was verified before
     /// and its verdict still holds, else by [`Tokens::verify_uncached`]. Revocation is the
     /// caller's to check.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Refusal> {
         let signature = signature_of(token);
         if let Some(verified) = self.verified.get(signature) {
             // Not a secret comparison: both texts are tokens their holders can read.
@@ -236,18 +237,19 @@ impl Tokens {
                 if crate::clock::unix_seconds() <= verified.valid_through
                     && self.keys.current().verifying(&verified.kid).is_some()
                 {
-                    return Ok(verified.claims.clone());
+                    return Ok(Arc::clone(&verified.claims));
                 }
                 self.verified.invalidate(signature);
             }
         }
         let (claims, kid) = self.check(token)?;
+        let claims = Arc::new(claims);
         self.verified.insert(
             Box::from(signature),
             Arc::new(Verified {
                 token: Box::from(token),
                 valid_through: claims.exp.saturating_add(LEEWAY_SECONDS),
-                claims: claims.clone(),
+                claims: Arc::clone(&claims),
                 kid,
             }),
         );
@@ -369,7 +371,7 @@ mod tests {
     async fn a_verified_token_is_kept_and_a_cached_verdict_is_used_only_while_the_token_lives() {
         let f = fixture().await;
         let issued = f.tokens.issue(alice(), None).unwrap();
-        assert_eq!(f.tokens.verify(&issued.token).unwrap(), issued.claims);
+        assert_eq!(*f.tokens.verify(&issued.token).unwrap(), issued.claims);
         assert!(cached(&f.tokens, &issued.token));
 
         // A verdict planted for a string that is no token at all shows which path answered.
@@ -379,7 +381,7 @@ mod tests {
                 Box::from("planted"),
                 Arc::new(Verified {
                     token: Box::from("planted"),
-                    claims: issued.claims.clone(),
+                    claims: Arc::new(issued.claims.clone()),
                     kid: kid.clone(),
                     valid_through,
                 }),
@@ -445,7 +447,7 @@ mod tests {
             Err(Refusal::Invalid("the token's signature is invalid"))
         );
         assert_eq!(
-            f.tokens.verify(&issued.token).unwrap(),
+            *f.tokens.verify(&issued.token).unwrap(),
             issued.claims,
             "the genuine token is still accepted"
         );

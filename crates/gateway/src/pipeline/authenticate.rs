@@ -1,6 +1,8 @@
 //! Authenticate: who is calling. A public route needs nobody; any other needs a verified,
 //! unrevoked access token (see [`crate::auth::Verifier`]).
 
+use std::sync::Arc;
+
 use crate::app::AppState;
 use crate::auth::tokens::AccessClaims;
 use crate::error::GatewayError;
@@ -11,7 +13,7 @@ pub async fn caller(
     app: &AppState,
     route: &Route,
     headers: &http::HeaderMap,
-) -> Result<Option<AccessClaims>, GatewayError> {
+) -> Result<Option<Arc<AccessClaims>>, GatewayError> {
     if !route.settings.auth.needs_identity() {
         return Ok(None);
     }

@@ -3,6 +3,7 @@
 //! an instance of the service, retried on another when that is safe (see [`crate::proxy`]).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -27,7 +28,7 @@ pub struct Forwardable<'a> {
     /// The authority the client addressed, validated by `normalize`.
     pub host: Option<HeaderValue>,
     pub client_ip: IpAddr,
-    pub caller: Option<AccessClaims>,
+    pub caller: Option<Arc<AccessClaims>>,
 }
 
 /// Sends `request` to its route's service and returns the service's answer (or why there is

@@ -91,17 +91,17 @@ impl Pipeline {
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
+        exchange.matched = Some(Arc::clone(&route));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
-        authorize::check(&route, caller.as_ref())?;
+        authorize::check(&route, caller.as_deref())?;
         if let Some(claims) = caller
             .as_ref()
             .filter(|_| self.app.observe.access_log.is_on())
         {
             exchange.principal = Some(claims.sub.clone());
         }
-        exchange.service = Some(Arc::clone(&route.service));
         let request = forward::Forwardable {
             route: &route,
             target,

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
+use crate::router::Route;
 
 /// The name the gateway's series and log lines carry in the `server` label.
 pub const SERVER: &str = "gateway";
@@ -226,8 +227,8 @@ pub struct Exchange {
     started: Instant,
     method: Method,
     pub route: RouteLabel,
-    /// The route's service, once routed.
-    pub service: Option<Arc<str>>,
+    /// The configured route it matched, with its kept series.
+    pub matched: Option<Arc<Route>>,
     /// The verified caller (a user or a client id).
     pub principal: Option<String>,
     pub attempted: Attempted,
@@ -240,7 +241,7 @@ impl Exchange {
             started: Instant::now(),
             method: method.clone(),
             route: RouteLabel::UNMATCHED,
-            service: None,
+            matched: None,
             principal: None,
             attempted: Attempted::default(),
             bytes_in,
@@ -337,7 +338,23 @@ fn finish(
     bytes_out: u64,
 ) {
     let duration = exchange.started.elapsed();
-    observe.metrics.http().record(
+    let http = observe.metrics.http();
+    let Some(route) = &exchange.matched else {
+        // The gateway's own endpoints and requests no route matched: few, so by the labels.
+        http.record(
+            SERVER,
+            &exchange.route,
+            &exchange.method,
+            status,
+            reason,
+            duration,
+        );
+        return log(
+            observe, exchange, request_id, status, reason, duration, bytes_out,
+        );
+    };
+    http.record_route(
+        &route.series,
         SERVER,
         &exchange.route,
         &exchange.method,
@@ -345,23 +362,42 @@ fn finish(
         reason,
         duration,
     );
-    if let (Some(service), Some(upstream)) = (&exchange.service, exchange.attempted.upstream) {
-        let labels = ServiceLabels {
-            service: Arc::clone(service),
+    if let Some(upstream) = exchange.attempted.upstream {
+        let labels = || ServiceLabels {
+            service: Arc::clone(&route.service),
         };
-        observe
-            .gateway
+        route
             .upstream_duration
-            .get_or_create(&labels)
+            .get_or_init(|| {
+                observe
+                    .gateway
+                    .upstream_duration
+                    .get_or_create_owned(&labels())
+            })
             .observe(upstream.as_secs_f64());
         if exchange.attempted.retries > 0 {
             observe
                 .gateway
                 .retries
-                .get_or_create(&labels)
+                .get_or_create(&labels())
                 .inc_by(u64::from(exchange.attempted.retries));
         }
     }
+    log(
+        observe, exchange, request_id, status, reason, duration, bytes_out,
+    );
+}
+
+/// The exchange's access-log line, when the log is on.
+fn log(
+    observe: &Observe,
+    exchange: Exchange,
+    request_id: String,
+    status: http::StatusCode,
+    reason: Option<&'static str>,
+    duration: std::time::Duration,
+    bytes_out: u64,
+) {
     if observe.access_log.is_on() {
         observe.access_log.record(AccessRecord {
             request_id: request_id.to_str().unwrap_or_default().to_owned(),

@@ -4,9 +4,11 @@
 mod template;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Method};
+use kit::observe::RouteSeries;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::RouteSettings;
 pub use template::Template;
@@ -23,6 +25,11 @@ pub struct Route {
     pub service: Arc<str>,
     pub settings: RouteSettings,
     pub to: Template,
+    /// The route's metric series, kept once first recorded (see [`kit::observe::RouteSeries`]):
+    /// the observe phase's common case is then atomic additions, with no label hashing.
+    pub series: RouteSeries,
+    /// Its service's `gatehouse_upstream_duration_seconds` series, kept the same way.
+    pub upstream_duration: OnceLock<Histogram>,
 }
 
 #[derive(Debug)]
@@ -86,6 +93,8 @@ impl RouteTable {
                 service: Arc::from(settings.service.as_str()),
                 settings: settings.clone(),
                 to,
+                series: RouteSeries::default(),
+                upstream_duration: OnceLock::new(),
             });
             let key = canonical(&settings.path);
             let entry = match entry_of_path.get(&key) {

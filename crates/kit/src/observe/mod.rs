@@ -27,7 +27,7 @@ pub use admin::admin_router;
 pub use body::Observed;
 pub use layer::{layer, note_principal, ObserveLayer, ObserveService};
 pub use metrics::{
-    HttpMetrics, MethodLabel, Metrics, RequestLabels, RouteLabel, RouteLabels, StatusClass,
-    EXPOSITION_CONTENT_TYPE,
+    HttpMetrics, MethodLabel, Metrics, RequestLabels, RouteLabel, RouteLabels, RouteSeries,
+    StatusClass, EXPOSITION_CONTENT_TYPE,
 };
 pub use reason::Reason;
