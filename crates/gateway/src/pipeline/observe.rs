@@ -392,7 +392,7 @@ fn finish(
 fn log(
     observe: &Observe,
     exchange: Exchange,
-    request_id: String,
+    request_id: &HeaderValue,
     status: http::StatusCode,
     reason: Option<&'static str>,
     duration: std::time::Duration,
