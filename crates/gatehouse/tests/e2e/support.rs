@@ -30,6 +30,8 @@ pub struct TestApp {
     /// The registry every part of the system records into.
     pub metrics: kit::observe::Metrics,
     shutdown: Shutdown,
+    /// The `dead` service's port, held so nothing else can listen on it.
+    _dead: tokio::net::TcpSocket,
 }
 
 impl Drop for TestApp {
@@ -85,10 +87,11 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let echo_hits = Arc::new(AtomicUsize::new(0));
     let echo = spawn_echo(Arc::clone(&echo_hits)).await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    // Bound but never listening, and held for the test's life: connections are refused, and no
+    // other test can take the port meanwhile (a port bound and dropped could be reused).
+    let dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_socket.local_addr().unwrap();
     let garbage = spawn_garbage().await;
     let config = data.path().join("gateway.yaml");
     let store = kit::testing::TestDatabase::create("gateway").await;
@@ -150,6 +153,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         store_url,
         _store: store,
         shutdown,
+        _dead: dead_socket,
     }
 }
 

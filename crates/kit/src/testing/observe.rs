@@ -69,6 +69,30 @@ impl Default for Watch {
     }
 }
 
+/// Every field of an access-log line, as the writer puts them.
+pub const ACCESS_LOG_FIELDS: [&str; 13] = [
+    "time",
+    "request_id",
+    "server",
+    "route",
+    "method",
+    "status",
+    "reason",
+    "principal",
+    "instance",
+    "duration_ms",
+    "upstream_ms",
+    "bytes_in",
+    "bytes_out",
+];
+
+/// Panics unless `line` has every field of an access-log line (`null` counts: it is there).
+pub fn assert_every_field(line: &Value) {
+    for field in ACCESS_LOG_FIELDS {
+        assert!(line.get(field).is_some(), "no {field}: {line}");
+    }
+}
+
 /// One series of `gatehouse_requests_total`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestCount {
