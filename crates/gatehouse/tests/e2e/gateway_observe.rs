@@ -13,12 +13,7 @@ use crate::support::{spawn_app, TestApp};
 const JWKS: &str = "/.well-known/jwks.json";
 
 async fn scrape(app: &TestApp) -> String {
-    let response = app
-        .http
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap();
+    let response = app.admin_get("/metrics").await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }

@@ -82,15 +82,7 @@ async fn assert_outage(response: reqwest::Response, what: &str) {
 }
 
 async fn pending_store_writes(app: &TestApp) -> u64 {
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.admin_get("/readyz").await.json().await.unwrap();
     ready["store_writes_pending"].as_u64().unwrap()
 }
 

@@ -223,6 +223,15 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// A GET on the gateway's admin listener (`/metrics`, the detailed `/readyz`).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn send_json(
         &self,
         method: reqwest::Method,
