@@ -1,12 +1,15 @@
 //! One part per process, as deployed: `gatehouse gateway`, `gatehouse users|orders|clock`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use gateway::config::{self, Vars};
-use kit::observe::{AccessLog, AccessLogTarget, Metrics};
+use kit::config::{SecretUrl, ServiceConfig, ServiceDefaults};
+use kit::observe::AccessLogTarget;
+use kit::service::Definition;
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
@@ -39,85 +42,72 @@ pub enum Part {
     Clock,
 }
 
-impl Part {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Users => users::NAME,
-            Self::Orders => orders::NAME,
-            Self::Clock => clock::NAME,
-        }
-    }
-
-    /// Where the part listens unless told otherwise (the ports `up` uses).
-    pub fn default_listen(self) -> SocketAddr {
-        let port = match self {
-            Self::Users => 8101,
-            Self::Orders => 8102,
-            Self::Clock => 8103,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    /// Where the part serves `/metrics` unless told otherwise: its port plus 100.
-    pub fn default_admin_listen(self) -> SocketAddr {
-        let port = match self {
-            Self::Users => 8201,
-            Self::Orders => 8202,
-            Self::Clock => 8203,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-}
-
-/// Settings of a service run on its own.
+/// What the command line (or its environment variables) says of a service run on its own:
+/// each given value overrides the service's configuration file, which overrides its defaults.
+#[derive(Debug, Default)]
 pub struct ServiceOptions {
-    pub listen: SocketAddr,
-    /// `sqlite://…` or `postgres://…`; ignored by services without data (clock).
-    pub database_url: String,
+    /// The service's configuration file ([`kit::config::service`]); `None`: defaults only.
+    pub config: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    /// `sqlite://…` or `postgres://…`; ignored by a service without data (clock), so that one
+    /// environment can serve every service.
+    pub database_url: Option<String>,
     /// The gateway's JWKS: the keys of the identity tokens the service accepts.
-    pub jwks_url: String,
-    pub issuer: String,
-    /// How the database pool waits (acquire timeout): an outage answers 503 within it.
-    pub database: kit::db::PoolOptions,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    /// How long a query waits for a database connection before the request is answered 503.
+    pub database_acquire_timeout: Option<Duration>,
     /// Where `/metrics` is served: never the public listener.
-    pub admin_listen: SocketAddr,
-    pub access_log: AccessLogTarget,
+    pub admin_listen: Option<SocketAddr>,
+    pub access_log: Option<AccessLogTarget>,
 }
 
+impl ServiceOptions {
+    /// The configuration these options make of `defaults`: file first, then each option given.
+    pub fn config(self, defaults: ServiceDefaults) -> anyhow::Result<ServiceConfig> {
+        let mut config = match &self.config {
+            Some(file) => defaults.load(file, &Vars::new())?,
+            None => defaults.config(),
+        };
+        if defaults.keeps_data {
+            if let Some(url) = self.database_url {
+                config.database_url = Some(SecretUrl::new(url));
+            }
+        }
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.admin_listen = self.admin_listen.unwrap_or(config.admin_listen);
+        config.jwks_url = self.jwks_url.unwrap_or(config.jwks_url);
+        config.issuer = self.issuer.unwrap_or(config.issuer);
+        config.access_log = self.access_log.unwrap_or(config.access_log);
+        if let Some(timeout) = self.database_acquire_timeout {
+            config.database.acquire_timeout = timeout;
+        }
+        Ok(config)
+    }
+}
+
+/// The service `part`, configured by `options`, until `shutdown` and the drain after it.
 pub async fn service(
     part: Part,
     options: ServiceOptions,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    match part {
+        Part::Users => run::<users::Users>(options, shutdown).await,
+        Part::Orders => run::<orders::Orders>(options, shutdown).await,
+        Part::Clock => run::<clock::Clock>(options, shutdown).await,
+    }
+}
+
+async fn run<S: Definition>(options: ServiceOptions, shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = options.config(S::DEFAULTS)?;
     let verifier = Arc::new(kit::IdentityVerifier::with_jwks(
-        part.name(),
-        options.issuer,
-        options.jwks_url,
+        S::DEFAULTS.name,
+        config.issuer.clone(),
+        config.jwks_url.clone(),
     ));
-    let service = match part {
-        Part::Users => users::service(
-            users::connect_with(&options.database_url, options.database).await?,
-            verifier,
-        ),
-        Part::Orders => orders::service(
-            orders::connect_with(&options.database_url, options.database).await?,
-            verifier,
-        ),
-        Part::Clock => clock::service(verifier),
-    };
-    let metrics = Metrics::new();
-    let access_log =
-        AccessLog::open(&options.access_log, &metrics).context("opening the access log")?;
-    let listener = TcpListener::bind(options.listen)
+    S::build(&config, verifier)
+        .await?
+        .run(&config, shutdown)
         .await
-        .with_context(|| format!("cannot listen on {}", options.listen))?;
-    let admin = TcpListener::bind(options.admin_listen)
-        .await
-        .with_context(|| format!("admin: cannot listen on {}", options.admin_listen))?;
-    service
-        .with_observe(metrics, access_log)
-        .with_admin_listener(admin)
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
 }

@@ -1,19 +1,64 @@
 //! Wires a service's router into a served application: health endpoints, request ids,
 //! problem-shaped 404/405, the identity verifier, metrics and access log, an admin listener for
-//! `/metrics`, and graceful shutdown.
+//! `/metrics`, served by the gateway's listener ([`crate::listener`]: header-read deadline,
+//! connection caps, drain) until shutdown.
+//!
+//! A service crate gives the kit the same few things, so the binary and the tests run every
+//! service alike: `NAME`, `config::DEFAULTS`, `http::router(state)`, `service(…)`, and a
+//! [`Definition`] tying them to a [`ServiceConfig`].
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, Check};
 use crate::identity::IdentityVerifier;
+use crate::listener::{self, Limits};
 use crate::observe::{self, AccessLog, Metrics};
 use crate::problem::Problem;
 use crate::request_id;
 use crate::shutdown::Shutdown;
+
+/// How long the admin listener's requests may take to finish at shutdown: they are quick.
+const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+
+/// A service crate as the binary runs it on its own: its defaults, and how it is built from
+/// its configuration (opening and migrating its database when it keeps data).
+pub trait Definition {
+    /// Its name, ports and whether it keeps data: its `config.rs`.
+    const DEFAULTS: ServiceDefaults;
+
+    /// The service, ready to [`Service::run`]; `verifier` checks its identity tokens.
+    fn build(
+        config: &ServiceConfig,
+        verifier: Arc<IdentityVerifier>,
+    ) -> impl Future<Output = anyhow::Result<Service>> + Send;
+}
+
+/// What `/openapi.json` says of a service besides its operations.
+#[derive(Debug, Clone, Copy)]
+pub struct About {
+    /// The document's title, `gatehouse <name>`.
+    pub title: &'static str,
+    /// The crate's version (`env!("CARGO_PKG_VERSION")` in the service's crate).
+    pub version: &'static str,
+    /// What the service does, for whoever reads the document.
+    pub description: &'static str,
+}
+
+impl About {
+    /// `api` with this `info`, the identity-token scheme and the problem schema.
+    pub fn document(&self, api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+        crate::openapi::finish(api, self.title, self.version, self.description)
+    }
+}
 
 /// A service's own routes plus everything the kit adds around them.
 pub struct Service {
@@ -27,6 +72,10 @@ pub struct Service {
     access_log: AccessLog,
     /// Where `/metrics` is served, apart from the public routes; `None` serves it nowhere.
     admin: Option<TcpListener>,
+    /// The public listener's connection limits.
+    limits: Limits,
+    /// How long requests in flight may take to finish once shutdown begins.
+    drain_timeout: Duration,
 }
 
 impl Service {
@@ -42,7 +91,33 @@ impl Service {
             metrics: Metrics::new(),
             access_log: AccessLog::off(),
             admin: None,
+            limits: Limits::default(),
+            drain_timeout: crate::config::service::DEFAULT_DRAIN_TIMEOUT,
         }
+    }
+
+    /// A service serving `routes`, whose `/openapi.json` is the document built with them: a
+    /// route and its operation are registered by the same line, so neither exists alone.
+    pub fn documented(
+        name: &'static str,
+        routes: OpenApiRouter,
+        verifier: Arc<IdentityVerifier>,
+        about: &About,
+    ) -> Self {
+        let (router, api) = routes.split_for_parts();
+        Self::new(name, router, verifier).with_openapi(about.document(api))
+    }
+
+    /// Serves with `limits` instead of the defaults (the gateway's).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Gives the requests in flight at most `timeout` to finish once shutdown begins.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// `/readyz` fails while `check` does.
@@ -108,29 +183,61 @@ impl Service {
         (public, admin)
     }
 
+    /// Runs as `config` says, until `shutdown` and the drain that follows: listens on `listen`
+    /// (and `/metrics` on `admin_listen`), with its access log, limits and drain timeout.
+    pub async fn run(self, config: &ServiceConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+        let access_log =
+            AccessLog::open(&config.access_log, &self.metrics).context("opening the access log")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("admin: cannot listen on {}", config.admin_listen))?;
+        let metrics = self.metrics.clone();
+        self.with_observe(metrics, access_log)
+            .with_admin_listener(admin)
+            .with_limits(config.limits)
+            .with_drain_timeout(config.drain_timeout)
+            .serve(listener, shutdown)
+            .await?;
+        Ok(())
+    }
+
     /// Serves on `listener` (and the admin listener, if any) until `shutdown` fires, then
-    /// finishes the requests in flight.
+    /// finishes the requests in flight (for at most the drain timeout).
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let name = self.name;
         let address = listener.local_addr()?;
+        let (limits, drain_timeout) = (self.limits, self.drain_timeout);
+        let open = self.metrics.open_connections(name);
         let (public, admin) = self.into_parts();
         let admin = match admin {
             Some((listener, router)) => {
                 let address = listener.local_addr()?;
                 tracing::info!(service = %name, %address, "admin listening");
-                let shutdown = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { shutdown.wait().await })
-                        .await
-                }))
+                // The public listener's limits: an operator's scraper is a client like any other.
+                Some(tokio::spawn(listener::serve(
+                    listener,
+                    router,
+                    shutdown.clone(),
+                    move || limits,
+                    || ADMIN_DRAIN,
+                    prometheus_client::metrics::gauge::Gauge::default(),
+                )))
             }
             None => None,
         };
         tracing::info!(service = %name, %address, "listening");
-        axum::serve(listener, public)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await?;
+        listener::serve(
+            listener,
+            public,
+            shutdown,
+            move || limits,
+            move || drain_timeout,
+            open,
+        )
+        .await?;
         if let Some(admin) = admin {
             admin.await.map_err(std::io::Error::other)??;
         }
