@@ -245,3 +245,164 @@ impl Service {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The listener as a service meets it: its limits and its drain, over real sockets. Every
+    //! wait is for a condition, with a deadline far above what it takes.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+
+    struct Running {
+        address: std::net::SocketAddr,
+        metrics: Metrics,
+        shutdown: Shutdown,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start(routes: Router, limits: Limits) -> Running {
+        let verifier = Arc::new(IdentityVerifier::with_jwks(
+            "test",
+            "gatehouse",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let service = Service::new("test", routes, verifier).with_limits(limits);
+        let metrics = service.metrics().clone();
+        let served = tokio::spawn(service.serve(listener, shutdown.clone()));
+        Running {
+            address,
+            metrics,
+            shutdown,
+            served,
+        }
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn until_closed(socket: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, socket.read_to_end(&mut answer))
+            .await
+            .expect("the server never closed the connection")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// One answer on a kept-alive connection (enough bytes for `/healthz`'s).
+    async fn one_answer(socket: &mut TcpStream) -> String {
+        socket.write_all(HEALTHZ).await.unwrap();
+        let mut buffer = vec![0; 4096];
+        let read = tokio::time::timeout(DEADLINE, socket.read(&mut buffer))
+            .await
+            .expect("no answer")
+            .unwrap();
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    }
+
+    fn open_connections(metrics: &Metrics) -> Option<String> {
+        metrics
+            .render()
+            .lines()
+            .find(|line| line.starts_with("gatehouse_service_open_connections{server=\"test\"}"))
+            .map(str::to_owned)
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_request_is_closed_at_the_header_read_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+
+        let mut silent = TcpStream::connect(app.address).await.unwrap();
+
+        assert_eq!(until_closed(&mut silent).await, "", "closed without a word");
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share_and_the_gauge_counts_what_is_open() {
+        let limits = Limits {
+            max_connections_per_ip: 1,
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+        let mut first = TcpStream::connect(app.address).await.unwrap();
+        assert!(one_answer(&mut first).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(
+            open_connections(&app.metrics).as_deref(),
+            Some("gatehouse_service_open_connections{server=\"test\"} 1")
+        );
+
+        let mut second = TcpStream::connect(app.address).await.unwrap();
+        second.write_all(HEALTHZ).await.ok();
+
+        assert_eq!(until_closed(&mut second).await, "", "over the address's share");
+        assert!(
+            one_answer(&mut first).await.starts_with("HTTP/1.1 200"),
+            "the first connection is still served"
+        );
+        drop(first);
+        wait_for("the closed connection to leave the gauge", || {
+            open_connections(&app.metrics).is_some_and(|line| line.ends_with(" 0"))
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_at_shutdown_is_answered_before_the_service_stops() {
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let routes = Router::new().route(
+            "/slow",
+            get({
+                let (entered, release) = (Arc::clone(&entered), Arc::clone(&release));
+                move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let app = start(routes, Limits::default()).await;
+        let mut socket = TcpStream::connect(app.address).await.unwrap();
+        socket
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        entered.notified().await;
+
+        app.shutdown.trigger();
+        release.notify_one();
+
+        let answer = until_closed(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        tokio::time::timeout(DEADLINE, app.served)
+            .await
+            .expect("the service never stopped")
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -234,3 +234,150 @@ impl From<ConnectionLimits> for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mistake, Position};
+
+    const USERS: ServiceDefaults = ServiceDefaults {
+        name: "users",
+        port: 8101,
+        admin_port: 8201,
+        keeps_data: true,
+    };
+    const CLOCK: ServiceDefaults = ServiceDefaults {
+        name: "clock",
+        port: 8103,
+        admin_port: 8203,
+        keeps_data: false,
+    };
+
+    fn mistakes(defaults: ServiceDefaults, text: &str) -> Vec<Mistake> {
+        match defaults.parse(text, "users.yaml", &Vars::new()) {
+            Err(LoadError::Invalid { mistakes, .. }) => mistakes,
+            other => panic!("expected mistakes, got {other:?}"),
+        }
+    }
+
+    fn at(line: usize, column: usize) -> Option<Position> {
+        Some(Position { line, column })
+    }
+
+    #[test]
+    fn an_empty_file_keeps_every_default_and_the_defaults_are_the_gateways() {
+        let config = USERS.parse("", "users.yaml", &Vars::new()).unwrap();
+
+        assert_eq!(config, USERS.config());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8101");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8201");
+        assert_eq!(
+            config.database_url,
+            Some(SecretUrl::new("sqlite://data/users.db"))
+        );
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.drain_timeout, Duration::from_secs(30));
+        assert_eq!(CLOCK.config().database_url, None, "the clock keeps no data");
+    }
+
+    #[test]
+    fn every_setting_is_read_from_the_file() {
+        let text = "\
+listen: 0.0.0.0:9101
+admin_listen: 127.0.0.1:9201
+database: { url: postgres://users@db/users, acquire_timeout: 250ms }
+identity: { jwks_url: http://gateway:8001/.well-known/jwks.json, issuer: edge }
+access_log: off
+drain_timeout: 5s
+limits: { header_read_timeout: 2s, send_timeout: 3s, max_connections: 100, max_connections_per_ip: 7 }
+";
+        let config = USERS.parse(text, "users.yaml", &Vars::new()).unwrap();
+
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9101");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9201");
+        assert_eq!(
+            config.database_url,
+            Some(SecretUrl::new("postgres://users@db/users"))
+        );
+        assert_eq!(config.database.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(config.jwks_url, "http://gateway:8001/.well-known/jwks.json");
+        assert_eq!(config.issuer, "edge");
+        assert_eq!(config.access_log, AccessLogTarget::Off);
+        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.limits,
+            Limits {
+                header_read_timeout: Duration::from_secs(2),
+                send_timeout: Duration::from_secs(3),
+                max_connections: 100,
+                max_connections_per_ip: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_line_column_and_field() {
+        let text = "\
+listen: 127.0.0.1:9101
+limits:
+  header_read_timeout: soon
+  max_connections: 0
+databse: { url: sqlite://x.db }
+admin_listen: 127.0.0.1:9101
+";
+        let found: Vec<(String, Option<Position>)> = mistakes(USERS, text)
+            .into_iter()
+            .map(|mistake| (mistake.field, mistake.at))
+            .collect();
+
+        assert_eq!(
+            found,
+            [
+                ("limits.header_read_timeout".to_owned(), at(3, 24)),
+                ("limits.max_connections".to_owned(), at(4, 20)),
+                ("databse".to_owned(), at(5, 1)),
+                ("admin_listen".to_owned(), at(6, 15)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_without_data_refuses_a_database_section_where_it_is_written() {
+        let found = mistakes(CLOCK, "listen: 127.0.0.1:9103\ndatabase: { url: sqlite://x.db }\n");
+
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "database");
+        assert_eq!(found[0].at.map(|at| at.line), Some(2));
+        assert!(found[0].message.contains("keeps no data"), "{found:?}");
+    }
+
+    #[test]
+    fn a_database_password_from_the_environment_never_shows_in_debug_output() {
+        let vars = Vars::new().set("USERS_DB_PASSWORD", "hunter2");
+        let config = USERS
+            .parse(
+                "database: { url: \"postgres://users:${USERS_DB_PASSWORD}@db/users\" }\n",
+                "users.yaml",
+                &vars,
+            )
+            .unwrap();
+
+        let url = config.database_url.as_ref().unwrap();
+        assert_eq!(url.expose_secret(), "postgres://users:hunter2@db/users");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://users:***@db/users"), "{shown}");
+    }
+
+    #[test]
+    fn a_variable_that_makes_a_bad_value_is_named_in_the_mistake() {
+        let vars = Vars::new().set("DRAIN", "a while");
+        let found = match USERS.parse("drain_timeout: ${DRAIN}\n", "users.yaml", &vars) {
+            Err(LoadError::Invalid { mistakes, .. }) => mistakes,
+            other => panic!("expected a mistake, got {other:?}"),
+        };
+
+        assert_eq!(found[0].field, "drain_timeout");
+        assert!(found[0].message.contains("${DRAIN}"), "{found:?}");
+    }
+}
