@@ -111,3 +111,68 @@ async fn run<S: Definition>(options: ServiceOptions, shutdown: Shutdown) -> anyh
         .run(&config, shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_option_given_overrides_the_file_which_overrides_the_defaults() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("users.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:9101\nidentity: { issuer: from-file }\nlimits: { max_connections_per_ip: 3 }\n",
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            config: Some(file),
+            issuer: Some("from-flag".to_owned()),
+            database_url: Some("postgres://users@db/users".to_owned()),
+            ..ServiceOptions::default()
+        };
+
+        let config = options.config(users::Users::DEFAULTS).unwrap();
+
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9101", "the file's");
+        assert_eq!(config.issuer, "from-flag", "the flag's, over the file's");
+        assert_eq!(config.limits.max_connections_per_ip, 3, "the file's");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8201", "users' default");
+        assert_eq!(
+            config.database_url,
+            Some(SecretUrl::new("postgres://users@db/users"))
+        );
+    }
+
+    #[test]
+    fn a_database_url_in_the_environment_is_ignored_by_a_service_without_data() {
+        let options = ServiceOptions {
+            database_url: Some("postgres://shared@db/x".to_owned()),
+            ..ServiceOptions::default()
+        };
+
+        let config = options.config(clock::Clock::DEFAULTS).unwrap();
+
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8103");
+    }
+
+    #[test]
+    fn a_bad_file_fails_with_every_mistake_named_by_file_line_and_column() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("clock.yaml");
+        std::fs::write(&file, "drain_timeout: soon\ndatabase: { url: sqlite://x.db }\n").unwrap();
+        let options = ServiceOptions {
+            config: Some(file.clone()),
+            ..ServiceOptions::default()
+        };
+
+        let error = options.config(clock::Clock::DEFAULTS).unwrap_err().to_string();
+
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(lines.len(), 2, "{error}");
+        let shown = file.display().to_string();
+        assert!(lines[0].starts_with(&format!("{shown}:1:16: drain_timeout: ")), "{error}");
+        assert!(lines[1].starts_with(&format!("{shown}:2:11: database: ")), "{error}");
+    }
+}
