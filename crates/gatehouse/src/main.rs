@@ -1,6 +1,6 @@
 //! The `gatehouse` command: parses the command line and hands over to the library.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use gatehouse::admin::{self, StoreLocation};
 use gatehouse::standalone::{self, Part, ServiceOptions};
 use gatehouse::up::{self, UpOptions};
-use kit::observe::AccessLogTarget;
 use kit::shutdown::Shutdown;
 use kit::telemetry::{self, LogFormat};
 
@@ -120,74 +119,19 @@ impl StoreArgs {
 #[derive(Subcommand)]
 enum ServiceCommand {
     /// Run the users service alone.
-    Users(ServiceArgs),
+    Users(ServiceOptions),
     /// Run the orders service alone.
-    Orders(ServiceArgs),
+    Orders(ServiceOptions),
     /// Run the clock service alone.
-    Clock(ServiceArgs),
+    Clock(ServiceOptions),
 }
 
 impl ServiceCommand {
-    fn part(self) -> (Part, ServiceArgs) {
+    fn part(self) -> (Part, ServiceOptions) {
         match self {
             Self::Users(args) => (Part::Users, args),
             Self::Orders(args) => (Part::Orders, args),
             Self::Clock(args) => (Part::Clock, args),
-        }
-    }
-}
-
-/// Settings of a service run on its own (one service per process, so the names are plain).
-/// Each one given overrides the configuration file's, which overrides the service's defaults.
-#[derive(clap::Args)]
-struct ServiceArgs {
-    /// Address to listen on (default: the service's port on 127.0.0.1, as in `up`).
-    #[arg(long, env = "GATEHOUSE_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// `sqlite://…` or `postgres://…` (default: sqlite://data/<service>.db).
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
-    database_url: Option<String>,
-    /// The gateway's JWKS, whose keys sign the identity tokens this service accepts (default:
-    /// http://127.0.0.1:8001/.well-known/jwks.json).
-    #[arg(long, env = "GATEHOUSE_JWKS_URL")]
-    jwks_url: Option<String>,
-    /// The issuer of the identity tokens (default: gatehouse).
-    #[arg(long, env = "GATEHOUSE_ISSUER")]
-    issuer: Option<String>,
-    /// How long a query waits for a database connection before the request is answered 503
-    /// (`250ms`, `2s`, …; default: 2s).
-    #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", value_parser = acquire_timeout)]
-    database_acquire_timeout: Option<std::time::Duration>,
-    /// Address of the admin listener, which serves `/metrics` (default: 127.0.0.1:8201 for
-    /// users, 8202 for orders, 8203 for clock). Keep it off the public network.
-    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
-    admin_listen: Option<SocketAddr>,
-    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path (appended to,
-    /// created 0600); default: stdout.
-    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
-    access_log: Option<AccessLogTarget>,
-    /// The service's configuration file (YAML: listen, admin_listen, database, identity,
-    /// access_log, drain_timeout, limits), under the options above; default: none.
-    #[arg(long, env = "GATEHOUSE_SERVICE_CONFIG")]
-    config: Option<PathBuf>,
-}
-
-/// A duration as a configuration file writes it, above zero.
-fn acquire_timeout(text: &str) -> Result<std::time::Duration, String> {
-    kit::config::Period::parse(text).map(|period| period.0)
-}
-
-impl From<ServiceArgs> for ServiceOptions {
-    fn from(args: ServiceArgs) -> Self {
-        Self {
-            config: args.config,
-            listen: args.listen,
-            database_url: args.database_url,
-            jwks_url: args.jwks_url,
-            issuer: args.issuer,
-            database_acquire_timeout: args.database_acquire_timeout,
-            admin_listen: args.admin_listen,
-            access_log: args.access_log,
         }
     }
 }
@@ -272,8 +216,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Gateway { config } => standalone::gateway(&config, Shutdown::on_signals()).await,
         Command::Service(command) => {
-            let (part, args) = command.part();
-            standalone::service(part, args.into(), Shutdown::on_signals()).await
+            let (part, options) = command.part();
+            standalone::service(part, options, Shutdown::on_signals()).await
         }
         Command::Clients { action, store } => {
             let location = store.location();

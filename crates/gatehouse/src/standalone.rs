@@ -42,24 +42,46 @@ pub enum Part {
     Clock,
 }
 
-/// What the command line (or its environment variables) says of a service run on its own:
-/// each given value overrides the service's configuration file, which overrides its defaults.
-#[derive(Debug, Default)]
+/// What the command line (or its environment variables) says of a service run on its own (one
+/// service per process, so the names are plain): each value given overrides the service's
+/// configuration file, which overrides its defaults.
+#[derive(Debug, Default, clap::Args)]
 pub struct ServiceOptions {
-    /// The service's configuration file ([`kit::config::service`]); `None`: defaults only.
-    pub config: Option<PathBuf>,
+    /// Address to listen on (default: the service's port on 127.0.0.1, as in `up`).
+    #[arg(long, env = "GATEHOUSE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// `sqlite://…` or `postgres://…`; ignored by a service without data (clock), so that one
-    /// environment can serve every service.
+    /// `sqlite://…` or `postgres://…` (default: sqlite://data/<service>.db). Ignored by a
+    /// service that keeps no data (clock), so that one environment can serve every service.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// The gateway's JWKS: the keys of the identity tokens the service accepts.
+    /// The gateway's JWKS, whose keys sign the identity tokens this service accepts (default:
+    /// http://127.0.0.1:8001/.well-known/jwks.json).
+    #[arg(long, env = "GATEHOUSE_JWKS_URL")]
     pub jwks_url: Option<String>,
+    /// The issuer of the identity tokens (default: gatehouse).
+    #[arg(long, env = "GATEHOUSE_ISSUER")]
     pub issuer: Option<String>,
-    /// How long a query waits for a database connection before the request is answered 503.
+    /// How long a query waits for a database connection before the request is answered 503
+    /// (`250ms`, `2s`, …; default: 2s).
+    #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", value_parser = above_zero)]
     pub database_acquire_timeout: Option<Duration>,
-    /// Where `/metrics` is served: never the public listener.
+    /// Address of the admin listener, which serves `/metrics` (default: 127.0.0.1:8201 for
+    /// users, 8202 for orders, 8203 for clock). Keep it off the public network.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path (appended to,
+    /// created 0600); default: stdout.
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
     pub access_log: Option<AccessLogTarget>,
+    /// The service's configuration file (YAML: listen, admin_listen, database, identity,
+    /// access_log, drain_timeout, limits), under the options above; default: none.
+    #[arg(long, env = "GATEHOUSE_SERVICE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// A duration as a configuration file writes it, above zero.
+fn above_zero(text: &str) -> Result<Duration, String> {
+    kit::config::Period::parse(text).map(|period| period.0)
 }
 
 impl ServiceOptions {
@@ -137,7 +159,11 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:9101", "the file's");
         assert_eq!(config.issuer, "from-flag", "the flag's, over the file's");
         assert_eq!(config.limits.max_connections_per_ip, 3, "the file's");
-        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8201", "users' default");
+        assert_eq!(
+            config.admin_listen.to_string(),
+            "127.0.0.1:8201",
+            "users' default"
+        );
         assert_eq!(
             config.database_url,
             Some(SecretUrl::new("postgres://users@db/users"))
@@ -161,18 +187,31 @@ mod tests {
     fn a_bad_file_fails_with_every_mistake_named_by_file_line_and_column() {
         let folder = tempfile::tempdir().unwrap();
         let file = folder.path().join("clock.yaml");
-        std::fs::write(&file, "drain_timeout: soon\ndatabase: { url: sqlite://x.db }\n").unwrap();
+        std::fs::write(
+            &file,
+            "drain_timeout: soon\ndatabase: { url: sqlite://x.db }\n",
+        )
+        .unwrap();
         let options = ServiceOptions {
             config: Some(file.clone()),
             ..ServiceOptions::default()
         };
 
-        let error = options.config(clock::Clock::DEFAULTS).unwrap_err().to_string();
+        let error = options
+            .config(clock::Clock::DEFAULTS)
+            .unwrap_err()
+            .to_string();
 
         let lines: Vec<&str> = error.lines().collect();
         assert_eq!(lines.len(), 2, "{error}");
         let shown = file.display().to_string();
-        assert!(lines[0].starts_with(&format!("{shown}:1:16: drain_timeout: ")), "{error}");
-        assert!(lines[1].starts_with(&format!("{shown}:2:11: database: ")), "{error}");
+        assert!(
+            lines[0].starts_with(&format!("{shown}:1:16: drain_timeout: ")),
+            "{error}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("{shown}:2:11: database: ")),
+            "{error}"
+        );
     }
 }

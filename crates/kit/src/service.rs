@@ -358,7 +358,11 @@ mod tests {
         let mut second = TcpStream::connect(app.address).await.unwrap();
         second.write_all(HEALTHZ).await.ok();
 
-        assert_eq!(until_closed(&mut second).await, "", "over the address's share");
+        assert_eq!(
+            until_closed(&mut second).await,
+            "",
+            "over the address's share"
+        );
         assert!(
             one_answer(&mut first).await.starts_with("HTTP/1.1 200"),
             "the first connection is still served"

@@ -64,8 +64,13 @@ pub async fn connect(database_url: &str) -> anyhow::Result<Database> {
 /// `.serve(listener, shutdown)` or `.into_router()`.
 pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> Service {
     let readiness = db.readiness_check();
-    Service::documented(NAME, http::router(http::AppState::new(db)), verifier, &ABOUT)
-        .ready_when("database", readiness)
+    Service::documented(
+        NAME,
+        http::router(http::AppState::new(db)),
+        verifier,
+        &ABOUT,
+    )
+    .ready_when("database", readiness)
 }
 
 /// The service's OpenAPI 3.1 document, as `GET /openapi.json` serves it (for a gateway that

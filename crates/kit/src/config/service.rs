@@ -139,7 +139,10 @@ impl ServiceDefaults {
                 mistakes.at(
                     "database",
                     &database,
-                    format!("{} keeps no data: it has no database to configure", self.name),
+                    format!(
+                        "{} keeps no data: it has no database to configure",
+                        self.name
+                    ),
                 );
             }
         }
@@ -343,7 +346,10 @@ admin_listen: 127.0.0.1:9101
 
     #[test]
     fn a_service_without_data_refuses_a_database_section_where_it_is_written() {
-        let found = mistakes(CLOCK, "listen: 127.0.0.1:9103\ndatabase: { url: sqlite://x.db }\n");
+        let found = mistakes(
+            CLOCK,
+            "listen: 127.0.0.1:9103\ndatabase: { url: sqlite://x.db }\n",
+        );
 
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "database");

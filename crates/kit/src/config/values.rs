@@ -22,10 +22,8 @@ impl Period {
 
     /// `text` read as a file would, for a command-line flag or an environment variable.
     pub fn parse(text: &str) -> Result<Self, String> {
-        Self::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
-            text,
-        ))
-        .map_err(|error| error.to_string())
+        Self::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
+            .map_err(|error| error.to_string())
     }
 }
 
