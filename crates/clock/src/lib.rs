@@ -1,80 +1,65 @@
 //! The clock service: the time, for callers with the scope to read it.
 //!
-//! It is the kit's proof: one handler, and everything else (the verified caller, problem
-//! errors, request ids, health, `/openapi.json`, graceful shutdown) comes from [`kit`].
+//! It is the kit's proof, and the service docs/NEW_SERVICE.md walks through: one handler, and
+//! everything else (the verified caller, problem errors, request ids, health, `/openapi.json`,
+//! the listener's limits and drain) comes from [`kit`]. It has the rooms every service has, each
+//! small: a service with data adds `store/` and `migrations/` (see users and orders).
 //!
 //! # Layout
-//! Everything is here: [`service`] builds the routes, [`Time`] is the one response, and the
-//! handler of `GET /time` decides what a caller sees from the scopes of its [`Identity`].
+//! - [`config`]: its defaults (ports; no database) under the settings every service shares.
+//! - [`domain`]: what a caller may read of the clock ([`domain::Reading`]), decided by its
+//!   scopes, and where the time comes from ([`domain::Now`]).
+//! - [`http`]: `GET /time` with its OpenAPI operation, and [`http::router`] from the state.
+//! - [`error`]: the service's one error type and its status codes.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
-use kit::extract::Json;
-use kit::openapi::ProblemDetails;
-use kit::{Identity, Problem};
-use serde::Serialize;
-use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
+use kit::config::{ServiceConfig, ServiceDefaults};
+use kit::service::{About, Definition, Service};
 
 /// The service's name: the audience of its identity tokens, and its name in logs.
 pub const NAME: &str = "clock";
 
-/// The service (routes, `/openapi.json` and the kit's layers), ready for
-/// `.serve(listener, shutdown)` or `.into_router()`. It keeps no state, so it needs no database.
-pub fn service(verifier: Arc<kit::IdentityVerifier>) -> kit::service::Service {
-    // `default()`, not `new()`: `new()` fills the document's info from utoipa-axum's own package.
-    let (router, api) = OpenApiRouter::default()
-        .routes(routes!(time))
-        .split_for_parts();
-    let api = kit::openapi::finish(
-        api,
-        "gatehouse clock",
-        env!("CARGO_PKG_VERSION"),
-        "The current time in UTC, for callers with the scope `time:read`; `time:precise` adds \
-         the Unix time in milliseconds.",
-    );
-    kit::service::Service::new(NAME, router, verifier).with_openapi(api)
+/// What `/openapi.json` says of the service.
+pub const ABOUT: About = About {
+    title: "gatehouse clock",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "The current time in UTC, for callers with the scope `time:read`; \
+                  `time:precise` adds the Unix time in milliseconds.",
+};
+
+/// The service (routes, `/openapi.json` and the kit's layers) reading the system clock, ready
+/// for `.serve(listener, shutdown)` or `.into_router()`.
+pub fn service(verifier: Arc<kit::IdentityVerifier>) -> Service {
+    service_with(http::AppState::default(), verifier)
 }
 
-/// The current time.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Time {
-    /// RFC 3339 in UTC, to the millisecond.
-    #[schema(format = DateTime, example = "2026-11-26T12:00:00.123Z")]
-    pub iso: String,
-    /// Milliseconds since the Unix epoch, the same instant as `iso`; only with `time:precise`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = 1_795_694_400_123_i64)]
-    pub unix_ms: Option<i64>,
+/// The service on `state` (a test's fixed clock, say).
+pub fn service_with(state: http::AppState, verifier: Arc<kit::IdentityVerifier>) -> Service {
+    Service::documented(NAME, http::router(state), verifier, &ABOUT)
 }
 
-/// The current time in UTC. Needs the scope `time:read`; `time:precise` adds `unix_ms`.
-///
-/// `time:precise` refines `time:read` and does not replace it: a caller with only
-/// `time:precise` is refused (403) like a caller with no scope. Users and machine clients are
-/// treated alike: only the scopes count.
-#[utoipa::path(
-    get,
-    path = "/time",
-    tag = "clock",
-    security(("gateway_identity" = [])),
-    responses(
-        (status = OK, description = "The current time.", body = Time),
-        (status = UNAUTHORIZED, description = "No valid identity token: the service is reached through the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller lacks the scope `time:read`.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-    )
-)]
-async fn time(identity: Identity) -> Result<Json<Time>, Problem> {
-    identity.require_scope("time:read")?;
-    let now = Utc::now();
-    Ok(Json(Time {
-        iso: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        unix_ms: identity
-            .has_scope("time:precise")
-            .then(|| now.timestamp_millis()),
-    }))
+/// The service's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ABOUT.document(http::api().into_openapi())
+}
+
+/// The clock service as the binary runs it.
+pub struct Clock;
+
+impl Definition for Clock {
+    const DEFAULTS: ServiceDefaults = config::DEFAULTS;
+
+    // It keeps no state: nothing to open.
+    async fn build(
+        _config: &ServiceConfig,
+        verifier: Arc<kit::IdentityVerifier>,
+    ) -> anyhow::Result<Service> {
+        Ok(service(verifier))
+    }
 }

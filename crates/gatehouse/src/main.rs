@@ -1,6 +1,6 @@
 //! The `gatehouse` command: parses the command line and hands over to the library.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use gatehouse::admin::{self, StoreLocation};
 use gatehouse::standalone::{self, Part, ServiceOptions};
 use gatehouse::up::{self, UpOptions};
-use kit::observe::AccessLogTarget;
 use kit::shutdown::Shutdown;
 use kit::telemetry::{self, LogFormat};
 
@@ -68,12 +67,8 @@ enum Command {
         #[arg(long, env = "GATEHOUSE_CONFIG", default_value = "config/gateway.yaml")]
         config: PathBuf,
     },
-    /// Run the users service alone.
-    Users(ServiceArgs),
-    /// Run the orders service alone.
-    Orders(ServiceArgs),
-    /// Run the clock service alone.
-    Clock(ServiceArgs),
+    #[command(flatten)]
+    Service(ServiceCommand),
     /// Manage machine-to-machine clients in the gateway's store (works while it runs).
     Clients {
         #[command(subcommand)]
@@ -120,54 +115,23 @@ impl StoreArgs {
     }
 }
 
-/// Settings of a service run on its own (one service per process, so the names are plain).
-#[derive(clap::Args)]
-struct ServiceArgs {
-    /// Address to listen on (default: the service's port on 127.0.0.1, as in `up`).
-    #[arg(long, env = "GATEHOUSE_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// `sqlite://…` or `postgres://…` (default: sqlite://data/<service>.db).
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
-    database_url: Option<String>,
-    /// The gateway's JWKS, whose keys sign the identity tokens this service accepts.
-    #[arg(
-        long,
-        env = "GATEHOUSE_JWKS_URL",
-        default_value = "http://127.0.0.1:8001/.well-known/jwks.json"
-    )]
-    jwks_url: String,
-    #[arg(long, env = "GATEHOUSE_ISSUER", default_value = "gatehouse")]
-    issuer: String,
-    /// How long a query waits for a database connection before the request is answered 503
-    /// (`250ms`, `2s`, …).
-    #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = kit::config::parse_duration)]
-    database_acquire_timeout: std::time::Duration,
-    /// Address of the admin listener, which serves `/metrics` (default: 127.0.0.1:8201 for
-    /// users, 8202 for orders, 8203 for clock). Keep it off the public network.
-    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
-    admin_listen: Option<SocketAddr>,
-    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path (appended to,
-    /// created 0600).
-    #[arg(long, env = "GATEHOUSE_ACCESS_LOG", default_value = "stdout")]
-    access_log: AccessLogTarget,
+/// A service run on its own, one per process as deployed.
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Run the users service alone.
+    Users(ServiceOptions),
+    /// Run the orders service alone.
+    Orders(ServiceOptions),
+    /// Run the clock service alone.
+    Clock(ServiceOptions),
 }
 
-impl ServiceArgs {
-    fn options(self, part: Part) -> ServiceOptions {
-        ServiceOptions {
-            listen: self.listen.unwrap_or_else(|| part.default_listen()),
-            database_url: self
-                .database_url
-                .unwrap_or_else(|| format!("sqlite://data/{}.db", part.name())),
-            jwks_url: self.jwks_url,
-            issuer: self.issuer,
-            database: kit::db::PoolOptions {
-                acquire_timeout: self.database_acquire_timeout,
-            },
-            admin_listen: self
-                .admin_listen
-                .unwrap_or_else(|| part.default_admin_listen()),
-            access_log: self.access_log,
+impl ServiceCommand {
+    fn part(self) -> (Part, ServiceOptions) {
+        match self {
+            Self::Users(args) => (Part::Users, args),
+            Self::Orders(args) => (Part::Orders, args),
+            Self::Clock(args) => (Part::Clock, args),
         }
     }
 }
@@ -251,29 +215,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running.wait().await
         }
         Command::Gateway { config } => standalone::gateway(&config, Shutdown::on_signals()).await,
-        Command::Users(args) => {
-            standalone::service(
-                Part::Users,
-                args.options(Part::Users),
-                Shutdown::on_signals(),
-            )
-            .await
-        }
-        Command::Orders(args) => {
-            standalone::service(
-                Part::Orders,
-                args.options(Part::Orders),
-                Shutdown::on_signals(),
-            )
-            .await
-        }
-        Command::Clock(args) => {
-            standalone::service(
-                Part::Clock,
-                args.options(Part::Clock),
-                Shutdown::on_signals(),
-            )
-            .await
+        Command::Service(command) => {
+            let (part, options) = command.part();
+            standalone::service(part, options, Shutdown::on_signals()).await
         }
         Command::Clients { action, store } => {
             let location = store.location();

@@ -1,12 +1,15 @@
 //! One part per process, as deployed: `gatehouse gateway`, `gatehouse users|orders|clock`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use gateway::config::{self, Vars};
-use kit::observe::{AccessLog, AccessLogTarget, Metrics};
+use kit::config::{SecretUrl, ServiceConfig, ServiceDefaults};
+use kit::observe::AccessLogTarget;
+use kit::service::Definition;
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
@@ -39,85 +42,176 @@ pub enum Part {
     Clock,
 }
 
-impl Part {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Users => users::NAME,
-            Self::Orders => orders::NAME,
-            Self::Clock => clock::NAME,
-        }
-    }
-
-    /// Where the part listens unless told otherwise (the ports `up` uses).
-    pub fn default_listen(self) -> SocketAddr {
-        let port = match self {
-            Self::Users => 8101,
-            Self::Orders => 8102,
-            Self::Clock => 8103,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    /// Where the part serves `/metrics` unless told otherwise: its port plus 100.
-    pub fn default_admin_listen(self) -> SocketAddr {
-        let port = match self {
-            Self::Users => 8201,
-            Self::Orders => 8202,
-            Self::Clock => 8203,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-}
-
-/// Settings of a service run on its own.
+/// What the command line (or its environment variables) says of a service run on its own (one
+/// service per process, so the names are plain): each value given overrides the service's
+/// configuration file, which overrides its defaults.
+#[derive(Debug, Default, clap::Args)]
 pub struct ServiceOptions {
-    pub listen: SocketAddr,
-    /// `sqlite://…` or `postgres://…`; ignored by services without data (clock).
-    pub database_url: String,
-    /// The gateway's JWKS: the keys of the identity tokens the service accepts.
-    pub jwks_url: String,
-    pub issuer: String,
-    /// How the database pool waits (acquire timeout): an outage answers 503 within it.
-    pub database: kit::db::PoolOptions,
-    /// Where `/metrics` is served: never the public listener.
-    pub admin_listen: SocketAddr,
-    pub access_log: AccessLogTarget,
+    /// Address to listen on (default: the service's port on 127.0.0.1, as in `up`).
+    #[arg(long, env = "GATEHOUSE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// `sqlite://…` or `postgres://…` (default: sqlite://data/<service>.db). Ignored by a
+    /// service that keeps no data (clock), so that one environment can serve every service.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The gateway's JWKS, whose keys sign the identity tokens this service accepts (default:
+    /// http://127.0.0.1:8001/.well-known/jwks.json).
+    #[arg(long, env = "GATEHOUSE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// The issuer of the identity tokens (default: gatehouse).
+    #[arg(long, env = "GATEHOUSE_ISSUER")]
+    pub issuer: Option<String>,
+    /// How long a query waits for a database connection before the request is answered 503
+    /// (`250ms`, `2s`, …; default: 2s).
+    #[arg(long, env = "GATEHOUSE_DATABASE_ACQUIRE_TIMEOUT", value_parser = above_zero)]
+    pub database_acquire_timeout: Option<Duration>,
+    /// Address of the admin listener, which serves `/metrics` (default: 127.0.0.1:8201 for
+    /// users, 8202 for orders, 8203 for clock). Keep it off the public network.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path (appended to,
+    /// created 0600); default: stdout.
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
+    pub access_log: Option<AccessLogTarget>,
+    /// The service's configuration file (YAML: listen, admin_listen, database, identity,
+    /// access_log, drain_timeout, limits), under the options above; default: none.
+    #[arg(long, env = "GATEHOUSE_SERVICE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
+/// A duration as a configuration file writes it, above zero.
+fn above_zero(text: &str) -> Result<Duration, String> {
+    kit::config::Period::parse(text).map(|period| period.0)
+}
+
+impl ServiceOptions {
+    /// The configuration these options make of `defaults`: file first, then each option given.
+    pub fn config(self, defaults: ServiceDefaults) -> anyhow::Result<ServiceConfig> {
+        let mut config = match &self.config {
+            Some(file) => defaults.load(file, &Vars::new())?,
+            None => defaults.config(),
+        };
+        if defaults.keeps_data {
+            if let Some(url) = self.database_url {
+                config.database_url = Some(SecretUrl::new(url));
+            }
+        }
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.admin_listen = self.admin_listen.unwrap_or(config.admin_listen);
+        config.jwks_url = self.jwks_url.unwrap_or(config.jwks_url);
+        config.issuer = self.issuer.unwrap_or(config.issuer);
+        config.access_log = self.access_log.unwrap_or(config.access_log);
+        if let Some(timeout) = self.database_acquire_timeout {
+            config.database.acquire_timeout = timeout;
+        }
+        Ok(config)
+    }
+}
+
+/// The service `part`, configured by `options`, until `shutdown` and the drain after it.
 pub async fn service(
     part: Part,
     options: ServiceOptions,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    match part {
+        Part::Users => run::<users::Users>(options, shutdown).await,
+        Part::Orders => run::<orders::Orders>(options, shutdown).await,
+        Part::Clock => run::<clock::Clock>(options, shutdown).await,
+    }
+}
+
+async fn run<S: Definition>(options: ServiceOptions, shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = options.config(S::DEFAULTS)?;
     let verifier = Arc::new(kit::IdentityVerifier::with_jwks(
-        part.name(),
-        options.issuer,
-        options.jwks_url,
+        S::DEFAULTS.name,
+        config.issuer.clone(),
+        config.jwks_url.clone(),
     ));
-    let service = match part {
-        Part::Users => users::service(
-            users::connect_with(&options.database_url, options.database).await?,
-            verifier,
-        ),
-        Part::Orders => orders::service(
-            orders::connect_with(&options.database_url, options.database).await?,
-            verifier,
-        ),
-        Part::Clock => clock::service(verifier),
-    };
-    let metrics = Metrics::new();
-    let access_log =
-        AccessLog::open(&options.access_log, &metrics).context("opening the access log")?;
-    let listener = TcpListener::bind(options.listen)
+    S::build(&config, verifier)
+        .await?
+        .run(&config, shutdown)
         .await
-        .with_context(|| format!("cannot listen on {}", options.listen))?;
-    let admin = TcpListener::bind(options.admin_listen)
-        .await
-        .with_context(|| format!("admin: cannot listen on {}", options.admin_listen))?;
-    service
-        .with_observe(metrics, access_log)
-        .with_admin_listener(admin)
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_option_given_overrides_the_file_which_overrides_the_defaults() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("users.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:9101\nidentity: { issuer: from-file }\nlimits: { max_connections_per_ip: 3 }\n",
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            config: Some(file),
+            issuer: Some("from-flag".to_owned()),
+            database_url: Some("postgres://users@db/users".to_owned()),
+            ..ServiceOptions::default()
+        };
+
+        let config = options.config(users::Users::DEFAULTS).unwrap();
+
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9101", "the file's");
+        assert_eq!(config.issuer, "from-flag", "the flag's, over the file's");
+        assert_eq!(config.limits.max_connections_per_ip, 3, "the file's");
+        assert_eq!(
+            config.admin_listen.to_string(),
+            "127.0.0.1:8201",
+            "users' default"
+        );
+        assert_eq!(
+            config.database_url,
+            Some(SecretUrl::new("postgres://users@db/users"))
+        );
+    }
+
+    #[test]
+    fn a_database_url_in_the_environment_is_ignored_by_a_service_without_data() {
+        let options = ServiceOptions {
+            database_url: Some("postgres://shared@db/x".to_owned()),
+            ..ServiceOptions::default()
+        };
+
+        let config = options.config(clock::Clock::DEFAULTS).unwrap();
+
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8103");
+    }
+
+    #[test]
+    fn a_bad_file_fails_with_every_mistake_named_by_file_line_and_column() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("clock.yaml");
+        std::fs::write(
+            &file,
+            "drain_timeout: soon\ndatabase: { url: sqlite://x.db }\n",
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            config: Some(file.clone()),
+            ..ServiceOptions::default()
+        };
+
+        let error = options
+            .config(clock::Clock::DEFAULTS)
+            .unwrap_err()
+            .to_string();
+
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(lines.len(), 2, "{error}");
+        let shown = file.display().to_string();
+        assert!(
+            lines[0].starts_with(&format!("{shown}:1:16: drain_timeout: ")),
+            "{error}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("{shown}:2:11: database: ")),
+            "{error}"
+        );
+    }
 }

@@ -143,11 +143,11 @@ impl Gateway {
         async move {
             let address = listener.local_addr()?;
             tracing::info!(%address, "gateway admin listening");
-            accept::serve(
+            kit::listener::serve(
                 listener,
                 router,
                 shutdown,
-                || app.config().limits.clone(),
+                || accept::limits(&app.config().limits),
                 || ADMIN_DRAIN,
                 prometheus_client::metrics::gauge::Gauge::default(),
             )
@@ -177,11 +177,11 @@ impl Gateway {
             .reloader
             .clone()
             .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
-        accept::serve(
+        kit::listener::serve(
             listener,
             self.pipeline(),
             shutdown,
-            || app.config().limits.clone(),
+            || accept::limits(&app.config().limits),
             || app.config().drain_timeout,
             app.observe.gateway.connections.clone(),
         )

@@ -16,8 +16,10 @@
 //! - [`private_files`]: SQLite files and their folder kept to their owner (0600/0700), or refused.
 //! - [`outage`]: a database that cannot be reached → 503 with `Retry-After`, not 500.
 //! - [`observe`]: Prometheus metrics and the JSON access log, the same for the gateway and every service.
-//! - [`config`]: the settings every service shares, typed, from flags and environment.
+//! - [`config`]: the loader of every configuration file, and the settings every service shares.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
+//! - [`listener`]: the listener every server runs on (the gateway's and each service's):
+//!   header-read deadline, connection caps per address and in all, send deadline, drain.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - `testing` (feature): per-test databases and a stand-in gateway for the services' tests.
@@ -28,6 +30,7 @@ pub mod db;
 pub mod extract;
 pub mod health;
 pub mod identity;
+pub mod listener;
 pub mod observe;
 pub mod openapi;
 pub mod outage;

@@ -1,19 +1,64 @@
 //! Wires a service's router into a served application: health endpoints, request ids,
 //! problem-shaped 404/405, the identity verifier, metrics and access log, an admin listener for
-//! `/metrics`, and graceful shutdown.
+//! `/metrics`, served by the gateway's listener ([`crate::listener`]: header-read deadline,
+//! connection caps, drain) until shutdown.
+//!
+//! A service crate gives the kit the same few things, so the binary and the tests run every
+//! service alike: `NAME`, `config::DEFAULTS`, `http::router(state)`, `service(…)`, and a
+//! [`Definition`] tying them to a [`ServiceConfig`].
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, Check};
 use crate::identity::IdentityVerifier;
+use crate::listener::{self, Limits};
 use crate::observe::{self, AccessLog, Metrics};
 use crate::problem::Problem;
 use crate::request_id;
 use crate::shutdown::Shutdown;
+
+/// How long the admin listener's requests may take to finish at shutdown: they are quick.
+const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+
+/// A service crate as the binary runs it on its own: its defaults, and how it is built from
+/// its configuration (opening and migrating its database when it keeps data).
+pub trait Definition {
+    /// Its name, ports and whether it keeps data: its `config.rs`.
+    const DEFAULTS: ServiceDefaults;
+
+    /// The service, ready to [`Service::run`]; `verifier` checks its identity tokens.
+    fn build(
+        config: &ServiceConfig,
+        verifier: Arc<IdentityVerifier>,
+    ) -> impl Future<Output = anyhow::Result<Service>> + Send;
+}
+
+/// What `/openapi.json` says of a service besides its operations.
+#[derive(Debug, Clone, Copy)]
+pub struct About {
+    /// The document's title, `gatehouse <name>`.
+    pub title: &'static str,
+    /// The crate's version (`env!("CARGO_PKG_VERSION")` in the service's crate).
+    pub version: &'static str,
+    /// What the service does, for whoever reads the document.
+    pub description: &'static str,
+}
+
+impl About {
+    /// `api` with this `info`, the identity-token scheme and the problem schema.
+    pub fn document(&self, api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+        crate::openapi::finish(api, self.title, self.version, self.description)
+    }
+}
 
 /// A service's own routes plus everything the kit adds around them.
 pub struct Service {
@@ -27,6 +72,10 @@ pub struct Service {
     access_log: AccessLog,
     /// Where `/metrics` is served, apart from the public routes; `None` serves it nowhere.
     admin: Option<TcpListener>,
+    /// The public listener's connection limits.
+    limits: Limits,
+    /// How long requests in flight may take to finish once shutdown begins.
+    drain_timeout: Duration,
 }
 
 impl Service {
@@ -42,7 +91,33 @@ impl Service {
             metrics: Metrics::new(),
             access_log: AccessLog::off(),
             admin: None,
+            limits: Limits::default(),
+            drain_timeout: crate::config::service::DEFAULT_DRAIN_TIMEOUT,
         }
+    }
+
+    /// A service serving `routes`, whose `/openapi.json` is the document built with them: a
+    /// route and its operation are registered by the same line, so neither exists alone.
+    pub fn documented(
+        name: &'static str,
+        routes: OpenApiRouter,
+        verifier: Arc<IdentityVerifier>,
+        about: &About,
+    ) -> Self {
+        let (router, api) = routes.split_for_parts();
+        Self::new(name, router, verifier).with_openapi(about.document(api))
+    }
+
+    /// Serves with `limits` instead of the defaults (the gateway's).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Gives the requests in flight at most `timeout` to finish once shutdown begins.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// `/readyz` fails while `check` does.
@@ -108,33 +183,230 @@ impl Service {
         (public, admin)
     }
 
+    /// Runs as `config` says, until `shutdown` and the drain that follows: listens on `listen`
+    /// (and `/metrics` on `admin_listen`), with its access log, limits and drain timeout.
+    pub async fn run(self, config: &ServiceConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+        let access_log =
+            AccessLog::open(&config.access_log, &self.metrics).context("opening the access log")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("admin: cannot listen on {}", config.admin_listen))?;
+        let metrics = self.metrics.clone();
+        self.with_observe(metrics, access_log)
+            .with_admin_listener(admin)
+            .with_limits(config.limits)
+            .with_drain_timeout(config.drain_timeout)
+            .serve(listener, shutdown)
+            .await?;
+        Ok(())
+    }
+
     /// Serves on `listener` (and the admin listener, if any) until `shutdown` fires, then
-    /// finishes the requests in flight.
+    /// finishes the requests in flight (for at most the drain timeout).
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let name = self.name;
         let address = listener.local_addr()?;
+        let (limits, drain_timeout) = (self.limits, self.drain_timeout);
+        let open = self.metrics.open_connections(name);
         let (public, admin) = self.into_parts();
         let admin = match admin {
             Some((listener, router)) => {
                 let address = listener.local_addr()?;
                 tracing::info!(service = %name, %address, "admin listening");
-                let shutdown = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { shutdown.wait().await })
-                        .await
-                }))
+                // The public listener's limits: an operator's scraper is a client like any other.
+                Some(tokio::spawn(listener::serve(
+                    listener,
+                    router,
+                    shutdown.clone(),
+                    move || limits,
+                    || ADMIN_DRAIN,
+                    prometheus_client::metrics::gauge::Gauge::default(),
+                )))
             }
             None => None,
         };
         tracing::info!(service = %name, %address, "listening");
-        axum::serve(listener, public)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await?;
+        listener::serve(
+            listener,
+            public,
+            shutdown,
+            move || limits,
+            move || drain_timeout,
+            open,
+        )
+        .await?;
         if let Some(admin) = admin {
             admin.await.map_err(std::io::Error::other)??;
         }
         tracing::info!(service = %name, "stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The listener as a service meets it: its limits and its drain, over real sockets. Every
+    //! wait is for a condition, with a deadline far above what it takes.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+
+    struct Running {
+        address: std::net::SocketAddr,
+        metrics: Metrics,
+        shutdown: Shutdown,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start(routes: Router, limits: Limits) -> Running {
+        let verifier = Arc::new(IdentityVerifier::with_jwks(
+            "test",
+            "gatehouse",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let service = Service::new("test", routes, verifier).with_limits(limits);
+        let metrics = service.metrics().clone();
+        let served = tokio::spawn(service.serve(listener, shutdown.clone()));
+        Running {
+            address,
+            metrics,
+            shutdown,
+            served,
+        }
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn until_closed(socket: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, socket.read_to_end(&mut answer))
+            .await
+            .expect("the server never closed the connection")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// One answer on a kept-alive connection (enough bytes for `/healthz`'s).
+    async fn one_answer(socket: &mut TcpStream) -> String {
+        socket.write_all(HEALTHZ).await.unwrap();
+        let mut buffer = vec![0; 4096];
+        let read = tokio::time::timeout(DEADLINE, socket.read(&mut buffer))
+            .await
+            .expect("no answer")
+            .unwrap();
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    }
+
+    fn open_connections(metrics: &Metrics) -> Option<String> {
+        metrics
+            .render()
+            .lines()
+            .find(|line| line.starts_with("gatehouse_service_open_connections{server=\"test\"}"))
+            .map(str::to_owned)
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_request_is_closed_at_the_header_read_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+
+        let mut silent = TcpStream::connect(app.address).await.unwrap();
+
+        assert_eq!(until_closed(&mut silent).await, "", "closed without a word");
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share_and_the_gauge_counts_what_is_open() {
+        let limits = Limits {
+            max_connections_per_ip: 1,
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+        let mut first = TcpStream::connect(app.address).await.unwrap();
+        assert!(one_answer(&mut first).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(
+            open_connections(&app.metrics).as_deref(),
+            Some("gatehouse_service_open_connections{server=\"test\"} 1")
+        );
+
+        let mut second = TcpStream::connect(app.address).await.unwrap();
+        second.write_all(HEALTHZ).await.ok();
+
+        assert_eq!(
+            until_closed(&mut second).await,
+            "",
+            "over the address's share"
+        );
+        assert!(
+            one_answer(&mut first).await.starts_with("HTTP/1.1 200"),
+            "the first connection is still served"
+        );
+        drop(first);
+        wait_for("the closed connection to leave the gauge", || {
+            open_connections(&app.metrics).is_some_and(|line| line.ends_with(" 0"))
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_at_shutdown_is_answered_before_the_service_stops() {
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let routes = Router::new().route(
+            "/slow",
+            get({
+                let (entered, release) = (Arc::clone(&entered), Arc::clone(&release));
+                move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let app = start(routes, Limits::default()).await;
+        let mut socket = TcpStream::connect(app.address).await.unwrap();
+        socket
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        entered.notified().await;
+
+        app.shutdown.trigger();
+        release.notify_one();
+
+        let answer = until_closed(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        tokio::time::timeout(DEADLINE, app.served)
+            .await
+            .expect("the service never stopped")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -8,76 +8,91 @@
 //! for one.
 //!
 //! # Layout
+//! - [`config`]: its defaults (ports, `sqlite://data/users.db`) under the settings every
+//!   service shares.
 //! - [`domain`]: types that cannot hold a bad value (`Username`, `Email`, `Password`, `Role`,
 //!   `Scopes`, …), and password hashing, off the async workers.
 //! - [`store`]: the SQL, portable across SQLite and PostgreSQL.
-//! - `http`: routers per feature (`users` for admins, `me`, `credentials`), merged in one, each
-//!   handler annotated for the `/openapi.json` the service serves.
+//! - [`http`]: routers per feature (`users` for admins, `me`, `credentials`), merged in one
+//!   ([`http::router`] from the state), each handler annotated for the `/openapi.json` the
+//!   service serves.
 //! - [`error`]: the service's one error type and its status codes.
 //! - `migrations/{sqlite,postgres}`: the schema, embedded and run at [`connect`].
 
+pub mod config;
 pub mod domain;
 pub mod error;
-mod http;
+pub mod http;
 pub mod store;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use kit::config::{ServiceConfig, ServiceDefaults};
 use kit::db::{Database, Migrations};
+use kit::service::{About, Definition, Service};
 use sqlx::migrate::Migrator;
 
 use crate::domain::{Email, FullName, NewUser, Password, Role, Scopes, Username};
 use crate::error::Error;
-use crate::store::{AttemptStore, UserStore};
+use crate::store::UserStore;
 
 /// The service's name: the audience of its identity tokens, and its name in logs.
 pub const NAME: &str = "users";
 
+/// What `/openapi.json` says of the service.
+pub const ABOUT: About = About {
+    title: "gatehouse users",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "Accounts: admin CRUD at `/users`, each signed-in user's own account at \
+                  `/users/me`, and the credential check the gateway calls at sign-in. Reached \
+                  through the gateway only; password hashes never leave the service.",
+};
+
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The schema, for SQLite and for PostgreSQL.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
 /// Connects (creating a SQLite file if missing) and runs this crate's migrations.
 pub async fn connect(database_url: &str) -> anyhow::Result<Database> {
-    connect_with(database_url, kit::db::PoolOptions::default()).await
-}
-
-/// [`connect`] with the pool settings of the kit's configuration.
-pub async fn connect_with(
-    database_url: &str,
-    options: kit::db::PoolOptions,
-) -> anyhow::Result<Database> {
-    Database::connect_with(
-        database_url,
-        Migrations {
-            sqlite: &SQLITE,
-            postgres: &POSTGRES,
-        },
-        options,
-    )
-    .await
+    Database::connect(database_url, MIGRATIONS).await
 }
 
 /// The service (routes and the kit's layers), ready for `.serve(listener, shutdown)` or
 /// `.into_router()`.
-pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> kit::service::Service {
+pub fn service(db: Database, verifier: Arc<kit::IdentityVerifier>) -> Service {
     let readiness = db.readiness_check();
-    let state = http::AppState {
-        attempts: AttemptStore::new(db.clone()),
-        users: UserStore::new(db),
-    };
-    let (router, api) = http::router(state).split_for_parts();
-    let api = kit::openapi::finish(
-        api,
-        "gatehouse users",
-        env!("CARGO_PKG_VERSION"),
-        "Accounts: admin CRUD at `/users`, each signed-in user's own account at `/users/me`, and \
-         the credential check the gateway calls at sign-in. Reached through the gateway only; \
-         password hashes never leave the service.",
-    );
-    kit::service::Service::new(NAME, router, verifier)
-        .with_openapi(api)
-        .ready_when("database", readiness)
+    Service::documented(
+        NAME,
+        http::router(http::AppState::new(db)),
+        verifier,
+        &ABOUT,
+    )
+    .ready_when("database", readiness)
+}
+
+/// The service's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ABOUT.document(http::api().into_openapi())
+}
+
+/// The users service as the binary runs it.
+pub struct Users;
+
+impl Definition for Users {
+    const DEFAULTS: ServiceDefaults = config::DEFAULTS;
+
+    async fn build(
+        config: &ServiceConfig,
+        verifier: Arc<kit::IdentityVerifier>,
+    ) -> anyhow::Result<Service> {
+        Ok(service(config.open_database(MIGRATIONS).await?, verifier))
+    }
 }
 
 /// A demo account of the quickstart: username, password, role, scopes.

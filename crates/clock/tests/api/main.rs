@@ -25,6 +25,11 @@ struct TestApp {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_on(clock::http::AppState::default()).await
+}
+
+/// The service on `state`: a fixed clock, say.
+async fn spawn_app_on(state: clock::http::AppState) -> TestApp {
     let gateway = FakeGateway::for_service(clock::NAME);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -32,7 +37,7 @@ async fn spawn_app() -> TestApp {
     let admin = format!("http://{}", admin_listener.local_addr().unwrap());
     let watch = Watch::new();
     let shutdown = Shutdown::new();
-    let service = clock::service(Arc::new(gateway.verifier()))
+    let service = clock::service_with(state, Arc::new(gateway.verifier()))
         .with_observe(watch.metrics.clone(), watch.access_log.clone())
         .with_admin_listener(admin_listener);
     tokio::spawn(service.serve(listener, shutdown.clone()));
@@ -113,6 +118,25 @@ async fn time_precise_adds_the_unix_time_of_the_same_instant_in_milliseconds() {
         .as_i64()
         .unwrap_or_else(|| panic!("unix_ms is not an integer: {body}"));
     assert_eq!(unix_ms, at.timestamp_millis(), "{body}");
+}
+
+#[tokio::test]
+async fn the_answer_is_the_instant_of_the_services_clock_to_the_millisecond() {
+    let at = DateTime::parse_from_rfc3339("2026-11-26T12:00:00.123987Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let app = spawn_app_on(clock::http::AppState {
+        now: clock::domain::Now::fixed(at),
+    })
+    .await;
+
+    let (status, body) = app.time(&app.user("time:read time:precise")).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({ "iso": "2026-11-26T12:00:00.123Z", "unix_ms": 1_795_694_400_123_i64 })
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use http::{Method, Uri};
 use serde::de::{Deserializer, Error as _};
@@ -20,43 +19,12 @@ where
     text.parse().map_err(D::Error::custom)
 }
 
-/// A duration longer than zero, as humantime writes it: `250ms`, `2s`, `15m`, `14d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Period(pub Duration);
-
-impl Period {
-    pub const fn secs(secs: u64) -> Self {
-        Self(Duration::from_secs(secs))
-    }
-
-    pub const fn millis(millis: u64) -> Self {
-        Self(Duration::from_millis(millis))
-    }
-}
-
-impl<'de> Deserialize<'de> for Period {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let duration = any_duration(deserializer)?;
-        if duration.is_zero() {
-            return Err(D::Error::custom("must be longer than zero"));
-        }
-        Ok(Self(duration))
-    }
-}
-
-/// A duration that may be zero (`0` or `0s`), such as a key's activation delay.
-pub fn any_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime_serde::re::humantime::parse_duration(text.trim()).map_err(|error| {
-        D::Error::custom(format!(
-            "{text:?} is not a duration like 500ms, 5s or 15m ({error})"
-        ))
-    })
-}
+// Durations are read alike by every configuration file: the kit's.
+pub use kit::config::values::{any_duration, Period};
 
 /// How often the file is watched: a [`Period`], or `off` (only on SIGHUP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watch(pub Option<Duration>);
+pub struct Watch(pub Option<std::time::Duration>);
 
 impl<'de> Deserialize<'de> for Watch {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -237,6 +205,8 @@ impl<'de> Deserialize<'de> for NonEmpty {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde::de::value::{Error, StrDeserializer};
 
     use super::*;

@@ -1,7 +1,8 @@
 //! The request path, as the phases a request meets, in order (the order is [`Pipeline::handle`]):
 //!
-//! 1. [`accept`]: the listener takes the connection within its limits (per address, in all),
-//!    reads the request's headers within their deadline, and drains on shutdown.
+//! 1. [`accept`]: the listener (the kit's, shared with the services) takes the connection
+//!    within its limits (per address, in all), reads the request's headers within their
+//!    deadline, and drains on shutdown.
 //! 2. [`normalize`]: Host, framing, dot segments, the declared body size.
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
 //! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).

@@ -36,6 +36,14 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
+/// As a configuration file writes it: the same words as the command line.
+impl<'de> serde::Deserialize<'de> for AccessLogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for AccessLogTarget {
     type Err = String;
 

@@ -35,6 +35,7 @@ use http::{Method, StatusCode};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
@@ -62,6 +63,8 @@ struct Inner {
     registry: Mutex<Names>,
     http: HttpMetrics,
     access_log_dropped: Counter,
+    /// `gatehouse_service_open_connections`, by service.
+    open_connections: Family<ServerLabel, Gauge>,
 }
 
 /// The registry and the names already in it: a name registered twice would make the exposition
@@ -200,6 +203,12 @@ pub struct RequestLabels {
     pub status_class: StatusClass,
     /// Why the server answered as it did ([`super::Reason`]); `""` when nothing went wrong.
     pub reason: &'static str,
+}
+
+/// The label of a family counted per server alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    pub server: &'static str,
 }
 
 /// The labels of `gatehouse_request_duration_seconds`.
@@ -351,6 +360,7 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
         };
         let access_log_dropped = Counter::default();
+        let open_connections = Family::<ServerLabel, Gauge>::default();
         let metrics = Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(Names {
@@ -359,6 +369,7 @@ impl Metrics {
                 }),
                 http: http.clone(),
                 access_log_dropped: access_log_dropped.clone(),
+                open_connections: open_connections.clone(),
             }),
         };
         metrics.register(
@@ -378,7 +389,22 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind (its queue was full)",
             access_log_dropped,
         );
+        // The gateway counts its own (`gatehouse_open_connections`, unlabelled, as it always has).
+        metrics.register(
+            "gatehouse_service_open_connections",
+            "Client connections open on a service's public listener, by service",
+            open_connections,
+        );
         metrics
+    }
+
+    /// The gauge of the connections open on `server`'s public listener: what the listener
+    /// counts into.
+    pub fn open_connections(&self, server: &'static str) -> Gauge {
+        self.inner
+            .open_connections
+            .get_or_create(&ServerLabel { server })
+            .clone()
     }
 
     /// The families every server records.

@@ -1,6 +1,6 @@
 //! The HTTP surface: the routes with their OpenAPI description, built in one place
-//! ([`api`]) so the served routes and the published document cannot drift apart, and the
-//! extractors that say who may call what. Those run before the path and body are read, so a
+//! ([`api`]) so the served routes and the published document cannot drift apart, [`router`]
+//! giving them the state, and the extractors that say who may call what. Those run before the path and body are read, so a
 //! caller who may not use an endpoint learns nothing from it but 401 or 403.
 
 mod fields;
@@ -8,6 +8,7 @@ mod orders;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use kit::db::Database;
 use kit::{Identity, PrincipalKind};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -21,10 +22,27 @@ pub struct AppState {
     pub orders: OrderStore,
 }
 
-/// Every route of the service with its OpenAPI operation. The service serves exactly the
-/// routes built here (see [`crate::service`]) and publishes the document built with them.
+impl AppState {
+    /// The store of the database `db`.
+    pub fn new(db: Database) -> Self {
+        Self {
+            orders: OrderStore::new(db),
+        }
+    }
+}
+
+/// Every route of the service with its OpenAPI operation, before the state is given. The
+/// service serves exactly the routes built here (see [`crate::service`]) and publishes the
+/// document built with them.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(orders::routes())
+    // `default()`, not `new()`: `new()` fills the document's info from utoipa-axum's own package.
+    OpenApiRouter::default().merge(orders::routes())
+}
+
+/// The service's routes on `state`; the kit adds health, request ids, the identity verifier
+/// and `/openapi.json`.
+pub fn router(state: AppState) -> OpenApiRouter {
+    api().with_state(state)
 }
 
 /// A signed-in person: their user id, and whether they are an admin. Orders belong to people;

@@ -14,6 +14,7 @@ mod users;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use kit::db::Database;
 use kit::{Identity, PrincipalKind};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -29,15 +30,30 @@ pub struct AppState {
     pub attempts: AttemptStore,
 }
 
-/// The service's own routes and their OpenAPI operations; the kit adds health, request ids,
-/// the identity verifier and `/openapi.json`.
-pub fn router(state: AppState) -> OpenApiRouter {
+impl AppState {
+    /// The stores of the database `db`.
+    pub fn new(db: Database) -> Self {
+        Self {
+            attempts: AttemptStore::new(db.clone()),
+            users: UserStore::new(db),
+        }
+    }
+}
+
+/// Every route of the service with its OpenAPI operation, before the state is given: the
+/// document ([`crate::openapi`]) is built from exactly these.
+pub fn api() -> OpenApiRouter<AppState> {
     // `default()`, not `new()`: `new()` fills the document's info from utoipa-axum's own package.
     OpenApiRouter::default()
         .merge(users::router())
         .merge(me::router())
         .merge(credentials::router())
-        .with_state(state)
+}
+
+/// The service's own routes on `state`; the kit adds health, request ids, the identity
+/// verifier and `/openapi.json`.
+pub fn router(state: AppState) -> OpenApiRouter {
+    api().with_state(state)
 }
 
 /// A signed-in user with the role `admin`, by their id when the caller is a user (a machine
