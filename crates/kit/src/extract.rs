@@ -2,19 +2,36 @@
 //! `application/problem+json` a client can act on, never axum's plain-text default.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::FromRequest;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::problem::Problem;
 
-/// A JSON body. Syntax errors answer 400, a wrong shape (missing field, wrong type) 422 naming
-/// the field, a missing `Content-Type: application/json` 415, an oversized body 413.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(Problem))]
+/// A JSON body. A body that is not JSON at all answers 400, well-formed JSON of the wrong shape
+/// (not an object, a missing field, a wrong type) 422, a missing `Content-Type:
+/// application/json` 415, an oversized body 413.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Read as any JSON first, so every syntax error is a 400 however the body starts: read
+        // straight into `T`, a truncated `[` fails as "not an object" (422) before the end of
+        // the input is ever seen.
+        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
+        T::deserialize(value).map(Json).map_err(|error| {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(format!(
+                "Failed to deserialize the JSON body into the target type: {error}"
+            ))
+        })
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -7,6 +7,9 @@
 //! # Layout
 //! - [`problem`]: the one error body every service answers with (`application/problem+json`).
 //! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are problems, not text.
+//! - [`fields`]: request bodies checked field by field, every bad field listed in one 422.
+//! - [`pagination`]: the `limit`/`offset` extractor every list takes, and the page it answers.
+//! - [`time`]: timestamps as every service stores and shows them (RFC 3339, UTC, fixed width).
 //! - [`identity`]: the [`Identity`] extractor; accepts only an identity token signed by the gateway.
 //! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
 //! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
@@ -26,11 +29,13 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod extract;
+pub mod fields;
 pub mod health;
 pub mod identity;
 pub mod observe;
 pub mod openapi;
 pub mod outage;
+pub mod pagination;
 pub mod private_files;
 pub mod problem;
 pub mod request_id;
@@ -39,6 +44,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};
