@@ -1,13 +1,13 @@
 //! Extractors whose rejections are problems: a malformed body or path answers with a 4xx
 //! `application/problem+json` a client can act on, never axum's plain-text default.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::problem::Problem;
 
@@ -21,15 +21,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // Read as any JSON first, so every syntax error is a 400 however the body starts: read
-        // straight into `T`, a truncated `[` fails as "not an object" (422) before the end of
-        // the input is ever seen.
-        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
-        T::deserialize(value).map(Json).map_err(|error| {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(format!(
-                "Failed to deserialize the JSON body into the target type: {error}"
-            ))
-        })
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        // The content type and the syntax first, as axum judges them, so every syntax error is
+        // a 400 however the body starts: read straight into `T`, a truncated `[` fails as "not
+        // an object" (422) before the end of the input is seen. Then `T` from the same bytes,
+        // not from a parsed map, so a member sent twice is refused rather than silently the
+        // last one.
+        let checked = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        axum::Json::<IgnoredAny>::from_request(checked, state).await?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Json(value))
     }
 }
 
@@ -58,6 +60,12 @@ impl From<JsonRejection> for Problem {
             other => other.status(),
         };
         Problem::new(status).with_detail(rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for Problem {
+    fn from(rejection: BytesRejection) -> Self {
+        Problem::new(rejection.status()).with_detail(rejection.body_text())
     }
 }
 
