@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use kit::extract::Json;
-use kit::openapi::ProblemDetails;
+use kit::openapi::problems;
 use kit::{Identity, Problem};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -62,17 +62,15 @@ pub struct Time {
     security(("gateway_identity" = [])),
     responses(
         (status = OK, description = "The current time.", body = Time),
-        (status = UNAUTHORIZED, description = "No valid identity token: the service is reached through the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller lacks the scope `time:read`.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        (status = FORBIDDEN, description = "The caller lacks the scope `time:read`."),
     )
 )]
 async fn time(identity: Identity) -> Result<Json<Time>, Problem> {
     identity.require_scope("time:read")?;
     let now = Utc::now();
     Ok(Json(Time {
-        iso: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        iso: kit::time::format_millis(&now),
         unix_ms: identity
             .has_scope("time:precise")
             .then(|| now.timestamp_millis()),
