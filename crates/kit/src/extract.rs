@@ -29,7 +29,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         // not from a parsed map, so a member sent twice is refused rather than silently the
         // last one.
         let checked = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
-        axum::Json::<IgnoredAny>::from_request(checked, state).await?;
+        let axum::Json(IgnoredAny) = axum::Json::<IgnoredAny>::from_request(checked, state).await?;
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(value))
     }

@@ -369,10 +369,9 @@ mod tests {
         fields.refuse_unknown("", person.unknown, "`name`, `age`, `nickname` and `pets`");
         match fields.finish() {
             Ok(()) => Vec::new(),
-            Err(problem) => problem
-                .errors()
-                .iter()
-                .map(|error| (error.field.clone(), error.message.clone()))
+            Err(problem) => listed(&problem)
+                .into_iter()
+                .map(|(field, message)| (field.to_owned(), message.to_owned()))
                 .collect(),
         }
     }
@@ -383,6 +382,15 @@ mod tests {
         } else {
             Err("must be between 18 and 150".to_owned())
         }
+    }
+
+    /// A problem's errors as (field, message) pairs.
+    fn listed(problem: &Problem) -> Vec<(&str, &str)> {
+        problem
+            .errors()
+            .iter()
+            .map(|error| (error.field.as_str(), error.message.as_str()))
+            .collect()
     }
 
     fn fields_of(body: Value) -> Vec<String> {
@@ -540,12 +548,10 @@ mod tests {
             problem.status(),
             axum::http::StatusCode::UNPROCESSABLE_ENTITY
         );
-        let messages: Vec<&str> = problem
-            .errors()
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect();
-        assert_eq!(messages, ["must not be null", "is required"]);
+        assert_eq!(
+            listed(&problem),
+            [("m", "must not be null"), ("r", "is required")]
+        );
     }
 
     #[test]
@@ -556,11 +562,10 @@ mod tests {
             FieldError::new("scopes[3]", "must not be empty"),
         ]);
         fields.check("scopes", parsed);
-        let named: Vec<String> = fields
-            .into_problem()
-            .errors()
-            .iter()
-            .map(|e| e.field.clone())
+        let problem = fields.into_problem();
+        let named: Vec<&str> = listed(&problem)
+            .into_iter()
+            .map(|(field, _)| field)
             .collect();
         assert_eq!(named, ["scopes[1]", "scopes[3]"]);
     }
