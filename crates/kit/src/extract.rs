@@ -85,3 +85,69 @@ impl From<QueryRejection> for Problem {
         Problem::bad_request(rejection.body_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // read only to see whether the body parses
+    struct Rename {
+        name: String,
+    }
+
+    async fn status_of(content_type: Option<&str>, body: &'static str) -> StatusCode {
+        let mut request = axum::http::Request::post("/");
+        if let Some(content_type) = content_type {
+            request = request.header(axum::http::header::CONTENT_TYPE, content_type);
+        }
+        let request = request.body(axum::body::Body::from(body)).unwrap();
+        match Json::<Rename>::from_request(request, &()).await {
+            Ok(_) => StatusCode::OK,
+            Err(problem) => problem.status(),
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_400_however_it_starts_and_the_wrong_shape_is_422() {
+        let json = Some("application/json");
+        for (content_type, body, status, reason) in [
+            (json, r#"{"name": "a"}"#, StatusCode::OK, "a good body"),
+            (json, "[", StatusCode::BAD_REQUEST, "a truncated array"),
+            (
+                json,
+                r#"{"name": "#,
+                StatusCode::BAD_REQUEST,
+                "a truncated object",
+            ),
+            (json, "", StatusCode::BAD_REQUEST, "nothing"),
+            (json, "[]", StatusCode::UNPROCESSABLE_ENTITY, "an array"),
+            (
+                json,
+                "{}",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a missing member",
+            ),
+            (
+                json,
+                r#"{"name": "a", "name": "b"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a member sent twice",
+            ),
+            (
+                Some("text/plain"),
+                r#"{"name": "a"}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "not sent as JSON",
+            ),
+            (
+                None,
+                "",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "no content type",
+            ),
+        ] {
+            assert_eq!(status_of(content_type, body).await, status, "{reason}");
+        }
+    }
+}
