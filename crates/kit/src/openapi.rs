@@ -296,3 +296,65 @@ pub fn router(api: &OpenApi) -> Router {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::OpenApi as _;
+
+    /// A request body, read only for its schema.
+    #[derive(serde::Deserialize, ToSchema)]
+    #[allow(dead_code)]
+    struct Rename {
+        name: String,
+    }
+
+    #[utoipa::path(
+        post,
+        path = "/things",
+        request_body = Rename,
+        responses(
+            (status = 200, description = "Renamed."),
+            problems::Identified,
+            problems::JsonBody,
+            (status = 403, description = "Not yours."),
+            (status = 422, description = "The name is taken."),
+        )
+    )]
+    #[allow(dead_code)]
+    async fn rename() {}
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(rename), components(schemas(Rename)))]
+    struct Document;
+
+    #[test]
+    fn every_problem_response_has_the_problem_body_in_the_operations_own_words_where_it_has_them() {
+        let api = finish(Document::openapi(), "things", "1.0.0", "Things.");
+        let json = serde_json::to_value(&api).unwrap();
+        let responses = &json["paths"]["/things"]["post"]["responses"];
+        for status in ["400", "401", "403", "413", "415", "422", "500"] {
+            assert_eq!(
+                responses[status]["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/ProblemDetails",
+                "{status}"
+            );
+        }
+        assert_eq!(responses["403"]["description"], "Not yours.");
+        assert_eq!(
+            responses["422"]["description"], "The name is taken.",
+            "listed after the shared one, the operation's own replaces it"
+        );
+        assert!(
+            responses["200"]["content"].is_null(),
+            "a success is left alone"
+        );
+        let schemas = &json["components"]["schemas"];
+        assert!(schemas["FieldError"].is_object(), "the problem's own parts");
+        assert_eq!(
+            schemas["Rename"]["additionalProperties"], false,
+            "a request body refuses unknown members"
+        );
+        assert!(schemas["ProblemDetails"]["additionalProperties"].is_null());
+    }
+}
