@@ -13,9 +13,11 @@
 //! - [`identity`]: the [`Identity`] extractor; accepts only an identity token signed by the gateway.
 //! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
 //! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
-//! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, and the shared error schema.
+//! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, the shared error schema and
+//!   the problem responses every operation shares.
 //! - [`client`]: [`client::ServiceClient`], calling other services through the gateway with a client token.
-//! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
+//! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start, and
+//!   write transactions retried while the database is busy.
 //! - [`private_files`]: SQLite files and their folder kept to their owner (0600/0700), or refused.
 //! - [`outage`]: a database that cannot be reached → 503 with `Retry-After`, not 500.
 //! - [`observe`]: Prometheus metrics and the JSON access log, the same for the gateway and every service.
