@@ -177,10 +177,16 @@ impl Rejection for Vec<FieldError> {
     }
 }
 
+/// The most errors one answer lists: a body of many thousands of unknown members must not turn
+/// a 2 MB request into a much larger answer. The rest are counted in the `detail`.
+pub const MAX_LISTED: usize = 100;
+
 /// The errors of one request body, kept in the order the fields were checked.
 #[derive(Debug, Default)]
 pub struct Fields {
     errors: Vec<FieldError>,
+    /// Errors past [`MAX_LISTED`], counted only.
+    unlisted: usize,
 }
 
 impl Fields {
@@ -230,13 +236,17 @@ impl Fields {
     /// The parsed value, or `None` with its errors kept against `field`.
     pub fn check<T, E: Rejection>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
         parsed
-            .map_err(|rejection| self.errors.extend(rejection.into_errors(field)))
+            .map_err(|rejection| {
+                for error in rejection.into_errors(field) {
+                    self.keep(error);
+                }
+            })
             .ok()
     }
 
     /// Keeps an error found some other way; always `None`, for use in a chain.
     pub fn refuse<T>(&mut self, field: &str, message: impl Into<String>) -> Option<T> {
-        self.errors.push(FieldError::new(field, message));
+        self.keep(FieldError::new(field, message));
         None
     }
 
@@ -244,7 +254,7 @@ impl Fields {
     /// `expected` names the members there are.
     pub fn refuse_unknown(&mut self, parent: &str, unknown: Unknown, expected: &str) {
         for name in unknown.names() {
-            self.errors.push(FieldError::new(
+            self.keep(FieldError::new(
                 path(parent, name),
                 format!("is not a known field (expected {expected})"),
             ));
@@ -264,9 +274,22 @@ impl Fields {
         }
     }
 
-    /// The 422 listing every error kept.
+    /// The 422 listing every error kept (the first [`MAX_LISTED`] of them).
     pub fn into_problem(self) -> Problem {
-        Problem::invalid_fields(self.errors)
+        let problem = Problem::invalid_fields(self.errors);
+        if self.unlisted == 0 {
+            return problem;
+        }
+        let listed = problem.detail().unwrap_or_default().to_owned();
+        problem.with_detail(format!("{listed}; and {} more not listed", self.unlisted))
+    }
+
+    fn keep(&mut self, error: FieldError) {
+        if self.errors.len() < MAX_LISTED {
+            self.errors.push(error);
+        } else {
+            self.unlisted += 1;
+        }
     }
 
     fn given<T>(&mut self, field: &str, value: Field<T>) -> Option<T> {
@@ -600,6 +623,21 @@ mod tests {
             let message = integer(text).expect_err(reason);
             assert!(message.starts_with("must be"), "{reason}: {message}");
         }
+    }
+
+    #[test]
+    fn a_body_of_thousands_of_bad_members_lists_a_bounded_number() {
+        let members: serde_json::Map<String, Value> =
+            (0..5000).map(|i| (format!("m{i}"), json!(i))).collect();
+        let person: Person = serde_json::from_value(Value::Object(members)).unwrap();
+        let mut fields = Fields::default();
+        fields.required("name", person.name);
+        fields.refuse_unknown("", person.unknown, "`name`");
+        let problem = fields.finish().unwrap_err();
+        assert_eq!(problem.errors().len(), MAX_LISTED);
+        assert_eq!(problem.errors()[0].field, "name", "the first ones are kept");
+        let detail = problem.detail().unwrap();
+        assert!(detail.ends_with("; and 4901 more not listed"), "{detail}");
     }
 
     #[test]
