@@ -7,12 +7,17 @@
 //! # Layout
 //! - [`problem`]: the one error body every service answers with (`application/problem+json`).
 //! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are problems, not text.
+//! - [`fields`]: request bodies checked field by field, every bad field listed in one 422.
+//! - [`pagination`]: the `limit`/`offset` extractor every list takes, and the page it answers.
+//! - [`time`]: timestamps as every service stores and shows them (RFC 3339, UTC, fixed width).
 //! - [`identity`]: the [`Identity`] extractor; accepts only an identity token signed by the gateway.
 //! - [`request_id`]: keeps or makes the `X-Request-Id`, echoes it, and scopes it for logs and problems.
 //! - [`health`]: `GET /healthz` (alive) and `GET /readyz` (dependencies reachable).
-//! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, and the shared error schema.
+//! - [`openapi`]: `GET /openapi.json` from the handlers' utoipa annotations, the shared error schema and
+//!   the problem responses every operation shares.
 //! - [`client`]: [`client::ServiceClient`], calling other services through the gateway with a client token.
-//! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start.
+//! - [`db`]: one pool type for SQLite and PostgreSQL, with embedded migrations run at start, and
+//!   write transactions retried while the database is busy.
 //! - [`private_files`]: SQLite files and their folder kept to their owner (0600/0700), or refused.
 //! - [`outage`]: a database that cannot be reached → 503 with `Retry-After`, not 500.
 //! - [`observe`]: Prometheus metrics and the JSON access log, the same for the gateway and every service.
@@ -28,12 +33,14 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod extract;
+pub mod fields;
 pub mod health;
 pub mod identity;
 pub mod listener;
 pub mod observe;
 pub mod openapi;
 pub mod outage;
+pub mod pagination;
 pub mod private_files;
 pub mod problem;
 pub mod request_id;
@@ -42,6 +49,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};

@@ -5,9 +5,11 @@
 //! What counts as an outage: no connection within the pool's acquire timeout, a closed pool, a
 //! broken or refused connection (I/O, TLS, protocol), PostgreSQL's connection-exception class
 //! (`08…`), `admin_shutdown` / `crash_shutdown` / `cannot_connect_now` (`57P01`–`57P03`) and
-//! `too_many_connections` (`53300`), and SQLite's `BUSY` / `LOCKED` after the busy timeout
-//! (another process holds the file). Constraint violations, bad SQL or undecodable rows stay
-//! bugs.
+//! `too_many_connections` (`53300`), SQLite's `BUSY` / `LOCKED` after the busy timeout
+//! (another process holds the file), and PostgreSQL's `serialization_failure` (`40001`) and
+//! `deadlock_detected` (`40P01`) once [`crate::db::Database::retrying`] has tried the work
+//! again and again (the database stayed too busy to take it now). Constraint violations, bad
+//! SQL or undecodable rows stay bugs.
 
 use std::time::Duration;
 
@@ -38,7 +40,12 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 
 /// PostgreSQL SQLSTATEs and SQLite result codes that mean "not now", not "not so".
 fn unavailable_code(code: &str) -> bool {
-    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+    if code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
+    {
         return true;
     }
     // SQLite gives extended result codes as numbers; the low byte is the primary code:
@@ -108,6 +115,14 @@ mod tests {
         assert!(unavailable_code("517"), "SQLITE_BUSY_SNAPSHOT");
         assert!(unavailable_code("08006"), "connection_failure");
         assert!(unavailable_code("57P01"), "admin_shutdown");
+        assert!(
+            unavailable_code("40001"),
+            "serialization_failure, after the retries"
+        );
+        assert!(
+            unavailable_code("40P01"),
+            "deadlock_detected, after the retries"
+        );
         assert!(!unavailable_code("23505"), "unique_violation");
         assert!(!unavailable_code("2067"), "SQLITE_CONSTRAINT_UNIQUE");
     }

@@ -111,14 +111,22 @@ impl Problem {
 
     /// 422 listing every invalid field at once, so a client can fix them in one round.
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
+        Self::listing(StatusCode::UNPROCESSABLE_ENTITY, errors).with_title("Invalid request fields")
+    }
+
+    /// 400 listing every field whose value could not be read at all (a query parameter that is
+    /// not a number, say), with any invalid ones beside them.
+    pub fn malformed_fields(errors: Vec<FieldError>) -> Self {
+        Self::listing(StatusCode::BAD_REQUEST, errors).with_title("Malformed request fields")
+    }
+
+    fn listing(status: StatusCode, errors: Vec<FieldError>) -> Self {
         let detail = errors
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ");
-        let mut problem = Self::new(StatusCode::UNPROCESSABLE_ENTITY)
-            .with_title("Invalid request fields")
-            .with_detail(detail);
+        let mut problem = Self::new(status).with_detail(detail);
         problem.errors = errors;
         problem
     }

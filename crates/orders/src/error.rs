@@ -1,6 +1,6 @@
 //! The orders service's errors, and the one place that decides the status code of each.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kit::{FieldError, Problem};
 
@@ -29,13 +29,11 @@ pub enum Error {
     /// The caller is known but may not do this; the message says why.
     #[error("{0}")]
     Forbidden(String),
-    /// The database stayed busy through every retry: the client may try again shortly.
-    #[error("The service is busy; try again in a moment.")]
-    Busy(#[source] anyhow::Error),
     /// A refusal the kit already shaped: no or bad identity (401), …
     #[error(transparent)]
     Refused(#[from] Problem),
-    /// Our own fault; the client sees a generic 500 and the cause is logged once.
+    /// Our own fault, or the database out of reach or busy through every retry (503, see
+    /// `kit::outage`); the client sees a generic body and the cause is logged once.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -52,12 +50,6 @@ impl From<Error> for Problem {
                 .with_title("Idempotency key reused")
                 .with_detail(detail),
             Error::Forbidden(_) => Problem::forbidden(detail),
-            Error::Busy(cause) => {
-                tracing::warn!(error = %format!("{cause:#}"), "database busy through every retry");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_detail(detail)
-                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-            }
             Error::Refused(problem) => problem,
             Error::Unexpected(cause) => kit::outage::unexpected(&cause),
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use kit::Identity;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -49,7 +49,7 @@ impl Time {
     /// The instant `now` as `reading` allows.
     pub fn read(now: DateTime<Utc>, reading: Reading) -> Self {
         Self {
-            iso: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            iso: kit::time::format_millis(&now),
             unix_ms: (reading == Reading::Precise).then(|| now.timestamp_millis()),
         }
     }

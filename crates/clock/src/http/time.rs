@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use kit::extract::Json;
-use kit::openapi::ProblemDetails;
+use kit::openapi::problems;
 use kit::Identity;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,10 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     security(("gateway_identity" = [])),
     responses(
         (status = OK, description = "The current time.", body = Time),
-        (status = UNAUTHORIZED, description = "No valid identity token: the service is reached through the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller lacks the scope `time:read`.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        (status = FORBIDDEN, description = "The caller lacks the scope `time:read`."),
     )
 )]
 async fn time(State(state): State<AppState>, identity: Identity) -> Result<Json<Time>, Error> {

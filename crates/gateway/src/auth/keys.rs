@@ -498,7 +498,7 @@ pub fn generate(algorithm: SigningAlgorithm) -> anyhow::Result<StoredKey> {
         kid: String::new(),
         algorithm: algorithm.name().to_owned(),
         private_key: STANDARD.encode(&bytes),
-        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        created_at: kit::time::now_text(),
     };
     let kid = match Material::decode(&stored)?.public_jwk("")? {
         Some(jwk) => jwk

@@ -85,7 +85,7 @@ pub async fn add(store: &Store, id: &str, scopes: &str) -> Result<NewClient, Cli
         id: id.clone(),
         secret_hash: hash(&secret),
         scopes: scopes.join(" "),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        created_at: kit::time::now_text(),
     };
     store
         .insert_client(&stored)

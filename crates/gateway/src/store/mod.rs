@@ -160,7 +160,7 @@ impl Store {
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(candidate)
-        .bind(now_text())
+        .bind(kit::time::now_text())
         .execute(self.db.pool())
         .await
         .context("storing the device-token secret")?;
@@ -203,7 +203,7 @@ impl Store {
             .bind(hash)
             .bind(family_id)
             .bind(to_i64(expires_at))
-            .bind(now_text())
+            .bind(kit::time::now_text())
             .execute(&mut *transaction)
             .await
             .context("storing a refresh token")?;
@@ -253,7 +253,7 @@ impl Store {
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET spent_at = $1 WHERE hash = $2 AND spent_at IS NULL",
         )
-        .bind(now_text())
+        .bind(kit::time::now_text())
         .bind(old)
         .execute(&mut *transaction)
         .await
@@ -266,7 +266,7 @@ impl Store {
             .bind(new)
             .bind(family_id)
             .bind(to_i64(expires_at))
-            .bind(now_text())
+            .bind(kit::time::now_text())
             .execute(&mut *transaction)
             .await
             .context("storing a refresh token")?;
@@ -278,7 +278,7 @@ impl Store {
         sqlx::query(
             "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
         )
-        .bind(now_text())
+        .bind(kit::time::now_text())
         .bind(reason)
         .bind(id)
         .execute(self.db.pool())
@@ -298,7 +298,7 @@ impl Store {
             "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
              WHERE subject = $3 AND created_ms < $4 AND revoked_at IS NULL",
         )
-        .bind(now_text())
+        .bind(kit::time::now_text())
         .bind(reason)
         .bind(subject)
         .bind(to_i64(before_ms))
@@ -342,10 +342,6 @@ fn to_i64(value: u64) -> i64 {
 
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
-}
-
-fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A machine client as stored: never its secret, only the secret's hash.

@@ -9,5 +9,5 @@ mod status;
 
 pub use idempotency::{IdempotencyKey, RequestHash};
 pub use item::{Cents, Quantity, Sku};
-pub use order::{format_timestamp, now, NewItem, NewOrder, Order, OrderItem};
+pub use order::{NewItem, NewOrder, Order, OrderItem};
 pub use status::Status;

@@ -1,8 +1,8 @@
 //! An order as the service shows it, and a new order with its totals computed.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use kit::FieldError;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -21,10 +21,10 @@ pub struct Order {
     /// The sum of the lines' totals, in integer cents.
     pub total_cents: i64,
     /// RFC 3339 UTC, to the microsecond.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "kit::time::serialize")]
     pub created_at: DateTime<Utc>,
     /// When the status last changed (the creation time until then).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "kit::time::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -121,21 +121,6 @@ impl NewOrder {
     }
 }
 
-/// Now, to the microsecond: the precision timestamps are stored and shown with, so a value
-/// read back equals the value written.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// RFC 3339 in UTC with exactly six fractional digits: fixed width, so text order is time order.
-pub fn format_timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_timestamp(at))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,13 +180,5 @@ mod tests {
                 .get(),
             i64::MAX
         );
-    }
-
-    #[test]
-    fn timestamps_have_a_fixed_width() {
-        let at = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(format_timestamp(&at), "2026-12-01T10:00:00.000000Z");
     }
 }

@@ -3,7 +3,6 @@
 //! giving them the state, and the extractors that say who may call what. Those run before the path and body are read, so a
 //! caller who may not use an endpoint learns nothing from it but 401 or 403.
 
-mod fields;
 mod orders;
 
 use axum::extract::FromRequestParts;

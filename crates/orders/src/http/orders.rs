@@ -2,23 +2,20 @@
 //! one, cancel one. A user sees and changes only their own: another user's order answers 404,
 //! exactly as one that does not exist. Admins see and cancel everyone's.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kit::extract::{Json, Path, Query};
-use kit::openapi::ProblemDetails;
-use kit::FieldError;
+use kit::fields::{self, Field, Fields, Integer, Unknown};
+use kit::openapi::problems;
+use kit::pagination::Pagination;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::fields::{self, Fields};
 use super::{AppState, Customer};
 use crate::domain::{Cents, IdempotencyKey, NewItem, NewOrder, Order, Quantity, RequestHash, Sku};
 use crate::error::Error;
@@ -32,42 +29,48 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 const TAG: &str = "orders";
-const PROBLEM: &str = kit::problem::CONTENT_TYPE;
 /// The request header that makes a create safe to retry.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set to `true` on a create answered with the order an earlier request (same key, same body)
 /// made.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// What to order. Members are read as raw JSON and checked one by one, so a 422 lists every bad
-/// field at once: wrong types and unknown members included.
+// Members are `kit::fields::Field`s: read as sent, then checked one by one.
+/// What to order. A 422 lists every bad field at once: wrong types and unknown members
+/// included.
 #[derive(Deserialize, ToSchema)]
+#[serde(expecting = "an object with `items`")]
 #[schema(as = NewOrderRequest)]
 pub struct CreateOrder {
     /// The lines of the order, 1 to 100, kept in the order sent.
     #[schema(value_type = Vec<CreateOrderItem>, required = true, min_items = 1, max_items = 100)]
-    items: Option<Value>,
+    #[serde(default)]
+    items: Field<Vec<Field<CreateOrderItem>>>,
     #[serde(flatten)]
     #[schema(ignore)]
-    unknown: BTreeMap<String, Value>,
+    unknown: Unknown,
 }
 
 /// One line of a new order.
 #[derive(Deserialize, ToSchema)]
+#[serde(expecting = "an object with `sku`, `quantity` and `unit_price_cents`")]
 #[schema(as = NewOrderItem)]
 pub struct CreateOrderItem {
     /// The stock-keeping unit: 1 to 64 printable characters, no surrounding whitespace.
     #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
-    sku: Option<Value>,
+    #[serde(default)]
+    sku: Field<String>,
     /// How many: a whole number, at least 1.
     #[schema(value_type = i64, required = true, minimum = 1)]
-    quantity: Option<Value>,
+    #[serde(default)]
+    quantity: Field<Integer>,
     /// The price of one unit, in integer cents; 0 or more.
     #[schema(value_type = i64, required = true, minimum = 0)]
-    unit_price_cents: Option<Value>,
+    #[serde(default)]
+    unit_price_cents: Field<Integer>,
     #[serde(flatten)]
     #[schema(ignore)]
-    unknown: BTreeMap<String, Value>,
+    unknown: Unknown,
 }
 
 const ORDER_MEMBERS: &str = "`items`";
@@ -77,52 +80,43 @@ const ITEM_MEMBERS: &str = "`sku`, `quantity` and `unit_price_cents`";
 /// once every line is valid; a line or an order whose total would pass 64 bits is refused too.
 fn parse_order(body: CreateOrder) -> Result<NewOrder, Error> {
     let mut fields = Fields::default();
-    let raw_items = fields
-        .check("items", item_list(body.items))
+    let lines = fields
+        .required("items", body.items)
+        .and_then(|lines| fields.check("items", counted(lines)))
         .unwrap_or_default();
-    let mut items = Vec::with_capacity(raw_items.len());
-    for (index, raw) in raw_items.into_iter().enumerate() {
-        if let Some(item) = parse_item(&mut fields, &format!("items[{index}]"), raw) {
+    let mut items = Vec::with_capacity(lines.len());
+    for (index, line) in lines.into_iter().enumerate() {
+        if let Some(item) = parse_item(&mut fields, &format!("items[{index}]"), line) {
             items.push(item);
         }
     }
-    fields.refuse_unknown("", &body.unknown, ORDER_MEMBERS);
+    fields.refuse_unknown("", body.unknown, ORDER_MEMBERS);
     fields.finish()?;
     NewOrder::new(items).map_err(Error::InvalidFields)
 }
 
-/// The raw lines of an order: an array of 1 to 100 (the lines themselves are checked next).
-fn item_list(items: Option<Value>) -> Result<Vec<Value>, String> {
-    match items {
-        None => Err("is required".to_owned()),
-        Some(Value::Array(items)) => match NewOrder::count_error(items.len()) {
-            Some(message) => Err(message),
-            None => Ok(items),
-        },
-        Some(_) => Err("must be an array of items".to_owned()),
+/// The lines of an order, if there are 1 to 100 (the lines themselves are checked next).
+fn counted<T>(lines: Vec<T>) -> Result<Vec<T>, String> {
+    match NewOrder::count_error(lines.len()) {
+        Some(message) => Err(message),
+        None => Ok(lines),
     }
 }
 
-fn parse_item(fields: &mut Fields, path: &str, raw: Value) -> Option<NewItem> {
-    let item: CreateOrderItem = fields.check(
-        path,
-        serde_json::from_value(raw).map_err(|_| format!("must be an object with {ITEM_MEMBERS}")),
-    )?;
+fn parse_item(fields: &mut Fields, at: &str, line: Field<CreateOrderItem>) -> Option<NewItem> {
+    let item = fields.element(at, line)?;
     let [sku_field, quantity_field, price_field] =
-        ["sku", "quantity", "unit_price_cents"].map(|name| format!("{path}.{name}"));
+        ["sku", "quantity", "unit_price_cents"].map(|name| fields::path(at, name));
     let sku = fields
         .required(&sku_field, item.sku)
-        .and_then(|value| fields.check(&sku_field, fields::string(value)))
         .and_then(|text| fields.check(&sku_field, Sku::parse(&text)));
     let quantity = fields
         .required(&quantity_field, item.quantity)
-        .and_then(|value| fields.check(&quantity_field, fields::integer(&value)))
-        .and_then(|number| fields.check(&quantity_field, Quantity::new(number)));
+        .and_then(|Integer(number)| fields.check(&quantity_field, Quantity::new(number)));
     let unit_price = fields
         .required(&price_field, item.unit_price_cents)
-        .and_then(|value| fields.check(&price_field, fields::integer(&value)))
-        .and_then(|number| fields.check(&price_field, Cents::new(number)));
-    fields.refuse_unknown(path, &item.unknown, ITEM_MEMBERS);
+        .and_then(|Integer(number)| fields.check(&price_field, Cents::new(number)));
+    fields.refuse_unknown(at, item.unknown, ITEM_MEMBERS);
     Some(NewItem {
         sku: sku?,
         quantity: quantity?,
@@ -187,12 +181,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
                 ("Location" = String, description = "`/orders/{id}`"),
                 ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key made the order."),
             )),
-        (status = 400, description = "The body is not JSON, or the Idempotency-Key is malformed.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 401, description = "No valid identity token from the gateway.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 403, description = "The caller is not a signed-in user (a machine client has no orders).", body = ProblemDetails, content_type = PROBLEM),
-        (status = 415, description = "The body is not `application/json`.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 422, description = "Invalid fields, each listed in `errors` (`items[2].quantity`), or an Idempotency-Key reused with another body.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 503, description = "The database stayed busy; retry after `Retry-After` seconds (with the same Idempotency-Key).", body = ProblemDetails, content_type = PROBLEM),
+        problems::Identified,
+        problems::JsonBody,
+        (status = 400, description = "The body is not well-formed JSON, or the Idempotency-Key is malformed."),
+        (status = 403, description = "The caller is not a signed-in user (a machine client has no orders)."),
+        (status = 422, description = "Invalid fields, each listed in `errors` (`items[2].quantity`), or an Idempotency-Key reused with another body."),
+        (status = 503, description = "The database is unavailable or stayed busy; retry after `Retry-After` seconds (with the same Idempotency-Key)."),
     ),
     security(("gateway_identity" = [])),
 )]
@@ -233,18 +227,10 @@ async fn create(
     Ok(response)
 }
 
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
-
+/// Whose orders to list, besides the page ([`Pagination`]).
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// How many orders per page.
-    #[param(minimum = 1, maximum = 200, default = 50)]
-    limit: Option<i64>,
-    /// How many orders to skip.
-    #[param(minimum = 0, default = 0)]
-    offset: Option<i64>,
+pub struct ListFilter {
     /// Admins only: list this user's orders (without it, an admin lists everyone's). Anyone
     /// else may pass only their own id; another's is refused with 403.
     user_id: Option<Uuid>,
@@ -267,23 +253,25 @@ pub struct Page {
     get,
     path = "/orders",
     tag = TAG,
-    params(ListParams),
+    params(Pagination, ListFilter),
     responses(
         (status = 200, description = "A page of orders, newest first.", body = Page),
-        (status = 400, description = "A query parameter is malformed (say, `user_id` is not a UUID).", body = ProblemDetails, content_type = PROBLEM),
-        (status = 401, description = "No valid identity token from the gateway.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 403, description = "Not a signed-in user, or a non-admin asking for another user's orders.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 422, description = "`limit` or `offset` out of range, each listed in `errors`.", body = ProblemDetails, content_type = PROBLEM),
+        problems::Identified,
+        problems::Paged,
+        problems::Stored,
+        (status = 400, description = "A query parameter is malformed (`user_id` is not a UUID, `limit` not a whole number, say)."),
+        (status = 403, description = "Not a signed-in user, or a non-admin asking for another user's orders."),
     ),
     security(("gateway_identity" = [])),
 )]
 async fn list(
     customer: Customer,
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    page: Pagination,
+    Query(filter): Query<ListFilter>,
 ) -> Result<Json<Page>, Error> {
     let scope =
-        match (customer.is_admin, params.user_id) {
+        match (customer.is_admin, filter.user_id) {
             (true, None) => Scope::All,
             (true, Some(user)) => Scope::OwnedBy(user),
             (false, Some(user)) if user != customer.id => return Err(Error::Forbidden(
@@ -292,27 +280,12 @@ async fn list(
             )),
             (false, _) => Scope::OwnedBy(customer.id),
         };
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    let offset = params.offset.unwrap_or(0);
-    let mut errors = Vec::new();
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        errors.push(FieldError::new(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    if offset < 0 {
-        errors.push(FieldError::new("offset", "must not be negative"));
-    }
-    if !errors.is_empty() {
-        return Err(Error::InvalidFields(errors));
-    }
-    let (items, total) = state.orders.list(scope, limit, offset).await?;
+    let (items, total) = state.orders.list(scope, page.limit, page.offset).await?;
     Ok(Json(Page {
         items,
         total,
-        limit,
-        offset,
+        limit: page.limit,
+        offset: page.offset,
     }))
 }
 
@@ -324,9 +297,10 @@ async fn list(
     params(("id" = Uuid, Path, description = "The order's id.")),
     responses(
         (status = 200, description = "The order.", body = Order),
-        (status = 401, description = "No valid identity token from the gateway.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 403, description = "The caller is not a signed-in user.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 404, description = "No order has this id, or it is another user's.", body = ProblemDetails, content_type = PROBLEM),
+        problems::Identified,
+        problems::Stored,
+        (status = 403, description = "The caller is not a signed-in user."),
+        (status = 404, description = "No order has this id, or it is another user's."),
     ),
     security(("gateway_identity" = [])),
 )]
@@ -352,11 +326,11 @@ async fn read(
     params(("id" = Uuid, Path, description = "The order's id.")),
     responses(
         (status = 200, description = "The order, now cancelled.", body = Order),
-        (status = 401, description = "No valid identity token from the gateway.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 403, description = "The caller is not a signed-in user.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 404, description = "No order has this id, or it is another user's.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 409, description = "The order is not pending; the detail names its status.", body = ProblemDetails, content_type = PROBLEM),
-        (status = 503, description = "The database stayed busy; retry after `Retry-After` seconds.", body = ProblemDetails, content_type = PROBLEM),
+        problems::Identified,
+        problems::Stored,
+        (status = 403, description = "The caller is not a signed-in user."),
+        (status = 404, description = "No order has this id, or it is another user's."),
+        (status = 409, description = "The order is not pending; the detail names its status."),
     ),
     security(("gateway_identity" = [])),
 )]

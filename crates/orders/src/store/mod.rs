@@ -1,26 +1,22 @@
 //! The SQL for orders. One set of portable queries serves SQLite and PostgreSQL through sqlx's
 //! Any driver (`$1` placeholders, TEXT ids and timestamps, 64-bit integers for money).
 //!
-//! Every write of more than one row runs in one transaction: an order, its items and its
-//! idempotency key are stored together or not at all. On SQLite a writing transaction starts
-//! with `BEGIN IMMEDIATE`, so it takes the write lock before it reads and never fails halfway
-//! for want of it; work that still meets a busy database (SQLite's lock, PostgreSQL's
-//! serialization failures and deadlocks) is retried a few times with a growing, jittered pause,
-//! and answers 503 only if the database stays busy through all of them.
+//! Every write of more than one row runs in one transaction ([`Database::begin_write`]): an
+//! order, its items and its idempotency key are stored together or not at all. Each unit of
+//! work runs inside [`Database::retrying`], so work that meets a busy database (SQLite's lock,
+//! PostgreSQL's serialization failures and deadlocks) is tried again, and answers 503 only if
+//! the database stays busy through every attempt.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-use kit::db::{Backend, Database};
-use sqlx::{Any, AnyConnection, Transaction};
+use kit::db::Database;
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, IdempotencyKey, NewOrder, Order, OrderItem, RequestHash, Status};
+use crate::domain::{IdempotencyKey, NewOrder, Order, OrderItem, RequestHash, Status};
 use crate::error::Error;
 
 /// How long an idempotency key is honoured: a retry within this time never makes a second
@@ -28,8 +24,6 @@ use crate::error::Error;
 pub const IDEMPOTENCY_KEY_LIFETIME: TimeDelta = TimeDelta::hours(24);
 /// How often one store sweeps out expired idempotency keys (after a create that used one).
 const PURGE_INTERVAL: TimeDelta = TimeDelta::minutes(10);
-/// Attempts at one unit of work while the database is busy, the first included.
-const MAX_ATTEMPTS: u32 = 8;
 
 /// Whose orders a query may see: one user's, or everyone's (admins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +48,6 @@ pub struct OrderStore {
     /// Unix seconds of the last sweep of expired idempotency keys, shared by clones.
     last_purge: Arc<AtomicI64>,
 }
-
-type Work<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
 
 /// The columns of an order line joined with its order, in [`LineRow`]'s order.
 macro_rules! line_columns {
@@ -83,10 +75,10 @@ impl OrderStore {
         key: Option<(&IdempotencyKey, &RequestHash)>,
     ) -> Result<Created, Error> {
         let outcome = self
-            .retrying("creating an order", || {
-                Box::pin(self.try_create(user_id, order, key))
-            })
-            .await?;
+            .db
+            .retrying("creating an order", || self.try_create(user_id, order, key))
+            .await
+            .context("creating an order")?;
         if key.is_some() {
             self.purge_now_and_then().await;
         }
@@ -99,13 +91,15 @@ impl OrderStore {
 
     /// The order `id`, if `scope` may see it.
     pub async fn get(&self, id: Uuid, scope: Scope) -> Result<Option<Order>, Error> {
-        self.retrying("reading an order", || {
-            Box::pin(async move {
+        let order = self
+            .db
+            .retrying("reading an order", || async move {
                 let mut connection = self.db.pool().acquire().await?;
                 load_order(&mut connection, id, scope).await
             })
-        })
-        .await
+            .await
+            .context("reading an order")?;
+        Ok(order)
     }
 
     /// One page of the orders `scope` may see, newest first (ties broken by id, so pages never
@@ -116,13 +110,15 @@ impl OrderStore {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<Order>, i64), Error> {
-        self.retrying("listing orders", || {
-            Box::pin(async move {
+        let page = self
+            .db
+            .retrying("listing orders", || async move {
                 let mut connection = self.db.pool().acquire().await?;
                 list_orders(&mut connection, scope, limit, offset).await
             })
-        })
-        .await
+            .await
+            .context("listing orders")?;
+        Ok(page)
     }
 
     /// Cancels order `id` if `scope` may see it and it is still pending.
@@ -138,18 +134,20 @@ impl OrderStore {
 
     /// Deletes idempotency keys created before `cutoff`; answers how many.
     pub async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> Result<u64, Error> {
-        let cutoff = domain::format_timestamp(&cutoff);
-        self.retrying("purging idempotency keys", || {
-            let cutoff = cutoff.clone();
-            Box::pin(async move {
+        let cutoff = kit::time::format(&cutoff);
+        let cutoff = cutoff.as_str();
+        let purged = self
+            .db
+            .retrying("purging idempotency keys", move || async move {
                 let result = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                     .bind(cutoff)
                     .execute(self.db.pool())
                     .await?;
                 Ok(result.rows_affected())
             })
-        })
-        .await
+            .await
+            .context("purging idempotency keys")?;
+        Ok(purged)
     }
 
     /// Moves a pending order to `to`, in one conditional UPDATE (no read-modify-write race),
@@ -160,31 +158,31 @@ impl OrderStore {
         let from = Status::Pending;
         debug_assert!(from.may_become(to));
         let outcome = self
-            .retrying("changing an order's status", || {
-                Box::pin(async move {
-                    let mut transaction = self.begin_write().await?;
-                    let owner = match scope {
-                        Scope::All => None,
-                        Scope::OwnedBy(user) => Some(user.to_string()),
-                    };
-                    let changed = sqlx::query(
-                        "UPDATE orders SET status = $1, updated_at = $2 \
-                         WHERE id = $3 AND status = $4 AND ($5 IS NULL OR user_id = $5)",
-                    )
-                    .bind(to.as_str())
-                    .bind(domain::format_timestamp(&domain::now()))
-                    .bind(id.to_string())
-                    .bind(from.as_str())
-                    .bind(owner)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                    let order = load_order(&mut transaction, id, scope).await?;
-                    transaction.commit().await?;
-                    Ok((changed, order))
-                })
+            .db
+            .retrying("changing an order's status", || async move {
+                let mut transaction = self.db.begin_write().await?;
+                let owner = match scope {
+                    Scope::All => None,
+                    Scope::OwnedBy(user) => Some(user.to_string()),
+                };
+                let changed = sqlx::query(
+                    "UPDATE orders SET status = $1, updated_at = $2 \
+                     WHERE id = $3 AND status = $4 AND ($5 IS NULL OR user_id = $5)",
+                )
+                .bind(to.as_str())
+                .bind(kit::time::now_text())
+                .bind(id.to_string())
+                .bind(from.as_str())
+                .bind(owner)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+                let order = load_order(&mut transaction, id, scope).await?;
+                transaction.commit().await?;
+                Ok((changed, order))
             })
-            .await?;
+            .await
+            .context("changing an order's status")?;
         match outcome {
             (_, None) => Err(Error::NotFound),
             (0, Some(order)) => Err(Error::WrongStatus {
@@ -202,8 +200,8 @@ impl OrderStore {
         order: &NewOrder,
         key: Option<(&IdempotencyKey, &RequestHash)>,
     ) -> Result<CreateOutcome, sqlx::Error> {
-        let now = domain::now();
-        let mut transaction = self.begin_write().await?;
+        let now = kit::time::now();
+        let mut transaction = self.db.begin_write().await?;
         if let Some((key, hash)) = key {
             if let Some(stored) = find_key(&mut transaction, user_id, key).await? {
                 if stored.created_at > now - IDEMPOTENCY_KEY_LIFETIME {
@@ -233,7 +231,7 @@ impl OrderStore {
             .bind(key.as_str())
             .bind(hash.as_str())
             .bind(created.id.to_string())
-            .bind(domain::format_timestamp(&now))
+            .bind(kit::time::format(&now))
             .execute(&mut *transaction)
             .await;
             if let Err(error) = inserted {
@@ -254,74 +252,10 @@ impl OrderStore {
         Ok(CreateOutcome::New(created))
     }
 
-    /// A transaction for work that writes. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first could not upgrade its lock
-    /// while another writer held it, and would fail instead of waiting.
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.db.pool().begin().await,
-        }
-    }
-
-    /// Runs `work` until it succeeds, fails for a reason other than a busy database, or has
-    /// been tried [`MAX_ATTEMPTS`] times.
-    async fn retrying<'a, T>(
-        &self,
-        doing: &'static str,
-        mut work: impl FnMut() -> Work<'a, T>,
-    ) -> Result<T, Error> {
-        let mut attempt = 1;
-        // Contention is retried, an outage (the lock held for good) is not waited out: past
-        // the pool's acquire timeout the client gets its 503 within the request's deadline.
-        let started = std::time::Instant::now();
-        let deadline = self.db.options().acquire_timeout;
-        loop {
-            match work().await {
-                Ok(value) => return Ok(value),
-                Err(error)
-                    if attempt < MAX_ATTEMPTS
-                        && self.is_contention(&error)
-                        && started.elapsed() < deadline =>
-                {
-                    tracing::debug!(attempt, %error, doing, "database busy; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    let busy =
-                        self.is_contention(&error) || matches!(error, sqlx::Error::PoolTimedOut);
-                    let error = anyhow::Error::new(error).context(doing);
-                    return Err(if busy {
-                        Error::Busy(error)
-                    } else {
-                        Error::Unexpected(error)
-                    });
-                }
-            }
-        }
-    }
-
-    /// Whether `error` means only that other work held the database: worth another try.
-    fn is_contention(&self, error: &sqlx::Error) -> bool {
-        let Some(code) = error.as_database_error().and_then(|e| e.code()) else {
-            return false;
-        };
-        match self.db.backend() {
-            // Extended result codes; the low byte is the primary code: SQLITE_BUSY (5) or
-            // SQLITE_LOCKED (6).
-            Backend::Sqlite => code
-                .parse::<i32>()
-                .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
-            // serialization_failure, deadlock_detected.
-            Backend::Postgres => matches!(&*code, "40001" | "40P01"),
-        }
-    }
-
     /// Sweeps out expired idempotency keys, at most every [`PURGE_INTERVAL`] per store. Best
     /// effort: a key past its lifetime is ignored whether or not it is gone.
     async fn purge_now_and_then(&self) {
-        let now = domain::now();
+        let now = kit::time::now();
         let last = self.last_purge.load(Ordering::Relaxed);
         if now.timestamp() - last < PURGE_INTERVAL.num_seconds()
             || self
@@ -346,13 +280,6 @@ enum CreateOutcome {
     New(Order),
     Replayed(Order),
     KeyReused,
-}
-
-/// A pause that doubles with each attempt (10 ms, 20 ms, … up to 640 ms), plus up to as much
-/// again at random so that waiters do not retry in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = 10_u64 << attempt.min(6);
-    Duration::from_millis(base + rand::random::<u64>() % base)
 }
 
 /// The order `new` becomes for `user_id`, created `now`.
@@ -385,28 +312,27 @@ async fn insert_order(connection: &mut AnyConnection, order: &Order) -> Result<(
     .bind(order.user_id.to_string())
     .bind(order.status.as_str())
     .bind(order.total_cents)
-    .bind(domain::format_timestamp(&order.created_at))
+    .bind(kit::time::format(&order.created_at))
     .execute(&mut *connection)
     .await?;
 
     // All lines in one statement: at most 100 rows of 6 values, well within both databases'
-    // limits on bound parameters.
+    // limits on bound parameters. The placeholders are numbered here, not by sqlx's
+    // `QueryBuilder`: through the Any driver it writes `?`, which PostgreSQL refuses.
     const COLUMNS: usize = 6;
-    let mut sql = String::from(
+    let rows: Vec<String> = (0..order.items.len())
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=COLUMNS)
+                .map(|column| format!("${}", row * COLUMNS + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO order_items \
-         (order_id, line_number, sku, quantity, unit_price_cents, line_total_cents) VALUES ",
+         (order_id, line_number, sku, quantity, unit_price_cents, line_total_cents) VALUES {}",
+        rows.join(", ")
     );
-    for row in 0..order.items.len() {
-        let placeholders: Vec<String> = (1..=COLUMNS)
-            .map(|column| format!("${}", row * COLUMNS + column))
-            .collect();
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        sql.push_str(&placeholders.join(", "));
-        sql.push(')');
-    }
     let mut query = sqlx::query(&sql);
     let order_id = order.id.to_string();
     for (line_number, item) in (0_i64..).zip(&order.items) {
@@ -429,12 +355,33 @@ struct StoredKey {
     created_at: DateTime<Utc>,
 }
 
+/// An idempotency key's row; rows are written only by this store, so a value that does not
+/// parse is a corrupt row.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    request_hash: String,
+    order_id: String,
+    created_at: String,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = anyhow::Error;
+
+    fn try_from(row: KeyRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            request_hash: RequestHash::from_stored(row.request_hash),
+            order_id: parse_id(&row.order_id)?,
+            created_at: parse_timestamp(&row.created_at)?,
+        })
+    }
+}
+
 async fn find_key(
     connection: &mut AnyConnection,
     user_id: Uuid,
     key: &IdempotencyKey,
 ) -> Result<Option<StoredKey>, sqlx::Error> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
+    let row: Option<KeyRow> = sqlx::query_as(
         "SELECT request_hash, order_id, created_at FROM idempotency_keys \
          WHERE user_id = $1 AND idempotency_key = $2",
     )
@@ -442,14 +389,7 @@ async fn find_key(
     .bind(key.as_str())
     .fetch_optional(&mut *connection)
     .await?;
-    let Some((request_hash, order_id, created_at)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(StoredKey {
-        request_hash: RequestHash::from_stored(request_hash),
-        order_id: parse_id(&order_id).map_err(corrupt)?,
-        created_at: parse_timestamp(&created_at).map_err(corrupt)?,
-    }))
+    row.map(StoredKey::try_from).transpose().map_err(corrupt)
 }
 
 /// The answer to a request whose key `stored` already made an order: that order if the
@@ -550,16 +490,23 @@ async fn list_orders(
 /// One order line joined with its order.
 #[derive(sqlx::FromRow)]
 struct LineRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    sku: String,
+    quantity: i64,
+    unit_price_cents: i64,
+    line_total_cents: i64,
+}
+
+/// An order's own columns.
+#[derive(sqlx::FromRow)]
+struct OrderRow {
     id: String,
     user_id: String,
     status: String,
     total_cents: i64,
     created_at: String,
     updated_at: String,
-    sku: String,
-    quantity: i64,
-    unit_price_cents: i64,
-    line_total_cents: i64,
 }
 
 /// Orders from their lines, which arrive grouped by order and in line order.
@@ -573,51 +520,33 @@ fn assemble(rows: Vec<LineRow>) -> Result<Vec<Order>, sqlx::Error> {
             line_total_cents: row.line_total_cents,
         };
         match orders.last_mut() {
-            Some(order) if order.id.to_string() == row.id => order.items.push(item),
-            _ => orders.push(order_of(
-                &row.id,
-                &row.user_id,
-                &row.status,
-                row.total_cents,
-                &row.created_at,
-                &row.updated_at,
-                item,
-            )?),
+            Some(order) if order.id.to_string() == row.order.id => order.items.push(item),
+            _ => {
+                let mut order = Order::try_from(row.order).map_err(corrupt)?;
+                order.items.push(item);
+                orders.push(order);
+            }
         }
     }
     Ok(orders)
 }
 
-/// Rows are written only by this store, so a value that does not parse is a corrupt row.
-fn order_of(
-    id: &str,
-    user_id: &str,
-    status: &str,
-    total_cents: i64,
-    created_at: &str,
-    updated_at: &str,
-    first_item: OrderItem,
-) -> Result<Order, sqlx::Error> {
-    let context = |what: &str| format!("order {id:?}: bad {what}");
-    Ok(Order {
-        id: parse_id(id)
-            .with_context(|| context("id"))
-            .map_err(corrupt)?,
-        user_id: parse_id(user_id)
-            .with_context(|| context("user_id"))
-            .map_err(corrupt)?,
-        status: Status::parse(status)
-            .with_context(|| context("status"))
-            .map_err(corrupt)?,
-        total_cents,
-        created_at: parse_timestamp(created_at)
-            .with_context(|| context("created_at"))
-            .map_err(corrupt)?,
-        updated_at: parse_timestamp(updated_at)
-            .with_context(|| context("updated_at"))
-            .map_err(corrupt)?,
-        items: vec![first_item],
-    })
+impl TryFrom<OrderRow> for Order {
+    type Error = anyhow::Error;
+
+    /// Rows are written only by this store, so a value that does not parse is a corrupt row.
+    fn try_from(row: OrderRow) -> anyhow::Result<Self> {
+        let context = |what: &str| format!("order {:?}: bad {what}", row.id);
+        Ok(Order {
+            id: parse_id(&row.id).with_context(|| context("id"))?,
+            user_id: parse_id(&row.user_id).with_context(|| context("user_id"))?,
+            status: Status::parse(&row.status).with_context(|| context("status"))?,
+            total_cents: row.total_cents,
+            created_at: parse_timestamp(&row.created_at).with_context(|| context("created_at"))?,
+            updated_at: parse_timestamp(&row.updated_at).with_context(|| context("updated_at"))?,
+            items: Vec::new(),
+        })
+    }
 }
 
 fn parse_id(text: &str) -> anyhow::Result<Uuid> {
@@ -625,9 +554,7 @@ fn parse_id(text: &str) -> anyhow::Result<Uuid> {
 }
 
 fn parse_timestamp(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.to_utc())
-        .with_context(|| format!("not an RFC 3339 timestamp: {text:?}"))
+    kit::time::parse(text).with_context(|| format!("not an RFC 3339 timestamp: {text:?}"))
 }
 
 fn corrupt(error: anyhow::Error) -> sqlx::Error {

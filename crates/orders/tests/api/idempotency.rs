@@ -328,7 +328,7 @@ async fn a_create_that_loses_the_race_for_its_key_answers_with_the_winners_order
     .bind(key.as_str())
     .bind(hash.as_str())
     .bind(winner.id.to_string())
-    .bind(orders::domain::format_timestamp(&orders::domain::now()))
+    .bind(kit::time::now_text())
     .execute(&mut *winning)
     .await
     .unwrap();

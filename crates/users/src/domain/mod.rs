@@ -14,5 +14,5 @@ pub use full_name::FullName;
 pub use password::{Password, PasswordHash};
 pub use role::Role;
 pub use scopes::Scopes;
-pub use user::{format_timestamp, now, NewUser, User, UserChanges};
+pub use user::{NewUser, User, UserChanges};
 pub use username::Username;

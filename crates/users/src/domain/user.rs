@@ -1,7 +1,7 @@
 //! A user account as the service shows it, and the shapes of a new account and of a change.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use serde::{Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -25,10 +25,10 @@ pub struct User {
     /// An inactive user cannot sign in.
     pub is_active: bool,
     /// RFC 3339 in UTC, to the microsecond.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "kit::time::serialize")]
     #[schema(example = "2026-11-26T12:00:00.000000Z")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "kit::time::serialize")]
     #[schema(example = "2026-11-26T12:00:00.000000Z")]
     pub updated_at: DateTime<Utc>,
 }
@@ -81,19 +81,4 @@ impl UserChanges {
             && self.scopes.is_none()
             && self.is_active.is_none()
     }
-}
-
-/// Now, to the microsecond: the precision timestamps are stored and shown with, so a value
-/// read back equals the value written.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// RFC 3339 in UTC with exactly six fractional digits: fixed width, so text order is time order.
-pub fn format_timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_timestamp(at))
 }

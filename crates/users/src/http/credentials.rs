@@ -4,7 +4,8 @@
 
 use axum::extract::State;
 use kit::extract::{Json, Path, Query};
-use kit::openapi::ProblemDetails;
+use kit::fields::{Field, Fields, Unknown};
+use kit::openapi::problems;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -25,9 +26,31 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// What a person typed at sign-in.
 #[derive(Deserialize, ToSchema)]
+#[serde(expecting = "an object with `username` and `password`")]
 struct Credentials {
-    username: String,
-    password: String,
+    #[schema(value_type = String, required = true)]
+    #[serde(default)]
+    username: Field<String>,
+    #[schema(value_type = String, required = true)]
+    #[serde(default)]
+    password: Field<String>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    unknown: Unknown,
+}
+
+impl Credentials {
+    /// The username and password as typed, or a 422 listing what is missing or not text.
+    fn read(self) -> Result<(String, String), Error> {
+        let mut fields = Fields::default();
+        let username = fields.required("username", self.username);
+        let password = fields.required("password", self.password);
+        fields.refuse_unknown("", self.unknown, "`username` and `password`");
+        match (username, password) {
+            (Some(username), Some(password)) if fields.is_empty() => Ok((username, password)),
+            _ => Err(fields.into_problem().into()),
+        }
+    }
 }
 
 /// Who the credentials belong to: what the gateway puts in the tokens it issues.
@@ -53,18 +76,13 @@ struct Principal {
     request_body = Credentials,
     responses(
         (status = OK, description = "The credentials are right: whose they are.", body = Principal),
-        (status = BAD_REQUEST, description = "The body is not JSON.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token, or credentials that are wrong, unknown or of an inactive account (one answer for all).",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = TOO_MANY_REQUESTS, description = "Too many checks for this username by this caller in the window (30 per 15 minutes); `Retry-After` says when to ask again. The password was not checked.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "A field is missing or of the wrong type.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::JsonBody,
+        problems::Stored,
+        (status = UNAUTHORIZED, description = "No valid identity token, or credentials that are wrong, unknown or of an inactive account (one answer for all)."),
+        (status = FORBIDDEN, description = "The caller is not the gateway."),
+        (status = TOO_MANY_REQUESTS, description = "Too many checks for this username by this caller in the window (30 per 15 minutes); `Retry-After` says when to ask again. The password was not checked."),
+        (status = UNPROCESSABLE_ENTITY, description = "A member is missing, not a string, or unknown; `errors` lists each."),
     )
 )]
 async fn check(
@@ -72,7 +90,8 @@ async fn check(
     State(state): State<AppState>,
     Json(credentials): Json<Credentials>,
 ) -> Result<Json<Principal>, Error> {
-    let username = Username::parse(&credentials.username).ok();
+    let (typed_username, typed_password) = credentials.read()?;
+    let username = Username::parse(&typed_username).ok();
     // Counted per caller: the gateway throttles sign-ins before it asks, but whoever holds a
     // copy of its identity token could ask here directly. Names that cannot be usernames
     // share one counter (none of them can succeed).
@@ -93,7 +112,7 @@ async fn check(
     };
     let (user, hash) = account.unzip();
     let verified = guess
-        .settle(PasswordHash::verify(hash.as_ref(), credentials.password).await)
+        .settle(PasswordHash::verify(hash.as_ref(), typed_password).await)
         .await?;
     match user {
         Some(user) if verified && user.is_active => Ok(Json(Principal {
@@ -126,12 +145,10 @@ struct Account {
     params(("id" = Uuid, Path, description = "The user's id.")),
     responses(
         (status = OK, description = "The account.", body = Account),
-        (status = UNAUTHORIZED, description = "No valid identity token.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "No account has this id.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not the gateway."),
+        (status = NOT_FOUND, description = "No account has this id."),
     )
 )]
 async fn account(
@@ -153,7 +170,6 @@ async fn account(
 #[into_params(parameter_in = Query)]
 struct CutoffQuery {
     /// Only cut-offs recorded at or after this moment (Unix milliseconds).
-    #[serde(default)]
     since: u64,
     /// With `since`: only those after (`since`, `after`), for the next page.
     after: Option<String>,
@@ -186,12 +202,10 @@ struct Cutoffs {
     params(CutoffQuery),
     responses(
         (status = OK, description = "A page of cut-offs in (cutoff_ms, user_id) order, at most 1000: ask again after the last one while a page is full.", body = Cutoffs),
-        (status = BAD_REQUEST, description = "`since` is not a number.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not the gateway.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Stored,
+        (status = BAD_REQUEST, description = "`since` is not a number."),
+        (status = FORBIDDEN, description = "The caller is not the gateway."),
     )
 )]
 async fn cutoffs(

@@ -2,15 +2,14 @@
 
 use axum::extract::State;
 use kit::extract::Json;
-use kit::openapi::ProblemDetails;
-use kit::FieldError;
+use kit::fields::{Field, Fields, Unknown};
+use kit::openapi::problems;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::fields::{self, present, Fields};
 use super::guesses::{self, Guess};
 use super::{AppState, SignedInUser};
 use crate::domain::{Email, Password, PasswordHash, User, UserChanges};
@@ -29,12 +28,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("gateway_identity" = [])),
     responses(
         (status = OK, description = "The caller's account.", body = User),
-        (status = UNAUTHORIZED, description = "No valid identity token.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not a signed-in user (a machine client, say).",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "The caller's account no longer exists.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not a signed-in user (a machine client, say)."),
+        (status = NOT_FOUND, description = "The caller's account no longer exists."),
     )
 )]
 async fn read(
@@ -47,40 +44,46 @@ async fn read(
 
 /// Any subset of these fields; a field left out stays as it is, `full_name: null` clears the name.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an object of the fields to change")]
 struct UpdateMe {
     /// An address like name@example.com, at most 254 characters.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
-    email: Option<Option<String>>,
+    #[serde(default)]
+    email: Field<String>,
     /// At most 200 characters, no control characters; `null` or blank clears the name.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
-    full_name: Option<Option<String>>,
+    #[schema(value_type = Option<String>, required = false, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[serde(default)]
+    full_name: Field<String>,
     /// The new password, 1 to 1024 characters, taken as typed.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
-    password: Option<Option<String>>,
+    #[serde(default)]
+    password: Field<String>,
     /// The account's password as it is now: required with `password` or `email`, so that a
     /// stolen access token alone cannot take the account over. Wrong ones are limited to 5 per
     /// 15 minutes per account.
     #[schema(value_type = String, required = false, write_only, max_length = 1024)]
-    current_password: Option<String>,
+    #[serde(default)]
+    current_password: Field<String>,
     // Fields only an admin may change. They are read (and their values ignored) so the answer
     // can say so with a 403, rather than call them unknown; the document leaves them out.
-    #[serde(default, deserialize_with = "present")]
     #[schema(ignore)]
-    username: Option<Option<IgnoredAny>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    username: Field<IgnoredAny>,
     #[schema(ignore)]
-    role: Option<Option<IgnoredAny>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    role: Field<IgnoredAny>,
     #[schema(ignore)]
-    scopes: Option<Option<IgnoredAny>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    scopes: Field<IgnoredAny>,
     #[schema(ignore)]
-    is_active: Option<Option<IgnoredAny>>,
+    #[serde(default)]
+    is_active: Field<IgnoredAny>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    unknown: Unknown,
 }
+
+const ME_MEMBERS: &str = "`email`, `full_name`, `password` and `current_password`";
 
 /// Changes the signed-in user's email, full name or password; nothing else. Changing the
 /// password or email needs `current_password` too.
@@ -93,23 +96,14 @@ struct UpdateMe {
     request_body = UpdateMe,
     responses(
         (status = OK, description = "The account as changed.", body = User),
-        (status = BAD_REQUEST, description = "The body is not JSON.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::JsonBody,
+        problems::Stored,
         // One entry per status: a second 403 would replace this one in the document.
-        (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`), or `current_password` is wrong (type `urn:gatehouse:problem:wrong-current-password`).",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "The caller's account no longer exists.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account (5 per 15 minutes); `Retry-After` says when to try again. The password was not checked.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = CONFLICT, description = "Another user already has this email.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "Invalid fields (`errors` lists each), or a field unknown or of the wrong type.",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = FORBIDDEN, description = "The caller is not a signed-in user, or sent a field only an admin may change (`username`, `role`, `scopes`, `is_active`), or `current_password` is wrong (type `urn:gatehouse:problem:wrong-current-password`)."),
+        (status = NOT_FOUND, description = "The caller's account no longer exists."),
+        (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account (5 per 15 minutes); `Retry-After` says when to try again. The password was not checked."),
+        (status = CONFLICT, description = "Another user already has this email."),
     )
 )]
 async fn update(
@@ -118,10 +112,10 @@ async fn update(
     Json(body): Json<UpdateMe>,
 ) -> Result<Json<User>, Error> {
     let admin_only: Vec<&str> = [
-        ("username", body.username.is_some()),
-        ("role", body.role.is_some()),
-        ("scopes", body.scopes.is_some()),
-        ("is_active", body.is_active.is_some()),
+        ("username", body.username.is_sent()),
+        ("role", body.role.is_sent()),
+        ("scopes", body.scopes.is_sent()),
+        ("is_active", body.is_active.is_sent()),
     ]
     .into_iter()
     .filter_map(|(field, sent)| sent.then_some(field))
@@ -133,17 +127,18 @@ async fn update(
         )));
     }
 
-    let changes_a_secret = body.email.is_some() || body.password.is_some();
+    let changes_a_secret = body.email.is_sent() || body.password.is_sent();
     let mut fields = Fields::default();
     let email = fields
         .not_null("email", body.email)
-        .and_then(|raw| fields.check(Email::parse(&raw)));
-    let full_name = fields::full_name(&mut fields, body.full_name);
+        .and_then(|raw| fields.check("email", Email::parse(&raw)));
+    let full_name = super::users::full_name_change(&mut fields, body.full_name);
     let password = fields
         .not_null("password", body.password)
-        .and_then(|raw| fields.check(Password::parse(raw)));
+        .and_then(|raw| fields.check("password", Password::parse(raw)));
     let current_password =
         current_password_for(&mut fields, changes_a_secret, body.current_password);
+    fields.refuse_unknown("", body.unknown, ME_MEMBERS);
     fields.finish()?;
     if let Some(current_password) = current_password {
         confirm_current_password(&state, id, current_password).await?;
@@ -169,28 +164,28 @@ async fn update(
 pub(super) fn current_password_for(
     fields: &mut Fields,
     changes_a_secret: bool,
-    sent: Option<String>,
+    sent: Field<String>,
 ) -> Option<String> {
+    const FIELD: &str = "current_password";
+    if changes_a_secret && !matches!(sent, Field::Given(_) | Field::Invalid(_)) {
+        return fields.refuse(FIELD, "is required to change the password or email");
+    }
+    let raw = fields.optional(FIELD, sent)?;
     if !changes_a_secret {
         return None;
     }
-    fields
-        .required_with(
-            "current_password",
-            sent,
-            "is required to change the password or email",
-        )
-        .and_then(|raw| {
-            // Bounded like a new password: argon2's cost grows with the input.
-            fields.check(if raw.chars().count() > Password::MAX_CHARS {
-                Err(FieldError::new(
-                    "current_password",
-                    format!("must be at most {} characters", Password::MAX_CHARS),
-                ))
-            } else {
-                Ok(raw)
-            })
-        })
+    // Bounded like a new password: argon2's cost grows with the input.
+    fields.check(
+        FIELD,
+        if raw.chars().count() > Password::MAX_CHARS {
+            Err(format!(
+                "must be at most {} characters",
+                Password::MAX_CHARS
+            ))
+        } else {
+            Ok(raw)
+        },
+    )
 }
 
 /// Checks that `candidate` is the password of account `id`, counted against the account's

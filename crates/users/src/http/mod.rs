@@ -7,7 +7,6 @@
 //! other.
 
 mod credentials;
-mod fields;
 mod guesses;
 mod me;
 mod users;

@@ -3,38 +3,26 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use kit::extract::{Json, Path, Query};
-use kit::openapi::ProblemDetails;
-use kit::FieldError;
+use kit::extract::{Json, Path};
+use kit::fields::{Field, Fields, Unknown};
+use kit::openapi::problems;
+use kit::pagination::Pagination;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::fields::{self, present, Fields};
 use super::{Admin, AppState};
-use crate::domain::{Email, NewUser, Password, Role, Scopes, User, UserChanges, Username};
+use crate::domain::{
+    Email, FullName, NewUser, Password, Role, Scopes, User, UserChanges, Username,
+};
 use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list, create))
         .routes(routes!(read, update, remove))
-}
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListParams {
-    /// How many users to answer, 1 to 200.
-    #[param(minimum = 1, maximum = 200, default = 50)]
-    limit: Option<i64>,
-    /// How many users to skip.
-    #[param(minimum = 0, default = 0)]
-    offset: Option<i64>,
 }
 
 /// One page of users, oldest first.
@@ -54,74 +42,73 @@ struct Page {
     operation_id = "list_users",
     tag = "users",
     security(("gateway_identity" = [])),
-    params(ListParams),
+    params(Pagination),
     responses(
         (status = OK, description = "A page of users.", body = Page),
-        (status = BAD_REQUEST, description = "The query string is malformed.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`limit` or `offset` out of range; `errors` lists each.", body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Paged,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not an admin."),
     )
 )]
 async fn list(
     _: Admin,
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    page: Pagination,
 ) -> Result<Json<Page>, Error> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    let offset = params.offset.unwrap_or(0);
-    let mut errors = Vec::new();
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        errors.push(FieldError::new(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    if offset < 0 {
-        errors.push(FieldError::new("offset", "must not be negative"));
-    }
-    if !errors.is_empty() {
-        return Err(Error::InvalidFields(errors));
-    }
-    let (items, total) = state.users.list(limit, offset).await?;
+    let (items, total) = state.users.list(page.limit, page.offset).await?;
     Ok(Json(Page {
         items,
         total,
-        limit,
-        offset,
+        limit: page.limit,
+        offset: page.offset,
     }))
 }
 
-// Every field is read as optional, so that one 422 lists every error, a missing required field
-// included; the document says which are required.
+// Every member is read as sent (see `kit::fields`), so that one 422 lists every error, a
+// missing required field, a wrong type or an unknown member included; the document says which
+// are required.
 /// A new account: `username`, `email` and `password` are required, the rest have defaults.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an object describing a user")]
 struct CreateUser {
     /// 1 to 64 characters of a-z, 0-9, '.', '_', '-' (trimmed and lower-cased when read);
     /// unique, compared case-insensitively.
-    #[schema(value_type = String, example = "alice", min_length = 1, max_length = 64, pattern = r"^[a-z0-9._-]+$")]
-    username: Option<String>,
+    #[schema(value_type = String, required = true, example = "alice", min_length = 1, max_length = 64, pattern = r"^[a-z0-9._-]+$")]
+    #[serde(default)]
+    username: Field<String>,
     /// An address like name@example.com, at most 254 characters; unique, compared
     /// case-insensitively.
-    #[schema(value_type = String, example = "alice@example.com", format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
-    email: Option<String>,
+    #[schema(value_type = String, required = true, example = "alice@example.com", format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
+    #[serde(default)]
+    email: Field<String>,
     /// 1 to 1024 characters, taken as typed, kept only as an argon2id hash.
-    #[schema(value_type = String, write_only, min_length = 1, max_length = 1024)]
-    password: Option<String>,
+    #[schema(value_type = String, required = true, write_only, min_length = 1, max_length = 1024)]
+    #[serde(default)]
+    password: Field<String>,
     /// At most 200 characters, no control characters; blank means no name.
-    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
-    full_name: Option<String>,
+    #[schema(value_type = Option<String>, required = false, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[serde(default)]
+    full_name: Field<String>,
     /// Default `user`.
     #[schema(value_type = Role, required = false)]
-    role: Option<String>,
+    #[serde(default)]
+    role: Field<String>,
     /// Default `["time:read"]`.
     #[schema(value_type = Scopes, required = false)]
-    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Field<Vec<String>>,
     /// Default `true`.
     #[schema(value_type = bool, required = false)]
-    is_active: Option<bool>,
+    #[serde(default)]
+    is_active: Field<bool>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    unknown: Unknown,
 }
+
+const CREATE_MEMBERS: &str =
+    "`username`, `email`, `password`, `full_name`, `role`, `scopes` and `is_active`";
 
 /// Creates a user. Admins only.
 #[utoipa::path(
@@ -134,12 +121,11 @@ struct CreateUser {
     responses(
         (status = CREATED, description = "The user, as created.", body = User,
             headers(("Location" = String, description = "The new user's path, `/users/{id}`."))),
-        (status = BAD_REQUEST, description = "The body is not JSON.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = CONFLICT, description = "Another user already has this username or email.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "Invalid or missing fields (`errors` lists each), or a field unknown or of the wrong type.", body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::JsonBody,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not an admin."),
+        (status = CONFLICT, description = "Another user already has this username or email."),
     )
 )]
 async fn create(
@@ -150,37 +136,40 @@ async fn create(
     let mut fields = Fields::default();
     let username = fields
         .required("username", body.username)
-        .and_then(|raw| fields.check(Username::parse(&raw)));
+        .and_then(|raw| fields.check("username", Username::parse(&raw)));
     let email = fields
         .required("email", body.email)
-        .and_then(|raw| fields.check(Email::parse(&raw)));
+        .and_then(|raw| fields.check("email", Email::parse(&raw)));
     let password = fields
         .required("password", body.password)
-        .and_then(|raw| fields.check(Password::parse(raw)));
-    let full_name = fields::full_name(&mut fields, Some(body.full_name));
-    let role = body
-        .role
-        .map_or(Some(Role::User), |raw| fields.check(Role::parse(&raw)));
-    let scopes = body
-        .scopes
-        .map_or(Some(Scopes::default_for_new_user()), |raw| {
-            fields.check_all(Scopes::parse(&raw))
-        });
-    // Each is `None` exactly when its field had an error, so all present means all valid.
-    let (Some(username), Some(email), Some(password), Some(full_name), Some(role), Some(scopes)) =
-        (username, email, password, full_name, role, scopes)
-    else {
-        return Err(fields.into_error());
+        .and_then(|raw| fields.check("password", Password::parse(raw)));
+    let full_name = fields
+        .optional("full_name", body.full_name)
+        .and_then(|raw| fields.check("full_name", FullName::parse(&raw)))
+        .flatten();
+    let role = fields
+        .optional("role", body.role)
+        .and_then(|raw| fields.check("role", Role::parse(&raw)));
+    let scopes = fields
+        .optional("scopes", body.scopes)
+        .and_then(|raw| fields.check("scopes", Scopes::parse(&raw)));
+    let is_active = fields.optional("is_active", body.is_active);
+    fields.refuse_unknown("", body.unknown, CREATE_MEMBERS);
+    // Each required one is `None` exactly when it had an error, and the rest are checked by
+    // `finish`: past both, every value is valid.
+    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
+        return Err(fields.into_problem().into());
     };
+    fields.finish()?;
 
     let new = NewUser {
         username,
         email,
         full_name,
         password_hash: password.hash().await?,
-        role,
-        scopes,
-        is_active: body.is_active.unwrap_or(true),
+        role: role.unwrap_or(Role::User),
+        scopes: scopes.unwrap_or_else(Scopes::default_for_new_user),
+        is_active: is_active.unwrap_or(true),
     };
     let user = state.users.insert(new).await?;
     tracing::info!(user.id = %user.id, "user created");
@@ -202,9 +191,10 @@ async fn create(
     params(("id" = Uuid, Path, description = "The user's id.")),
     responses(
         (status = OK, description = "The user.", body = User),
-        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not an admin."),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID)."),
     )
 )]
 async fn read(
@@ -218,39 +208,45 @@ async fn read(
 
 /// Any subset of the fields; a field left out stays as it is, `full_name: null` clears the name.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(expecting = "an object of the fields to change")]
 struct UpdateUser {
     /// As when created: 1 to 64 characters of a-z, 0-9, '.', '_', '-'.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, min_length = 1, max_length = 64, pattern = r"^[a-z0-9._-]+$")]
-    username: Option<Option<String>>,
+    #[serde(default)]
+    username: Field<String>,
     /// An address like name@example.com, at most 254 characters.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
-    email: Option<Option<String>>,
+    #[serde(default)]
+    email: Field<String>,
     /// At most 200 characters, no control characters; `null` or blank clears the name.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
-    full_name: Option<Option<String>>,
+    #[schema(value_type = Option<String>, required = false, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[serde(default)]
+    full_name: Field<String>,
     /// 1 to 1024 characters, taken as typed.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, write_only, min_length = 1, max_length = 1024)]
-    password: Option<Option<String>>,
+    #[serde(default)]
+    password: Field<String>,
     /// The caller's own password as it is now: required only when an admin changes their own
     /// password or email here, as through `/users/me`, so a stolen token cannot take the
     /// account over; not needed for another user's account.
     #[schema(value_type = String, required = false, write_only, max_length = 1024)]
-    current_password: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    current_password: Field<String>,
     #[schema(value_type = Role, required = false)]
-    role: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    role: Field<String>,
     #[schema(value_type = Scopes, required = false)]
-    scopes: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    scopes: Field<Vec<String>>,
     #[schema(value_type = bool, required = false)]
-    is_active: Option<Option<bool>>,
+    #[serde(default)]
+    is_active: Field<bool>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    unknown: Unknown,
 }
+
+const UPDATE_MEMBERS: &str = "`username`, `email`, `full_name`, `password`, `current_password`, `role`, `scopes` and `is_active`";
 
 /// Changes any fields of a user. Admins only.
 #[utoipa::path(
@@ -263,13 +259,13 @@ struct UpdateUser {
     request_body = UpdateUser,
     responses(
         (status = OK, description = "The user as changed.", body = User),
-        (status = BAD_REQUEST, description = "The body is not JSON.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = CONFLICT, description = "Another user already has this username or email, or the change would leave no active admin (the last one cannot be demoted or deactivated).", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, description = "The body is not `application/json`.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "Invalid fields (`errors` lists each), or a field unknown, `null` where not allowed, or of the wrong type.", body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::JsonBody,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not an admin, or is changing their own password or email with a wrong `current_password` (type `urn:gatehouse:problem:wrong-current-password`)."),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID)."),
+        (status = CONFLICT, description = "Another user already has this username or email, or the change would leave no active admin (the last one cannot be demoted or deactivated)."),
+        (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account (5 per 15 minutes); `Retry-After` says when to try again. The password was not checked."),
     )
 )]
 async fn update(
@@ -279,26 +275,27 @@ async fn update(
     Json(body): Json<UpdateUser>,
 ) -> Result<Json<User>, Error> {
     let mut fields = Fields::default();
-    let own_secret = admin.0 == Some(id) && (body.email.is_some() || body.password.is_some());
+    let own_secret = admin.0 == Some(id) && (body.email.is_sent() || body.password.is_sent());
     let current_password =
         super::me::current_password_for(&mut fields, own_secret, body.current_password);
     let username = fields
         .not_null("username", body.username)
-        .and_then(|raw| fields.check(Username::parse(&raw)));
+        .and_then(|raw| fields.check("username", Username::parse(&raw)));
     let email = fields
         .not_null("email", body.email)
-        .and_then(|raw| fields.check(Email::parse(&raw)));
-    let full_name = fields::full_name(&mut fields, body.full_name);
+        .and_then(|raw| fields.check("email", Email::parse(&raw)));
+    let full_name = full_name_change(&mut fields, body.full_name);
     let password = fields
         .not_null("password", body.password)
-        .and_then(|raw| fields.check(Password::parse(raw)));
+        .and_then(|raw| fields.check("password", Password::parse(raw)));
     let role = fields
         .not_null("role", body.role)
-        .and_then(|raw| fields.check(Role::parse(&raw)));
+        .and_then(|raw| fields.check("role", Role::parse(&raw)));
     let scopes = fields
         .not_null("scopes", body.scopes)
-        .and_then(|raw| fields.check_all(Scopes::parse(&raw)));
+        .and_then(|raw| fields.check("scopes", Scopes::parse(&raw)));
     let is_active = fields.not_null("is_active", body.is_active);
+    fields.refuse_unknown("", body.unknown, UPDATE_MEMBERS);
     fields.finish()?;
     if let Some(current_password) = current_password {
         super::me::confirm_current_password(&state, id, current_password).await?;
@@ -322,6 +319,18 @@ async fn update(
     Ok(Json(user))
 }
 
+/// A change of `full_name`: left out, it stays (`None`); `null` or blank, it is cleared
+/// (`Some(None)`); otherwise it is parsed.
+pub(super) fn full_name_change(
+    fields: &mut Fields,
+    value: Field<String>,
+) -> Option<Option<FullName>> {
+    match fields.nullable("full_name", value)? {
+        None => Some(None),
+        Some(raw) => fields.check("full_name", FullName::parse(&raw)),
+    }
+}
+
 /// Applies `changes` to user `id`; with none, answers the user as is.
 pub(super) async fn apply(state: &AppState, id: Uuid, changes: UserChanges) -> Result<User, Error> {
     let user = if changes.is_empty() {
@@ -342,10 +351,11 @@ pub(super) async fn apply(state: &AppState, id: Uuid, changes: UserChanges) -> R
     params(("id" = Uuid, Path, description = "The user's id.")),
     responses(
         (status = NO_CONTENT, description = "The user is deleted."),
-        (status = UNAUTHORIZED, description = "No valid identity token.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = FORBIDDEN, description = "The caller is not an admin.", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID).", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = CONFLICT, description = "The user is the last active admin; make another user an active admin first.", body = ProblemDetails, content_type = "application/problem+json"),
+        problems::Identified,
+        problems::Stored,
+        (status = FORBIDDEN, description = "The caller is not an admin."),
+        (status = NOT_FOUND, description = "No user has this id (or it is not a UUID)."),
+        (status = CONFLICT, description = "The user is the last active admin; make another user an active admin first."),
     )
 )]
 async fn remove(

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use kit::db::Database;
 
-use crate::domain;
 use crate::error::Error;
 
 /// The attempts counted under a key in its current window.
@@ -35,7 +34,7 @@ impl AttemptStore {
 
     /// Counts one more attempt under `key`, in a window of `window` that starts with the first.
     pub async fn count(&self, key: &str, window: Duration) -> Result<Counted, Error> {
-        let now_ms = domain::now().timestamp_millis();
+        let now_ms = kit::time::now().timestamp_millis();
         // Counters whose window is over are forgotten as others are counted (an indexed
         // range delete), so the table holds only live windows.
         sqlx::query("DELETE FROM attempt_counters WHERE window_ends_ms <= $1")

@@ -1,6 +1,10 @@
 //! The SQL for users. One set of portable queries serves SQLite and PostgreSQL through sqlx's
 //! Any driver: `$1` placeholders, TEXT ids and timestamps, `is_active` as 0 or 1. A unique
-//! constraint that fails becomes a 409 naming its column; every other failure is ours (500).
+//! constraint that fails becomes a 409 naming its column; a database out of reach or busy
+//! through every retry a 503 (see `kit::outage`); every other failure is ours (500).
+//!
+//! A change of more than one row (a user and its token cut-off) runs in one transaction from
+//! [`Database::begin_write`], inside [`Database::retrying`].
 
 mod attempts;
 
@@ -8,43 +12,39 @@ pub use attempts::{AttemptStore, Counted};
 
 use anyhow::Context;
 use kit::db::Database;
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, NewUser, PasswordHash, Role, Scopes, User, UserChanges, Username};
+use crate::domain::{NewUser, PasswordHash, Role, Scopes, User, UserChanges, Username};
 use crate::error::Error;
 
 /// Voids the tokens issued to `id` until now (see migrations/*_token_cutoffs.sql).
-async fn record_cutoff(
-    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: Uuid,
-) -> Result<(), Error> {
-    let now_ms = domain::now().timestamp_millis();
+async fn record_cutoff(connection: &mut AnyConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    let now_ms = kit::time::now().timestamp_millis();
     sqlx::query(
         "INSERT INTO token_cutoffs (user_id, cutoff_ms) VALUES ($1, $2) \
          ON CONFLICT (user_id) DO UPDATE SET cutoff_ms = excluded.cutoff_ms",
     )
     .bind(id.to_string())
     .bind(now_ms)
-    .execute(&mut **transaction)
-    .await
-    .context("recording a token cut-off")?;
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }
 
-/// Refuses, with [`Error::LastAdmin`], a change that would take away the last active admin:
-/// `id` is an active admin and no other is. Called first in the transaction of any change that
-/// may demote, deactivate or delete an admin; it updates the one `admin_guard` row, which makes
-/// those transactions wait for each other (a row lock on PostgreSQL, the write lock on SQLite),
-/// so two admins demoting each other at once cannot both see the other still standing.
-async fn keep_an_active_admin(
-    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// Whether a change may take `id`'s standing as an active admin: not if `id` is an active
+/// admin and no other is. Called first in the transaction of any change that may demote,
+/// deactivate or delete an admin; it updates the one `admin_guard` row, which makes those
+/// transactions wait for each other (a row lock on PostgreSQL, the write lock on SQLite), so
+/// two admins demoting each other at once cannot both see the other still standing.
+async fn another_admin_remains(
+    connection: &mut AnyConnection,
     id: Uuid,
-) -> Result<(), Error> {
+) -> Result<bool, sqlx::Error> {
     sqlx::query("UPDATE admin_guard SET changed_at = $1 WHERE id = 1")
-        .bind(domain::format_timestamp(&domain::now()))
-        .execute(&mut **transaction)
-        .await
-        .context("taking the admin guard")?;
+        .bind(kit::time::now_text())
+        .execute(&mut *connection)
+        .await?;
     // Read after the guard is ours: on PostgreSQL each statement of a READ COMMITTED
     // transaction sees what was committed before it began, the other change included.
     let (target_is_active_admin, other_active_admins): (i64, i64) = sqlx::query_as(
@@ -53,13 +53,16 @@ async fn keep_an_active_admin(
            (SELECT COUNT(*) FROM users WHERE id <> $1 AND role = 'admin' AND is_active = 1)",
     )
     .bind(id.to_string())
-    .fetch_one(&mut **transaction)
-    .await
-    .context("counting active admins")?;
-    if target_is_active_admin > 0 && other_active_admins == 0 {
-        return Err(Error::LastAdmin);
-    }
-    Ok(())
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(target_is_active_admin == 0 || other_active_admins > 0)
+}
+
+/// What a change in a transaction came to.
+enum Outcome<T> {
+    Done(T),
+    /// Refused before anything was written: it would leave no active admin.
+    LastAdmin,
 }
 
 /// The columns of a [`User`], in [`UserRow`]'s order; never the password hash.
@@ -83,7 +86,7 @@ impl UserStore {
     /// Creates `new` with a fresh id; a taken username or email is [`Error::Conflict`].
     pub async fn insert(&self, new: NewUser) -> Result<User, Error> {
         let id = Uuid::now_v7();
-        let now = domain::format_timestamp(&domain::now());
+        let now = kit::time::now_text();
         let row: UserRow = sqlx::query_as(concat!(
             "INSERT INTO users (id, username, email, full_name, role, scopes, hashed_password, is_active, created_at, updated_at) ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ",
@@ -145,88 +148,59 @@ impl UserStore {
     /// this id. A taken username or email is [`Error::Conflict`]; a change that would leave no
     /// active admin is [`Error::LastAdmin`], and changes nothing.
     pub async fn update(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>, Error> {
-        let clears_or_sets_name = changes.full_name.is_some();
-        let voids_tokens = changes.voids_tokens();
-        let mut transaction = self
+        let changes = &changes;
+        let outcome = self
             .db
-            .pool()
-            .begin()
+            .retrying("updating a user", move || async move {
+                let mut transaction = self.db.begin_write().await?;
+                if changes.may_remove_an_admin()
+                    && !another_admin_remains(&mut transaction, id).await?
+                {
+                    return Ok(Outcome::LastAdmin);
+                }
+                let row = update_row(&mut transaction, id, changes).await?;
+                if row.is_some() && changes.voids_tokens() {
+                    record_cutoff(&mut transaction, id).await?;
+                }
+                transaction.commit().await?;
+                Ok(Outcome::Done(row))
+            })
             .await
-            .context("starting a transaction")?;
-        if changes.may_remove_an_admin() {
-            keep_an_active_admin(&mut transaction, id).await?;
+            .map_err(|e| write_error(e, "updating a user"))?;
+        match outcome {
+            Outcome::Done(row) => Ok(row.map(User::try_from).transpose()?),
+            Outcome::LastAdmin => Err(Error::LastAdmin),
         }
-        let row: Option<UserRow> = sqlx::query_as(concat!(
-            "UPDATE users SET ",
-            "username = COALESCE($2, username), ",
-            "email = COALESCE($3, email), ",
-            "full_name = CASE WHEN $4 THEN $5 ELSE full_name END, ",
-            "hashed_password = COALESCE($6, hashed_password), ",
-            "role = COALESCE($7, role), ",
-            "scopes = COALESCE($8, scopes), ",
-            "is_active = COALESCE($9, is_active), ",
-            "updated_at = $10 ",
-            "WHERE id = $1 ",
-            "RETURNING ",
-            user_columns!()
-        ))
-        .bind(id.to_string())
-        .bind(changes.username.as_ref().map(|u| u.as_str().to_owned()))
-        .bind(changes.email.as_ref().map(|e| e.as_str().to_owned()))
-        .bind(clears_or_sets_name)
-        .bind(
-            changes
-                .full_name
-                .flatten()
-                .map(|name| name.as_str().to_owned()),
-        )
-        .bind(
-            changes
-                .password_hash
-                .as_ref()
-                .map(|h| h.as_str().to_owned()),
-        )
-        .bind(changes.role.map(|r| r.as_str().to_owned()))
-        .bind(changes.scopes.as_ref().map(Scopes::to_stored))
-        .bind(changes.is_active.map(i16::from))
-        .bind(domain::format_timestamp(&domain::now()))
-        .fetch_optional(&mut *transaction)
-        .await
-        .map_err(|e| write_error(e, "updating a user"))?;
-        if row.is_some() && voids_tokens {
-            record_cutoff(&mut transaction, id).await?;
-        }
-        transaction
-            .commit()
-            .await
-            .context("committing a user update")?;
-        Ok(row.map(User::try_from).transpose()?)
     }
 
     /// Whether a user had this id; [`Error::LastAdmin`] (nothing deleted) for the last active
     /// admin.
     pub async fn delete(&self, id: Uuid) -> Result<bool, Error> {
-        let mut transaction = self
+        let outcome = self
             .db
-            .pool()
-            .begin()
-            .await
-            .context("starting a transaction")?;
-        keep_an_active_admin(&mut transaction, id).await?;
-        let result = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *transaction)
+            .retrying("deleting a user", || async move {
+                let mut transaction = self.db.begin_write().await?;
+                if !another_admin_remains(&mut transaction, id).await? {
+                    return Ok(Outcome::LastAdmin);
+                }
+                let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if deleted {
+                    record_cutoff(&mut transaction, id).await?;
+                }
+                transaction.commit().await?;
+                Ok(Outcome::Done(deleted))
+            })
             .await
             .context("deleting a user")?;
-        let deleted = result.rows_affected() > 0;
-        if deleted {
-            record_cutoff(&mut transaction, id).await?;
+        match outcome {
+            Outcome::Done(deleted) => Ok(deleted),
+            Outcome::LastAdmin => Err(Error::LastAdmin),
         }
-        transaction
-            .commit()
-            .await
-            .context("committing a user deletion")?;
-        Ok(deleted)
     }
 
     /// One page of cut-offs in (`cutoff_ms`, `user_id`) order: those at or after `since_ms`, or,
@@ -302,6 +276,52 @@ impl UserStore {
     }
 }
 
+/// Applies `changes` to the row of `id` in one statement (no read-modify-write race).
+async fn update_row(
+    connection: &mut AnyConnection,
+    id: Uuid,
+    changes: &UserChanges,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE users SET ",
+        "username = COALESCE($2, username), ",
+        "email = COALESCE($3, email), ",
+        "full_name = CASE WHEN $4 THEN $5 ELSE full_name END, ",
+        "hashed_password = COALESCE($6, hashed_password), ",
+        "role = COALESCE($7, role), ",
+        "scopes = COALESCE($8, scopes), ",
+        "is_active = COALESCE($9, is_active), ",
+        "updated_at = $10 ",
+        "WHERE id = $1 ",
+        "RETURNING ",
+        user_columns!()
+    ))
+    .bind(id.to_string())
+    .bind(changes.username.as_ref().map(|u| u.as_str().to_owned()))
+    .bind(changes.email.as_ref().map(|e| e.as_str().to_owned()))
+    // Whether `full_name` changes at all: `Some(None)` clears it.
+    .bind(changes.full_name.is_some())
+    .bind(
+        changes
+            .full_name
+            .as_ref()
+            .and_then(|name| name.as_ref())
+            .map(|name| name.as_str().to_owned()),
+    )
+    .bind(
+        changes
+            .password_hash
+            .as_ref()
+            .map(|h| h.as_str().to_owned()),
+    )
+    .bind(changes.role.map(|r| r.as_str().to_owned()))
+    .bind(changes.scopes.as_ref().map(Scopes::to_stored))
+    .bind(changes.is_active.map(i16::from))
+    .bind(kit::time::now_text())
+    .fetch_optional(&mut *connection)
+    .await
+}
+
 fn write_error(error: sqlx::Error, doing: &'static str) -> Error {
     match kit::db::unique_violation(&error, &["username", "email"]) {
         Some(field) => Error::Conflict { field },
@@ -335,8 +355,7 @@ impl TryFrom<UserRow> for User {
     /// Rows are written only by this store, so a value that does not parse is a corrupt row.
     fn try_from(row: UserRow) -> anyhow::Result<Self> {
         let timestamp = |text: &str| {
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map(|at| at.to_utc())
+            kit::time::parse(text)
                 .with_context(|| format!("user {}: bad timestamp {text:?}", row.id))
         };
         Ok(User {

@@ -263,6 +263,66 @@ async fn wrongly_typed_fields_are_422_naming_the_field() {
     }
 }
 
+// These once stopped at the first member serde could not read (a wrong type or an unknown
+// member answered alone); now every bad member of a body is listed in the same 422.
+#[tokio::test]
+async fn wrong_types_unknown_members_and_invalid_values_are_listed_together() {
+    let app = spawn_app().await;
+    let user = app.create_named("tess").await;
+
+    let created = app
+        .admin()
+        .post(
+            "/users",
+            &json!({
+                "username": 5, "email": "no-at-sign", "password": "secret",
+                "is_active": "yes", "nickname": "t", "scopes": "time:read"
+            }),
+        )
+        .await;
+    assert_eq!(
+        created.invalid_fields(),
+        ["username", "email", "scopes", "is_active", "nickname"],
+        "{}",
+        created.text
+    );
+    let messages: Vec<String> = created.problem()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| error["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(messages[0], "must be a string", "{messages:?}");
+    assert_eq!(messages[2], "must be an array", "{messages:?}");
+
+    let changed = app
+        .signed_in(&user)
+        .patch(
+            "/users/me",
+            &json!({ "email": [], "full_name": "two\nlines", "colour": "red" }),
+        )
+        .await;
+    assert_eq!(
+        changed.invalid_fields(),
+        ["email", "full_name", "current_password", "colour"],
+        "{}",
+        changed.text
+    );
+
+    let checked = app
+        .gateway()
+        .post("/internal/credentials", &json!({ "password": 7 }))
+        .await;
+    assert_eq!(
+        checked.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        checked.text
+    );
+    assert_eq!(checked.invalid_fields(), ["username", "password"]);
+    assert_eq!(app.admin().get("/users").await.json()["total"], 1);
+}
+
 #[tokio::test]
 async fn malformed_json_is_400_and_a_body_that_is_not_json_is_415() {
     let app = spawn_app().await;
@@ -318,13 +378,25 @@ async fn malformed_json_is_400_and_a_body_that_is_not_json_is_415() {
             no_body.text
         );
     }
-    let credentials = app
-        .gateway()
-        .send(
-            Method::POST,
-            "/internal/credentials",
-            Some(("application/json", "[".to_owned())),
-        )
-        .await;
-    assert_eq!(credentials.status, StatusCode::BAD_REQUEST);
+    for (body, status) in [
+        ("[", StatusCode::BAD_REQUEST),
+        ("{\"username\": \"a\", ", StatusCode::BAD_REQUEST),
+        ("[]", StatusCode::UNPROCESSABLE_ENTITY),
+        ("\"alice\"", StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "{\"username\": \"a\", \"username\": \"b\", \"password\": \"c\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let credentials = app
+            .gateway()
+            .send(
+                Method::POST,
+                "/internal/credentials",
+                Some(("application/json", body.to_owned())),
+            )
+            .await;
+        assert_eq!(credentials.status, status, "{body}: {}", credentials.text);
+        credentials.problem();
+    }
 }
