@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app, spawn_app_with, TestApp};
+use crate::harness::{assert_problem, spawn_app, spawn_app_with, TestApp};
 
 /// A client whose connections come from `address` (any of 127.0.0.0/8 is this machine).
 fn client_from(address: &str) -> reqwest::Client {

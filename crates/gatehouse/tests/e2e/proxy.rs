@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn client_sent_identity_and_forwarding_headers_never_reach_the_service_as_sent() {
@@ -265,7 +265,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_not_waited_for() {
             });
         }
     });
-    let app = crate::support::spawn_app_with(|config| {
+    let app = crate::harness::spawn_app_with(|config| {
         config.replace("services:\n", &format!("services:\n  stall: {{ upstreams: [\"http://{stall}\"], timeout: 1s, required: false }}\n"))
             + "  - { path: /api/stall, methods: [GET], service: stall, to: /, auth: public }\n"
     })

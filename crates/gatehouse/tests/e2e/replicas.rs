@@ -2,7 +2,6 @@
 //! refuses, and throttle counts are shared. Runs when `GATEHOUSE_TEST_REDIS` names a Redis
 //! (CI always gives it); without it the test says so and checks nothing.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,60 +11,10 @@ use tokio::net::TcpListener;
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
-/// A gateway process, killed when dropped.
-pub struct Replica {
-    child: Child,
-    pub url: String,
-    /// Its admin listener: `/metrics`, the detailed `/readyz`.
-    pub admin: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> Replica {
-    let port = free_port();
-    let admin_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["gateway", "--config"])
-        .arg(config)
-        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("GATEHOUSE_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let replica = Replica {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = http.get(format!("{}/healthz", replica.url)).send().await {
-            if response.status() == 200 {
-                return replica;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway replica did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The replica starters other tests have imported from here; they live in
+/// [`crate::harness::gateway`].
+#[allow(unused_imports)]
+pub use crate::harness::{free_port, start_replica, Replica};
 
 #[tokio::test]
 async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_shared() {

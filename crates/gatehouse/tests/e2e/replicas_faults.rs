@@ -13,7 +13,7 @@ use kit::shutdown::Shutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::replicas::{free_port, start_replica, Replica};
+use crate::harness::{free_port, start_replica, Replica};
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 

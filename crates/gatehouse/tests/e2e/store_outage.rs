@@ -10,7 +10,7 @@ use kit::testing::TcpCut;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::support::{assert_problem, spawn_app_with, TestApp};
+use crate::harness::{assert_problem, spawn_app_with, TestApp};
 
 /// The acquire timeout these tests configure, so they stay fast (the 2 s default is pinned by
 /// the configuration's tests and by the services' outage tests).
