@@ -1,7 +1,6 @@
 //! The shared state backends: what one replica records, another sees. Memory always; Redis
 //! when `GATEHOUSE_TEST_REDIS` names one (CI always gives it), failing rather than skipping if
 //! it cannot be reached.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
