@@ -10,7 +10,7 @@ use kit::testing::TcpCut;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::harness::{assert_problem, spawn_app_with, TestApp};
+use crate::harness::{assert_problem, spawn_app_with, wait_until, TestApp};
 
 /// The acquire timeout these tests configure, so they stay fast (the 2 s default is pinned by
 /// the configuration's tests and by the services' outage tests).
@@ -88,14 +88,11 @@ async fn pending_store_writes(app: &TestApp) -> u64 {
 
 /// Waits until the writes queued during the outage have landed.
 async fn until_the_queue_is_empty(app: &TestApp) {
-    let started = Instant::now();
-    while pending_store_writes(app).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the queued writes land once the store is back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the queued writes to land once the store is back",
+        || async { pending_store_writes(app).await == 0 },
+    )
+    .await;
 }
 
 /// How many sessions the store says were ended by a logout.
@@ -282,17 +279,19 @@ async fn a_logout_queued_when_the_gateway_stops_lands_if_the_store_returns_withi
     assert!(pending_store_writes(&app).await > 0);
 
     app.stop();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The store comes back once the gateway is stopping (no longer taking connections).
+    let gateway = app.gateway.trim_start_matches("http://").to_owned();
+    wait_until("the gateway to stop listening", || async {
+        tokio::net::TcpStream::connect(&gateway).await.is_err()
+    })
+    .await;
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     drop(holder);
-    let started = Instant::now();
-    while sessions_ended_by_logout(&app.store_url).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the stopping gateway kept retrying its queued logout until the store took it"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the stopping gateway to retry its queued logout until the store took it",
+        || async { sessions_ended_by_logout(&app.store_url).await > 0 },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -229,10 +229,16 @@ pub async fn assert_served_as_documented(
             .fold(template.clone(), |path, (name, value)| {
                 path.replace(&format!("{{{name}}}"), value)
             });
-        assert!(!path.contains('{'), "no value for a parameter of {template}");
+        assert!(
+            !path.contains('{'),
+            "no value for a parameter of {template}"
+        );
         for method in METHODS {
             let response = service
-                .call(Method::from_bytes(method.as_bytes()).expect("a method"), &path)
+                .call(
+                    Method::from_bytes(method.as_bytes()).expect("a method"),
+                    &path,
+                )
                 .body("application/json", "{}")
                 .send()
                 .await;
@@ -249,10 +255,7 @@ pub async fn assert_served_as_documented(
             response.problem();
         }
     }
-    let nowhere = service
-        .call(Method::GET, "/no/such/resource")
-        .send()
-        .await;
+    let nowhere = service.call(Method::GET, "/no/such/resource").send().await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND, "{}", nowhere.text);
     nowhere.problem();
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-pub use kit::testing::TestResponse;
 use kit::testing::service::ServiceClient;
+pub use kit::testing::TestResponse;
 use kit::testing::{spawn_service, FakeGateway, SpawnedService, TestDatabase};
 use kit::PrincipalKind;
 use orders::store::OrderStore;

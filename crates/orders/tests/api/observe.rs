@@ -93,5 +93,9 @@ async fn metrics_are_not_served_on_the_public_listener() {
 
     assert_eq!(public.status, 404);
     assert!(!public.text.contains("gatehouse_requests"));
-    assert!(app.service.scrape().await.contains("gatehouse_requests_total"));
+    assert!(app
+        .service
+        .scrape()
+        .await
+        .contains("gatehouse_requests_total"));
 }
