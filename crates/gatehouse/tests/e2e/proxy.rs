@@ -261,7 +261,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_not_waited_for() {
                 let _ = socket.read(&mut buffer).await;
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\npartial";
                 let _ = socket.write_all(head.as_bytes()).await;
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                std::future::pending::<()>().await;
             });
         }
     });
