@@ -538,3 +538,32 @@ impl TcpCut {
         self.cut.send_replace(false);
     }
 }
+
+/// Another process's write lock on a SQLite database, as a stuck batch job or an operator's
+/// command gone wrong holds it: taken with `BEGIN EXCLUSIVE` on a connection of its own, held
+/// until [`SqliteWriteLock::release`] (or the drop, which closes the connection).
+pub struct SqliteWriteLock {
+    connection: sqlx::SqliteConnection,
+}
+
+impl SqliteWriteLock {
+    /// Takes the lock on the database at `path` (a file path, not a URL).
+    pub async fn take(path: &str) -> Self {
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+            .await
+            .expect("a second connection to the test's SQLite database");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut connection)
+            .await
+            .expect("taking the write lock");
+        Self { connection }
+    }
+
+    /// Gives the lock up, as the other process finishing would.
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut self.connection)
+            .await
+            .expect("giving the write lock up");
+    }
+}
