@@ -5,6 +5,7 @@
 //!   [`TestApp`]), with test upstreams beside the bundled services.
 //! - [`gateway`]: a gateway alone, on a configuration of the test's: in this process ([`Gate`])
 //!   or as the real binary ([`Replica`]); both on port 0, both reloadable.
+//! - [`replicas`]: several gateway processes on one store and one Redis ([`replicas::Fleet`]).
 //! - [`process`]: the `gatehouse` binary as a child process, the addresses it bound read from its
 //!   own log.
 //! - [`upstreams`]: services a test controls: instances it can kill, hang or slow ([`Instance`]),
@@ -17,6 +18,7 @@
 pub mod gateway;
 pub mod load;
 pub mod process;
+pub mod replicas;
 pub mod system;
 pub mod upstreams;
 
