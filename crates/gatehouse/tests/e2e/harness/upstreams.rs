@@ -260,9 +260,10 @@ pub async fn spawn_echo(hits: Arc<AtomicUsize>) -> SocketAddr {
     let app = Router::new()
         .route(
             "/slow",
-            // Never answers: the route's timeout is what the test is about, not how late is late.
+            // A slow service, not a dead one: later than a route's timeout and than the
+            // gateway's header deadline, and then it answers.
             get(|| async {
-                std::future::pending::<()>().await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 "late"
             }),
         )
