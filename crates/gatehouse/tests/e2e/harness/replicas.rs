@@ -90,26 +90,21 @@ routes:
             .unwrap()
     }
 
+    /// The status of `GET /api/users/me` with `access`.
     pub async fn me(&self, replica: &Replica, access: &str) -> u16 {
-        self.http
-            .get(format!("{}/api/users/me", replica.url))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let url = format!("{}/api/users/me", replica.url);
+        self.status_of(self.http.get(url), access).await
     }
 
+    /// The status of `POST /api/logout` with `access`.
     pub async fn logout(&self, replica: &Replica, access: &str) -> u16 {
-        self.http
-            .post(format!("{}/api/logout", replica.url))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let url = format!("{}/api/logout", replica.url);
+        self.status_of(self.http.post(url), access).await
+    }
+
+    async fn status_of(&self, request: reqwest::RequestBuilder, access: &str) -> u16 {
+        let response = request.bearer_auth(access).send().await.unwrap();
+        response.status().as_u16()
     }
 
     pub async fn state_detail(&self, replica: &Replica) -> (u16, String) {
