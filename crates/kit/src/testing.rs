@@ -1,6 +1,13 @@
 //! Test support shared by the services' test suites (feature `testing`): a database per test,
-//! SQLite by default or PostgreSQL when `GATEHOUSE_TEST_POSTGRES` is set, and a stand-in for
-//! the gateway that mints identity tokens, and the service's metrics and access log read back.
+//! SQLite by default or PostgreSQL when `GATEHOUSE_TEST_POSTGRES` is set, a stand-in for the
+//! gateway that mints identity tokens, and the service's metrics and access log read back.
+//!
+//! # Layout
+//! - [`service`]: [`spawn_service`], the one way every suite starts a [`crate::service::Service`].
+//! - [`conformance`]: the health and OpenAPI contract every service keeps, checked once.
+//! - [`observe`]: `/metrics` parsed as Prometheus would, the access log read back.
+//! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
+//! - here: [`TestDatabase`], [`FakeGateway`], [`TestResponse`], [`openapi`] readers, [`TcpCut`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +23,13 @@ use serde_json::Value;
 use crate::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
 use crate::{IdentityVerifier, PrincipalKind};
 
+pub mod conformance;
 pub mod observe;
+pub mod service;
+pub mod wait;
+
+pub use service::{spawn_service, SpawnedService};
+pub use wait::{wait_for, wait_until};
 
 /// When set (say `postgres://postgres@127.0.0.1:5432/test`), tests run on PostgreSQL.
 pub const POSTGRES_ENV: &str = "GATEHOUSE_TEST_POSTGRES";
@@ -72,6 +85,21 @@ impl TestDatabase {
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.place, Place::Postgres { .. })
+    }
+
+    /// Panics unless `db` runs on the backend this database was asked for: a suite asked for
+    /// PostgreSQL must never pass on SQLite unseen.
+    pub fn assert_backend_of(&self, db: &crate::db::Database) {
+        let expected = if self.is_postgres() {
+            crate::db::Backend::Postgres
+        } else {
+            crate::db::Backend::Sqlite
+        };
+        assert_eq!(
+            db.backend(),
+            expected,
+            "the test runs on the backend it asked for"
+        );
     }
 }
 
@@ -508,5 +536,34 @@ impl TcpCut {
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.cut.send_replace(false);
+    }
+}
+
+/// Another process's write lock on a SQLite database, as a stuck batch job or an operator's
+/// command gone wrong holds it: taken with `BEGIN EXCLUSIVE` on a connection of its own, held
+/// until [`SqliteWriteLock::release`] (or the drop, which closes the connection).
+pub struct SqliteWriteLock {
+    connection: sqlx::SqliteConnection,
+}
+
+impl SqliteWriteLock {
+    /// Takes the lock on the database at `path` (a file path, not a URL).
+    pub async fn take(path: &str) -> Self {
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+            .await
+            .expect("a second connection to the test's SQLite database");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut connection)
+            .await
+            .expect("taking the write lock");
+        Self { connection }
+    }
+
+    /// Gives the lock up, as the other process finishing would.
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut self.connection)
+            .await
+            .expect("giving the write lock up");
     }
 }

@@ -7,18 +7,15 @@ use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
 use axum::Router;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use kit::extract::{Json, Path};
-use kit::identity::{IdentityClaims, VerifyingKey, TOKEN_TYPE};
-use kit::observe::{AccessLog, AccessLogTarget, Metrics, EXPOSITION_CONTENT_TYPE};
+use kit::observe::EXPOSITION_CONTENT_TYPE;
 use kit::service::Service;
-use kit::shutdown::Shutdown;
-use kit::{Identity, IdentityVerifier, PrincipalKind, Problem};
+use kit::testing::{spawn_service, FakeGateway, SpawnedService};
+use kit::{Identity, PrincipalKind, Problem};
 use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
 
@@ -48,124 +45,50 @@ fn routes() -> Router {
         .route("/items", post(create))
 }
 
-/// Signs identity tokens for the test service, as the gateway would.
-struct Signer {
-    key: EncodingKey,
-    verifier: Arc<IdentityVerifier>,
-}
-
-impl Signer {
-    fn new() -> Self {
-        let secret = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        let verifying = VerifyingKey {
-            key: DecodingKey::from_ed_der(secret.verifying_key().as_bytes()),
-            algorithm: Algorithm::EdDSA,
-        };
-        Self {
-            key: EncodingKey::from_ed_der(secret.to_pkcs8_der().unwrap().as_bytes()),
-            verifier: Arc::new(IdentityVerifier::with_keys(
-                "items",
-                "gatehouse",
-                [("k1".to_owned(), verifying)],
-            )),
-        }
-    }
-
-    fn token_for(&self, subject: &str) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some("k1".to_owned());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = IdentityClaims {
-            iss: "gatehouse".into(),
-            aud: "items".into(),
-            sub: subject.into(),
-            kind: PrincipalKind::User,
-            username: None,
-            roles: vec![],
-            scope: String::new(),
-            iat: now,
-            exp: now + 60,
-            jti: uuid::Uuid::new_v4().to_string(),
-        };
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
+/// The items service, served as every service is in tests, and the stand-in gateway that
+/// signs its identity tokens.
 struct TestApp {
-    public: String,
-    admin: String,
-    log: std::path::PathBuf,
-    signer: Signer,
-    http: reqwest::Client,
-    shutdown: Shutdown,
-    _folder: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
+    service: SpawnedService,
+    gateway: FakeGateway,
 }
 
 async fn spawn_app() -> TestApp {
-    let folder = tempfile::tempdir().unwrap();
-    let log = folder.path().join("access.log");
-    let metrics = Metrics::new();
-    let access_log = AccessLog::open(&AccessLogTarget::File(log.clone()), &metrics).unwrap();
-    let signer = Signer::new();
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addresses = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-    let shutdown = Shutdown::new();
-    let service = Service::new("items", routes(), Arc::clone(&signer.verifier))
-        .with_observe(metrics, access_log)
-        .with_admin_listener(admin);
-    tokio::spawn(service.serve(public, shutdown.clone()));
-    TestApp {
-        public: format!("http://{}", addresses.0),
-        admin: format!("http://{}", addresses.1),
-        log,
-        signer,
-        http: reqwest::Client::new(),
-        shutdown,
-        _folder: folder,
-    }
+    let gateway = FakeGateway::for_service("items");
+    let service = spawn_service(Service::new(
+        "items",
+        routes(),
+        Arc::new(gateway.verifier()),
+    ))
+    .await;
+    TestApp { service, gateway }
 }
 
 impl TestApp {
+    /// The identity token of `subject`, a user with no role or scope.
+    fn token_for(&self, subject: &str) -> String {
+        self.gateway
+            .sign(&self.gateway.claims(subject, PrincipalKind::User, &[], ""))
+    }
+
     async fn get(&self, path: &str, token: Option<&str>) -> reqwest::StatusCode {
-        let mut request = self.http.get(format!("{}{path}", self.public));
-        if let Some(token) = token {
-            request = request.header(kit::identity::HEADER, token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        response.bytes().await.unwrap();
-        status
+        let call = self.service.call(Method::GET, path).identity(token);
+        call.send().await.status
     }
 
     async fn create(&self, body: &Value) -> reqwest::StatusCode {
-        let response = self
-            .http
-            .post(format!("{}/items", self.public))
-            .json(body)
+        let call = self.service.call(Method::POST, "/items");
+        call.body("application/json", body.to_string())
             .send()
             .await
-            .unwrap();
-        let status = response.status();
-        response.bytes().await.unwrap();
-        status
+            .status
     }
 
     /// `/metrics` from the admin listener, checked to be valid OpenMetrics.
     async fn scrape(&self) -> Exposition {
         let response = self
+            .service
             .http
-            .get(format!("{}/metrics", self.admin))
+            .get(format!("{}/metrics", self.service.admin))
             .send()
             .await
             .unwrap();
@@ -220,18 +143,7 @@ impl TestApp {
     }
 
     fn log_lines(&self, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<Value> = text
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect();
-            if lines.len() >= count || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.service.watch.log_lines(count)
     }
 }
 
@@ -247,7 +159,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_known_mix_of_answers_is_counted_exactly_by_route_template_with_reasons() {
     let app = spawn_app().await;
-    let token = app.signer.token_for("user-1");
+    let token = app.token_for("user-1");
 
     for _ in 0..3 {
         assert_eq!(app.get("/items/1", Some(&token)).await, 200);
@@ -309,14 +221,15 @@ async fn a_known_mix_of_answers_is_counted_exactly_by_route_template_with_reason
 #[tokio::test]
 async fn every_error_series_names_its_reason() {
     let app = spawn_app().await;
-    let token = app.signer.token_for("user-1");
+    let token = app.token_for("user-1");
 
     assert_eq!(app.get("/items/1", None).await, 401);
     assert_eq!(app.get("/items/1", Some("not-a-token")).await, 401);
     assert_eq!(app.get("/items/not-a-number", Some(&token)).await, 404);
     let response = app
+        .service
         .http
-        .post(format!("{}/items", app.public))
+        .post(format!("{}/items", app.service.address))
         .header("content-type", "application/json")
         .body("{ not json")
         .send()
@@ -324,8 +237,9 @@ async fn every_error_series_names_its_reason() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let response = app
+        .service
         .http
-        .delete(format!("{}/items/1", app.public))
+        .delete(format!("{}/items/1", app.service.address))
         .send()
         .await
         .unwrap();
@@ -360,13 +274,14 @@ async fn every_error_series_names_its_reason() {
 #[tokio::test]
 async fn the_access_log_has_a_line_per_request_with_every_field_and_no_secret() {
     let app = spawn_app().await;
-    let token = app.signer.token_for("user-7");
+    let token = app.token_for("user-7");
 
     let response = app
+        .service
         .http
         .get(format!(
             "{}/items/1?access_token=secret-in-query",
-            app.public
+            app.service.address
         ))
         .header(kit::identity::HEADER, &token)
         .header("authorization", "Bearer secret-in-header")
@@ -399,7 +314,7 @@ async fn the_access_log_has_a_line_per_request_with_every_field_and_no_secret() 
         json!({ "name": "second" }).to_string().len() as u64
     );
 
-    let text = std::fs::read_to_string(&app.log).unwrap();
+    let text = app.service.watch.log_text();
     for secret in ["secret", "access_token", &token[..20], "Bearer"] {
         assert!(!text.contains(secret), "{secret:?} in the log: {text}");
     }
@@ -410,8 +325,9 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     let app = spawn_app().await;
 
     let public = app
+        .service
         .http
-        .get(format!("{}/metrics", app.public))
+        .get(format!("{}/metrics", app.service.address))
         .send()
         .await
         .unwrap();
@@ -425,8 +341,9 @@ async fn metrics_are_served_on_the_admin_listener_only() {
         "the public 404 is counted, and seen on the admin port"
     );
     let other = app
+        .service
         .http
-        .get(format!("{}/healthz", app.admin))
+        .get(format!("{}/healthz", app.service.admin))
         .send()
         .await
         .unwrap();
@@ -442,7 +359,7 @@ async fn a_duration_is_observed_per_answer_under_its_route_template() {
     let app = spawn_app().await;
 
     for id in [1, 2, 3] {
-        app.get(&format!("/items/{id}"), Some(&app.signer.token_for("u")))
+        app.get(&format!("/items/{id}"), Some(&app.token_for("u")))
             .await;
     }
     app.requests_once_counted(3).await;

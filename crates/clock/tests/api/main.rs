@@ -5,23 +5,17 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kit::shutdown::Shutdown;
-use kit::testing::observe::{request_counts, RequestCount, Watch};
-use kit::testing::FakeGateway;
+use kit::testing::conformance::{assert_conforms, Contract};
+use kit::testing::observe::RequestCount;
+use kit::testing::{spawn_service, FakeGateway, SpawnedService};
 use kit::PrincipalKind;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// A running clock service and the stand-in gateway whose tokens it trusts; stopped on drop.
 struct TestApp {
-    address: String,
-    /// The admin listener, where `/metrics` is served.
-    admin: String,
-    watch: Watch,
+    service: SpawnedService,
     gateway: FakeGateway,
-    client: reqwest::Client,
-    shutdown: Shutdown,
 }
 
 async fn spawn_app() -> TestApp {
@@ -31,30 +25,8 @@ async fn spawn_app() -> TestApp {
 /// The service on `state`: a fixed clock, say.
 async fn spawn_app_on(state: clock::http::AppState) -> TestApp {
     let gateway = FakeGateway::for_service(clock::NAME);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
-    let watch = Watch::new();
-    let shutdown = Shutdown::new();
-    let service = clock::service_with(state, Arc::new(gateway.verifier()))
-        .with_observe(watch.metrics.clone(), watch.access_log.clone())
-        .with_admin_listener(admin_listener);
-    tokio::spawn(service.serve(listener, shutdown.clone()));
-    TestApp {
-        address,
-        admin,
-        watch,
-        gateway,
-        client: reqwest::Client::new(),
-        shutdown,
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
+    let service = spawn_service(clock::service_with(state, Arc::new(gateway.verifier()))).await;
+    TestApp { service, gateway }
 }
 
 impl TestApp {
@@ -65,13 +37,13 @@ impl TestApp {
 
     /// `GET path` with the identity token `token`, if any.
     async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        let mut request = self.client.get(format!("{}{path}", self.address));
-        if let Some(token) = token {
-            request = request.header(kit::identity::HEADER, token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
+        let response = self
+            .service
+            .call(Method::GET, path)
+            .identity(token)
+            .send()
+            .await;
+        (response.status, response.json())
     }
 
     async fn time(&self, token: &str) -> (StatusCode, Value) {
@@ -209,59 +181,26 @@ async fn without_a_valid_identity_token_the_answer_is_401() {
 }
 
 #[tokio::test]
-async fn the_openapi_document_is_3_1_and_lists_every_route() {
+async fn the_service_keeps_the_contract_every_service_keeps() {
     let app = spawn_app().await;
 
-    let (status, spec) = app.get("/openapi.json", None).await;
+    let document = assert_conforms(
+        &app.service,
+        &Contract {
+            title: "gatehouse clock",
+            version: env!("CARGO_PKG_VERSION"),
+            operations: &[("GET", "/time")],
+            path_values: &[],
+            ready_checks: &[],
+            unbounded_strings: &[],
+        },
+    )
+    .await;
 
-    assert_eq!(status, StatusCode::OK, "{spec}");
-    assert!(
-        spec["openapi"].as_str().unwrap().starts_with("3.1"),
-        "{}",
-        spec["openapi"]
-    );
-    let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths, ["/time"], "every route the service registers");
-    let time = &spec["paths"]["/time"]["get"];
     assert_eq!(
-        time["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        document["paths"]["/time"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
         "#/components/schemas/Time"
-    );
-    for status in ["401", "403"] {
-        assert_eq!(
-            time["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"],
-            "#/components/schemas/ProblemDetails",
-            "{status}"
-        );
-    }
-    assert_eq!(
-        time["security"],
-        serde_json::json!([{ "gateway_identity": [] }])
-    );
-    assert!(
-        spec["components"]["securitySchemes"]["gateway_identity"].is_object(),
-        "{spec}"
-    );
-}
-
-#[tokio::test]
-async fn health_answers_without_an_identity() {
-    let app = spawn_app().await;
-
-    assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
-    assert_eq!(app.get("/readyz", None).await.0, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn the_openapi_documents_info_is_the_projects_own_and_it_takes_no_unbounded_input() {
-    let app = spawn_app().await;
-
-    let (_, spec) = app.get("/openapi.json", None).await;
-
-    kit::testing::openapi::assert_info_is_ours(&spec, "gatehouse clock", env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        kit::testing::openapi::unbounded_request_strings(&spec),
-        Vec::<String>::new()
     );
 }
 
@@ -276,21 +215,7 @@ async fn answers_are_counted_by_route_with_the_reason_of_every_refusal() {
     assert_eq!(app.get("/time", None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(app.time(&app.user("")).await.0, StatusCode::FORBIDDEN);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut counted = loop {
-        let text = reqwest::get(format!("{}/metrics", app.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let series = request_counts(&text);
-        if series.iter().map(|s| s.count).sum::<u64>() >= 4 || std::time::Instant::now() > deadline
-        {
-            break series;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let mut counted = app.service.request_counts(4).await;
     counted.sort_by(|a, b| a.reason.cmp(&b.reason));
 
     let series = |class: &str, reason: &str, count| RequestCount {
@@ -309,7 +234,7 @@ async fn answers_are_counted_by_route_with_the_reason_of_every_refusal() {
             series("4xx", "token_missing", 1),
         ]
     );
-    let lines = app.watch.log_lines(4);
+    let lines = app.service.watch.log_lines(4);
     assert_eq!(lines.len(), 4);
     assert!(lines.iter().all(|line| line["server"] == "clock"));
 }

@@ -6,7 +6,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::support::{assert_problem, TestApp};
+use crate::harness::{assert_problem, TestApp};
 
 /// An identity token exactly as the gateway mints it for its own calls to users.
 async fn captured_gateway_identity(app: &TestApp) -> String {
@@ -28,7 +28,7 @@ async fn captured_gateway_identity(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn a_captured_gateway_identity_cannot_guess_passwords_at_the_users_service() {
-    let app = crate::support::spawn_app().await;
+    let app = crate::harness::spawn_app().await;
     let identity = captured_gateway_identity(&app).await;
     let check = |password: String| {
         app.http

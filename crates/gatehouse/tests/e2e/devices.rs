@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app, spawn_app_with, TestApp};
+use crate::harness::{assert_problem, spawn_app, spawn_app_with, wait_until, TestApp};
 
 /// A client whose connections come from `address` (any of 127.0.0.0/8 is this machine).
 fn client_from(address: &str) -> reqwest::Client {
@@ -242,7 +242,16 @@ async fn hostile_device_tokens_count_as_unknown_devices_never_as_errors() {
         .unwrap();
     assert_problem(wrong_type, 422).await;
 
-    tokio::time::sleep(Duration::from_millis(2_200).saturating_sub(issued.elapsed())).await;
+    // Its 2 s over, the device token is as unknown as any other (no sleep: asked until then).
+    wait_until("the device token to expire", || async {
+        login(&app, &owner, "admin", "a", Some(&device))
+            .await
+            .status()
+            == 429
+    })
+    .await;
+    // Lifetimes are whole seconds: a 2 s token lives at least 1 s past its issue.
+    assert!(issued.elapsed() >= Duration::from_secs(1), "expired early");
     assert_problem(login(&app, &owner, "admin", "a", Some(&device)).await, 429).await;
 }
 
@@ -281,7 +290,10 @@ async fn a_flood_of_correct_sign_ins_leaves_the_owners_device_able_to_sign_in() 
         })
         .collect();
 
-    tokio::time::sleep(flooding / 2).await;
+    wait_until("the flood to be pushed back", || async {
+        refused.load(Ordering::Relaxed) > 0
+    })
+    .await;
     let during = login(&app, &owner, "admin", "a", Some(&device)).await;
     assert_eq!(
         during.status(),
@@ -372,7 +384,10 @@ async fn a_known_device_gets_a_check_slot_while_a_flood_holds_every_other() {
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until("the flood to hold the slot", || async {
+        busy.load(Ordering::Relaxed) > 0
+    })
+    .await;
     for attempt in 1..=3 {
         let response = login(&app, &owner, "admin", "a", Some(&device)).await;
         assert_eq!(response.status(), 200, "known device, attempt {attempt}");

@@ -1,7 +1,6 @@
 //! Graceful drain of the real binary: SIGTERM under load, and every request the gateway took
 //! gets its whole response before the process exits 0.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::fleet::{config_head, free_port, wait_for, Instance};
+use crate::harness::{config_head, wait_for, Instance, Replica};
 
 /// What one request on its own connection came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +72,6 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
     // Slow answers, so that requests are in flight when the signal comes.
     upstream.set_delay(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = dir.path().join("gateway.yaml");
     let text = format!(
         "{head}  pool: {{ upstreams: [\"{a}\"] }}\n\
@@ -81,19 +79,11 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
         head = config_head("off"),
         a = upstream.url(),
     )
-    .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
     .replace("${DATA}", &dir.path().join("data").display().to_string());
     std::fs::write(&config, text).unwrap();
-    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let address = format!("127.0.0.1:{port}");
+    // At `info`, so that a failure shows what the gateway said while draining.
+    let gateway = Replica::start(&config, &[("RUST_LOG", "info")]).await;
+    let address = gateway.url.trim_start_matches("http://").to_owned();
     wait_for("the gateway process", || async {
         matches!(one_request(&address).await, Fate::Answered(200)).then_some(())
     })
@@ -126,25 +116,17 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
         (n >= 8).then_some(n)
     })
     .await;
-    let status = Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gateway.process.signal("TERM");
     signalled.store(true, Ordering::SeqCst);
 
-    let gateway = Mutex::new(gateway);
-    let exit = wait_for("the gateway to exit", || async {
-        gateway.lock().unwrap().try_wait().unwrap()
-    })
-    .await;
+    let exit = gateway.process.exit().await;
     for client in clients {
         tokio::time::timeout(Duration::from_secs(60), client)
             .await
             .expect("every client ends once the gateway is gone")
             .unwrap();
     }
-    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    let log = gateway.process.log();
     assert_eq!(exit.code(), Some(0), "exit status {exit:?}; log:\n{log}");
 
     let fates = fates.lock().unwrap().clone();

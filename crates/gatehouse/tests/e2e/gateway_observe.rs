@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kit::testing::observe::{parse, request_counts, RequestCount};
 use serde_json::Value;
 
-use crate::support::{spawn_app, TestApp};
+use crate::harness::{spawn_app, TestApp};
 
 const JWKS: &str = "/.well-known/jwks.json";
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::harness::{spawn_app, TestApp};
 use crate::slow_clients::{read_answer, send_raw, RawAnswer};
-use crate::support::{spawn_app, TestApp};
 
 async fn exchange(app: &TestApp, request: &str) -> RawAnswer {
     let mut socket = send_raw(app, request).await;

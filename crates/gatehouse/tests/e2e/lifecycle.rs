@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app, TestApp};
+use crate::harness::{assert_problem, spawn_app, TestApp};
 
 async fn sign_in(app: &TestApp, username: &str, password: &str) -> Value {
     let response = app.login(username, password).await;

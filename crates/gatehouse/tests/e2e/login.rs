@@ -2,7 +2,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn the_right_password_gives_a_bearer_token_that_verifies_against_the_jwks() {

@@ -3,9 +3,9 @@
 use kit::client::ServiceClient;
 use serde_json::Value;
 
-use crate::support::spawn_app;
+use crate::harness::spawn_app;
 
-async fn token_request(app: &crate::support::TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+async fn token_request(app: &crate::harness::TestApp, form: &[(&str, &str)]) -> reqwest::Response {
     app.http
         .post(app.url("/api/oauth/token"))
         .form(form)

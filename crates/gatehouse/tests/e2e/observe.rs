@@ -7,7 +7,8 @@ use kit::testing::observe::{request_counts, RequestCount};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::spawn_app;
+use crate::harness::process::StandaloneClock;
+use crate::harness::spawn_app;
 
 /// The shared registry's request series, once their total reaches `expected` (an answer is
 /// counted when its body has ended, a moment after the client read it).
@@ -90,22 +91,12 @@ async fn the_services_access_log_names_the_caller_and_never_the_query() {
 
 #[tokio::test]
 async fn a_standalone_service_serves_metrics_on_its_admin_port_and_logs_to_its_file() {
-    let (port, admin) = (crate::fleet::free_port(), crate::fleet::free_port());
     let folder = tempfile::tempdir().unwrap();
     let log = folder.path().join("access.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["clock", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--access-log", &log.display().to_string()])
-        .args(["--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = crate::fleet::client();
-    let public = format!("http://127.0.0.1:{port}");
-    crate::fleet::wait_for("the clock process to listen", || async {
+    let clock = StandaloneClock::start(&log.display().to_string()).await;
+    let http = crate::harness::client();
+    let (public, admin) = (&clock.url, &clock.admin);
+    crate::harness::wait_for("the clock process to answer", || async {
         let response = http.get(format!("{public}/healthz")).send().await;
         response.ok().filter(|r| r.status() == 200).map(|_| ())
     })
@@ -113,7 +104,7 @@ async fn a_standalone_service_serves_metrics_on_its_admin_port_and_logs_to_its_f
 
     let on_public = http.get(format!("{public}/metrics")).send().await.unwrap();
     let exposition = http
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .get(format!("{admin}/metrics"))
         .send()
         .await
         .unwrap()
@@ -132,8 +123,7 @@ async fn a_standalone_service_serves_metrics_on_its_admin_port_and_logs_to_its_f
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(clock);
 
     assert!(logged.contains(r#""route":"/healthz""#), "{logged}");
     assert_eq!(on_public.status(), 404, "never on the public port");

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn an_access_token_alone_cannot_change_the_password_or_email() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::harness::{assert_problem, spawn_app, spawn_app_with, TestApp};
 use crate::slow_clients::{read_answer, send_raw};
-use crate::support::{assert_problem, spawn_app, spawn_app_with, TestApp};
 
 const JSON_ENDPOINTS: [&str; 3] = ["/api/login", "/api/token/refresh", "/api/logout"];
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn client_sent_identity_and_forwarding_headers_never_reach_the_service_as_sent() {
@@ -261,11 +261,11 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_not_waited_for() {
                 let _ = socket.read(&mut buffer).await;
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\npartial";
                 let _ = socket.write_all(head.as_bytes()).await;
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                std::future::pending::<()>().await;
             });
         }
     });
-    let app = crate::support::spawn_app_with(|config| {
+    let app = crate::harness::spawn_app_with(|config| {
         config.replace("services:\n", &format!("services:\n  stall: {{ upstreams: [\"http://{stall}\"], timeout: 1s, required: false }}\n"))
             + "  - { path: /api/stall, methods: [GET], service: stall, to: /, auth: public }\n"
     })

@@ -3,8 +3,8 @@
 //! shows in the detail and leaves the gateway ready, so a readiness probe never takes every
 //! replica out because one backend is down.
 
-use crate::fleet::{config_head, wait_for, write_atomically, Gate, Instance, Mode};
-use crate::support::assert_problem;
+use crate::harness::assert_problem;
+use crate::harness::{config_head, wait_for, write_atomically, Gate, Instance, Mode};
 
 /// The required service `pool` (one instance, fast health checks) behind `/api/pool/{*rest}`;
 /// `extra` is added to the services as written.

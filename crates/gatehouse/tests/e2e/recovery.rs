@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crate::fleet::{config_head, wait_for, Gate, Instance, Load, Mode};
-use crate::support::assert_problem;
+use crate::harness::assert_problem;
+use crate::harness::process::StandaloneClock;
+use crate::harness::{config_head, wait_for, Gate, Instance, Load, Mode};
 
 /// The service `pool` of one instance behind `/api/pool/{*rest}`, `service` settings added.
 fn one_instance(instance: &Instance, service: &str) -> String {
@@ -76,35 +77,22 @@ async fn incidents_separated_by_healthy_periods_each_back_off_for_the_base_time(
 
 /// A service as its own process (`gatehouse clock`), which a test can freeze with SIGSTOP as
 /// an overloaded or swapping machine freezes: connections are still accepted by the kernel, and
-/// nothing answers. Dropped, it is thawed and killed, so a failing test leaves nothing stopped.
+/// nothing answers. Dropped, it is killed (SIGKILL ends a stopped process too), so a failing
+/// test leaves nothing stopped.
 struct Process {
-    child: std::process::Child,
+    clock: StandaloneClock,
     url: String,
 }
 
 impl Process {
     async fn start() -> Self {
-        let port = crate::fleet::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["clock", "--listen", &format!("127.0.0.1:{port}")])
-            // Several instances run at once: each its own admin port, and no access log.
-            .args([
-                "--admin-listen",
-                &format!("127.0.0.1:{}", crate::fleet::free_port()),
-            ])
-            .args(["--access-log", "off"])
-            // No identity is needed for /healthz, the path the test load asks for.
-            .args(["--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json"])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        // Several instances run at once: no access log.
+        let clock = StandaloneClock::start("off").await;
         let process = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: clock.url.clone(),
+            clock,
         };
-        let http = crate::fleet::client();
+        let http = crate::harness::client();
         wait_for("the service process to listen", || async {
             let response = http.get(format!("{}/healthz", process.url)).send().await;
             response.ok().filter(|r| r.status() == 200).map(|_| ())
@@ -113,30 +101,12 @@ impl Process {
         process
     }
 
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal}");
-    }
-
     fn freeze(&self) {
-        self.signal("-STOP");
+        self.clock.process.signal("STOP");
     }
 
     fn thaw(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.clock.process.signal("CONT");
     }
 }
 
@@ -175,7 +145,12 @@ async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_
     )
     .await;
     let out_after = frozen_at.elapsed();
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(out_after)).await;
+    // The pool goes on serving on the other instance: a stream of answers, counted, not timed.
+    let served_before = load.tally().ok;
+    wait_for("the load to go on being served", || async {
+        (load.tally().ok >= served_before + 200).then_some(())
+    })
+    .await;
     let tally = load.finish().await;
     a.thaw();
 

@@ -1,11 +1,9 @@
 //! Hot reload: a changed routes file is swapped in while requests stream, with none dropped; an
 //! invalid one is refused and counted and changes nothing; SIGHUP reloads a running process.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-use crate::fleet::{config_head, free_port, wait_for, write_atomically, Gate, Instance, Load};
+use crate::harness::{config_head, wait_for, write_atomically, Gate, Instance, Load, Replica};
 
 /// Services `x` and `y`, and `/api/target` routed to `target`.
 fn two_targets(watch: &str, x: &Instance, y: &Instance, target: &str) -> String {
@@ -143,23 +141,14 @@ async fn sighup_reloads_the_file_of_a_running_gateway_process() {
     let y = Instance::start("y").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.yaml");
-    let port = free_port();
     let text = |target: &str| {
         two_targets("off", &x, &y, target)
-            .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
             .replace("${DATA}", &dir.path().join("data").display().to_string())
     };
     std::fs::write(&config, text("x")).unwrap();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/api/target");
-    let http = crate::fleet::client();
+    let gateway = Replica::start(&config, &[]).await;
+    let url = format!("{}/api/target", gateway.url);
+    let http = crate::harness::client();
     let answered_by = || async {
         let response = http.get(&url).send().await.ok()?;
         let body: Value = response.json().await.ok()?;
@@ -168,18 +157,11 @@ async fn sighup_reloads_the_file_of_a_running_gateway_process() {
     assert_eq!(wait_for("the gateway process", answered_by).await, "x");
 
     write_atomically(&config, &text("y"));
-    let status = Command::new("kill")
-        .args(["-HUP", &gateway.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gateway.process.signal("HUP");
     wait_for("SIGHUP to apply the file", || async {
         (answered_by().await? == "y").then_some(())
     })
     .await;
-
-    let _ = gateway.kill();
-    let _ = gateway.wait();
 }
 
 #[tokio::test]

@@ -2,70 +2,18 @@
 //! refuses, and throttle counts are shared. Runs when `GATEHOUSE_TEST_REDIS` names a Redis
 //! (CI always gives it); without it the test says so and checks nothing.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kit::shutdown::Shutdown;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+
+use crate::harness::replicas::Fleet;
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
-/// A gateway process, killed when dropped.
-pub struct Replica {
-    child: Child,
-    pub url: String,
-    /// Its admin listener: `/metrics`, the detailed `/readyz`.
-    pub admin: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub async fn start_replica(config: &std::path::Path, http: &reqwest::Client) -> Replica {
-    let port = free_port();
-    let admin_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["gateway", "--config"])
-        .arg(config)
-        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("GATEHOUSE_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let replica = Replica {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = http.get(format!("{}/healthz", replica.url)).send().await {
-            if response.status() == 200 {
-                return replica;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway replica did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The replica starters other tests have imported from here; they live in
+/// [`crate::harness::gateway`].
+#[allow(unused_imports)]
+pub use crate::harness::{free_port, start_replica, Replica};
 
 #[tokio::test]
 async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_shared() {
@@ -73,50 +21,11 @@ async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_
         eprintln!("{REDIS_ENV} is not set: the two-replica Redis test checks nothing");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-
-    // The users service, in this process; both replicas call it.
-    let users_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let users_address = users_listener.local_addr().unwrap();
-    let users_db = users::connect(&format!("sqlite://{}/data/users.db", dir.path().display()))
-        .await
-        .unwrap();
-    users::seed_demo_accounts(&users_db).await.unwrap();
-
-    let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-listen: ${{GATEHOUSE_LISTEN}}
-admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
-access_log: "off"
-store: "sqlite://{data}/data/gateway.db"
-state: {{ redis: "{redis}", prefix: "{prefix}" }}
-services:
-  users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
-routes:
-  - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
-"#,
-            data = dir.path().display()
-        ),
-    )
-    .unwrap();
-
-    let first = start_replica(&config, &http).await;
+    let mut fleet = Fleet::new(&redis, "").await;
+    let first = fleet.replica().await;
     // The second starts once the first has made the signing keys, which both then share.
-    let second = start_replica(&config, &http).await;
-    let verifier = kit::IdentityVerifier::with_jwks(
-        users::NAME,
-        "gatehouse",
-        format!("{}/.well-known/jwks.json", first.url),
-    );
-    let shutdown = Shutdown::new();
-    tokio::spawn(
-        users::service(users_db, Arc::new(verifier)).serve(users_listener, shutdown.clone()),
-    );
+    let second = fleet.replica().await;
 
     let session: Value = http
         .post(format!("{}/api/login", first.url))
@@ -188,5 +97,4 @@ routes:
         429,
         "failures counted at one replica throttle the other"
     );
-    shutdown.trigger();
 }

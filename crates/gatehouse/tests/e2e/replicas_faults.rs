@@ -6,14 +6,12 @@
 //! truth). Runs when `GATEHOUSE_TEST_REDIS` is set (CI sets it), like the other Redis tests.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kit::shutdown::Shutdown;
-use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use serde_json::Value;
 
-use crate::replicas::{free_port, start_replica, Replica};
+use crate::harness::free_port;
+use crate::harness::replicas::Fleet;
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
@@ -30,7 +28,16 @@ impl Drop for TestRedis {
     }
 }
 
+/// Health probes often, so a test need not wait for Redis to be seen back. `store_sync: 1h`:
+/// no replica reads the store's new revocations on a timer here, so what reaches another
+/// replica came through Redis (its republication, or the reload when its subscription returns).
+const STATE_OPTIONS: &str = ", probe_interval: 200ms, store_sync: 1h";
+
 impl TestRedis {
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
     async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -52,128 +59,6 @@ impl TestRedis {
     fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-    }
-}
-
-/// The users service (in this process) and a configuration for replicas on `redis`.
-struct Fleet {
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-    http: reqwest::Client,
-    users: Option<(kit::db::Database, TcpListener)>,
-    shutdown: Shutdown,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-impl Fleet {
-    async fn new(redis: &TestRedis) -> Self {
-        Self::on_port(redis.port).await
-    }
-
-    /// A fleet whose Redis is to listen on `port` (it need not run yet).
-    async fn on_port(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let users_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let users_address = users_listener.local_addr().unwrap();
-        let users_db = users::connect(&format!("sqlite://{}/data/users.db", dir.path().display()))
-            .await
-            .unwrap();
-        users::seed_demo_accounts(&users_db).await.unwrap();
-        let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
-        let config = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-listen: ${{GATEHOUSE_LISTEN}}
-admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
-access_log: "off"
-store: "sqlite://{data}/gateway.db"
-state: {{ redis: "redis://127.0.0.1:{port}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
-services:
-  users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
-routes:
-  - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
-"#,
-                // `store_sync: 1h`: no replica reads the store's new revocations on a timer
-                // here, so what reaches another replica came through Redis (its republication,
-                // or the reload when its subscription returns).
-                data = dir.path().join("data").display(),
-            ),
-        )
-        .unwrap();
-        Self {
-            dir,
-            config,
-            http: reqwest::Client::new(),
-            users: Some((users_db, users_listener)),
-            shutdown: Shutdown::new(),
-        }
-    }
-
-    async fn replica(&mut self) -> Replica {
-        let replica = start_replica(&self.config, &self.http).await;
-        // The users service trusts the identity keys of the first replica (all share them).
-        if let Some((db, listener)) = self.users.take() {
-            let verifier = kit::IdentityVerifier::with_jwks(
-                users::NAME,
-                "gatehouse",
-                format!("{}/.well-known/jwks.json", replica.url),
-            );
-            tokio::spawn(
-                users::service(db, Arc::new(verifier)).serve(listener, self.shutdown.clone()),
-            );
-        }
-        let _ = &self.dir;
-        replica
-    }
-
-    async fn login(&self, replica: &Replica, password: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/login", replica.url))
-            .json(&json!({ "username": "test", "password": password }))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn me(&self, replica: &Replica, access: &str) -> u16 {
-        self.http
-            .get(format!("{}/api/users/me", replica.url))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn logout(&self, replica: &Replica, access: &str) -> u16 {
-        self.http
-            .post(format!("{}/api/logout", replica.url))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn state_detail(&self, replica: &Replica) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}/readyz", replica.admin))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        (status, body["state"].as_str().unwrap_or("").to_owned())
     }
 }
 
@@ -218,7 +103,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     }
     let port = free_port();
     let mut redis = TestRedis::start(port).await;
-    let mut fleet = Fleet::new(&redis).await;
+    let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let second = fleet.replica().await;
     let session: Value = fleet.login(&first, "test").await.json().await.unwrap();
@@ -292,7 +177,7 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
     }
     let port = free_port();
     let mut redis = TestRedis::start(port).await;
-    let mut fleet = Fleet::new(&redis).await;
+    let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let session: Value = fleet.login(&first, "test").await.json().await.unwrap();
     let access = session["access_token"].as_str().unwrap().to_owned();
@@ -315,7 +200,7 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
         return;
     }
     let port = free_port();
-    let mut fleet = Fleet::on_port(port).await;
+    let mut fleet = Fleet::new(&format!("redis://127.0.0.1:{port}"), STATE_OPTIONS).await;
     let early = fleet.replica().await;
     let (status, state) = fleet.state_detail(&early).await;
     assert_eq!(status, 200, "a replica started without Redis is ready");

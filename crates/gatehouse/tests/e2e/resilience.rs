@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::fleet::{config_head, wait_for, Gate, Instance, Load, Mode};
-use crate::support::assert_problem;
+use crate::harness::assert_problem;
+use crate::harness::{config_head, wait_for, Gate, Instance, Load, Mode};
 
 /// A service `pool` of `instances` behind public routes: GET and POST on `/api/pool/{*rest}`,
 /// `service` settings added as written.

@@ -5,7 +5,7 @@ use kit::client::ServiceClient;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 fn two_items() -> Value {
     json!({ "items": [{ "sku": "tea", "quantity": 2, "unit_price_cents": 350 }, { "sku": "cup", "quantity": 1, "unit_price_cents": 1200 }] })

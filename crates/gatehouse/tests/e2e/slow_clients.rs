@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{spawn_app_with, TestApp};
+use crate::harness::{spawn_app_with, TestApp};
 
 /// An answer read off a raw socket.
 pub struct RawAnswer {

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use kit::testing::TcpCut;
+use kit::testing::{SqliteWriteLock, TcpCut};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::support::{assert_problem, spawn_app_with, TestApp};
+use crate::harness::{assert_problem, spawn_app_with, wait_until, TestApp};
 
 /// The acquire timeout these tests configure, so they stay fast (the 2 s default is pinned by
 /// the configuration's tests and by the services' outage tests).
@@ -88,14 +88,11 @@ async fn pending_store_writes(app: &TestApp) -> u64 {
 
 /// Waits until the writes queued during the outage have landed.
 async fn until_the_queue_is_empty(app: &TestApp) {
-    let started = Instant::now();
-    while pending_store_writes(app).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the queued writes land once the store is back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the queued writes to land once the store is back",
+        || async { pending_store_writes(app).await == 0 },
+    )
+    .await;
 }
 
 /// How many sessions the store says were ended by a logout.
@@ -121,13 +118,7 @@ async fn with_the_store_locked_sign_in_answers_503_in_time_and_a_logout_holds_an
     let access = field(&session, "access_token").to_owned();
 
     // Another process (an operator's `gatehouse clients add` gone wrong) holds the write lock.
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let holder = SqliteWriteLock::take(path).await;
 
     let login = timed("a sign-in", app.login("test", "test")).await;
     assert_outage(login, "a sign-in").await;
@@ -180,8 +171,7 @@ async fn with_the_store_locked_sign_in_answers_503_in_time_and_a_logout_holds_an
         "the store writes wait"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    drop(holder);
+    holder.release().await;
     until_the_queue_is_empty(&app).await;
     assert!(
         sessions_ended_by_logout(&app.store_url).await >= 1,
@@ -201,13 +191,7 @@ async fn one_token_repeating_its_logout_during_an_outage_cannot_fill_the_queue_f
     sqlx::any::install_default_drivers();
     let repeater = sign_in(&app).await;
     let other = sign_in(&app).await;
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let holder = SqliteWriteLock::take(path).await;
 
     assert_eq!(logout(&app, &repeater).await.status(), 204);
     let queued = pending_store_writes(&app).await;
@@ -245,8 +229,7 @@ async fn one_token_repeating_its_logout_during_an_outage_cannot_fill_the_queue_f
         "another session's logout is still taken"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    drop(holder);
+    holder.release().await;
     until_the_queue_is_empty(&app).await;
     assert_eq!(
         sessions_ended_by_logout(&app.store_url).await,
@@ -271,28 +254,23 @@ async fn a_logout_queued_when_the_gateway_stops_lands_if_the_store_returns_withi
     };
     sqlx::any::install_default_drivers();
     let session = sign_in(&app).await;
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let holder = SqliteWriteLock::take(path).await;
     assert_eq!(logout(&app, &session).await.status(), 204);
     assert!(pending_store_writes(&app).await > 0);
 
     app.stop();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    drop(holder);
-    let started = Instant::now();
-    while sessions_ended_by_logout(&app.store_url).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the stopping gateway kept retrying its queued logout until the store took it"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The store comes back once the gateway is stopping (no longer taking connections).
+    let gateway = app.gateway.trim_start_matches("http://").to_owned();
+    wait_until("the gateway to stop listening", || async {
+        tokio::net::TcpStream::connect(&gateway).await.is_err()
+    })
+    .await;
+    holder.release().await;
+    wait_until(
+        "the stopping gateway to retry its queued logout until the store took it",
+        || async { sessions_ended_by_logout(&app.store_url).await > 0 },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app, TestApp};
+use crate::harness::{assert_problem, spawn_app, TestApp};
 
 /// The gateway's own signing key, read from its store, to forge tokens that differ in one claim.
 async fn gateway_key(app: &TestApp) -> (String, EncodingKey) {
@@ -259,7 +259,7 @@ async fn a_valid_token_of_another_gatehouse_deployment_is_refused() {
 
 #[tokio::test]
 async fn rs256_access_tokens_verify_with_the_published_rsa_key() {
-    let app = crate::support::spawn_app_with(|config| {
+    let app = crate::harness::spawn_app_with(|config| {
         config.replace("algorithm: EdDSA", "algorithm: RS256")
     })
     .await;
@@ -292,7 +292,7 @@ async fn rs256_access_tokens_verify_with_the_published_rsa_key() {
 
 #[tokio::test]
 async fn hs256_keeps_its_secret_out_of_the_jwks() {
-    let app = crate::support::spawn_app_with(|config| {
+    let app = crate::harness::spawn_app_with(|config| {
         config.replace("algorithm: EdDSA", "algorithm: HS256")
     })
     .await;

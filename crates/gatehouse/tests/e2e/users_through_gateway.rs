@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{assert_problem, spawn_app};
+use crate::harness::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn an_admin_lists_reads_creates_patches_and_deletes_users() {

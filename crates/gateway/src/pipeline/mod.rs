@@ -29,7 +29,6 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
-use hyper::body::Incoming;
 use kit::request_id::{self, RequestContext};
 use tower::ServiceExt;
 
@@ -53,8 +52,14 @@ impl Pipeline {
         Self { app, own }
     }
 
-    /// Takes one request from `peer` through the phases; the answer, whatever happens.
-    pub async fn handle(self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
+    /// Takes one request from `peer` through the phases; the answer, whatever happens. The body
+    /// is hyper's `Incoming` from a connection, or any body a test builds (the pipeline is then
+    /// called without a socket, as a `tower::Service` through `tower::service_fn`).
+    pub async fn handle<B>(self, request: http::Request<B>, peer: SocketAddr) -> Response
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let id = request_id::header_value(request.headers());
         let mut pending = observe::Pending::begin(
             &self.app,

@@ -2,30 +2,21 @@
 
 use std::sync::Arc;
 
-use kit::db::Backend;
-use kit::shutdown::Shutdown;
-use kit::testing::observe::Watch;
+use kit::testing::service::ServiceClient;
 pub use kit::testing::TestResponse;
-use kit::testing::{FakeGateway, TestDatabase};
+use kit::testing::{spawn_service, FakeGateway, SpawnedService, TestDatabase};
 use kit::PrincipalKind;
 use orders::store::OrderStore;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 /// A running orders service with its own database; stopped and cleaned up on drop.
 pub struct TestApp {
-    pub address: String,
     pub db: kit::db::Database,
     pub gateway: FakeGateway,
-    /// The admin listener, where `/metrics` is served.
-    pub admin: String,
-    /// The service's metrics and access log.
-    pub watch: Watch,
-    client: reqwest::Client,
-    shutdown: Shutdown,
+    /// The service as served: its admin listener (`/metrics`), metrics and access log.
+    pub service: SpawnedService,
     database: TestDatabase,
 }
 
@@ -39,44 +30,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// The service on `db`, a pool the test opened on `database` (perhaps through a proxy).
 pub async fn spawn_app_on(database: TestDatabase, db: kit::db::Database) -> TestApp {
-    let expected = if database.is_postgres() {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
-    assert_eq!(
-        db.backend(),
-        expected,
-        "the test runs on the backend it asked for"
-    );
-
+    database.assert_backend_of(&db);
     let gateway = FakeGateway::for_service(orders::NAME);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
-    let watch = Watch::new();
-    let shutdown = Shutdown::new();
-    let service = orders::service(db.clone(), Arc::new(gateway.verifier()))
-        .with_observe(watch.metrics.clone(), watch.access_log.clone())
-        .with_admin_listener(admin_listener);
-    tokio::spawn(service.serve(listener, shutdown.clone()));
-
+    let service = spawn_service(orders::service(db.clone(), Arc::new(gateway.verifier()))).await;
     TestApp {
-        address,
         db,
         gateway,
-        admin,
-        watch,
-        client: reqwest::Client::new(),
-        shutdown,
+        service,
         database,
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
     }
 }
 
@@ -93,8 +54,7 @@ impl TestApp {
 
     fn caller(&self, id: Option<Uuid>, token: Option<String>) -> Caller {
         Caller {
-            client: self.client.clone(),
-            address: self.address.clone(),
+            service: self.service.client(),
             token,
             id,
         }
@@ -162,8 +122,7 @@ pub fn two_items() -> Value {
 /// can move into spawned tasks.
 #[derive(Clone)]
 pub struct Caller {
-    client: reqwest::Client,
-    address: String,
+    service: ServiceClient,
     token: Option<String>,
     /// The user id the token carries, for signed-in users.
     pub id: Option<Uuid>,
@@ -230,27 +189,17 @@ impl Caller {
         body: Option<(&str, String)>,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address));
-        if let Some(token) = &self.token {
-            request = request.header(kit::identity::HEADER, token);
-        }
+        let mut call = self
+            .service
+            .call(method, path)
+            .identity(self.token.as_deref());
         if let Some((content_type, bytes)) = body {
-            request = request.header(CONTENT_TYPE, content_type).body(bytes);
+            call = call.body(content_type, bytes);
         }
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            call = call.header(name, value);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        TestResponse {
-            status,
-            headers,
-            text,
-        }
+        call.send().await
     }
 }
 

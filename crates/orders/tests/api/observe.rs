@@ -1,38 +1,11 @@
 //! What operators see of the orders service: exact counts by route template and reason on the
 //! admin listener's `/metrics`, and an access-log line per request that carries no secret.
 
-use std::time::{Duration, Instant};
-
-use kit::testing::observe::{duration_count, request_counts, RequestCount};
-use reqwest::{Method, StatusCode};
+use kit::testing::observe::{duration_count, RequestCount};
+use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{id_of, spawn_app, two_items, TestApp};
-
-impl TestApp {
-    /// `/metrics` from the admin listener.
-    async fn scrape(&self) -> String {
-        let response = reqwest::get(format!("{}/metrics", self.admin))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.unwrap()
-    }
-
-    /// The request series, once their total is `expected`: an answer is counted when its body
-    /// has ended, a moment after the client read it.
-    async fn counted(&self, expected: u64) -> Vec<RequestCount> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let series = request_counts(&self.scrape().await);
-            if series.iter().map(|s| s.count).sum::<u64>() >= expected || Instant::now() > deadline
-            {
-                return series;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
+use crate::helpers::{id_of, spawn_app, two_items};
 
 fn series(route: &str, method: &str, class: &str, reason: &str, count: u64) -> RequestCount {
     RequestCount {
@@ -62,7 +35,7 @@ async fn a_known_mix_of_requests_is_counted_exactly_with_a_reason_for_every_erro
     let invalid = alice.post("/orders", &json!({ "items": [] })).await;
     assert_eq!(invalid.status, 422);
 
-    let mut counted = app.counted(7).await;
+    let mut counted = app.service.request_counts(7).await;
     counted.sort_by(|a, b| (&a.route, &a.method, &a.reason).cmp(&(&b.route, &b.method, &b.reason)));
 
     assert_eq!(
@@ -74,7 +47,7 @@ async fn a_known_mix_of_requests_is_counted_exactly_with_a_reason_for_every_erro
             series("/orders/{id}", "GET", "4xx", "not_found", 2),
         ]
     );
-    let exposition = app.scrape().await;
+    let exposition = app.service.scrape().await;
     assert_eq!(duration_count(&exposition, "orders", "/orders/{id}"), 5);
 }
 
@@ -97,7 +70,7 @@ async fn the_access_log_has_a_line_per_request_with_every_field_and_no_token_or_
         .await;
     assert_eq!(read.status, 200);
 
-    let lines = app.watch.log_lines(2);
+    let lines = app.service.watch.log_lines(2);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let line = &lines[1];
     kit::testing::observe::assert_every_field(line);
@@ -107,7 +80,7 @@ async fn the_access_log_has_a_line_per_request_with_every_field_and_no_token_or_
     assert_eq!(line["bytes_out"], read.text.len() as u64);
     assert_eq!(lines[0]["status"], 201);
     assert_eq!(lines[0]["bytes_in"], two_items().to_string().len() as u64);
-    let text = app.watch.log_text();
+    let text = app.service.watch.log_text();
     assert!(!text.contains("secret"), "{text}");
     assert!(!text.contains("access_token"), "{text}");
 }
@@ -120,5 +93,9 @@ async fn metrics_are_not_served_on_the_public_listener() {
 
     assert_eq!(public.status, 404);
     assert!(!public.text.contains("gatehouse_requests"));
-    assert!(app.scrape().await.contains("gatehouse_requests_total"));
+    assert!(app
+        .service
+        .scrape()
+        .await
+        .contains("gatehouse_requests_total"));
 }

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use kit::testing::{TcpCut, TestDatabase, TestResponse};
+use kit::testing::{SqliteWriteLock, TcpCut, TestDatabase, TestResponse};
 use reqwest::StatusCode;
-use sqlx::Connection;
 
 use crate::helpers::{spawn_app, spawn_app_on, two_items};
 
@@ -40,19 +39,13 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
     };
     let user = app.user();
     // Another process takes the write lock and keeps it, as a stuck batch job would.
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let holder = SqliteWriteLock::take(path).await;
 
     let started = Instant::now();
     let refused = user.post("/orders", &two_items()).await;
     assert_outage(&refused, started.elapsed(), "creating an order");
 
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.release().await;
     let created = user.post("/orders", &two_items()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
 }

@@ -1,18 +1,14 @@
-//! `spawn_app()` and the typed helpers every test uses. The database and the stand-in gateway
-//! come from `kit::testing`; what is here is about users.
+//! `spawn_app()` and the typed helpers every test uses. The database, the stand-in gateway and
+//! the served service come from `kit::testing`; what is here is about users.
 
 use std::sync::Arc;
 
-use kit::db::Backend;
 use kit::identity::IdentityClaims;
-use kit::shutdown::Shutdown;
 pub use kit::testing::TestResponse;
-use kit::testing::{FakeGateway, TestDatabase};
+use kit::testing::{spawn_service, FakeGateway, SpawnedService, TestDatabase};
 use kit::PrincipalKind;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 /// Strings no response may ever contain: the hash column's name and an argon2 hash.
@@ -39,9 +35,8 @@ pub struct TestApp {
     pub db: kit::db::Database,
     /// Signs identity tokens the service trusts (and, for the tests that need them, ones it must not).
     pub gateway: FakeGateway,
-    client: reqwest::Client,
-    shutdown: Shutdown,
-    _database: TestDatabase,
+    service: SpawnedService,
+    database: TestDatabase,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -49,38 +44,17 @@ pub async fn spawn_app() -> TestApp {
     let db = users::connect(&database.url)
         .await
         .expect("connecting and migrating the test database");
-    let expected = if database.is_postgres() {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
-    assert_eq!(
-        db.backend(),
-        expected,
-        "the test runs on the backend it asked for"
-    );
+    database.assert_backend_of(&db);
 
     let gateway = FakeGateway::for_service(users::NAME);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = Shutdown::new();
-    tokio::spawn(
-        users::service(db.clone(), Arc::new(gateway.verifier())).serve(listener, shutdown.clone()),
-    );
+    let service = spawn_service(users::service(db.clone(), Arc::new(gateway.verifier()))).await;
 
     TestApp {
-        address,
+        address: service.address.clone(),
         db,
         gateway,
-        client: reqwest::Client::new(),
-        shutdown,
-        _database: database,
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
+        service,
+        database,
     }
 }
 
@@ -118,12 +92,17 @@ impl TestApp {
         }
     }
 
-    /// An admin (who need not have an account here: the gateway vouches for the role).
     /// The URL of the test's database, for a second connection to it.
     pub fn database_url(&self) -> &str {
-        &self._database.url
+        &self.database.url
     }
 
+    /// The service as the kit's conformance checks see it.
+    pub fn service(&self) -> &SpawnedService {
+        &self.service
+    }
+
+    /// An admin (who need not have an account here: the gateway vouches for the role).
     pub fn admin(&self) -> Caller<'_> {
         let id = Uuid::new_v4().to_string();
         self.with_token(self.sign(&self.claims(
@@ -241,30 +220,22 @@ impl Caller<'_> {
         path: &str,
         body: Option<(&str, String)>,
     ) -> TestResponse {
-        let mut request = self
+        let mut call = self
             .app
-            .client
-            .request(method, format!("{}{path}", self.app.address));
-        if let Some(token) = &self.token {
-            request = request.header(kit::identity::HEADER, token);
-        }
+            .service
+            .call(method, path)
+            .identity(self.token.as_deref());
         if let Some((content_type, bytes)) = body {
-            request = request.header(CONTENT_TYPE, content_type).body(bytes);
+            call = call.body(content_type, bytes);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
+        let response = call.send().await;
+        let text = &response.text;
         for secret in SECRETS {
             assert!(
                 !text.contains(secret),
                 "a response contains {secret:?}: {text}"
             );
         }
-        TestResponse {
-            status,
-            headers,
-            text,
-        }
+        response
     }
 }

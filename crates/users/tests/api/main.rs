@@ -9,7 +9,6 @@ mod admin_users;
 mod credentials;
 mod current_password;
 mod cutoffs;
-mod health;
 mod identity;
 mod last_admin;
 mod me;

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use kit::testing::SqliteWriteLock;
 use reqwest::StatusCode;
-use sqlx::Connection;
 
 use crate::helpers::{new_user, spawn_app};
 
@@ -15,13 +15,7 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
         eprintln!("runs on SQLite; the gateway's and orders' cut-database tests cover PostgreSQL");
         return;
     };
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let holder = SqliteWriteLock::take(path).await;
 
     let started = Instant::now();
     let refused = app.admin().post("/users", &new_user("locked")).await;
@@ -42,7 +36,7 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
         "answered after {elapsed:?}, not within the acquire timeout"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.release().await;
     let created = app.admin().post("/users", &new_user("locked")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
 }

@@ -1,11 +1,11 @@
 //! The shared state backends: what one replica records, another sees. Memory always; Redis
 //! when `GATEHOUSE_TEST_REDIS` names one (CI always gives it), failing rather than skipping if
 //! it cannot be reached.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use gateway::state::{RedisOptions, Replicated, Revocation, StateHealth, StateSettings};
+use kit::testing::wait_until;
 
 fn redis_settings() -> Option<StateSettings> {
     let url = std::env::var("GATEHOUSE_TEST_REDIS")
@@ -345,6 +345,14 @@ async fn stall(redis: &OwnRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap();
+    // Connected before the stall, which would hold up the connection's own handshake.
+    let probe = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_millis(20))),
+        )
+        .await
+        .unwrap();
     let stalled = tokio::spawn(async move {
         redis::cmd("DEBUG")
             .arg("SLEEP")
@@ -353,8 +361,18 @@ async fn stall(redis: &OwnRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
             .await
             .unwrap();
     });
-    // Let the DEBUG SLEEP reach the server before anything else is sent.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The DEBUG SLEEP has reached the server once a PING on the other connection goes
+    // unanswered; only then is anything else sent.
+    wait_until("the Redis server to stall", || {
+        let mut probe = probe.clone();
+        async move {
+            redis::cmd("PING")
+                .query_async::<()>(&mut probe)
+                .await
+                .is_err()
+        }
+    })
+    .await;
     stalled
 }
 

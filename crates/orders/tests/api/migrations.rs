@@ -1,20 +1,7 @@
-//! Health endpoints answer without an identity: orchestrators and the gateway call them.
-
-use reqwest::StatusCode;
+//! The schema is the service's to migrate, once, however many instances connect. (Health
+//! endpoints are the kit's contract: `openapi::the_service_keeps_the_contract_every_service_keeps`.)
 
 use crate::helpers::spawn_app;
-
-#[tokio::test]
-async fn the_service_is_alive_and_ready_with_its_database() {
-    let app = spawn_app().await;
-
-    let alive = app.anonymous().get("/healthz").await;
-    let ready = app.anonymous().get("/readyz").await;
-
-    assert_eq!(alive.status, StatusCode::OK);
-    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
-    assert_eq!(ready.json()["checks"]["database"], "ok");
-}
 
 #[tokio::test]
 async fn connecting_twice_runs_the_migrations_once() {

@@ -1,0 +1,313 @@
+//! Upstreams a test controls.
+//!
+//! An [`Instance`] is a small HTTP/1.1 server written here on a raw socket, so that a test
+//! controls exactly what a real outage does: `kill` closes the listener and every connection at
+//! once (requests in flight see their connection reset), `stop` is a graceful stop (no more
+//! accepting, requests in flight finish, idle keep-alive connections close), `Mode::Hang`
+//! accepts requests and never answers. Each instance counts the requests and connections it
+//! received. Beside it: an echo of what the gateway sent, an answer that is not HTTP, and a dead
+//! address.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::wait_for;
+
+/// An address where connections are refused for as long as the tests run: bound (so nothing
+/// else can take the port) and never listening. One for the whole test binary.
+pub fn dead_address() -> SocketAddr {
+    static DEAD: OnceLock<(TcpSocket, SocketAddr)> = OnceLock::new();
+    DEAD.get_or_init(|| {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = socket.local_addr().unwrap();
+        (socket, address)
+    })
+    .1
+}
+
+/// How an instance misbehaves; until told, it answers 200 with `{"instance": NAME, …}` (and its
+/// `/healthz` answers 200 unless it hangs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Answers 200, as it does until told otherwise.
+    Serving = 0,
+    /// 503 to everything but `/healthz`.
+    Unavailable = 1,
+    /// Reads the request and never answers (health checks included).
+    Hang = 2,
+}
+
+#[derive(Default)]
+struct Counters {
+    mode: AtomicU8,
+    /// Requests other than health checks.
+    hits: AtomicUsize,
+    posts: AtomicUsize,
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+pub struct Instance {
+    pub name: &'static str,
+    pub address: SocketAddr,
+    counters: Arc<Counters>,
+    running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Instance {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut instance = Self {
+            name,
+            address: listener.local_addr().unwrap(),
+            counters: Arc::new(Counters::default()),
+            running: None,
+        };
+        instance.serve(listener);
+        instance
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.counters.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn posts(&self) -> usize {
+        self.counters.posts.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.counters.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Each answer waits this long first (a slow service).
+    pub fn set_delay(&self, delay: Duration) {
+        self.counters
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every connection at once, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting, lets the requests in flight finish, closes idle connections: what a
+    /// service does on SIGTERM.
+    pub async fn stop(&mut self) {
+        if let Some((stopping, task)) = self.running.take() {
+            stopping.send_replace(true);
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restart(&mut self) {
+        assert!(self.running.is_none(), "{} is running", self.name);
+        let listener = wait_for("the address to be free again", || async {
+            TcpListener::bind(self.address).await.ok()
+        })
+        .await;
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (stopping, stop_signal) = watch::channel(false);
+        let counters = Arc::clone(&self.counters);
+        let name = self.name;
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            let mut stop = stop_signal.clone();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        counters.connections.fetch_add(1, Ordering::SeqCst);
+                        connections.spawn(connection(stream, name, Arc::clone(&counters), stop_signal.clone()));
+                    }
+                    _ = stop.wait_for(|stopping| *stopping) => break,
+                }
+            }
+            drop(listener);
+            while connections.join_next().await.is_some() {}
+        });
+        self.running = Some((stopping, task));
+    }
+}
+
+/// One keep-alive connection: requests with a `Content-Length` body or none.
+async fn connection(
+    stream: TcpStream,
+    name: &'static str,
+    counters: Arc<Counters>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    loop {
+        let mut request_line = String::new();
+        tokio::select! {
+            read = reader.read_line(&mut request_line) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            // Idle and told to stop: close, as a server shutting down gracefully does.
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let path = parts.next().unwrap_or_default().to_owned();
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            if !matches!(reader.read_line(&mut line).await, Ok(n) if n > 0) {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((header, value)) = line.split_once(':') {
+                match header.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "connection" => close |= value.trim().eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).await.is_err() {
+            return;
+        }
+
+        let health_check = path == "/healthz";
+        if !health_check {
+            counters.hits.fetch_add(1, Ordering::SeqCst);
+            if method == "POST" {
+                counters.posts.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let mode = counters.mode.load(Ordering::SeqCst);
+        if mode == Mode::Hang as u8 {
+            std::future::pending::<()>().await;
+        }
+        counters.in_flight.fetch_add(1, Ordering::SeqCst);
+        let (status, answer) = if health_check {
+            ("200 OK", r#"{"status":"ok"}"#.to_owned())
+        } else {
+            let delay = counters.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if mode == Mode::Unavailable as u8 {
+                ("503 Service Unavailable", r#"{"status":503}"#.to_owned())
+            } else {
+                (
+                    "200 OK",
+                    serde_json::json!({ "instance": name, "method": method, "path": path })
+                        .to_string(),
+                )
+            }
+        };
+        let close = close || *stopping.borrow();
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{answer}",
+            answer.len(),
+            if close { "connection: close\r\n" } else { "" },
+        );
+        let written = writer.write_all(response.as_bytes()).await;
+        counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if written.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// An upstream that answers with what it received: method, path, query, headers, body.
+pub async fn spawn_echo(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            // A slow service, not a dead one: later than a route's timeout and than the
+            // gateway's header deadline, and then it answers.
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(move |request: Request| {
+            let hits = Arc::clone(&hits);
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let headers: serde_json::Map<String, Value> = parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.to_string(),
+                            json!(value.to_str().unwrap_or("<binary>")),
+                        )
+                    })
+                    .collect();
+                Json(json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "query": parts.uri.query(),
+                    "headers": headers,
+                    "body_len": body.len(),
+                }))
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// An upstream that reads a request and answers with something that is not HTTP.
+pub async fn spawn_garbage() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(b"this is not http at all\r\n\r\n").await;
+            });
+        }
+    });
+    address
+}
