@@ -30,6 +30,9 @@ pub struct Route {
     pub series: RouteSeries,
     /// Its service's `gatehouse_upstream_duration_seconds` series, kept the same way.
     pub upstream_duration: OnceLock<Histogram>,
+    /// `RateLimit-Policy` for the route's rate limits (none without), written once here: it is
+    /// the same on every answer.
+    pub rate_limit_policy: Option<HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,7 @@ impl RouteTable {
                 to,
                 series: RouteSeries::default(),
                 upstream_duration: OnceLock::new(),
+                rate_limit_policy: rate_limit_policy(settings),
             });
             let key = canonical(&settings.path);
             let entry = match entry_of_path.get(&key) {
@@ -161,6 +165,20 @@ impl RouteTable {
     }
 }
 
+/// The route's policies as one `RateLimit-Policy` list: `"a";q=10;w=1, "b";q=100;w=60`.
+fn rate_limit_policy(settings: &RouteSettings) -> Option<HeaderValue> {
+    if settings.rate_limit.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = settings
+        .rate_limit
+        .iter()
+        .map(|policy| policy.header_item())
+        .collect();
+    // Policy names are letters, digits, `-` and `_`: always a valid header value.
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
 /// Paths that differ only in their parameters' names are the same path.
 fn canonical(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
@@ -196,6 +214,7 @@ mod tests {
             to: to.into(),
             auth: AuthPolicy::Public,
             timeout: None,
+            rate_limit: Vec::new(),
         }
     }
 
