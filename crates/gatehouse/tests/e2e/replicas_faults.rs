@@ -18,7 +18,7 @@ use crate::replicas::{free_port, start_replica, Replica};
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
 /// A Redis of the test's own, without persistence: killing it loses everything it held.
-struct TestRedis {
+pub(crate) struct TestRedis {
     child: Child,
     port: u16,
 }
@@ -31,7 +31,7 @@ impl Drop for TestRedis {
 }
 
 impl TestRedis {
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -49,7 +49,7 @@ impl TestRedis {
         Self { child, port }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -177,7 +177,7 @@ routes:
     }
 }
 
-fn redis_tests_enabled() -> bool {
+pub(crate) fn redis_tests_enabled() -> bool {
     let enabled = std::env::var(REDIS_ENV).is_ok_and(|url| !url.is_empty());
     if !enabled {
         eprintln!("{REDIS_ENV} is not set: the Redis fault tests check nothing");
@@ -197,7 +197,7 @@ async fn within_a_second<T>(what: &str, request: impl std::future::Future<Output
 }
 
 /// Polls `check` for up to `deadline`; whether it came to hold.
-async fn eventually<Fut: std::future::Future<Output = bool>>(
+pub(crate) async fn eventually<Fut: std::future::Future<Output = bool>>(
     deadline: Duration,
     mut check: impl FnMut() -> Fut,
 ) -> bool {
