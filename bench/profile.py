@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import HarnessError, Params, Scenario, say  # noqa: E402
 
-PATHS = {"2": "/public/small", "3": "/private/small", "5": "/api/last/items", "7": "/public/large"}
+PATHS = {"2": "/public/small", "3": "/private/small", "5": "/api/last/items", "7": "/public/large",
+         "9": "/limited/small"}
 
 
 def main() -> int:
