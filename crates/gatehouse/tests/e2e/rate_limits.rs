@@ -239,3 +239,68 @@ fn a_configuration_with_a_bad_policy_or_an_unknown_one_is_refused_naming_both() 
         "{text}"
     );
 }
+
+/// A gateway (in this process) whose public route `/thing` takes the policy `p` = `policy`.
+fn reloadable_config(upstream: &str, policy: &str, extra_route: bool) -> String {
+    let mut text = crate::fleet::config_head("off");
+    text.push_str(&format!("  app: {{ upstreams: [\"{upstream}\"] }}\n"));
+    text.push_str(&format!("rate_limits:\n  p: {policy}\nroutes:\n"));
+    text.push_str(
+        "  - { path: /thing, methods: [GET], service: app, auth: public, rate_limit: [p] }\n",
+    );
+    if extra_route {
+        text.push_str("  - { path: /other, methods: [GET], service: app, auth: public }\n");
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_counts_and_a_changed_policy_reads_them_with_its_new_numbers() {
+    let upstream = crate::fleet::Instance::start("app").await;
+    let gate = crate::fleet::Gate::start(&reloadable_config(
+        &upstream.url(),
+        "{ requests: 3, per: 1h, by: route }",
+        false,
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(gate.get("/thing").await.status(), 200);
+    }
+    assert_eq!(gate.get("/thing").await.status(), 429);
+
+    crate::fleet::write_atomically(
+        &gate.config,
+        &reloadable_config(&upstream.url(), "{ requests: 3, per: 1h, by: route }", true),
+    );
+    gate.reloader.reload("test").unwrap();
+    assert_eq!(gate.get("/other").await.status(), 200, "the reload applied");
+    assert_eq!(
+        gate.get("/thing").await.status(),
+        429,
+        "an unchanged policy keeps its count across a reload"
+    );
+
+    crate::fleet::write_atomically(
+        &gate.config,
+        &reloadable_config(
+            &upstream.url(),
+            "{ requests: 3, per: 1h, burst: 5, by: route }",
+            true,
+        ),
+    );
+    gate.reloader.reload("test").unwrap();
+    let after: Vec<u16> = futures_util::future::join_all((0..4).map(|_| gate.get("/thing")))
+        .await
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    assert_eq!(
+        after.iter().filter(|status| **status == 200).count(),
+        2,
+        "a burst raised to 5, the 3 already spent still count: {after:?}"
+    );
+    assert_eq!(
+        header(&gate.get("/thing").await, "ratelimit-policy"),
+        "\"p\";q=3;w=3600"
+    );
+}

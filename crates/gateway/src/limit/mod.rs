@@ -259,3 +259,53 @@ impl Limiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::accept::client_address;
+
+    #[test]
+    fn a_bucket_key_names_policy_route_and_subject_unambiguously() {
+        assert_eq!(
+            bucket_key("per-user", "/api/time", Subject::User("0190-abc")),
+            "rl:per-user:/api/time|user:0190-abc"
+        );
+        assert_eq!(
+            bucket_key("per-client", "/api/time", Subject::Client("billing")),
+            "rl:per-client:/api/time|client:billing"
+        );
+        assert_eq!(
+            bucket_key("whole", "/api/orders/{id}", Subject::Route),
+            "rl:whole:/api/orders/{id}|route"
+        );
+        assert_ne!(
+            bucket_key("p", "/a", Subject::User("x")),
+            bucket_key("p", "/a", Subject::Client("x")),
+            "a user and a machine client of the same name are two callers"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_bucket_and_mapped_ipv4_is_ipv4() {
+        let key = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            bucket_key("per-ip", "/login", Subject::Ip(client_address(ip)))
+        };
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            "rl:per-ip:/login|ip:2001:db8:1:2::/64"
+        );
+        assert_ne!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:3::1"),
+            "another /64"
+        );
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(key("192.0.2.7"), "rl:per-ip:/login|ip:192.0.2.7");
+    }
+}
