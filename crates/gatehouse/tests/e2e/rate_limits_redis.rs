@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::fleet::Instance;
-use crate::replicas::{free_port, start_replica, Replica};
+use crate::replicas::{free_port, replica_head, start_replica, Replica};
 use crate::replicas_faults::{eventually, redis_tests_enabled, TestRedis};
 
 /// A gateway configuration for replicas on `redis`, with one public route to `upstream`
@@ -20,27 +20,20 @@ fn replica_config(
     policy: &str,
     upstream: &str,
 ) -> std::path::PathBuf {
-    let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-listen: ${{GATEHOUSE_LISTEN}}
-admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
-access_log: "off"
-store: "sqlite://{data}/gateway.db"
-state: {{ redis: "{redis}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
-services:
+        replica_head(&dir.join("data"), redis, ", probe_interval: 200ms, store_sync: 1h")
+            + &format!(
+                r#"services:
   users: {{ upstreams: ["http://127.0.0.1:9"], required: false }}
   app: {{ upstreams: ["{upstream}"], timeout: 10s }}
 rate_limits:
   fleet: {policy}
 routes:
   - {{ path: /api/thing, methods: [GET], service: app, to: /thing, auth: public, rate_limit: [fleet] }}
-"#,
-            data = dir.join("data").display(),
-        ),
+"#
+            ),
     )
     .unwrap();
     config
@@ -82,14 +75,14 @@ async fn send(
     counted
 }
 
+/// A replica's admin listener's answer to `path`, as text.
+async fn admin_text(http: &reqwest::Client, replica: &Replica, path: &str) -> String {
+    let response = http.get(format!("{}{path}", replica.admin)).send().await;
+    response.unwrap().text().await.unwrap()
+}
+
 async fn readiness(http: &reqwest::Client, replica: &Replica) -> Value {
-    http.get(format!("{}/readyz", replica.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    serde_json::from_str(&admin_text(http, replica, "/readyz").await).unwrap()
 }
 
 #[tokio::test]
@@ -180,14 +173,7 @@ async fn with_redis_killed_each_replica_limits_at_its_share_without_a_5xx_and_sh
         "each of the two replicas allows half the policy's burst on its own: {degraded:?}"
     );
     for replica in [&first, &second] {
-        let metrics = http
-            .get(format!("{}/metrics", replica.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = admin_text(&http, replica, "/metrics").await;
         assert!(
             metrics.contains(r#"gatehouse_rate_limit_decisions_total{outcome="refused",reason="limiter_degraded"} 10"#),
             "the degraded decisions are counted: {metrics}"

@@ -13,7 +13,7 @@ use kit::shutdown::Shutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::replicas::{free_port, start_replica, Replica};
+use crate::replicas::{free_port, replica_head, start_replica, Replica};
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
@@ -84,26 +84,22 @@ impl Fleet {
             .await
             .unwrap();
         users::seed_demo_accounts(&users_db).await.unwrap();
-        let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
         let config = dir.path().join("gateway.yaml");
+        // `store_sync: 1h`: no replica reads the store's new revocations on a timer here, so
+        // what reaches another replica came through Redis (its republication, or the reload
+        // when its subscription returns).
         std::fs::write(
             &config,
-            format!(
-                r#"
-listen: ${{GATEHOUSE_LISTEN}}
-admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
-access_log: "off"
-store: "sqlite://{data}/gateway.db"
-state: {{ redis: "redis://127.0.0.1:{port}", prefix: "{prefix}", probe_interval: 200ms, store_sync: 1h }}
-services:
+            replica_head(
+                &dir.path().join("data"),
+                &format!("redis://127.0.0.1:{port}"),
+                ", probe_interval: 200ms, store_sync: 1h",
+            ) + &format!(
+                r#"services:
   users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
 routes:
   - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
-"#,
-                // `store_sync: 1h`: no replica reads the store's new revocations on a timer
-                // here, so what reaches another replica came through Redis (its republication,
-                // or the reload when its subscription returns).
-                data = dir.path().join("data").display(),
+"#
             ),
         )
         .unwrap();
