@@ -304,3 +304,33 @@ async fn a_reload_keeps_the_counts_and_a_changed_policy_reads_them_with_its_new_
         "\"p\";q=3;w=3600"
     );
 }
+
+#[tokio::test]
+async fn the_login_takes_a_policy_by_address_refusing_before_any_password_is_checked() {
+    let app = spawn_app_with(|config| {
+        let config = config
+            .replacen(
+                "routes:\n",
+                "rate_limits:\n  login-ip: { requests: 3, per: 1h, by: ip }\nroutes:\n",
+                1,
+            )
+            .replacen("auth:\n", "auth:\n  rate_limit: [login-ip]\n", 1);
+        assert!(config.contains("rate_limit: [login-ip]"));
+        config
+    })
+    .await;
+    let first = app.login("admin", "wrong").await;
+    assert_eq!(first.status(), 401);
+    assert_eq!(
+        header(&first, "ratelimit-policy"),
+        "\"login-ip\";q=3;w=3600",
+        "the login's answers name its policy"
+    );
+    assert_eq!(remaining(&header(&first, "ratelimit")), 2);
+    assert_eq!(app.login("admin", "wrong").await.status(), 401);
+    assert_eq!(app.login("admin", "a").await.status(), 200);
+    let refused = app.login("admin", "a").await;
+    let body = assert_problem(refused, 429).await;
+    assert_eq!(body["type"], QUOTA_EXCEEDED);
+    assert_eq!(body["violated-policies"], serde_json::json!(["login-ip"]));
+}

@@ -166,6 +166,8 @@ pub struct AuthEndpoints {
     /// The service with `POST /internal/credentials`.
     pub credentials_service: String,
     pub credentials_path: String,
+    /// Rate-limit policies on the login endpoint (`auth.rate_limit`), before any password check.
+    pub login_rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
 }
 
 /// Failed logins allowed within a window, before 429: per username from devices not known to

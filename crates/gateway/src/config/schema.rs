@@ -272,6 +272,8 @@ pub struct Auth {
     pub cutoff_poll: Period,
     pub throttle: Throttle,
     pub credentials: Credentials,
+    /// Rate-limit policies the login endpoint takes (by `ip` or `route`: it has no caller yet).
+    pub rate_limit: Vec<Spanned<String>>,
 }
 
 impl Default for Auth {
@@ -285,6 +287,7 @@ impl Default for Auth {
             cutoff_poll: Period::secs(2),
             throttle: Throttle::default(),
             credentials: Credentials::default(),
+            rate_limit: Vec::new(),
         }
     }
 }

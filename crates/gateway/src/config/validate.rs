@@ -32,8 +32,8 @@ const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
     let tokens = tokens(raw.tokens, mistakes);
     let services = services(raw.services, &tokens.audience, mistakes);
-    let auth = auth(raw.auth, &services, mistakes);
     let rate_limits = rate_limits(raw.rate_limits, mistakes);
+    let auth = auth(raw.auth, &services, &rate_limits, mistakes);
     let routes = routes(raw.routes, &services, &auth, &rate_limits, mistakes);
     let (store, acquire_timeout) = (raw.store.url, raw.store.acquire_timeout.0);
     GatewayConfig {
@@ -233,6 +233,7 @@ fn retries(service: &str, raw: &schema::Retries, mistakes: &mut Mistakes) -> Ret
 fn auth(
     raw: schema::Auth,
     services: &BTreeMap<String, ServiceSettings>,
+    rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
     mistakes: &mut Mistakes,
 ) -> AuthEndpoints {
     let own = [
@@ -278,6 +279,14 @@ fn auth(
         },
         credentials_service: (*credentials.service).clone(),
         credentials_path: credentials.path.0,
+        // Nobody is signed in yet: only policies counting by address or route make sense.
+        login_rate_limit: taken_policies(
+            "auth",
+            &raw.rate_limit,
+            &AuthPolicy::Public,
+            rate_limits,
+            mistakes,
+        ),
     }
 }
 
@@ -354,7 +363,7 @@ fn routes(
                 .to
                 .as_ref()
                 .map_or_else(|| path.clone(), |to| (**to).clone()),
-            rate_limit: route_rate_limits(&field, route, &policy, rate_limits, mistakes),
+            rate_limit: taken_policies(&field, &route.rate_limit, &policy, rate_limits, mistakes),
             auth: policy,
             timeout: route.timeout.map(|t| t.0),
         };
@@ -451,17 +460,17 @@ fn rate_limits(
     policies
 }
 
-/// The policies `route` takes: each defined, none twice, none counting by a caller that a
-/// public route never has.
-fn route_rate_limits(
+/// The policies a route (or the login, as a public endpoint) takes under `field.rate_limit`:
+/// each defined, none twice, none counting by a caller that a public route never has.
+fn taken_policies(
     field: &str,
-    route: &schema::Route,
+    names: &[Spanned<String>],
     auth: &AuthPolicy,
     rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
     mistakes: &mut Mistakes,
 ) -> Vec<Arc<RatePolicy>> {
-    let mut taken: Vec<Arc<RatePolicy>> = Vec::with_capacity(route.rate_limit.len());
-    for (i, name) in route.rate_limit.iter().enumerate() {
+    let mut taken: Vec<Arc<RatePolicy>> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
         let at = format!("{field}.rate_limit[{i}]");
         let Some(policy) = rate_limits.get(name.as_str()) else {
             mistakes.at(
@@ -488,7 +497,7 @@ fn route_rate_limits(
                 at,
                 name,
                 format!(
-                    "`{}` counts by {}, but the route is public and has no verified caller (count by ip or route)",
+                    "`{}` counts by {}, but nobody is signed in there (a public route, or the login): count by ip or route",
                     name.as_str(),
                     policy.by.as_str()
                 ),
@@ -923,13 +932,13 @@ mod rate_limit_tests {
                 "  p: { requests: 10, per: 1s, by: user }",
                 "auth: public, rate_limit: [p]",
                 "",
-                "routes[0].rate_limit[0]: `p` counts by user, but the route is public",
+                "routes[0].rate_limit[0]: `p` counts by user, but nobody is signed in there",
             ),
             (
                 "  p: { requests: 10, per: 1s, by: client }",
                 "auth: public, rate_limit: [p]",
                 "",
-                "counts by client, but the route is public",
+                "counts by client, but nobody is signed in there",
             ),
         ];
         for (policies, route, place, expected) in cases {
@@ -937,6 +946,32 @@ mod rate_limit_tests {
             assert!(error.contains(expected), "{policies} / {route}: {error}");
             assert!(error.contains(place), "{policies}: not at {place}: {error}");
         }
+    }
+
+    #[test]
+    fn the_login_takes_policies_counting_addresses_never_callers() {
+        let ok = config(
+            "  login-ip: { requests: 30, per: 1m, by: ip }\nauth: { rate_limit: [login-ip] }",
+            "auth: public",
+        )
+        .unwrap();
+        assert_eq!(&*ok.auth.login_rate_limit[0].name, "login-ip");
+        let error = config(
+            "  per-user: { requests: 30, per: 1m, by: user }\nauth: { rate_limit: [per-user, nope] }",
+            "auth: public",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "auth.rate_limit[0]: `per-user` counts by user, but nobody is signed in there"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("auth.rate_limit[1]: unknown rate-limit policy `nope`"),
+            "{error}"
+        );
     }
 
     #[test]

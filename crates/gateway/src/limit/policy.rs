@@ -80,6 +80,16 @@ impl RatePolicy {
     }
 }
 
+/// `RateLimit-Policy` for `policies` (draft-11 §3: a list of their items), `None` for none.
+pub fn policy_header(policies: &[Arc<RatePolicy>]) -> Option<http::HeaderValue> {
+    if policies.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = policies.iter().map(|policy| policy.header_item()).collect();
+    // Policy names are letters, digits, `-` and `_`: always a valid header value.
+    http::HeaderValue::from_str(&items.join(", ")).ok()
+}
+
 impl fmt::Display for RatePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -39,55 +39,98 @@ pub async fn admit(
     caller: Option<&AccessClaims>,
     client_ip: IpAddr,
 ) -> Result<Option<Quota>, GatewayError> {
-    let policies = &route.settings.rate_limit;
     let Some(policy_header) = route.rate_limit_policy.as_ref() else {
         return Ok(None);
     };
-    let buckets: Vec<(String, Rate)> = policies
-        .iter()
-        .map(|policy| {
-            let subject = subject(policy.by, caller, client_ip);
-            (
-                bucket_key(&policy.name, &route.template, subject),
-                policy.rate(),
-            )
-        })
-        .collect();
-    let decision = app.limiter.decide(&app.shared, &buckets).await;
-    let mut most = 0;
-    for (index, verdict) in decision.verdicts.iter().enumerate() {
-        if verdict.more_restrictive_than(&decision.verdicts[most]) {
-            most = index;
-        }
-    }
-    let (Some(policy), Some(verdict)) = (policies.get(most), decision.verdicts.get(most)) else {
+    let limited = Limited {
+        policies: &route.settings.rate_limit,
+        template: &route.template,
+        policy_header,
+    };
+    limited.admit(app, caller, client_ip).await
+}
+
+/// The same for the gateway's login (`auth.rate_limit`), counted under its path; before any
+/// password is checked, so a flood of guesses costs no credential check.
+pub async fn admit_login(
+    app: &AppState,
+    config: &crate::config::GatewayConfig,
+    client_ip: IpAddr,
+) -> Result<Option<Quota>, GatewayError> {
+    let policies = &config.auth.login_rate_limit;
+    let Some(policy_header) = crate::limit::policy::policy_header(policies) else {
         return Ok(None);
     };
-    let limit = limit_header(&policy.name, verdict);
-    if decision.allowed() {
-        return Ok(Some(Quota {
+    let limited = Limited {
+        policies,
+        template: &config.auth.login_path,
+        policy_header: &policy_header,
+    };
+    limited.admit(app, None, client_ip).await
+}
+
+/// Policies and where they count: a route's, or the login's.
+struct Limited<'a> {
+    policies: &'a [std::sync::Arc<crate::limit::RatePolicy>],
+    template: &'a str,
+    policy_header: &'a HeaderValue,
+}
+
+impl Limited<'_> {
+    async fn admit(
+        &self,
+        app: &AppState,
+        caller: Option<&AccessClaims>,
+        client_ip: IpAddr,
+    ) -> Result<Option<Quota>, GatewayError> {
+        let (policies, policy_header) = (self.policies, self.policy_header);
+        let buckets: Vec<(String, Rate)> = policies
+            .iter()
+            .map(|policy| {
+                let subject = subject(policy.by, caller, client_ip);
+                (
+                    bucket_key(&policy.name, self.template, subject),
+                    policy.rate(),
+                )
+            })
+            .collect();
+        let decision = app.limiter.decide(&app.shared, &buckets).await;
+        let mut most = 0;
+        for (index, verdict) in decision.verdicts.iter().enumerate() {
+            if verdict.more_restrictive_than(&decision.verdicts[most]) {
+                most = index;
+            }
+        }
+        let (Some(policy), Some(verdict)) = (policies.get(most), decision.verdicts.get(most))
+        else {
+            return Ok(None);
+        };
+        let limit = limit_header(&policy.name, verdict);
+        if decision.allowed() {
+            return Ok(Some(Quota {
+                policy: policy_header.clone(),
+                limit,
+            }));
+        }
+        let refused = || {
+            policies
+                .iter()
+                .zip(&decision.verdicts)
+                .filter(|(_, verdict)| !verdict.allowed)
+        };
+        Err(GatewayError::RateLimited(Box::new(RateLimited {
+            violated: refused()
+                .map(|(policy, _)| policy.name.to_string())
+                .collect(),
+            retry_after_secs: refused()
+                .map(|(_, verdict)| verdict.window_secs())
+                .max()
+                .unwrap_or(1)
+                .max(1),
             policy: policy_header.clone(),
             limit,
-        }));
+        })))
     }
-    let refused = || {
-        policies
-            .iter()
-            .zip(&decision.verdicts)
-            .filter(|(_, verdict)| !verdict.allowed)
-    };
-    Err(GatewayError::RateLimited(Box::new(RateLimited {
-        violated: refused()
-            .map(|(policy, _)| policy.name.to_string())
-            .collect(),
-        retry_after_secs: refused()
-            .map(|(_, verdict)| verdict.window_secs())
-            .max()
-            .unwrap_or(1)
-            .max(1),
-        policy: policy_header.clone(),
-        limit,
-    })))
 }
 
 /// `answer` with the rate-limit headers, when the route has policies.

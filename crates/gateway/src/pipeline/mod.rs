@@ -89,7 +89,13 @@ impl Pipeline {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
                 exchange.route = RouteLabel::template(parts.uri.path());
-                return Ok(self.own_endpoint(parts, body, peer).await);
+                let quota = if parts.uri.path() == routing.config.auth.login_path {
+                    limit::admit_login(&self.app, &routing.config, peer.ip()).await?
+                } else {
+                    None
+                };
+                let answer = self.own_endpoint(parts, body, peer).await;
+                return Ok(limit::annotate(answer, quota));
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));

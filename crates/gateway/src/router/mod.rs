@@ -98,7 +98,7 @@ impl RouteTable {
                 to,
                 series: RouteSeries::default(),
                 upstream_duration: OnceLock::new(),
-                rate_limit_policy: rate_limit_policy(settings),
+                rate_limit_policy: crate::limit::policy::policy_header(&settings.rate_limit),
             });
             let key = canonical(&settings.path);
             let entry = match entry_of_path.get(&key) {
@@ -163,20 +163,6 @@ impl RouteTable {
             },
         }
     }
-}
-
-/// The route's policies as one `RateLimit-Policy` list: `"a";q=10;w=1, "b";q=100;w=60`.
-fn rate_limit_policy(settings: &RouteSettings) -> Option<HeaderValue> {
-    if settings.rate_limit.is_empty() {
-        return None;
-    }
-    let items: Vec<String> = settings
-        .rate_limit
-        .iter()
-        .map(|policy| policy.header_item())
-        .collect();
-    // Policy names are letters, digits, `-` and `_`: always a valid header value.
-    HeaderValue::from_str(&items.join(", ")).ok()
 }
 
 /// Paths that differ only in their parameters' names are the same path.
