@@ -70,7 +70,9 @@ def profile(args: argparse.Namespace) -> int:
         # Metrics and the access log on, as deployed, when this build has them.
         observe = (harness.observe_for(workdir, "gateway")
                    if args.observe and harness.supports_observe(gatehouse, workdir) else None)
-        config = harness.gateway_config(workdir, "gateway", addr, upstream_addr, routes, observe)
+        # Only scenario 9 needs `rate_limits`; an older binary (--gatehouse) would refuse them.
+        config = harness.gateway_config(workdir, "gateway", addr, upstream_addr, routes, observe,
+                                        rate_limits=args.scenario == "9")
         callgrind_out = out / f"callgrind.scenario{args.scenario}.out"
         gateway = harness.start(
             "gateway",
