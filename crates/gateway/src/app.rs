@@ -40,6 +40,8 @@ pub struct AppState {
     pub(crate) serving: OnceLock<Shutdown>,
     /// Metrics and the access log.
     pub observe: Observe,
+    /// Rate limits: the buckets (memory, or the fallback while Redis is down) outlive reloads.
+    pub limiter: crate::limit::Limiter,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -77,6 +79,7 @@ impl AppState {
             reloads: ReloadStatus::starting(),
             reloading: Mutex::new(()),
             serving: OnceLock::new(),
+            limiter: crate::limit::Limiter::new(&observe.metrics),
             observe,
         })
     }

@@ -57,8 +57,23 @@ pub enum GatewayError {
     /// refused or broken, file locked): an outage, not our bug.
     #[error("the store is unavailable")]
     StoreUnavailable(anyhow::Error),
+    /// A rate-limit policy of the route refused the request (issue 13).
+    #[error("rate limit exceeded: {}", .0.violated.join(", "))]
+    RateLimited(Box<RateLimited>),
     #[error(transparent)]
     Internal(anyhow::Error),
+}
+
+/// A refusal by the route's rate limits, with what its answer tells the client.
+#[derive(Debug)]
+pub struct RateLimited {
+    /// The policies that refused it.
+    pub violated: Vec<String>,
+    /// When the request would pass (every refusing policy allowing it), in whole seconds.
+    pub retry_after_secs: u64,
+    /// `RateLimit-Policy` and `RateLimit`, as every answer on the route carries them.
+    pub policy: HeaderValue,
+    pub limit: HeaderValue,
 }
 
 /// Why a service is unavailable, for operators (the client is told the same 503 either way).
@@ -134,6 +149,7 @@ impl GatewayError {
             Self::Timeout { .. } => "upstream_timeout",
             Self::BadGateway { .. } => "upstream_bad_response",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -151,7 +167,7 @@ impl GatewayError {
             Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts { .. } | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::StateUnavailable(_) | Self::Busy | Self::StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -219,6 +235,20 @@ impl GatewayError {
                     .with_detail(self.to_string())
                     .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
             }
+            // draft-ietf-httpapi-ratelimit-headers-11 §5.1; `Retry-After` is never earlier
+            // than the `RateLimit` window (§6): both are the same wait.
+            Self::RateLimited(refusal) => Problem::new(status)
+                .with_type(kit::problem::QUOTA_EXCEEDED)
+                .with_title("Request cannot be satisfied as assigned quota has been exceeded")
+                .with_detail(format!(
+                    "Rate limit exceeded ({}); retry in {} s.",
+                    refusal.violated.join(", "),
+                    refusal.retry_after_secs
+                ))
+                .with_member("violated-policies", serde_json::json!(refusal.violated))
+                .with_header(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs.max(1)))
+                .with_header(crate::pipeline::limit::RATELIMIT_POLICY, refusal.policy)
+                .with_header(crate::pipeline::limit::RATELIMIT, refusal.limit),
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }

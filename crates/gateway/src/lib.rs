@@ -13,6 +13,7 @@
 //!   header rewriting and the forwarding itself.
 //! - [`store`]: the durable store (SQLite or PostgreSQL): keys, clients, refresh tokens,
 //!   revocations, the device-token secret, and the writes waiting out a store outage.
+//! - [`limit`]: rate limits (GCRA): policies, memory buckets, the Redis script, the fallback.
 //! - [`state`]: what replicas share (memory or Redis, behind a breaker): revocations and
 //!   login-throttle counters.
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod issuer;
+pub mod limit;
 pub mod pipeline;
 pub mod proxy;
 pub mod readiness;

@@ -101,6 +101,8 @@ pub async fn detailed(State(state): State<App>) -> Response {
         "checks": statuses,
         "reasons": reasons,
         "state": state.shared.health().as_str(),
+        // What each replica's share of a throttle or rate limit is divided by while Redis is down.
+        "replicas": state.shared.replicas(),
         "store_writes_pending": state.store.pending_writes(),
         "services": service_detail(&routing),
         "config": state.reloads.report(),
@@ -124,7 +126,7 @@ fn shared_state(state: &App) -> Check {
     match state.shared.health() {
         crate::state::StateHealth::Memory | crate::state::StateHealth::RedisUp => Check::Ok,
         crate::state::StateHealth::RedisDown => Check::Degraded(
-            "Redis does not answer: throttle counters are local, revocations reach other replicas through the store".to_owned(),
+            "Redis does not answer: throttle counters and rate limits are local (each replica at its share), revocations reach other replicas through the store".to_owned(),
         ),
     }
 }

@@ -378,7 +378,8 @@ impl Drop for ClientSlot {
 }
 
 /// The address a connection counts for: IPv4 as is (also when mapped into IPv6), IPv6 by /64.
-fn client_address(ip: IpAddr) -> IpAddr {
+/// Rate limits `by: ip` count the same way.
+pub fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -16,6 +16,11 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// the gateway tells it apart from a 401 for its own identity token.
 pub const INVALID_CREDENTIALS: &str = "urn:gatehouse:problem:invalid-credentials";
 
+/// The `type` of a request refused by a rate limit: the problem type that
+/// draft-ietf-httpapi-ratelimit-headers defines (with its `violated-policies` member), under the
+/// URI it registers, so a client that knows the draft recognises it.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
 /// One invalid input field and what is wrong with it, in words a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -51,6 +56,22 @@ struct Class {
     kind: Option<Box<str>>,
     /// Why it was answered, for the metrics and the access log; `None` means the status's.
     reason: Option<Reason>,
+    /// Extension members the problem type defines (RFC 9457 §3.2), such as `violated-policies`.
+    members: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// Extension members, serialized beside the standard ones.
+struct Members<'a>(&'a [(&'static str, serde_json::Value)]);
+
+impl Serialize for Members<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -71,6 +92,8 @@ struct Body<'a> {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(flatten)]
+    members: Members<'a>,
 }
 
 impl Problem {
@@ -162,6 +185,16 @@ impl Problem {
         self
     }
 
+    /// Adds an extension member of the problem's type (RFC 9457 §3.2), such as the rate-limit
+    /// draft's `violated-policies`. `name` is never one of the standard members.
+    pub fn with_member(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.class
+            .get_or_insert_default()
+            .members
+            .push((name, value));
+        self
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.retain(|(n, _)| n != name);
         self.headers.push((name, value));
@@ -204,6 +237,11 @@ impl Problem {
             request_id: context.map(|c| c.id),
             reason: self.reason().map(Reason::as_str),
             errors: &self.errors,
+            members: Members(
+                self.class
+                    .as_ref()
+                    .map_or(&[][..], |class| class.members.as_slice()),
+            ),
         };
         // A struct of strings and numbers always serializes.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -278,5 +316,16 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
         assert_eq!(body["type"], INVALID_CREDENTIALS);
         assert_eq!(problem.reason(), Some(Reason("invalid_credentials")));
+    }
+
+    #[test]
+    fn extension_members_of_the_type_sit_beside_the_standard_ones() {
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS)
+            .with_type(QUOTA_EXCEEDED)
+            .with_member("violated-policies", serde_json::json!(["per-user"]));
+        let body: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
+        assert_eq!(body["type"], QUOTA_EXCEEDED);
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["violated-policies"], serde_json::json!(["per-user"]));
     }
 }

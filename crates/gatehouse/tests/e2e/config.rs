@@ -12,7 +12,7 @@ routes:
   - { path: /api/users, methods: [GET], service: users, to: /users, auth: { roles: [admin] } }
 "#;
 
-fn check_config(text: &str) -> (bool, String) {
+pub(crate) fn check_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, text).unwrap();

@@ -20,6 +20,8 @@ mod own_account;
 mod own_endpoints;
 mod proxy;
 mod quickstart;
+mod rate_limits;
+mod rate_limits_redis;
 mod readiness;
 mod recovery;
 mod reload;

@@ -5,70 +5,18 @@
 //! after Redis lost everything still refuses a logged-out token (the store is the source of
 //! truth). Runs when `GATEHOUSE_TEST_REDIS` is set (CI sets it), like the other Redis tests.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::free_port;
+use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
 use crate::harness::replicas::Fleet;
-
-const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
-
-/// A Redis of the test's own, without persistence: killing it loses everything it held.
-struct TestRedis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Health probes often, so a test need not wait for Redis to be seen back. `store_sync: 1h`:
 /// no replica reads the store's new revocations on a timer here, so what reaches another
 /// replica came through Redis (its republication, or the reload when its subscription returns).
 const STATE_OPTIONS: &str = ", probe_interval: 200ms, store_sync: 1h";
-
-impl TestRedis {
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, port }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-fn redis_tests_enabled() -> bool {
-    let enabled = std::env::var(REDIS_ENV).is_ok_and(|url| !url.is_empty());
-    if !enabled {
-        eprintln!("{REDIS_ENV} is not set: the Redis fault tests check nothing");
-    }
-    enabled
-}
 
 async fn within_a_second<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
     let started = Instant::now();
@@ -79,21 +27,6 @@ async fn within_a_second<T>(what: &str, request: impl std::future::Future<Output
         started.elapsed()
     );
     answer
-}
-
-/// Polls `check` for up to `deadline`; whether it came to hold.
-async fn eventually<Fut: std::future::Future<Output = bool>>(
-    deadline: Duration,
-    mut check: impl FnMut() -> Fut,
-) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ impl From<kit::config::LoadError> for ConfigError {
 
 /// A validated gateway configuration.
 ///
-/// A reload replaces `limits`, `services`, `routes`, `drain_timeout` and `watch*` while the gateway
+/// A reload replaces `limits`, `rate_limits`, `services`, `routes`, `drain_timeout` and `watch*` while the gateway
 /// serves; the other settings are read once at start (see [`GatewayConfig::needs_restart`]).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -69,6 +69,8 @@ pub struct GatewayConfig {
     pub auth: AuthEndpoints,
     pub limits: Limits,
     pub services: BTreeMap<String, ServiceSettings>,
+    /// Named rate-limit policies (`rate_limits:`); routes hold the ones they take.
+    pub rate_limits: BTreeMap<String, std::sync::Arc<crate::limit::RatePolicy>>,
     pub routes: Vec<RouteSettings>,
     /// After SIGTERM, how long requests in flight may take before the gateway exits anyway.
     pub drain_timeout: Duration,
@@ -164,6 +166,8 @@ pub struct AuthEndpoints {
     /// The service with `POST /internal/credentials`.
     pub credentials_service: String,
     pub credentials_path: String,
+    /// Rate-limit policies on the login endpoint (`auth.rate_limit`), before any password check.
+    pub login_rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
 }
 
 /// Failed logins allowed within a window, before 429: per username from devices not known to
@@ -274,6 +278,8 @@ pub struct RouteSettings {
     pub auth: AuthPolicy,
     /// Overrides the service's timeout for this route.
     pub timeout: Option<Duration>,
+    /// The rate-limit policies the route takes (`rate_limit: [name, …]`), every one applying.
+    pub rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
 }
 
 /// Who may call a route.

@@ -51,6 +51,8 @@ pub struct File {
     pub services: Option<BTreeMap<String, Service>>,
     /// Required; `None` only when the file does not say.
     pub routes: Option<Vec<Route>>,
+    /// Named rate-limit policies, which routes take by name (`rate_limit: [name]`).
+    pub rate_limits: BTreeMap<String, Spanned<RateLimit>>,
     /// How long requests in flight may take to finish after SIGTERM.
     pub drain_timeout: Period,
     /// How often the file is checked for changes, or `off`.
@@ -81,6 +83,7 @@ impl Default for File {
             limits: Limits::default(),
             services: None,
             routes: None,
+            rate_limits: BTreeMap::new(),
             drain_timeout: Period::secs(30),
             watch: Watch(Some(Duration::from_secs(1))),
             watch_settle: Period::millis(200),
@@ -269,6 +272,8 @@ pub struct Auth {
     pub cutoff_poll: Period,
     pub throttle: Throttle,
     pub credentials: Credentials,
+    /// Rate-limit policies the login endpoint takes (by `ip` or `route`: it has no caller yet).
+    pub rate_limit: Vec<Spanned<String>>,
 }
 
 impl Default for Auth {
@@ -282,6 +287,7 @@ impl Default for Auth {
             cutoff_poll: Period::secs(2),
             throttle: Throttle::default(),
             credentials: Credentials::default(),
+            rate_limit: Vec::new(),
         }
     }
 }
@@ -498,7 +504,26 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     #[serde(default)]
     pub timeout: Option<Period>,
+    /// The names of the rate-limit policies the route takes.
+    #[serde(default)]
+    pub rate_limit: Vec<Spanned<String>>,
 }
+
+// ---- rate limits (issue 13) ----
+
+/// `{ requests: 100, per: 1m, burst: 20, by: user }`: `requests` per `per` sustained, at most
+/// `burst` at once (default: `requests`), counted per `by`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: Spanned<u64>,
+    pub per: Spanned<Period>,
+    #[serde(default)]
+    pub burst: Option<Spanned<u64>>,
+    pub by: crate::limit::LimitBy,
+}
+
+// ---- end of rate limits ----
 
 /// `auth: public`, `auth: authenticated`, or `auth: { roles: [...], scopes: [...] }`.
 #[derive(Debug)]

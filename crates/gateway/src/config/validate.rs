@@ -4,9 +4,10 @@
 //! parser's, at the place of the value it names, and checking goes on: one run reports all.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kit::config::Mistakes;
+use kit::config::{Mistakes, Spanned};
 
 use super::schema::{self, DEFAULT_MAX_BACKOFF};
 use super::values::Period;
@@ -14,6 +15,8 @@ use super::{
     AuthEndpoints, AuthPolicy, BreakerSettings, GatewayConfig, HealthCheck, Limits, RetrySettings,
     RouteSettings, ServiceSettings, ThrottleSettings, TokenSettings,
 };
+use crate::limit::policy::{max_requests, MAX_WINDOW};
+use crate::limit::RatePolicy;
 use crate::router::{RouteTable, TableError};
 use crate::state::{RedisOptions, StateSettings};
 
@@ -29,8 +32,9 @@ const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
     let tokens = tokens(raw.tokens, mistakes);
     let services = services(raw.services, &tokens.audience, mistakes);
-    let auth = auth(raw.auth, &services, mistakes);
-    let routes = routes(raw.routes, &services, &auth, mistakes);
+    let rate_limits = rate_limits(raw.rate_limits, mistakes);
+    let auth = auth(raw.auth, &services, &rate_limits, mistakes);
+    let routes = routes(raw.routes, &services, &auth, &rate_limits, mistakes);
     let (store, acquire_timeout) = (raw.store.url, raw.store.acquire_timeout.0);
     GatewayConfig {
         listen: raw.listen,
@@ -43,6 +47,7 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
         auth,
         limits: limits(raw.limits),
         services,
+        rate_limits,
         routes,
         drain_timeout: raw.drain_timeout.0,
         watch: raw.watch.0,
@@ -113,12 +118,7 @@ fn services(
     let mut services = BTreeMap::new();
     for (name, service) in raw {
         let field = format!("services.{name}");
-        let plain = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !plain {
+        if !plain_name(&name) {
             mistakes.at(
                 &field,
                 &service.upstreams,
@@ -233,6 +233,7 @@ fn retries(service: &str, raw: &schema::Retries, mistakes: &mut Mistakes) -> Ret
 fn auth(
     raw: schema::Auth,
     services: &BTreeMap<String, ServiceSettings>,
+    rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
     mistakes: &mut Mistakes,
 ) -> AuthEndpoints {
     let own = [
@@ -278,6 +279,14 @@ fn auth(
         },
         credentials_service: (*credentials.service).clone(),
         credentials_path: credentials.path.0,
+        // Nobody is signed in yet: only policies counting by address or route make sense.
+        login_rate_limit: taken_policies(
+            "auth",
+            &raw.rate_limit,
+            &AuthPolicy::Public,
+            rate_limits,
+            mistakes,
+        ),
     }
 }
 
@@ -285,6 +294,7 @@ fn routes(
     raw: Option<Vec<schema::Route>>,
     services: &BTreeMap<String, ServiceSettings>,
     auth: &AuthEndpoints,
+    rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
     mistakes: &mut Mistakes,
 ) -> Vec<RouteSettings> {
     let Some(raw) = raw else {
@@ -353,6 +363,7 @@ fn routes(
                 .to
                 .as_ref()
                 .map_or_else(|| path.clone(), |to| (**to).clone()),
+            rate_limit: taken_policies(&field, &route.rate_limit, &policy, rate_limits, mistakes),
             auth: policy,
             timeout: route.timeout.map(|t| t.0),
         };
@@ -360,6 +371,153 @@ fn routes(
     }
     table_mistakes(&all, mistakes);
     all.into_iter().map(|(_, settings, _)| settings).collect()
+}
+
+// ---- rate limits (issue 13) ----
+
+/// The named policies, each checked: a plain name, at least one request, a window of whole
+/// seconds up to a year, at most one request per microsecond (GCRA's interval is counted in
+/// µs), a burst of at least one. A refused policy is left out (routes naming it say so too).
+fn rate_limits(
+    raw: BTreeMap<String, Spanned<schema::RateLimit>>,
+    mistakes: &mut Mistakes,
+) -> BTreeMap<String, Arc<RatePolicy>> {
+    let mut policies = BTreeMap::new();
+    for (name, policy) in raw {
+        let field = format!("rate_limits.{name}");
+        let before = mistakes.len();
+        if !plain_name(&name) {
+            mistakes.at(
+                &field,
+                &policy,
+                "a policy name is 1 to 64 letters, digits, `-` or `_`",
+            );
+        }
+        let requests = *policy.requests;
+        let per = policy.per.0;
+        if requests == 0 {
+            mistakes.at(
+                format!("{field}.requests"),
+                &policy.requests,
+                "must be at least 1 (a route that takes no request needs no route)",
+            );
+        } else if requests > max_requests(per) {
+            mistakes.at(
+                format!("{field}.requests"),
+                &policy.requests,
+                format!(
+                    "at most one request per microsecond: {} per {}",
+                    max_requests(per),
+                    humantime_serde::re::humantime::format_duration(per)
+                ),
+            );
+        }
+        if per.subsec_nanos() != 0 {
+            mistakes.at(
+                format!("{field}.per"),
+                &policy.per,
+                "must be whole seconds (the RateLimit-Policy header's window has no fractions)",
+            );
+        } else if per > MAX_WINDOW {
+            mistakes.at(
+                format!("{field}.per"),
+                &policy.per,
+                "must be at most a year",
+            );
+        }
+        let burst = match &policy.burst {
+            Some(burst) if **burst == 0 => {
+                mistakes.at(
+                    format!("{field}.burst"),
+                    burst,
+                    "must be at least 1 (or leave it out: the burst is then `requests`)",
+                );
+                1
+            }
+            Some(burst) if **burst > requests.max(1).saturating_mul(1000) => {
+                mistakes.at(
+                    format!("{field}.burst"),
+                    burst,
+                    "at most 1000 × requests (a burst past that allows a window's worth many times over)",
+                );
+                1
+            }
+            Some(burst) => **burst,
+            None => requests,
+        };
+        if mistakes.len() > before {
+            continue;
+        }
+        let policy = RatePolicy {
+            name: Arc::from(name.as_str()),
+            requests,
+            per,
+            burst,
+            by: policy.by,
+        };
+        policies.insert(name, Arc::new(policy));
+    }
+    policies
+}
+
+/// The policies a route (or the login, as a public endpoint) takes under `field.rate_limit`:
+/// each defined, none twice, none counting by a caller that a public route never has.
+fn taken_policies(
+    field: &str,
+    names: &[Spanned<String>],
+    auth: &AuthPolicy,
+    rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
+    mistakes: &mut Mistakes,
+) -> Vec<Arc<RatePolicy>> {
+    let mut taken: Vec<Arc<RatePolicy>> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let at = format!("{field}.rate_limit[{i}]");
+        let Some(policy) = rate_limits.get(name.as_str()) else {
+            mistakes.at(
+                at,
+                name,
+                format!(
+                    "unknown rate-limit policy `{}`; defined: {}",
+                    name.as_str(),
+                    if rate_limits.is_empty() {
+                        "none (add it under `rate_limits`)".to_owned()
+                    } else {
+                        rate_limits.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            );
+            continue;
+        };
+        if taken.iter().any(|seen| seen.name == policy.name) {
+            mistakes.at(at, name, format!("`{}` is listed twice", name.as_str()));
+            continue;
+        }
+        if policy.by.needs_caller() && !auth.needs_identity() {
+            mistakes.at(
+                at,
+                name,
+                format!(
+                    "`{}` counts by {}, but nobody is signed in there (a public route, or the login): count by ip or route",
+                    name.as_str(),
+                    policy.by.as_str()
+                ),
+            );
+            continue;
+        }
+        taken.push(Arc::clone(policy));
+    }
+    taken
+}
+
+// ---- end of rate limits ----
+
+/// A name for a service or a policy: 1 to 64 letters, digits, `-` or `_`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The routes a table cannot hold (a method and path taken twice, a path the router refuses, a
@@ -650,6 +808,186 @@ mod outage_settings_tests {
         ] {
             let error = config(head).unwrap_err().to_string();
             assert!(error.contains(field), "{head}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, ConfigError, GatewayConfig, Vars};
+    use crate::limit::LimitBy;
+
+    fn config(policies: &str, route: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "services:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             rate_limits:\n{policies}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET], service: users, {route} }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn a_policy_is_read_with_the_burst_defaulting_to_the_requests() {
+        let config = config(
+            "  per-user: { requests: 100, per: 1m, by: user }\n  login-ip: { requests: 30, per: 1m, burst: 5, by: ip }",
+            "auth: authenticated, rate_limit: [per-user, login-ip]",
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        let names: Vec<&str> = route.rate_limit.iter().map(|p| &*p.name).collect();
+        assert_eq!(names, ["per-user", "login-ip"], "in the route's order");
+        let per_user = &route.rate_limit[0];
+        assert_eq!(
+            (per_user.requests, per_user.per, per_user.burst, per_user.by),
+            (100, Duration::from_secs(60), 100, LimitBy::User)
+        );
+        assert_eq!(route.rate_limit[1].burst, 5);
+        assert_eq!(per_user.rate().emission_us, 600_000);
+    }
+
+    #[test]
+    fn each_bad_policy_or_reference_is_refused_at_its_place() {
+        let cases = [
+            (
+                "  p: { requests: 0, per: 1s, by: route }",
+                "auth: public, rate_limit: [p]",
+                "gateway.yaml:4:",
+                "rate_limits.p.requests: must be at least 1",
+            ),
+            (
+                "  p: { requests: 10, per: 0s, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.per: must be longer than zero",
+            ),
+            (
+                "  p: { requests: 10, per: 1500ms, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.per: must be whole seconds",
+            ),
+            (
+                "  p: { requests: 10, per: 400d, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.per: must be at most a year",
+            ),
+            (
+                "  p: { requests: 2000000, per: 1s, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.requests: at most one request per microsecond",
+            ),
+            (
+                "  p: { requests: 99999999999999999999999, per: 1s, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.requests",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, burst: 0, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.burst: must be at least 1",
+            ),
+            (
+                "  p: { requests: 1, per: 1s, burst: 1000000, by: route }",
+                "auth: public",
+                "",
+                "rate_limits.p.burst: at most 1000 × requests",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: everyone }",
+                "auth: public",
+                "",
+                "rate_limits.p.by",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: ip, window: 1s }",
+                "auth: public",
+                "",
+                "rate_limits.p",
+            ),
+            (
+                "  \"a:b\": { requests: 10, per: 1s, by: ip }",
+                "auth: public",
+                "",
+                "a policy name is 1 to 64 letters",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: ip }",
+                "auth: public, rate_limit: [q]",
+                "gateway.yaml:6:",
+                "routes[0].rate_limit[0]: unknown rate-limit policy `q`; defined: p",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: ip }",
+                "auth: public, rate_limit: [p, p]",
+                "",
+                "routes[0].rate_limit[1]: `p` is listed twice",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: user }",
+                "auth: public, rate_limit: [p]",
+                "",
+                "routes[0].rate_limit[0]: `p` counts by user, but nobody is signed in there",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, by: client }",
+                "auth: public, rate_limit: [p]",
+                "",
+                "counts by client, but nobody is signed in there",
+            ),
+        ];
+        for (policies, route, place, expected) in cases {
+            let error = config(policies, route).unwrap_err().to_string();
+            assert!(error.contains(expected), "{policies} / {route}: {error}");
+            assert!(error.contains(place), "{policies}: not at {place}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_login_takes_policies_counting_addresses_never_callers() {
+        let ok = config(
+            "  login-ip: { requests: 30, per: 1m, by: ip }\nauth: { rate_limit: [login-ip] }",
+            "auth: public",
+        )
+        .unwrap();
+        assert_eq!(&*ok.auth.login_rate_limit[0].name, "login-ip");
+        let error = config(
+            "  per-user: { requests: 30, per: 1m, by: user }\nauth: { rate_limit: [per-user, nope] }",
+            "auth: public",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "auth.rate_limit[0]: `per-user` counts by user, but nobody is signed in there"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("auth.rate_limit[1]: unknown rate-limit policy `nope`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_rate_limit_mistake_is_reported_at_once() {
+        let error = config(
+            "  a: { requests: 0, per: 1s, by: ip }\n  b: { requests: 5, per: 1s, burst: 0, by: user }",
+            "auth: public, rate_limit: [a, b, c]",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "rate_limits.a.requests",
+            "rate_limits.b.burst",
+            "routes[0].rate_limit[2]",
+        ] {
+            assert!(error.contains(expected), "{expected} missing: {error}");
         }
     }
 }

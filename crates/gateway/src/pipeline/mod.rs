@@ -7,7 +7,8 @@
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
 //! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
 //! 5. [`authorize`]: the route's roles and scopes (403).
-//! 6. (limit, cache: the edge policies come here.)
+//! 6. [`limit`]: the route's rate limits (429), and their headers on the answer.
+//!    (cache: the next edge policy comes here.)
 //! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
@@ -19,6 +20,7 @@ pub mod accept;
 pub mod authenticate;
 pub mod authorize;
 pub mod forward;
+pub mod limit;
 pub mod normalize;
 pub mod observe;
 pub mod respond;
@@ -93,7 +95,13 @@ impl Pipeline {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
                 exchange.route = RouteLabel::template(parts.uri.path());
-                return Ok(self.own_endpoint(parts, body, peer).await);
+                let quota = if parts.uri.path() == routing.config.auth.login_path {
+                    limit::admit_login(&self.app, &routing.config, peer.ip()).await?
+                } else {
+                    None
+                };
+                let answer = self.own_endpoint(parts, body, peer).await;
+                return Ok(limit::annotate(answer, quota));
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
@@ -108,6 +116,7 @@ impl Pipeline {
         {
             exchange.principal = Some(claims.sub.clone());
         }
+        let quota = limit::admit(&self.app, &route, caller.as_deref(), peer.ip()).await?;
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -117,7 +126,9 @@ impl Pipeline {
             client_ip: peer.ip(),
             caller,
         };
-        forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await
+        let answer =
+            forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await?;
+        Ok(limit::annotate(answer, quota))
     }
 
     /// The gateway's own endpoints are an axum router (they are few and not the hot path): it

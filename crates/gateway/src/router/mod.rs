@@ -30,6 +30,9 @@ pub struct Route {
     pub series: RouteSeries,
     /// Its service's `gatehouse_upstream_duration_seconds` series, kept the same way.
     pub upstream_duration: OnceLock<Histogram>,
+    /// `RateLimit-Policy` for the route's rate limits (none without), written once here: it is
+    /// the same on every answer.
+    pub rate_limit_policy: Option<HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,7 @@ impl RouteTable {
                 to,
                 series: RouteSeries::default(),
                 upstream_duration: OnceLock::new(),
+                rate_limit_policy: crate::limit::policy::policy_header(&settings.rate_limit),
             });
             let key = canonical(&settings.path);
             let entry = match entry_of_path.get(&key) {
@@ -196,6 +200,7 @@ mod tests {
             to: to.into(),
             auth: AuthPolicy::Public,
             timeout: None,
+            rate_limit: Vec::new(),
         }
     }
 

@@ -350,6 +350,24 @@ impl Replicated {
         self.redis.as_ref().map_or(1, RedisState::replicas)
     }
 
+    /// Runs `script` on Redis (rate limits: one atomic decision per request), within the
+    /// command timeout and through the breaker; an error at once while Redis is down, and with
+    /// the memory state, which has no Redis.
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        match self.redis.as_ref() {
+            Some(redis) => redis.script(script).await,
+            None => Err(StateError("the memory state has no Redis".to_owned())),
+        }
+    }
+
+    /// The prefix of the gateway's Redis keys; `None` with the memory state.
+    pub fn redis_prefix(&self) -> Option<&str> {
+        self.redis.as_ref().map(RedisState::prefix)
+    }
+
     /// Takes one counted failure back (a counted attempt that succeeded), in Redis and in the
     /// shadow.
     pub async fn forgive_failure(&self, key: &str) {

@@ -225,6 +225,21 @@ impl RedisState {
         Err(error)
     }
 
+    /// The prefix of this gateway's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Runs `script` (EVALSHA, loading it when Redis does not know it) within the command
+    /// timeout and through the breaker, like every command on the request path.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        let mut connection = self.connection()?;
+        self.run(script.invoke_async(&mut connection)).await
+    }
+
     /// Stores `revocation` in Redis and tells every replica; while Redis is down it is kept to
     /// be republished when Redis is back.
     pub async fn publish(&self, revocation: &Revocation) -> Result<(), StateError> {

@@ -6,6 +6,7 @@
 //! - [`gateway`]: a gateway alone, on a configuration of the test's: in this process ([`Gate`])
 //!   or as the real binary ([`Replica`]); both on port 0, both reloadable.
 //! - [`replicas`]: several gateway processes on one store and one Redis ([`replicas::Fleet`]).
+//! - [`redis`]: a Redis of the test's own, to kill and restart.
 //! - [`process`]: the `gatehouse` binary as a child process, the addresses it bound read from its
 //!   own log.
 //! - [`upstreams`]: services a test controls: instances it can kill, hang or slow ([`Instance`]),
@@ -18,6 +19,7 @@
 pub mod gateway;
 pub mod load;
 pub mod process;
+pub mod redis;
 pub mod replicas;
 pub mod system;
 pub mod upstreams;

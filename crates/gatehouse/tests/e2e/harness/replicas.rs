@@ -9,6 +9,24 @@ use tokio::net::TcpListener;
 
 use super::{start_replica, Replica};
 
+/// The start of a replica's configuration: its addresses from the environment
+/// [`start_replica`] sets, access log off, the store in `data`, and Redis at `redis` under a
+/// prefix of its own (so tests sharing a Redis never meet), with `state_options` added
+/// (`", probe_interval: 200ms"`).
+pub fn replica_head(data: &std::path::Path, redis: &str, state_options: &str) -> String {
+    let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
+    format!(
+        r#"
+listen: ${{GATEHOUSE_LISTEN}}
+admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
+access_log: "off"
+store: "sqlite://{data}/gateway.db"
+state: {{ redis: "{redis}", prefix: "{prefix}"{state_options} }}
+"#,
+        data = data.display()
+    )
+}
+
 /// The users service (in this process) and a configuration for replicas on `redis`.
 pub struct Fleet {
     dir: tempfile::TempDir,
@@ -35,24 +53,17 @@ impl Fleet {
             .await
             .unwrap();
         users::seed_demo_accounts(&users_db).await.unwrap();
-        let prefix = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
             &config,
-            format!(
-                r#"
-listen: ${{GATEHOUSE_LISTEN}}
-admin_listen: ${{GATEHOUSE_ADMIN_LISTEN}}
-access_log: "off"
-store: "sqlite://{data}/gateway.db"
-state: {{ redis: "{redis}", prefix: "{prefix}"{options} }}
-services:
+            replica_head(&dir.path().join("data"), redis, options)
+                + &format!(
+                    r#"services:
   users: {{ upstreams: ["http://{users_address}"], timeout: 10s }}
 routes:
   - {{ path: /api/users/me, methods: [GET], service: users, to: /users/me, auth: authenticated }}
-"#,
-                data = dir.path().join("data").display(),
-            ),
+"#
+                ),
         )
         .unwrap();
         Self {

@@ -1,0 +1,242 @@
+//! GCRA (the generic cell rate algorithm), the arithmetic shared by the memory buckets and the
+//! Redis script: each key holds one number, its theoretical arrival time (TAT, µs). A request at
+//! `now` would move it to `max(TAT, now) + T` (T: the emission interval); it is allowed when
+//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing. A TAT at or
+//! before `now` is a full bucket, the same as no entry, so forgetting such a key loses nothing.
+//!
+//! Both stores answer the same number per key, `used = max(TAT, now) + T − now`, and
+//! [`Rate::verdict`] turns it into the answer, so memory and Redis cannot disagree.
+
+/// A policy's GCRA parameters, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// T: one request every this many µs, sustained.
+    pub emission_us: u64,
+    /// τ = burst × T: how far ahead of now the TAT may run.
+    pub tolerance_us: u64,
+    pub burst: u64,
+}
+
+/// What one policy says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Requests still allowed at once after this one (the headers' `r`).
+    pub remaining: u64,
+    /// µs until `remaining` grows by one: the effective window within which no more than
+    /// `remaining` can be used (the headers' `t`). For a refusal, when a retry can pass.
+    pub window_us: u64,
+}
+
+impl Rate {
+    pub fn new(emission_us: u64, burst: u64) -> Self {
+        let emission_us = emission_us.max(1);
+        let burst = burst.max(1);
+        Self {
+            emission_us,
+            tolerance_us: emission_us.saturating_mul(burst),
+            burst,
+        }
+    }
+
+    /// This rate shared by `replicas` counting each on its own: each gets a `1/n` of the
+    /// sustained rate and of the burst (at least one request), so together they allow no more
+    /// than the policy.
+    pub fn share(self, replicas: u64) -> Self {
+        let n = replicas.max(1);
+        Self::new(self.emission_us.saturating_mul(n), (self.burst / n).max(1))
+    }
+
+    /// `used` for a key whose TAT is `tat` (none: a full bucket) at `now`: how far ahead of
+    /// `now` the TAT would be after this request.
+    pub fn used(self, tat: Option<u64>, now: u64) -> u64 {
+        tat.map_or(now, |tat| tat.max(now))
+            .saturating_add(self.emission_us)
+            - now
+    }
+
+    /// The answer for a request that would make the TAT run `used` µs ahead.
+    pub fn verdict(self, used: u64) -> Verdict {
+        if used > self.tolerance_us {
+            return Verdict {
+                allowed: false,
+                remaining: 0,
+                window_us: used - self.tolerance_us,
+            };
+        }
+        let slack = self.tolerance_us - used;
+        Verdict {
+            allowed: true,
+            remaining: slack / self.emission_us,
+            window_us: self.emission_us - slack % self.emission_us,
+        }
+    }
+}
+
+impl Verdict {
+    /// The window in whole seconds, rounded up (a client that waits this long is not early).
+    pub fn window_secs(&self) -> u64 {
+        self.window_us.div_ceil(1_000_000)
+    }
+
+    /// Which of two verdicts restricts the client more: a refusal, then the fewer requests
+    /// left, then the longer wait.
+    pub fn more_restrictive_than(&self, other: &Verdict) -> bool {
+        (
+            !self.allowed,
+            std::cmp::Reverse(self.remaining),
+            self.window_us,
+        ) > (
+            !other.allowed,
+            std::cmp::Reverse(other.remaining),
+            other.window_us,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000;
+
+    /// 10 per second, burst 10: T = 100 ms.
+    fn ten_per_second() -> Rate {
+        Rate::new(SECOND / 10, 10)
+    }
+
+    /// Sends one request at `now` against `tat`, committing it when allowed (as the stores do).
+    fn send(rate: Rate, tat: &mut Option<u64>, now: u64) -> Verdict {
+        let used = rate.used(*tat, now);
+        let verdict = rate.verdict(used);
+        if verdict.allowed {
+            *tat = Some(now + used);
+        }
+        verdict
+    }
+
+    #[test]
+    fn a_full_bucket_allows_the_burst_at_once_counting_down_then_refuses() {
+        let rate = ten_per_second();
+        let mut tat = None;
+        let now = 5 * SECOND;
+        let remaining: Vec<u64> = (0..10)
+            .map(|_| send(rate, &mut tat, now).remaining)
+            .collect();
+        assert_eq!(remaining, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+        let refused = send(rate, &mut tat, now);
+        assert!(!refused.allowed);
+        assert_eq!(refused.window_us, SECOND / 10, "one more fits in 100 ms");
+        assert_eq!(refused.window_secs(), 1);
+    }
+
+    #[test]
+    fn a_refusal_moves_nothing_and_the_rate_refills_one_per_interval() {
+        let rate = ten_per_second();
+        let mut tat = None;
+        let start = 7 * SECOND;
+        for _ in 0..10 {
+            assert!(send(rate, &mut tat, start).allowed);
+        }
+        let spent = tat;
+        for _ in 0..100 {
+            assert!(!send(rate, &mut tat, start + 1).allowed);
+        }
+        assert_eq!(tat, spent, "refused requests do not push the wait further");
+        assert!(
+            !send(rate, &mut tat, start + SECOND / 10 - 1).allowed,
+            "1 µs early"
+        );
+        let after = send(rate, &mut tat, start + SECOND / 10);
+        assert!(after.allowed, "exactly one interval later");
+        assert_eq!(after.remaining, 0);
+        assert!(!send(rate, &mut tat, start + SECOND / 10).allowed);
+    }
+
+    #[test]
+    fn an_idle_key_is_a_full_bucket_again_never_more() {
+        let rate = ten_per_second();
+        let mut tat = None;
+        for _ in 0..10 {
+            send(rate, &mut tat, 0);
+        }
+        let later = send(rate, &mut tat, 3600 * SECOND);
+        assert_eq!(
+            later.remaining, 9,
+            "a rested bucket holds the burst, not an hour's worth"
+        );
+    }
+
+    #[test]
+    fn the_window_is_when_the_next_request_becomes_available() {
+        let rate = ten_per_second();
+        let mut tat = None;
+        let first = send(rate, &mut tat, 0);
+        assert_eq!((first.remaining, first.window_us), (9, SECOND / 10));
+        let a_bit_later = send(rate, &mut tat, SECOND / 40);
+        assert_eq!(a_bit_later.remaining, 8);
+        assert_eq!(a_bit_later.window_us, SECOND / 10 - SECOND / 40);
+    }
+
+    #[test]
+    fn a_smaller_burst_than_the_rate_smooths_requests() {
+        // 60 per minute, at most 2 at once.
+        let rate = Rate::new(SECOND, 2);
+        let mut tat = None;
+        assert!(send(rate, &mut tat, 0).allowed);
+        assert!(send(rate, &mut tat, 0).allowed);
+        let third = send(rate, &mut tat, 0);
+        assert!(!third.allowed);
+        assert_eq!(third.window_secs(), 1);
+    }
+
+    #[test]
+    fn shared_by_replicas_each_gets_its_part_of_rate_and_burst_at_least_one() {
+        let rate = Rate::new(200_000, 50);
+        let shared = rate.share(2);
+        assert_eq!((shared.emission_us, shared.burst), (400_000, 25));
+        let thin = Rate::new(SECOND, 3).share(8);
+        assert_eq!(thin.burst, 1, "never locks everyone out");
+        assert_eq!(
+            rate.share(0),
+            rate,
+            "no replica count known: the whole rate"
+        );
+    }
+
+    #[test]
+    fn huge_numbers_saturate_instead_of_overflowing() {
+        let rate = Rate::new(u64::MAX, u64::MAX);
+        let verdict = rate.verdict(rate.used(Some(u64::MAX), u64::MAX - 1));
+        assert!(verdict.allowed || verdict.window_us > 0);
+        let tiny = Rate::new(0, 0);
+        assert_eq!((tiny.emission_us, tiny.burst), (1, 1));
+    }
+
+    #[test]
+    fn a_refusal_restricts_more_than_any_allowance_then_fewer_left_then_longer_wait() {
+        let refused = Verdict {
+            allowed: false,
+            remaining: 0,
+            window_us: 5,
+        };
+        let low = Verdict {
+            allowed: true,
+            remaining: 1,
+            window_us: 1,
+        };
+        let high = Verdict {
+            allowed: true,
+            remaining: 9,
+            window_us: 100,
+        };
+        assert!(refused.more_restrictive_than(&low));
+        assert!(low.more_restrictive_than(&high));
+        assert!(!high.more_restrictive_than(&low));
+        let low_longer = Verdict {
+            window_us: 2,
+            ..low
+        };
+        assert!(low_longer.more_restrictive_than(&low));
+    }
+}
