@@ -475,14 +475,13 @@ fn respond(
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     headers::sanitize_response(&mut parts.headers);
-    let silence = Box::pin(tokio::time::sleep(idle));
     Response::from_parts(
         parts,
         Body::new(Tracked {
             body,
             flight,
             idle,
-            silence,
+            silence: None,
         }),
     )
 }
@@ -551,7 +550,9 @@ struct Tracked {
     body: PooledBody,
     flight: Option<InFlight>,
     idle: Duration,
-    silence: Pin<Box<tokio::time::Sleep>>,
+    /// Started the first time the body has nothing to give, and moved on by each frame after
+    /// that: most answers are read whole without waiting, and pay for no timer at all.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for Tracked {
@@ -566,7 +567,11 @@ impl http_body::Body for Tracked {
         let frame = match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => frame.map(|result| result.map_err(Into::into)),
             Poll::Pending => {
-                ready!(this.silence.as_mut().poll(cx));
+                let idle = this.idle;
+                let silence = this
+                    .silence
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(silence.as_mut().poll(cx));
                 tracing::warn!(
                     idle_ms = u64::try_from(this.idle.as_millis()).unwrap_or(u64::MAX),
                     "upstream body stalled"
@@ -575,7 +580,11 @@ impl http_body::Body for Tracked {
             }
         };
         match &frame {
-            Some(Ok(_)) => this.silence.as_mut().reset(Instant::now() + this.idle),
+            Some(Ok(_)) => {
+                if let Some(silence) = this.silence.as_mut() {
+                    silence.as_mut().reset(Instant::now() + this.idle);
+                }
+            }
             Some(Err(_)) => {
                 if let Some(flight) = this.flight.take() {
                     flight.broke_off();
