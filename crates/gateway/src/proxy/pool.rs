@@ -493,6 +493,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reader_that_stops_at_the_last_frame_still_gives_the_connection_back() {
+        // hyper's server stops polling a body once it says it has ended; it never sees `None`.
+        let (authority, accepted) = instance(false).await;
+        let pool = pool(authority, 8);
+
+        for _ in 0..5 {
+            let mut body = pool.send(get("/last-frame")).await.unwrap().into_body();
+            while !http_body::Body::is_end_stream(&body) {
+                body.frame().await.unwrap().unwrap();
+            }
+            drop(body);
+            eventually("the connection is idle again", || {
+                pool.idle_connections() == 1
+            })
+            .await;
+        }
+
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn an_absolute_uri_is_sent_in_origin_form_with_the_instances_host() {
         let (authority, _) = instance(false).await;
         let pool = pool(authority.clone(), 8);
