@@ -463,6 +463,17 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
+    /// Sends `GET path`, reads the whole answer, then waits until `settled` holds.
+    async fn exchange_until(
+        pool: &Arc<ConnectionPool>,
+        path: &str,
+        settled: impl Fn() -> bool,
+    ) -> String {
+        let answer = text(pool.send(get(path)).await.unwrap()).await;
+        eventually("the pool settles after the exchange", settled).await;
+        answer
+    }
+
     /// Polls `condition` until it holds, for at most ten seconds.
     async fn eventually(what: &str, condition: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -478,14 +489,11 @@ mod tests {
         let pool = pool(authority, 8);
 
         for n in 0..20 {
-            let response = pool.send(get(&format!("/n/{n}"))).await.unwrap();
-            assert_eq!(text(response).await, format!("/n/{n}"));
             // The connection is back once its answer was read (or, at the latest, once its
             // task has taken in the answer's end).
-            eventually("the connection is idle again", || {
-                pool.idle_connections() == 1
-            })
-            .await;
+            let path = format!("/n/{n}");
+            let answer = exchange_until(&pool, &path, || pool.idle_connections() == 1).await;
+            assert_eq!(answer, path);
         }
 
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -575,12 +583,8 @@ mod tests {
         let pool = pool(authority, 8);
 
         for _ in 0..3 {
-            let response = pool.send(get("/")).await.unwrap();
-            assert_eq!(text(response).await, "ok");
-            eventually("the closed connection is gone", || {
-                pool.open_connections() == 0
-            })
-            .await;
+            let answer = exchange_until(&pool, "/", || pool.open_connections() == 0).await;
+            assert_eq!(answer, "ok");
         }
 
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
