@@ -1,14 +1,17 @@
 //! Identity tokens for the services (DESIGN §5): short-lived JWTs with `aud` = the service,
 //! carrying who the caller is. They hold no per-request field, so one is minted per caller and
 //! service and reused while it is fresh: signing on every request would cost more than proxying.
-//! The reuse is per access token, found by the token's signature: a `jti` is only a claim, and
-//! two tokens naming the same one must never share an identity (issue 9).
+//! The reuse is per access token: a caller's identities are kept with the verified token's
+//! claims ([`MintedIdentities`], inside the entry the token cache keeps for that exact token),
+//! so an authenticated request finds its identity without a second cache look-up. A `jti` is
+//! only a claim, and two tokens naming the same one never share an identity (issue 9): they are
+//! two entries.
 //!
 //! A new one is signed with the identity key parsed once ([`Ed25519Signer`]): jsonwebtoken's
 //! `encode` parses the PKCS#8 key and derives its public half on every call, which doubles the
 //! cost of each signature (docs/BENCHMARKS.md). The tokens are the same, byte for byte.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +24,8 @@ use kit::identity::{IdentityClaims, TOKEN_TTL, TOKEN_TYPE};
 use kit::PrincipalKind;
 
 use super::keys::{Keys, SigningKey};
-use super::tokens::{signature_of, AccessClaims};
+use super::tokens::AccessClaims;
+use crate::clock::monotonic_ms;
 use crate::error::GatewayError;
 
 /// A cached token is handed out only while it has at least this long left to live, so a
@@ -31,19 +35,95 @@ const MIN_REMAINING: Duration = Duration::from_secs(15);
 pub struct IdentityMinter {
     keys: Arc<Keys>,
     issuer: String,
-    cache: moka::sync::Cache<(Holder, Arc<str>), HeaderValue>,
+    /// The gateway's own identity, by service (a caller's are kept with its claims).
+    own: moka::sync::Cache<Arc<str>, HeaderValue>,
     /// The current identity key, parsed; replaced when a rotation brings another.
     signer: Mutex<Option<Arc<Ed25519Signer>>>,
 }
 
-/// Whose identity a cached token is, with the service it is for.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Holder {
-    /// The caller who presented the access token with this signature segment. A verified
-    /// signature is as unique as the whole token (it covers every claim), and short.
-    Access(Arc<str>),
-    /// The gateway itself, for its own calls.
-    Gateway,
+/// The identity tokens minted for one verified access token, by service, and its `X-User-Id`
+/// value: kept with its claims (the token cache's entry for that exact token), so every request
+/// presenting the token reuses them. Claims that are not the cache's (a clone, a token just
+/// issued) start with none.
+#[derive(Default)]
+pub struct MintedIdentities {
+    /// One per service the caller has called (few: the configured services bound it).
+    by_service: RwLock<Vec<Minted>>,
+    /// `sub` as a header value; `None` when it cannot be one.
+    user_id: OnceLock<Option<HeaderValue>>,
+}
+
+struct Minted {
+    service: Arc<str>,
+    token: HeaderValue,
+    /// Handed out until then (ms, [`crate::clock::monotonic_ms`]): [`MIN_REMAINING`] before it
+    /// expires.
+    usable_until: u64,
+}
+
+impl MintedIdentities {
+    fn get(&self, service: &str, now: u64) -> Option<HeaderValue> {
+        let minted = self
+            .by_service
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        minted
+            .iter()
+            .find(|kept| &*kept.service == service && now < kept.usable_until)
+            .map(|kept| kept.token.clone())
+    }
+
+    fn put(&self, service: &Arc<str>, token: HeaderValue, usable_until: u64) {
+        let mut minted = self
+            .by_service
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match minted.iter_mut().find(|kept| kept.service == *service) {
+            Some(kept) => {
+                kept.token = token;
+                kept.usable_until = usable_until;
+            }
+            None => minted.push(Minted {
+                service: Arc::clone(service),
+                token,
+                usable_until,
+            }),
+        }
+    }
+
+    /// `sub` as the `X-User-Id` value, made once.
+    pub fn user_id(&self, sub: &str) -> Option<HeaderValue> {
+        self.user_id
+            .get_or_init(|| HeaderValue::from_str(sub).ok())
+            .clone()
+    }
+}
+
+/// Copies start empty: a clone is other claims, and what was minted for a token stays its own.
+impl Clone for MintedIdentities {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Not part of what the claims say: two equal claims are equal whatever was minted for them.
+impl PartialEq for MintedIdentities {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MintedIdentities {}
+
+impl std::fmt::Debug for MintedIdentities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self
+            .by_service
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        write!(f, "MintedIdentities({count})")
+    }
 }
 
 /// An Ed25519 identity key ready to sign, with the JOSE header every token it signs carries.
@@ -99,31 +179,28 @@ fn internal(doing: &str, error: impl std::fmt::Display) -> GatewayError {
 
 impl IdentityMinter {
     pub fn new(keys: Arc<Keys>, issuer: String) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(100_000)
+        let own = moka::sync::Cache::builder()
+            .max_capacity(1_000)
             .time_to_live(TOKEN_TTL.saturating_sub(MIN_REMAINING))
             .build();
         Self {
             keys,
             issuer,
-            cache,
+            own,
             signer: Mutex::new(None),
         }
     }
 
-    /// The identity of a caller who presented the verified access token `token` (whose claims
-    /// are `access`), for `service`.
+    /// The identity of the caller whose verified access token has the claims `access`, for
+    /// `service`: the one minted for this token before while it has [`MIN_REMAINING`] to live,
+    /// else a new one, kept with the claims.
     pub fn for_caller(
         &self,
-        token: &str,
         access: &AccessClaims,
         service: &Arc<str>,
     ) -> Result<HeaderValue, GatewayError> {
-        let key = (
-            Holder::Access(Arc::from(signature_of(token))),
-            Arc::clone(service),
-        );
-        if let Some(value) = self.cache.get(&key) {
+        let now = monotonic_ms();
+        if let Some(value) = access.minted.get(service, now) {
             return Ok(value);
         }
         let value = self.mint(IdentityClaims {
@@ -138,14 +215,19 @@ impl IdentityMinter {
             exp: 0,
             jti: String::new(),
         })?;
-        self.cache.insert(key, value.clone());
+        let lifetime = TOKEN_TTL.saturating_sub(MIN_REMAINING);
+        access.minted.put(
+            service,
+            value.clone(),
+            now + u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX / 4),
+        );
         Ok(value)
     }
 
     /// The gateway's own identity, for its calls to services (the credential check).
     pub fn for_gateway(&self, service: &str) -> Result<HeaderValue, GatewayError> {
-        let key = (Holder::Gateway, Arc::from(service));
-        if let Some(value) = self.cache.get(&key) {
+        let key: Arc<str> = Arc::from(service);
+        if let Some(value) = self.own.get(&key) {
             return Ok(value);
         }
         let value = self.mint(IdentityClaims {
@@ -160,7 +242,7 @@ impl IdentityMinter {
             exp: 0,
             jti: String::new(),
         })?;
-        self.cache.insert(key, value.clone());
+        self.own.insert(key, value.clone());
         Ok(value)
     }
 
@@ -279,6 +361,7 @@ mod tests {
             jti: jti.into(),
             sid: None,
             iat_ms: 0,
+            minted: MintedIdentities::default(),
         };
         let set = keys.current();
         let key = set.access();
@@ -300,18 +383,16 @@ mod tests {
         let (keys, _dir) = keys().await;
         let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
         let service: Arc<str> = Arc::from("orders");
-        let (alice_token, alice) = access_token(&keys, "alice", "one-and-the-same");
-        let (mallory_token, mallory) = access_token(&keys, "mallory", "one-and-the-same");
+        let (_, alice) = access_token(&keys, "alice", "one-and-the-same");
+        let (_, mallory) = access_token(&keys, "mallory", "one-and-the-same");
 
-        let for_alice = minter.for_caller(&alice_token, &alice, &service).unwrap();
-        let for_mallory = minter
-            .for_caller(&mallory_token, &mallory, &service)
-            .unwrap();
+        let for_alice = minter.for_caller(&alice, &service).unwrap();
+        let for_mallory = minter.for_caller(&mallory, &service).unwrap();
 
         assert_eq!(identity_claims(&for_alice).sub, "alice");
         assert_eq!(identity_claims(&for_mallory).sub, "mallory");
         assert_eq!(
-            minter.for_caller(&alice_token, &alice, &service).unwrap(),
+            minter.for_caller(&alice, &service).unwrap(),
             for_alice,
             "the same access token reuses its identity"
         );
@@ -321,18 +402,11 @@ mod tests {
     async fn every_identity_token_has_its_own_jti_and_a_lifetime_of_one_minute() {
         let (keys, _dir) = keys().await;
         let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
-        let (token, access) = access_token(&keys, "alice", "the-access-jti");
+        let (_, access) = access_token(&keys, "alice", "the-access-jti");
 
-        let for_orders = identity_claims(
-            &minter
-                .for_caller(&token, &access, &Arc::from("orders"))
-                .unwrap(),
-        );
-        let for_users = identity_claims(
-            &minter
-                .for_caller(&token, &access, &Arc::from("users"))
-                .unwrap(),
-        );
+        let for_orders =
+            identity_claims(&minter.for_caller(&access, &Arc::from("orders")).unwrap());
+        let for_users = identity_claims(&minter.for_caller(&access, &Arc::from("users")).unwrap());
 
         assert!(!for_orders.jti.is_empty());
         assert_ne!(for_orders.jti, for_users.jti);

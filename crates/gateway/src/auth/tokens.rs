@@ -16,6 +16,7 @@ use jsonwebtoken::{Header, Validation};
 use kit::PrincipalKind;
 use serde::{Deserialize, Serialize};
 
+use super::identity::MintedIdentities;
 use super::keys::Keys;
 use crate::config::TokenSettings;
 use crate::error::GatewayError;
@@ -46,6 +47,10 @@ pub struct AccessClaims {
     /// `iat` in milliseconds: a per-user cut-off refuses tokens issued even a moment before it.
     #[serde(default)]
     pub iat_ms: u64,
+    /// Not a claim: the identity tokens minted for this token, kept with the verified entry
+    /// (see [`super::identity`]).
+    #[serde(skip)]
+    pub minted: MintedIdentities,
 }
 
 impl AccessClaims {
@@ -153,7 +158,7 @@ pub struct Tokens {
 }
 
 /// The signature segment of a compact JWS (the text after the last `.`), or all of `token`.
-pub(crate) fn signature_of(token: &str) -> &str {
+fn signature_of(token: &str) -> &str {
     token
         .rsplit_once('.')
         .map_or(token, |(_, signature)| signature)
@@ -211,6 +216,7 @@ impl Tokens {
             jti: uuid::Uuid::new_v4().to_string(),
             sid: session,
             iat_ms: issued_ms,
+            minted: MintedIdentities::default(),
         };
         let keys = self.keys.current();
         let key = keys.access();
@@ -414,6 +420,33 @@ mod tests {
             f.tokens.verify(&issued.token),
             Err(Refusal::UnknownKey),
             "a removed key's tokens are refused even when verified before"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_identity_minted_for_a_token_is_kept_with_its_cached_entry_and_no_other() {
+        let f = fixture().await;
+        let minter =
+            crate::auth::identity::IdentityMinter::new(Arc::clone(&f.keys), "gatehouse".into());
+        let orders: Arc<str> = Arc::from("orders");
+        let token = f.tokens.issue(alice(), None).unwrap().token;
+        let first = minter
+            .for_caller(&f.tokens.verify(&token).unwrap(), &orders)
+            .unwrap();
+
+        // The same token again: the same entry, so the same identity, not a new signature.
+        let again = f.tokens.verify(&token).unwrap();
+        assert_eq!(minter.for_caller(&again, &orders).unwrap(), first);
+        // Claims copied out of the entry keep nothing of it.
+        let copied = (*again).clone();
+        assert_ne!(minter.for_caller(&copied, &orders).unwrap(), first);
+        // Another token of the same caller is another entry.
+        let other = f.tokens.issue(alice(), None).unwrap().token;
+        let other = f.tokens.verify(&other).unwrap();
+        assert_ne!(minter.for_caller(&other, &orders).unwrap(), first);
+        assert_eq!(
+            again.minted.user_id(&again.sub),
+            Some(http::HeaderValue::from_static("alice"))
         );
     }
 

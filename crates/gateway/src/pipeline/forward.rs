@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 
 use crate::app::AppState;
-use crate::auth::{self, tokens::AccessClaims};
+use crate::auth::tokens::AccessClaims;
 use crate::error::GatewayError;
 use crate::proxy::forward::{self, Attempted, Outbound};
 use crate::proxy::headers::{self, Forwarding};
@@ -69,14 +69,10 @@ pub async fn to_service(
     );
     if let Some(claims) = &caller {
         // Services get the identity, not the bearer token: they cannot replay it elsewhere.
-        let identity = app.auth.identities.for_caller(
-            auth::bearer_token(&parts.headers)?,
-            claims,
-            &upstream.name,
-        )?;
+        let identity = app.auth.identities.for_caller(claims, &upstream.name)?;
         parts.headers.remove(header::AUTHORIZATION);
         parts.headers.insert(kit::identity::HEADER, identity);
-        if let Ok(id) = HeaderValue::from_str(&claims.sub) {
+        if let Some(id) = claims.minted.user_id(&claims.sub) {
             parts.headers.insert(headers::X_USER_ID, id);
         }
     }

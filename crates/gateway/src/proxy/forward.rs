@@ -23,14 +23,14 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use bytes::BytesMut;
-use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::headers;
 use super::instance::{InFlight, Outcome, Pick};
+use super::pool::{ConnectionPool, ExchangeError, PooledBody};
 use super::request_body::{ClientSilent, Progress, Watched};
 use super::retry;
 use super::upstream::{path_and_query_of, Upstream};
@@ -111,10 +111,13 @@ pub async fn forward(
     loop {
         tried[attempts] = pick.index;
         attempts += 1;
-        let Some(instance) = pick.instance().map(|i| {
-            report.instance = Some(Arc::clone(&i.name));
-            i.authority.clone()
-        }) else {
+        let (Some(instance), Some(pool)) = (
+            pick.instance().map(|i| {
+                report.instance = Some(Arc::clone(&i.name));
+                i.authority.clone()
+            }),
+            upstream.pool(pick.index),
+        ) else {
             return Err(GatewayError::Internal(anyhow::anyhow!(
                 "a pick without instance"
             )));
@@ -122,7 +125,8 @@ pub async fn forward(
         report.retries = attempts as u32 - 1;
         let mut request = Request::new(payload.for_attempt());
         *request.method_mut() = method.clone();
-        *request.uri_mut() = upstream.uri_at(&instance, target.clone())?;
+        // Origin form: the connection is the instance's already.
+        *request.uri_mut() = Uri::from(target.clone());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = if attempts < max_attempts {
             headers.clone()
@@ -135,7 +139,7 @@ pub async fn forward(
                 .insert(http::header::HOST, host.clone());
         }
 
-        let attempt = attempt(upstream, request, &deadline, limits.max_body_bytes).await;
+        let attempt = attempt(upstream, pool, request, &deadline, limits.max_body_bytes).await;
         report.upstream = Some(started.elapsed());
         let (result, retryable) = settle(upstream, pick, attempt, &instance);
         if !retryable || attempts >= max_attempts || deadline.passed() {
@@ -166,9 +170,16 @@ pub async fn send(
             "an upstream request without authority"
         )));
     };
+    let Some(pool) = upstream.pool_at(&authority) else {
+        return Err(GatewayError::Internal(anyhow::anyhow!(
+            "{authority} is no instance of {}",
+            upstream.name
+        )));
+    };
     let pick = upstream.track(&authority, monotonic_ms());
     let attempt = attempt(
         upstream,
+        pool,
         request,
         &Deadline::At(Instant::now() + timeout),
         0,
@@ -338,7 +349,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 enum Attempt {
-    Answered(http::Response<Incoming>),
+    Answered(http::Response<PooledBody>),
     TimedOut,
     Failed(Failure),
 }
@@ -369,23 +380,24 @@ impl Failure {
 
 async fn attempt(
     upstream: &Upstream,
+    pool: &Arc<ConnectionPool>,
     request: Request<Body>,
     deadline: &Deadline,
     max_body: u64,
 ) -> Attempt {
-    let answered = |result: Result<_, hyper_util::client::legacy::Error>| match result {
+    let answered = |result: Result<_, ExchangeError>| match result {
         Ok(response) => Attempt::Answered(response),
         Err(error) => Attempt::Failed(classify(upstream, &error, max_body)),
     };
     match deadline {
         Deadline::At(deadline) => {
-            match tokio::time::timeout_at(*deadline, upstream.client.request(request)).await {
+            match tokio::time::timeout_at(*deadline, pool.send(request)).await {
                 Err(_elapsed) => Attempt::TimedOut,
                 Ok(result) => answered(result),
             }
         }
         Deadline::UpstreamTurn { progress, timeout } => {
-            let sending = upstream.client.request(request);
+            let sending = pool.send(request);
             tokio::pin!(sending);
             loop {
                 // While it is the client's turn, its idle timeout ends the body (and with it
@@ -457,20 +469,19 @@ fn settle(
 
 /// The upstream's answer as the client gets it; its body may fall silent for at most `idle`.
 fn respond(
-    response: http::Response<Incoming>,
+    response: http::Response<PooledBody>,
     flight: Option<InFlight>,
     idle: Duration,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     headers::sanitize_response(&mut parts.headers);
-    let silence = Box::pin(tokio::time::sleep(idle));
     Response::from_parts(
         parts,
         Body::new(Tracked {
             body,
             flight,
             idle,
-            silence,
+            silence: None,
         }),
     )
 }
@@ -480,11 +491,7 @@ fn respond(
 #[error("the upstream stopped sending its response body")]
 struct Stalled;
 
-fn classify(
-    upstream: &Upstream,
-    error: &hyper_util::client::legacy::Error,
-    max_body: u64,
-) -> Failure {
+fn classify(upstream: &Upstream, error: &ExchangeError, max_body: u64) -> Failure {
     let causes = || causes(error);
     if causes().any(|cause| cause.downcast_ref::<LengthLimitError>().is_some()) {
         return Failure::Client(GatewayError::PayloadTooLarge { limit: max_body });
@@ -503,7 +510,7 @@ fn classify(
             "The request body could not be read.".to_owned(),
         ));
     }
-    if error.is_connect() {
+    if let ExchangeError::Connect(_) = error {
         tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream connection failed");
         Failure::Connect
     } else {
@@ -540,10 +547,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// when the instance falls silent for longer than `idle`: the client's connection is closed
 /// rather than left hanging, and the instance is counted as failing.
 struct Tracked {
-    body: Incoming,
+    body: PooledBody,
     flight: Option<InFlight>,
     idle: Duration,
-    silence: Pin<Box<tokio::time::Sleep>>,
+    /// Started the first time the body has nothing to give, and moved on by each frame after
+    /// that: most answers are read whole without waiting, and pay for no timer at all.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for Tracked {
@@ -558,7 +567,11 @@ impl http_body::Body for Tracked {
         let frame = match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => frame.map(|result| result.map_err(Into::into)),
             Poll::Pending => {
-                ready!(this.silence.as_mut().poll(cx));
+                let idle = this.idle;
+                let silence = this
+                    .silence
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(silence.as_mut().poll(cx));
                 tracing::warn!(
                     idle_ms = u64::try_from(this.idle.as_millis()).unwrap_or(u64::MAX),
                     "upstream body stalled"
@@ -567,7 +580,11 @@ impl http_body::Body for Tracked {
             }
         };
         match &frame {
-            Some(Ok(_)) => this.silence.as_mut().reset(Instant::now() + this.idle),
+            Some(Ok(_)) => {
+                if let Some(silence) = this.silence.as_mut() {
+                    silence.as_mut().reset(Instant::now() + this.idle);
+                }
+            }
             Some(Err(_)) => {
                 if let Some(flight) = this.flight.take() {
                     flight.broke_off();

@@ -101,7 +101,8 @@ async fn probe(upstream: &Upstream, instance: &Instance, health: &HealthCheck) -
         return false;
     };
     let check = async {
-        let response = upstream.client.request(request).await.ok()?;
+        let pool = upstream.pool_at(&instance.authority)?;
+        let response = pool.send(request).await.ok()?;
         let passed = response.status().is_success();
         response.into_body().collect().await.ok()?;
         Some(passed)

@@ -1,4 +1,5 @@
-//! The reverse proxy: the services and their instances ([`upstream`], [`instance`]), active
+//! The reverse proxy: the services and their instances ([`upstream`], [`instance`]), the
+//! connections to them ([`pool`]), active
 //! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), the
 //! client's request body ([`request_body`]), and the forwarding of one request with its failure
 //! mapping ([`forward`]).
@@ -7,6 +8,7 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod instance;
+pub mod pool;
 pub mod request_body;
 pub mod retry;
 pub mod upstream;

@@ -1,31 +1,26 @@
-//! The services as the proxy sees them: each with its instances, one pooled HTTP client (its own
-//! connect timeout; keep-alive connections reused across requests), a balancer that only picks
-//! instances that are healthy and not ejected, and a retry budget.
+//! The services as the proxy sees them: each with its instances, a pool of keep-alive
+//! connections per instance ([`super::pool`], with the service's connect timeout), a balancer
+//! that only picks instances that are healthy and not ejected, and a retry budget.
 //!
 //! A reload builds a new [`Upstreams`] from the old one: an unchanged service is the same
-//! `Arc<Upstream>` (pool, health, breaker and budget kept); a changed one keeps its client when
-//! the connect timeout is the same, and the state of every instance it still lists.
+//! `Arc<Upstream>` (pools, health, breaker and budget kept); a changed one keeps the pool of
+//! every instance it still lists when the connect timeout is the same, and the state of each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 
 use super::instance::{Availability, InFlight, Instance, Pick};
+use super::pool::{ConnectionPool, PoolSettings};
 use super::retry::RetryBudget;
 use crate::clock::monotonic_ms;
 use crate::config::{Balance, ServiceSettings};
 use crate::error::{GatewayError, Unavailability};
-
-pub type HttpClient = Client<HttpConnector, Body>;
 
 /// One service as the proxy sees it.
 pub struct Upstream {
@@ -35,8 +30,9 @@ pub struct Upstream {
     /// The `Host` header of each instance, in the order of `instances`: made once here, where
     /// hyper's client would format it (and allocate) for every request.
     hosts: Vec<Option<HeaderValue>>,
+    /// The connections to each instance, in the order of `instances`.
+    pools: Vec<Arc<ConnectionPool>>,
     next: AtomicUsize,
-    pub client: HttpClient,
     /// The service's timeout (a route may override it).
     pub timeout: Duration,
     pub budget: RetryBudget,
@@ -57,24 +53,6 @@ pub struct Headcount {
     pub instances: usize,
 }
 
-/// Idle keep-alive connections kept per instance. The gateway's concurrency towards one instance
-/// is its clients' (nginx's `keepalive` is per worker); 256 covers the connection counts we
-/// benchmark and deploy with, and a burst beyond it only opens connections that are then closed.
-const IDLE_CONNECTIONS_PER_INSTANCE: usize = 256;
-
-fn client(settings: &ServiceSettings) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_INSTANCE)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
-
 /// The `Host` header hyper's client would send to `authority`: the host, and the port unless it
 /// is HTTP's default.
 fn host_header(authority: &Authority) -> Option<HeaderValue> {
@@ -91,12 +69,6 @@ impl Upstream {
 
     /// The service `name` with `settings`, taking over what it can from `previous`.
     pub fn succeeding(name: &str, settings: &ServiceSettings, previous: Option<&Upstream>) -> Self {
-        let client = match previous {
-            Some(old) if old.settings.connect_timeout == settings.connect_timeout => {
-                old.client.clone()
-            }
-            _ => client(settings),
-        };
         let instances = settings
             .upstreams
             .iter()
@@ -107,17 +79,37 @@ impl Upstream {
                     .map_or_else(|| Arc::new(Instance::new(authority)), Arc::clone)
             })
             .collect::<Vec<Arc<Instance>>>();
-        let hosts = instances
+        let hosts: Vec<Option<HeaderValue>> = instances
             .iter()
             .map(|instance| host_header(&instance.authority))
+            .collect();
+        let pool_settings = PoolSettings::new(settings.connect_timeout);
+        let pools = instances
+            .iter()
+            .zip(&hosts)
+            .map(|(instance, host)| {
+                previous
+                    .and_then(|old| old.pool_at(&instance.authority))
+                    .filter(|pool| *pool.settings() == pool_settings)
+                    .map_or_else(
+                        || {
+                            Arc::new(ConnectionPool::new(
+                                instance.authority.clone(),
+                                host.clone(),
+                                pool_settings,
+                            ))
+                        },
+                        Arc::clone,
+                    )
+            })
             .collect();
         Self {
             name: Arc::from(name),
             settings: settings.clone(),
             instances,
             hosts,
+            pools,
             next: AtomicUsize::new(0),
-            client,
             timeout: settings.timeout,
             budget: RetryBudget::new(settings.retries.budget_percent),
             retired: AtomicBool::new(false),
@@ -152,6 +144,20 @@ impl Upstream {
 
     pub fn instance_at(&self, authority: &Authority) -> Option<&Arc<Instance>> {
         self.instances.iter().find(|i| i.authority == *authority)
+    }
+
+    /// The connections to the instance at `index` (as [`Pick::index`] names it).
+    pub fn pool(&self, index: usize) -> Option<&Arc<ConnectionPool>> {
+        self.pools.get(index)
+    }
+
+    /// The connections to the instance at `authority`.
+    pub fn pool_at(&self, authority: &Authority) -> Option<&Arc<ConnectionPool>> {
+        let index = self
+            .instances
+            .iter()
+            .position(|i| i.authority == *authority)?;
+        self.pools.get(index)
     }
 
     pub fn headcount(&self) -> Headcount {
@@ -514,6 +520,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_connections_of_kept_instances_unless_the_connect_timeout_changed() {
+        let mut services = BTreeMap::new();
+        services.insert("a".to_owned(), settings(2, Balance::RoundRobin));
+        let before = Upstreams::new(&services);
+        let kept = Arc::clone(before.get("a").unwrap().pool(1).unwrap());
+
+        // Instance 0 leaves, instance 1 stays: its pool moves to its new position.
+        let a = services.get_mut("a").unwrap();
+        a.upstreams.remove(0);
+        let after = Upstreams::succeeding(&services, Some(&before));
+        let a = after.get("a").unwrap();
+        assert!(Arc::ptr_eq(a.pool(0).unwrap(), &kept));
+        assert!(a.pool(1).is_none());
+
+        services.get_mut("a").unwrap().connect_timeout = Duration::from_secs(2);
+        let slower = Upstreams::succeeding(&services, Some(&after));
+        let pool = slower.get("a").unwrap().pool(0).unwrap();
+        assert!(
+            !Arc::ptr_eq(pool, &kept),
+            "new connections get the new timeout"
+        );
+        assert_eq!(pool.settings().connect_timeout, Duration::from_secs(2));
     }
 
     #[tokio::test]
