@@ -9,6 +9,7 @@ use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::{KeyTiming, Keys};
 use crate::auth::tokens::Tokens;
 use crate::auth::Verifier;
+use crate::cache::ResponseCache;
 use crate::config::GatewayConfig;
 use crate::issuer::device::DeviceTokens;
 use crate::issuer::throttle::KnownDeviceSlots;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub(crate) serving: OnceLock<Shutdown>,
     /// Metrics and the access log.
     pub observe: Observe,
+    /// Stored answers of the routes with `cache:` (in Redis when the state is).
+    pub cache: ResponseCache,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -66,6 +69,7 @@ impl AppState {
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
         let concurrent_checks = config.auth.throttle.concurrent;
+        let cache = ResponseCache::new(&config.cache, shared.is_redis());
         Ok(Self {
             routing: CurrentRouting::new(Routing::first(config)?),
             auth,
@@ -78,6 +82,7 @@ impl AppState {
             reloading: Mutex::new(()),
             serving: OnceLock::new(),
             observe,
+            cache,
         })
     }
 

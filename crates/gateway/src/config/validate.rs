@@ -11,8 +11,9 @@ use kit::config::Mistakes;
 use super::schema::{self, DEFAULT_MAX_BACKOFF};
 use super::values::Period;
 use super::{
-    AuthEndpoints, AuthPolicy, BreakerSettings, GatewayConfig, HealthCheck, Limits, RetrySettings,
-    RouteSettings, ServiceSettings, ThrottleSettings, TokenSettings,
+    AuthEndpoints, AuthPolicy, BreakerSettings, CacheRule, CacheSettings, GatewayConfig,
+    HealthCheck, Limits, RetrySettings, RouteSettings, ServiceSettings, ThrottleSettings,
+    TokenSettings,
 };
 use crate::router::{RouteTable, TableError};
 use crate::state::{RedisOptions, StateSettings};
@@ -30,7 +31,8 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
     let tokens = tokens(raw.tokens, mistakes);
     let services = services(raw.services, &tokens.audience, mistakes);
     let auth = auth(raw.auth, &services, mistakes);
-    let routes = routes(raw.routes, &services, &auth, mistakes);
+    let cache = cache(&raw.cache, mistakes);
+    let routes = routes(raw.routes, &services, &auth, &cache, mistakes);
     let (store, acquire_timeout) = (raw.store.url, raw.store.acquire_timeout.0);
     GatewayConfig {
         listen: raw.listen,
@@ -42,6 +44,7 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
         tokens,
         auth,
         limits: limits(raw.limits),
+        cache,
         services,
         routes,
         drain_timeout: raw.drain_timeout.0,
@@ -285,6 +288,7 @@ fn routes(
     raw: Option<Vec<schema::Route>>,
     services: &BTreeMap<String, ServiceSettings>,
     auth: &AuthEndpoints,
+    cache: &CacheSettings,
     mistakes: &mut Mistakes,
 ) -> Vec<RouteSettings> {
     let Some(raw) = raw else {
@@ -355,12 +359,89 @@ fn routes(
                 .map_or_else(|| path.clone(), |to| (**to).clone()),
             auth: policy,
             timeout: route.timeout.map(|t| t.0),
+            cache: route
+                .cache
+                .as_ref()
+                .map(|rule| route_cache(&field, route, rule, cache, mistakes)),
         };
         all.push((index, settings, route));
     }
     table_mistakes(&all, mistakes);
     all.into_iter().map(|(_, settings, _)| settings).collect()
 }
+
+// --- response cache (issue 13) ---
+
+/// The longest a cached answer may stay fresh, and the longest it may stand in for a failing
+/// service after that: the in-memory store keeps its invalidation marks this long.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+
+fn cache(raw: &schema::Cache, mistakes: &mut Mistakes) -> CacheSettings {
+    if raw.max_body.0 > raw.memory.0 {
+        mistakes.at(
+            "cache.max_body",
+            &raw.max_body,
+            "must not be larger than cache.memory (such a body could never be stored)",
+        );
+    }
+    CacheSettings {
+        memory_bytes: raw.memory.0,
+        max_body_bytes: raw.max_body.0,
+    }
+}
+
+/// A route's `cache`: only for a route that serves GET or HEAD, within the caps.
+fn route_cache(
+    field: &str,
+    route: &schema::Route,
+    rule: &kit::config::Spanned<schema::RouteCache>,
+    cache: &CacheSettings,
+    mistakes: &mut Mistakes,
+) -> CacheRule {
+    let field = format!("{field}.cache");
+    let readable = route
+        .methods
+        .iter()
+        .any(|m| m.0 == http::Method::GET || m.0 == http::Method::HEAD);
+    if !readable {
+        mistakes.at(
+            &field,
+            rule,
+            "only GET and HEAD answers are cached: list GET (or HEAD) in methods, or drop `cache`",
+        );
+    }
+    if rule.ttl.0 > MAX_CACHE_TTL {
+        mistakes.at(format!("{field}.ttl"), &rule.ttl, "must be at most 24h");
+    }
+    let stale = rule.stale_if_error.as_ref().map_or(Duration::ZERO, |s| {
+        if s.0 > MAX_STALE_IF_ERROR {
+            mistakes.at(
+                format!("{field}.stale_if_error"),
+                s,
+                "must be at most 24h",
+            );
+        }
+        s.0
+    });
+    let max_body = rule.max_body.as_ref().map_or(cache.max_body_bytes, |m| {
+        if m.0 > cache.memory_bytes {
+            mistakes.at(
+                format!("{field}.max_body"),
+                m,
+                "must not be larger than cache.memory (such a body could never be stored)",
+            );
+        }
+        m.0
+    });
+    CacheRule {
+        ttl: rule.ttl.0.min(MAX_CACHE_TTL),
+        stale_if_error: stale.min(MAX_STALE_IF_ERROR),
+        max_body_bytes: max_body,
+    }
+}
+
+// --- end of response cache ---
 
 /// The routes a table cannot hold (a method and path taken twice, a path the router refuses, a
 /// target naming a parameter the path lacks): the table is built route by route, so every

@@ -6,7 +6,8 @@
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
 //! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
 //! 5. [`authorize`]: the route's roles and scopes (403).
-//! 6. (limit, cache: the edge policies come here.)
+//! 6. (limit: the rate limits come here.)
+//!    [`cache`]: a stored answer ends the request here; a miss is stored on its way back.
 //! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
@@ -17,6 +18,7 @@
 pub mod accept;
 pub mod authenticate;
 pub mod authorize;
+pub mod cache;
 pub mod forward;
 pub mod normalize;
 pub mod observe;
@@ -102,6 +104,13 @@ impl Pipeline {
         {
             exchange.principal = Some(claims.sub.clone());
         }
+        // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
+        let plan = match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref())
+            .await
+        {
+            cache::Consulted::Answer(response) => return Ok(response),
+            cache::Consulted::Forward(plan) => plan,
+        };
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -111,7 +120,9 @@ impl Pipeline {
             client_ip: peer.ip(),
             caller,
         };
-        forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await
+        let answer =
+            forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await;
+        cache::settle(&self.app, plan, answer).await
     }
 
     /// The gateway's own endpoints are an axum router (they are few and not the hot path): it

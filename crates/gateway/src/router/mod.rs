@@ -196,6 +196,7 @@ mod tests {
             to: to.into(),
             auth: AuthPolicy::Public,
             timeout: None,
+            cache: None,
         }
     }
 
