@@ -734,3 +734,89 @@ mod outage_settings_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cache_settings_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, CacheRule, ConfigError, GatewayConfig, Vars};
+
+    fn config(head: &str, route: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "{head}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET, POST], service: users, auth: public{route} }}\n  \
+             - {{ path: /api/write, methods: [POST], service: users, auth: public{route} }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_default_and_a_route_opts_in_with_its_ttl() {
+        let defaults = config("", "").unwrap();
+        assert_eq!(defaults.cache.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(defaults.cache.max_body_bytes, 1024 * 1024);
+        assert!(defaults.routes.iter().all(|r| r.cache.is_none()), "opt-in");
+
+        let text = "cache: { memory: 8MiB, max_body: 64KiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 30s, stale_if_error: 5m } }\n  \
+                    - { path: /b, methods: [HEAD], service: users, auth: authenticated, cache: { ttl: 1s, max_body: 1KiB } }\n";
+        let set = parse(text, "gateway.yaml", &Vars::new()).unwrap();
+        assert_eq!(set.cache.memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(
+            set.routes[0].cache,
+            Some(CacheRule {
+                ttl: Duration::from_secs(30),
+                stale_if_error: Duration::from_secs(300),
+                max_body_bytes: 64 * 1024,
+            })
+        );
+        assert_eq!(
+            set.routes[1].cache,
+            Some(CacheRule {
+                ttl: Duration::from_secs(1),
+                stale_if_error: Duration::ZERO,
+                max_body_bytes: 1024,
+            })
+        );
+    }
+
+    #[test]
+    fn every_cache_mistake_is_named_in_one_run() {
+        let text = "cache: { memory: 1MiB, max_body: 2MiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 2d, stale_if_error: 3d } }\n  \
+                    - { path: /b, methods: [GET], service: users, auth: public, cache: { ttl: 1s, max_body: lots } }\n  \
+                    - { path: /c, methods: [POST], service: users, auth: public, cache: { ttl: 1s } }\n";
+        let error = parse(text, "gateway.yaml", &Vars::new())
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "cache.max_body",
+            "routes[0].cache.ttl",
+            "routes[0].cache.stale_if_error",
+            "routes[1].cache.max_body",
+            "routes[2].cache",
+        ] {
+            assert!(error.contains(field), "{field} is named: {error}");
+        }
+
+        let refusals = [
+            (", cache: { ttl: 10s }", "routes[1].cache", "a POST-only route cannot cache"),
+            (", cache: { ttl: 0s }", "routes[0].cache.ttl", "a zero ttl"),
+            (", cache: { ttl: 10s, vary: all }", "routes[0].cache", "an unknown key"),
+            (", cache: 10s", "routes[0].cache", "not a mapping"),
+            (", cache: {}", "routes[0].cache", "no ttl"),
+        ];
+        for (route, field, why) in refusals {
+            let error = config("", route).unwrap_err().to_string();
+            assert!(error.contains(field), "{why}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_route_body_limit_above_the_memory_bound_is_refused() {
+        let error = config("cache: { memory: 1MiB }", ", cache: { ttl: 1s, max_body: 2MiB }")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("routes[0].cache.max_body"), "{error}");
+    }
+}
