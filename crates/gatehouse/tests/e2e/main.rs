@@ -5,6 +5,7 @@
 mod fleet;
 mod support;
 
+mod cache;
 mod captured_identity;
 mod config;
 mod devices;
