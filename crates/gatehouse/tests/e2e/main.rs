@@ -6,6 +6,7 @@ mod fleet;
 mod support;
 
 mod cache;
+mod cache_redis;
 mod captured_identity;
 mod config;
 mod devices;

@@ -18,9 +18,9 @@ use crate::replicas::{free_port, start_replica, Replica};
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
 /// A Redis of the test's own, without persistence: killing it loses everything it held.
-struct TestRedis {
+pub(crate) struct TestRedis {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for TestRedis {
@@ -31,7 +31,7 @@ impl Drop for TestRedis {
 }
 
 impl TestRedis {
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -49,7 +49,7 @@ impl TestRedis {
         Self { child, port }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

@@ -1,0 +1,100 @@
+//! The response cache on Redis: replicas share it (an answer one stored is a hit on the other,
+//! a write on either invalidates it for both), and a Redis that stops answering costs a cached
+//! route nothing but its hits: the requests go to the service, never a 500. Runs when
+//! `GATEHOUSE_TEST_REDIS` names a Redis (CI sets it), like the other Redis tests; the outage test
+//! starts a Redis of its own on a free port and kills it.
+
+use serde_json::Value;
+
+use crate::cache::{cache_status, Origin};
+use crate::fleet::{config_head, wait_for, Gate};
+use crate::replicas::free_port;
+use crate::replicas_faults::TestRedis;
+
+const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var(REDIS_ENV).ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!("{REDIS_ENV} is not set: the shared-cache test checks nothing");
+    }
+    url
+}
+
+/// A replica's configuration: the origin's cached routes, the state on `redis` under `prefix`.
+fn config(origin: &Origin, redis: &str, prefix: &str) -> String {
+    let text = format!(
+        "{}state: {{ redis: \"{redis}\", prefix: \"{prefix}\", probe_interval: 200ms }}\nroutes:\n",
+        config_head("off")
+    );
+    origin.config(text)
+}
+
+/// GETs `path` on `gate` until the answer is a hit; its body.
+async fn until_hit(gate: &Gate, path: &str) -> Value {
+    wait_for("a hit from Redis", || async {
+        let response = gate.get(path).await;
+        assert_eq!(response.status(), 200);
+        let hit = cache_status(&response).starts_with("gatehouse; hit");
+        let body: Value = response.json().await.unwrap();
+        hit.then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_redis_an_answer_stored_by_one_replica_is_a_hit_on_the_other_until_a_write() {
+    let Some(redis) = redis_url() else { return };
+    let origin = Origin::start().await;
+    let prefix = format!("gatehouse-cache-{}", uuid::Uuid::new_v4().simple());
+    let text = config(&origin, &redis, &prefix);
+    let one = Gate::start(&text).await;
+    let two = Gate::start(&text).await;
+
+    let stored = until_hit(&one, "/cached/plain/shared?x=1").await;
+    let response = two.get("/cached/plain/shared?x=1").await;
+    let status = cache_status(&response);
+    assert!(status.starts_with("gatehouse; hit"), "the other replica: {status}");
+    assert_eq!(response.json::<Value>().await.unwrap(), stored);
+    eprintln!("the other replica served the entry the first stored in Redis");
+
+    let write = two
+        .http
+        .post(format!("{}/cached/plain/shared", two.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 204);
+    let response = one.get("/cached/plain/shared?x=1").await;
+    assert_eq!(
+        cache_status(&response),
+        "gatehouse; fwd=uri-miss; stored",
+        "a write on one replica invalidates the entry for the other"
+    );
+    eprintln!("a write on one replica invalidated the shared entry for the other");
+}
+
+#[tokio::test]
+async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
+    if redis_url().is_none() {
+        return;
+    }
+    let mut redis = TestRedis::start(free_port()).await;
+    let origin = Origin::start().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let gate = Gate::start(&config(&origin, &url, "gatehouse-cache-outage")).await;
+    until_hit(&gate, "/cached/plain/outage").await;
+    let before = origin.hits("/o/plain/outage");
+
+    redis.kill();
+    for _ in 0..5 {
+        let response = gate.get("/cached/plain/outage").await;
+        assert_eq!(response.status(), 200, "never a 5xx while Redis is down");
+        assert_eq!(
+            cache_status(&response),
+            "gatehouse; fwd=uri-miss; detail=not-stored"
+        );
+    }
+    assert_eq!(origin.hits("/o/plain/outage"), before + 5, "the service answered");
+    eprintln!("with Redis down the cached route answered from the service");
+}
