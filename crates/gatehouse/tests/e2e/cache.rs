@@ -103,7 +103,11 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
     if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
         return axum::http::StatusCode::NO_CONTENT.into_response();
     }
-    let kind = path.trim_start_matches("/o/").split('/').next().unwrap_or("");
+    let kind = path
+        .trim_start_matches("/o/")
+        .split('/')
+        .next()
+        .unwrap_or("");
     let body = json!({
         "path": path,
         // Its length only: a huge query must not make the answer too large to store.
@@ -179,7 +183,10 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
     assert_eq!(body["count"], 1);
 
     let (second, again) = get(&app, "/cached/plain/item?b=2&a=1", None).await;
-    assert!(second.starts_with("gatehouse; hit"), "query order is irrelevant: {second}");
+    assert!(
+        second.starts_with("gatehouse; hit"),
+        "query order is irrelevant: {second}"
+    );
     assert_eq!(again, body, "the stored answer, byte for byte");
     assert_eq!(origin.hits("/o/plain/item"), 1);
 
@@ -191,7 +198,11 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
     })
     .await;
     assert!(age >= 1);
-    assert_eq!(origin.hits("/o/plain/item"), 1, "every one of those was a hit");
+    assert_eq!(
+        origin.hits("/o/plain/item"),
+        1,
+        "every one of those was a hit"
+    );
 
     let write = app
         .http
@@ -201,7 +212,10 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
         .unwrap();
     assert_eq!(write.status(), 204);
     let (after, fresh) = get(&app, "/cached/plain/item?a=1&b=2", None).await;
-    assert_eq!(after, "gatehouse; fwd=uri-miss; stored", "a POST invalidates every query of its path");
+    assert_eq!(
+        after, "gatehouse; fwd=uri-miss; stored",
+        "a POST invalidates every query of its path"
+    );
     assert_eq!(fresh["count"], 3, "GET, POST, GET reached the origin");
 }
 
@@ -217,7 +231,10 @@ async fn one_users_answer_is_never_served_to_another() {
     let (stored, for_alice) = get(&app, "/mine/plain/profile", Some(&alice)).await;
     assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
     let (status, for_bob) = get(&app, "/mine/plain/profile", Some(&bob)).await;
-    assert_eq!(status, "gatehouse; fwd=uri-miss; stored", "bob's request is not alice's entry");
+    assert_eq!(
+        status, "gatehouse; fwd=uri-miss; stored",
+        "bob's request is not alice's entry"
+    );
     assert_ne!(for_bob["user"], for_alice["user"]);
     let (hit, again) = get(&app, "/mine/plain/profile", Some(&alice)).await;
     assert!(hit.starts_with("gatehouse; hit"), "{hit}");
@@ -233,7 +250,11 @@ async fn one_users_answer_is_never_served_to_another() {
     assert_eq!(body["user"], for_bob["user"]);
 
     let anonymous = app.get("/mine/plain/profile", None).await;
-    assert_eq!(anonymous.status(), 401, "the cache comes after authentication");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the cache comes after authentication"
+    );
 }
 
 #[tokio::test]
@@ -255,7 +276,11 @@ async fn answers_rfc_9111_forbids_sharing_are_not_stored() {
                 "{kind}"
             );
         }
-        assert_eq!(origin.hits(&format!("/o/{kind}/x")), 2, "{kind}: both reached the origin");
+        assert_eq!(
+            origin.hits(&format!("/o/{kind}/x")),
+            2,
+            "{kind}: both reached the origin"
+        );
     }
 }
 
@@ -268,7 +293,11 @@ async fn a_hundred_concurrent_misses_make_one_upstream_call() {
             tokio::spawn(async move {
                 let response = http.get(url).send().await.unwrap();
                 let status = cache_status(&response);
-                (response.status().as_u16(), status, response.text().await.unwrap())
+                (
+                    response.status().as_u16(),
+                    status,
+                    response.text().await.unwrap(),
+                )
             })
         })
         .collect();
@@ -282,19 +311,36 @@ async fn a_hundred_concurrent_misses_make_one_upstream_call() {
     for request in requests {
         answers.push(request.await.unwrap());
     }
-    assert_eq!(origin.hits("/o/gated/report"), 1, "exactly one upstream call");
+    assert_eq!(
+        origin.hits("/o/gated/report"),
+        1,
+        "exactly one upstream call"
+    );
     assert!(answers.iter().all(|(status, _, _)| *status == 200));
     let body = &answers[0].2;
-    assert!(answers.iter().all(|(_, _, b)| b == body), "everyone got the same answer");
-    let stored = answers.iter().filter(|(_, s, _)| s.ends_with("stored")).count();
+    assert!(
+        answers.iter().all(|(_, _, b)| b == body),
+        "everyone got the same answer"
+    );
+    let stored = answers
+        .iter()
+        .filter(|(_, s, _)| s.ends_with("stored"))
+        .count();
     let shared = answers
         .iter()
         .filter(|(_, s, _)| s.ends_with("collapsed") || s.starts_with("gatehouse; hit"))
         .count();
-    assert_eq!((stored, shared), (1, 99), "one leader, 99 served its answer");
+    assert_eq!(
+        (stored, shared),
+        (1, 99),
+        "one leader, 99 served its answer"
+    );
     eprintln!(
         "coalescing: {} of 100 waited for the leader",
-        answers.iter().filter(|(_, s, _)| s.ends_with("collapsed")).count()
+        answers
+            .iter()
+            .filter(|(_, s, _)| s.ends_with("collapsed"))
+            .count()
     );
 }
 
@@ -323,7 +369,10 @@ async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
 
     origin.fail(false);
     let (status, fresh) = get(&app, "/cached/flaky/feed", None).await;
-    assert_eq!(status, "gatehouse; fwd=stale; stored", "back, and stored anew");
+    assert_eq!(
+        status, "gatehouse; fwd=stale; stored",
+        "back, and stored anew"
+    );
     assert_ne!(fresh["count"], body["count"]);
 }
 
@@ -346,14 +395,31 @@ async fn head_is_answered_from_the_get_entry_and_a_head_miss_stores_nothing() {
     let (app, origin) = spawn().await;
     let get_response = app.get("/cached/plain/doc", None).await;
     let length = get_response.headers()["content-length"].clone();
-    let head = app.http.head(app.url("/cached/plain/doc")).send().await.unwrap();
+    let head = app
+        .http
+        .head(app.url("/cached/plain/doc"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), 200);
-    assert!(cache_status(&head).starts_with("gatehouse; hit"), "{}", cache_status(&head));
+    assert!(
+        cache_status(&head).starts_with("gatehouse; hit"),
+        "{}",
+        cache_status(&head)
+    );
     assert_eq!(head.headers()["content-length"], length);
     assert!(head.bytes().await.unwrap().is_empty());
 
-    let head = app.http.head(app.url("/cached/plain/other")).send().await.unwrap();
-    assert_eq!(cache_status(&head), "gatehouse; fwd=uri-miss; detail=not-stored");
+    let head = app
+        .http
+        .head(app.url("/cached/plain/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_status(&head),
+        "gatehouse; fwd=uri-miss; detail=not-stored"
+    );
     let (status, _) = get(&app, "/cached/plain/other", None).await;
     assert_eq!(status, "gatehouse; fwd=uri-miss; stored");
     assert_eq!(origin.hits("/o/plain/other"), 2);
@@ -392,9 +458,17 @@ async fn hostile_requests_get_a_correct_answer_and_cost_the_cache_nothing() {
         for _ in 0..2 {
             let response = app.get(&path, None).await;
             assert_eq!(response.status(), 200);
-            assert_eq!(response.bytes().await.unwrap().len(), size, "{kind}: all of it");
+            assert_eq!(
+                response.bytes().await.unwrap().len(),
+                size,
+                "{kind}: all of it"
+            );
         }
-        assert_eq!(origin.hits(&format!("/o/{kind}/blob")), 2, "{kind}: not stored");
+        assert_eq!(
+            origin.hits(&format!("/o/{kind}/blob")),
+            2,
+            "{kind}: not stored"
+        );
     }
 
     // A client's `no-cache` does not take the shield down; its `no-store` stores nothing.
@@ -405,7 +479,10 @@ async fn hostile_requests_get_a_correct_answer_and_cost_the_cache_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(cache_status(&response), "gatehouse; fwd=uri-miss; detail=not-stored");
+    assert_eq!(
+        cache_status(&response),
+        "gatehouse; fwd=uri-miss; detail=not-stored"
+    );
     get(&app, "/cached/plain/search?q=2", None).await;
     let response = app
         .http

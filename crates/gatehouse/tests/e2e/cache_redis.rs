@@ -54,7 +54,10 @@ async fn with_redis_an_answer_stored_by_one_replica_is_a_hit_on_the_other_until_
     let stored = until_hit(&one, "/cached/plain/shared?x=1").await;
     let response = two.get("/cached/plain/shared?x=1").await;
     let status = cache_status(&response);
-    assert!(status.starts_with("gatehouse; hit"), "the other replica: {status}");
+    assert!(
+        status.starts_with("gatehouse; hit"),
+        "the other replica: {status}"
+    );
     assert_eq!(response.json::<Value>().await.unwrap(), stored);
     eprintln!("the other replica served the entry the first stored in Redis");
 
@@ -95,6 +98,10 @@ async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
             "gatehouse; fwd=uri-miss; detail=not-stored"
         );
     }
-    assert_eq!(origin.hits("/o/plain/outage"), before + 5, "the service answered");
+    assert_eq!(
+        origin.hits("/o/plain/outage"),
+        before + 5,
+        "the service answered"
+    );
     eprintln!("with Redis down the cached route answered from the service");
 }

@@ -45,7 +45,12 @@ impl Parts {
 }
 
 /// The key of a GET or HEAD of `path?query` on `route` by `caller` (`None` on a public route).
-pub fn of(route: &Route, path: &str, query: Option<&str>, caller: Option<&AccessClaims>) -> CacheKey {
+pub fn of(
+    route: &Route,
+    path: &str,
+    query: Option<&str>,
+    caller: Option<&AccessClaims>,
+) -> CacheKey {
     let mut entry = Parts::new("gatehouse-cache-v1");
     entry.add(b"GET");
     entry.add(route.template.as_bytes());
@@ -105,9 +110,9 @@ pub fn hex(digest: &Digest32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kit::identity::PrincipalKind;
     use crate::config::{AuthPolicy, RouteSettings};
     use crate::router::RouteTable;
+    use kit::identity::PrincipalKind;
 
     fn route(auth: AuthPolicy) -> std::sync::Arc<Route> {
         let settings = RouteSettings {
@@ -154,7 +159,10 @@ mod tests {
         let e = of(&route, "/api/items", Some("a=1+&b=2"), None);
         assert_eq!(a, b);
         assert_ne!(a.entry, c.entry);
-        assert_ne!(d.entry, e.entry, "encodings the service can tell apart stay apart");
+        assert_ne!(
+            d.entry, e.entry,
+            "encodings the service can tell apart stay apart"
+        );
         assert_eq!(a.path, c.path, "one path, one invalidation key");
     }
 
@@ -177,7 +185,10 @@ mod tests {
         assert_eq!(alice, alice_reordered);
         assert_ne!(alice.entry, alice_fewer.entry, "another grant, another key");
         assert_ne!(alice.entry, bob.entry, "another caller, another key");
-        assert_eq!(alice.path, bob.path, "a write invalidates every caller's entry");
+        assert_eq!(
+            alice.path, bob.path,
+            "a write invalidates every caller's entry"
+        );
     }
 
     #[test]

@@ -137,10 +137,11 @@ pub fn decide(
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    let vary_all = headers
-        .get_all(header::VARY)
-        .iter()
-        .any(|value| value.to_str().map_or(true, |v| v.split(',').any(|n| n.trim() == "*")));
+    let vary_all = headers.get_all(header::VARY).iter().any(|value| {
+        value
+            .to_str()
+            .map_or(true, |v| v.split(',').any(|n| n.trim() == "*"))
+    });
     if vary_all {
         return Err(NotStored::VaryAll);
     }
@@ -240,6 +241,12 @@ mod tests {
         map
     }
 
+    type Headers = &'static [(&'static str, &'static str)];
+    /// Why, the request's terms, the status, the answer's headers, the verdict.
+    type Refusal = (&'static str, RequestTerms, u16, Headers, NotStored);
+    /// Why, the request's terms, the status, the answer's headers, seconds fresh and stale.
+    type Admission = (&'static str, RequestTerms, u16, Headers, u64, u64);
+
     const PUBLIC: RequestTerms = RequestTerms {
         per_caller: false,
         authorization: false,
@@ -253,7 +260,9 @@ mod tests {
 
     #[test]
     fn answers_that_must_not_be_stored_are_refused_each_for_its_rule() {
-        let cases: [(&str, RequestTerms, u16, &[(&str, &str)], NotStored); 16] = [
+        // One case a line: the table is the specification.
+        #[rustfmt::skip]
+        let cases: [Refusal; 16] = [
             ("no-store", PUBLIC, 200, &[("cache-control", "no-store")], NotStored::NoStore),
             ("no-store among others", PUBLIC, 200, &[("cache-control", "public, max-age=60, no-store")], NotStored::NoStore),
             ("no-store on a second line", PUBLIC, 200, &[("cache-control", "max-age=60"), ("cache-control", "no-store")], NotStored::NoStore),
@@ -309,7 +318,13 @@ mod tests {
             ..PUBLIC
         };
         assert_eq!(
-            decide(no_store, StatusCode::OK, &headers(&[]), &rule(), SystemTime::now()),
+            decide(
+                no_store,
+                StatusCode::OK,
+                &headers(&[]),
+                &rule(),
+                SystemTime::now()
+            ),
             Err(NotStored::RequestNoStore)
         );
     }
@@ -317,7 +332,8 @@ mod tests {
     #[test]
     fn storable_answers_get_the_shorter_of_the_services_lifetime_and_the_routes_ttl() {
         let now = SystemTime::now();
-        let cases: [(&str, RequestTerms, u16, &[(&str, &str)], u64, u64); 10] = [
+        #[rustfmt::skip]
+        let cases: [Admission; 10] = [
             ("no freshness said: the route's ttl", PUBLIC, 200, &[], 30, 300),
             ("max-age shorter than ttl wins", PUBLIC, 200, &[("cache-control", "max-age=5")], 5, 300),
             ("max-age longer than ttl is capped", PUBLIC, 200, &[("cache-control", "max-age=3600")], 30, 300),

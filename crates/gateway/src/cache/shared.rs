@@ -90,7 +90,10 @@ impl Meta {
     fn into_entry(self, body: Vec<u8>, remaining: Duration) -> Option<Entry> {
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
-            headers.append(HeaderName::from_bytes(name.as_bytes()).ok()?, decode(value)?);
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                decode(value)?,
+            );
         }
         let mut vary = Vec::with_capacity(self.vary.len());
         for (name, value) in &self.vary {

@@ -416,11 +416,7 @@ fn route_cache(
     }
     let stale = rule.stale_if_error.as_ref().map_or(Duration::ZERO, |s| {
         if s.0 > MAX_STALE_IF_ERROR {
-            mistakes.at(
-                format!("{field}.stale_if_error"),
-                s,
-                "must be at most 24h",
-            );
+            mistakes.at(format!("{field}.stale_if_error"), s, "must be at most 24h");
         }
         s.0
     });
@@ -800,9 +796,17 @@ mod cache_settings_tests {
         }
 
         let refusals = [
-            (", cache: { ttl: 10s }", "routes[1].cache", "a POST-only route cannot cache"),
+            (
+                ", cache: { ttl: 10s }",
+                "routes[1].cache",
+                "a POST-only route cannot cache",
+            ),
             (", cache: { ttl: 0s }", "routes[0].cache.ttl", "a zero ttl"),
-            (", cache: { ttl: 10s, vary: all }", "routes[0].cache", "an unknown key"),
+            (
+                ", cache: { ttl: 10s, vary: all }",
+                "routes[0].cache",
+                "an unknown key",
+            ),
             (", cache: 10s", "routes[0].cache", "not a mapping"),
             (", cache: {}", "routes[0].cache", "no ttl"),
         ];
@@ -814,9 +818,12 @@ mod cache_settings_tests {
 
     #[test]
     fn a_route_body_limit_above_the_memory_bound_is_refused() {
-        let error = config("cache: { memory: 1MiB }", ", cache: { ttl: 1s, max_body: 2MiB }")
-            .unwrap_err()
-            .to_string();
+        let error = config(
+            "cache: { memory: 1MiB }",
+            ", cache: { ttl: 1s, max_body: 2MiB }",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("routes[0].cache.max_body"), "{error}");
     }
 }

@@ -179,9 +179,10 @@ pub async fn settle(
         Plan::Fill(fill) => *fill,
     };
     let failed = match &answer {
-        Ok(response) => response.status().is_server_error().then(|| {
-            format!("fwd-status={}", response.status().as_u16())
-        }),
+        Ok(response) => response
+            .status()
+            .is_server_error()
+            .then(|| format!("fwd-status={}", response.status().as_u16())),
         Err(error) => Some(format!("detail={}", error.reason())),
     };
     if let (Some(failure), Some(stale)) = (&failed, &fill.stale) {

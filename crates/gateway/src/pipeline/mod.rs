@@ -105,12 +105,11 @@ impl Pipeline {
             exchange.principal = Some(claims.sub.clone());
         }
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
-        let plan = match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref())
-            .await
-        {
-            cache::Consulted::Answer(response) => return Ok(response),
-            cache::Consulted::Forward(plan) => plan,
-        };
+        let plan =
+            match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref()).await {
+                cache::Consulted::Answer(response) => return Ok(response),
+                cache::Consulted::Forward(plan) => plan,
+            };
         let request = forward::Forwardable {
             route: &route,
             target,
