@@ -168,6 +168,20 @@ pub fn cache_status(response: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
+/// `method path` on the gateway with `headers`, no credentials.
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+) -> reqwest::Response {
+    let mut request = app.http.request(method, app.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
 async fn get(app: &TestApp, path: &str, token: Option<&str>) -> (String, Value) {
     let response = app.get(path, token).await;
     assert_eq!(response.status(), 200, "GET {path}");
@@ -204,12 +218,7 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
         "every one of those was a hit"
     );
 
-    let write = app
-        .http
-        .post(app.url("/cached/plain/item"))
-        .send()
-        .await
-        .unwrap();
+    let write = send(&app, reqwest::Method::POST, "/cached/plain/item", &[]).await;
     assert_eq!(write.status(), 204);
     let (after, fresh) = get(&app, "/cached/plain/item?a=1&b=2", None).await;
     assert_eq!(
@@ -395,12 +404,7 @@ async fn head_is_answered_from_the_get_entry_and_a_head_miss_stores_nothing() {
     let (app, origin) = spawn().await;
     let get_response = app.get("/cached/plain/doc", None).await;
     let length = get_response.headers()["content-length"].clone();
-    let head = app
-        .http
-        .head(app.url("/cached/plain/doc"))
-        .send()
-        .await
-        .unwrap();
+    let head = send(&app, reqwest::Method::HEAD, "/cached/plain/doc", &[]).await;
     assert_eq!(head.status(), 200);
     assert!(
         cache_status(&head).starts_with("gatehouse; hit"),
@@ -410,12 +414,7 @@ async fn head_is_answered_from_the_get_entry_and_a_head_miss_stores_nothing() {
     assert_eq!(head.headers()["content-length"], length);
     assert!(head.bytes().await.unwrap().is_empty());
 
-    let head = app
-        .http
-        .head(app.url("/cached/plain/other"))
-        .send()
-        .await
-        .unwrap();
+    let head = send(&app, reqwest::Method::HEAD, "/cached/plain/other", &[]).await;
     assert_eq!(
         cache_status(&head),
         "gatehouse; fwd=uri-miss; detail=not-stored"
@@ -429,11 +428,19 @@ async fn head_is_answered_from_the_get_entry_and_a_head_miss_stores_nothing() {
 async fn vary_selects_the_stored_answer_by_the_named_request_headers() {
     let (app, origin) = spawn().await;
     let send = |language: &'static str| {
-        let request = app
-            .http
-            .get(app.url("/cached/vary-lang/page"))
-            .header("accept-language", language);
-        async move { cache_status(&request.send().await.unwrap()) }
+        let app = &app;
+        async move {
+            let headers = [("accept-language", language)];
+            cache_status(
+                &send(
+                    app,
+                    reqwest::Method::GET,
+                    "/cached/vary-lang/page",
+                    &headers,
+                )
+                .await,
+            )
+        }
     };
     assert_eq!(send("en").await, "gatehouse; fwd=uri-miss; stored");
     assert!(send("en").await.starts_with("gatehouse; hit"));
@@ -472,25 +479,25 @@ async fn hostile_requests_get_a_correct_answer_and_cost_the_cache_nothing() {
     }
 
     // A client's `no-cache` does not take the shield down; its `no-store` stores nothing.
-    let response = app
-        .http
-        .get(app.url("/cached/plain/search?q=1"))
-        .header("cache-control", "no-store")
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/plain/search?q=1",
+        &[("cache-control", "no-store")],
+    )
+    .await;
     assert_eq!(
         cache_status(&response),
         "gatehouse; fwd=uri-miss; detail=not-stored"
     );
     get(&app, "/cached/plain/search?q=2", None).await;
-    let response = app
-        .http
-        .get(app.url("/cached/plain/search?q=2"))
-        .header("cache-control", "no-cache, max-age=0")
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/plain/search?q=2",
+        &[("cache-control", "no-cache, max-age=0")],
+    )
+    .await;
     assert!(cache_status(&response).starts_with("gatehouse; hit"));
 }
 
