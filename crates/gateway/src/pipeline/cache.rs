@@ -131,6 +131,9 @@ pub async fn consult(
         Seat::Leader(leader) => {
             // Stored between the lookup and boarding: the leader before us has just landed.
             let again = app.cache.lookup(&app.shared, &key).await;
+            // A write may have moved the generation since the first look.
+            fill.generation = again.generation;
+            fill.store = !again.unavailable;
             if let Some(entry) = again
                 .entry
                 .filter(|e| e.is_fresh() && e.matches(&parts.headers))
