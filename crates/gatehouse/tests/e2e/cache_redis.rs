@@ -1,8 +1,10 @@
 //! The response cache on Redis: replicas share it (an answer one stored is a hit on the other,
 //! a write on either invalidates it for both), and a Redis that stops answering costs a cached
-//! route nothing but its hits: the requests go to the service, never a 500. Runs when
+//! route nothing but its hits: the requests go to the service, never a 500; a write made while
+//! Redis was down drops the shared entries when it returns, so none from before the write is
+//! served. Runs when
 //! `GATEHOUSE_TEST_REDIS` names a Redis (CI sets it), like the other Redis tests; the outage test
-//! starts a Redis of its own on a free port and kills it.
+//! tests start a Redis of their own on a free port and stop it.
 
 use serde_json::Value;
 
@@ -104,4 +106,55 @@ async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
         "the service answered"
     );
     eprintln!("with Redis down the cached route answered from the service");
+}
+
+#[tokio::test]
+async fn a_write_made_while_redis_was_down_drops_the_shared_entries_when_it_returns() {
+    if redis_url().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().display().to_string();
+    // Saved at shutdown and loaded at start: the entry outlives the outage, as it would in a
+    // Redis with persistence, or one the gateway only lost sight of.
+    let persistence = [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &folder,
+        "--dbfilename",
+        "cache.rdb",
+    ];
+    let port = free_port();
+    let mut redis = TestRedis::start_with(port, &persistence).await;
+    let origin = Origin::start().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let gate = Gate::start(&config(&origin, &url, "gatehouse-cache-owed")).await;
+    until_hit(&gate, "/cached/plain/owed").await;
+
+    redis.shut_down_saving();
+    let write = gate
+        .http
+        .post(format!("{}/cached/plain/owed", gate.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 204, "the write is not held up by Redis");
+    let _redis = TestRedis::start_with(port, &persistence).await;
+
+    // Until the breaker's probe finds Redis back, lookups are misses that store nothing.
+    let status = wait_for("the cache to use Redis again", || async {
+        let response = gate.get("/cached/plain/owed").await;
+        assert_eq!(response.status(), 200);
+        let status = cache_status(&response);
+        (status != "gatehouse; fwd=uri-miss; detail=not-stored").then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status, "gatehouse; fwd=uri-miss; stored",
+        "the entry from before the write is not served"
+    );
+    eprintln!("a write made while Redis was down dropped the shared entry when it came back");
 }
