@@ -32,6 +32,27 @@ fn config(origin: &Origin, redis: &str, prefix: &str) -> String {
     origin.config(text)
 }
 
+/// A gateway on its own Redis (`redis`), in front of a new origin, with an entry stored at
+/// `path` (a hit already).
+async fn stored_on(redis: &TestRedis, prefix: &str, path: &str) -> (Origin, Gate) {
+    let origin = Origin::start().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let gate = Gate::start(&config(&origin, &url, prefix)).await;
+    until_hit(&gate, path).await;
+    (origin, gate)
+}
+
+/// POSTs to `path` on `gate`: its status.
+async fn write(gate: &Gate, path: &str) -> u16 {
+    let response = gate
+        .http
+        .post(format!("{}{path}", gate.url))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
 /// GETs `path` on `gate` until the answer is a hit; its body.
 async fn until_hit(gate: &Gate, path: &str) -> Value {
     wait_for("a hit from Redis", || async {
@@ -63,13 +84,7 @@ async fn with_redis_an_answer_stored_by_one_replica_is_a_hit_on_the_other_until_
     assert_eq!(response.json::<Value>().await.unwrap(), stored);
     eprintln!("the other replica served the entry the first stored in Redis");
 
-    let write = two
-        .http
-        .post(format!("{}/cached/plain/shared", two.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status(), 204);
+    assert_eq!(write(&two, "/cached/plain/shared").await, 204);
     let response = one.get("/cached/plain/shared?x=1").await;
     assert_eq!(
         cache_status(&response),
@@ -85,10 +100,7 @@ async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
         return;
     }
     let mut redis = TestRedis::start(free_port()).await;
-    let origin = Origin::start().await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let gate = Gate::start(&config(&origin, &url, "gatehouse-cache-outage")).await;
-    until_hit(&gate, "/cached/plain/outage").await;
+    let (origin, gate) = stored_on(&redis, "gatehouse-cache-outage", "/cached/plain/outage").await;
     let before = origin.hits("/o/plain/outage");
 
     redis.kill();
@@ -129,19 +141,14 @@ async fn a_write_made_while_redis_was_down_drops_the_shared_entries_when_it_retu
     ];
     let port = free_port();
     let mut redis = TestRedis::start_with(port, &persistence).await;
-    let origin = Origin::start().await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let gate = Gate::start(&config(&origin, &url, "gatehouse-cache-owed")).await;
-    until_hit(&gate, "/cached/plain/owed").await;
+    let (_origin, gate) = stored_on(&redis, "gatehouse-cache-owed", "/cached/plain/owed").await;
 
     redis.shut_down_saving();
-    let write = gate
-        .http
-        .post(format!("{}/cached/plain/owed", gate.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status(), 204, "the write is not held up by Redis");
+    assert_eq!(
+        write(&gate, "/cached/plain/owed").await,
+        204,
+        "the write is not held up by Redis"
+    );
     let _redis = TestRedis::start_with(port, &persistence).await;
 
     // Until the breaker's probe finds Redis back, lookups are misses that store nothing.
