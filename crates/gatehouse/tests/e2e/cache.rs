@@ -37,6 +37,8 @@ pub struct OriginState {
 pub struct Origin {
     pub address: SocketAddr,
     pub state: Arc<OriginState>,
+    /// Stops the origin: no more connections, open ones closed once idle.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl Origin {
@@ -51,8 +53,23 @@ impl Origin {
         let app = Router::new()
             .fallback(answer)
             .with_state(Arc::clone(&state));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { address, state }
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await
+        });
+        Self {
+            address,
+            state,
+            stop,
+        }
+    }
+
+    /// Takes the origin down: the gateway can no longer reach it.
+    pub fn stop(&self) {
+        self.stop.notify_one();
     }
 
     /// Requests the origin got for `path` (as it sees it: `/o/...`).
@@ -383,6 +400,29 @@ async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
         "back, and stored anew"
     );
     assert_ne!(fresh["count"], body["count"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_stood_in_for_by_a_stale_answer_that_says_why() {
+    let (app, origin) = spawn().await;
+    let (_, body) = get(&app, "/cached/short/down", None).await;
+    origin.stop();
+    let (status, stale) = wait_for("the entry to go stale", || async {
+        let response = app.get("/cached/short/down", None).await;
+        assert_eq!(response.status(), 200, "never the 502 or 503");
+        let status = cache_status(&response);
+        if status.starts_with("gatehouse; hit") {
+            return None;
+        }
+        Some((status, response.json::<Value>().await.unwrap()))
+    })
+    .await;
+    // No answer, so no `fwd-status`: the gateway's reason for the failure instead.
+    assert!(
+        status.starts_with("gatehouse; fwd=stale; detail=upstream_"),
+        "{status}"
+    );
+    assert_eq!(stale, body);
 }
 
 #[tokio::test]
