@@ -117,7 +117,49 @@ async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
         before + 5,
         "the service answered"
     );
-    eprintln!("with Redis down the cached route answered from the service");
+
+    // Concurrent misses still make one request at a time to the service: its answer is handed
+    // to the waiting ones, though nothing can be stored.
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (
+                gate.http.clone(),
+                format!("{}/cached/gated/outage", gate.url),
+            );
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    wait_for(
+        "the leader at the origin and every request at the gateway",
+        || async {
+            let metrics = gate
+                .http
+                .get(format!("{}/metrics", gate.admin_url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let open = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("gatehouse_open_connections "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            (origin.hits("/o/gated/outage") == 1 && open >= 20).then_some(())
+        },
+    )
+    .await;
+    origin.open_gate(20);
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let calls = origin.hits("/o/gated/outage");
+    assert!(
+        calls < 20,
+        "the misses were coalesced: {calls} calls for 20 requests"
+    );
+    eprintln!("with Redis down the cached route answered from the service ({calls} call for 20 concurrent misses)");
 }
 
 #[tokio::test]

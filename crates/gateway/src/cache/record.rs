@@ -25,6 +25,9 @@ pub struct Pending {
     pub max_body: u64,
     /// Present when other requests wait for this one.
     pub leader: Option<Leader>,
+    /// Whether the store takes it (not while Redis does not answer): else it only goes to the
+    /// waiting requests.
+    pub persist: bool,
 }
 
 impl Pending {
@@ -34,12 +37,15 @@ impl Pending {
             key,
             mut entry,
             leader,
+            persist,
             ..
         } = self;
         entry.body = body;
         entry.stored_at = Instant::now();
         let entry = Arc::new(entry);
-        app.cache.store(&app, key, Arc::clone(&entry));
+        if persist {
+            app.cache.store(&app, key, Arc::clone(&entry));
+        }
         if let Some(leader) = leader {
             leader.land(entry);
         }

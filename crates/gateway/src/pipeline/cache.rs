@@ -59,8 +59,12 @@ pub struct Fill {
     /// An entry past its freshness that may stand in if the service fails.
     stale: Option<Arc<Entry>>,
     leader: Option<crate::cache::flight::Leader>,
-    /// Whether the answer may be stored (not for HEAD, nor while the store is unreachable).
+    /// Whether the answer may be recorded (not for HEAD, nor when the client said `no-store`):
+    /// for the store, and for the requests waiting on this one.
     store: bool,
+    /// Whether the store can take it: not while Redis does not answer (the answer is then only
+    /// handed to the requests waiting on this one, so an outage is no stampede).
+    persist: bool,
     head: bool,
     /// RFC 9211's `fwd`: why the request went to the service.
     forwarded: &'static str,
@@ -118,7 +122,8 @@ pub async fn consult(
         request: HeaderMap::new(),
         stale,
         leader: None,
-        store: !head && !found.unavailable && !terms.no_store,
+        store: !head && !terms.no_store,
+        persist: !found.unavailable,
         head,
         forwarded,
     };
@@ -133,7 +138,7 @@ pub async fn consult(
             let again = app.cache.lookup(&app.shared, &key).await;
             // A write may have moved the generation since the first look.
             fill.generation = again.generation;
-            fill.store = !again.unavailable;
+            fill.persist = !again.unavailable;
             if let Some(entry) = again
                 .entry
                 .filter(|e| e.is_fresh() && e.matches(&parts.headers))
@@ -231,10 +236,15 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 entry,
                 max_body: fill.rule.max_body_bytes,
                 leader: fill.leader,
+                persist: fill.persist,
             };
             response = response.map(|body| Body::new(Recording::new(body, pending)));
-            app.observe.gateway.cache("stored");
-            format!("gatehouse; fwd={forwarded}; stored")
+            if fill.persist {
+                app.observe.gateway.cache("stored");
+                format!("gatehouse; fwd={forwarded}; stored")
+            } else {
+                format!("gatehouse; fwd={forwarded}; detail=not-stored")
+            }
         }
         Err(detail) => format!("gatehouse; fwd={forwarded}; detail={detail}"),
     };
