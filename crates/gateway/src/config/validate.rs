@@ -817,6 +817,36 @@ mod cache_settings_tests {
     }
 
     #[test]
+    fn the_memory_bound_needs_a_restart_while_route_rules_reload() {
+        let running = config("", ", cache: { ttl: 10s }").unwrap_err();
+        assert!(
+            running.to_string().contains("routes[1].cache"),
+            "the POST-only route"
+        );
+        let file = |memory: &str, ttl: &str| {
+            let text = format!(
+                "cache: {{ memory: {memory} }}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+                 routes:\n  - {{ path: /a, methods: [GET], service: users, auth: public, cache: {{ ttl: {ttl} }} }}\n"
+            );
+            parse(&text, "gateway.yaml", &Vars::new()).unwrap()
+        };
+        let running = file("8MiB", "10s");
+        let next = file("16MiB", "20s");
+        assert_eq!(next.needs_restart(&running), vec!["cache.memory"]);
+        let applied = next.keeping_start_settings_of(&running);
+        assert_eq!(
+            applied.cache.memory_bytes,
+            8 * 1024 * 1024,
+            "kept until a restart"
+        );
+        assert_eq!(
+            applied.routes[0].cache.map(|rule| rule.ttl),
+            Some(Duration::from_secs(20)),
+            "a route's rule changes live"
+        );
+    }
+
+    #[test]
     fn a_route_body_limit_above_the_memory_bound_is_refused() {
         let error = config(
             "cache: { memory: 1MiB }",
