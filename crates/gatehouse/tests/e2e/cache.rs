@@ -370,6 +370,21 @@ async fn a_hundred_concurrent_misses_make_one_upstream_call() {
     );
 }
 
+/// GETs `path` until the answer is not a hit (its entry went stale); each must be a 200, never
+/// the service's failure. That answer's `Cache-Status` and body.
+async fn first_answer_not_a_hit(app: &TestApp, path: &str) -> (String, Value) {
+    wait_for("the entry to go stale", || async {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 200, "never the service's failure");
+        let status = cache_status(&response);
+        if status.starts_with("gatehouse; hit") {
+            return None;
+        }
+        Some((status, response.json::<Value>().await.unwrap()))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
     let (app, origin) = spawn().await;
@@ -377,16 +392,7 @@ async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
     assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
     origin.fail(true);
     // `max-age=1`, shorter than the route's minute, wins: the entry is soon stale.
-    let (status, stale) = wait_for("the entry to go stale", || async {
-        let response = app.get("/cached/flaky/feed", None).await;
-        assert_eq!(response.status(), 200, "never the 503");
-        let status = cache_status(&response);
-        if status.starts_with("gatehouse; hit") {
-            return None;
-        }
-        Some((status, response.json::<Value>().await.unwrap()))
-    })
-    .await;
+    let (status, stale) = first_answer_not_a_hit(&app, "/cached/flaky/feed").await;
     assert!(
         status.starts_with("gatehouse; fwd=stale; fwd-status=503; ttl=-"),
         "{status}"
@@ -407,16 +413,7 @@ async fn an_unreachable_service_is_stood_in_for_by_a_stale_answer_that_says_why(
     let (app, origin) = spawn().await;
     let (_, body) = get(&app, "/cached/short/down", None).await;
     origin.stop();
-    let (status, stale) = wait_for("the entry to go stale", || async {
-        let response = app.get("/cached/short/down", None).await;
-        assert_eq!(response.status(), 200, "never the 502 or 503");
-        let status = cache_status(&response);
-        if status.starts_with("gatehouse; hit") {
-            return None;
-        }
-        Some((status, response.json::<Value>().await.unwrap()))
-    })
-    .await;
+    let (status, stale) = first_answer_not_a_hit(&app, "/cached/short/down").await;
     // No answer, so no `fwd-status`: the gateway's reason for the failure instead.
     assert!(
         status.starts_with("gatehouse; fwd=stale; detail=upstream_"),
