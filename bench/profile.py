@@ -24,7 +24,7 @@ import harness  # noqa: E402
 from harness import HarnessError, Params, Scenario, say  # noqa: E402
 
 PATHS = {"2": "/public/small", "3": "/private/small", "5": "/api/last/items", "7": "/public/large",
-         "9": "/limited/small"}
+         "9": "/limited/small", "10": "/cached/small"}
 
 
 def main() -> int:
@@ -70,9 +70,11 @@ def profile(args: argparse.Namespace) -> int:
         # Metrics and the access log on, as deployed, when this build has them.
         observe = (harness.observe_for(workdir, "gateway")
                    if args.observe and harness.supports_observe(gatehouse, workdir) else None)
-        # Only scenario 9 needs `rate_limits`; an older binary (--gatehouse) would refuse them.
+        # Only scenario 9 needs `rate_limits` and 10 `cache`; an older binary (--gatehouse) would
+        # refuse them.
         config = harness.gateway_config(workdir, "gateway", addr, upstream_addr, routes, observe,
-                                        rate_limits=args.scenario == "9")
+                                        rate_limits=args.scenario == "9",
+                                        cached=args.scenario == "10")
         callgrind_out = out / f"callgrind.scenario{args.scenario}.out"
         gateway = harness.start(
             "gateway",

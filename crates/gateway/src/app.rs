@@ -9,6 +9,7 @@ use crate::auth::identity::IdentityMinter;
 use crate::auth::keys::{KeyTiming, Keys};
 use crate::auth::tokens::Tokens;
 use crate::auth::Verifier;
+use crate::cache::ResponseCache;
 use crate::config::GatewayConfig;
 use crate::issuer::device::DeviceTokens;
 use crate::issuer::throttle::KnownDeviceSlots;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub observe: Observe,
     /// Rate limits: the buckets (memory, or the fallback while Redis is down) outlive reloads.
     pub limiter: crate::limit::Limiter,
+    /// Stored answers of the routes with `cache:` (in Redis when the state is).
+    pub cache: ResponseCache,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -68,6 +71,7 @@ impl AppState {
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
         let concurrent_checks = config.auth.throttle.concurrent;
+        let cache = ResponseCache::new(&config.cache, shared.is_redis());
         Ok(Self {
             routing: CurrentRouting::new(Routing::first(config)?),
             auth,
@@ -81,6 +85,7 @@ impl AppState {
             serving: OnceLock::new(),
             limiter: crate::limit::Limiter::new(&observe.metrics),
             observe,
+            cache,
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! The request path is [`pipeline`], its phases in the order a request meets them: accept →
-//! normalize → route → authenticate → authorize → forward → respond → observe. The rest is what
+//! normalize → route → authenticate → authorize → cache → forward → respond → observe. The rest is what
 //! those phases use:
 //! - [`app`]: what the gateway holds while it runs; [`routing`]: the snapshot a reload swaps.
 //! - [`router`]: the route table (radix tree) and upstream path templates.
@@ -16,6 +16,7 @@
 //! - [`limit`]: rate limits (GCRA): policies, memory buckets, the Redis script, the fallback.
 //! - [`state`]: what replicas share (memory or Redis, behind a breaker): revocations and
 //!   login-throttle counters.
+//! - [`cache`]: the response cache (RFC 9111 shared-cache rules, memory or Redis, coalescing).
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -6,6 +6,8 @@ mod fleet;
 mod harness;
 mod support;
 
+mod cache;
+mod cache_redis;
 mod captured_identity;
 mod config;
 mod devices;

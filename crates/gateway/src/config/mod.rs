@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use load::{load_file, parse, Vars};
-pub use validate::MAX_RETRIES;
+pub use validate::{MAX_CACHE_TTL, MAX_RETRIES, MAX_STALE_IF_ERROR};
 
 /// Configuration mistakes, each named by file, line, column and field so it can be fixed
 /// without guessing.
@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub tokens: TokenSettings,
     pub auth: AuthEndpoints,
     pub limits: Limits,
+    /// The response cache's bounds; a route opts in with [`RouteSettings::cache`].
+    pub cache: CacheSettings,
     pub services: BTreeMap<String, ServiceSettings>,
     /// Named rate-limit policies (`rate_limits:`); routes hold the ones they take.
     pub rate_limits: BTreeMap<String, std::sync::Arc<crate::limit::RatePolicy>>,
@@ -106,6 +108,10 @@ impl GatewayConfig {
         if self.auth != running.auth {
             fields.push("auth");
         }
+        // The in-memory store is sized once, at start.
+        if self.cache.memory_bytes != running.cache.memory_bytes {
+            fields.push("cache.memory");
+        }
         fields
     }
 
@@ -119,6 +125,7 @@ impl GatewayConfig {
         self.state = running.state.clone();
         self.tokens = running.tokens.clone();
         self.auth = running.auth.clone();
+        self.cache.memory_bytes = running.cache.memory_bytes;
         self
     }
 
@@ -280,7 +287,32 @@ pub struct RouteSettings {
     pub timeout: Option<Duration>,
     /// The rate-limit policies the route takes (`rate_limit: [name, …]`), every one applying.
     pub rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
+    /// Its GET and HEAD answers are cached (see `crate::cache`); `None`: never.
+    pub cache: Option<CacheRule>,
 }
+
+// --- response cache (issue 13) ---
+
+/// The response cache's bounds, for every route that opts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// What the in-memory store may hold, bodies and headers counted (read at start).
+    pub memory_bytes: u64,
+    /// The largest body stored when a route does not say; larger ones pass through.
+    pub max_body_bytes: u64,
+}
+
+/// One route's cache: how long its answers stay fresh at most, how long past that they may
+/// stand in for a failing service, and the largest body stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRule {
+    pub ttl: Duration,
+    /// Zero: a failing service's error goes to the client.
+    pub stale_if_error: Duration,
+    pub max_body_bytes: u64,
+}
+
+// --- end of response cache ---
 
 /// Who may call a route.
 #[derive(Debug, Clone, PartialEq, Eq)]

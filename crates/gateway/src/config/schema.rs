@@ -47,6 +47,8 @@ pub struct File {
     pub tokens: Tokens,
     pub auth: Auth,
     pub limits: Limits,
+    /// The response cache's bounds (routes opt in with their own `cache` key).
+    pub cache: Cache,
     /// Required; `None` only when the file does not say.
     pub services: Option<BTreeMap<String, Service>>,
     /// Required; `None` only when the file does not say.
@@ -81,6 +83,7 @@ impl Default for File {
             tokens: Tokens::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            cache: Cache::default(),
             services: None,
             routes: None,
             rate_limits: BTreeMap::new(),
@@ -507,6 +510,9 @@ pub struct Route {
     /// The names of the rate-limit policies the route takes.
     #[serde(default)]
     pub rate_limit: Vec<Spanned<String>>,
+    /// Opt-in response cache for the route's GET and HEAD requests.
+    #[serde(default)]
+    pub cache: Option<Spanned<RouteCache>>,
 }
 
 // ---- rate limits (issue 13) ----
@@ -524,6 +530,43 @@ pub struct RateLimit {
 }
 
 // ---- end of rate limits ----
+
+// --- response cache (issue 13) ---
+
+/// The top-level `cache:` section: how much memory cached answers may take (the in-memory
+/// store; with `state: redis` Redis holds them, under its own `maxmemory`), and the largest
+/// body stored when a route does not say.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    pub memory: Spanned<Size>,
+    pub max_body: Spanned<Size>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            memory: unplaced(Size(64 * 1024 * 1024)),
+            max_body: unplaced(Size(1024 * 1024)),
+        }
+    }
+}
+
+/// A route's `cache: { ttl, stale_if_error, max_body }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCache {
+    /// How long an answer stays fresh, at most (the service's `max-age` wins when shorter).
+    pub ttl: Spanned<Period>,
+    /// How long past its freshness an answer may still stand in for a failing service.
+    #[serde(default)]
+    pub stale_if_error: Option<Spanned<Period>>,
+    /// Bodies larger than this pass through without being stored; default `cache.max_body`.
+    #[serde(default)]
+    pub max_body: Option<Spanned<Size>>,
+}
+
+// --- end of response cache ---
 
 /// `auth: public`, `auth: authenticated`, or `auth: { roles: [...], scopes: [...] }`.
 #[derive(Debug)]

@@ -12,8 +12,9 @@ use kit::config::{Mistakes, Spanned};
 use super::schema::{self, DEFAULT_MAX_BACKOFF};
 use super::values::Period;
 use super::{
-    AuthEndpoints, AuthPolicy, BreakerSettings, GatewayConfig, HealthCheck, Limits, RetrySettings,
-    RouteSettings, ServiceSettings, ThrottleSettings, TokenSettings,
+    AuthEndpoints, AuthPolicy, BreakerSettings, CacheRule, CacheSettings, GatewayConfig,
+    HealthCheck, Limits, RetrySettings, RouteSettings, ServiceSettings, ThrottleSettings,
+    TokenSettings,
 };
 use crate::limit::policy::{max_requests, MAX_WINDOW};
 use crate::limit::RatePolicy;
@@ -34,7 +35,8 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
     let services = services(raw.services, &tokens.audience, mistakes);
     let rate_limits = rate_limits(raw.rate_limits, mistakes);
     let auth = auth(raw.auth, &services, &rate_limits, mistakes);
-    let routes = routes(raw.routes, &services, &auth, &rate_limits, mistakes);
+    let cache = cache(&raw.cache, mistakes);
+    let routes = routes(raw.routes, &services, &auth, &rate_limits, &cache, mistakes);
     let (store, acquire_timeout) = (raw.store.url, raw.store.acquire_timeout.0);
     GatewayConfig {
         listen: raw.listen,
@@ -46,6 +48,7 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
         tokens,
         auth,
         limits: limits(raw.limits),
+        cache,
         services,
         rate_limits,
         routes,
@@ -295,6 +298,7 @@ fn routes(
     services: &BTreeMap<String, ServiceSettings>,
     auth: &AuthEndpoints,
     rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
+    cache: &CacheSettings,
     mistakes: &mut Mistakes,
 ) -> Vec<RouteSettings> {
     let Some(raw) = raw else {
@@ -366,6 +370,10 @@ fn routes(
             rate_limit: taken_policies(&field, &route.rate_limit, &policy, rate_limits, mistakes),
             auth: policy,
             timeout: route.timeout.map(|t| t.0),
+            cache: route
+                .cache
+                .as_ref()
+                .map(|rule| route_cache(&field, route, rule, cache, mistakes)),
         };
         all.push((index, settings, route));
     }
@@ -519,6 +527,75 @@ fn plain_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+// --- response cache (issue 13) ---
+
+/// The longest a cached answer may stay fresh, and the longest it may stand in for a failing
+/// service after that: the in-memory store keeps its invalidation marks this long.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+
+fn cache(raw: &schema::Cache, mistakes: &mut Mistakes) -> CacheSettings {
+    if raw.max_body.0 > raw.memory.0 {
+        mistakes.at(
+            "cache.max_body",
+            &raw.max_body,
+            "must not be larger than cache.memory (such a body could never be stored)",
+        );
+    }
+    CacheSettings {
+        memory_bytes: raw.memory.0,
+        max_body_bytes: raw.max_body.0,
+    }
+}
+
+/// A route's `cache`: only for a route that serves GET or HEAD, within the caps.
+fn route_cache(
+    field: &str,
+    route: &schema::Route,
+    rule: &kit::config::Spanned<schema::RouteCache>,
+    cache: &CacheSettings,
+    mistakes: &mut Mistakes,
+) -> CacheRule {
+    let field = format!("{field}.cache");
+    let readable = route
+        .methods
+        .iter()
+        .any(|m| m.0 == http::Method::GET || m.0 == http::Method::HEAD);
+    if !readable {
+        mistakes.at(
+            &field,
+            rule,
+            "only GET and HEAD answers are cached: list GET (or HEAD) in methods, or drop `cache`",
+        );
+    }
+    if rule.ttl.0 > MAX_CACHE_TTL {
+        mistakes.at(format!("{field}.ttl"), &rule.ttl, "must be at most 24h");
+    }
+    let stale = rule.stale_if_error.as_ref().map_or(Duration::ZERO, |s| {
+        if s.0 > MAX_STALE_IF_ERROR {
+            mistakes.at(format!("{field}.stale_if_error"), s, "must be at most 24h");
+        }
+        s.0
+    });
+    let max_body = rule.max_body.as_ref().map_or(cache.max_body_bytes, |m| {
+        if m.0 > cache.memory_bytes {
+            mistakes.at(
+                format!("{field}.max_body"),
+                m,
+                "must not be larger than cache.memory (such a body could never be stored)",
+            );
+        }
+        m.0
+    });
+    CacheRule {
+        ttl: rule.ttl.0.min(MAX_CACHE_TTL),
+        stale_if_error: stale.min(MAX_STALE_IF_ERROR),
+        max_body_bytes: max_body,
+    }
+}
+
+// --- end of response cache ---
 
 /// The routes a table cannot hold (a method and path taken twice, a path the router refuses, a
 /// target naming a parameter the path lacks): the table is built route by route, so every
@@ -989,5 +1066,127 @@ mod rate_limit_tests {
         ] {
             assert!(error.contains(expected), "{expected} missing: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_settings_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, CacheRule, ConfigError, GatewayConfig, Vars};
+
+    fn config(head: &str, route: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "{head}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             routes:\n  - {{ path: /api/users, methods: [GET, POST], service: users, auth: public{route} }}\n  \
+             - {{ path: /api/write, methods: [POST], service: users, auth: public{route} }}\n"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_default_and_a_route_opts_in_with_its_ttl() {
+        let defaults = config("", "").unwrap();
+        assert_eq!(defaults.cache.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(defaults.cache.max_body_bytes, 1024 * 1024);
+        assert!(defaults.routes.iter().all(|r| r.cache.is_none()), "opt-in");
+
+        let text = "cache: { memory: 8MiB, max_body: 64KiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 30s, stale_if_error: 5m } }\n  \
+                    - { path: /b, methods: [HEAD], service: users, auth: authenticated, cache: { ttl: 1s, max_body: 1KiB } }\n";
+        let set = parse(text, "gateway.yaml", &Vars::new()).unwrap();
+        assert_eq!(set.cache.memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(
+            set.routes[0].cache,
+            Some(CacheRule {
+                ttl: Duration::from_secs(30),
+                stale_if_error: Duration::from_secs(300),
+                max_body_bytes: 64 * 1024,
+            })
+        );
+        assert_eq!(
+            set.routes[1].cache,
+            Some(CacheRule {
+                ttl: Duration::from_secs(1),
+                stale_if_error: Duration::ZERO,
+                max_body_bytes: 1024,
+            })
+        );
+    }
+
+    #[test]
+    fn every_cache_mistake_is_named_in_one_run() {
+        let text = "cache: { memory: 1MiB, max_body: 2MiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 2d, stale_if_error: 3d } }\n  \
+                    - { path: /b, methods: [GET], service: users, auth: public, cache: { ttl: 1s, max_body: lots } }\n  \
+                    - { path: /c, methods: [POST], service: users, auth: public, cache: { ttl: 1s } }\n";
+        let error = parse(text, "gateway.yaml", &Vars::new())
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "cache.max_body",
+            "routes[0].cache.ttl",
+            "routes[0].cache.stale_if_error",
+            "routes[1].cache.max_body",
+            "routes[2].cache",
+        ] {
+            assert!(error.contains(field), "{field} is named: {error}");
+        }
+
+        let refusals = [
+            (
+                ", cache: { ttl: 10s }",
+                "routes[1].cache",
+                "a POST-only route cannot cache",
+            ),
+            (", cache: { ttl: 0s }", "routes[0].cache.ttl", "a zero ttl"),
+            (
+                ", cache: { ttl: 10s, vary: all }",
+                "routes[0].cache",
+                "an unknown key",
+            ),
+            (", cache: 10s", "routes[0].cache", "not a mapping"),
+            (", cache: {}", "routes[0].cache", "no ttl"),
+        ];
+        for (route, field, why) in refusals {
+            let error = config("", route).unwrap_err().to_string();
+            assert!(error.contains(field), "{why}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_memory_bound_needs_a_restart_while_route_rules_reload() {
+        let file = |memory: &str, ttl: &str| {
+            let text = format!(
+                "cache: {{ memory: {memory} }}\nservices:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+                 routes:\n  - {{ path: /a, methods: [GET], service: users, auth: public, cache: {{ ttl: {ttl} }} }}\n"
+            );
+            parse(&text, "gateway.yaml", &Vars::new()).unwrap()
+        };
+        let running = file("8MiB", "10s");
+        let next = file("16MiB", "20s");
+        assert_eq!(next.needs_restart(&running), vec!["cache.memory"]);
+        let applied = next.keeping_start_settings_of(&running);
+        assert_eq!(
+            applied.cache.memory_bytes,
+            8 * 1024 * 1024,
+            "kept until a restart"
+        );
+        assert_eq!(
+            applied.routes[0].cache.map(|rule| rule.ttl),
+            Some(Duration::from_secs(20)),
+            "a route's rule changes live"
+        );
+    }
+
+    #[test]
+    fn a_route_body_limit_above_the_memory_bound_is_refused() {
+        let error = config(
+            "cache: { memory: 1MiB }",
+            ", cache: { ttl: 1s, max_body: 2MiB }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("routes[0].cache.max_body"), "{error}");
     }
 }

@@ -7,8 +7,8 @@
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
 //! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
 //! 5. [`authorize`]: the route's roles and scopes (403).
-//! 6. [`limit`]: the route's rate limits (429), and their headers on the answer.
-//!    (cache: the next edge policy comes here.)
+//! 6. [`limit`]: the route's rate limits (429), and their headers on the answer;
+//!    [`cache`]: a stored answer ends the request here; a miss is stored on its way back.
 //! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
@@ -19,6 +19,7 @@
 pub mod accept;
 pub mod authenticate;
 pub mod authorize;
+pub mod cache;
 pub mod forward;
 pub mod limit;
 pub mod normalize;
@@ -117,6 +118,13 @@ impl Pipeline {
             exchange.principal = Some(claims.sub.clone());
         }
         let quota = limit::admit(&self.app, &route, caller.as_deref(), peer.ip()).await?;
+        // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
+        // The rate-limit headers are the caller's own: added after the cache, never stored.
+        let plan =
+            match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref()).await {
+                cache::Consulted::Answer(response) => return Ok(limit::annotate(response, quota)),
+                cache::Consulted::Forward(plan) => plan,
+            };
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -127,7 +135,8 @@ impl Pipeline {
             caller,
         };
         let answer =
-            forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await?;
+            forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await;
+        let answer = cache::settle(&self.app, plan, answer).await?;
         Ok(limit::annotate(answer, quota))
     }
 

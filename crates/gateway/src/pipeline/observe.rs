@@ -91,6 +91,8 @@ pub struct GatewayMetrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     /// `gatehouse_open_connections`: client connections open on the public listener.
     pub connections: Gauge,
+    /// `gatehouse_cache_total{outcome}`: hit, miss, collapsed, stored, stale_served.
+    pub cache: Family<OutcomeLabels, Counter>,
     /// One scrape at a time refreshes the instance gauges and renders.
     pub scrape: Arc<std::sync::Mutex<()>>,
 }
@@ -123,6 +125,7 @@ impl GatewayMetrics {
             sign_ins: Family::default(),
             reloads: Family::default(),
             connections: Gauge::default(),
+            cache: Family::default(),
             scrape: Arc::default(),
         };
         let it = families.clone();
@@ -171,7 +174,17 @@ impl GatewayMetrics {
             "Client connections open on the public listener",
             it.connections,
         );
+        metrics.register(
+            "gatehouse_cache",
+            "Response cache outcomes on cached routes (hit, miss, collapsed, stored, stale_served)",
+            it.cache,
+        );
         families
+    }
+
+    /// One response-cache outcome (a closed set, named in `pipeline/cache.rs`).
+    pub fn cache(&self, outcome: &'static str) {
+        self.cache.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub fn verification(&self, outcome: &'static str) {

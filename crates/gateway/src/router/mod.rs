@@ -201,6 +201,7 @@ mod tests {
             auth: AuthPolicy::Public,
             timeout: None,
             rate_limit: Vec::new(),
+            cache: None,
         }
     }
 

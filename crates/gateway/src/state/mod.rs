@@ -389,6 +389,25 @@ impl Replicated {
     }
 }
 
+// --- response cache (issue 13) ---
+impl Replicated {
+    /// Runs `pipeline` on Redis for the response cache, within the command timeout and behind
+    /// the breaker like every command; `None` with the memory state.
+    pub async fn cache_query<T: redis::FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Option<Result<T, StateError>> {
+        let redis = self.redis.as_ref()?;
+        Some(redis.query(pipeline).await)
+    }
+
+    /// Whether the state is kept in Redis (the response cache is, then, too).
+    pub fn is_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+}
+// --- end of response cache ---
+
 impl Replicated {
     /// Applies the revocations other replicas record in the store, every `store_sync`, for as
     /// long as the gateway runs. Only with Redis: with the memory state there is one replica.

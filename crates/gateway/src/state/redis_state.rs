@@ -263,6 +263,16 @@ impl RedisState {
         result
     }
 
+    /// Runs `pipeline` like any other command: within the command timeout, behind the breaker
+    /// (the response cache's reads and writes).
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StateError> {
+        let mut connection = self.connection()?;
+        self.run(pipeline.query_async(&mut connection)).await
+    }
+
     pub async fn increment(&self, key: &str, window: Duration) -> Result<Attempts, StateError> {
         let mut connection = self.connection()?;
         let key = self.key("throttle", key);

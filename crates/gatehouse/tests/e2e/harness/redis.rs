@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
-/// A Redis of the test's own, without persistence: killing it loses everything it held.
+/// A Redis of the test's own, without persistence unless asked: killing it loses everything it
+/// held.
 pub struct TestRedis {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Drop for TestRedis {
@@ -24,9 +25,14 @@ impl TestRedis {
     }
 
     pub async fn start(port: u16) -> Self {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"]).await
+    }
+
+    /// A Redis started with `persistence` (no persistence, or an RDB file of the test's).
+    pub async fn start_with(port: u16, persistence: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(persistence)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
@@ -43,6 +49,15 @@ impl TestRedis {
 
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Stops it as an operator would, saving what it holds first (to its RDB file, if any).
+    pub fn shut_down_saving(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .stdout(Stdio::null())
+            .status();
         self.child.wait().unwrap();
     }
 }

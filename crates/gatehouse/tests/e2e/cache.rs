@@ -1,0 +1,564 @@
+//! The response cache, over real HTTP: the whole system (memory state) in front of an origin of
+//! the test's own that counts every request it gets and answers with the caching headers its
+//! path names. What is pinned: one caller's answer is never another's, answers RFC 9111 forbids
+//! sharing are not stored, 100 concurrent misses make one upstream call, a failing service is
+//! stood in for by a stale answer (and `Cache-Status` says so), a write invalidates, and hostile
+//! requests (huge queries, `Vary: *`, bodies over the limit) get a correct answer and no harm.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::harness::wait_for;
+use crate::support::{spawn_app_with, TestApp};
+
+/// What the origin saw and how it behaves now.
+pub struct OriginState {
+    /// Requests per path (`/o/...`), every method.
+    hits: Mutex<HashMap<String, usize>>,
+    /// While set, `flaky` paths answer 503.
+    failing: AtomicBool,
+    /// `gated` paths wait for a permit before answering.
+    gate: Arc<Semaphore>,
+}
+
+/// The test's origin: `/o/{kind}/...` answers JSON naming the request (path, query length, the caller
+/// the gateway named, the how-many-th request of its path it is), with the headers `kind` names.
+#[derive(Clone)]
+pub struct Origin {
+    pub address: SocketAddr,
+    pub state: Arc<OriginState>,
+    /// Stops the origin: no more connections, open ones closed once idle.
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Origin {
+    pub async fn start() -> Self {
+        let state = Arc::new(OriginState {
+            hits: Mutex::default(),
+            failing: AtomicBool::new(false),
+            gate: Arc::new(Semaphore::new(0)),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new()
+            .fallback(answer)
+            .with_state(Arc::clone(&state));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await
+        });
+        Self {
+            address,
+            state,
+            stop,
+        }
+    }
+
+    /// Takes the origin down: the gateway can no longer reach it.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Requests the origin got for `path` (as it sees it: `/o/...`).
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Lets `n` held `gated` requests answer.
+    pub fn open_gate(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// The service and routes that put the origin behind the gateway: `/cached/...` public,
+    /// `/mine/...` per caller, both cached for a minute, with 5 minutes of `stale_if_error` and
+    /// a 1 KiB body limit on the public one.
+    pub fn config(&self, text: String) -> String {
+        let origin = self.address;
+        let text = text.replacen(
+            "services:\n",
+            &format!("services:\n  origin: {{ upstreams: [\"http://{origin}\"], timeout: 10s, required: false, retries: {{ attempts: 0 }} }}\n"),
+            1,
+        );
+        format!(
+            "{text}  - {{ path: \"/cached/{{*rest}}\", methods: [GET, POST], service: origin, to: \"/o/{{rest}}\", auth: public, cache: {{ ttl: 60s, stale_if_error: 5m, max_body: 1KiB }} }}\n  \
+             - {{ path: \"/mine/{{*rest}}\", methods: [GET, POST], service: origin, to: \"/o/{{rest}}\", auth: authenticated, cache: {{ ttl: 60s }} }}\n"
+        )
+    }
+}
+
+async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let count = {
+        let mut hits = state.hits.lock().unwrap();
+        let count = hits.entry(path.clone()).or_default();
+        *count += 1;
+        *count
+    };
+    if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
+        return axum::http::StatusCode::NO_CONTENT.into_response();
+    }
+    let kind = path
+        .trim_start_matches("/o/")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let body = json!({
+        "path": path,
+        // Its length only: a huge query must not make the answer too large to store.
+        "query_length": request.uri().query().map_or(0, str::len),
+        "user": request.headers().get("x-user-id").and_then(|v| v.to_str().ok()),
+        "count": count,
+    })
+    .to_string();
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let mut set = |name: &'static str, value: &'static str| {
+        response
+            .headers_mut()
+            .append(name, axum::http::HeaderValue::from_static(value));
+    };
+    match kind {
+        "private" => set("cache-control", "private, max-age=60"),
+        "no-store" => set("cache-control", "no-store"),
+        "cookie" => set("set-cookie", "session=s3cr3t; HttpOnly"),
+        "vary-star" => set("vary", "*"),
+        "vary-lang" => set("vary", "Accept-Language"),
+        "short" | "flaky" => set("cache-control", "max-age=1"),
+        "big" => {
+            *response.body_mut() = Body::from("x".repeat(4096));
+        }
+        "big-stream" => {
+            let chunks = (0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512)));
+            *response.body_mut() = Body::from_stream(futures_util::stream::iter(chunks));
+        }
+        _ => {}
+    }
+    if kind == "flaky" && state.failing.load(Ordering::SeqCst) {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if kind == "gated" {
+        state.gate.acquire().await.unwrap().forget();
+    }
+    response
+}
+
+/// The system with the origin behind it.
+async fn spawn() -> (TestApp, Origin) {
+    let origin = Origin::start().await;
+    let routes = origin.clone();
+    let app = spawn_app_with(move |text| routes.config(text)).await;
+    (app, origin)
+}
+
+/// `Cache-Status` of `response`, or "" without one.
+pub fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// `method path` on the gateway with `headers`, no credentials.
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+) -> reqwest::Response {
+    let mut request = app.http.request(method, app.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(app: &TestApp, path: &str, token: Option<&str>) -> (String, Value) {
+    let response = app.get(path, token).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    let status = cache_status(&response);
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path() {
+    let (app, origin) = spawn().await;
+    let (first, body) = get(&app, "/cached/plain/item?a=1&b=2", None).await;
+    assert_eq!(first, "gatehouse; fwd=uri-miss; stored");
+    assert_eq!(body["count"], 1);
+
+    let (second, again) = get(&app, "/cached/plain/item?b=2&a=1", None).await;
+    assert!(
+        second.starts_with("gatehouse; hit"),
+        "query order is irrelevant: {second}"
+    );
+    assert_eq!(again, body, "the stored answer, byte for byte");
+    assert_eq!(origin.hits("/o/plain/item"), 1);
+
+    // Age grows while it is stored (whole seconds: polled, not slept).
+    let age = wait_for("Age to reach 1", || async {
+        let response = app.get("/cached/plain/item?a=1&b=2", None).await;
+        let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
+        (age >= 1).then_some(age)
+    })
+    .await;
+    assert!(age >= 1);
+    assert_eq!(
+        origin.hits("/o/plain/item"),
+        1,
+        "every one of those was a hit"
+    );
+
+    let write = send(&app, reqwest::Method::POST, "/cached/plain/item", &[]).await;
+    assert_eq!(write.status(), 204);
+    let (after, fresh) = get(&app, "/cached/plain/item?a=1&b=2", None).await;
+    assert_eq!(
+        after, "gatehouse; fwd=uri-miss; stored",
+        "a POST invalidates every query of its path"
+    );
+    assert_eq!(fresh["count"], 3, "GET, POST, GET reached the origin");
+}
+
+#[tokio::test]
+async fn one_users_answer_is_never_served_to_another() {
+    let (app, origin) = spawn().await;
+    let admin = app.admin().await;
+    app.create_user(&admin, "alice", "alice-password-1").await;
+    app.create_user(&admin, "bob", "bob-password-12").await;
+    let alice = app.token("alice", "alice-password-1").await;
+    let bob = app.token("bob", "bob-password-12").await;
+
+    let (stored, for_alice) = get(&app, "/mine/plain/profile", Some(&alice)).await;
+    assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
+    let (status, for_bob) = get(&app, "/mine/plain/profile", Some(&bob)).await;
+    assert_eq!(
+        status, "gatehouse; fwd=uri-miss; stored",
+        "bob's request is not alice's entry"
+    );
+    assert_ne!(for_bob["user"], for_alice["user"]);
+    let (hit, again) = get(&app, "/mine/plain/profile", Some(&alice)).await;
+    assert!(hit.starts_with("gatehouse; hit"), "{hit}");
+    assert_eq!(again["user"], for_alice["user"]);
+    assert_eq!(origin.hits("/o/plain/profile"), 2);
+
+    // `private` may be stored in the caller's own entry, and only there.
+    get(&app, "/mine/private/profile", Some(&alice)).await;
+    let (hit, _) = get(&app, "/mine/private/profile", Some(&alice)).await;
+    assert!(hit.starts_with("gatehouse; hit"), "{hit}");
+    let (miss, body) = get(&app, "/mine/private/profile", Some(&bob)).await;
+    assert!(miss.starts_with("gatehouse; fwd=uri-miss"), "{miss}");
+    assert_eq!(body["user"], for_bob["user"]);
+
+    let anonymous = app.get("/mine/plain/profile", None).await;
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the cache comes after authentication"
+    );
+}
+
+#[tokio::test]
+async fn answers_rfc_9111_forbids_sharing_are_not_stored() {
+    let (app, origin) = spawn().await;
+    for (kind, detail) in [
+        ("private", "private"),
+        ("no-store", "no-store"),
+        ("cookie", "set-cookie"),
+        ("vary-star", "vary-star"),
+    ] {
+        let path = format!("/cached/{kind}/x");
+        for _ in 0..2 {
+            let response = app.get(&path, None).await;
+            assert_eq!(response.status(), 200, "{kind}");
+            assert_eq!(
+                cache_status(&response),
+                format!("gatehouse; fwd=uri-miss; detail={detail}"),
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            origin.hits(&format!("/o/{kind}/x")),
+            2,
+            "{kind}: both reached the origin"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_make_one_upstream_call() {
+    let (app, origin) = spawn().await;
+    let requests: Vec<_> = (0..100)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url("/cached/gated/report"));
+            tokio::spawn(async move {
+                let response = http.get(url).send().await.unwrap();
+                let status = cache_status(&response);
+                (
+                    response.status().as_u16(),
+                    status,
+                    response.text().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    // The first request holds at the origin until the others are at the gateway (or answered).
+    wait_for("the leader to reach the origin", || async {
+        (origin.hits("/o/gated/report") == 1).then_some(())
+    })
+    .await;
+    origin.open_gate(1);
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    assert_eq!(
+        origin.hits("/o/gated/report"),
+        1,
+        "exactly one upstream call"
+    );
+    assert!(answers.iter().all(|(status, _, _)| *status == 200));
+    let body = &answers[0].2;
+    assert!(
+        answers.iter().all(|(_, _, b)| b == body),
+        "everyone got the same answer"
+    );
+    let stored = answers
+        .iter()
+        .filter(|(_, s, _)| s.ends_with("stored"))
+        .count();
+    let shared = answers
+        .iter()
+        .filter(|(_, s, _)| s.ends_with("collapsed") || s.starts_with("gatehouse; hit"))
+        .count();
+    assert_eq!(
+        (stored, shared),
+        (1, 99),
+        "one leader, 99 served its answer"
+    );
+    eprintln!(
+        "coalescing: {} of 100 waited for the leader",
+        answers
+            .iter()
+            .filter(|(_, s, _)| s.ends_with("collapsed"))
+            .count()
+    );
+}
+
+/// GETs `path` until the answer is not a hit (its entry went stale); each must be a 200, never
+/// the service's failure. That answer's `Cache-Status` and body.
+async fn first_answer_not_a_hit(app: &TestApp, path: &str) -> (String, Value) {
+    wait_for("the entry to go stale", || async {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 200, "never the service's failure");
+        let status = cache_status(&response);
+        if status.starts_with("gatehouse; hit") {
+            return None;
+        }
+        Some((status, response.json::<Value>().await.unwrap()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
+    let (app, origin) = spawn().await;
+    let (stored, body) = get(&app, "/cached/flaky/feed", None).await;
+    assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
+    origin.fail(true);
+    // `max-age=1`, shorter than the route's minute, wins: the entry is soon stale.
+    let (status, stale) = first_answer_not_a_hit(&app, "/cached/flaky/feed").await;
+    assert!(
+        status.starts_with("gatehouse; fwd=stale; fwd-status=503; ttl=-"),
+        "{status}"
+    );
+    assert_eq!(stale, body);
+
+    origin.fail(false);
+    let (status, fresh) = get(&app, "/cached/flaky/feed", None).await;
+    assert_eq!(
+        status, "gatehouse; fwd=stale; stored",
+        "back, and stored anew"
+    );
+    assert_ne!(fresh["count"], body["count"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_stood_in_for_by_a_stale_answer_that_says_why() {
+    let (app, origin) = spawn().await;
+    let (_, body) = get(&app, "/cached/short/down", None).await;
+    origin.stop();
+    let (status, stale) = first_answer_not_a_hit(&app, "/cached/short/down").await;
+    // No answer, so no `fwd-status`: the gateway's reason for the failure instead.
+    assert!(
+        status.starts_with("gatehouse; fwd=stale; detail=upstream_"),
+        "{status}"
+    );
+    assert_eq!(stale, body);
+}
+
+#[tokio::test]
+async fn a_shorter_max_age_than_the_routes_ttl_wins() {
+    let (app, origin) = spawn().await;
+    get(&app, "/cached/short/clock", None).await;
+    let status = wait_for("max-age=1 to run out", || async {
+        let response = app.get("/cached/short/clock", None).await;
+        let status = cache_status(&response);
+        (!status.starts_with("gatehouse; hit")).then_some(status)
+    })
+    .await;
+    assert_eq!(status, "gatehouse; fwd=stale; stored");
+    assert_eq!(origin.hits("/o/short/clock"), 2);
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_get_entry_and_a_head_miss_stores_nothing() {
+    let (app, origin) = spawn().await;
+    let get_response = app.get("/cached/plain/doc", None).await;
+    let length = get_response.headers()["content-length"].clone();
+    let head = send(&app, reqwest::Method::HEAD, "/cached/plain/doc", &[]).await;
+    assert_eq!(head.status(), 200);
+    assert!(
+        cache_status(&head).starts_with("gatehouse; hit"),
+        "{}",
+        cache_status(&head)
+    );
+    assert_eq!(head.headers()["content-length"], length);
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    let head = send(&app, reqwest::Method::HEAD, "/cached/plain/other", &[]).await;
+    assert_eq!(
+        cache_status(&head),
+        "gatehouse; fwd=uri-miss; detail=not-stored"
+    );
+    let (status, _) = get(&app, "/cached/plain/other", None).await;
+    assert_eq!(status, "gatehouse; fwd=uri-miss; stored");
+    assert_eq!(origin.hits("/o/plain/other"), 2);
+}
+
+#[tokio::test]
+async fn vary_selects_the_stored_answer_by_the_named_request_headers() {
+    let (app, origin) = spawn().await;
+    let send = |language: &'static str| {
+        let app = &app;
+        async move {
+            let headers = [("accept-language", language)];
+            cache_status(
+                &send(
+                    app,
+                    reqwest::Method::GET,
+                    "/cached/vary-lang/page",
+                    &headers,
+                )
+                .await,
+            )
+        }
+    };
+    assert_eq!(send("en").await, "gatehouse; fwd=uri-miss; stored");
+    assert!(send("en").await.starts_with("gatehouse; hit"));
+    assert_eq!(send("fr").await, "gatehouse; fwd=vary-miss; stored");
+    assert_eq!(origin.hits("/o/vary-lang/page"), 2);
+}
+
+#[tokio::test]
+async fn hostile_requests_get_a_correct_answer_and_cost_the_cache_nothing() {
+    let (app, origin) = spawn().await;
+    // A query of 6 KiB is a key of 32 bytes like any other.
+    let huge = format!("/cached/plain/search?q={}", "z".repeat(6 * 1024));
+    let (stored, body) = get(&app, &huge, None).await;
+    assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
+    let (hit, again) = get(&app, &huge, None).await;
+    assert!(hit.starts_with("gatehouse; hit"));
+    assert_eq!(again, body);
+
+    // Bodies over the route's 1 KiB pass through whole, and are not stored.
+    for (kind, size) in [("big", 4096), ("big-stream", 8 * 512)] {
+        let path = format!("/cached/{kind}/blob");
+        for _ in 0..2 {
+            let response = app.get(&path, None).await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.bytes().await.unwrap().len(),
+                size,
+                "{kind}: all of it"
+            );
+        }
+        assert_eq!(
+            origin.hits(&format!("/o/{kind}/blob")),
+            2,
+            "{kind}: not stored"
+        );
+    }
+
+    // A client's `no-cache` does not take the shield down; its `no-store` stores nothing.
+    let response = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/plain/search?q=1",
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(
+        cache_status(&response),
+        "gatehouse; fwd=uri-miss; detail=not-stored"
+    );
+    get(&app, "/cached/plain/search?q=2", None).await;
+    let response = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/plain/search?q=2",
+        &[("cache-control", "no-cache, max-age=0")],
+    )
+    .await;
+    assert!(cache_status(&response).starts_with("gatehouse; hit"));
+}
+
+#[tokio::test]
+async fn hits_are_counted_and_logged_like_any_answer() {
+    let (app, _origin) = spawn().await;
+    get(&app, "/cached/plain/metered", None).await;
+    get(&app, "/cached/plain/metered", None).await;
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("gatehouse_cache_total{outcome=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gatehouse_cache_total{outcome=\"stored\"} 1"));
+    let log = app.data.path().join("access.log");
+    let lines = wait_for("both requests in the access log", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &Value| line["route"] == "/cached/{*rest}")
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    })
+    .await;
+    assert!(lines.iter().all(|line| line["status"] == 200));
+}

@@ -1,0 +1,161 @@
+//! Request coalescing: of the concurrent misses for one key, the first (the leader) goes to the
+//! service and the others wait for what it brings back. When the answer is stored the waiters
+//! are answered with it; when it is not (not storable, too large, the service failed, the
+//! leader's client went away), the leader says so as it is dropped, and each waiter goes to the
+//! service on its own. A waiter never waits longer than its bound either, so none can hang.
+//!
+//! Per replica: replicas sharing Redis each send at most one request per key at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::key::Digest32;
+use super::Entry;
+
+/// How a leader's request ended, as its waiters see it.
+#[derive(Clone)]
+pub enum Landing {
+    InFlight,
+    Stored(Arc<Entry>),
+    /// Nothing to share: each waiter asks the service itself.
+    Abandoned,
+}
+
+type InFlight = Arc<Mutex<HashMap<Digest32, watch::Receiver<Landing>>>>;
+
+/// The keys with a request at the service now.
+#[derive(Default)]
+pub struct Flights {
+    in_flight: InFlight,
+}
+
+/// Where a miss stands.
+pub enum Seat {
+    Leader(Leader),
+    Waiter(Waiter),
+}
+
+impl Flights {
+    /// The leader's seat if no request for `key` is in flight, else a waiter's.
+    pub fn board(&self, key: Digest32) -> Seat {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(landing) = in_flight.get(&key) {
+            return Seat::Waiter(Waiter(landing.clone()));
+        }
+        let (sender, receiver) = watch::channel(Landing::InFlight);
+        in_flight.insert(key, receiver);
+        Seat::Leader(Leader {
+            key,
+            sender,
+            in_flight: Arc::clone(&self.in_flight),
+        })
+    }
+
+    /// Requests in flight now (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The request the others wait for. Dropped without [`Leader::land`], its waiters are told
+/// [`Landing::Abandoned`].
+pub struct Leader {
+    key: Digest32,
+    sender: watch::Sender<Landing>,
+    in_flight: InFlight,
+}
+
+impl Leader {
+    /// Hands `entry` to the waiters.
+    pub fn land(self, entry: Arc<Entry>) {
+        self.sender.send_replace(Landing::Stored(entry));
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        // Out of the map first: a request arriving from now on finds the store (or leads).
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+        self.sender.send_if_modified(|landing| {
+            if matches!(landing, Landing::InFlight) {
+                *landing = Landing::Abandoned;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub struct Waiter(watch::Receiver<Landing>);
+
+impl Waiter {
+    /// The leader's entry, or `None` when it brought none back within `bound`.
+    pub async fn wait(mut self, bound: Duration) -> Option<Arc<Entry>> {
+        let landed = tokio::time::timeout(
+            bound,
+            self.0
+                .wait_for(|landing| !matches!(landing, Landing::InFlight)),
+        )
+        .await;
+        match landed {
+            Ok(Ok(landing)) => match &*landing {
+                Landing::Stored(entry) => Some(Arc::clone(entry)),
+                Landing::InFlight | Landing::Abandoned => None,
+            },
+            // Timed out, or the leader is gone without a word (it always says one).
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_of_a_leader_that_gives_up_is_released_at_once() {
+        let flights = Flights::default();
+        let Seat::Leader(leader) = flights.board([1; 32]) else {
+            panic!("the first miss leads");
+        };
+        let Seat::Waiter(waiter) = flights.board([1; 32]) else {
+            panic!("the second waits");
+        };
+        drop(leader);
+        // A bound far beyond the test's: only the leader's word can end the wait in time.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            waiter.wait(Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(matches!(waited, Ok(None)), "released without an entry");
+        assert!(flights.is_empty(), "the key is free for the next miss");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_stops_waiting_at_its_bound() {
+        let flights = Flights::default();
+        let _leader = flights.board([2; 32]);
+        let Seat::Waiter(waiter) = flights.board([2; 32]) else {
+            panic!("the second waits");
+        };
+        assert!(waiter.wait(Duration::from_millis(10)).await.is_none());
+    }
+}

@@ -1,0 +1,190 @@
+//! The response cache: answers to GET (and HEAD) on routes that opt in (`cache:`), stored and
+//! served under RFC 9111's rules for a shared cache, in this process (bounded by bytes) or in
+//! Redis (shared by the replicas) when the state is Redis. The pipeline's `cache` phase
+//! (`pipeline/cache.rs`) is the only caller.
+//!
+//! # Layout
+//! - [`key`]: what makes two requests the same (per caller on routes that are not public).
+//! - [`policy`]: whether an answer may be stored, and for how long it is fresh.
+//! - [`memory`], [`shared`]: the two stores, with the same [`Generation`] scheme for
+//!   invalidation (an unsafe request on a path moves the path's generation; entries stored under
+//!   another generation are never served).
+//! - [`flight`]: request coalescing, so concurrent misses for one key make one upstream call.
+//! - [`record`]: the answer's body streamed to the client while it is recorded for the store.
+
+pub mod flight;
+pub mod key;
+pub mod memory;
+pub mod policy;
+pub mod record;
+pub mod shared;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use tokio::time::Instant;
+
+use crate::config::CacheSettings;
+use crate::state::Replicated;
+pub use flight::{Flights, Landing, Seat};
+pub use key::CacheKey;
+pub use policy::{Freshness, NotStored};
+
+/// RFC 9211's header, naming the gateway as the cache.
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Which writes an entry has seen: the store's epoch (moved when the store had to forget
+/// invalidation marks, which invalidates everything) and its path's generation (moved by each
+/// unsafe request on the path). An entry is served only under the generation it was stored at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    pub epoch: u64,
+    pub path: u64,
+}
+
+/// A stored answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub status: StatusCode,
+    /// The service's headers, less the hop-by-hop ones and its `Age` (recomputed when served).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The request headers the answer's `Vary` names, with the values of the request that got
+    /// it; only a request with the same values is served from it.
+    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    pub generation: Generation,
+    pub freshness: Freshness,
+    /// When it was stored (on this replica's monotonic clock; from Redis's TTL for a shared one).
+    pub stored_at: Instant,
+}
+
+impl Entry {
+    /// What the store counts against its bound.
+    pub fn weight(&self) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        u32::try_from(self.body.len() + headers + 256).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `request` sends the values this entry's `Vary` names as the request that got it.
+    pub fn matches(&self, request: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, value)| vary_value(request, name).as_ref() == value.as_ref())
+    }
+
+    /// Time in the store.
+    pub fn resident(&self) -> Duration {
+        self.stored_at.elapsed()
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        self.resident() < self.freshness.fresh_for
+    }
+
+    /// Still allowed to stand in for a failing service.
+    pub fn may_stand_in(&self) -> bool {
+        self.resident() < self.freshness.keep()
+    }
+
+    /// The `Age` to answer with (RFC 9111 §4.2.3): the service's plus the time in the store.
+    pub fn age(&self) -> Duration {
+        self.freshness.age + self.resident()
+    }
+
+    /// Seconds of freshness left; negative once stale (RFC 9211 `ttl`).
+    pub fn ttl_seconds(&self) -> i64 {
+        let fresh = self.freshness.fresh_for.as_secs_f64();
+        let resident = self.resident().as_secs_f64();
+        (fresh - resident).floor() as i64
+    }
+}
+
+/// The values `request` sends for `name`, joined as one (several lines are one list).
+pub fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut values = request.get_all(name).iter();
+    let first = values.next()?;
+    let rest: Vec<&HeaderValue> = values.collect();
+    if rest.is_empty() {
+        return Some(first.clone());
+    }
+    let mut joined = first.as_bytes().to_vec();
+    for value in rest {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// What a lookup found: an entry for the key (fresh or not, its generation checked), and the
+/// generation an answer fetched now would be stored under.
+pub struct Found {
+    pub entry: Option<Arc<Entry>>,
+    pub generation: Generation,
+    /// The store could not be asked (Redis down): nothing is stored either, the request goes
+    /// to the service.
+    pub unavailable: bool,
+}
+
+/// Where entries live.
+pub enum Store {
+    Memory(memory::MemoryStore),
+    Redis(shared::SharedStore),
+}
+
+/// The cache: its store and the requests in flight per key.
+pub struct ResponseCache {
+    store: Store,
+    pub flights: Flights,
+}
+
+impl ResponseCache {
+    /// In memory, or in Redis when the state is Redis (`redis`).
+    pub fn new(settings: &CacheSettings, redis: bool) -> Self {
+        let store = if redis {
+            Store::Redis(shared::SharedStore::default())
+        } else {
+            Store::Memory(memory::MemoryStore::new(settings.memory_bytes))
+        };
+        Self {
+            store,
+            flights: Flights::default(),
+        }
+    }
+
+    pub async fn lookup(&self, state: &Replicated, key: &CacheKey) -> Found {
+        match &self.store {
+            Store::Memory(memory) => memory.lookup(key),
+            Store::Redis(redis) => redis.lookup(state, key).await,
+        }
+    }
+
+    /// Stores `entry` under `key` (in Redis, in the background: the answer does not wait).
+    pub fn store(&self, state: &Arc<crate::app::AppState>, key: CacheKey, entry: Arc<Entry>) {
+        match &self.store {
+            Store::Memory(memory) => memory.insert(key, entry),
+            Store::Redis(_) => {
+                let app = Arc::clone(state);
+                tokio::spawn(async move {
+                    if let Store::Redis(redis) = &app.cache.store {
+                        redis.insert(&app.shared, &key, &entry).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Every entry of the path `path_key`, for every query and caller, is no longer served.
+    pub async fn invalidate(&self, state: &Replicated, path_key: &key::Digest32) {
+        match &self.store {
+            Store::Memory(memory) => memory.invalidate(path_key),
+            Store::Redis(redis) => redis.invalidate(state, path_key).await,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! RFC 9111's rules for a shared cache, as one decision per answer: may it be stored, and for how
+//! long is it fresh (and usable past that when the service fails). Kept apart from the stores so
+//! the rules read as a table (see the tests) rather than as branches spread over the request path.
+
+use std::time::{Duration, SystemTime};
+
+use headers::{CacheControl, Date, Expires, HeaderMapExt};
+use http::header::{self, HeaderMap};
+use http::StatusCode;
+
+use crate::config::CacheRule;
+
+/// How long a stored answer serves: `fresh_for` from when it is stored, then up to `stale_for`
+/// more in place of a failing service; `age` is what the service said it already had (`Age`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub fresh_for: Duration,
+    pub stale_for: Duration,
+    pub age: Duration,
+}
+
+impl Freshness {
+    /// How long the store keeps it: fresh, then stale.
+    pub fn keep(&self) -> Duration {
+        self.fresh_for + self.stale_for
+    }
+}
+
+/// Why an answer is not stored; each names the rule, and is the `detail` of its `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// RFC 9111 §3: only statuses cacheable by default (RFC 9110 §15.1), less 206: the gateway
+    /// does not assemble ranges.
+    Status,
+    /// `Cache-Control` that cannot be read: when in doubt, the answer is not shared.
+    Unreadable,
+    /// `no-store` (§5.2.2.5).
+    NoStore,
+    /// `no-cache` (§5.2.2.4): it would have to be revalidated on every use, which the gateway
+    /// does not do, so storing it buys nothing.
+    NoCache,
+    /// `private` (§5.2.2.7) on a route whose key is not per caller.
+    Private,
+    /// `Set-Cookie`: one client's session must never be handed to another.
+    SetCookie,
+    /// `Vary: *` (§4.1): no later request can match it.
+    VaryAll,
+    /// A request with `Authorization` on a public route (§3.5), without `public`, `s-maxage` or
+    /// `must-revalidate` allowing it to be shared.
+    Authorization,
+    /// Fresh for no time at all (`max-age=0`, an `Age` past its lifetime, an `Expires` in the
+    /// past).
+    Stale,
+    /// The client asked for it not to be stored (`Cache-Control: no-store` on the request).
+    RequestNoStore,
+}
+
+impl NotStored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Unreadable => "cache-control-unreadable",
+            Self::NoStore => "no-store",
+            Self::NoCache => "no-cache",
+            Self::Private => "private",
+            Self::SetCookie => "set-cookie",
+            Self::VaryAll => "vary-star",
+            Self::Authorization => "authorization",
+            Self::Stale => "stale-on-arrival",
+            Self::RequestNoStore => "request-no-store",
+        }
+    }
+}
+
+/// Statuses RFC 9110 §15.1 makes cacheable by default, less 206 (partial content).
+const CACHEABLE_BY_DEFAULT: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// What the request said that matters to storing its answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestTerms {
+    /// The key holds the verified caller: a `private` answer may be stored in that caller's
+    /// entry, and `Authorization` is the caller's own (§3.5 is about sharing across callers).
+    pub per_caller: bool,
+    /// It carried `Authorization` (on a public route the service sees it).
+    pub authorization: bool,
+    /// `Cache-Control: no-store` (§5.2.1.5).
+    pub no_store: bool,
+}
+
+impl RequestTerms {
+    pub fn of(headers: &HeaderMap, per_caller: bool) -> Self {
+        let no_store = cache_control(headers).is_ok_and(|cc| cc.is_some_and(|cc| cc.no_store()));
+        Self {
+            per_caller,
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            no_store,
+        }
+    }
+}
+
+/// Whether the answer (`status`, `headers`) to a request with `terms` may be stored under a
+/// route's `rule`, and for how long it is fresh. `now` is when it arrived.
+pub fn decide(
+    terms: RequestTerms,
+    status: StatusCode,
+    headers: &HeaderMap,
+    rule: &CacheRule,
+    now: SystemTime,
+) -> Result<Freshness, NotStored> {
+    if terms.no_store {
+        return Err(NotStored::RequestNoStore);
+    }
+    if !CACHEABLE_BY_DEFAULT.contains(&status.as_u16()) {
+        return Err(NotStored::Status);
+    }
+    let control = cache_control(headers).map_err(|()| NotStored::Unreadable)?;
+    // A `Cache-Control` line the typed header skipped (it ignores what it does not know) is
+    // looked at once more for the two directives whose qualified forms it drops.
+    let raw_directive = |name: &str| {
+        headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
+            value.to_str().map_or(true, |text| {
+                text.split(',')
+                    .any(|d| d.trim().to_ascii_lowercase().starts_with(name))
+            })
+        })
+    };
+    let control = control.unwrap_or_else(CacheControl::new);
+    if control.no_store() {
+        return Err(NotStored::NoStore);
+    }
+    if control.no_cache() || raw_directive("no-cache") {
+        return Err(NotStored::NoCache);
+    }
+    if (control.private() || raw_directive("private")) && !terms.per_caller {
+        return Err(NotStored::Private);
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    let vary_all = headers.get_all(header::VARY).iter().any(|value| {
+        value
+            .to_str()
+            .map_or(true, |v| v.split(',').any(|n| n.trim() == "*"))
+    });
+    if vary_all {
+        return Err(NotStored::VaryAll);
+    }
+    if terms.authorization
+        && !terms.per_caller
+        && !(control.public() || control.s_max_age().is_some() || control.must_revalidate())
+    {
+        return Err(NotStored::Authorization);
+    }
+
+    // §4.2.1: s-maxage over max-age over Expires; the route's ttl caps each.
+    let lifetime = control
+        .s_max_age()
+        .or_else(|| control.max_age())
+        .or_else(|| expires_in(headers, now))
+        .map_or(rule.ttl, |said| said.min(rule.ttl));
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let fresh_for = lifetime.saturating_sub(age);
+    if fresh_for.is_zero() {
+        return Err(NotStored::Stale);
+    }
+    // §4.2.4: must-revalidate and proxy-revalidate forbid serving it stale, and s-maxage implies
+    // proxy-revalidate (§5.2.2.10).
+    let revalidate = control.must_revalidate()
+        || control.s_max_age().is_some()
+        || raw_directive("proxy-revalidate");
+    let stale_for = if revalidate {
+        Duration::ZERO
+    } else {
+        rule.stale_if_error
+    };
+    Ok(Freshness {
+        fresh_for,
+        stale_for,
+        age,
+    })
+}
+
+/// The `Cache-Control` lines of `headers`, read case-insensitively (directives are, §5.2; the
+/// typed header only knows them in lower case). Unknown directives are skipped; a known one with
+/// a value that is not a number makes the whole field unreadable.
+fn cache_control(headers: &HeaderMap) -> Result<Option<CacheControl>, ()> {
+    let mut lowered = HeaderMap::new();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let text = value.to_str().map_err(|_| ())?;
+        let value = http::HeaderValue::from_str(&text.to_ascii_lowercase()).map_err(|_| ())?;
+        lowered.append(header::CACHE_CONTROL, value);
+    }
+    lowered.typed_try_get::<CacheControl>().map_err(|_| ())
+}
+
+/// `Expires` minus `Date` (or now): how long the service says the answer is fresh. An `Expires`
+/// that cannot be read is in the past (§5.3).
+fn expires_in(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if !headers.contains_key(header::EXPIRES) {
+        return None;
+    }
+    let Ok(Some(expires)) = headers.typed_try_get::<Expires>() else {
+        return Some(Duration::ZERO);
+    };
+    let date = headers
+        .typed_try_get::<Date>()
+        .ok()
+        .flatten()
+        .map_or(now, SystemTime::from);
+    Some(
+        SystemTime::from(expires)
+            .duration_since(date)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> CacheRule {
+        CacheRule {
+            ttl: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(300),
+            max_body_bytes: 1024,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    type Headers = &'static [(&'static str, &'static str)];
+    /// Why, the request's terms, the status, the answer's headers, the verdict.
+    type Refusal = (&'static str, RequestTerms, u16, Headers, NotStored);
+    /// Why, the request's terms, the status, the answer's headers, seconds fresh and stale.
+    type Admission = (&'static str, RequestTerms, u16, Headers, u64, u64);
+
+    const PUBLIC: RequestTerms = RequestTerms {
+        per_caller: false,
+        authorization: false,
+        no_store: false,
+    };
+    const PER_CALLER: RequestTerms = RequestTerms {
+        per_caller: true,
+        authorization: false,
+        no_store: false,
+    };
+
+    #[test]
+    fn answers_that_must_not_be_stored_are_refused_each_for_its_rule() {
+        // One case a line: the table is the specification.
+        #[rustfmt::skip]
+        let cases: [Refusal; 16] = [
+            ("no-store", PUBLIC, 200, &[("cache-control", "no-store")], NotStored::NoStore),
+            ("no-store among others", PUBLIC, 200, &[("cache-control", "public, max-age=60, no-store")], NotStored::NoStore),
+            ("no-store on a second line", PUBLIC, 200, &[("cache-control", "max-age=60"), ("cache-control", "no-store")], NotStored::NoStore),
+            ("no-cache needs revalidation we do not do", PUBLIC, 200, &[("cache-control", "no-cache")], NotStored::NoCache),
+            ("qualified no-cache", PUBLIC, 200, &[("cache-control", "no-cache=\"set-cookie\"")], NotStored::NoCache),
+            ("private on a shared key", PUBLIC, 200, &[("cache-control", "private, max-age=60")], NotStored::Private),
+            ("qualified private on a shared key", PUBLIC, 200, &[("cache-control", "private=\"x-user\"")], NotStored::Private),
+            ("Set-Cookie", PUBLIC, 200, &[("set-cookie", "session=abc")], NotStored::SetCookie),
+            ("Set-Cookie even per caller", PER_CALLER, 200, &[("set-cookie", "session=abc")], NotStored::SetCookie),
+            ("Vary: *", PUBLIC, 200, &[("vary", "accept, *")], NotStored::VaryAll),
+            ("201 is not cacheable by default", PUBLIC, 201, &[("cache-control", "max-age=60")], NotStored::Status),
+            ("206: ranges are not assembled", PUBLIC, 206, &[], NotStored::Status),
+            ("5xx", PUBLIC, 503, &[("cache-control", "max-age=60")], NotStored::Status),
+            ("max-age=0", PUBLIC, 200, &[("cache-control", "max-age=0")], NotStored::Stale),
+            ("Age past max-age", PUBLIC, 200, &[("cache-control", "max-age=10"), ("age", "11")], NotStored::Stale),
+            ("Expires in the past", PUBLIC, 200, &[("date", "Sun, 29 Nov 2026 12:00:00 GMT"), ("expires", "Sun, 29 Nov 2026 11:00:00 GMT")], NotStored::Stale),
+        ];
+        for (why, terms, status, pairs, expected) in cases {
+            let verdict = decide(
+                terms,
+                StatusCode::from_u16(status).unwrap(),
+                &headers(pairs),
+                &rule(),
+                SystemTime::now(),
+            );
+            assert_eq!(verdict, Err(expected), "{why}");
+        }
+    }
+
+    #[test]
+    fn requests_that_limit_sharing_are_honoured() {
+        let authorized = RequestTerms {
+            authorization: true,
+            ..PUBLIC
+        };
+        assert_eq!(
+            decide(authorized, StatusCode::OK, &headers(&[]), &rule(), SystemTime::now()),
+            Err(NotStored::Authorization),
+            "§3.5: an answer to a request with credentials is not shared unless the service says so"
+        );
+        for allowing in ["public", "s-maxage=10", "must-revalidate"] {
+            let verdict = decide(
+                authorized,
+                StatusCode::OK,
+                &headers(&[("cache-control", allowing)]),
+                &rule(),
+                SystemTime::now(),
+            );
+            assert!(verdict.is_ok(), "{allowing} allows sharing it: {verdict:?}");
+        }
+        let no_store = RequestTerms {
+            no_store: true,
+            ..PUBLIC
+        };
+        assert_eq!(
+            decide(
+                no_store,
+                StatusCode::OK,
+                &headers(&[]),
+                &rule(),
+                SystemTime::now()
+            ),
+            Err(NotStored::RequestNoStore)
+        );
+    }
+
+    #[test]
+    fn storable_answers_get_the_shorter_of_the_services_lifetime_and_the_routes_ttl() {
+        let now = SystemTime::now();
+        #[rustfmt::skip]
+        let cases: [Admission; 10] = [
+            ("no freshness said: the route's ttl", PUBLIC, 200, &[], 30, 300),
+            ("max-age shorter than ttl wins", PUBLIC, 200, &[("cache-control", "max-age=5")], 5, 300),
+            ("max-age longer than ttl is capped", PUBLIC, 200, &[("cache-control", "max-age=3600")], 30, 300),
+            ("s-maxage over max-age, and no stale use", PUBLIC, 200, &[("cache-control", "max-age=20, s-maxage=7")], 7, 0),
+            ("Age is subtracted", PUBLIC, 200, &[("cache-control", "max-age=20"), ("age", "15")], 5, 300),
+            ("must-revalidate: never stale", PUBLIC, 200, &[("cache-control", "max-age=20, must-revalidate")], 20, 0),
+            ("proxy-revalidate: never stale", PUBLIC, 200, &[("cache-control", "max-age=20, proxy-revalidate")], 20, 0),
+            ("Expires minus Date", PUBLIC, 200, &[("date", "Sun, 29 Nov 2026 12:00:00 GMT"), ("expires", "Sun, 29 Nov 2026 12:00:10 GMT")], 10, 300),
+            ("private in the caller's own entry", PER_CALLER, 200, &[("cache-control", "private, max-age=12")], 12, 300),
+            ("404 is cacheable by default", PUBLIC, 404, &[], 30, 300),
+        ];
+        for (why, terms, status, pairs, fresh, stale) in cases {
+            let verdict = decide(
+                terms,
+                StatusCode::from_u16(status).unwrap(),
+                &headers(pairs),
+                &rule(),
+                now,
+            )
+            .unwrap_or_else(|reason| panic!("{why}: refused as {reason:?}"));
+            assert_eq!(verdict.fresh_for, Duration::from_secs(fresh), "{why}");
+            assert_eq!(verdict.stale_for, Duration::from_secs(stale), "{why}");
+        }
+    }
+}
