@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::harness::Instance;
 use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
 use crate::harness::replicas::replica_head;
+use crate::harness::Instance;
 use crate::harness::{free_port, start_replica, Replica};
 
 /// A gateway configuration for replicas on `redis`, with one public route to `upstream`

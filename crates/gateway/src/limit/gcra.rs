@@ -1,7 +1,9 @@
 //! GCRA (the generic cell rate algorithm), the arithmetic shared by the memory buckets and the
 //! Redis script: each key holds one number, its theoretical arrival time (TAT, µs). A request at
 //! `now` would move it to `max(TAT, now) + T` (T: the emission interval); it is allowed when
-//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing. A TAT at or
+//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing (but a TAT
+//! more than `burst × T` ahead, left by a stricter policy, is brought back to it: see
+//! [`Rate::held`]). A TAT at or
 //! before `now` is a full bucket, the same as no entry, so forgetting such a key loses nothing.
 //!
 //! Both stores answer the same number per key, `used = max(TAT, now) + T − now`, and
@@ -47,12 +49,24 @@ impl Rate {
         Self::new(self.emission_us.saturating_mul(n), (self.burst / n).max(1))
     }
 
-    /// `used` for a key whose TAT is `tat` (none: a full bucket) at `now`: how far ahead of
-    /// `now` the TAT would be after this request.
+    /// The TAT of a key (none: a full bucket) as this rate reads it at `now`: clamped to
+    /// `[now, now + τ]`. A TAT further ahead than `τ` was left by a stricter policy (a reload
+    /// relaxed it); under this one the bucket can be no emptier than empty, so a caller never
+    /// waits out the old policy's window. The stores write the clamped TAT back even when they
+    /// refuse (otherwise every retry would read the far TAT again and be refused for ever with
+    /// a `Retry-After` of one interval); the Lua script reads and writes it the same way.
+    pub fn held(self, tat: Option<u64>, now: u64) -> u64 {
+        tat.map_or(now, |tat| {
+            tat.max(now).min(now.saturating_add(self.tolerance_us))
+        })
+    }
+
+    /// `used` for a key whose TAT is `tat` at `now`: how far ahead of `now` the TAT would be
+    /// after this request.
     pub fn used(self, tat: Option<u64>, now: u64) -> u64 {
-        tat.map_or(now, |tat| tat.max(now))
+        self.held(tat, now)
             .saturating_add(self.emission_us)
-            - now
+            .saturating_sub(now)
     }
 
     /// The answer for a request that would make the TAT run `used` µs ahead.
@@ -105,12 +119,15 @@ mod tests {
         Rate::new(SECOND / 10, 10)
     }
 
-    /// Sends one request at `now` against `tat`, committing it when allowed (as the stores do).
+    /// Sends one request at `now` against `tat`, committing it when allowed and its clamp when
+    /// refused (as the stores do).
     fn send(rate: Rate, tat: &mut Option<u64>, now: u64) -> Verdict {
         let used = rate.used(*tat, now);
         let verdict = rate.verdict(used);
         if verdict.allowed {
             *tat = Some(now + used);
+        } else {
+            *tat = Some(rate.held(*tat, now));
         }
         verdict
     }
@@ -176,6 +193,46 @@ mod tests {
         let a_bit_later = send(rate, &mut tat, SECOND / 40);
         assert_eq!(a_bit_later.remaining, 8);
         assert_eq!(a_bit_later.window_us, SECOND / 10 - SECOND / 40);
+    }
+
+    #[test]
+    fn after_a_reload_relaxes_a_policy_the_old_window_holds_nobody() {
+        let strict = Rate::new(3600 * SECOND / 10, 10);
+        let relaxed = ten_per_second();
+        let mut tat = None;
+        let start = 9 * SECOND;
+        for _ in 0..10 {
+            assert!(send(strict, &mut tat, start).allowed);
+        }
+        assert_eq!(strict.verdict(strict.used(tat, start)).window_secs(), 360);
+        let refused = send(relaxed, &mut tat, start);
+        assert!(
+            !refused.allowed,
+            "the bucket is empty under the new policy too"
+        );
+        assert!(
+            refused.window_secs() <= 1,
+            "Retry-After of the new policy, not the old hour: {}",
+            refused.window_secs()
+        );
+        assert!(
+            send(relaxed, &mut tat, start + refused.window_us).allowed,
+            "passes again once the new policy refilled one"
+        );
+    }
+
+    #[test]
+    fn a_tat_far_ahead_reads_as_an_empty_bucket_of_the_current_rate() {
+        let rate = ten_per_second();
+        let now = 50 * SECOND;
+        assert_eq!(
+            rate.used(Some(now + 3600 * SECOND), now),
+            rate.used(Some(now + rate.tolerance_us), now)
+        );
+        assert_eq!(
+            rate.verdict(rate.used(Some(u64::MAX), now)).window_us,
+            rate.emission_us
+        );
     }
 
     #[test]
