@@ -5,9 +5,11 @@
 //!    deadline, and drains on shutdown.
 //! 2. [`normalize`]: Host, framing, dot segments, the declared body size.
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
-//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
+//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401); just before
+//!    it, [`limit`] decides the route's `ip`/`route` policies (a bad token is counted too).
 //! 5. [`authorize`]: the route's roles and scopes (403).
-//! 6. [`limit`]: the route's rate limits (429), and their headers on the answer.
+//! 6. [`limit`]: the route's `user`/`client` rate limits (429); every answer from the first
+//!    decision on carries their headers.
 //!    (cache: the next edge policy comes here.)
 //! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
@@ -74,10 +76,17 @@ impl Pipeline {
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(request_id::HEADER, id.clone());
         let exchange = pending.exchange();
-        let response = match self.pass(parts, Body::new(body), peer, exchange).await {
+        // Set once the route's limits counted the request: whatever answers it from then on
+        // (the upstream, or the gateway's own 401/502/503/504/408/413) carries the headers.
+        let mut quota = None;
+        let response = match self
+            .pass(parts, Body::new(body), peer, exchange, &mut quota)
+            .await
+        {
             Ok(response) => response,
             Err(error) => respond::refusal(error, &id, uri.path()),
         };
+        let response = limit::annotate(response, quota);
         pending.answer(respond::finish(response, id))
     }
 
@@ -88,6 +97,7 @@ impl Pipeline {
         body: Body,
         peer: SocketAddr,
         exchange: &mut observe::Exchange,
+        quota: &mut Option<limit::Quota>,
     ) -> Result<Response, GatewayError> {
         let routing = self.app.routing();
         let host = normalize::request(&parts)?;
@@ -95,19 +105,18 @@ impl Pipeline {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
                 exchange.route = RouteLabel::template(parts.uri.path());
-                let quota = if parts.uri.path() == routing.config.auth.login_path {
-                    limit::admit_login(&self.app, &routing.config, peer.ip()).await?
-                } else {
-                    None
-                };
-                let answer = self.own_endpoint(parts, body, peer).await;
-                return Ok(limit::annotate(answer, quota));
+                if parts.uri.path() == routing.config.auth.login_path {
+                    *quota = limit::admit_login(&self.app, &routing.config, peer.ip()).await?;
+                }
+                return Ok(self.own_endpoint(parts, body, peer).await);
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
         exchange.matched = Some(Arc::clone(&route));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
+        let (app, ip) = (&self.app, peer.ip());
+        limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
         authorize::check(&route, caller.as_deref())?;
         if let Some(claims) = caller
@@ -116,7 +125,8 @@ impl Pipeline {
         {
             exchange.principal = Some(claims.sub.clone());
         }
-        let quota = limit::admit(&self.app, &route, caller.as_deref(), peer.ip()).await?;
+        let claims = caller.as_deref();
+        limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -126,9 +136,7 @@ impl Pipeline {
             client_ip: peer.ip(),
             caller,
         };
-        let answer =
-            forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await?;
-        Ok(limit::annotate(answer, quota))
+        forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await
     }
 
     /// The gateway's own endpoints are an axum router (they are few and not the hot path): it
