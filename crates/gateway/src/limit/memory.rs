@@ -92,7 +92,7 @@ impl MemoryBuckets {
                 store(map, key, now + used, now, self.capacity);
             } else if let Some(held) = map.get_mut(*key) {
                 // Refused: nothing spent, but a TAT left by a stricter policy is clamped for good.
-                *held = rate.held(Some(*held), now);
+                *held = rate.capped(*held, now);
             }
         }
         used

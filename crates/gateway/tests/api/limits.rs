@@ -55,3 +55,29 @@ async fn on_redis_after_a_reload_relaxes_a_policy_the_old_window_holds_nobody() 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_replica_started_while_redis_is_down_takes_its_share_of_the_configured_fleet() {
+    // Nothing listens on port 1: this replica never learns how many are live.
+    let shared = Replicated::connect(&StateSettings::Redis {
+        url: "redis://127.0.0.1:1".into(),
+        prefix: "never".to_owned(),
+        options: RedisOptions {
+            expected_replicas: 4,
+            ..RedisOptions::default()
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!(shared.replicas(), 4);
+    let limiter = Limiter::new(&Metrics::default());
+    let key = bucket_key("p", "/api/time", Subject::Route);
+    let buckets = [(key, Rate::new(3600 * SECOND / 8, 8))];
+    let mut passed = 0;
+    for _ in 0..20 {
+        let decision = limiter.decide(&shared, &buckets).await;
+        assert!(decision.degraded, "decided here: Redis never answered");
+        passed += usize::from(decision.allowed());
+    }
+    assert_eq!(passed, 2, "a quarter of the burst, not the whole policy");
+}
