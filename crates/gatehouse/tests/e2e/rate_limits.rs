@@ -334,3 +334,77 @@ async fn the_login_takes_a_policy_by_address_refusing_before_any_password_is_che
     assert_eq!(body["type"], QUOTA_EXCEEDED);
     assert_eq!(body["violated-policies"], serde_json::json!(["login-ip"]));
 }
+
+#[tokio::test]
+async fn the_gateways_own_refusals_on_a_limited_route_carry_the_headers_because_it_was_counted() {
+    let app = spawn_app_with(|config| {
+        config
+            .replace(
+                r#"{ path: /api/dead, methods: [GET, POST], service: dead, to: /, auth: public }"#,
+                r#"{ path: /api/dead, methods: [GET, POST], service: dead, to: /, auth: public, rate_limit: [per-ip] }"#,
+            )
+            .replacen(
+                "routes:\n",
+                "rate_limits:\n  per-ip: { requests: 3, per: 1h, by: ip }\nroutes:\n",
+                1,
+            )
+    })
+    .await;
+    let dead = app.get("/api/dead", None).await;
+    assert!(
+        [502, 503, 504].contains(&dead.status().as_u16()),
+        "{}",
+        dead.status()
+    );
+    assert_eq!(header(&dead, "ratelimit-policy"), "\"per-ip\";q=3;w=3600");
+    assert!(
+        header(&dead, "ratelimit").starts_with("\"per-ip\";r=2;"),
+        "the failed request was counted, and says so: {:?}",
+        header(&dead, "ratelimit")
+    );
+    app.get("/api/dead", None).await;
+    let last = app.get("/api/dead", None).await;
+    assert!(header(&last, "ratelimit").starts_with("\"per-ip\";r=0;"));
+    let refused = app.get("/api/dead", None).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        header(&refused, "ratelimit-policy"),
+        "\"per-ip\";q=3;w=3600"
+    );
+    assert!(header(&refused, "ratelimit").starts_with("\"per-ip\";r=0;"));
+    assert!(!header(&refused, "retry-after").is_empty());
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_is_counted_by_an_address_policy_before_any_token_is_verified() {
+    let app = app_with_limits(
+        "  per-ip: { requests: 5, per: 1h, by: ip }\n  per-user: { requests: 100, per: 1h, by: user }",
+        "per-ip, per-user",
+        "",
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for n in 0..10 {
+        let response = app
+            .get("/api/echo/x", Some(&format!("garbage.token.{n}")))
+            .await;
+        if response.status() == 401 {
+            assert!(
+                header(&response, "ratelimit").starts_with("\"per-ip\";"),
+                "a counted 401 says what is left: {:?}",
+                header(&response, "ratelimit")
+            );
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429, 429, 429]);
+    let token = user(&app, "honest").await;
+    let same_address = app.get("/api/echo/x", Some(&token)).await;
+    assert_eq!(
+        same_address.status(),
+        429,
+        "the address spent its quota, whoever it is now"
+    );
+    let body = assert_problem(same_address, 429).await;
+    assert_eq!(body["violated-policies"], serde_json::json!(["per-ip"]));
+}

@@ -176,6 +176,9 @@ pub struct Redis {
     /// How often the store is read for revocations other replicas recorded.
     #[serde(default)]
     pub store_sync: Option<Period>,
+    /// The fleet's size, at least: while Redis is down each replica limits at its share of it.
+    #[serde(default)]
+    pub replicas: Option<std::num::NonZeroU64>,
 }
 
 fn default_prefix() -> Prefix {
@@ -230,6 +233,7 @@ impl<'de> Deserialize<'de> for State {
                     command_timeout: None,
                     probe_interval: None,
                     store_sync: None,
+                    replicas: None,
                 }))
             },
             State::Redis,

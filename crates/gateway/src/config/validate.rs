@@ -101,6 +101,9 @@ fn state(raw: schema::State) -> StateSettings {
             command: or(redis.command_timeout, defaults.command),
             probe_interval: or(redis.probe_interval, defaults.probe_interval),
             store_sync: or(redis.store_sync, defaults.store_sync),
+            expected_replicas: redis
+                .replicas
+                .map_or(defaults.expected_replicas, std::num::NonZeroU64::get),
         },
     }
 }
@@ -850,7 +853,7 @@ mod outage_settings_tests {
     fn outage_settings_are_read_and_bad_ones_named() {
         let set = config(
             "store: { url: \"postgres://db/x\", acquire_timeout: 500ms }\n\
-             state: { redis: \"redis://r\", connect_timeout: 100ms, command_timeout: 50ms, probe_interval: 2s, store_sync: 10s }",
+             state: { redis: \"redis://r\", connect_timeout: 100ms, command_timeout: 50ms, probe_interval: 2s, store_sync: 10s, replicas: 3 }",
         )
         .unwrap();
         assert_eq!(set.store.expose_secret(), "postgres://db/x");
@@ -858,6 +861,7 @@ mod outage_settings_tests {
         let StateSettings::Redis { options, .. } = set.state else {
             panic!("Redis state expected");
         };
+        assert_eq!(options.expected_replicas, 3);
         assert_eq!(
             (
                 options.connect,
@@ -881,6 +885,10 @@ mod outage_settings_tests {
             (
                 "state: { redis: \"redis://r\", command_timeout: soon }",
                 "state.command_timeout",
+            ),
+            (
+                "state: { redis: \"redis://r\", replicas: 0 }",
+                "state.replicas",
             ),
         ] {
             let error = config(head).unwrap_err().to_string();

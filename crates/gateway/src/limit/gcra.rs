@@ -1,7 +1,9 @@
 //! GCRA (the generic cell rate algorithm), the arithmetic shared by the memory buckets and the
 //! Redis script: each key holds one number, its theoretical arrival time (TAT, µs). A request at
 //! `now` would move it to `max(TAT, now) + T` (T: the emission interval); it is allowed when
-//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing. A TAT at or
+//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing (but a TAT
+//! more than `burst × T` ahead, left by a stricter policy, is brought back to it: see
+//! [`Rate::held`]). A TAT at or
 //! before `now` is a full bucket, the same as no entry, so forgetting such a key loses nothing.
 //!
 //! Both stores answer the same number per key, `used = max(TAT, now) + T − now`, and
@@ -39,20 +41,52 @@ impl Rate {
         }
     }
 
-    /// This rate shared by `replicas` counting each on its own: each gets a `1/n` of the
-    /// sustained rate and of the burst (at least one request), so together they allow no more
-    /// than the policy.
+    /// This rate shared by `replicas` counting each on its own: each gets `1/n` of the
+    /// sustained rate (T × n) and exactly `1/n` of the burst — `τ` itself as the tolerance, not
+    /// `⌊burst / n⌋` intervals rounded, so a burst that does not divide evenly is neither lost
+    /// nor exceeded: over any span `w` the fleet allows at most `burst + w / T`.
+    ///
+    /// Except when `burst < n`: a replica must be able to hold one whole request (a bucket of
+    /// less never lets one through, and a caller whose balancer sends it to that replica
+    /// would be locked out), so each holds one, and the fleet may allow up to `n` at once,
+    /// `n − burst` more than the policy; its sustained rate stays the policy's.
     pub fn share(self, replicas: u64) -> Self {
         let n = replicas.max(1);
-        Self::new(self.emission_us.saturating_mul(n), (self.burst / n).max(1))
+        if n == 1 {
+            return self;
+        }
+        let emission_us = self.emission_us.saturating_mul(n);
+        Self {
+            emission_us,
+            tolerance_us: self.tolerance_us.max(emission_us),
+            burst: (self.burst / n).max(1),
+        }
     }
 
-    /// `used` for a key whose TAT is `tat` (none: a full bucket) at `now`: how far ahead of
-    /// `now` the TAT would be after this request.
+    /// The TAT of a key (none: a full bucket) as this rate reads it at `now`: clamped to
+    /// `[now, now + τ]`. A TAT further ahead than `τ` was left by a stricter policy (a reload
+    /// relaxed it); under this one the bucket can be no emptier than empty, so a caller never
+    /// waits out the old policy's window. The stores write the clamped TAT back even when they
+    /// refuse (otherwise every retry would read the far TAT again and be refused for ever with
+    /// a `Retry-After` of one interval); the Lua script reads and writes it the same way.
+    pub fn held(self, tat: Option<u64>, now: u64) -> u64 {
+        tat.map_or(now, |tat| {
+            tat.max(now).min(now.saturating_add(self.tolerance_us))
+        })
+    }
+
+    /// What a store writes back for a refused request: the stored TAT brought back to at most
+    /// `τ` ahead, nothing else: a refused request spends nothing.
+    pub fn capped(self, tat: u64, now: u64) -> u64 {
+        tat.min(now.saturating_add(self.tolerance_us))
+    }
+
+    /// `used` for a key whose TAT is `tat` at `now`: how far ahead of `now` the TAT would be
+    /// after this request.
     pub fn used(self, tat: Option<u64>, now: u64) -> u64 {
-        tat.map_or(now, |tat| tat.max(now))
+        self.held(tat, now)
             .saturating_add(self.emission_us)
-            - now
+            .saturating_sub(now)
     }
 
     /// The answer for a request that would make the TAT run `used` µs ahead.
@@ -105,12 +139,15 @@ mod tests {
         Rate::new(SECOND / 10, 10)
     }
 
-    /// Sends one request at `now` against `tat`, committing it when allowed (as the stores do).
+    /// Sends one request at `now` against `tat`, committing it when allowed and its clamp when
+    /// refused (as the stores do).
     fn send(rate: Rate, tat: &mut Option<u64>, now: u64) -> Verdict {
         let used = rate.used(*tat, now);
         let verdict = rate.verdict(used);
         if verdict.allowed {
             *tat = Some(now + used);
+        } else if let Some(held) = tat.as_mut() {
+            *held = rate.capped(*held, now);
         }
         verdict
     }
@@ -179,6 +216,46 @@ mod tests {
     }
 
     #[test]
+    fn after_a_reload_relaxes_a_policy_the_old_window_holds_nobody() {
+        let strict = Rate::new(3600 * SECOND / 10, 10);
+        let relaxed = ten_per_second();
+        let mut tat = None;
+        let start = 9 * SECOND;
+        for _ in 0..10 {
+            assert!(send(strict, &mut tat, start).allowed);
+        }
+        assert_eq!(strict.verdict(strict.used(tat, start)).window_secs(), 360);
+        let refused = send(relaxed, &mut tat, start);
+        assert!(
+            !refused.allowed,
+            "the bucket is empty under the new policy too"
+        );
+        assert!(
+            refused.window_secs() <= 1,
+            "Retry-After of the new policy, not the old hour: {}",
+            refused.window_secs()
+        );
+        assert!(
+            send(relaxed, &mut tat, start + refused.window_us).allowed,
+            "passes again once the new policy refilled one"
+        );
+    }
+
+    #[test]
+    fn a_tat_far_ahead_reads_as_an_empty_bucket_of_the_current_rate() {
+        let rate = ten_per_second();
+        let now = 50 * SECOND;
+        assert_eq!(
+            rate.used(Some(now + 3600 * SECOND), now),
+            rate.used(Some(now + rate.tolerance_us), now)
+        );
+        assert_eq!(
+            rate.verdict(rate.used(Some(u64::MAX), now)).window_us,
+            rate.emission_us
+        );
+    }
+
+    #[test]
     fn a_smaller_burst_than_the_rate_smooths_requests() {
         // 60 per minute, at most 2 at once.
         let rate = Rate::new(SECOND, 2);
@@ -191,17 +268,62 @@ mod tests {
     }
 
     #[test]
-    fn shared_by_replicas_each_gets_its_part_of_rate_and_burst_at_least_one() {
+    fn shared_by_replicas_each_gets_its_part_of_rate_and_burst() {
         let rate = Rate::new(200_000, 50);
         let shared = rate.share(2);
         assert_eq!((shared.emission_us, shared.burst), (400_000, 25));
-        let thin = Rate::new(SECOND, 3).share(8);
-        assert_eq!(thin.burst, 1, "never locks everyone out");
         assert_eq!(
             rate.share(0),
             rate,
             "no replica count known: the whole rate"
         );
+        let mut tat = None;
+        let at_once = (0..100)
+            .filter(|_| send(shared, &mut tat, 0).allowed)
+            .count();
+        assert_eq!(at_once, 25);
+    }
+
+    /// How many requests `replicas` replicas, each counting `rate.share(replicas)` on its own
+    /// and each sent a request every `step` µs, let through from 0 to `span`.
+    fn fleet_allows(rate: Rate, replicas: u64, step: u64, span: u64) -> usize {
+        let shared = rate.share(replicas);
+        (0..replicas)
+            .map(|_| {
+                let mut tat = None;
+                (0..=span / step)
+                    .filter(|k| send(shared, &mut tat, k * step).allowed)
+                    .count()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn an_uneven_burst_share_is_exact_never_more_than_the_policy_fleet_wide() {
+        // 5 at once, then one a second, over 3 replicas: 5/3 each, not 1 (lost) nor 2 (6 > 5).
+        let rate = Rate::new(SECOND, 5);
+        assert_eq!(fleet_allows(rate, 3, SECOND / 100, 0), 3);
+        for span in [SECOND, 2 * SECOND, 10 * SECOND, 60 * SECOND] {
+            let allowed = fleet_allows(rate, 3, SECOND / 100, span);
+            let policy = usize::try_from(5 + span / SECOND).unwrap();
+            assert!(allowed <= policy, "{allowed} in {span} µs > {policy}");
+            assert!(
+                allowed + 3 >= policy,
+                "{allowed} in {span} µs: the share is used"
+            );
+        }
+    }
+
+    #[test]
+    fn a_burst_smaller_than_the_replicas_lets_each_hold_one_and_keeps_the_sustained_rate() {
+        let rate = Rate::new(SECOND, 3);
+        assert_eq!(
+            fleet_allows(rate, 8, SECOND / 100, 0),
+            8,
+            "one each at once: the documented excess"
+        );
+        let minute = fleet_allows(rate, 8, SECOND / 100, 60 * SECOND);
+        assert!(minute <= 8 + 60, "{minute}");
     }
 
     #[test]

@@ -86,10 +86,13 @@ impl MemoryBuckets {
             .iter()
             .zip(&used)
             .all(|((_, rate), &used)| rate.verdict(used).allowed);
-        if allowed {
-            for (((key, _), &shard), &used) in keys.iter().zip(&shard_of_key).zip(&used) {
-                let (_, map) = &mut guards[slot(shard)];
+        for (((key, rate), &shard), &used) in keys.iter().zip(&shard_of_key).zip(&used) {
+            let (_, map) = &mut guards[slot(shard)];
+            if allowed {
                 store(map, key, now + used, now, self.capacity);
+            } else if let Some(held) = map.get_mut(*key) {
+                // Refused: nothing spent, but a TAT left by a stricter policy is clamped for good.
+                *held = rate.capped(*held, now);
             }
         }
         used
@@ -170,6 +173,23 @@ mod tests {
             98,
             "only the request both allowed was counted"
         );
+    }
+
+    #[test]
+    fn after_a_reload_relaxes_a_policy_a_refused_retry_passes_once_the_new_rate_refilled() {
+        let buckets = MemoryBuckets::default();
+        let hourly = Rate::new(3600 * SECOND / 10, 10);
+        for _ in 0..10 {
+            assert!(allowed(hourly, buckets.decide(&[("alice", hourly)], 0)[0]));
+        }
+        let relaxed = Rate::new(SECOND / 10, 10);
+        let refused = relaxed.verdict(buckets.decide(&[("alice", relaxed)], 0)[0]);
+        assert!(!refused.allowed);
+        assert!(refused.window_secs() <= 1, "{refused:?}");
+        assert!(allowed(
+            relaxed,
+            buckets.decide(&[("alice", relaxed)], refused.window_us)[0]
+        ));
     }
 
     #[test]

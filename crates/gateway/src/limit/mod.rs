@@ -17,8 +17,9 @@
 //! With Redis, each request runs the script within the state's command timeout and behind its
 //! breaker. When Redis does not answer (or the breaker is open, so no request waits on it), the
 //! replica decides on its own buckets at its share of each policy — the rate and the burst
-//! divided by the replicas Redis last counted live — so the fleet together never allows more
-//! than the policy, no request is waved through and none fails; it counts those decisions
+//! divided by the replicas Redis last counted live, or `state.replicas` when larger — so the
+//! fleet together allows no more than the policy (but see [`Rate::share`] for a burst smaller
+//! than the fleet), no request is waved through and none fails; it counts those decisions
 //! (`reason="limiter_degraded"`), says so in the log once per [`DEGRADED_LOG_EVERY`], and is
 //! back on Redis as soon as the breaker's probe finds it answering.
 

@@ -26,7 +26,14 @@ for i = 1, #KEYS do
   local tat = now
   local held = redis.call('GET', KEYS[i])
   if held then
-    tat = math.max(tonumber(held) or now, now)
+    -- Clamped to [now, now + tolerance] of the policy as it is now (as Rate::held): a TAT
+    -- further ahead was left by a stricter policy before a reload; it is written back clamped
+    -- even if the request is refused, so the next one reads the new policy's window.
+    held = tonumber(held) or now
+    tat = math.min(math.max(held, now), now + tolerance)
+    if held > tat then
+      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+    end
   end
   tats[i] = tat + emission
   answer[i + 1] = tats[i] - now

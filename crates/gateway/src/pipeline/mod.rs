@@ -5,10 +5,13 @@
 //!    deadline, and drains on shutdown.
 //! 2. [`normalize`]: Host, framing, dot segments, the declared body size.
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
-//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401).
+//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401); just before
+//!    it, [`limit`] decides the route's `ip`/`route` policies (a bad token is counted too).
 //! 5. [`authorize`]: the route's roles and scopes (403).
-//! 6. [`limit`]: the route's rate limits (429), and their headers on the answer;
-//!    [`cache`]: a stored answer ends the request here; a miss is stored on its way back.
+//! 6. [`limit`]: the route's `user`/`client` rate limits (429; `ip`/`route` ones are decided
+//!    before the token is verified); every answer from the first decision on carries their
+//!    headers. [`cache`]: a stored answer ends the request here; a miss is stored on its way
+//!    back (never with the caller's rate-limit headers: they are added after it).
 //! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
@@ -75,10 +78,17 @@ impl Pipeline {
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(request_id::HEADER, id.clone());
         let exchange = pending.exchange();
-        let response = match self.pass(parts, Body::new(body), peer, exchange).await {
+        // Set once the route's limits counted the request: whatever answers it from then on
+        // (the upstream, or the gateway's own 401/502/503/504/408/413) carries the headers.
+        let mut quota = None;
+        let response = match self
+            .pass(parts, Body::new(body), peer, exchange, &mut quota)
+            .await
+        {
             Ok(response) => response,
             Err(error) => respond::refusal(error, &id, uri.path()),
         };
+        let response = limit::annotate(response, quota);
         pending.answer(respond::finish(response, id))
     }
 
@@ -89,6 +99,7 @@ impl Pipeline {
         body: Body,
         peer: SocketAddr,
         exchange: &mut observe::Exchange,
+        quota: &mut Option<limit::Quota>,
     ) -> Result<Response, GatewayError> {
         let routing = self.app.routing();
         let host = normalize::request(&parts)?;
@@ -96,19 +107,18 @@ impl Pipeline {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
                 exchange.route = RouteLabel::template(parts.uri.path());
-                let quota = if parts.uri.path() == routing.config.auth.login_path {
-                    limit::admit_login(&self.app, &routing.config, peer.ip()).await?
-                } else {
-                    None
-                };
-                let answer = self.own_endpoint(parts, body, peer).await;
-                return Ok(limit::annotate(answer, quota));
+                if parts.uri.path() == routing.config.auth.login_path {
+                    *quota = limit::admit_login(&self.app, &routing.config, peer.ip()).await?;
+                }
+                return Ok(self.own_endpoint(parts, body, peer).await);
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
         exchange.matched = Some(Arc::clone(&route));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
+        let (app, ip) = (&self.app, peer.ip());
+        limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
         authorize::check(&route, caller.as_deref())?;
         if let Some(claims) = caller
@@ -117,14 +127,13 @@ impl Pipeline {
         {
             exchange.principal = Some(claims.sub.clone());
         }
-        let quota = limit::admit(&self.app, &route, caller.as_deref(), peer.ip()).await?;
+        let claims = caller.as_deref();
+        limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
-        // The rate-limit headers are the caller's own: added after the cache, never stored.
-        let plan =
-            match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref()).await {
-                cache::Consulted::Answer(response) => return Ok(limit::annotate(response, quota)),
-                cache::Consulted::Forward(plan) => plan,
-            };
+        let plan = match cache::consult(&self.app, &routing, &route, &parts, claims).await {
+            cache::Consulted::Answer(response) => return Ok(response),
+            cache::Consulted::Forward(plan) => plan,
+        };
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -136,8 +145,7 @@ impl Pipeline {
         };
         let answer =
             forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await;
-        let answer = cache::settle(&self.app, plan, answer).await?;
-        Ok(limit::annotate(answer, quota))
+        cache::settle(&self.app, plan, answer).await
     }
 
     /// The gateway's own endpoints are an axum router (they are few and not the hot path): it

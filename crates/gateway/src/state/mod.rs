@@ -56,6 +56,10 @@ pub struct RedisOptions {
     /// for a replica whose subscription stayed up while the revoking replica could not reach
     /// Redis (a partition between them).
     pub store_sync: Duration,
+    /// The fewest replicas the fleet is taken to have while Redis is down (`state.replicas`,
+    /// default 1): a replica started during an outage has never learnt how many are live, and
+    /// one that last saw fewer than the deployment runs would allow more than its share.
+    pub expected_replicas: u64,
 }
 
 impl Default for RedisOptions {
@@ -65,6 +69,7 @@ impl Default for RedisOptions {
             command: Duration::from_millis(250),
             probe_interval: Duration::from_secs(1),
             store_sync: Duration::from_secs(5),
+            expected_replicas: 1,
         }
     }
 }
@@ -343,9 +348,9 @@ impl Replicated {
         }
     }
 
-    /// How many replicas were live when Redis last answered (1 with the memory state, or when
-    /// Redis has not answered since start): while Redis is down each allows this share of a
-    /// throttle limit.
+    /// How many replicas were live when Redis last answered, at least `state.replicas` (1 with
+    /// the memory state): while Redis is down each allows this share of a throttle limit and of
+    /// a rate limit.
     pub fn replicas(&self) -> u64 {
         self.redis.as_ref().map_or(1, RedisState::replicas)
     }

@@ -177,10 +177,14 @@ impl RedisState {
         self.options
     }
 
-    /// How many replicas were live when Redis last answered (this one included); 1 when it has
-    /// not answered since start.
+    /// How many replicas were live when Redis last answered (this one included), never fewer
+    /// than the configured `expected_replicas` (nor 1): a replica that has not seen Redis
+    /// answer since start takes the configured fleet.
     pub fn replicas(&self) -> u64 {
-        self.replicas.load(Ordering::Acquire).max(1)
+        self.replicas
+            .load(Ordering::Acquire)
+            .max(self.options.expected_replicas)
+            .max(1)
     }
 
     /// Whether Redis is taken as answering; while not, no request waits on it.

@@ -3,5 +3,6 @@
 //! `GATEHOUSE_TEST_REDIS` names one). The whole system over real sockets is the e2e suite's.
 #![allow(clippy::unwrap_used)]
 
+mod limits;
 mod policy;
 mod state;
