@@ -13,7 +13,7 @@ const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 /// The replica starters other tests have imported from here; they live in
 /// [`crate::harness::gateway`].
 #[allow(unused_imports)]
-pub use crate::harness::{free_port, start_replica, Replica};
+pub use crate::harness::{start_replica, Replica};
 
 #[tokio::test]
 async fn a_logout_through_one_replica_is_refused_by_the_other_and_throttles_are_shared() {

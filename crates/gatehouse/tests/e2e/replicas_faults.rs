@@ -1,5 +1,5 @@
 //! Gateway replicas while their Redis fails: each test starts its own Redis (no persistence) on
-//! a free port and kills it. Redis down must cost no request a wait (login answers within 1 s,
+//! a unix socket in its own directory, kills it and starts it again there. Redis down must cost no request a wait (login answers within 1 s,
 //! throttling counts on each replica, `/readyz` says `down-degraded` and stays ready), a logout
 //! holds on its replica at once and on the others once Redis is back, and a replica started
 //! after Redis lost everything still refuses a logged-out token (the store is the source of
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::free_port;
 use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
 use crate::harness::replicas::Fleet;
 
@@ -34,8 +33,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut redis = TestRedis::start(port).await;
+    let mut redis = TestRedis::started().await;
     let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let second = fleet.replica().await;
@@ -81,7 +79,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
         "refused at once where it was made"
     );
 
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     let returned = Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -108,8 +106,7 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut redis = TestRedis::start(port).await;
+    let mut redis = TestRedis::started().await;
     let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let session: Value = fleet.login(&first, "test").await.json().await.unwrap();
@@ -117,7 +114,7 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
     assert_eq!(fleet.logout(&first, &access).await, 204);
 
     redis.kill();
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     let late = fleet.replica().await;
     assert_eq!(
         fleet.me(&late, &access).await,
@@ -132,8 +129,8 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut fleet = Fleet::new(&format!("redis://127.0.0.1:{port}"), STATE_OPTIONS).await;
+    let mut redis = TestRedis::stopped();
+    let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let early = fleet.replica().await;
     let (status, state) = fleet.state_detail(&early).await;
     assert_eq!(status, 200, "a replica started without Redis is ready");
@@ -145,7 +142,7 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
         "sign-in works on local throttle counts"
     );
 
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             fleet.state_detail(&early).await.1 == "up"

@@ -19,8 +19,8 @@ use crate::app::AppState;
 use crate::auth::tokens::AccessClaims;
 use crate::error::{GatewayError, RateLimited};
 use crate::limit::{bucket_key, LimitBy, Rate, Subject, Verdict};
-use kit::listener::client_address;
 use crate::router::Route;
+use kit::listener::client_address;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use gateway::state::{RedisOptions, Replicated, Revocation, StateHealth, StateSettings};
-use kit::testing::wait_until;
+use kit::testing::{wait_until, TestRedis};
 
 fn redis_settings() -> Option<StateSettings> {
     let url = std::env::var("GATEHOUSE_TEST_REDIS")
@@ -150,9 +150,11 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the late Redis test checks nothing");
         return;
     }
-    let port = free_port();
+    // Its URL is known before it runs: a socket in the test's own directory, which no parallel
+    // test can take while it is down.
+    let mut redis = TestRedis::stopped();
     let settings = StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{port}").into(),
+        url: redis.url().into(),
         prefix: "late".to_owned(),
         options: RedisOptions {
             probe_interval: Duration::from_millis(100),
@@ -183,7 +185,7 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
     early.deny("jti-early", in_a_minute()).await.unwrap();
     assert!(early.mirror().is_denied("jti-early"), "holds here at once");
 
-    let _redis = own_redis_on(port).await;
+    redis.start().await;
     assert!(
         until(Duration::from_secs(5), || early.health()
             == StateHealth::RedisUp)
@@ -218,50 +220,6 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
     );
 }
 
-/// A Redis of the test's own, without persistence, killed when dropped.
-struct OwnRedis(std::process::Child, u16);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn own_redis() -> OwnRedis {
-    own_redis_on(free_port()).await
-}
-
-async fn own_redis_on(port: u16) -> OwnRedis {
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(["--enable-debug-command", "local"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    OwnRedis(child, port)
-}
-
 #[tokio::test]
 async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_through_the_store() {
     let Some(StateSettings::Redis { url, prefix, .. }) = redis_settings() else {
@@ -279,10 +237,10 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
         ..RedisOptions::default()
     };
     // The revoking replica reaches only a Redis that dies; the other stays subscribed to its own.
-    let cut_off = own_redis().await;
+    let cut_off = TestRedis::started().await;
     let revoking = Replicated::connect_with_store(
         &StateSettings::Redis {
-            url: format!("redis://127.0.0.1:{}", cut_off.1).into(),
+            url: cut_off.url().into(),
             prefix: prefix.clone(),
             options,
         },
@@ -338,8 +296,8 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
 }
 
 /// Blocks `redis` for `seconds` (`DEBUG SLEEP`): connections stay open, answers come late.
-async fn stall(redis: &OwnRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+async fn stall(redis: &TestRedis, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let client = redis::Client::open(redis.url()).unwrap();
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
@@ -382,9 +340,9 @@ async fn one_slow_answer_does_not_trip_the_breaker_but_timeouts_in_a_row_do() {
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the slow Redis test checks nothing");
         return;
     }
-    let redis = own_redis().await;
+    let redis = TestRedis::started().await;
     let state = Replicated::connect(&StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{}", redis.1).into(),
+        url: redis.url().into(),
         prefix: "slow".to_owned(),
         options: RedisOptions {
             command: Duration::from_millis(100),
@@ -433,9 +391,9 @@ async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_it
         eprintln!("GATEHOUSE_TEST_REDIS is not set: the throttle share test checks nothing");
         return;
     }
-    let redis = own_redis().await;
+    let redis = TestRedis::started().await;
     let settings = StateSettings::Redis {
-        url: format!("redis://127.0.0.1:{}", redis.1).into(),
+        url: redis.url().into(),
         prefix: "share".to_owned(),
         options: RedisOptions {
             probe_interval: Duration::from_millis(100),

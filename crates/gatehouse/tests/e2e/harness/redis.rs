@@ -1,51 +1,11 @@
-//! A Redis of a test's own, for the tests that stop it: started on a port, killed at will.
+//! A Redis of a test's own, for the tests that stop it: [`TestRedis`] (from `kit::testing`) on
+//! a unix socket in the test's own directory, killed and started again at the same URL.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use kit::testing::TestRedis;
+
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
-
-/// A Redis of the test's own, without persistence: killing it loses everything it held.
-pub struct TestRedis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TestRedis {
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, port }
-    }
-
-    pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
 
 pub fn redis_tests_enabled() -> bool {
     let enabled = std::env::var(REDIS_ENV).is_ok_and(|url| !url.is_empty());
