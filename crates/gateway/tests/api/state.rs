@@ -167,9 +167,12 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
     let early = Replicated::connect(&settings)
         .await
         .expect("a Redis that does not answer is no reason not to start");
+    // Not waiting on a dead Redis is the behaviour, so a bound stays: one connect timeout at
+    // most, times a generous factor for a loaded machine; it catches a start that waits.
+    let bound = RedisOptions::default().connect * 8;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "starting waited {:?} on a dead Redis",
+        started.elapsed() < bound,
+        "starting waited {:?} on a dead Redis (bound {bound:?})",
         started.elapsed()
     );
     assert_eq!(
