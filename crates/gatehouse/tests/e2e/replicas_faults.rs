@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
+use crate::harness::redis::{redis_tests_enabled, TestRedis};
 use crate::harness::replicas::Fleet;
+use crate::harness::wait_until;
 
 /// Health probes often, so a test need not wait for Redis to be seen back. `store_sync: 1h`:
 /// no replica reads the store's new revocations on a timer here, so what reaches another
@@ -91,24 +92,19 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
 
     redis.start().await;
     let returned = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            fleet.me(&second, &access).await == 401
-        })
-        .await,
-        "the other replica refuses the token once Redis is back"
-    );
+    wait_until(
+        "the other replica to refuse the token once Redis is back",
+        || async { fleet.me(&second, &access).await == 401 },
+    )
+    .await;
     eprintln!(
         "the other replica refused the token {:?} after Redis came back",
         returned.elapsed()
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            fleet.state_detail(&first).await.1 == "up"
-        })
-        .await,
-        "/readyz tells Redis is back"
-    );
+    wait_until("/readyz to tell Redis is back", || async {
+        fleet.state_detail(&first).await.1 == "up"
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -153,23 +149,18 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
     );
 
     redis.start().await;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            fleet.state_detail(&early).await.1 == "up"
-        })
-        .await,
-        "the replica takes Redis up once it answers"
-    );
+    wait_until("the replica to take Redis up once it answers", || async {
+        fleet.state_detail(&early).await.1 == "up"
+    })
+    .await;
     let later = fleet.replica().await;
     let session: Value = fleet.login(&later, "test").await.json().await.unwrap();
     let access = session["access_token"].as_str().unwrap().to_owned();
     assert_eq!(fleet.me(&early, &access).await, 200);
     assert_eq!(fleet.logout(&later, &access).await, 204);
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            fleet.me(&early, &access).await == 401
-        })
-        .await,
-        "the replica that started without Redis has subscribed to revocations since"
-    );
+    wait_until(
+        "the replica that started without Redis to have subscribed to revocations since",
+        || async { fleet.me(&early, &access).await == 401 },
+    )
+    .await;
 }

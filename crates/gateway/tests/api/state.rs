@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use gateway::state::{RedisOptions, Replicated, Revocation, StateHealth, StateSettings};
+use kit::testing::wait::PATIENCE;
 use kit::testing::{wait_until, TestRedis};
 
 fn redis_settings() -> Option<StateSettings> {
@@ -18,9 +19,11 @@ fn redis_settings() -> Option<StateSettings> {
     })
 }
 
-async fn until(deadline: Duration, check: impl Fn() -> bool) -> bool {
+/// Whether `check` comes to hold within the suite's patience: a guard against hanging, not a
+/// measure of speed (a passing test returns as soon as it holds).
+async fn until(check: impl Fn() -> bool) -> bool {
     let start = Instant::now();
-    while start.elapsed() < deadline {
+    while start.elapsed() < PATIENCE {
         if check() {
             return true;
         }
@@ -87,20 +90,15 @@ async fn a_revocation_recorded_by_one_replica_reaches_the_other_through_redis() 
         .await
         .unwrap();
     assert!(
-        until(Duration::from_secs(2), || other.mirror().is_denied("jti-1")).await,
+        until(|| other.mirror().is_denied("jti-1")).await,
         "the denial is published"
     );
     assert!(
-        until(Duration::from_secs(2), || other.mirror().cutoff("alice")
-            == Some(5_000))
-        .await,
+        until(|| other.mirror().cutoff("alice") == Some(5_000)).await,
         "the cut-off is published"
     );
     assert!(
-        until(Duration::from_secs(2), || other
-            .mirror()
-            .is_session_denied("session-1"))
-        .await,
+        until(|| other.mirror().is_session_denied("session-1")).await,
         "the session denial is published"
     );
 
@@ -190,26 +188,18 @@ async fn a_replica_started_while_redis_is_down_serves_degraded_and_joins_when_it
 
     redis.start().await;
     assert!(
-        until(Duration::from_secs(5), || early.health()
-            == StateHealth::RedisUp)
-        .await,
+        until(|| early.health() == StateHealth::RedisUp).await,
         "the replica takes Redis up once it answers"
     );
     let other = Replicated::connect(&settings).await.unwrap();
     assert_eq!(other.health(), StateHealth::RedisUp);
     assert!(
-        until(Duration::from_secs(2), || other
-            .mirror()
-            .is_denied("jti-early"))
-        .await,
+        until(|| other.mirror().is_denied("jti-early")).await,
         "what was revoked while Redis was down is published once it answers"
     );
     other.deny("jti-late", in_a_minute()).await.unwrap();
     assert!(
-        until(Duration::from_secs(3), || early
-            .mirror()
-            .is_denied("jti-late"))
-        .await,
+        until(|| early.mirror().is_denied("jti-late")).await,
         "the replica subscribed once Redis answered"
     );
     assert_eq!(
@@ -289,10 +279,7 @@ async fn a_revocation_that_could_not_be_published_reaches_a_subscribed_replica_t
     );
     assert_eq!(revoking.health(), StateHealth::RedisDown);
     assert!(
-        until(Duration::from_secs(3), || other
-            .mirror()
-            .is_denied("jti-partitioned"))
-        .await,
+        until(|| other.mirror().is_denied("jti-partitioned")).await,
         "the other replica reads it from the store"
     );
     follower.abort();
@@ -406,9 +393,7 @@ async fn with_redis_down_each_replica_allows_its_share_of_a_limit_and_carries_it
     let one = Replicated::connect(&settings).await.unwrap();
     let other = Replicated::connect(&settings).await.unwrap();
     assert!(
-        until(Duration::from_secs(3), || one.replicas() == 2
-            && other.replicas() == 2)
-        .await,
+        until(|| one.replicas() == 2 && other.replicas() == 2).await,
         "each replica learns how many are live: {} and {}",
         one.replicas(),
         other.replicas()
