@@ -5,7 +5,7 @@
 //! after Redis lost everything still refuses a logged-out token (the store is the source of
 //! truth). Runs when `GATEHOUSE_TEST_REDIS` is set (CI sets it), like the other Redis tests.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
