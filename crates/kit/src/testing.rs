@@ -7,6 +7,7 @@
 //! - [`conformance`]: the health and OpenAPI contract every service keeps, checked once.
 //! - [`observe`]: `/metrics` parsed as Prometheus would, the access log read back.
 //! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
+//! - [`redis`]: a Redis of the test's own on a unix socket, to kill and start again.
 //! - here: [`TestDatabase`], [`FakeGateway`], [`TestResponse`], [`openapi`] readers, [`TcpCut`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,9 +26,11 @@ use crate::{IdentityVerifier, PrincipalKind};
 
 pub mod conformance;
 pub mod observe;
+pub mod redis;
 pub mod service;
 pub mod wait;
 
+pub use redis::TestRedis;
 pub use service::{spawn_service, SpawnedService};
 pub use wait::{wait_for, wait_until};
 

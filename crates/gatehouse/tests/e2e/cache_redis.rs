@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cache::{cache_status, Origin};
 use crate::harness::redis::TestRedis;
-use crate::harness::{config_head, free_port, wait_for, Gate};
+use crate::harness::{config_head, wait_for, Gate};
 
 const REDIS_ENV: &str = "GATEHOUSE_TEST_REDIS";
 
@@ -35,7 +35,7 @@ fn config(origin: &Origin, redis: &str, prefix: &str) -> String {
 /// `path` (a hit already).
 async fn stored_on(redis: &TestRedis, prefix: &str, path: &str) -> (Origin, Gate) {
     let origin = Origin::start().await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     let gate = Gate::start(&config(&origin, &url, prefix)).await;
     until_hit(&gate, path).await;
     (origin, gate)
@@ -98,7 +98,7 @@ async fn with_redis_down_a_cached_route_answers_from_the_service_never_a_500() {
     if redis_url().is_none() {
         return;
     }
-    let mut redis = TestRedis::start(free_port()).await;
+    let mut redis = TestRedis::started().await;
     let (origin, gate) = stored_on(&redis, "gatehouse-cache-outage", "/cached/plain/outage").await;
     let before = origin.hits("/o/plain/outage");
 
@@ -166,22 +166,9 @@ async fn a_write_made_while_redis_was_down_drops_the_shared_entries_when_it_retu
     if redis_url().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().display().to_string();
     // Saved at shutdown and loaded at start: the entry outlives the outage, as it would in a
     // Redis with persistence, or one the gateway only lost sight of.
-    let persistence = [
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &folder,
-        "--dbfilename",
-        "cache.rdb",
-    ];
-    let port = free_port();
-    let mut redis = TestRedis::start_with(port, &persistence).await;
+    let mut redis = TestRedis::started_persistent().await;
     let (_origin, gate) = stored_on(&redis, "gatehouse-cache-owed", "/cached/plain/owed").await;
 
     redis.shut_down_saving();
@@ -190,7 +177,7 @@ async fn a_write_made_while_redis_was_down_drops_the_shared_entries_when_it_retu
         204,
         "the write is not held up by Redis"
     );
-    let _redis = TestRedis::start_with(port, &persistence).await;
+    redis.start().await;
 
     // Until the breaker's probe finds Redis back, lookups are misses that store nothing.
     let status = wait_for("the cache to use Redis again", || async {

@@ -5,4 +5,4 @@
 pub use crate::harness::gateway::{config_head, write_atomically, Gate};
 pub use crate::harness::load::{Load, Tally};
 pub use crate::harness::upstreams::{Instance, Mode};
-pub use crate::harness::{client, free_port, wait_for};
+pub use crate::harness::{client, wait_for};

@@ -3,12 +3,12 @@
 //! answers exactly, each refusal with its reason; and one access-log line per request with every
 //! field and nothing that could carry a token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kit::testing::observe::{parse, request_counts, RequestCount};
 use serde_json::Value;
 
-use crate::harness::{spawn_app, TestApp};
+use crate::harness::{spawn_app, wait_for, TestApp};
 
 const JWKS: &str = "/.well-known/jwks.json";
 
@@ -21,8 +21,7 @@ async fn scrape(app: &TestApp) -> String {
 /// The gateway's request series once they add up to `expected` (an answer is counted when its
 /// body has gone out, a moment after the client read it).
 async fn gateway_counts(app: &TestApp, expected: u64) -> (Vec<RequestCount>, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for(&format!("{expected} gateway requests counted"), || async {
         let exposition = scrape(app).await;
         // The services fetch the gateway's keys as they start: not part of the mix.
         let series: Vec<RequestCount> = request_counts(&exposition)
@@ -30,11 +29,9 @@ async fn gateway_counts(app: &TestApp, expected: u64) -> (Vec<RequestCount>, Str
             .filter(|series| series.server == "gateway" && series.route != JWKS)
             .collect();
         let total: u64 = series.iter().map(|s| s.count).sum();
-        if total >= expected || Instant::now() > deadline {
-            return (series, exposition);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (total >= expected).then_some((series, exposition))
+    })
+    .await
 }
 
 fn count(series: &[RequestCount], route: &str, method: &str, class: &str, reason: &str) -> u64 {
@@ -143,24 +140,18 @@ async fn the_access_log_line_of_a_request_has_every_field_and_never_a_token_or_q
     let body_length = response.bytes().await.unwrap().len() as u64;
 
     let log = app.data.path().join("access.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
+    let line = wait_for("the gateway's access-log line for the request", || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let found = text
             .lines()
             .map(|line| serde_json::from_str::<Value>(line).expect("one JSON object per line"))
             .find(|line| line["server"] == "gateway" && line["request_id"] == "trace-me-42");
-        if let Some(line) = found {
-            assert!(!text.contains(&token), "no access token in the log");
-            assert!(!text.contains("QUERYSECRET"), "no query value in the log");
-            break line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no gateway line for the request:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        let line = found?;
+        assert!(!text.contains(&token), "no access token in the log");
+        assert!(!text.contains("QUERYSECRET"), "no query value in the log");
+        Some(line)
+    })
+    .await;
     assert_eq!(line["route"], "/api/echo/{*rest}");
     assert_eq!(line["method"], "GET");
     assert_eq!(line["status"], 200);

@@ -1,12 +1,10 @@
 //! The token lifecycle: refresh rotation with reuse detection, logout, per-user cut-offs, login
 //! throttling and key rotation, through the running system.
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{assert_problem, spawn_app, TestApp};
+use crate::harness::{assert_problem, spawn_app, wait_for, wait_until, TestApp};
 
 async fn sign_in(app: &TestApp, username: &str, password: &str) -> Value {
     let response = app.login(username, password).await;
@@ -38,22 +36,6 @@ fn field<'a>(body: &'a Value, name: &str) -> &'a str {
     body[name]
         .as_str()
         .unwrap_or_else(|| panic!("no {name} in {body}"))
-}
-
-/// Polls `check` until it holds or `deadline` passes; returns how long it took.
-async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 #[tokio::test]
@@ -264,14 +246,11 @@ async fn changing_a_users_role_or_password_or_deactivating_them_refuses_their_ol
             .await;
         assert_eq!(patched.status(), 200, "{change}");
 
-        let took = eventually(Duration::from_secs(10), || async {
-            app.get("/api/users/me", Some(&access)).await.status() == 401
-        })
+        wait_until(
+            &format!("{change}: the old token to be refused"),
+            || async { app.get("/api/users/me", Some(&access)).await.status() == 401 },
+        )
         .await;
-        assert!(
-            took.is_some(),
-            "{change}: the old token must be refused within the poll interval"
-        );
         assert_eq!(
             refresh(&app, field(&session, "refresh_token"))
                 .await
@@ -361,22 +340,15 @@ async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
     );
 
     // The running gateway rereads its keys every few seconds; sign in until the new key signs.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let new_kid = loop {
+    let new_kid = wait_for("the running gateway to sign with the new key", || async {
         let session = sign_in(&app, "test", "test").await;
         let kid = jsonwebtoken::decode_header(field(&session, "access_token"))
             .unwrap()
             .kid
             .unwrap();
-        if kid != old_kid {
-            break kid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the running gateway never signed with the new key"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (kid != old_kid).then_some(kid)
+    })
+    .await;
     let (_, listing) = app.cli(&["keys", "list"]);
     assert!(
         listing.contains("verifying until"),
@@ -468,39 +440,31 @@ async fn a_refresh_that_fails_upstream_leaves_the_token_usable() {
     let config = app.data.path().join("gateway.yaml");
     let original = std::fs::read_to_string(&config).unwrap();
     let users_url = "${GATEHOUSE_USERS_URL:-http://127.0.0.1:8101}";
-    let dead = format!(
-        "http://127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    // Refused for as long as the tests run: no parallel test can come to listen there.
+    let dead = format!("http://{}", crate::harness::dead_address());
     std::fs::write(&config, original.replace(users_url, &dead)).unwrap();
     let access = field(&session, "access_token").to_owned();
     let token = field(&session, "refresh_token").to_owned();
-    let down = eventually(Duration::from_secs(20), || async {
+    wait_until("the reloaded gateway to fail to reach users", || async {
         app.get("/api/users/me", Some(&access))
             .await
             .status()
             .is_server_error()
     })
     .await;
-    assert!(down.is_some(), "the reloaded gateway cannot reach users");
     assert!(
         refresh(&app, &token).await.status().is_server_error(),
         "the refresh fails upstream"
     );
 
     std::fs::write(&config, original).unwrap();
-    let recovered = eventually(Duration::from_secs(20), || async {
+    wait_until("users to be reachable again", || async {
         app.get("/api/users/me", Some(field(&session, "access_token")))
             .await
             .status()
             == 200
     })
     .await;
-    assert!(recovered.is_some(), "users is reachable again");
     assert_eq!(
         refresh(&app, &token).await.status(),
         200,

@@ -1,26 +1,21 @@
 //! `gatehouse up` observes every service into one registry and one access log, told apart by
 //! the `server` label. (The gateway's own observe phase is wired separately.)
 
-use std::time::{Duration, Instant};
-
 use kit::testing::observe::{request_counts, RequestCount};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::process::StandaloneClock;
-use crate::harness::spawn_app;
+use crate::harness::{spawn_app, wait_for};
 
 /// The shared registry's request series, once their total reaches `expected` (an answer is
 /// counted when its body has ended, a moment after the client read it).
 async fn counted(metrics: &kit::observe::Metrics, expected: u64) -> Vec<RequestCount> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for(&format!("{expected} requests counted"), || async {
         let series = request_counts(&metrics.render());
-        if series.iter().map(|s| s.count).sum::<u64>() >= expected || Instant::now() > deadline {
-            return series;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (series.iter().map(|s| s.count).sum::<u64>() >= expected).then_some(series)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -66,20 +61,16 @@ async fn the_services_access_log_names_the_caller_and_never_the_query() {
     assert_eq!(time.status(), 200);
 
     let path = app.data.path().join("access.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let clock_line = loop {
+    let clock_line = wait_for("an access-log line from clock", || async {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let line = text
             .lines()
             .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .find(|line| line["server"] == "clock");
-        if let Some(line) = line {
-            assert!(!text.contains("secret"), "{text}");
-            break line;
-        }
-        assert!(Instant::now() < deadline, "no line from clock: {text}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+            .find(|line| line["server"] == "clock")?;
+        assert!(!text.contains("secret"), "{text}");
+        Some(line)
+    })
+    .await;
     assert_eq!(clock_line["route"], "/time");
     assert!(
         clock_line["principal"]
@@ -111,18 +102,15 @@ async fn a_standalone_service_serves_metrics_on_its_admin_port_and_logs_to_its_f
         .text()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let logged = loop {
+    let logged = wait_for("the /healthz answer in the access log", || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let healthz = text
             .lines()
             .map(|line| serde_json::from_str::<Value>(line).unwrap())
             .any(|line| line["route"] == "/healthz");
-        if healthz || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        healthz.then_some(text)
+    })
+    .await;
     drop(clock);
 
     assert!(logged.contains(r#""route":"/healthz""#), "{logged}");

@@ -2,7 +2,7 @@
 //! script, by Redis's clock), so a fleet allows the policy, not the policy per replica; with
 //! Redis killed each replica answers at once from its own buckets at its share (no 5xx, still
 //! 429s), and it counts on Redis again once Redis is back. Runs when `GATEHOUSE_TEST_REDIS`
-//! names a Redis (CI sets it); the outage test starts a Redis of its own on a free port.
+//! names a Redis (CI sets it); the outage test starts a Redis of its own on a unix socket.
 
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
 use crate::harness::replicas::replica_head;
 use crate::harness::Instance;
-use crate::harness::{free_port, start_replica, Replica};
+use crate::harness::{start_replica, Replica};
 
 /// A gateway configuration for replicas on `redis`, with one public route to `upstream`
 /// taking `policy` (named `fleet`).
@@ -136,14 +136,13 @@ async fn with_redis_killed_each_replica_limits_at_its_share_without_a_5xx_and_sh
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut redis = TestRedis::start(port).await;
+    let mut redis = TestRedis::started().await;
     let dir = tempfile::tempdir().unwrap();
     let upstream = Instance::start("app").await;
     // 20 an hour for the whole route: nothing refills while the test runs.
     let config = replica_config(
         dir.path(),
-        &format!("redis://127.0.0.1:{port}"),
+        &redis.url(),
         "{ requests: 20, per: 1h, by: route }",
         &upstream.url(),
     );
@@ -183,7 +182,7 @@ async fn with_redis_killed_each_replica_limits_at_its_share_without_a_5xx_and_sh
     }
 
     // Back, and empty (no persistence): one shared bucket of 20 again, not a replica's half.
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     for replica in [&first, &second] {
         assert!(
             eventually(std::time::Duration::from_secs(10), || async {

@@ -59,7 +59,9 @@ async fn incidents_separated_by_healthy_periods_each_back_off_for_the_base_time(
     for _ in 0..5 {
         retry_afters.push(incident(&gate, &a).await);
         back_in_rotation(&gate).await;
-        // Healthy for as long as the last back-off (the default decay): forgiven.
+        // Healthy for as long as the last back-off (the default decay): forgiven. This span of
+        // real time is the scenario's input (the breaker reads the real clock), not a wait for
+        // something: the instance must answer throughout it.
         let healthy_until = tokio::time::Instant::now() + Duration::from_millis(1100);
         while tokio::time::Instant::now() < healthy_until {
             assert_eq!(gate.get("/api/pool/x").await.status(), 200);
@@ -170,9 +172,13 @@ async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_
         "at most a handful of timeouts: {:?}",
         tally.failures
     );
-    // About one health interval (500 ms) plus two short check timeouts; generous for slow CI.
+    // How soon the health checks take a frozen instance out is the behaviour under test, so a
+    // bound stays: the configured interval plus two check timeouts (`unhealthy: 2`), times a
+    // generous factor for a loaded machine. It catches a frozen instance left in rotation
+    // until a request timeout trips the breaker, not a slow check.
+    let detection = Duration::from_millis(500) + 2 * Duration::from_millis(250);
     assert!(
-        out_after < Duration::from_secs(3),
-        "the frozen instance was out only after {out_after:?}"
+        out_after < detection * 4,
+        "the frozen instance was out only after {out_after:?}, not within a few health intervals"
     );
 }

@@ -129,7 +129,10 @@ async fn an_edited_file_is_picked_up_by_the_watch_and_start_only_settings_wait_f
     })
     .await;
     assert_eq!(gate.answered_by("/api/target").await, "y");
-    // Refused once, not at every look.
+    // Refused once, not at every look. That nothing happens can only be seen over a span, so
+    // this sleep is the observation window (five looks at the 100 ms watch interval), not a
+    // wait for something: on a slow machine fewer looks fit in it, which can hide a regression
+    // but never fails a correct gateway.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let (_, ready) = gate.readiness().await;
     assert_eq!(ready["config"]["reloads_refused"], 1, "{ready}");
@@ -175,7 +178,7 @@ async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_t
             "{head}  x: {{ upstreams: [\"{x}\"] }}\n  y: {{ upstreams: [\"{y}\"] }}\n\
              routes:\n  - {{ path: /api/first, methods: [GET], service: {target}, to: /first, auth: public }}\n  \
              - {{ path: /api/second, methods: [GET], service: {target}, to: /second, auth: public }}\n",
-            head = config_head("50ms").replace("watch: 50ms\n", "watch: 50ms\nwatch_settle: 600ms\n"),
+            head = config_head("50ms").replace("watch: 50ms\n", "watch: 50ms\nwatch_settle: 3s\n"),
             x = x.url(),
             y = y.url(),
         )
@@ -191,7 +194,9 @@ async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_t
         let mut file = std::fs::File::create(&gate.config).unwrap();
         file.write_all(&text.as_bytes()[..cut]).unwrap();
         file.flush().unwrap();
-        // Longer than the 50 ms between looks, shorter than the 600 ms settle time.
+        // The writer's pause is the scenario's input, not a wait for something: longer than the
+        // 50 ms between looks (the watch sees the half file), far shorter than the 3 s settle
+        // time, so an oversleep on a loaded machine still leaves the half file unsettled.
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         file.write_all(&text.as_bytes()[cut..]).unwrap();
     }

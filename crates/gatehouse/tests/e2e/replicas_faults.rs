@@ -1,29 +1,38 @@
 //! Gateway replicas while their Redis fails: each test starts its own Redis (no persistence) on
-//! a free port and kills it. Redis down must cost no request a wait (login answers within 1 s,
+//! a unix socket in its own directory, kills it and starts it again there. Redis down must cost no request a wait (login answers without waiting on Redis,
 //! throttling counts on each replica, `/readyz` says `down-degraded` and stays ready), a logout
 //! holds on its replica at once and on the others once Redis is back, and a replica started
 //! after Redis lost everything still refuses a logged-out token (the store is the source of
 //! truth). Runs when `GATEHOUSE_TEST_REDIS` is set (CI sets it), like the other Redis tests.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::harness::free_port;
-use crate::harness::redis::{eventually, redis_tests_enabled, TestRedis};
+use crate::harness::redis::{redis_tests_enabled, TestRedis};
 use crate::harness::replicas::Fleet;
+use crate::harness::wait_until;
 
 /// Health probes often, so a test need not wait for Redis to be seen back. `store_sync: 1h`:
 /// no replica reads the store's new revocations on a timer here, so what reaches another
 /// replica came through Redis (its republication, or the reload when its subscription returns).
 const STATE_OPTIONS: &str = ", probe_interval: 200ms, store_sync: 1h";
 
-async fn within_a_second<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+/// "Redis down costs no request a wait" is the behaviour under test, so this time bound stays:
+/// a request may at most spend one connect and one command timeout on Redis before the breaker
+/// takes it as down, so the bound is those configured timeouts times a generous factor for a
+/// loaded machine. It does not measure speed; it catches a request that waits for Redis.
+async fn without_waiting_for_redis<T>(
+    what: &str,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    let options = gateway::state::RedisOptions::default();
+    let bound = (options.connect + options.command) * 6;
     let started = Instant::now();
     let answer = request.await;
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{what} took {:?} while Redis is down",
+        started.elapsed() < bound,
+        "{what} took {:?} while Redis is down (bound {bound:?}): it waited for Redis",
         started.elapsed()
     );
     answer
@@ -34,8 +43,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut redis = TestRedis::start(port).await;
+    let mut redis = TestRedis::started().await;
     let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let second = fleet.replica().await;
@@ -46,7 +54,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
 
     redis.kill();
     for replica in [&first, &second, &first] {
-        let login = within_a_second("a sign-in", fleet.login(replica, "test")).await;
+        let login = without_waiting_for_redis("a sign-in", fleet.login(replica, "test")).await;
         assert_eq!(login.status(), 200, "sign-in works without Redis");
     }
     let (status, state) = fleet.state_detail(&first).await;
@@ -57,7 +65,8 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
     // so together they allow no more than the limit.
     let mut wrong = 0;
     loop {
-        let guess = within_a_second("a wrong password", fleet.login(&second, "wrong")).await;
+        let guess =
+            without_waiting_for_redis("a wrong password", fleet.login(&second, "wrong")).await;
         if guess.status() == 429 {
             break;
         }
@@ -70,7 +79,7 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
         "a replica of two allows half the username's limit while Redis is down"
     );
 
-    let logout = within_a_second("a logout", fleet.logout(&first, &access)).await;
+    let logout = without_waiting_for_redis("a logout", fleet.logout(&first, &access)).await;
     assert_eq!(
         logout, 204,
         "the logout is recorded locally and in the store"
@@ -81,26 +90,21 @@ async fn with_redis_killed_login_answers_at_once_and_a_logout_holds_on_every_rep
         "refused at once where it was made"
     );
 
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     let returned = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            fleet.me(&second, &access).await == 401
-        })
-        .await,
-        "the other replica refuses the token once Redis is back"
-    );
+    wait_until(
+        "the other replica to refuse the token once Redis is back",
+        || async { fleet.me(&second, &access).await == 401 },
+    )
+    .await;
     eprintln!(
         "the other replica refused the token {:?} after Redis came back",
         returned.elapsed()
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            fleet.state_detail(&first).await.1 == "up"
-        })
-        .await,
-        "/readyz tells Redis is back"
-    );
+    wait_until("/readyz to tell Redis is back", || async {
+        fleet.state_detail(&first).await.1 == "up"
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -108,8 +112,7 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut redis = TestRedis::start(port).await;
+    let mut redis = TestRedis::started().await;
     let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let first = fleet.replica().await;
     let session: Value = fleet.login(&first, "test").await.json().await.unwrap();
@@ -117,7 +120,7 @@ async fn a_replica_started_after_redis_restarted_empty_refuses_a_logged_out_toke
     assert_eq!(fleet.logout(&first, &access).await, 204);
 
     redis.kill();
-    let _redis = TestRedis::start(port).await;
+    redis.start().await;
     let late = fleet.replica().await;
     assert_eq!(
         fleet.me(&late, &access).await,
@@ -132,37 +135,32 @@ async fn a_replica_started_while_redis_is_down_serves_and_joins_when_redis_comes
     if !redis_tests_enabled() {
         return;
     }
-    let port = free_port();
-    let mut fleet = Fleet::new(&format!("redis://127.0.0.1:{port}"), STATE_OPTIONS).await;
+    let mut redis = TestRedis::stopped();
+    let mut fleet = Fleet::new(&redis.url(), STATE_OPTIONS).await;
     let early = fleet.replica().await;
     let (status, state) = fleet.state_detail(&early).await;
     assert_eq!(status, 200, "a replica started without Redis is ready");
     assert_eq!(state, "down-degraded", "and says why it is degraded");
-    let login = within_a_second("a sign-in", fleet.login(&early, "test")).await;
+    let login = without_waiting_for_redis("a sign-in", fleet.login(&early, "test")).await;
     assert_eq!(
         login.status(),
         200,
         "sign-in works on local throttle counts"
     );
 
-    let _redis = TestRedis::start(port).await;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            fleet.state_detail(&early).await.1 == "up"
-        })
-        .await,
-        "the replica takes Redis up once it answers"
-    );
+    redis.start().await;
+    wait_until("the replica to take Redis up once it answers", || async {
+        fleet.state_detail(&early).await.1 == "up"
+    })
+    .await;
     let later = fleet.replica().await;
     let session: Value = fleet.login(&later, "test").await.json().await.unwrap();
     let access = session["access_token"].as_str().unwrap().to_owned();
     assert_eq!(fleet.me(&early, &access).await, 200);
     assert_eq!(fleet.logout(&later, &access).await, 204);
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            fleet.me(&early, &access).await == 401
-        })
-        .await,
-        "the replica that started without Redis has subscribed to revocations since"
-    );
+    wait_until(
+        "the replica that started without Redis to have subscribed to revocations since",
+        || async { fleet.me(&early, &access).await == 401 },
+    )
+    .await;
 }

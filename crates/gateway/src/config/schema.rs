@@ -199,7 +199,8 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
-/// A `redis://` or `rediss://` URL; it may carry a password.
+/// A `redis://` or `rediss://` URL, or a unix socket as `redis+unix:///path` or `unix:///path`
+/// (a Redis beside the gateway, or a test's own); it may carry a password.
 #[derive(Debug)]
 pub struct RedisUrl(pub SecretUrl);
 
@@ -207,7 +208,8 @@ impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let url = SecretUrl::deserialize(deserializer)?;
         let text = url.expose_secret();
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if !SCHEMES.iter().any(|scheme| text.starts_with(scheme)) {
             return Err(D::Error::custom(format!(
                 "{:?}: expected `memory` or a redis:// URL",
                 url.redacted()

@@ -895,6 +895,29 @@ mod outage_settings_tests {
             assert!(error.contains(field), "{head}: {error}");
         }
     }
+
+    #[test]
+    fn redis_is_reached_over_tcp_tls_or_a_unix_socket_and_nothing_else() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://cache:6380",
+            "redis+unix:///run/redis/redis.sock",
+            "unix:///run/redis/redis.sock",
+        ] {
+            let set = config(&format!("state: \"{url}\""))
+                .unwrap_or_else(|error| panic!("{url} is a Redis address: {error}"));
+            let StateSettings::Redis { url: read, .. } = set.state else {
+                panic!("{url}: Redis state expected");
+            };
+            assert_eq!(read.expose_secret(), url);
+        }
+        for url in ["http://127.0.0.1:6379", "/run/redis/redis.sock", "unix:"] {
+            let error = config(&format!("state: {{ redis: \"{url}\" }}"))
+                .expect_err(url)
+                .to_string();
+            assert!(error.contains("state"), "{url}: {error}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -342,10 +342,34 @@ async fn a_create_that_loses_the_race_for_its_key_answers_with_the_winners_order
         );
         async move { store.create(user, &new, Some((&key, &hash))).await }
     });
-    // Give the loser time to reach the key (PostgreSQL: its insert waits on the winner's row;
-    // SQLite: its BEGIN IMMEDIATE waits for the winner's lock). Either way, it must then answer
-    // with the winner's order; the pause only decides which of the two waits is tested.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The loser must reach the key while the winner holds it. PostgreSQL shows it: its insert
+    // waits on the winner's row, so the winner's backend blocks it. SQLite shows nothing from
+    // outside (its BEGIN IMMEDIATE waits for the winner's lock inside the driver), so there a
+    // pause is the scenario's input; a loser that comes late still must answer with the
+    // winner's order, the pause only decides which of the two paths is tested.
+    if app.db.backend() == kit::db::Backend::Postgres {
+        let winner_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *winning)
+            .await
+            .unwrap();
+        let pool = app.db.pool();
+        kit::testing::wait_until(
+            "the loser's insert to wait on the winner's key",
+            || async move {
+                let blocked: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                )
+                .bind(winner_pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                blocked > 0
+            },
+        )
+        .await;
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     winning.commit().await.unwrap();
 
     let outcome = losing.await.unwrap().unwrap();

@@ -77,18 +77,11 @@ async fn a_cut_database_answers_503_in_time_not_500_and_recovers() {
 
     cut.restore();
     let restored = Instant::now();
-    loop {
-        let listing = user.get("/orders").await;
-        if listing.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            restored.elapsed() < Duration::from_secs(10),
-            "the service answers again once the database is back: {}",
-            listing.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kit::testing::wait_until(
+        "the service to answer again once the database is back",
+        || async { user.get("/orders").await.status == StatusCode::OK },
+    )
+    .await;
     eprintln!(
         "orders answered again {:?} after the database came back",
         restored.elapsed()

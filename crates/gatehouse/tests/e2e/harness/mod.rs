@@ -6,7 +6,7 @@
 //! - [`gateway`]: a gateway alone, on a configuration of the test's: in this process ([`Gate`])
 //!   or as the real binary ([`Replica`]); both on port 0, both reloadable.
 //! - [`replicas`]: several gateway processes on one store and one Redis ([`replicas::Fleet`]).
-//! - [`redis`]: a Redis of the test's own, to kill and restart.
+//! - [`redis`]: a Redis of the test's own on a unix socket, to kill and restart at the same URL.
 //! - [`process`]: the `gatehouse` binary as a child process, the addresses it bound read from its
 //!   own log.
 //! - [`upstreams`]: services a test controls: instances it can kill, hang or slow ([`Instance`]),
@@ -14,7 +14,8 @@
 //! - [`load`]: a steady stream of requests and what it saw.
 //!
 //! Waiting is polling with a deadline ([`wait_for`], from `kit::testing`), never a fixed sleep;
-//! listeners are bound once and handed over, never bound, dropped and bound again.
+//! listeners are bound once and handed over, never bound, dropped and bound again; a Redis that
+//! must be named before it listens gets a socket path in the test's own directory, not a port.
 
 pub mod gateway;
 pub mod load;
@@ -39,15 +40,4 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-}
-
-/// A port nothing listens on at the moment of the call. Another test may take it before it is
-/// used: only for what must be named before it listens and cannot be handed a listener (a Redis
-/// restarted on the same port). Everything else binds port 0 and passes the listener on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
