@@ -194,6 +194,23 @@ async fn bind(host: IpAddr, port: u16, part: &str) -> anyhow::Result<TcpListener
 mod tests {
     use super::*;
 
+    /// `defaults` under `up` on `listen`, with the files in `folder`, data in /srv/data, and
+    /// the issuer `up-issuer`.
+    fn under_up(
+        defaults: ServiceDefaults,
+        folder: &Path,
+        listen: &str,
+    ) -> anyhow::Result<ServiceConfig> {
+        service_config(
+            defaults,
+            Some(folder),
+            listen.parse().unwrap(),
+            "/srv/data",
+            "http://127.0.0.1:7001/.well-known/jwks.json",
+            "up-issuer",
+        )
+    }
+
     #[test]
     fn a_services_file_beside_the_gateways_sets_its_limits_while_up_keeps_its_place_and_data() {
         let folder = tempfile::tempdir().unwrap();
@@ -202,21 +219,16 @@ mod tests {
             "listen: 127.0.0.1:9101\ndrain_timeout: 3s\nlimits: { max_connections_per_ip: 3 }\n",
         )
         .unwrap();
-        let listen: SocketAddr = "127.0.0.1:7101".parse().unwrap();
 
-        let config = service_config(
-            users::Users::DEFAULTS,
-            Some(folder.path()),
-            listen,
-            "/srv/data",
-            "http://127.0.0.1:7001/.well-known/jwks.json",
-            "up-issuer",
-        )
-        .unwrap();
+        let config = under_up(users::Users::DEFAULTS, folder.path(), "127.0.0.1:7101").unwrap();
 
         assert_eq!(config.limits.max_connections_per_ip, 3, "the file's");
         assert_eq!(config.drain_timeout, std::time::Duration::from_secs(3));
-        assert_eq!(config.listen, listen, "up's listener, over the file's");
+        assert_eq!(
+            config.listen.to_string(),
+            "127.0.0.1:7101",
+            "up's listener, over the file's"
+        );
         assert_eq!(
             config.database_url,
             Some(SecretUrl::new("sqlite:///srv/data/users.db"))
@@ -227,17 +239,8 @@ mod tests {
     #[test]
     fn a_service_without_a_file_runs_on_its_defaults() {
         let folder = tempfile::tempdir().unwrap();
-        let listen: SocketAddr = "127.0.0.1:7103".parse().unwrap();
 
-        let config = service_config(
-            clock::Clock::DEFAULTS,
-            Some(folder.path()),
-            listen,
-            "data",
-            "http://127.0.0.1:7001/.well-known/jwks.json",
-            "gatehouse",
-        )
-        .unwrap();
+        let config = under_up(clock::Clock::DEFAULTS, folder.path(), "127.0.0.1:7103").unwrap();
 
         assert_eq!(
             config.limits,
@@ -252,16 +255,9 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         std::fs::write(folder.path().join("orders.yaml"), "drain_timeout: soon\n").unwrap();
 
-        let error = service_config(
-            orders::Orders::DEFAULTS,
-            Some(folder.path()),
-            "127.0.0.1:7102".parse().unwrap(),
-            "data",
-            "http://127.0.0.1:7001/.well-known/jwks.json",
-            "gatehouse",
-        )
-        .unwrap_err()
-        .to_string();
+        let error = under_up(orders::Orders::DEFAULTS, folder.path(), "127.0.0.1:7102")
+            .unwrap_err()
+            .to_string();
 
         assert!(error.contains("orders.yaml:1:16: drain_timeout"), "{error}");
     }

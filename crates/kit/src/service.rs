@@ -45,9 +45,7 @@ pub trait Definition {
     /// issuer, [`Definition::build`], and the configured limits and drain timeout. The one way
     /// the binary starts a service, on its own (`gatehouse users`) or beside the others
     /// (`gatehouse up`), so both serve alike.
-    fn from_config(
-        config: &ServiceConfig,
-    ) -> impl Future<Output = anyhow::Result<Service>> + Send {
+    fn from_config(config: &ServiceConfig) -> impl Future<Output = anyhow::Result<Service>> + Send {
         async move {
             let verifier = Arc::new(IdentityVerifier::with_jwks(
                 Self::DEFAULTS.name,

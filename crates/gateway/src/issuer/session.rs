@@ -465,16 +465,8 @@ pub async fn logout(State(state): State<App>, headers: HeaderMap, body: Bytes) -
 
 #[cfg(test)]
 mod tests {
+    use super::super::listed_errors as listed;
     use super::*;
-
-    fn listed(problem: &Problem) -> Vec<String> {
-        assert_eq!(problem.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        problem
-            .errors()
-            .iter()
-            .map(|error| format!("{}: {}", error.field, error.message))
-            .collect()
-    }
 
     #[test]
     fn one_refusal_lists_every_bad_member_of_a_refresh() {
@@ -515,7 +507,10 @@ mod tests {
         assert_eq!(body("").unwrap(), None, "no body");
         assert_eq!(body(" \n").unwrap(), None, "only blanks");
         assert_eq!(body("{}").unwrap(), None, "no token");
-        assert_eq!(body(r#"{"refresh_token": "r"}"#).unwrap().as_deref(), Some("r"));
+        assert_eq!(
+            body(r#"{"refresh_token": "r"}"#).unwrap().as_deref(),
+            Some("r")
+        );
 
         let problem = body(r#"{"refresh_token": [], "everywhere": true}"#).unwrap_err();
         assert_eq!(
