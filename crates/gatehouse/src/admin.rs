@@ -107,15 +107,14 @@ pub async fn list_keys(location: &StoreLocation) -> anyhow::Result<String> {
     );
     for key in keys {
         let status = match key.status {
-            KeyStatus::Pending { from } => format!(
-                "published, signs from {}",
-                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
+            // As the `created_at` column beside it: the one format timestamps are written in.
+            KeyStatus::Pending { from } => {
+                format!("published, signs from {}", kit::time::format(&from))
+            }
             KeyStatus::Signing => "signing".to_owned(),
-            KeyStatus::Verifying { until } => format!(
-                "verifying until {}",
-                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
+            KeyStatus::Verifying { until } => {
+                format!("verifying until {}", kit::time::format(&until))
+            }
             KeyStatus::Retired => "retired".to_owned(),
         };
         out.push_str(&format!(

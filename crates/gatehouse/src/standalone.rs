@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -123,15 +122,7 @@ pub async fn service(
 
 async fn run<S: Definition>(options: ServiceOptions, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = options.config(S::DEFAULTS)?;
-    let verifier = Arc::new(kit::IdentityVerifier::with_jwks(
-        S::DEFAULTS.name,
-        config.issuer.clone(),
-        config.jwks_url.clone(),
-    ));
-    S::build(&config, verifier)
-        .await?
-        .run(&config, shutdown)
-        .await
+    S::from_config(&config).await?.run(&config, shutdown).await
 }
 
 #[cfg(test)]

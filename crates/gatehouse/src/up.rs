@@ -2,12 +2,13 @@
 //! port and calling the others over HTTP exactly as separate processes would.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gateway::config::Vars;
+use kit::config::{SecretUrl, ServiceConfig, ServiceDefaults};
 use kit::observe::{AccessLog, Metrics};
+use kit::service::Definition;
 use kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -25,6 +26,8 @@ pub struct UpOptions {
     pub admin_port: Option<u16>,
     pub data_dir: PathBuf,
     /// A gateway configuration file; `None` uses ./config/gateway.yaml, else the embedded one.
+    /// The services' files (`users.yaml`, `orders.yaml`, `clock.yaml`, each optional) are read
+    /// from the same folder.
     pub config: Option<PathBuf>,
 }
 
@@ -75,6 +78,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     // with one command rather than one failed start per file.
     kit::private_files::check_data_folder(&options.data_dir)?;
     let file = crate::config_file(options.config.as_deref());
+    let services_folder = file.as_deref().and_then(Path::parent).map(Path::to_owned);
     let config = crate::load_config(file.as_deref(), &vars)?;
     let issuer = config.tokens.issuer.clone();
     let admin_listener = match options.admin_port {
@@ -84,8 +88,8 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
             .with_context(|| format!("gateway admin: cannot listen on {}", config.admin_listen))?,
     };
     let admin_address = admin_listener.local_addr()?;
-    // One registry and one access log for every part, told apart by the `server` label, so one
-    // scrape sees the whole process and no series is counted twice.
+    // One registry and one access log for every part, so one scrape sees the whole process and
+    // no series is counted twice.
     let metrics = Metrics::new();
     let access_log =
         AccessLog::open(&config.access_log, &metrics).context("opening the access log")?;
@@ -96,46 +100,52 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     if let Some(file) = file {
         gateway = gateway.watch_file(file, vars);
     }
-    // Every service verifies identity tokens with the keys the gateway publishes.
+    // Every service verifies identity tokens with the keys the gateway publishes, and keeps
+    // its data in the data folder; the rest of its configuration is its own file's, if any.
     let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
-    let verifier = |service: &str| {
-        Arc::new(kit::IdentityVerifier::with_jwks(
-            service,
-            issuer.clone(),
-            jwks.clone(),
-        ))
+    let configure = |defaults: ServiceDefaults, listen: SocketAddr| {
+        service_config(
+            defaults,
+            services_folder.as_deref(),
+            listen,
+            &data_dir,
+            &jwks,
+            &issuer,
+        )
     };
+    let users_config = configure(users::Users::DEFAULTS, users_address)?;
+    let orders_config = configure(orders::Orders::DEFAULTS, orders_address)?;
+    let clock_config = configure(clock::Clock::DEFAULTS, clock_address)?;
 
-    let users_url = format!("sqlite://{data_dir}/users.db");
+    // The demo accounts go into a new users database only, before the service answers anyone.
+    let users_url = users_config
+        .database_url
+        .as_ref()
+        .map(|url| url.expose_secret().to_owned())
+        .unwrap_or_default();
     let seeded = !kit::db::sqlite_file_exists(&users_url);
-    let users_db = users::connect(&users_url)
-        .await
-        .context("opening the users database")?;
     if seeded {
+        let users_db = users_config
+            .open_database(users::MIGRATIONS)
+            .await
+            .context("opening the users database")?;
         users::seed_demo_accounts(&users_db)
             .await
             .context("seeding the demo accounts")?;
     }
-    let orders_db = orders::connect(&format!("sqlite://{data_dir}/orders.db"))
-        .await
-        .context("opening the orders database")?;
 
+    // One registry and one access log for every part, told apart by the `server` label.
     let observed =
         |service: kit::service::Service| service.with_observe(metrics.clone(), access_log.clone());
+    let users = observed(users::Users::from_config(&users_config).await?);
+    let orders = observed(orders::Orders::from_config(&orders_config).await?);
+    let clock = observed(clock::Clock::from_config(&clock_config).await?);
     let mut tasks = JoinSet::new();
     tasks.spawn(gateway.serve_admin(admin_listener, shutdown.clone()));
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));
-    tasks.spawn(
-        observed(users::service(users_db, verifier(users::NAME)))
-            .serve(users_listener, shutdown.clone()),
-    );
-    tasks.spawn(
-        observed(orders::service(orders_db, verifier(orders::NAME)))
-            .serve(orders_listener, shutdown.clone()),
-    );
-    tasks.spawn(
-        observed(clock::service(verifier(clock::NAME))).serve(clock_listener, shutdown.clone()),
-    );
+    tasks.spawn(users.serve(users_listener, shutdown.clone()));
+    tasks.spawn(orders.serve(orders_listener, shutdown.clone()));
+    tasks.spawn(clock.serve(clock_listener, shutdown.clone()));
     Ok(Running {
         gateway: gateway_address,
         users: users_address,
@@ -148,9 +158,107 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     })
 }
 
+/// A service's configuration under `up`: its file in `folder` (`<name>.yaml`) if there is one,
+/// for its limits, drain timeout and database pool; `up` sets where it listens, its database in
+/// the data folder, and the gateway whose tokens it verifies.
+fn service_config(
+    defaults: ServiceDefaults,
+    folder: Option<&Path>,
+    listen: SocketAddr,
+    data_dir: &str,
+    jwks_url: &str,
+    issuer: &str,
+) -> anyhow::Result<ServiceConfig> {
+    let file = folder.map(|folder| folder.join(format!("{}.yaml", defaults.name)));
+    let mut config = match file {
+        Some(file) if file.exists() => defaults.load(&file, &Vars::new())?,
+        _ => defaults.config(),
+    };
+    config.listen = listen;
+    config.database_url = defaults
+        .keeps_data
+        .then(|| SecretUrl::new(format!("sqlite://{data_dir}/{}.db", defaults.name)));
+    config.jwks_url = jwks_url.to_owned();
+    config.issuer = issuer.to_owned();
+    Ok(config)
+}
+
 async fn bind(host: IpAddr, port: u16, part: &str) -> anyhow::Result<TcpListener> {
     let address = SocketAddr::new(host, port);
     TcpListener::bind(address)
         .await
         .with_context(|| format!("{part}: cannot listen on {address}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `defaults` under `up` on `listen`, with the files in `folder`, data in /srv/data, and
+    /// the issuer `up-issuer`.
+    fn under_up(
+        defaults: ServiceDefaults,
+        folder: &Path,
+        listen: &str,
+    ) -> anyhow::Result<ServiceConfig> {
+        service_config(
+            defaults,
+            Some(folder),
+            listen.parse().unwrap(),
+            "/srv/data",
+            "http://127.0.0.1:7001/.well-known/jwks.json",
+            "up-issuer",
+        )
+    }
+
+    #[test]
+    fn a_services_file_beside_the_gateways_sets_its_limits_while_up_keeps_its_place_and_data() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(
+            folder.path().join("users.yaml"),
+            "listen: 127.0.0.1:9101\ndrain_timeout: 3s\nlimits: { max_connections_per_ip: 3 }\n",
+        )
+        .unwrap();
+
+        let config = under_up(users::Users::DEFAULTS, folder.path(), "127.0.0.1:7101").unwrap();
+
+        assert_eq!(config.limits.max_connections_per_ip, 3, "the file's");
+        assert_eq!(config.drain_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(
+            config.listen.to_string(),
+            "127.0.0.1:7101",
+            "up's listener, over the file's"
+        );
+        assert_eq!(
+            config.database_url,
+            Some(SecretUrl::new("sqlite:///srv/data/users.db"))
+        );
+        assert_eq!(config.issuer, "up-issuer");
+    }
+
+    #[test]
+    fn a_service_without_a_file_runs_on_its_defaults() {
+        let folder = tempfile::tempdir().unwrap();
+
+        let config = under_up(clock::Clock::DEFAULTS, folder.path(), "127.0.0.1:7103").unwrap();
+
+        assert_eq!(
+            config.limits,
+            clock::Clock::DEFAULTS.config().limits,
+            "the defaults"
+        );
+        assert_eq!(config.database_url, None, "clock keeps no data");
+    }
+
+    #[test]
+    fn a_bad_services_file_stops_up_with_its_mistake() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("orders.yaml"), "drain_timeout: soon\n").unwrap();
+
+        let error = under_up(orders::Orders::DEFAULTS, folder.path(), "127.0.0.1:7102")
+            .unwrap_err()
+            .to_string();
+
+        assert!(error.contains("orders.yaml:1:16: drain_timeout"), "{error}");
+    }
 }

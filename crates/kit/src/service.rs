@@ -40,6 +40,21 @@ pub trait Definition {
         config: &ServiceConfig,
         verifier: Arc<IdentityVerifier>,
     ) -> impl Future<Output = anyhow::Result<Service>> + Send;
+
+    /// The service as `config` says: the verifier of its tokens on the configured JWKS and
+    /// issuer, [`Definition::build`], and the configured limits and drain timeout. The one way
+    /// the binary starts a service, on its own (`gatehouse users`) or beside the others
+    /// (`gatehouse up`), so both serve alike.
+    fn from_config(config: &ServiceConfig) -> impl Future<Output = anyhow::Result<Service>> + Send {
+        async move {
+            let verifier = Arc::new(IdentityVerifier::with_jwks(
+                Self::DEFAULTS.name,
+                config.issuer.clone(),
+                config.jwks_url.clone(),
+            ));
+            Ok(Self::build(config, verifier).await?.configured(config))
+        }
+    }
 }
 
 /// What `/openapi.json` says of a service besides its operations.
@@ -106,6 +121,12 @@ impl Service {
     ) -> Self {
         let (router, api) = routes.split_for_parts();
         Self::new(name, router, verifier).with_openapi(about.document(api))
+    }
+
+    /// Serves with the limits and drain timeout of `config`.
+    pub fn configured(self, config: &ServiceConfig) -> Self {
+        self.with_limits(config.limits)
+            .with_drain_timeout(config.drain_timeout)
     }
 
     /// Serves with `limits` instead of the defaults (the gateway's).
@@ -197,8 +218,7 @@ impl Service {
         let metrics = self.metrics.clone();
         self.with_observe(metrics, access_log)
             .with_admin_listener(admin)
-            .with_limits(config.limits)
-            .with_drain_timeout(config.drain_timeout)
+            .configured(config)
             .serve(listener, shutdown)
             .await?;
         Ok(())

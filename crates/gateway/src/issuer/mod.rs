@@ -21,3 +21,17 @@ pub mod session;
 pub mod throttle;
 pub mod upkeep;
 pub mod users;
+
+/// A 422's errors as `member: message` lines, for the body-checking tests of each endpoint.
+#[cfg(test)]
+fn listed_errors(problem: &kit::Problem) -> Vec<String> {
+    assert_eq!(
+        problem.status(),
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    );
+    problem
+        .errors()
+        .iter()
+        .map(|error| format!("{}: {}", error.field, error.message))
+        .collect()
+}

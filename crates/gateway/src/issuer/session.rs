@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use kit::extract::Json;
+use kit::fields::{Field, Fields, Unknown};
 use kit::{PrincipalKind, Problem};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -381,52 +382,149 @@ impl DeviceGrant {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `{"refresh_token"}` as sent, to refresh (where it is required) or to log out (where it is
+/// optional): every member is read, so one 422 lists every bad one, unknown members included.
+#[derive(Default, Deserialize)]
+#[serde(default, expecting = "an object with `refresh_token`")]
 pub struct RefreshRequest {
-    refresh_token: String,
+    refresh_token: Field<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
 }
+
+impl RefreshRequest {
+    /// The refresh token a refresh must carry, or the 422 naming every bad member.
+    fn required(self) -> Result<String, Problem> {
+        let mut fields = Fields::default();
+        let token = fields.required("refresh_token", self.refresh_token);
+        fields.refuse_unknown("", self.unknown, REFRESH_MEMBERS);
+        // `None` exactly when it had an error.
+        let Some(token) = token else {
+            return Err(fields.into_problem());
+        };
+        fields.finish()?;
+        Ok(token)
+    }
+
+    /// The refresh token a logout may carry, or the 422 naming every bad member.
+    fn optional(self) -> Result<Option<String>, Problem> {
+        let mut fields = Fields::default();
+        let token = fields.optional("refresh_token", self.refresh_token);
+        fields.refuse_unknown("", self.unknown, REFRESH_MEMBERS);
+        fields.finish()?;
+        Ok(token)
+    }
+}
+
+/// The members of a refresh or logout body, for the error naming one that is not.
+const REFRESH_MEMBERS: &str = "`refresh_token`";
 
 /// `POST /api/token/refresh` `{"refresh_token"}` → a new pair.
 pub async fn refresh(State(state): State<App>, Json(request): Json<RefreshRequest>) -> Response {
-    match renew(&state, &request.refresh_token).await {
+    let presented = match request.required() {
+        Ok(token) => token,
+        Err(problem) => return problem.into_response(),
+    };
+    match renew(&state, &presented).await {
         Ok(session) => respond(session),
         Err(RenewError::Refused(reason)) => Problem::unauthorized(reason).into_response(),
         Err(RenewError::Failed(error)) => error.into_response(),
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LogoutRequest {
-    #[serde(default)]
-    refresh_token: Option<String>,
+/// The refresh token of a logout's optional body: none when the body is empty. Not JSON is 400,
+/// JSON of the wrong shape 422 listing every bad member, as on the other JSON endpoints.
+fn logout_body(body: &Bytes) -> Result<Option<String>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let axum::Json(request) = axum::Json::<RefreshRequest>::from_bytes(body)?;
+    request.optional()
 }
 
 /// `POST /api/logout` with the access token, and optionally `{"refresh_token"}` → 204.
 pub async fn logout(State(state): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = async {
-        // A revoked token is accepted here: a retry finishes a logout that partly failed.
-        let claims = state.auth.verify_even_if_revoked(&headers).await?;
-        let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
-            LogoutRequest::default()
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                GatewayError::BadRequest(format!(
-                    "The body must be {{\"refresh_token\": \"…\"}} or empty: {e}"
-                ))
-            })?
-        };
-        if claims.kind != PrincipalKind::User && request.refresh_token.is_some() {
-            return Err(GatewayError::BadRequest(
-                "Machine clients hold no refresh token.".to_owned(),
-            ));
-        }
-        end(&state, &claims, request.refresh_token.as_deref()).await
+    // A revoked token is accepted here: a retry finishes a logout that partly failed.
+    let claims = match state.auth.verify_even_if_revoked(&headers).await {
+        Ok(claims) => claims,
+        Err(error) => return error.into_response(),
+    };
+    let refresh_token = match logout_body(&body) {
+        Ok(token) => token,
+        Err(problem) => return problem.into_response(),
+    };
+    if claims.kind != PrincipalKind::User && refresh_token.is_some() {
+        return GatewayError::BadRequest("Machine clients hold no refresh token.".to_owned())
+            .into_response();
     }
-    .await;
-    match result {
+    match end(&state, &claims, refresh_token.as_deref()).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::listed_errors as listed;
+    use super::*;
+
+    #[test]
+    fn one_refusal_lists_every_bad_member_of_a_refresh() {
+        let unknown = "is not a known field (expected `refresh_token`)";
+        let cases: [(&str, Vec<String>); 4] = [
+            ("{}", vec!["refresh_token: is required".to_owned()]),
+            (
+                r#"{"refresh_token": null}"#,
+                vec!["refresh_token: is required".to_owned()],
+            ),
+            (
+                r#"{"refresh_token": 7, "access_token": "a", "scope": "x"}"#,
+                vec![
+                    "refresh_token: must be a string".to_owned(),
+                    format!("access_token: {unknown}"),
+                    format!("scope: {unknown}"),
+                ],
+            ),
+            (
+                r#"{"token": "r"}"#,
+                vec![
+                    "refresh_token: is required".to_owned(),
+                    format!("token: {unknown}"),
+                ],
+            ),
+        ];
+        for (body, expected) in cases {
+            let request: RefreshRequest = serde_json::from_str(body).unwrap();
+            let problem = request.required().expect_err(body);
+            assert_eq!(listed(&problem), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_logout_body_is_optional_but_when_sent_every_bad_member_is_listed() {
+        let body = |text: &'static str| logout_body(&Bytes::from_static(text.as_bytes()));
+
+        assert_eq!(body("").unwrap(), None, "no body");
+        assert_eq!(body(" \n").unwrap(), None, "only blanks");
+        assert_eq!(body("{}").unwrap(), None, "no token");
+        assert_eq!(
+            body(r#"{"refresh_token": "r"}"#).unwrap().as_deref(),
+            Some("r")
+        );
+
+        let problem = body(r#"{"refresh_token": [], "everywhere": true}"#).unwrap_err();
+        assert_eq!(
+            listed(&problem),
+            [
+                "refresh_token: must be a string",
+                "everywhere: is not a known field (expected `refresh_token`)",
+            ]
+        );
+        assert_eq!(body("{nope").unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body("[1]").unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "JSON, but not an object"
+        );
     }
 }
