@@ -4,7 +4,8 @@
 //! stored on the way back when RFC 9111 allows (see [`crate::cache`]). When the service fails
 //! (5xx, or no answer) and an entry is still within its `stale_if_error` window, the entry
 //! answers instead (`fwd=stale`). An unsafe request on a path a cached route serves invalidates
-//! the path's entries, for every query and caller, unless the service refused it (4xx).
+//! the path's entries, for every query and caller: before it is forwarded, and again after a
+//! non-error answer (for a GET that filled the entry while the write was on its way).
 //!
 //! The client's own `Cache-Control` does not bypass the cache (`no-cache`, `max-age=0`): the
 //! cache is the operator's, there to shield the services, and a directive any client can send
@@ -77,17 +78,20 @@ pub async fn consult(
     routing: &Routing,
     route: &Arc<Route>,
     parts: &Parts,
+    host: Option<&HeaderValue>,
     caller: Option<&AccessClaims>,
 ) -> Consulted {
     let path = parts.uri.path();
     if !parts.method.is_safe() {
-        return Consulted::Forward(if cached_for_get(routing, path) {
-            Plan::Invalidate {
-                path: key::path_key(path),
-            }
-        } else {
-            Plan::Pass
-        });
+        if !cached_for_get(routing, path) {
+            return Consulted::Forward(Plan::Pass);
+        }
+        let path = key::path_key(path);
+        // Before the write reaches the service, and awaited before it is forwarded: a client
+        // that hangs up while the service applies it (the request dropped, `settle` never
+        // reached) cannot leave pre-write entries behind. Dropped here, nothing was forwarded.
+        app.cache.invalidate(&app.shared, &path).await;
+        return Consulted::Forward(Plan::Invalidate { path });
     }
     let Some(rule) = route.settings.cache else {
         return Consulted::Forward(Plan::Pass);
@@ -98,7 +102,13 @@ pub async fn consult(
         return Consulted::Forward(Plan::Pass);
     }
     let per_caller = route.settings.auth.needs_identity() && caller.is_some();
-    let key = key::of(route, path, parts.uri.query(), caller);
+    let key = key::of(
+        host.map(HeaderValue::as_bytes),
+        route,
+        path,
+        parts.uri.query(),
+        caller,
+    );
     let found = app.cache.lookup(&app.shared, &key).await;
     let mut forwarded = "uri-miss";
     let mut stale = None;
@@ -174,12 +184,14 @@ pub async fn settle(
     let fill = match plan {
         Plan::Pass => return answer,
         Plan::Invalidate { path } => {
-            // RFC 9111 §4.4 invalidates on a success; a failure may have been applied too
-            // (a timeout after the write), so only a refusal (4xx) leaves the entries be.
-            let refused = answer
-                .as_ref()
-                .is_ok_and(|response| response.status().is_client_error());
-            if !refused {
+            // Again after a success (RFC 9111 §4.4: a non-error status), for a GET that filled
+            // the entry from the service while the write was on its way. Not after an error: the
+            // invalidation before forwarding covers a write that may have been applied, and a
+            // second one would let anyone flush a public path by provoking errors.
+            let succeeded = answer.as_ref().is_ok_and(|response| {
+                response.status().is_success() || response.status().is_redirection()
+            });
+            if succeeded {
                 app.cache.invalidate(&app.shared, &path).await;
             }
             return answer;

@@ -120,11 +120,18 @@ impl Pipeline {
         let quota = limit::admit(&self.app, &route, caller.as_deref(), peer.ip()).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
         // The rate-limit headers are the caller's own: added after the cache, never stored.
-        let plan =
-            match cache::consult(&self.app, &routing, &route, &parts, caller.as_deref()).await {
-                cache::Consulted::Answer(response) => return Ok(limit::annotate(response, quota)),
-                cache::Consulted::Forward(plan) => plan,
-            };
+        let consulted = cache::consult(
+            &self.app,
+            &routing,
+            &route,
+            &parts,
+            host.as_ref(),
+            caller.as_deref(),
+        );
+        let plan = match consulted.await {
+            cache::Consulted::Answer(response) => return Ok(limit::annotate(response, quota)),
+            cache::Consulted::Forward(plan) => plan,
+        };
         let request = forward::Forwardable {
             route: &route,
             target,
