@@ -162,6 +162,24 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
             let chunks = (0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512)));
             *response.body_mut() = Body::from_stream(futures_util::stream::iter(chunks));
         }
+        "slow-body" => {
+            // The first half at once, the second once the gate lets it.
+            let gate = Arc::clone(&state.gate);
+            let halves = futures_util::stream::unfold(0, move |half| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    match half {
+                        0 => Some((Ok::<_, std::io::Error>("a".repeat(100)), 1)),
+                        1 => {
+                            gate.acquire().await.unwrap().forget();
+                            Some((Ok("b".repeat(100)), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            *response.body_mut() = Body::from_stream(halves);
+        }
         _ => {}
     }
     if kind == "flaky" && state.failing.load(Ordering::SeqCst) {
@@ -299,6 +317,32 @@ async fn a_write_whose_client_hangs_up_at_the_service_still_invalidates() {
     );
     assert_eq!(body["count"], 3);
     origin.open_gate(1);
+}
+
+#[tokio::test]
+async fn a_leader_whose_client_hangs_up_still_fills_the_entry_for_the_others() {
+    let (app, origin) = spawn().await;
+    let leader = app.get("/cached/slow-body/report", None).await;
+    assert_eq!(leader.status(), 200);
+    // Its client leaves after the headers, the service's body half sent.
+    drop(leader);
+
+    let (http, url) = (app.http.clone(), app.url("/cached/slow-body/report"));
+    let other = tokio::spawn(async move { http.get(url).send().await.unwrap() });
+    origin.open_gate(10);
+    let other = other.await.unwrap();
+    assert_eq!(other.status(), 200);
+    let status = cache_status(&other);
+    assert_eq!(
+        other.text().await.unwrap(),
+        "a".repeat(100) + &"b".repeat(100),
+        "{status}"
+    );
+    assert_eq!(
+        origin.hits("/o/slow-body/report"),
+        1,
+        "the service's answer was read to its end and stored, not asked for again: {status}"
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::app::App;
 use crate::auth::tokens::AccessClaims;
 use crate::cache::key::{self, Digest32};
 use crate::cache::policy::{self, RequestTerms};
-use crate::cache::record::{Pending, Recording};
+use crate::cache::record::{self, Pending};
 use crate::cache::{CacheKey, Entry, Generation, Seat, CACHE_STATUS};
 use crate::config::CacheRule;
 use crate::error::GatewayError;
@@ -69,6 +69,9 @@ pub struct Fill {
     head: bool,
     /// RFC 9211's `fwd`: why the request went to the service.
     forwarded: &'static str,
+    /// How long the answer's body is read apart from the client, for the waiters: as long as
+    /// they wait.
+    within: Duration,
 }
 
 /// Looks `parts` up in the cache when its route has one: the stored answer, or the plan for
@@ -136,6 +139,7 @@ pub async fn consult(
         persist: !found.unavailable,
         head,
         forwarded,
+        within: wait_bound(routing, route),
     };
     if !fill.store {
         app.observe.gateway.cache("miss");
@@ -161,7 +165,7 @@ pub async fn consult(
         }
         Seat::Waiter(waiter) => {
             if let Some(entry) = waiter
-                .wait(wait_bound(routing, route))
+                .wait(fill.within)
                 .await
                 .filter(|e| e.matches(&parts.headers))
             {
@@ -224,6 +228,7 @@ pub async fn settle(
 /// The service's answer, stored on its way to the client when it may be.
 fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     let forwarded = fill.forwarded;
+    let within = fill.within;
     let verdict = if fill.store {
         decide(&fill, &response)
     } else {
@@ -250,7 +255,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 leader: fill.leader,
                 persist: fill.persist,
             };
-            response = response.map(|body| Body::new(Recording::new(body, pending)));
+            response = response.map(|body| record::relay(body, pending, within));
             if fill.persist {
                 app.observe.gateway.cache("stored");
                 format!("gatehouse; fwd={forwarded}; stored")
