@@ -142,6 +142,8 @@ pub enum Store {
 pub struct ResponseCache {
     store: Store,
     pub flights: Flights,
+    /// What the answers being recorded may hold at once, in bytes (the memory bound).
+    pub recording: record::Budget,
 }
 
 impl ResponseCache {
@@ -155,6 +157,7 @@ impl ResponseCache {
         Self {
             store,
             flights: Flights::default(),
+            recording: record::Budget::new(settings.memory_bytes),
         }
     }
 

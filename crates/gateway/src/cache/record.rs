@@ -16,12 +16,48 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::flight::Leader;
 use super::{CacheKey, Entry};
 use crate::app::App;
+
+/// The bytes all recordings in flight may hold at once (the cache's memory bound): without it
+/// each concurrent miss buffers up to its route's limit, and ten thousand distinct misses of
+/// 1 MiB hold 10 GiB outside the store's bound. A recording that cannot take its next chunk
+/// from the budget stops recording and passes the body through (nothing stored).
+#[derive(Clone)]
+pub struct Budget(Arc<Semaphore>);
+
+impl Budget {
+    pub fn new(bytes: u64) -> Self {
+        let bytes = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self(Arc::new(Semaphore::new(bytes)))
+    }
+
+    /// Adds `bytes` to what `held` holds, if the budget has them.
+    fn take(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> bool {
+        let Ok(bytes) = u32::try_from(bytes) else {
+            return false;
+        };
+        let Ok(more) = Arc::clone(&self.0).try_acquire_many_owned(bytes) else {
+            return false;
+        };
+        match held {
+            Some(held) => held.merge(more),
+            None => *held = Some(more),
+        }
+        true
+    }
+
+    /// Bytes not held by any recording.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
 
 /// What becomes the entry once the body is complete.
 pub struct Pending {
@@ -35,6 +71,8 @@ pub struct Pending {
     /// Whether the store takes it (not while Redis does not answer): else it only goes to the
     /// waiting requests.
     pub persist: bool,
+    /// What the recording's copy is counted against.
+    pub budget: Budget,
 }
 
 impl Pending {
@@ -95,8 +133,11 @@ async fn read(
     to_client: mpsc::UnboundedSender<Relayed>,
 ) {
     let max_body = pending.max_body;
+    let budget = pending.budget.clone();
     let mut pending = Some(pending);
     let mut copied = BytesMut::new();
+    // Given back when the task ends: the stored entry is then counted by the store's bound.
+    let mut held = None;
     loop {
         let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
             // Dropping `pending` releases the waiters, who go to the service themselves.
@@ -111,13 +152,13 @@ async fn read(
             return;
         };
         let keep = match &frame {
-            Ok(frame) => frame
-                .data_ref()
-                .is_some_and(|data| (copied.len() + data.len()) as u64 <= max_body),
+            Ok(frame) => frame.data_ref().is_some_and(|data| {
+                (copied.len() + data.len()) as u64 <= max_body && budget.take(&mut held, data.len())
+            }),
             Err(_) => false,
         };
         if !keep {
-            // Over the limit, trailers, or an error: nothing is stored.
+            // Over the limit or the budget, trailers, or an error: nothing is stored.
             drop(pending);
             let errored = frame.is_err();
             let _ = to_client.send(Relayed::Frame(frame));
@@ -174,5 +215,38 @@ impl HttpBody for Relay {
 
     fn size_hint(&self) -> SizeHint {
         self.hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordings_share_one_budget_and_give_it_back_when_done() {
+        let budget = Budget::new(1000);
+        let (mut first, mut second) = (None, None);
+        assert!(budget.take(&mut first, 400));
+        assert!(budget.take(&mut first, 200), "a recording's chunks add up");
+        assert!(
+            !budget.take(&mut second, 600),
+            "another recording cannot take what the first holds"
+        );
+        assert!(budget.take(&mut second, 400));
+        assert_eq!(budget.available(), 0);
+        drop(first);
+        assert_eq!(
+            budget.available(),
+            600,
+            "a finished recording gives its bytes back"
+        );
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_whole_budget_is_refused() {
+        let budget = Budget::new(10);
+        assert!(!budget.take(&mut None, 11));
+        assert!(!budget.take(&mut None, usize::MAX));
+        assert_eq!(budget.available(), 10);
     }
 }

@@ -254,6 +254,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 max_body: fill.rule.max_body_bytes,
                 leader: fill.leader,
                 persist: fill.persist,
+                budget: app.cache.recording.clone(),
             };
             response = response.map(|body| record::relay(body, pending, within));
             if fill.persist {
