@@ -72,7 +72,8 @@ struct Meta {
     status: u16,
     /// Names and base64 values (a value may hold bytes that are not text).
     headers: Vec<(String, String)>,
-    vary: Vec<(String, Option<String>)>,
+    /// Names and digests of the request's values (never the values: credentials stay out).
+    vary: Vec<(String, Option<Digest32>)>,
     generation: Generation,
     fresh_ms: u64,
     stale_ms: u64,
@@ -106,7 +107,7 @@ impl Meta {
             vary: entry
                 .vary
                 .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_ref().map(encode)))
+                .map(|(name, digest)| (name.as_str().to_owned(), *digest))
                 .collect(),
             generation: entry.generation,
             fresh_ms: millis(entry.freshness.fresh_for),
@@ -125,12 +126,8 @@ impl Meta {
             );
         }
         let mut vary = Vec::with_capacity(self.vary.len());
-        for (name, value) in &self.vary {
-            let value = match value {
-                Some(value) => Some(decode(value)?),
-                None => None,
-            };
-            vary.push((HeaderName::from_bytes(name.as_bytes()).ok()?, value));
+        for (name, digest) in &self.vary {
+            vary.push((HeaderName::from_bytes(name.as_bytes()).ok()?, *digest));
         }
         let freshness = Freshness {
             fresh_for: Duration::from_millis(self.fresh_ms),

@@ -270,10 +270,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     response
 }
 
-type Admitted = (
-    crate::cache::Freshness,
-    Vec<(HeaderName, Option<HeaderValue>)>,
-);
+type Admitted = (crate::cache::Freshness, Vec<(HeaderName, Option<Digest32>)>);
 
 /// Whether `response` may be stored under `fill`, with its freshness and `Vary` values.
 fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
@@ -299,8 +296,8 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| "vary-unreadable")?;
-            let value = crate::cache::vary_value(&fill.request, &name);
-            vary.push((name, value));
+            let digest = crate::cache::vary_digest(&fill.request, &name);
+            vary.push((name, digest));
         }
     }
     Ok((freshness, vary))
