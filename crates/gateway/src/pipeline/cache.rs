@@ -142,6 +142,17 @@ pub async fn consult(
         within: wait_bound(routing, route),
     };
     if !fill.store {
+        // Its own answer is not recorded, but the one a request already at the service
+        // fetches may serve it: it waits for that, and never leads.
+        if let Some(waiter) = app.cache.flights.join(key.entry) {
+            if let Some(entry) = waiter
+                .wait(fill.within)
+                .await
+                .filter(|e| e.matches(&parts.headers))
+            {
+                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
+            }
+        }
         app.observe.gateway.cache("miss");
         return Consulted::Forward(Plan::Fill(Box::new(fill)));
     }
@@ -169,9 +180,7 @@ pub async fn consult(
                 .await
                 .filter(|e| e.matches(&parts.headers))
             {
-                app.observe.gateway.cache("collapsed");
-                let status = format!("gatehouse; fwd={forwarded}; collapsed");
-                return Consulted::Answer(serve(&entry, head, &status));
+                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
             }
         }
     }
@@ -318,6 +327,16 @@ fn serve(entry: &Entry, head: bool, status: &str) -> Response {
         .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
     append_status(response.headers_mut(), status);
     response
+}
+
+/// `entry`, fetched by the request this one waited on.
+fn collapsed(app: &App, entry: &Entry, head: bool, forwarded: &str) -> Response {
+    app.observe.gateway.cache("collapsed");
+    serve(
+        entry,
+        head,
+        &format!("gatehouse; fwd={forwarded}; collapsed"),
+    )
 }
 
 fn hit(entry: &Entry) -> String {
