@@ -155,6 +155,7 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         "vary-star" => set("vary", "*"),
         "vary-lang" => set("vary", "Accept-Language"),
         "short" | "flaky" => set("cache-control", "max-age=1"),
+        "tagged" => set("etag", "\"v1\""),
         "big" => {
             *response.body_mut() = Body::from("x".repeat(4096));
         }
@@ -342,6 +343,39 @@ async fn a_leader_whose_client_hangs_up_still_fills_the_entry_for_the_others() {
         origin.hits("/o/slow-body/report"),
         1,
         "the service's answer was read to its end and stored, not asked for again: {status}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_whose_copy_is_current_gets_304_from_the_cache() {
+    let (app, origin) = spawn().await;
+    let (first, _) = get(&app, "/cached/tagged/doc", None).await;
+    assert_eq!(first, "gatehouse; fwd=uri-miss; stored");
+
+    let current = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/tagged/doc",
+        &[("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(current.status(), 304);
+    assert!(cache_status(&current).starts_with("gatehouse; hit"));
+    assert_eq!(current.headers()["etag"], "\"v1\"");
+    assert!(current.text().await.unwrap().is_empty());
+
+    let outdated = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/tagged/doc",
+        &[("if-none-match", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(outdated.status(), 200, "another tag gets the stored answer");
+    assert_eq!(
+        origin.hits("/o/tagged/doc"),
+        1,
+        "both answered by the cache"
     );
 }
 

@@ -120,7 +120,7 @@ pub async fn consult(
             forwarded = "vary-miss";
         } else if entry.is_fresh() {
             app.observe.gateway.cache("hit");
-            return Consulted::Answer(serve(&entry, head, &hit(&entry)));
+            return Consulted::Answer(hit(&entry, &parts.headers, head));
         } else {
             forwarded = "stale";
             stale = Some(entry);
@@ -170,7 +170,7 @@ pub async fn consult(
             {
                 leader.land(Arc::clone(&entry));
                 app.observe.gateway.cache("hit");
-                return Consulted::Answer(serve(&entry, head, &hit(&entry)));
+                return Consulted::Answer(hit(&entry, &parts.headers, head));
             }
             fill.leader = Some(leader);
         }
@@ -339,8 +339,34 @@ fn collapsed(app: &App, entry: &Entry, head: bool, forwarded: &str) -> Response 
     )
 }
 
-fn hit(entry: &Entry) -> String {
-    format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0))
+/// A fresh `entry` as the answer to `request`: 304 when the client's copy is current.
+fn hit(entry: &Entry, request: &HeaderMap, head: bool) -> Response {
+    let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
+    if entry.status != http::StatusCode::OK || !policy::not_modified(request, &entry.headers) {
+        return serve(entry, head, &status);
+    }
+    // RFC 9110 §15.4.5: the headers a 200 would carry that describe the representation's
+    // identity and caching, and no content.
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::VARY,
+    ] {
+        for value in entry.headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+    append_status(response.headers_mut(), &status);
+    response
 }
 
 /// RFC 9211: each cache adds its member after those of the caches nearer the service.
