@@ -27,7 +27,7 @@ pub struct OriginState {
     hits: Mutex<HashMap<String, usize>>,
     /// While set, `flaky` paths answer 503.
     failing: AtomicBool,
-    /// `gated` paths wait for a permit before answering.
+    /// `gated` paths (and writes to `held-write` ones) wait for a permit before answering.
     gate: Arc<Semaphore>,
 }
 
@@ -117,19 +117,24 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         *count += 1;
         *count
     };
-    if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
-        return axum::http::StatusCode::NO_CONTENT.into_response();
-    }
     let kind = path
         .trim_start_matches("/o/")
         .split('/')
         .next()
         .unwrap_or("");
+    if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
+        if kind == "held-write" {
+            state.gate.acquire().await.unwrap().forget();
+        }
+        return axum::http::StatusCode::NO_CONTENT.into_response();
+    }
     let body = json!({
         "path": path,
         // Its length only: a huge query must not make the answer too large to store.
         "query_length": request.uri().query().map_or(0, str::len),
         "user": request.headers().get("x-user-id").and_then(|v| v.to_str().ok()),
+        // What a service building absolute links would build them from.
+        "host": request.headers().get("x-forwarded-host").and_then(|v| v.to_str().ok()),
         "count": count,
     })
     .to_string();
@@ -150,12 +155,31 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         "vary-star" => set("vary", "*"),
         "vary-lang" => set("vary", "Accept-Language"),
         "short" | "flaky" => set("cache-control", "max-age=1"),
+        "tagged" => set("etag", "\"v1\""),
         "big" => {
             *response.body_mut() = Body::from("x".repeat(4096));
         }
         "big-stream" => {
             let chunks = (0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512)));
             *response.body_mut() = Body::from_stream(futures_util::stream::iter(chunks));
+        }
+        "slow-body" => {
+            // The first half at once, the second once the gate lets it.
+            let gate = Arc::clone(&state.gate);
+            let halves = futures_util::stream::unfold(0, move |half| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    match half {
+                        0 => Some((Ok::<_, std::io::Error>("a".repeat(100)), 1)),
+                        1 => {
+                            gate.acquire().await.unwrap().forget();
+                            Some((Ok("b".repeat(100)), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            *response.body_mut() = Body::from_stream(halves);
         }
         _ => {}
     }
@@ -243,6 +267,116 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
         "a POST invalidates every query of its path"
     );
     assert_eq!(fresh["count"], 3, "GET, POST, GET reached the origin");
+}
+
+#[tokio::test]
+async fn an_answer_built_for_one_host_is_never_served_to_another() {
+    let (app, origin) = spawn().await;
+    let (ours, _) = get(&app, "/cached/plain/hosted", None).await;
+    assert_eq!(ours, "gatehouse; fwd=uri-miss; stored");
+
+    let poisoned = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/plain/hosted",
+        &[("host", "evil.example")],
+    )
+    .await;
+    assert_eq!(cache_status(&poisoned), "gatehouse; fwd=uri-miss; stored");
+    let body: Value = poisoned.json().await.unwrap();
+    assert_eq!(body["host"], "evil.example");
+
+    let (again, body) = get(&app, "/cached/plain/hosted", None).await;
+    assert!(again.starts_with("gatehouse; hit"), "{again}");
+    assert_ne!(
+        body["host"], "evil.example",
+        "links built from another Host never reach our clients"
+    );
+    assert_eq!(origin.hits("/o/plain/hosted"), 2, "one entry per host");
+}
+
+#[tokio::test]
+async fn a_write_whose_client_hangs_up_at_the_service_still_invalidates() {
+    let (app, origin) = spawn().await;
+    let (first, _) = get(&app, "/cached/held-write/doc", None).await;
+    assert_eq!(first, "gatehouse; fwd=uri-miss; stored");
+
+    let (http, url) = (app.http.clone(), app.url("/cached/held-write/doc"));
+    let write = tokio::spawn(async move { http.post(url).send().await });
+    wait_for("the write to reach the service", || async {
+        (origin.hits("/o/held-write/doc") == 2).then_some(())
+    })
+    .await;
+    // The client hangs up while the service applies the write: the gateway drops the request.
+    write.abort();
+    let _ = write.await;
+
+    let (after, body) = get(&app, "/cached/held-write/doc", None).await;
+    assert_eq!(
+        after, "gatehouse; fwd=uri-miss; stored",
+        "the entry from before the write is gone"
+    );
+    assert_eq!(body["count"], 3);
+    origin.open_gate(1);
+}
+
+#[tokio::test]
+async fn a_leader_whose_client_hangs_up_still_fills_the_entry_for_the_others() {
+    let (app, origin) = spawn().await;
+    let leader = app.get("/cached/slow-body/report", None).await;
+    assert_eq!(leader.status(), 200);
+    // Its client leaves after the headers, the service's body half sent.
+    drop(leader);
+
+    let (http, url) = (app.http.clone(), app.url("/cached/slow-body/report"));
+    let other = tokio::spawn(async move { http.get(url).send().await.unwrap() });
+    origin.open_gate(10);
+    let other = other.await.unwrap();
+    assert_eq!(other.status(), 200);
+    let status = cache_status(&other);
+    assert_eq!(
+        other.text().await.unwrap(),
+        "a".repeat(100) + &"b".repeat(100),
+        "{status}"
+    );
+    assert_eq!(
+        origin.hits("/o/slow-body/report"),
+        1,
+        "the service's answer was read to its end and stored, not asked for again: {status}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_whose_copy_is_current_gets_304_from_the_cache() {
+    let (app, origin) = spawn().await;
+    let (first, _) = get(&app, "/cached/tagged/doc", None).await;
+    assert_eq!(first, "gatehouse; fwd=uri-miss; stored");
+
+    let current = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/tagged/doc",
+        &[("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(current.status(), 304);
+    assert!(cache_status(&current).starts_with("gatehouse; hit"));
+    assert_eq!(current.headers()["etag"], "\"v1\"");
+    assert!(current.text().await.unwrap().is_empty());
+
+    let outdated = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/tagged/doc",
+        &[("if-none-match", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(outdated.status(), 200, "another tag gets the stored answer");
+    assert_eq!(
+        origin.hits("/o/tagged/doc"),
+        1,
+        "both answered by the cache"
+    );
 }
 
 #[tokio::test]

@@ -58,6 +58,18 @@ impl Flights {
     }
 
     /// Requests in flight now (for tests and metrics).
+    /// A seat as a waiter on the request in flight for `key`, if there is one; never a lead.
+    /// For a request whose own answer would not be recorded (HEAD, `no-store`): it may take
+    /// the entry another request fetches, but must not make others wait on an answer that
+    /// will not be kept.
+    pub fn join(&self, key: Digest32) -> Option<Waiter> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map(|landing| Waiter(landing.clone()))
+    }
+
     pub fn len(&self) -> usize {
         self.in_flight
             .lock()
@@ -128,6 +140,20 @@ impl Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joining_never_leads() {
+        let flights = Flights::default();
+        assert!(
+            flights.join([2; 32]).is_none(),
+            "nothing in flight: go alone"
+        );
+        assert!(flights.is_empty(), "and no flight was started");
+        let Seat::Leader(_leader) = flights.board([2; 32]) else {
+            panic!("the first miss leads");
+        };
+        assert!(flights.join([2; 32]).is_some(), "in flight: wait for it");
+    }
 
     #[tokio::test]
     async fn a_waiter_of_a_leader_that_gives_up_is_released_at_once() {

@@ -2,8 +2,11 @@
 //! its parts, each length-prefixed (so no two different sets of parts can run together into one),
 //! so a hostile query of kilobytes is 32 bytes in memory and in Redis like any other.
 //!
-//! The parts: GET (HEAD is answered from the GET entry), the route (its template, service and
-//! target), the path, the query's parameters sorted, and, on every route that is not `public`,
+//! The parts: GET (HEAD is answered from the GET entry), the authority the client addressed
+//! (lower-cased `host[:port]`: RFC 9111 §2 keys by the target URI, and the service is told the
+//! host as `X-Forwarded-Host`, so an answer built from one host must not be served to another),
+//! the route (its template, service and target), the path, the query's parameters ordered by
+//! name (the values of one name keep their order: `?id=2&id=1` is not `?id=1&id=2`), and, on every route that is not `public`,
 //! the verified caller (its kind and id) with its granted scopes and roles: one caller's answer is
 //! never another's, even when the service forgets `Cache-Control: private`. `Vary` is not in the
 //! key: the names are only known from the answer, so the entry records them with the request's
@@ -44,27 +47,36 @@ impl Parts {
     }
 }
 
-/// The key of a GET or HEAD of `path?query` on `route` by `caller` (`None` on a public route).
+/// The key of a GET or HEAD of `path?query` addressed to `authority` (the validated host the
+/// normalize phase returned; `None` for an HTTP/1.0 request without one) on `route` by `caller`
+/// (`None` on a public route).
 pub fn of(
+    authority: Option<&[u8]>,
     route: &Route,
     path: &str,
     query: Option<&str>,
     caller: Option<&AccessClaims>,
 ) -> CacheKey {
-    let mut entry = Parts::new("gatehouse-cache-v1");
+    let mut entry = Parts::new("gatehouse-cache-v2");
     entry.add(b"GET");
+    match authority {
+        // Host names are case-insensitive (RFC 3986 §3.2.2): `API.example` is `api.example`.
+        Some(authority) => entry.add(&authority.to_ascii_lowercase()),
+        None => entry.add(b"no-authority"),
+    }
     entry.add(route.template.as_bytes());
     entry.add(route.service.as_bytes());
     entry.add(route.settings.to.as_bytes());
     entry.add(path.as_bytes());
-    // Sorted as sent (not decoded), so `?b=2&a=1` and `?a=1&b=2` meet, while values the
-    // service could tell apart (`%2B` and `+`) stay apart.
+    // Ordered by name as sent (not decoded), so `?b=2&a=1` and `?a=1&b=2` meet, while values
+    // the service could tell apart (`%2B` and `+`) stay apart. The sort is stable and by name
+    // only: a repeated parameter is a list whose order the service may read (`?id=2&id=1`).
     let mut pairs: Vec<&str> = query
         .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty())
         .collect();
-    pairs.sort_unstable();
+    pairs.sort_by_key(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name));
     entry.add(&(pairs.len() as u64).to_be_bytes());
     for pair in pairs {
         entry.add(pair.as_bytes());
@@ -132,6 +144,8 @@ mod tests {
         }
     }
 
+    const HOST: Option<&[u8]> = Some(b"api.example");
+
     fn claims(sub: &str, scope: &str) -> AccessClaims {
         AccessClaims {
             iss: "gatehouse".into(),
@@ -154,11 +168,11 @@ mod tests {
     #[test]
     fn the_order_of_query_parameters_does_not_matter_but_their_values_do() {
         let route = route(AuthPolicy::Public);
-        let a = of(&route, "/api/items", Some("b=2&a=1"), None);
-        let b = of(&route, "/api/items", Some("a=1&b=2"), None);
-        let c = of(&route, "/api/items", Some("a=1&b=3"), None);
-        let d = of(&route, "/api/items", Some("a=1%2B&b=2"), None);
-        let e = of(&route, "/api/items", Some("a=1+&b=2"), None);
+        let a = of(HOST, &route, "/api/items", Some("b=2&a=1"), None);
+        let b = of(HOST, &route, "/api/items", Some("a=1&b=2"), None);
+        let c = of(HOST, &route, "/api/items", Some("a=1&b=3"), None);
+        let d = of(HOST, &route, "/api/items", Some("a=1%2B&b=2"), None);
+        let e = of(HOST, &route, "/api/items", Some("a=1+&b=2"), None);
         assert_eq!(a, b);
         assert_ne!(a.entry, c.entry);
         assert_ne!(
@@ -169,21 +183,80 @@ mod tests {
     }
 
     #[test]
+    fn repeated_parameters_keep_the_order_of_their_values() {
+        let route = route(AuthPolicy::Public);
+        let two_then_one = of(HOST, &route, "/api/items", Some("id=2&id=1"), None);
+        let one_then_two = of(HOST, &route, "/api/items", Some("id=1&id=2"), None);
+        assert_ne!(
+            two_then_one.entry, one_then_two.entry,
+            "a list the service may read in order is not reordered"
+        );
+        assert_eq!(
+            of(HOST, &route, "/api/items", Some("id=2&b=x&id=1"), None),
+            of(HOST, &route, "/api/items", Some("b=x&id=2&id=1"), None),
+            "other names still move freely around it"
+        );
+    }
+
+    #[test]
+    fn each_addressed_host_has_its_own_key_whatever_its_case() {
+        let route = route(AuthPolicy::Public);
+        let ours = of(Some(b"api.example"), &route, "/api/items", None, None);
+        let shouting = of(Some(b"API.Example"), &route, "/api/items", None, None);
+        let evil = of(Some(b"evil.example"), &route, "/api/items", None, None);
+        let other_port = of(Some(b"api.example:8443"), &route, "/api/items", None, None);
+        assert_eq!(ours, shouting, "host names are case-insensitive");
+        assert_ne!(
+            ours.entry, evil.entry,
+            "an answer built from another Host is not served for ours"
+        );
+        assert_ne!(ours.entry, other_port.entry);
+        assert_eq!(
+            ours.path, evil.path,
+            "a write invalidates every host's entry"
+        );
+    }
+
+    #[test]
     fn parts_cannot_run_together_into_another_key() {
         let route = route(AuthPolicy::Public);
         assert_ne!(
-            of(&route, "/api/items", Some("ab"), None).entry,
-            of(&route, "/api/items", Some("a&b"), None).entry
+            of(HOST, &route, "/api/items", Some("ab"), None).entry,
+            of(HOST, &route, "/api/items", Some("a&b"), None).entry
         );
     }
 
     #[test]
     fn on_a_route_that_is_not_public_each_caller_and_grant_has_its_own_key() {
         let route = route(AuthPolicy::Authenticated);
-        let alice = of(&route, "/api/items", None, Some(&claims("alice", "a b")));
-        let alice_reordered = of(&route, "/api/items", None, Some(&claims("alice", "b a")));
-        let alice_fewer = of(&route, "/api/items", None, Some(&claims("alice", "a")));
-        let bob = of(&route, "/api/items", None, Some(&claims("bob", "a b")));
+        let alice = of(
+            HOST,
+            &route,
+            "/api/items",
+            None,
+            Some(&claims("alice", "a b")),
+        );
+        let alice_reordered = of(
+            HOST,
+            &route,
+            "/api/items",
+            None,
+            Some(&claims("alice", "b a")),
+        );
+        let alice_fewer = of(
+            HOST,
+            &route,
+            "/api/items",
+            None,
+            Some(&claims("alice", "a")),
+        );
+        let bob = of(
+            HOST,
+            &route,
+            "/api/items",
+            None,
+            Some(&claims("bob", "a b")),
+        );
         assert_eq!(alice, alice_reordered);
         assert_ne!(alice.entry, alice_fewer.entry, "another grant, another key");
         assert_ne!(alice.entry, bob.entry, "another caller, another key");
@@ -197,7 +270,7 @@ mod tests {
     fn a_huge_query_is_a_key_of_32_bytes() {
         let route = route(AuthPolicy::Public);
         let query = "x=".to_owned() + &"y".repeat(64 * 1024);
-        let key = of(&route, "/api/items", Some(&query), None);
+        let key = of(HOST, &route, "/api/items", Some(&query), None);
         assert_eq!(hex(&key.entry).len(), 64);
     }
 }

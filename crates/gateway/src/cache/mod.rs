@@ -52,9 +52,10 @@ pub struct Entry {
     /// The service's headers, less the hop-by-hop ones and its `Age` (recomputed when served).
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The request headers the answer's `Vary` names, with the values of the request that got
-    /// it; only a request with the same values is served from it.
-    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The request headers the answer's `Vary` names, with a digest of the values of the
+    /// request that got it (never the values: `Vary: Authorization` or `Cookie` must not put
+    /// credentials in Redis); only a request with the same values is served from it.
+    pub vary: Vec<(HeaderName, Option<key::Digest32>)>,
     pub generation: Generation,
     pub freshness: Freshness,
     /// When it was stored (on this replica's monotonic clock; from Redis's TTL for a shared one).
@@ -76,7 +77,7 @@ impl Entry {
     pub fn matches(&self, request: &HeaderMap) -> bool {
         self.vary
             .iter()
-            .all(|(name, value)| vary_value(request, name).as_ref() == value.as_ref())
+            .all(|(name, digest)| vary_digest(request, name) == *digest)
     }
 
     /// Time in the store.
@@ -106,8 +107,14 @@ impl Entry {
     }
 }
 
+/// A digest of the values `request` sends for `name` (see [`Entry::vary`]).
+pub fn vary_digest(request: &HeaderMap, name: &HeaderName) -> Option<key::Digest32> {
+    use sha2::{Digest, Sha256};
+    vary_value(request, name).map(|value| Sha256::digest(value.as_bytes()).into())
+}
+
 /// The values `request` sends for `name`, joined as one (several lines are one list).
-pub fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     let mut values = request.get_all(name).iter();
     let first = values.next()?;
     let rest: Vec<&HeaderValue> = values.collect();
@@ -142,6 +149,8 @@ pub enum Store {
 pub struct ResponseCache {
     store: Store,
     pub flights: Flights,
+    /// What the answers being recorded may hold at once, in bytes (the memory bound).
+    pub recording: record::Budget,
 }
 
 impl ResponseCache {
@@ -155,6 +164,7 @@ impl ResponseCache {
         Self {
             store,
             flights: Flights::default(),
+            recording: record::Budget::new(settings.memory_bytes),
         }
     }
 
@@ -186,5 +196,28 @@ impl ResponseCache {
             Store::Memory(memory) => memory.invalidate(path_key),
             Store::Redis(redis) => redis.invalidate(state, path_key).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_varied_request_header_is_kept_as_a_digest_that_still_tells_values_apart() {
+        let name = http::header::AUTHORIZATION;
+        let mut alice = HeaderMap::new();
+        alice.insert(&name, HeaderValue::from_static("Bearer alice-secret"));
+        let mut bob = HeaderMap::new();
+        bob.insert(&name, HeaderValue::from_static("Bearer bob-secret"));
+
+        let digest = vary_digest(&alice, &name).expect("alice sends one");
+        assert!(
+            !digest.windows(6).any(|w| w == b"secret"),
+            "the credential itself is not kept"
+        );
+        assert_eq!(vary_digest(&alice, &name), Some(digest));
+        assert_ne!(vary_digest(&bob, &name), Some(digest));
+        assert_eq!(vary_digest(&HeaderMap::new(), &name), None);
     }
 }

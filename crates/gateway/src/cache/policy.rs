@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use headers::{CacheControl, Date, Expires, HeaderMapExt};
+use headers::{
+    CacheControl, Date, ETag, Expires, HeaderMapExt, IfModifiedSince, IfNoneMatch, LastModified,
+};
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
@@ -218,6 +220,33 @@ fn expires_in(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     )
 }
 
+/// Whether a request's conditions say the client's copy of a stored answer with `stored`
+/// headers is current, so a hit is a 304 (RFC 9111 §4.3.2, RFC 9110 §13.2.2): `If-None-Match`
+/// against the stored `ETag` (weak comparison), else `If-Modified-Since` against the stored
+/// `Last-Modified`. A condition that cannot be read, or a stored answer without the validator
+/// it names, is the full answer: never a wrong 304.
+pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let (Ok(Some(condition)), Ok(Some(etag))) = (
+            request.typed_try_get::<IfNoneMatch>(),
+            stored.typed_try_get::<ETag>(),
+        ) else {
+            return false;
+        };
+        return !condition.precondition_passes(&etag);
+    }
+    if request.contains_key(header::IF_MODIFIED_SINCE) {
+        let (Ok(Some(condition)), Ok(Some(modified))) = (
+            request.typed_try_get::<IfModifiedSince>(),
+            stored.typed_try_get::<LastModified>(),
+        ) else {
+            return false;
+        };
+        return !condition.is_modified(SystemTime::from(modified));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +386,71 @@ mod tests {
             assert_eq!(verdict.fresh_for, Duration::from_secs(fresh), "{why}");
             assert_eq!(verdict.stale_for, Duration::from_secs(stale), "{why}");
         }
+    }
+
+    #[test]
+    fn a_conditional_request_matching_the_stored_validators_is_not_modified() {
+        let stored = headers(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Sun, 29 Nov 2026 10:00:00 GMT"),
+        ]);
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a str);
+        let cases: &[Case] = &[
+            (&[("if-none-match", "\"v1\"")], true, "the same tag"),
+            (&[("if-none-match", "W/\"v1\"")], true, "weak comparison"),
+            (
+                &[("if-none-match", "\"v0\", \"v1\"")],
+                true,
+                "one of a list",
+            ),
+            (&[("if-none-match", "*")], true, "any current answer"),
+            (&[("if-none-match", "\"v2\"")], false, "another tag"),
+            (
+                &[("if-none-match", "v1")],
+                false,
+                "an unquoted tag is unreadable",
+            ),
+            (
+                &[
+                    ("if-none-match", "\"v2\""),
+                    ("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT"),
+                ],
+                false,
+                "If-None-Match wins over If-Modified-Since",
+            ),
+            (
+                &[("if-modified-since", "Sun, 29 Nov 2026 10:00:00 GMT")],
+                true,
+                "not since",
+            ),
+            (
+                &[("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT")],
+                true,
+                "later",
+            ),
+            (
+                &[("if-modified-since", "Sat, 28 Nov 2026 10:00:00 GMT")],
+                false,
+                "modified since",
+            ),
+            (
+                &[("if-modified-since", "yesterday")],
+                false,
+                "an unreadable date",
+            ),
+            (&[], false, "no condition"),
+        ];
+        for (request, expected, why) in cases {
+            assert_eq!(not_modified(&headers(request), &stored), *expected, "{why}");
+        }
+        let bare = headers(&[]);
+        assert!(
+            !not_modified(&headers(&[("if-none-match", "\"v1\"")]), &bare),
+            "no stored ETag, no 304"
+        );
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT")]),
+            &bare
+        ));
     }
 }

@@ -1,7 +1,10 @@
 //! The Redis store, shared by the replicas: each entry one hash (`m`: what the answer was, as
 //! JSON; `b`: its body, raw) expiring with Redis's own TTL when its stale window ends, so Redis's
 //! clock, not the replicas', says how old it is. Invalidation marks are unique numbers from one
-//! counter (a mark that expired and is set again never repeats an old value).
+//! counter (a mark that expired and is set again never repeats an old value). A path without a
+//! mark gets a new one on lookup, and an entry is stored only under its path's current mark,
+//! which lives at least as long as the entry: a mark Redis evicted brings back no entry from
+//! before a write.
 //!
 //! Every command goes through the state's breaker and command timeout: while Redis does not
 //! answer, lookups are misses and the request goes to the service (never a 500). A write whose
@@ -31,6 +34,32 @@ redis.call('SET', KEYS[2], generation, 'PX', ARGV[1])
 return generation
 ";
 
+/// The mark of the path `KEYS[2]`, created from the counter `KEYS[1]` when Redis has none (never
+/// set, expired, or evicted under `maxmemory`), kept `ARGV[1]` ms. Read as "no write yet" (0), a
+/// missing mark would bring back entries stored before a write whose mark was evicted; a new
+/// number matches no entry stored before.
+const MARK: &str = r"
+local mark = redis.call('GET', KEYS[2])
+if mark then return tonumber(mark) end
+local generation = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], generation, 'PX', ARGV[1])
+return generation
+";
+
+/// Stores the entry `KEYS[2]` (fields `m` = `ARGV[1]`, `b` = `ARGV[2]`, for `ARGV[3]` ms) only
+/// while its path's mark `KEYS[1]` is still the generation it was fetched under (`ARGV[4]`):
+/// not after a write meanwhile, nor once the mark is gone. The mark is kept at least as long as
+/// the entry, so the entry cannot outlive the mark that guards it.
+const INSERT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[2], 'm', ARGV[1], 'b', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+";
+
 #[derive(Default)]
 pub struct SharedStore {
     /// A write's invalidation did not reach Redis: move the epoch before trusting it again.
@@ -43,7 +72,8 @@ struct Meta {
     status: u16,
     /// Names and base64 values (a value may hold bytes that are not text).
     headers: Vec<(String, String)>,
-    vary: Vec<(String, Option<String>)>,
+    /// Names and digests of the request's values (never the values: credentials stay out).
+    vary: Vec<(String, Option<Digest32>)>,
     generation: Generation,
     fresh_ms: u64,
     stale_ms: u64,
@@ -77,7 +107,7 @@ impl Meta {
             vary: entry
                 .vary
                 .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_ref().map(encode)))
+                .map(|(name, digest)| (name.as_str().to_owned(), *digest))
                 .collect(),
             generation: entry.generation,
             fresh_ms: millis(entry.freshness.fresh_for),
@@ -96,12 +126,8 @@ impl Meta {
             );
         }
         let mut vary = Vec::with_capacity(self.vary.len());
-        for (name, value) in &self.vary {
-            let value = match value {
-                Some(value) => Some(decode(value)?),
-                None => None,
-            };
-            vary.push((HeaderName::from_bytes(name.as_bytes()).ok()?, value));
+        for (name, digest) in &self.vary {
+            vary.push((HeaderName::from_bytes(name.as_bytes()).ok()?, *digest));
         }
         let freshness = Freshness {
             fresh_for: Duration::from_millis(self.fresh_ms),
@@ -123,12 +149,7 @@ impl Meta {
 }
 
 /// What one lookup reads: the epoch, the path's mark, the entry's two fields, its TTL (ms).
-type Read = (
-    Option<u64>,
-    Option<u64>,
-    (Option<String>, Option<Vec<u8>>),
-    i64,
-);
+type Read = (Option<u64>, u64, (Option<String>, Option<Vec<u8>>), i64);
 
 impl SharedStore {
     fn keys(prefix: &str) -> Keys<'_> {
@@ -151,8 +172,12 @@ impl SharedStore {
         let mut pipe = redis::pipe();
         pipe.cmd("GET")
             .arg(keys.epoch())
-            .cmd("GET")
+            .cmd("EVAL")
+            .arg(MARK)
+            .arg(2)
+            .arg(keys.counter())
             .arg(keys.mark(&key.path))
+            .arg(millis(MAX_CACHE_TTL + MAX_STALE_IF_ERROR))
             .cmd("HMGET")
             .arg(keys.entry(&key.entry))
             .arg("m")
@@ -170,7 +195,7 @@ impl SharedStore {
         let (epoch, mark, (meta, body), ttl_ms) = read;
         let generation = Generation {
             epoch: epoch.unwrap_or(0),
-            path: mark.unwrap_or(0),
+            path: mark,
         };
         let entry = match (meta, body) {
             (Some(meta), Some(body)) if ttl_ms > 0 => serde_json::from_str::<Meta>(&meta)
@@ -197,21 +222,18 @@ impl SharedStore {
         let Ok(meta) = serde_json::to_string(&Meta::of(entry)) else {
             return;
         };
-        let name = Self::keys(prefix).entry(&key.entry);
+        let keys = Self::keys(prefix);
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HSET")
-            .arg(&name)
-            .arg("m")
+        pipe.cmd("EVAL")
+            .arg(INSERT)
+            .arg(2)
+            .arg(keys.mark(&key.path))
+            .arg(keys.entry(&key.entry))
             .arg(meta)
-            .arg("b")
             .arg(entry.body.as_ref())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&name)
             .arg(millis(entry.freshness.keep()).max(1))
-            .ignore();
-        if let Some(Err(error)) = state.cache_query::<()>(&pipe).await {
+            .arg(entry.generation.path);
+        if let Some(Err(error)) = state.cache_query::<(u64,)>(&pipe).await {
             tracing::debug!(%error, "answer not stored: Redis does not answer");
         }
     }

@@ -561,15 +561,14 @@ fn route_cache(
     mistakes: &mut Mistakes,
 ) -> CacheRule {
     let field = format!("{field}.cache");
-    let readable = route
-        .methods
-        .iter()
-        .any(|m| m.0 == http::Method::GET || m.0 == http::Method::HEAD);
-    if !readable {
+    // Entries are only ever filled by a GET (a HEAD answer has no body to store): a route
+    // without GET could never store anything, whatever else it lists.
+    let fillable = route.methods.iter().any(|m| m.0 == http::Method::GET);
+    if !fillable {
         mistakes.at(
             &field,
             rule,
-            "only GET and HEAD answers are cached: list GET (or HEAD) in methods, or drop `cache`",
+            "only GET answers are stored (HEAD is answered from them): list GET in methods, or drop `cache`",
         );
     }
     if rule.ttl.0 > MAX_CACHE_TTL {
@@ -1124,7 +1123,7 @@ mod cache_settings_tests {
 
         let text = "cache: { memory: 8MiB, max_body: 64KiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
                     routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 30s, stale_if_error: 5m } }\n  \
-                    - { path: /b, methods: [HEAD], service: users, auth: authenticated, cache: { ttl: 1s, max_body: 1KiB } }\n";
+                    - { path: /b, methods: [GET, HEAD], service: users, auth: authenticated, cache: { ttl: 1s, max_body: 1KiB } }\n";
         let set = parse(text, "gateway.yaml", &Vars::new()).unwrap();
         assert_eq!(set.cache.memory_bytes, 8 * 1024 * 1024);
         assert_eq!(
@@ -1150,7 +1149,8 @@ mod cache_settings_tests {
         let text = "cache: { memory: 1MiB, max_body: 2MiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
                     routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 2d, stale_if_error: 3d } }\n  \
                     - { path: /b, methods: [GET], service: users, auth: public, cache: { ttl: 1s, max_body: lots } }\n  \
-                    - { path: /c, methods: [POST], service: users, auth: public, cache: { ttl: 1s } }\n";
+                    - { path: /c, methods: [POST], service: users, auth: public, cache: { ttl: 1s } }\n  \
+                    - { path: /d, methods: [HEAD], service: users, auth: public, cache: { ttl: 1s } }\n";
         let error = parse(text, "gateway.yaml", &Vars::new())
             .unwrap_err()
             .to_string();
@@ -1160,6 +1160,7 @@ mod cache_settings_tests {
             "routes[0].cache.stale_if_error",
             "routes[1].cache.max_body",
             "routes[2].cache",
+            "routes[3].cache",
         ] {
             assert!(error.contains(field), "{field} is named: {error}");
         }

@@ -4,7 +4,8 @@
 //! stored on the way back when RFC 9111 allows (see [`crate::cache`]). When the service fails
 //! (5xx, or no answer) and an entry is still within its `stale_if_error` window, the entry
 //! answers instead (`fwd=stale`). An unsafe request on a path a cached route serves invalidates
-//! the path's entries, for every query and caller, unless the service refused it (4xx).
+//! the path's entries, for every query and caller: before it is forwarded, and again after a
+//! non-error answer (for a GET that filled the entry while the write was on its way).
 //!
 //! The client's own `Cache-Control` does not bypass the cache (`no-cache`, `max-age=0`): the
 //! cache is the operator's, there to shield the services, and a directive any client can send
@@ -25,7 +26,7 @@ use crate::app::App;
 use crate::auth::tokens::AccessClaims;
 use crate::cache::key::{self, Digest32};
 use crate::cache::policy::{self, RequestTerms};
-use crate::cache::record::{Pending, Recording};
+use crate::cache::record::{self, Pending};
 use crate::cache::{CacheKey, Entry, Generation, Seat, CACHE_STATUS};
 use crate::config::CacheRule;
 use crate::error::GatewayError;
@@ -68,6 +69,9 @@ pub struct Fill {
     head: bool,
     /// RFC 9211's `fwd`: why the request went to the service.
     forwarded: &'static str,
+    /// How long the answer's body is read apart from the client, for the waiters: as long as
+    /// they wait.
+    within: Duration,
 }
 
 /// Looks `parts` up in the cache when its route has one: the stored answer, or the plan for
@@ -77,17 +81,20 @@ pub async fn consult(
     routing: &Routing,
     route: &Arc<Route>,
     parts: &Parts,
+    host: Option<&HeaderValue>,
     caller: Option<&AccessClaims>,
 ) -> Consulted {
     let path = parts.uri.path();
     if !parts.method.is_safe() {
-        return Consulted::Forward(if cached_for_get(routing, path) {
-            Plan::Invalidate {
-                path: key::path_key(path),
-            }
-        } else {
-            Plan::Pass
-        });
+        if !cached_for_get(routing, path) {
+            return Consulted::Forward(Plan::Pass);
+        }
+        let path = key::path_key(path);
+        // Before the write reaches the service, and awaited before it is forwarded: a client
+        // that hangs up while the service applies it (the request dropped, `settle` never
+        // reached) cannot leave pre-write entries behind. Dropped here, nothing was forwarded.
+        app.cache.invalidate(&app.shared, &path).await;
+        return Consulted::Forward(Plan::Invalidate { path });
     }
     let Some(rule) = route.settings.cache else {
         return Consulted::Forward(Plan::Pass);
@@ -98,7 +105,13 @@ pub async fn consult(
         return Consulted::Forward(Plan::Pass);
     }
     let per_caller = route.settings.auth.needs_identity() && caller.is_some();
-    let key = key::of(route, path, parts.uri.query(), caller);
+    let key = key::of(
+        host.map(HeaderValue::as_bytes),
+        route,
+        path,
+        parts.uri.query(),
+        caller,
+    );
     let found = app.cache.lookup(&app.shared, &key).await;
     let mut forwarded = "uri-miss";
     let mut stale = None;
@@ -107,7 +120,7 @@ pub async fn consult(
             forwarded = "vary-miss";
         } else if entry.is_fresh() {
             app.observe.gateway.cache("hit");
-            return Consulted::Answer(serve(&entry, head, &hit(&entry)));
+            return Consulted::Answer(hit(&entry, &parts.headers, head));
         } else {
             forwarded = "stale";
             stale = Some(entry);
@@ -126,8 +139,20 @@ pub async fn consult(
         persist: !found.unavailable,
         head,
         forwarded,
+        within: wait_bound(routing, route),
     };
     if !fill.store {
+        // Its own answer is not recorded, but the one a request already at the service
+        // fetches may serve it: it waits for that, and never leads.
+        if let Some(waiter) = app.cache.flights.join(key.entry) {
+            if let Some(entry) = waiter
+                .wait(fill.within)
+                .await
+                .filter(|e| e.matches(&parts.headers))
+            {
+                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
+            }
+        }
         app.observe.gateway.cache("miss");
         return Consulted::Forward(Plan::Fill(Box::new(fill)));
     }
@@ -145,19 +170,17 @@ pub async fn consult(
             {
                 leader.land(Arc::clone(&entry));
                 app.observe.gateway.cache("hit");
-                return Consulted::Answer(serve(&entry, head, &hit(&entry)));
+                return Consulted::Answer(hit(&entry, &parts.headers, head));
             }
             fill.leader = Some(leader);
         }
         Seat::Waiter(waiter) => {
             if let Some(entry) = waiter
-                .wait(wait_bound(routing, route))
+                .wait(fill.within)
                 .await
                 .filter(|e| e.matches(&parts.headers))
             {
-                app.observe.gateway.cache("collapsed");
-                let status = format!("gatehouse; fwd={forwarded}; collapsed");
-                return Consulted::Answer(serve(&entry, head, &status));
+                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
             }
         }
     }
@@ -174,12 +197,14 @@ pub async fn settle(
     let fill = match plan {
         Plan::Pass => return answer,
         Plan::Invalidate { path } => {
-            // RFC 9111 §4.4 invalidates on a success; a failure may have been applied too
-            // (a timeout after the write), so only a refusal (4xx) leaves the entries be.
-            let refused = answer
-                .as_ref()
-                .is_ok_and(|response| response.status().is_client_error());
-            if !refused {
+            // Again after a success (RFC 9111 §4.4: a non-error status), for a GET that filled
+            // the entry from the service while the write was on its way. Not after an error: the
+            // invalidation before forwarding covers a write that may have been applied, and a
+            // second one would let anyone flush a public path by provoking errors.
+            let succeeded = answer.as_ref().is_ok_and(|response| {
+                response.status().is_success() || response.status().is_redirection()
+            });
+            if succeeded {
                 app.cache.invalidate(&app.shared, &path).await;
             }
             return answer;
@@ -212,6 +237,7 @@ pub async fn settle(
 /// The service's answer, stored on its way to the client when it may be.
 fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     let forwarded = fill.forwarded;
+    let within = fill.within;
     let verdict = if fill.store {
         decide(&fill, &response)
     } else {
@@ -237,8 +263,9 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 max_body: fill.rule.max_body_bytes,
                 leader: fill.leader,
                 persist: fill.persist,
+                budget: app.cache.recording.clone(),
             };
-            response = response.map(|body| Body::new(Recording::new(body, pending)));
+            response = response.map(|body| record::relay(body, pending, within));
             if fill.persist {
                 app.observe.gateway.cache("stored");
                 format!("gatehouse; fwd={forwarded}; stored")
@@ -252,10 +279,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     response
 }
 
-type Admitted = (
-    crate::cache::Freshness,
-    Vec<(HeaderName, Option<HeaderValue>)>,
-);
+type Admitted = (crate::cache::Freshness, Vec<(HeaderName, Option<Digest32>)>);
 
 /// Whether `response` may be stored under `fill`, with its freshness and `Vary` values.
 fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
@@ -281,8 +305,8 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| "vary-unreadable")?;
-            let value = crate::cache::vary_value(&fill.request, &name);
-            vary.push((name, value));
+            let digest = crate::cache::vary_digest(&fill.request, &name);
+            vary.push((name, digest));
         }
     }
     Ok((freshness, vary))
@@ -305,8 +329,44 @@ fn serve(entry: &Entry, head: bool, status: &str) -> Response {
     response
 }
 
-fn hit(entry: &Entry) -> String {
-    format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0))
+/// `entry`, fetched by the request this one waited on.
+fn collapsed(app: &App, entry: &Entry, head: bool, forwarded: &str) -> Response {
+    app.observe.gateway.cache("collapsed");
+    serve(
+        entry,
+        head,
+        &format!("gatehouse; fwd={forwarded}; collapsed"),
+    )
+}
+
+/// A fresh `entry` as the answer to `request`: 304 when the client's copy is current.
+fn hit(entry: &Entry, request: &HeaderMap, head: bool) -> Response {
+    let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
+    if entry.status != http::StatusCode::OK || !policy::not_modified(request, &entry.headers) {
+        return serve(entry, head, &status);
+    }
+    // RFC 9110 §15.4.5: the headers a 200 would carry that describe the representation's
+    // identity and caching, and no content.
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::VARY,
+    ] {
+        for value in entry.headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+    append_status(response.headers_mut(), &status);
+    response
 }
 
 /// RFC 9211: each cache adds its member after those of the caches nearer the service.

@@ -130,7 +130,8 @@ impl Pipeline {
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
-        let plan = match cache::consult(&self.app, &routing, &route, &parts, claims).await {
+        let consulted = cache::consult(&self.app, &routing, &route, &parts, host.as_ref(), claims);
+        let plan = match consulted.await {
             cache::Consulted::Answer(response) => return Ok(response),
             cache::Consulted::Forward(plan) => plan,
         };
