@@ -72,8 +72,13 @@ pub struct ServiceOptions {
     /// created 0600); default: stdout.
     #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
     pub access_log: Option<AccessLogTarget>,
+    /// After SIGTERM, how long the service answers `/readyz` not-ready while still serving,
+    /// before it stops accepting and drains (`5s`; default: 0, no delay). Set it to the time
+    /// your load balancer or Kubernetes needs to stop sending new connections.
+    #[arg(long, env = "GATEHOUSE_SHUTDOWN_DELAY", value_parser = kit::config::values::parse_any_duration)]
+    pub shutdown_delay: Option<Duration>,
     /// The service's configuration file (YAML: listen, admin_listen, database, identity,
-    /// access_log, drain_timeout, limits), under the options above; default: none.
+    /// access_log, drain_timeout, shutdown_delay, limits), under the options above; default: none.
     #[arg(long, env = "GATEHOUSE_SERVICE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -100,6 +105,7 @@ impl ServiceOptions {
         config.jwks_url = self.jwks_url.unwrap_or(config.jwks_url);
         config.issuer = self.issuer.unwrap_or(config.issuer);
         config.access_log = self.access_log.unwrap_or(config.access_log);
+        config.shutdown_delay = self.shutdown_delay.unwrap_or(config.shutdown_delay);
         if let Some(timeout) = self.database_acquire_timeout {
             config.database.acquire_timeout = timeout;
         }

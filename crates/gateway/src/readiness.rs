@@ -52,9 +52,10 @@ impl Check {
 }
 
 /// The named checks, and whether the replica is ready (no check fails).
-async fn checks(state: &App, routing: &Routing) -> ([(&'static str, Check); 3], bool) {
+async fn checks(state: &App, routing: &Routing) -> ([(&'static str, Check); 4], bool) {
     // A new condition of readiness is one more line here.
     let checks = [
+        ("shutdown", shutting_down(state)),
         ("store", store(state).await),
         ("state", shared_state(state)),
         ("services", services_seen_healthy(routing)),
@@ -108,6 +109,18 @@ pub async fn detailed(State(state): State<App>) -> Response {
         "config": state.reloads.report(),
     });
     (status_of(ready), Json(body)).into_response()
+}
+
+/// From the shutdown signal on, not ready: during the configured `shutdown_delay` the listener
+/// still serves, so a load balancer (or Kubernetes' endpoints) can stop sending new connections
+/// before the gateway stops accepting them.
+fn shutting_down(state: &App) -> Check {
+    match state.serving.get() {
+        Some(shutdown) if shutdown.is_triggered() => {
+            Check::Failing("shutting down: draining the requests in flight".to_owned())
+        }
+        _ => Check::Ok,
+    }
 }
 
 async fn store(state: &App) -> Check {

@@ -143,10 +143,15 @@ impl Gateway {
         async move {
             let address = listener.local_addr()?;
             tracing::info!(%address, "gateway admin listening");
+            // Metrics and the detailed readiness stay up as long as the public listener does.
+            let stop_accepting = {
+                let app = Arc::clone(&app);
+                shutdown.after(move || app.config().shutdown_delay)
+            };
             kit::listener::serve(
                 listener,
                 router,
-                shutdown,
+                stop_accepting,
                 || accept::limits(&app.config().limits),
                 || ADMIN_DRAIN,
                 prometheus_client::metrics::gauge::Gauge::default(),
@@ -155,8 +160,9 @@ impl Gateway {
         }
     }
 
-    /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight (for
-    /// at most the configured `drain_timeout`).
+    /// Serves on `listener` until `shutdown` fires and `shutdown_delay` has passed (answering
+    /// `/readyz` not-ready meanwhile), then finishes the requests in flight (for at most the
+    /// configured `drain_timeout`).
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let address = listener.local_addr()?;
         let app = Arc::clone(&self.app);
@@ -177,10 +183,14 @@ impl Gateway {
             .reloader
             .clone()
             .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
+        let stop_accepting = {
+            let app = Arc::clone(&app);
+            shutdown.after(move || app.config().shutdown_delay)
+        };
         kit::listener::serve(
             listener,
             self.pipeline(),
-            shutdown,
+            stop_accepting,
             || accept::limits(&app.config().limits),
             || app.config().drain_timeout,
             app.observe.gateway.connections.clone(),

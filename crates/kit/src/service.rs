@@ -91,6 +91,8 @@ pub struct Service {
     limits: Limits,
     /// How long requests in flight may take to finish once shutdown begins.
     drain_timeout: Duration,
+    /// How long it answers not-ready, still serving, between the signal and the drain.
+    shutdown_delay: Duration,
 }
 
 impl Service {
@@ -108,6 +110,7 @@ impl Service {
             admin: None,
             limits: Limits::default(),
             drain_timeout: crate::config::service::DEFAULT_DRAIN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
         }
     }
 
@@ -123,10 +126,11 @@ impl Service {
         Self::new(name, router, verifier).with_openapi(about.document(api))
     }
 
-    /// Serves with the limits and drain timeout of `config`.
+    /// Serves with the limits, drain timeout and shutdown delay of `config`.
     pub fn configured(self, config: &ServiceConfig) -> Self {
         self.with_limits(config.limits)
             .with_drain_timeout(config.drain_timeout)
+            .with_shutdown_delay(config.shutdown_delay)
     }
 
     /// Serves with `limits` instead of the defaults (the gateway's).
@@ -138,6 +142,13 @@ impl Service {
     /// Gives the requests in flight at most `timeout` to finish once shutdown begins.
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Between the shutdown signal and the drain, answers `/readyz` not-ready for `delay` while
+    /// still serving, so an orchestrator takes it out of rotation before it stops accepting.
+    pub fn with_shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
         self
     }
 
@@ -224,9 +235,35 @@ impl Service {
         Ok(())
     }
 
-    /// Serves on `listener` (and the admin listener, if any) until `shutdown` fires, then
-    /// finishes the requests in flight (for at most the drain timeout).
+    /// Serves on `listener` (and the admin listener, if any) until `shutdown` fires and the
+    /// shutdown delay has passed (answering not-ready meanwhile), then finishes the requests in
+    /// flight (for at most the drain timeout).
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
+        let delay = self.shutdown_delay;
+        let stop_accepting = shutdown.after(move || delay);
+        let signalled = shutdown.clone();
+        let this = self.ready_when(
+            "shutdown",
+            Arc::new(move || {
+                let signalled = signalled.is_triggered();
+                Box::pin(async move {
+                    if signalled {
+                        Err("shutting down".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                })
+            }),
+        );
+        this.serve_until(listener, stop_accepting).await
+    }
+
+    /// Serves until `stop_accepting`, then drains.
+    async fn serve_until(
+        self,
+        listener: TcpListener,
+        stop_accepting: Shutdown,
+    ) -> std::io::Result<()> {
         let name = self.name;
         let address = listener.local_addr()?;
         let (limits, drain_timeout) = (self.limits, self.drain_timeout);
@@ -240,7 +277,7 @@ impl Service {
                 Some(tokio::spawn(listener::serve(
                     listener,
                     router,
-                    shutdown.clone(),
+                    stop_accepting.clone(),
                     move || limits,
                     || ADMIN_DRAIN,
                     prometheus_client::metrics::gauge::Gauge::default(),
@@ -252,7 +289,7 @@ impl Service {
         listener::serve(
             listener,
             public,
-            shutdown,
+            stop_accepting,
             move || limits,
             move || drain_timeout,
             open,
@@ -428,5 +465,46 @@ mod tests {
             .expect("the service never stopped")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_the_signal_readiness_fails_at_once_while_new_connections_are_still_served() {
+        let verifier = Arc::new(IdentityVerifier::with_jwks(
+            "test",
+            "gatehouse",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        // Far longer than the test: the listener must still accept when it asks.
+        let service = Service::new("test", Router::new(), verifier)
+            .with_shutdown_delay(Duration::from_secs(3600));
+        let served = tokio::spawn(service.serve(listener, shutdown.clone()));
+        let ready = |path: &'static str| async move {
+            let mut socket = TcpStream::connect(address).await.unwrap();
+            socket
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            until_closed(&mut socket).await
+        };
+        assert!(ready("/readyz").await.starts_with("HTTP/1.1 200"));
+
+        shutdown.trigger();
+
+        let readiness = ready("/readyz").await;
+        assert!(readiness.starts_with("HTTP/1.1 503"), "{readiness}");
+        assert!(readiness.contains(r#""shutdown":"failing""#), "{readiness}");
+        let health = ready("/healthz").await;
+        assert!(
+            health.starts_with("HTTP/1.1 200"),
+            "still serving: {health}"
+        );
+        assert!(!served.is_finished(), "the listener waits out the delay");
+        served.abort();
     }
 }

@@ -76,6 +76,9 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteSettings>,
     /// After SIGTERM, how long requests in flight may take before the gateway exits anyway.
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long the gateway answers `/readyz` not-ready while still serving
+    /// before it stops accepting (read at start).
+    pub shutdown_delay: Duration,
     /// How often the configuration file is checked for changes; `None`: only on SIGHUP.
     pub watch: Option<Duration>,
     /// How long a changed file must stay the same before the watch applies it, so a writer

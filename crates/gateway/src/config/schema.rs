@@ -57,6 +57,10 @@ pub struct File {
     pub rate_limits: BTreeMap<String, Spanned<RateLimit>>,
     /// How long requests in flight may take to finish after SIGTERM.
     pub drain_timeout: Period,
+    /// After SIGTERM, how long the gateway answers not-ready while still serving, before it
+    /// stops accepting and drains (zero: no delay).
+    #[serde(deserialize_with = "any_duration")]
+    pub shutdown_delay: std::time::Duration,
     /// How often the file is checked for changes, or `off`.
     pub watch: Watch,
     /// How long a changed file must stay unchanged before it is applied.
@@ -88,6 +92,7 @@ impl Default for File {
             routes: None,
             rate_limits: BTreeMap::new(),
             drain_timeout: Period::secs(30),
+            shutdown_delay: std::time::Duration::ZERO,
             watch: Watch(Some(Duration::from_secs(1))),
             watch_settle: Period::millis(200),
         }

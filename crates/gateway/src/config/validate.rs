@@ -53,6 +53,7 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
         rate_limits,
         routes,
         drain_timeout: raw.drain_timeout.0,
+        shutdown_delay: raw.shutdown_delay,
         watch: raw.watch.0,
         watch_settle: raw.watch_settle.0,
     }

@@ -61,6 +61,9 @@ pub struct ServiceConfig {
     pub limits: Limits,
     /// After SIGTERM, how long requests in flight may take before the service exits anyway.
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long the service answers not-ready while still serving before it stops
+    /// accepting: the time an orchestrator needs to stop sending it traffic (default: none).
+    pub shutdown_delay: Duration,
 }
 
 impl ServiceConfig {
@@ -114,6 +117,7 @@ impl ServiceDefaults {
             access_log: AccessLogTarget::default(),
             limits: Limits::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
         }
     }
 
@@ -168,6 +172,7 @@ impl ServiceDefaults {
         config.access_log = raw.access_log.unwrap_or(config.access_log);
         config.limits = raw.limits.into();
         config.drain_timeout = raw.drain_timeout.map_or(config.drain_timeout, |p| p.0);
+        config.shutdown_delay = raw.shutdown_delay.unwrap_or(config.shutdown_delay);
         mistakes
             .finish(config)
             .map_err(|mistakes| LoadError::Invalid {
@@ -187,7 +192,16 @@ struct File {
     identity: Identity,
     access_log: Option<AccessLogTarget>,
     drain_timeout: Option<Period>,
+    #[serde(default, deserialize_with = "some_duration")]
+    shutdown_delay: Option<Duration>,
     limits: ConnectionLimits,
+}
+
+/// `shutdown_delay` may be zero (no delay), unlike the periods.
+fn some_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    super::values::any_duration(deserializer).map(Some)
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,11 +40,13 @@ impl<'de> Deserialize<'de> for Period {
 /// A duration that may be zero (`0` or `0s`), such as a key's activation delay.
 pub fn any_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime_serde::re::humantime::parse_duration(text.trim()).map_err(|error| {
-        D::Error::custom(format!(
-            "{text:?} is not a duration like 500ms, 5s or 15m ({error})"
-        ))
-    })
+    parse_any_duration(&text).map_err(D::Error::custom)
+}
+
+/// As [`any_duration`], from a command-line value.
+pub fn parse_any_duration(text: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{text:?} is not a duration like 500ms, 5s or 15m ({error})"))
 }
 
 #[cfg(test)]
