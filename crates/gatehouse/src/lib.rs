@@ -4,8 +4,12 @@
 //! - [`up`]: the whole system in one process, each part on its own port, talking real HTTP.
 //! - [`standalone`]: one part per process, as deployed.
 //! - [`admin`]: commands on the gateway's store (machine clients), beside a running gateway.
+//! - [`probe`]: the container image's HTTP health check.
+//! - [`accounts`]: an account made in the users database (a deployment's first admin).
 
+pub mod accounts;
 pub mod admin;
+pub mod probe;
 pub mod standalone;
 pub mod up;
 

@@ -83,6 +83,19 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Manage accounts in the users database directly (a deployment's first admin).
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+    /// GET a URL and exit 0 on a 2xx answer: the container image's health check (it has no
+    /// shell and no curl), e.g. `gatehouse probe http://127.0.0.1:8001/healthz`.
+    Probe {
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = kit::config::values::parse_any_duration)]
+        timeout: std::time::Duration,
+    },
     /// Validate a gateway configuration file exactly as the gateway would, without starting.
     CheckConfig {
         #[arg(default_value = "config/gateway.yaml")]
@@ -153,6 +166,32 @@ enum ClientsAction {
 }
 
 #[derive(Subcommand)]
+enum AccountsAction {
+    /// Create an account; its password is read from stdin (one line), never an argument.
+    /// Example: `gatehouse accounts create root --email root@example.com --role admin < pw.txt`
+    Create {
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        full_name: Option<String>,
+        /// `admin` or `user`.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Space-separated scopes, e.g. "time:read".
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// The users service's database (as the service is given it).
+        #[arg(
+            long,
+            env = "GATEHOUSE_DATABASE_URL",
+            default_value = "sqlite://data/users.db"
+        )]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Add a new signing key; the previous one verifies until its tokens expire.
     Rotate,
@@ -214,6 +253,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("Sign in: curl -s -X POST -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"a\"}}' http://{}/api/login", running.gateway);
             running.wait().await
         }
+        Command::Accounts {
+            action:
+                AccountsAction::Create {
+                    username,
+                    email,
+                    full_name,
+                    role,
+                    scopes,
+                    database_url,
+                },
+        } => {
+            let new = gatehouse::accounts::NewAccount {
+                database_url,
+                username,
+                email,
+                full_name,
+                role,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            };
+            let said = gatehouse::accounts::create(new, std::io::stdin().lock()).await?;
+            println!("{said}");
+            Ok(())
+        }
+        Command::Probe { url, timeout } => gatehouse::probe::probe(&url, timeout).await,
         Command::Gateway { config } => standalone::gateway(&config, Shutdown::on_signals()).await,
         Command::Service(command) => {
             let (part, options) = command.part();

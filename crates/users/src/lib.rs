@@ -101,43 +101,85 @@ const DEMO_ACCOUNTS: [(&str, &str, Role, &[&str]); 2] = [
     ("test", "test", Role::User, &["time:read"]),
 ];
 
+/// An account to create outside the API: the quickstart's demo accounts, or a deployment's
+/// first admin (`gatehouse accounts create`), which no admin exists yet to create by the API.
+pub struct Account<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub full_name: &'a str,
+    pub password: String,
+    pub role: Role,
+    pub scopes: Vec<String>,
+}
+
+/// What [`create_account`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    New(uuid::Uuid),
+    /// An account with that username exists; it was left as it is.
+    Exists,
+    /// Another account holds this one's `field` (its email): nothing was created.
+    Taken(&'static str),
+}
+
+/// Creates `account` with every value checked as the API checks it (a bad one is an error
+/// naming the field), the password hashed with argon2id.
+pub async fn create_account(db: &Database, account: Account<'_>) -> anyhow::Result<Created> {
+    let users = UserStore::new(db.clone());
+    let name = account.username;
+    let invalid =
+        |e: kit::FieldError| anyhow::anyhow!("account {name}: {}: {}", e.field, e.message);
+    let username = Username::parse(name).map_err(invalid)?;
+    if users.username_exists(&username).await? {
+        return Ok(Created::Exists);
+    }
+    let new = NewUser {
+        email: Email::parse(account.email).map_err(invalid)?,
+        full_name: FullName::parse(account.full_name).map_err(invalid)?,
+        password_hash: Password::parse(account.password)
+            .map_err(invalid)?
+            .hash()
+            .await?,
+        role: account.role,
+        scopes: Scopes::parse(&account.scopes)
+            .map_err(|errors| anyhow::anyhow!("account {name}: bad scopes {errors:?}"))?,
+        is_active: true,
+        username,
+    };
+    match users.insert(new).await {
+        Ok(user) => Ok(Created::New(user.id)),
+        // Created meanwhile by another replica starting beside this one.
+        Err(Error::Conflict { field: "username" }) => Ok(Created::Exists),
+        Err(Error::Conflict { field }) => Ok(Created::Taken(field)),
+        Err(other) => Err(anyhow::Error::new(other)).context("creating an account"),
+    }
+}
+
 /// Creates admin/"a" (role admin, scopes `time:read time:precise`) and test/"test" (role user,
 /// scope `time:read`). Idempotent: an account that exists is left as it is.
 pub async fn seed_demo_accounts(db: &Database) -> anyhow::Result<()> {
-    let users = UserStore::new(db.clone());
     for (name, password, role, scopes) in DEMO_ACCOUNTS {
-        let invalid =
-            |e: kit::FieldError| anyhow::anyhow!("demo account {name}: {}: {}", e.field, e.message);
-        let username = Username::parse(name).map_err(invalid)?;
-        if users.username_exists(&username).await? {
-            continue;
-        }
-        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        let new = NewUser {
-            email: Email::parse(&format!("{name}@example.com")).map_err(invalid)?,
-            full_name: FullName::parse(&format!("Demo {name}")).map_err(invalid)?,
-            password_hash: Password::parse(password.to_owned())
-                .map_err(invalid)?
-                .hash()
-                .await?,
+        let account = Account {
+            username: name,
+            email: &format!("{name}@example.com"),
+            full_name: &format!("Demo {name}"),
+            password: password.to_owned(),
             role,
-            scopes: Scopes::parse(&scopes)
-                .map_err(|errors| anyhow::anyhow!("demo account {name}: bad scopes {errors:?}"))?,
-            is_active: true,
-            username,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         };
-        match users.insert(new).await {
-            Ok(user) => tracing::info!(user.id = %user.id, username = name, "demo account created"),
-            // Created meanwhile by another replica starting beside this one.
-            Err(Error::Conflict { field: "username" }) => {}
-            Err(Error::Conflict { field }) => {
-                tracing::warn!(
-                    username = name,
-                    field,
-                    "demo account not created: another user has its {field}"
-                );
+        match create_account(db, account)
+            .await
+            .context("creating a demo account")?
+        {
+            Created::New(id) => {
+                tracing::info!(user.id = %id, username = name, "demo account created")
             }
-            Err(other) => return Err(anyhow::Error::new(other)).context("creating a demo account"),
+            Created::Exists => {}
+            Created::Taken(field) => tracing::warn!(
+                username = name,
+                field,
+                "demo account not created: another user has its {field}"
+            ),
         }
     }
     Ok(())

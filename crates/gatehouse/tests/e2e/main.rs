@@ -10,6 +10,8 @@ mod cache;
 mod cache_redis;
 mod captured_identity;
 mod config;
+mod deploy;
+mod deploy_manifests;
 mod devices;
 mod drain;
 mod gateway_observe;
