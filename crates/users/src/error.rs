@@ -6,6 +6,9 @@ use kit::{FieldError, Problem};
 
 /// The problem type of a wrong `current_password`.
 pub const WRONG_CURRENT_PASSWORD: &str = "urn:gatehouse:problem:wrong-current-password";
+/// The problem type of an admin's own password or email changed through the admin API without
+/// `current_password`.
+pub const CURRENT_PASSWORD_REQUIRED: &str = "urn:gatehouse:problem:current-password-required";
 /// The problem type of a password guess refused because too many came before it.
 pub const TOO_MANY_ATTEMPTS: &str = "urn:gatehouse:problem:too-many-attempts";
 
@@ -25,6 +28,11 @@ pub enum Error {
     /// `current_password` is not the account's password.
     #[error("The current password is incorrect.")]
     WrongCurrentPassword,
+    /// An admin changing their own password or email through `/users/{id}` sent no
+    /// `current_password`. 403 rather than 422: the body is valid for any other account, and the
+    /// document cannot know whose account the caller is.
+    #[error("Changing your own password or email needs `current_password`, as through /users/me.")]
+    CurrentPasswordRequired,
     /// Too many password guesses under one key (an account, a caller and a username) in the
     /// window; the next may come after `retry_after`.
     #[error("Too many password attempts; try again later.")]
@@ -60,6 +68,9 @@ impl From<Error> for Problem {
             Error::WrongCurrentPassword => Problem::forbidden(detail)
                 .with_title("Wrong current password")
                 .with_type(WRONG_CURRENT_PASSWORD),
+            Error::CurrentPasswordRequired => Problem::forbidden(detail)
+                .with_title("Current password required")
+                .with_type(CURRENT_PASSWORD_REQUIRED),
             Error::TooManyAttempts { retry_after } => {
                 // Whole seconds, rounded up, so a client waiting that long is never early.
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

@@ -110,7 +110,7 @@ mod tests {
                 .map(|(sku, quantity, price)| NewItem {
                     sku: Sku::parse(sku).unwrap(),
                     quantity: Quantity::new(*quantity).unwrap(),
-                    unit_price: Cents::new(*price).unwrap(),
+                    unit_price: Cents::unit_price(*price).unwrap(),
                 })
                 .collect(),
         )

@@ -29,15 +29,21 @@ impl Sku {
     }
 }
 
-/// How many units a line orders: at least one. The upper bound is the store's (64-bit); what a
-/// line costs in all is checked when the order's total is computed.
+/// How many units a line orders: 1 to [`Quantity::MAX`]. With [`Cents::MAX_UNIT_PRICE`] and
+/// `NewOrder::MAX_ITEMS`, the bound keeps every order's total within 64 bits, so an order the
+/// document calls valid is never refused for its arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantity(i64);
 
 impl Quantity {
+    pub const MAX: i64 = 1_000_000;
+
     pub fn new(value: i64) -> Result<Self, &'static str> {
         if value < 1 {
             return Err("must be at least 1");
+        }
+        if value > Self::MAX {
+            return Err("must be at most 1000000");
         }
         Ok(Self(value))
     }
@@ -53,10 +59,16 @@ pub struct Cents(i64);
 
 impl Cents {
     pub const ZERO: Self = Self(0);
+    /// The highest price of one unit: 100 million in cents. See [`Quantity`] for why there is one.
+    pub const MAX_UNIT_PRICE: i64 = 10_000_000_000;
 
-    pub fn new(value: i64) -> Result<Self, &'static str> {
+    /// A unit price: 0 to [`Cents::MAX_UNIT_PRICE`].
+    pub fn unit_price(value: i64) -> Result<Self, &'static str> {
         if value < 0 {
             return Err("must not be negative");
+        }
+        if value > Self::MAX_UNIT_PRICE {
+            return Err("must be at most 10000000000");
         }
         Ok(Self(value))
     }
@@ -109,25 +121,33 @@ mod tests {
     }
 
     #[test]
-    fn quantities_start_at_one_and_prices_at_zero() {
+    fn quantities_run_from_one_to_a_million_and_prices_from_zero_to_their_maximum() {
         assert!(Quantity::new(0).is_err());
         assert!(Quantity::new(-1).is_err());
-        assert_eq!(Quantity::new(i64::MAX).map(Quantity::get), Ok(i64::MAX));
-        assert!(Cents::new(-1).is_err());
-        assert_eq!(Cents::new(0), Ok(Cents::ZERO));
+        assert_eq!(
+            Quantity::new(Quantity::MAX).map(Quantity::get),
+            Ok(1_000_000)
+        );
+        assert!(Quantity::new(Quantity::MAX + 1).is_err());
+        assert!(Quantity::new(i64::MAX).is_err());
+        assert!(Cents::unit_price(-1).is_err());
+        assert_eq!(Cents::unit_price(0), Ok(Cents::ZERO));
+        assert_eq!(
+            Cents::unit_price(Cents::MAX_UNIT_PRICE).map(Cents::get),
+            Ok(10_000_000_000)
+        );
+        assert!(Cents::unit_price(Cents::MAX_UNIT_PRICE + 1).is_err());
+        assert!(Cents::unit_price(i64::MAX).is_err());
     }
 
     #[test]
     fn arithmetic_past_64_bits_is_refused_not_wrapped() {
-        let big = Cents::new(1 << 32).unwrap();
-        let many = Quantity::new(1 << 32).unwrap();
-        assert_eq!(big.times(many), None);
+        assert_eq!(Cents(i64::MAX).times(Quantity(2)), None);
+        assert_eq!(Cents(i64::MAX).plus(Cents(1)), None);
         assert_eq!(
-            Cents::new(i64::MAX).unwrap().plus(Cents::new(1).unwrap()),
-            None
-        );
-        assert_eq!(
-            Cents::new(250).unwrap().times(Quantity::new(3).unwrap()),
+            Cents::unit_price(250)
+                .unwrap()
+                .times(Quantity::new(3).unwrap()),
             Some(Cents(750))
         );
     }

@@ -60,12 +60,12 @@ pub struct CreateOrderItem {
     #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     #[serde(default)]
     sku: Field<String>,
-    /// How many: a whole number, at least 1.
-    #[schema(value_type = i64, required = true, minimum = 1)]
+    /// How many: a whole number, 1 to 1000000.
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1_000_000)]
     #[serde(default)]
     quantity: Field<Integer>,
-    /// The price of one unit, in integer cents; 0 or more.
-    #[schema(value_type = i64, required = true, minimum = 0)]
+    /// The price of one unit, in integer cents: 0 to 10000000000 (100 million).
+    #[schema(value_type = i64, required = true, minimum = 0, maximum = 10_000_000_000_i64)]
     #[serde(default)]
     unit_price_cents: Field<Integer>,
     #[serde(flatten)]
@@ -115,7 +115,7 @@ fn parse_item(fields: &mut Fields, at: &str, line: Field<CreateOrderItem>) -> Op
         .and_then(|Integer(number)| fields.check(&quantity_field, Quantity::new(number)));
     let unit_price = fields
         .required(&price_field, item.unit_price_cents)
-        .and_then(|Integer(number)| fields.check(&price_field, Cents::new(number)));
+        .and_then(|Integer(number)| fields.check(&price_field, Cents::unit_price(number)));
     fields.refuse_unknown(at, item.unknown, ITEM_MEMBERS);
     Some(NewItem {
         sku: sku?,

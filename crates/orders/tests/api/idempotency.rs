@@ -309,7 +309,7 @@ async fn a_create_that_loses_the_race_for_its_key_answers_with_the_winners_order
     let new = NewOrder::new(vec![NewItem {
         sku: Sku::parse("A").unwrap(),
         quantity: Quantity::new(1).unwrap(),
-        unit_price: Cents::new(100).unwrap(),
+        unit_price: Cents::unit_price(100).unwrap(),
     }])
     .unwrap();
     let key = IdempotencyKey::parse(b"raced").unwrap();

@@ -5,7 +5,7 @@
 
 use kit::testing::conformance::{assert_conforms, operations, served_document, Contract};
 use kit::testing::openapi::property;
-use orders::domain::{IdempotencyKey, NewOrder, Sku};
+use orders::domain::{Cents, IdempotencyKey, NewOrder, Quantity, Sku};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -164,8 +164,10 @@ async fn every_limit_the_domain_types_enforce_is_stated_as_a_schema_keyword() {
     assert!(sku["pattern"].is_string(), "{sku}");
     let quantity = property(&document, "NewOrderItem", "quantity");
     assert_eq!(quantity["minimum"], 1, "{quantity}");
+    assert_eq!(quantity["maximum"], Quantity::MAX, "{quantity}");
     let price = property(&document, "NewOrderItem", "unit_price_cents");
     assert_eq!(price["minimum"], 0, "{price}");
+    assert_eq!(price["maximum"], Cents::MAX_UNIT_PRICE, "{price}");
     let key = &document["paths"]["/orders"]["post"]["parameters"][0]["schema"];
     assert_eq!(key["maxLength"], IdempotencyKey::MAX_LEN, "{key}");
 }
@@ -192,6 +194,8 @@ async fn a_request_at_every_limit_the_document_states_is_accepted_and_one_past_i
     let sku_length = count(property(&document, "NewOrderItem", "sku"), "maxLength");
     let least_quantity = property(&document, "NewOrderItem", "quantity")["minimum"].clone();
     let least_price = property(&document, "NewOrderItem", "unit_price_cents")["minimum"].clone();
+    let most_quantity = property(&document, "NewOrderItem", "quantity")["maximum"].clone();
+    let most_price = property(&document, "NewOrderItem", "unit_price_cents")["maximum"].clone();
     let key_length = count(
         &document["paths"]["/orders"]["post"]["parameters"][0]["schema"],
         "maxLength",
@@ -225,6 +229,23 @@ async fn a_request_at_every_limit_the_document_states_is_accepted_and_one_past_i
     ] {
         let mut body = order(1, 1);
         body["items"][0][field] = (below.as_i64().unwrap() - 1).into();
+        let response = alice.post("/orders", &body).await;
+        assert_eq!(response.invalid_fields(), [format!("items[0].{field}")]);
+    }
+    // The largest order the document allows: its total fits, so it is never refused for it.
+    let mut largest = order(most_items, 1);
+    for line in largest["items"].as_array_mut().unwrap() {
+        line["quantity"] = most_quantity.clone();
+        line["unit_price_cents"] = most_price.clone();
+    }
+    let created = alice.post("/orders", &largest).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    for (field, most) in [
+        ("quantity", &most_quantity),
+        ("unit_price_cents", &most_price),
+    ] {
+        let mut body = order(1, 1);
+        body["items"][0][field] = (most.as_i64().unwrap() + 1).into();
         let response = alice.post("/orders", &body).await;
         assert_eq!(response.invalid_fields(), [format!("items[0].{field}")]);
     }

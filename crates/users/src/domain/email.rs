@@ -13,23 +13,25 @@ impl Email {
     const FIELD: &'static str = "email";
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let email = raw.trim().to_lowercase();
-        if email.is_empty() {
+        // Measured as sent, as the document's `maxLength` and pattern measure it: lower-casing
+        // can lengthen a string (`İ` becomes two characters).
+        let sent = raw.trim();
+        if sent.is_empty() {
             return Err(FieldError::new(Self::FIELD, "must not be empty"));
         }
-        if email.chars().count() > Self::MAX_CHARS {
+        if sent.chars().count() > Self::MAX_CHARS {
             return Err(FieldError::new(
                 Self::FIELD,
                 format!("must be at most {} characters", Self::MAX_CHARS),
             ));
         }
-        if !has_email_shape(&email) {
+        if !has_email_shape(sent) {
             return Err(FieldError::new(
                 Self::FIELD,
                 "must be an address like name@example.com",
             ));
         }
-        Ok(Self(email))
+        Ok(Self(sent.to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -46,7 +48,8 @@ fn has_email_shape(email: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '@')
     };
     !local.is_empty()
-        && local.len() <= 64
+        // Characters, not bytes: the document's pattern can count only characters.
+        && local.chars().count() <= 64
         && plain(local)
         && plain(domain)
         && domain.contains('.')
@@ -91,5 +94,19 @@ mod tests {
                 "accepted an email with {reason}"
             );
         }
+    }
+
+    #[test]
+    fn limits_count_characters_as_sent_like_the_documents_pattern() {
+        let local = "é".repeat(64);
+        assert!(
+            Email::parse(&format!("{local}@example.com")).is_ok(),
+            "64 characters in 128 bytes"
+        );
+        let long = format!("{}@example.com", "İ".repeat(60));
+        assert!(
+            Email::parse(&long).is_ok(),
+            "72 characters as sent, more once lower-cased"
+        );
     }
 }

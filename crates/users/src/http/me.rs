@@ -6,6 +6,8 @@ use kit::fields::{Field, Fields, Unknown};
 use kit::openapi::problems;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -47,7 +49,7 @@ async fn read(
 #[serde(expecting = "an object of the fields to change")]
 struct UpdateMe {
     /// An address like name@example.com, at most 254 characters.
-    #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
+    #[schema(value_type = String, required = false, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     #[serde(default)]
     email: Field<String>,
     /// At most 200 characters, no control characters; `null` or blank clears the name.
@@ -159,6 +161,68 @@ async fn update(
     Ok(Json(user))
 }
 
+/// The members whose change needs `current_password` beside them.
+const SECRETS: [&str; 2] = ["email", "password"];
+
+/// States in the document what [`current_password_for`] enforces, so a client (or a fuzzer)
+/// generated from it sends `current_password` with `email` or `password`. That is JSON Schema's
+/// `dependentRequired`, which utoipa's types cannot state, so it is said with keywords they can:
+/// the body of `PATCH /users/me` is an `UpdateMe` that also either has `current_password` or
+/// names no member but the others (`propertyNames`: `full_name`).
+pub(super) fn state_that_secrets_need_the_current_password(api: &mut OpenApi) {
+    const SCHEMA: &str = "UpdateMe";
+    const FIELD: &str = "current_password";
+    let others: Vec<String> = match api
+        .components
+        .as_ref()
+        .and_then(|components| components.schemas.get(SCHEMA))
+    {
+        Some(RefOr::T(Schema::Object(object))) => object
+            .properties
+            .keys()
+            .filter(|name| *name != FIELD && !SECRETS.contains(&name.as_str()))
+            .cloned()
+            .collect(),
+        _ => return,
+    };
+    let Some(RefOr::T(content)) = api
+        .paths
+        .paths
+        .get_mut("/users/me")
+        .and_then(|item| item.patch.as_mut())
+        .and_then(|operation| match operation.request_body.as_mut() {
+            Some(RefOr::T(body)) => body.content.get_mut("application/json"),
+            _ => None,
+        })
+    else {
+        return;
+    };
+    let with_current_password = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .required(FIELD)
+        .build();
+    let without_secrets = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(others)),
+        ))
+        .build();
+    let rule = AnyOfBuilder::new()
+        .description(Some(
+            "`current_password` is required with `email` or `password`.",
+        ))
+        .item(with_current_password)
+        .item(without_secrets);
+    content.schema = Some(RefOr::T(Schema::AllOf(
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name(SCHEMA))
+            .item(rule)
+            .build(),
+    )));
+}
+
 /// `current_password` as sent, checked for shape: required when the change touches the password
 /// or email (`changes_a_secret`), ignored otherwise.
 pub(super) fn current_password_for(
@@ -170,7 +234,8 @@ pub(super) fn current_password_for(
     if changes_a_secret && !matches!(sent, Field::Given(_) | Field::Invalid(_)) {
         return fields.refuse(FIELD, "is required to change the password or email");
     }
-    let raw = fields.optional(FIELD, sent)?;
+    // Never `null`: the document states it as a string wherever it is sent.
+    let raw = fields.not_null(FIELD, sent)?;
     if !changes_a_secret {
         return None;
     }

@@ -43,10 +43,12 @@ impl AppState {
 /// document ([`crate::openapi`]) is built from exactly these.
 pub fn api() -> OpenApiRouter<AppState> {
     // `default()`, not `new()`: `new()` fills the document's info from utoipa-axum's own package.
-    OpenApiRouter::default()
+    let mut api = OpenApiRouter::default()
         .merge(users::router())
         .merge(me::router())
-        .merge(credentials::router())
+        .merge(credentials::router());
+    me::state_that_secrets_need_the_current_password(api.get_openapi_mut());
+    api
 }
 
 /// The service's own routes on `state`; the kit adds health, request ids, the identity

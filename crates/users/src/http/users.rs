@@ -79,7 +79,7 @@ struct CreateUser {
     username: Field<String>,
     /// An address like name@example.com, at most 254 characters; unique, compared
     /// case-insensitively.
-    #[schema(value_type = String, required = true, example = "alice@example.com", format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
+    #[schema(value_type = String, required = true, example = "alice@example.com", max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     #[serde(default)]
     email: Field<String>,
     /// 1 to 1024 characters, taken as typed, kept only as an argon2id hash.
@@ -147,13 +147,14 @@ async fn create(
         .optional("full_name", body.full_name)
         .and_then(|raw| fields.check("full_name", FullName::parse(&raw)))
         .flatten();
+    // Left out, these take their defaults; `null` is refused, as the document types them.
     let role = fields
-        .optional("role", body.role)
+        .not_null("role", body.role)
         .and_then(|raw| fields.check("role", Role::parse(&raw)));
     let scopes = fields
-        .optional("scopes", body.scopes)
+        .not_null("scopes", body.scopes)
         .and_then(|raw| fields.check("scopes", Scopes::parse(&raw)));
-    let is_active = fields.optional("is_active", body.is_active);
+    let is_active = fields.not_null("is_active", body.is_active);
     fields.refuse_unknown("", body.unknown, CREATE_MEMBERS);
     // Each required one is `None` exactly when it had an error, and the rest are checked by
     // `finish`: past both, every value is valid.
@@ -215,7 +216,7 @@ struct UpdateUser {
     #[serde(default)]
     username: Field<String>,
     /// An address like name@example.com, at most 254 characters.
-    #[schema(value_type = String, required = false, format = Email, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
+    #[schema(value_type = String, required = false, max_length = 254, pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$")]
     #[serde(default)]
     email: Field<String>,
     /// At most 200 characters, no control characters; `null` or blank clears the name.
@@ -228,7 +229,8 @@ struct UpdateUser {
     password: Field<String>,
     /// The caller's own password as it is now: required only when an admin changes their own
     /// password or email here, as through `/users/me`, so a stolen token cannot take the
-    /// account over; not needed for another user's account.
+    /// account over (without it, 403 `current-password-required`); not needed for another
+    /// user's account.
     #[schema(value_type = String, required = false, write_only, max_length = 1024)]
     #[serde(default)]
     current_password: Field<String>,
@@ -262,7 +264,7 @@ const UPDATE_MEMBERS: &str = "`username`, `email`, `full_name`, `password`, `cur
         problems::Identified,
         problems::JsonBody,
         problems::Stored,
-        (status = FORBIDDEN, description = "The caller is not an admin, or is changing their own password or email with a wrong `current_password` (type `urn:gatehouse:problem:wrong-current-password`)."),
+        (status = FORBIDDEN, description = "The caller is not an admin, or is changing their own password or email without `current_password` (type `urn:gatehouse:problem:current-password-required`) or with a wrong one (type `urn:gatehouse:problem:wrong-current-password`)."),
         (status = NOT_FOUND, description = "No user has this id (or it is not a UUID)."),
         (status = CONFLICT, description = "Another user already has this username or email, or the change would leave no active admin (the last one cannot be demoted or deactivated)."),
         (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account (5 per 15 minutes); `Retry-After` says when to try again. The password was not checked."),
@@ -276,6 +278,9 @@ async fn update(
 ) -> Result<Json<User>, Error> {
     let mut fields = Fields::default();
     let own_secret = admin.0 == Some(id) && (body.email.is_sent() || body.password.is_sent());
+    if own_secret && matches!(body.current_password, Field::Absent) {
+        return Err(Error::CurrentPasswordRequired);
+    }
     let current_password =
         super::me::current_password_for(&mut fields, own_secret, body.current_password);
     let username = fields

@@ -16,6 +16,13 @@ fn with(field: &str, value: Value) -> Value {
     body
 }
 
+/// `new_user("valid")` with `field` sent as `null`.
+fn null(field: &str) -> Value {
+    let mut body = new_user("valid");
+    body[field] = Value::Null;
+    body
+}
+
 #[tokio::test]
 async fn invalid_new_users_are_refused_naming_the_field() {
     let app = spawn_app().await;
@@ -91,6 +98,11 @@ async fn invalid_new_users_are_refused_naming_the_field() {
             "scopes",
             "33 scopes",
         ),
+        // The document types these as a role, a list and a boolean, none of them nullable:
+        // left out they take their defaults, and `null` is refused rather than taken for one.
+        (null("role"), "role", "null"),
+        (null("scopes"), "scopes", "null"),
+        (null("is_active"), "is_active", "null"),
     ] {
         let response = app.admin().post("/users", &body).await;
         assert_eq!(
