@@ -414,6 +414,13 @@ mod tests {
         }
     }
 
+    /// Out of rotation, a trial due in `backoff`.
+    fn ejected_for(backoff: Duration) -> Availability {
+        Availability::Unavailable {
+            retry_in: Some(backoff),
+        }
+    }
+
     fn record(
         instance: &Instance,
         at: &Timeline,
@@ -449,9 +456,7 @@ mod tests {
         record(&instance, &at, failure, false, &BREAKER);
         assert_eq!(
             instance.availability(at.now()),
-            Availability::Unavailable {
-                retry_in: Some(BREAKER.backoff)
-            }
+            ejected_for(BREAKER.backoff)
         );
     }
 
@@ -476,9 +481,7 @@ mod tests {
         at.pass(BREAKER.backoff - Duration::from_millis(1));
         assert_eq!(
             instance.availability(at.now()),
-            Availability::Unavailable {
-                retry_in: Some(Duration::from_millis(1))
-            },
+            ejected_for(Duration::from_millis(1)),
             "not a millisecond early"
         );
         at.pass(Duration::from_millis(1));
@@ -497,9 +500,7 @@ mod tests {
         record(&instance, &at, Outcome::Failure("connect"), true, &BREAKER);
         assert_eq!(
             instance.availability(at.now()),
-            Availability::Unavailable {
-                retry_in: Some(BREAKER.backoff * 2)
-            },
+            ejected_for(BREAKER.backoff * 2),
             "the back-off doubled"
         );
         at.pass(BREAKER.backoff * 2);
@@ -655,9 +656,7 @@ mod tests {
         record(&instance, &at, Outcome::Failure("5xx"), true, &forgiving);
         assert_eq!(
             instance.availability(at.now()),
-            Availability::Unavailable {
-                retry_in: Some(QUICK.backoff * 2)
-            },
+            ejected_for(QUICK.backoff * 2),
             "doubled"
         );
     }
