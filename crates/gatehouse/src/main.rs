@@ -235,6 +235,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 admin_port,
                 data_dir,
                 config,
+                clock: gateway::clock::Clock::System,
             };
             let running = up::start(options, shutdown).await?;
             println!("gatehouse is up");

@@ -29,6 +29,8 @@ pub struct UpOptions {
     /// The services' files (`users.yaml`, `orders.yaml`, `clock.yaml`, each optional) are read
     /// from the same folder.
     pub config: Option<PathBuf>,
+    /// Where the gateway reads the time: the system's, or a test's manual clock.
+    pub clock: gateway::clock::Clock,
 }
 
 /// A started system: its addresses, and the tasks serving them.
@@ -93,9 +95,14 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     let metrics = Metrics::new();
     let access_log =
         AccessLog::open(&config.access_log, &metrics).context("opening the access log")?;
-    let mut gateway = gateway::Gateway::build_observed(config, metrics.clone(), access_log.clone())
-        .await
-        .context("starting the gateway")?;
+    let mut gateway = gateway::Gateway::build_observed(
+        config,
+        metrics.clone(),
+        access_log.clone(),
+        options.clock.clone(),
+    )
+    .await
+    .context("starting the gateway")?;
     // The routes file is watched (and reread on SIGHUP) as in a deployed gateway.
     if let Some(file) = file {
         gateway = gateway.watch_file(file, vars);

@@ -10,6 +10,7 @@ use crate::auth::keys::{KeyTiming, Keys};
 use crate::auth::tokens::Tokens;
 use crate::auth::Verifier;
 use crate::cache::ResponseCache;
+use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::issuer::device::DeviceTokens;
 use crate::issuer::throttle::KnownDeviceSlots;
@@ -45,6 +46,9 @@ pub struct AppState {
     pub limiter: crate::limit::Limiter,
     /// Stored answers of the routes with `cache:` (in Redis when the state is).
     pub cache: ResponseCache,
+    /// Where sign-in reads the time: device-token and refresh-token lifetimes (the system's,
+    /// or a test's manual clock).
+    pub clock: Clock,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -52,7 +56,11 @@ pub type App = Arc<AppState>;
 
 impl AppState {
     /// Opens the store (creating the first signing key if needed) and builds the first routing.
-    pub async fn open(config: GatewayConfig, observe: Observe) -> anyhow::Result<Self> {
+    pub async fn open(
+        config: GatewayConfig,
+        observe: Observe,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect_with(config.store.expose_secret(), config.store_pool).await?;
         let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
         let keys = Arc::new(
@@ -63,7 +71,7 @@ impl AppState {
             )
             .await?,
         );
-        let devices = DeviceTokens::load(&store).await?;
+        let devices = DeviceTokens::load(&store, clock.clone()).await?;
         let auth = Verifier {
             tokens: Tokens::new(Arc::clone(&keys), config.tokens.clone()),
             identities: IdentityMinter::new(Arc::clone(&keys), config.tokens.issuer.clone()),
@@ -86,6 +94,7 @@ impl AppState {
             limiter: crate::limit::Limiter::new(&observe.metrics),
             observe,
             cache,
+            clock,
         })
     }
 

@@ -260,11 +260,8 @@ impl Reloader {
                     self.remember(contents);
                 }
                 () = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(3600))), if interval.is_some() => {
-                    match tokio::fs::read(self.path.as_ref()).await {
-                        Ok(contents) => {
-                            unreadable = false;
-                            self.changed(contents).await;
-                        }
+                    match self.look().await {
+                        Ok(()) => unreadable = false,
                         Err(error) if !unreadable => {
                             unreadable = true;
                             tracing::warn!(file = %self.path.display(), %error, "cannot read the configuration file; the running one stays");
@@ -274,6 +271,14 @@ impl Reloader {
                 }
             }
         }
+    }
+
+    /// One look at the file, as the watch takes one every `watch`: applies it if it changed
+    /// and settled; a file refused once is not tried again until it changes.
+    pub async fn look(&self) -> std::io::Result<()> {
+        let contents = tokio::fs::read(self.path.as_ref()).await?;
+        self.changed(contents).await;
+        Ok(())
     }
 
     /// Applies `contents` if they differ from the last seen, once the file has stayed the same

@@ -18,6 +18,7 @@ use axum::http::header;
 use kit::observe::{AccessLog, Metrics, EXPOSITION_CONTENT_TYPE};
 
 use crate::app::{App, AppState};
+use crate::clock::Clock;
 use crate::config::{GatewayConfig, Vars};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
 use crate::pipeline::observe::Observe;
@@ -42,19 +43,20 @@ impl Gateway {
         let metrics = Metrics::new();
         let access_log = AccessLog::open(&config.access_log, &metrics)
             .map_err(|error| anyhow::anyhow!("access_log: {error}"))?;
-        Self::build_observed(config, metrics, access_log).await
+        Self::build_observed(config, metrics, access_log, Clock::System).await
     }
 
     /// As [`Gateway::build`], recording into `metrics` and `access_log` (shared with the
-    /// services when they run in the same process).
+    /// services when they run in the same process), reading the time from `clock`.
     pub async fn build_observed(
         config: GatewayConfig,
         metrics: Metrics,
         access_log: AccessLog,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
         let observe = Observe::new(metrics, access_log);
         Ok(Self {
-            app: Arc::new(AppState::open(config, observe).await?),
+            app: Arc::new(AppState::open(config, observe, clock).await?),
             reloader: None,
         })
     }

@@ -31,7 +31,7 @@ pub mod service;
 pub mod wait;
 
 pub use redis::TestRedis;
-pub use service::{spawn_service, SpawnedService};
+pub use service::{spawn_on_database, spawn_service, SpawnedService};
 pub use wait::{wait_for, wait_until};
 
 /// When set (say `postgres://postgres@127.0.0.1:5432/test`), tests run on PostgreSQL.

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -106,40 +105,41 @@ impl TestApp {
     /// The `gatehouse_requests_total` series, scraped until their total is `expected`: an
     /// answer is counted when its body has ended, a moment after the client read it.
     async fn requests_once_counted(&self, expected: u64) -> Vec<(Vec<(String, String)>, u64)> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let exposition = self.scrape().await;
-            let series: Vec<(Vec<(String, String)>, u64)> = exposition
-                .families
-                .get("gatehouse_requests")
-                .map(|family| {
-                    let names = family.get_label_names().to_vec();
-                    family
-                        .iter_samples()
-                        .map(|sample| {
-                            let set = sample.get_labelset().unwrap();
-                            let mut labels: Vec<(String, String)> = names
-                                .iter()
-                                .map(|name| {
-                                    let value = set.get_label_value(name).unwrap_or_default();
-                                    (name.clone(), value.to_owned())
-                                })
-                                .collect();
-                            labels.sort();
-                            let OpenMetricsValue::Counter(counter) = &sample.value else {
-                                panic!("a counter: {:?}", sample.value);
-                            };
-                            (labels, counter.value.as_f64() as u64)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let total: u64 = series.iter().map(|(_, count)| count).sum();
-            if total >= expected || Instant::now() > deadline {
-                return series;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        kit::testing::wait::read_until(
+            || self.requests_series(),
+            |series| series.iter().map(|(_, count)| count).sum::<u64>() >= expected,
+        )
+        .await
+    }
+
+    /// The `gatehouse_requests_total` series now, each as its sorted labels and its count.
+    async fn requests_series(&self) -> Vec<(Vec<(String, String)>, u64)> {
+        let exposition = self.scrape().await;
+        exposition
+            .families
+            .get("gatehouse_requests")
+            .map(|family| {
+                let names = family.get_label_names().to_vec();
+                family
+                    .iter_samples()
+                    .map(|sample| {
+                        let set = sample.get_labelset().unwrap();
+                        let mut labels: Vec<(String, String)> = names
+                            .iter()
+                            .map(|name| {
+                                let value = set.get_label_value(name).unwrap_or_default();
+                                (name.clone(), value.to_owned())
+                            })
+                            .collect();
+                        labels.sort();
+                        let OpenMetricsValue::Counter(counter) = &sample.value else {
+                            panic!("a counter: {:?}", sample.value);
+                        };
+                        (labels, counter.value.as_f64() as u64)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn log_lines(&self, count: usize) -> Vec<Value> {

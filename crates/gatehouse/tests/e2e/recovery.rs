@@ -1,6 +1,6 @@
 //! Instances that fail and recover: a breaker that forgives an instance that served well since
 //! its last incident, and still backs off from one that keeps failing; an instance frozen by
-//! SIGSTOP that the others cover for at once and the health checks soon take out.
+//! SIGSTOP that the others cover for at once and the health checks take out.
 
 use std::time::Duration;
 
@@ -60,13 +60,16 @@ async fn incidents_separated_by_healthy_periods_each_back_off_for_the_base_time(
         retry_afters.push(incident(&gate, &a).await);
         back_in_rotation(&gate).await;
         // Healthy for as long as the last back-off (the default decay): forgiven. This span of
-        // real time is the scenario's input (the breaker reads the real clock), not a wait for
-        // something: the instance must answer throughout it.
-        let healthy_until = tokio::time::Instant::now() + Duration::from_millis(1100);
-        while tokio::time::Instant::now() < healthy_until {
-            assert_eq!(gate.get("/api/pool/x").await.status(), 200);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // real time is the scenario's input, not a wait for something (the proxy's breaker
+        // reads the process's monotonic clock; its arithmetic is pinned exactly, on a clock the
+        // test moves, in proxy/instance.rs): the instance answers a steady stream throughout.
+        let steady = Load::start(format!("{}/api/pool/x", gate.url), 1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let tally = steady.finish().await;
+        assert!(
+            tally.ok > 0 && tally.failures.is_empty(),
+            "in rotation throughout: {tally:?}"
+        );
     }
     assert_eq!(retry_afters, vec![1, 1, 1, 1, 1]);
 
@@ -112,13 +115,29 @@ impl Process {
     }
 }
 
+/// Requests the gateway is waiting on `instance` (`host:port`) for now, from its metrics.
+async fn in_flight_on(gate: &Gate, instance: &str) -> u64 {
+    gate.metrics()
+        .await
+        .lines()
+        .find(|line| {
+            line.starts_with("gatehouse_instance_in_flight{")
+                && line.contains(&format!("instance=\"{instance}\""))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_timeouts() {
+async fn a_frozen_instance_under_steady_load_is_covered_for_at_once_and_taken_out_by_its_checks() {
     let a = Process::start().await;
     let b = Process::start().await;
-    // The default balance; health checks every 500 ms with their own short timeout.
+    // The default balance; health checks every 500 ms with their own short timeout. The
+    // request timeout is far past the test's patience: a request sent to the frozen instance
+    // hangs until it thaws, so whatever is answered meanwhile was never held up by it, and
+    // only the health checks (not timeouts tripping the breaker) can take it out.
     let gate = Gate::start(&format!(
-        "{head}  pool: {{ upstreams: [\"{a}\", \"{b}\"], timeout: 2s, connect_timeout: 1s, health: {{ path: /healthz, interval: 500ms, timeout: 250ms, healthy: 1, unhealthy: 2 }}, breaker: {{ failures: 3, backoff: 2s }} }}\n\
+        "{head}  pool: {{ upstreams: [\"{a}\", \"{b}\"], timeout: 1h, connect_timeout: 1s, health: {{ path: /healthz, interval: 500ms, timeout: 250ms, healthy: 1, unhealthy: 2 }}, breaker: {{ failures: 3, backoff: 2s }} }}\n\
          routes:\n  - {{ path: \"/api/pool/{{*rest}}\", methods: [GET], service: pool, to: \"/{{rest}}\", auth: public }}\n",
         head = config_head("off"),
         a = a.url,
@@ -137,7 +156,12 @@ async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_
     .await;
 
     a.freeze();
-    let frozen_at = tokio::time::Instant::now();
+    let frozen = a.url.trim_start_matches("http://").to_owned();
+    let served_before = load.tally().ok;
+    wait_for("the load to go on being served", || async {
+        (load.tally().ok >= served_before + 200).then_some(())
+    })
+    .await;
     wait_for(
         "the health checks to take the frozen instance out",
         || async {
@@ -146,39 +170,17 @@ async fn a_frozen_instance_under_steady_load_costs_no_second_of_service_and_few_
         },
     )
     .await;
-    let out_after = frozen_at.elapsed();
-    // The pool goes on serving on the other instance: a stream of answers, counted, not timed.
-    let served_before = load.tally().ok;
-    wait_for("the load to go on being served", || async {
-        (load.tally().ok >= served_before + 200).then_some(())
-    })
-    .await;
-    let tally = load.finish().await;
+    let hanging = in_flight_on(&gate, &frozen).await;
+    assert!(
+        (1..=2).contains(&hanging),
+        "requests did reach the frozen instance, and no more than two of the four workers \
+         (fewest in flight wins) were held there while the rest were served: {hanging}"
+    );
     a.thaw();
-
-    eprintln!(
-        "frozen instance: out after {out_after:?}; {} answered, {} failed, longest without an answer {:?}",
-        tally.ok,
-        tally.failures.len(),
-        tally.longest_silence
-    );
+    let tally = load.finish().await;
     assert!(
-        tally.longest_silence < Duration::from_secs(1),
-        "a whole second without a successful answer: {:?}",
-        tally.longest_silence
-    );
-    assert!(
-        tally.failures.len() <= 8 && tally.failures.iter().all(|failure| failure.contains("504")),
-        "at most a handful of timeouts: {:?}",
+        tally.failures.is_empty(),
+        "the requests held by the frozen instance were answered once it thawed: {:?}",
         tally.failures
-    );
-    // How soon the health checks take a frozen instance out is the behaviour under test, so a
-    // bound stays: the configured interval plus two check timeouts (`unhealthy: 2`), times a
-    // generous factor for a loaded machine. It catches a frozen instance left in rotation
-    // until a request timeout trips the breaker, not a slow check.
-    let detection = Duration::from_millis(500) + 2 * Duration::from_millis(250);
-    assert!(
-        out_after < detection * 4,
-        "the frozen instance was out only after {out_after:?}, not within a few health intervals"
     );
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `gatehouse up`, stopped with SIGTERM when dropped, so a failed assertion leaves
 /// no process behind.
@@ -68,18 +68,12 @@ fn gateway_url(up: &mut Up) -> String {
 
 /// The exit status and standard error of a start that must fail; never waits past 60 s.
 fn refused_start(dir: &Path) -> (std::process::ExitStatus, String) {
-    let mut up = up_with_open_umask(dir, Stdio::piped());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gatehouse up kept running on a store others can read"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let up = std::cell::RefCell::new(up_with_open_umask(dir, Stdio::piped()));
+    let status = kit::testing::wait::wait_for_blocking(
+        "gatehouse up to refuse a store others can read",
+        || up.borrow_mut().0.try_wait().unwrap(),
+    );
+    let mut up = up.into_inner();
     let mut stderr = String::new();
     up.0.stderr
         .take()

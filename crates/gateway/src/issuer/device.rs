@@ -23,6 +23,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::clock::Clock;
 use crate::store::Store;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -38,6 +39,8 @@ const SECRET_BYTES: usize = 32;
 pub struct DeviceTokens {
     /// HMAC-SHA256 keyed with the store's secret, cloned for each token.
     key: HmacSha256,
+    /// What `exp` is set from and checked against.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for DeviceTokens {
@@ -68,7 +71,7 @@ pub fn fold(username: &str) -> String {
 
 impl DeviceTokens {
     /// The store's secret, created (and stored) if this is the first replica to start.
-    pub async fn load(store: &Store) -> anyhow::Result<Self> {
+    pub async fn load(store: &Store, clock: Clock) -> anyhow::Result<Self> {
         let mut candidate = [0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut candidate);
         let stored = store
@@ -81,13 +84,13 @@ impl DeviceTokens {
             secret.len() >= SECRET_BYTES,
             "the stored device-token secret is shorter than {SECRET_BYTES} bytes"
         );
-        Self::with_secret(&secret)
+        Self::with_secret(&secret, clock)
     }
 
-    fn with_secret(secret: &[u8]) -> anyhow::Result<Self> {
+    fn with_secret(secret: &[u8], clock: Clock) -> anyhow::Result<Self> {
         let key = <HmacSha256 as Mac>::new_from_slice(secret)
             .context("keying HMAC-SHA256 with the device-token secret")?;
-        Ok(Self { key })
+        Ok(Self { key, clock })
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -101,7 +104,7 @@ impl DeviceTokens {
         let claims = Claims {
             u: fold(username),
             d: URL_SAFE_NO_PAD.encode(id),
-            exp: crate::clock::unix_seconds().saturating_add(ttl.as_secs()),
+            exp: self.clock.unix_seconds().saturating_add(ttl.as_secs()),
         };
         // Serialising three plain fields cannot fail.
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
@@ -128,7 +131,7 @@ impl DeviceTokens {
         // Constant-time comparison: the time taken tells nothing about the right tag.
         mac.verify_slice(&tag).ok()?;
         let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        (claims.exp > crate::clock::unix_seconds() && claims.u == fold(username))
+        (claims.exp > self.clock.unix_seconds() && claims.u == fold(username))
             .then_some(KnownDevice { id: claims.d })
     }
 }
@@ -165,7 +168,7 @@ mod tests {
     use super::*;
 
     fn tokens() -> DeviceTokens {
-        DeviceTokens::with_secret(&[7; SECRET_BYTES]).unwrap()
+        DeviceTokens::with_secret(&[7; SECRET_BYTES], Clock::System).unwrap()
     }
 
     #[test]
@@ -188,11 +191,34 @@ mod tests {
         let (signed, _) = token.rsplit_once('.').unwrap();
         let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
         assert_eq!(tokens.verify(&forged, "alice"), None);
-        let foreign = DeviceTokens::with_secret(&[8; SECRET_BYTES]).unwrap();
+        let foreign = DeviceTokens::with_secret(&[8; SECRET_BYTES], Clock::System).unwrap();
         assert_eq!(foreign.verify(&token, "alice"), None);
         for garbage in ["", ".", "gd1..", "gd1.%%.%%", "x.y.z", &"a".repeat(10_000)] {
             assert_eq!(tokens.verify(garbage, "alice"), None, "{garbage:.20}");
         }
+    }
+
+    #[test]
+    fn a_token_lives_its_whole_seconds_and_not_one_more() {
+        let time = crate::clock::ManualClock::starting_now();
+        let tokens = DeviceTokens::with_secret(&[7; SECRET_BYTES], Clock::from(&time)).unwrap();
+        // Issued at the very end of a second, the worst case for whole-second lifetimes.
+        time.advance(Duration::from_millis(
+            999 - Clock::from(&time).unix_ms() % 1000,
+        ));
+        let token = tokens.issue("alice", Duration::from_secs(2));
+
+        time.advance(Duration::from_millis(1000));
+        assert!(
+            tokens.verify(&token, "alice").is_some(),
+            "a 2 s token lives at least 1 s past its issue"
+        );
+        time.advance(Duration::from_millis(1));
+        assert_eq!(
+            tokens.verify(&token, "alice"),
+            None,
+            "and ends with the second its lifetime names"
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn hash(token: &str) -> String {
 }
 
 fn refresh_expiry(state: &App) -> u64 {
-    crate::clock::unix_seconds() + state.auth.tokens.settings().refresh_ttl.as_secs()
+    state.clock.unix_seconds() + state.auth.tokens.settings().refresh_ttl.as_secs()
 }
 
 /// Starts a session for a person who just proved who they are. `narrowed` says the subject's
@@ -87,7 +87,7 @@ pub async fn start(
             &family,
             &subject.id,
             limit.as_deref(),
-            crate::clock::unix_ms(),
+            state.clock.unix_ms(),
             &hashed,
             refresh_expiry(state),
         )
@@ -116,7 +116,7 @@ pub async fn renew(state: &App, presented: &str) -> Result<Session, RenewError> 
         revoke_reused(state, &record.family_id, &record.subject).await?;
         return Err(RenewError::Refused(INVALID));
     }
-    if record.expires_at <= crate::clock::unix_seconds() {
+    if record.expires_at <= state.clock.unix_seconds() {
         return Err(RenewError::Refused(INVALID));
     }
     if state.store.family_revocation_pending(&record.family_id) {

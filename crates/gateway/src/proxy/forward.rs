@@ -746,19 +746,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_body_never_holds_the_trial_of_an_ejected_instance() {
+        use super::super::instance::Availability::TrialDue;
+
         let mut settings = harsh_settings(&silent_instance(false).await);
         settings.breaker.backoff = Duration::from_millis(20);
         let upstream = Arc::new(Upstream::new("s", &settings));
         let instance = Arc::clone(&upstream.instances()[0]);
         instance.record(Outcome::Failure("5xx"), false, &settings.breaker, "s");
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(
-            instance.availability(monotonic_ms()),
-            super::super::instance::Availability::TrialDue
-        );
+        // The request below reads the proxy's own clock, so its back-off runs for real.
+        kit::testing::wait_until("the back-off to run out", || async {
+            instance.availability(monotonic_ms()) == TrialDue
+        })
+        .await;
 
         // A client that sends one byte of its body and stalls, when the trial is due.
-        let body = Body::new(SizedHint(stalled_after(b"{"), 100_000));
+        let (stalling, stalled_now) = tokio::sync::oneshot::channel();
+        let frames = stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{")))])
+            .chain(stream::once(async move {
+                // Asked for more than its first byte: the client falls silent from here.
+                let _ = stalling.send(());
+                std::future::pending().await
+            }));
+        let body = Body::new(SizedHint(Body::new(StreamBody::new(frames)), 100_000));
         let limits = Limits {
             max_body_bytes: 1 << 20,
             ..quick_limits()
@@ -776,18 +785,15 @@ mod tests {
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        stalled_now.await.unwrap();
         assert_eq!(
             instance.availability(monotonic_ms()),
-            super::super::instance::Availability::TrialDue,
+            TrialDue,
             "while the client stalls, the trial is free for a request that can decide it"
         );
         let error = stalled.await.unwrap().unwrap_err();
         assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(
-            instance.availability(monotonic_ms()),
-            super::super::instance::Availability::TrialDue
-        );
+        assert_eq!(instance.availability(monotonic_ms()), TrialDue);
         assert_eq!(instance.in_flight(), 0);
     }
 

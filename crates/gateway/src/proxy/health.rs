@@ -12,6 +12,7 @@
 //! since the gateway started (see `crate::readiness`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{header, HeaderValue, Request};
@@ -35,9 +36,7 @@ pub fn start(upstream: &Arc<Upstream>, shutdown: &Shutdown) {
     let service = Arc::downgrade(upstream);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        // Confirming a failure takes `unhealthy` checks; spread over about one interval.
-        let confirming = health.interval / health.unhealthy_threshold.max(1);
-        let mut pause = std::time::Duration::ZERO;
+        let mut pause = Duration::ZERO;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -51,12 +50,22 @@ pub fn start(upstream: &Arc<Upstream>, shutdown: &Shutdown) {
             }
             let round = tokio::time::Instant::now();
             let suspect = check_all(&upstream, &health).await;
-            // The next round starts `interval` after this one started (or sooner while a
-            // failure is being confirmed); a round that took longer is followed at once.
-            let wait = if suspect { confirming } else { health.interval };
-            pause = wait.saturating_sub(round.elapsed());
+            pause = pause_after(&health, suspect, round.elapsed());
         }
     });
+}
+
+/// How long to wait after a round that took `took`: the next round starts `interval` after
+/// this one started, or `interval / unhealthy` after while a failure is being confirmed (the
+/// `unhealthy` failures in a row then add up to about one interval); a round that took longer
+/// is followed at once.
+fn pause_after(health: &HealthCheck, suspect: bool, took: Duration) -> Duration {
+    let wait = if suspect {
+        health.interval / health.unhealthy_threshold.max(1)
+    } else {
+        health.interval
+    };
+    wait.saturating_sub(took)
 }
 
 /// One round of checks on every instance at once; true when an instance in rotation failed its
@@ -115,10 +124,44 @@ async fn probe(upstream: &Upstream, instance: &Instance, health: &HealthCheck) -
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::{Balance, BreakerSettings, RetrySettings, ServiceSettings};
+
+    fn checks(interval: Duration, unhealthy_threshold: u32) -> HealthCheck {
+        HealthCheck {
+            path: "/healthz".to_owned(),
+            interval,
+            timeout: Duration::from_millis(100),
+            healthy_threshold: 1,
+            unhealthy_threshold,
+        }
+    }
+
+    #[test]
+    fn rounds_come_an_interval_apart_and_failures_are_confirmed_within_about_one() {
+        let health = checks(Duration::from_secs(3), 3);
+        let took = Duration::from_millis(100);
+        assert_eq!(
+            pause_after(&health, false, took),
+            Duration::from_millis(2900),
+            "the next round starts an interval after this one started"
+        );
+        assert_eq!(
+            pause_after(&health, true, took),
+            Duration::from_millis(900),
+            "three checks to confirm a failure: a third of the interval apart"
+        );
+        assert_eq!(
+            pause_after(&health, false, Duration::from_secs(4)),
+            Duration::ZERO,
+            "a round that took longer than the interval is followed at once"
+        );
+        assert_eq!(
+            pause_after(&checks(Duration::from_secs(3), 0), true, took),
+            Duration::from_millis(2900),
+            "a threshold of 0 is read as 1, never a division by zero"
+        );
+    }
 
     /// A listener that accepts connections and never answers: a frozen instance.
     async fn frozen_instance() -> (tokio::net::TcpListener, http::Uri) {
@@ -130,7 +173,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frozen_instance_fails_its_checks_in_a_row_within_about_one_interval() {
+    async fn a_frozen_instance_fails_its_checks_and_is_taken_out_of_rotation() {
         let (listener, uri) = frozen_instance().await;
         // Keep the accepted connections open, unanswered.
         let held = tokio::spawn(async move {
@@ -144,13 +187,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             balance: Balance::LeastRequests,
-            health: Some(HealthCheck {
-                path: "/healthz".to_owned(),
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(100),
-                healthy_threshold: 1,
-                unhealthy_threshold: 3,
-            }),
+            health: Some(checks(Duration::from_millis(300), 3)),
             breaker: BreakerSettings {
                 failures: 5,
                 backoff: Duration::from_secs(10),
@@ -165,16 +202,12 @@ mod tests {
         };
         let upstream = Arc::new(Upstream::new("s", &settings));
         let shutdown = Shutdown::new();
-        let started = tokio::time::Instant::now();
         start(&upstream, &shutdown);
 
-        while upstream.headcount().healthy > 0 {
-            assert!(
-                started.elapsed() < Duration::from_millis(1500),
-                "three failed checks one interval apart would take two intervals"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        kit::testing::wait_until("the frozen instance to be taken out", || async {
+            upstream.headcount().healthy == 0
+        })
+        .await;
         assert!(!upstream.is_proven(), "it never passed a check");
         shutdown.trigger();
         held.abort();

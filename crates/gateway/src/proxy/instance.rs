@@ -159,12 +159,26 @@ impl Instance {
 
     /// Counts `outcome` for the breaker; `trial` when the attempt was the instance's trial.
     pub fn record(&self, outcome: Outcome, trial: bool, breaker: &BreakerSettings, service: &str) {
+        self.record_at(monotonic_ms, outcome, trial, breaker, service);
+    }
+
+    /// [`Instance::record`] at the time `now` reads ([`monotonic_ms`] in the proxy, the
+    /// instant a test means in its tests): read only when the outcome moves the breaker, so a
+    /// plain success costs no clock read.
+    pub fn record_at(
+        &self,
+        now: impl Fn() -> u64,
+        outcome: Outcome,
+        trial: bool,
+        breaker: &BreakerSettings,
+        service: &str,
+    ) {
         match outcome {
             Outcome::Success => {
                 self.failures.store(0, Ordering::Relaxed);
                 if trial {
                     self.ejected_until.store(0, Ordering::Release);
-                    self.rejoined_at.store(monotonic_ms(), Ordering::Relaxed);
+                    self.rejoined_at.store(now(), Ordering::Relaxed);
                     self.end_trial();
                     tracing::info!(service, instance = %self.authority, "instance passed its trial request; back in rotation");
                 }
@@ -172,12 +186,12 @@ impl Instance {
             Outcome::Failure(reason) => {
                 let until = self.ejected_until.load(Ordering::Acquire);
                 if trial {
-                    self.eject(until, breaker, service, reason);
+                    self.eject(now(), until, breaker, service, reason);
                     self.end_trial();
                 } else if until == 0 {
                     let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
                     if failures >= breaker.failures {
-                        self.eject(0, breaker, service, reason);
+                        self.eject(now(), 0, breaker, service, reason);
                     }
                 }
                 // Already ejected and not the trial: a straggler sent before; its back-off runs.
@@ -198,8 +212,14 @@ impl Instance {
     /// Without the decay an instance that had a few unrelated incidents over a day would sit
     /// out minutes after a blip. A failed trial (`expected` is its ejection) never decays: the
     /// instance has not been back.
-    fn eject(&self, expected: u64, breaker: &BreakerSettings, service: &str, reason: &str) {
-        let now = monotonic_ms();
+    fn eject(
+        &self,
+        now: u64,
+        expected: u64,
+        breaker: &BreakerSettings,
+        service: &str,
+        reason: &str,
+    ) {
         let mut in_a_row = self.ejections.load(Ordering::Relaxed);
         if expected == 0 && in_a_row > 0 {
             let rejoined = self.rejoined_at.load(Ordering::Relaxed);
@@ -376,6 +396,41 @@ mod tests {
         decay: None,
     };
 
+    /// The monotonic time the tests pass in (ms): it moves only when a test moves it, so a
+    /// back-off is crossed exactly and at once instead of slept through.
+    struct Timeline(std::cell::Cell<u64>);
+
+    impl Timeline {
+        fn start() -> Self {
+            Self(std::cell::Cell::new(1))
+        }
+
+        fn now(&self) -> u64 {
+            self.0.get()
+        }
+
+        fn pass(&self, by: Duration) {
+            self.0.set(self.0.get() + millis(by));
+        }
+    }
+
+    /// Out of rotation, a trial due in `backoff`.
+    fn ejected_for(backoff: Duration) -> Availability {
+        Availability::Unavailable {
+            retry_in: Some(backoff),
+        }
+    }
+
+    fn record(
+        instance: &Instance,
+        at: &Timeline,
+        outcome: Outcome,
+        trial: bool,
+        breaker: &BreakerSettings,
+    ) {
+        instance.record_at(|| at.now(), outcome, trial, breaker, "s");
+    }
+
     #[test]
     fn an_instance_is_named_without_the_user_info_of_its_address() {
         let instance = Instance::new(Authority::from_static("user:s3cret@10.0.0.1:8080"));
@@ -390,14 +445,27 @@ mod tests {
 
     #[test]
     fn failures_in_a_row_eject_and_a_success_between_them_resets_the_count() {
+        let (instance, at) = (instance(), Timeline::start());
+        let failure = Outcome::Failure("5xx");
+        record(&instance, &at, failure, false, &BREAKER);
+        record(&instance, &at, failure, false, &BREAKER);
+        record(&instance, &at, Outcome::Success, false, &BREAKER);
+        record(&instance, &at, failure, false, &BREAKER);
+        record(&instance, &at, failure, false, &BREAKER);
+        assert_eq!(instance.availability(at.now()), Availability::Ready);
+        record(&instance, &at, failure, false, &BREAKER);
+        assert_eq!(
+            instance.availability(at.now()),
+            ejected_for(BREAKER.backoff)
+        );
+    }
+
+    #[test]
+    fn the_proxy_records_on_its_own_monotonic_clock() {
         let instance = instance();
-        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
-        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
-        instance.record(Outcome::Success, false, &BREAKER, "s");
-        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
-        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
-        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
-        instance.record(Outcome::Failure("5xx"), false, &BREAKER, "s");
+        for _ in 0..3 {
+            instance.record(Outcome::Failure("connect"), false, &BREAKER, "s");
+        }
         assert!(matches!(
             instance.availability(monotonic_ms()),
             Availability::Unavailable { retry_in: Some(_) }
@@ -406,51 +474,65 @@ mod tests {
 
     #[test]
     fn after_the_backoff_one_trial_decides() {
-        let instance = instance();
+        let (instance, at) = (instance(), Timeline::start());
         for _ in 0..3 {
-            instance.record(Outcome::Failure("connect"), false, &BREAKER, "s");
+            record(&instance, &at, Outcome::Failure("connect"), false, &BREAKER);
         }
-        std::thread::sleep(BREAKER.backoff);
-        let now = monotonic_ms();
-        assert_eq!(instance.availability(now), Availability::TrialDue);
-        assert!(instance.start_trial(now, Duration::from_secs(5)));
+        at.pass(BREAKER.backoff - Duration::from_millis(1));
+        assert_eq!(
+            instance.availability(at.now()),
+            ejected_for(Duration::from_millis(1)),
+            "not a millisecond early"
+        );
+        at.pass(Duration::from_millis(1));
+        assert_eq!(instance.availability(at.now()), Availability::TrialDue);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
         assert!(
-            !instance.start_trial(now, Duration::from_secs(5)),
+            !instance.start_trial(at.now(), Duration::from_secs(5)),
             "one trial at a time"
         );
         assert!(matches!(
-            instance.availability(now),
+            instance.availability(at.now()),
             Availability::Unavailable { .. }
         ));
 
         // A failed trial ejects again, for twice as long.
-        instance.record(Outcome::Failure("connect"), true, &BREAKER, "s");
-        let Availability::Unavailable {
-            retry_in: Some(retry_in),
-        } = instance.availability(monotonic_ms())
-        else {
-            panic!("ejected again")
-        };
-        assert!(
-            retry_in > BREAKER.backoff,
-            "the back-off doubled: {retry_in:?}"
+        record(&instance, &at, Outcome::Failure("connect"), true, &BREAKER);
+        assert_eq!(
+            instance.availability(at.now()),
+            ejected_for(BREAKER.backoff * 2),
+            "the back-off doubled"
         );
-        std::thread::sleep(BREAKER.backoff * 2);
-        let now = monotonic_ms();
-        assert_eq!(instance.availability(now), Availability::TrialDue);
-        assert!(instance.start_trial(now, Duration::from_secs(5)));
-        instance.record(Outcome::Success, true, &BREAKER, "s");
-        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
+        at.pass(BREAKER.backoff * 2);
+        assert_eq!(instance.availability(at.now()), Availability::TrialDue);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
+        record(&instance, &at, Outcome::Success, true, &BREAKER);
+        assert_eq!(instance.availability(at.now()), Availability::Ready);
+    }
+
+    #[test]
+    fn a_trial_never_reported_frees_the_slot_when_its_hold_ends() {
+        let (instance, at) = (instance(), Timeline::start());
+        for _ in 0..3 {
+            record(&instance, &at, Outcome::Failure("timeout"), false, &BREAKER);
+        }
+        at.pass(BREAKER.backoff);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
+        at.pass(Duration::from_secs(5) - Duration::from_millis(1));
+        assert!(instance.trial_running(at.now()));
+        at.pass(Duration::from_millis(1));
+        assert!(!instance.trial_running(at.now()));
+        assert_eq!(instance.availability(at.now()), Availability::TrialDue);
     }
 
     #[test]
     fn an_abandoned_trial_frees_the_slot() {
-        let instance = Arc::new(instance());
+        let (instance, at) = (Arc::new(instance()), Timeline::start());
         for _ in 0..3 {
-            instance.record(Outcome::Failure("timeout"), false, &BREAKER, "s");
+            record(&instance, &at, Outcome::Failure("timeout"), false, &BREAKER);
         }
-        std::thread::sleep(BREAKER.backoff);
-        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
+        at.pass(BREAKER.backoff);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
         let pick = Pick::new(
             0,
             true,
@@ -459,10 +541,7 @@ mod tests {
         assert_eq!(instance.in_flight(), 1);
         drop(pick);
         assert_eq!(instance.in_flight(), 0);
-        assert_eq!(
-            instance.availability(monotonic_ms()),
-            Availability::TrialDue
-        );
+        assert_eq!(instance.availability(at.now()), Availability::TrialDue);
     }
 
     const QUICK: BreakerSettings = BreakerSettings {
@@ -473,9 +552,9 @@ mod tests {
     };
 
     /// Fails once with `breaker` (ejecting a ready instance) and returns the back-off it got.
-    fn incident(instance: &Instance, breaker: &BreakerSettings) -> Duration {
-        instance.record(Outcome::Failure("5xx"), false, breaker, "s");
-        match instance.availability(monotonic_ms()) {
+    fn incident(instance: &Instance, at: &Timeline, breaker: &BreakerSettings) -> Duration {
+        record(instance, at, Outcome::Failure("5xx"), false, breaker);
+        match instance.availability(at.now()) {
             Availability::Unavailable {
                 retry_in: Some(retry_in),
             } => retry_in,
@@ -484,38 +563,54 @@ mod tests {
     }
 
     /// Waits out the back-off and lets the trial succeed: the instance is back in rotation.
-    fn rejoin(instance: &Instance, breaker: &BreakerSettings, backoff: Duration) {
-        std::thread::sleep(backoff + Duration::from_millis(5));
-        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
-        instance.record(Outcome::Success, true, breaker, "s");
-        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
+    fn rejoin(instance: &Instance, at: &Timeline, breaker: &BreakerSettings, backoff: Duration) {
+        at.pass(backoff);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
+        record(instance, at, Outcome::Success, true, breaker);
+        assert_eq!(instance.availability(at.now()), Availability::Ready);
     }
 
     #[test]
     fn incidents_separated_by_healthy_periods_are_each_ejected_for_the_base_backoff() {
-        let instance = instance();
+        let (instance, at) = (instance(), Timeline::start());
         for round in 1..=5 {
-            let backoff = incident(&instance, &QUICK);
-            assert!(
-                backoff <= QUICK.backoff,
-                "incident {round}: ejected for {backoff:?}"
-            );
-            rejoin(&instance, &QUICK, backoff);
+            let backoff = incident(&instance, &at, &QUICK);
+            assert_eq!(backoff, QUICK.backoff, "incident {round}");
+            rejoin(&instance, &at, &QUICK, backoff);
             // In rotation for as long as the last back-off: forgiven.
-            std::thread::sleep(QUICK.backoff);
+            at.pass(QUICK.backoff);
         }
     }
 
     #[test]
     fn incidents_close_together_still_double() {
-        let instance = instance();
-        let first = incident(&instance, &QUICK);
-        rejoin(&instance, &QUICK, first);
-        let second = incident(&instance, &QUICK);
-        assert!(second > QUICK.backoff, "doubled: {second:?}");
-        rejoin(&instance, &QUICK, second);
-        let third = incident(&instance, &QUICK);
-        assert!(third > QUICK.backoff * 3, "doubled again: {third:?}");
+        let (instance, at) = (instance(), Timeline::start());
+        let first = incident(&instance, &at, &QUICK);
+        rejoin(&instance, &at, &QUICK, first);
+        // In rotation a millisecond short of the last back-off: not yet forgiven.
+        at.pass(QUICK.backoff - Duration::from_millis(1));
+        let second = incident(&instance, &at, &QUICK);
+        assert_eq!(second, QUICK.backoff * 2, "doubled");
+        rejoin(&instance, &at, &QUICK, second);
+        let third = incident(&instance, &at, &QUICK);
+        assert_eq!(third, QUICK.backoff * 4, "doubled again");
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_maximum() {
+        let capped = BreakerSettings {
+            max_backoff: Duration::from_millis(100),
+            ..QUICK
+        };
+        let (instance, at) = (instance(), Timeline::start());
+        let mut backoffs = Vec::new();
+        for _ in 0..4 {
+            let backoff = incident(&instance, &at, &capped);
+            backoffs.push(backoff);
+            rejoin(&instance, &at, &capped, backoff);
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(backoffs, [ms(40), ms(80), ms(100), ms(100)]);
     }
 
     #[test]
@@ -524,13 +619,21 @@ mod tests {
             decay: Some(Duration::from_secs(60)),
             ..QUICK
         };
-        let instance = instance();
-        let first = incident(&instance, &patient);
-        rejoin(&instance, &patient, first);
-        std::thread::sleep(QUICK.backoff * 2);
-        assert!(
-            incident(&instance, &patient) > QUICK.backoff,
+        let (instance, at) = (instance(), Timeline::start());
+        let first = incident(&instance, &at, &patient);
+        rejoin(&instance, &at, &patient, first);
+        at.pass(Duration::from_secs(60) - Duration::from_millis(1));
+        assert_eq!(
+            incident(&instance, &at, &patient),
+            QUICK.backoff * 2,
             "not in rotation for a minute yet: still doubles"
+        );
+        rejoin(&instance, &at, &patient, QUICK.backoff * 2);
+        at.pass(Duration::from_secs(60));
+        assert_eq!(
+            incident(&instance, &at, &patient),
+            QUICK.backoff,
+            "a minute in rotation: forgiven"
         );
     }
 
@@ -540,24 +643,22 @@ mod tests {
             decay: Some(Duration::from_millis(1)),
             ..QUICK
         };
-        let instance = instance();
-        let first = incident(&instance, &forgiving);
-        rejoin(&instance, &forgiving, first);
-        std::thread::sleep(Duration::from_millis(5));
-        let backoff = incident(&instance, &forgiving);
-        assert!(backoff <= QUICK.backoff, "forgiven: {backoff:?}");
+        let (instance, at) = (instance(), Timeline::start());
+        let first = incident(&instance, &at, &forgiving);
+        rejoin(&instance, &at, &forgiving, first);
+        at.pass(Duration::from_millis(1));
+        let backoff = incident(&instance, &at, &forgiving);
+        assert_eq!(backoff, QUICK.backoff, "forgiven");
 
         // A long outage: the trials fail; the back-off grows, as it has not been back since.
-        std::thread::sleep(backoff + Duration::from_millis(5));
-        assert!(instance.start_trial(monotonic_ms(), Duration::from_secs(5)));
-        instance.record(Outcome::Failure("5xx"), true, &forgiving, "s");
-        let Availability::Unavailable {
-            retry_in: Some(retry_in),
-        } = instance.availability(monotonic_ms())
-        else {
-            panic!("ejected again")
-        };
-        assert!(retry_in > QUICK.backoff, "doubled: {retry_in:?}");
+        at.pass(backoff);
+        assert!(instance.start_trial(at.now(), Duration::from_secs(5)));
+        record(&instance, &at, Outcome::Failure("5xx"), true, &forgiving);
+        assert_eq!(
+            instance.availability(at.now()),
+            ejected_for(QUICK.backoff * 2),
+            "doubled"
+        );
     }
 
     #[test]

@@ -474,13 +474,9 @@ mod tests {
         answer
     }
 
-    /// Polls `condition` until it holds, for at most ten seconds.
+    /// Polls `condition` until it holds, within the kit's patience.
     async fn eventually(what: &str, condition: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !condition() {
-            assert!(Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        kit::testing::wait_until(what, || std::future::ready(condition())).await;
     }
 
     #[tokio::test]

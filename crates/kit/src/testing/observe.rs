@@ -2,7 +2,6 @@
 //! Prometheus would read it), and its access-log lines read back from a file.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -38,23 +37,20 @@ impl Watch {
 
     /// The access log's lines, once there are at least `count`: the writer is a thread of its
     /// own and a line is written when the answer's body has ended, which can be a moment after
-    /// the client has read it. Gives up after 10 s and returns what there is.
+    /// the client has read it. Gives up after the tests' patience and returns what there is.
     pub fn log_lines(&self, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = self.log_text();
-            let lines: Vec<Value> = text
-                .lines()
-                .map(|line| {
-                    serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
-                })
-                .collect();
-            if lines.len() >= count || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::wait::read_until_blocking(
+            || {
+                self.log_text()
+                    .lines()
+                    .map(|line| {
+                        serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+                    })
+                    .collect::<Vec<Value>>()
+            },
+            |lines| lines.len() >= count,
+        )
     }
 
     /// The log file as written so far.

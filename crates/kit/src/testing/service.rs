@@ -3,16 +3,18 @@
 //! watched, and stopped when the test drops it. Every service suite starts its service this way,
 //! so they all test the same wiring the binaries serve.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use tokio::net::TcpListener;
 
 use super::observe::{request_counts, RequestCount, Watch};
-use super::TestResponse;
+use super::{FakeGateway, TestDatabase, TestResponse};
+use crate::db::Database;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use crate::IdentityVerifier;
 
 /// A service serving on loopback for one test; stopped (drained) when dropped.
 pub struct SpawnedService {
@@ -166,17 +168,28 @@ impl SpawnedService {
     }
 
     /// The request series of `/metrics`, once their total reaches `expected`: an answer is
-    /// counted when its body has ended, a moment after the client read it. Gives up after 10 s
-    /// and returns what there is, for the test to show.
+    /// counted when its body has ended, a moment after the client read it. Gives up after the
+    /// tests' patience and returns what there is, for the test to show.
     pub async fn request_counts(&self, expected: u64) -> Vec<RequestCount> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let series = request_counts(&self.scrape().await);
-            if series.iter().map(|s| s.count).sum::<u64>() >= expected || Instant::now() > deadline
-            {
-                return series;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        super::wait::read_until(
+            || async { request_counts(&self.scrape().await) },
+            |series| series.iter().map(|s| s.count).sum::<u64>() >= expected,
+        )
+        .await
     }
+}
+
+/// A service suite's app on a database of its own: `build` (the crate's `service` function)
+/// given `db` and a verifier that trusts a [`FakeGateway`] named for the service, served by
+/// [`spawn_service`]. Checks first that `db` runs on the backend `database` was asked for.
+pub async fn spawn_on_database(
+    database: &TestDatabase,
+    db: &Database,
+    name: &str,
+    build: impl FnOnce(Database, Arc<IdentityVerifier>) -> Service,
+) -> (FakeGateway, SpawnedService) {
+    database.assert_backend_of(db);
+    let gateway = FakeGateway::for_service(name);
+    let service = spawn_service(build(db.clone(), Arc::new(gateway.verifier()))).await;
+    (gateway, service)
 }

@@ -53,3 +53,44 @@ pub fn wait_for_blocking<T>(what: &str, probe: impl Fn() -> Option<T>) -> T {
         std::thread::sleep(POLL);
     }
 }
+
+/// `operation`'s result, failing the test as `what` "waited" if it is still waiting after
+/// [`PATIENCE`]. For behaviour proven by causality rather than by a clock: the test holds what
+/// must not be waited for (a locked database, a dead Redis) for as long as it runs, so an
+/// answer at all proves it was not waited for; the deadline only keeps a regression from
+/// hanging the suite, and measures nothing.
+pub async fn within_patience<T>(what: &str, operation: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, operation)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for what the test holds out of reach"))
+}
+
+/// Polls `probe` until `enough` holds of its reading, and returns that reading. After
+/// [`PATIENCE`] it returns the last reading instead of failing, for the test's own assertion to
+/// show what there was (a count that never reached its mark, the lines written so far).
+pub async fn read_until<T, F, Fut>(probe: F, enough: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reading = probe().await;
+        if enough(&reading) || Instant::now() >= deadline {
+            return reading;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`read_until`] for a probe that does not await.
+pub fn read_until_blocking<T>(probe: impl Fn() -> T, enough: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reading = probe();
+        if enough(&reading) || Instant::now() >= deadline {
+            return reading;
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -1,10 +1,8 @@
 //! `spawn_app()` and the typed helpers every test uses.
 
-use std::sync::Arc;
-
 use kit::testing::service::ServiceClient;
 pub use kit::testing::TestResponse;
-use kit::testing::{spawn_service, FakeGateway, SpawnedService, TestDatabase};
+use kit::testing::{spawn_on_database, FakeGateway, SpawnedService, TestDatabase};
 use kit::PrincipalKind;
 use orders::store::OrderStore;
 use reqwest::{Method, StatusCode};
@@ -30,9 +28,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// The service on `db`, a pool the test opened on `database` (perhaps through a proxy).
 pub async fn spawn_app_on(database: TestDatabase, db: kit::db::Database) -> TestApp {
-    database.assert_backend_of(&db);
-    let gateway = FakeGateway::for_service(orders::NAME);
-    let service = spawn_service(orders::service(db.clone(), Arc::new(gateway.verifier()))).await;
+    let (gateway, service) = spawn_on_database(&database, &db, orders::NAME, orders::service).await;
     TestApp {
         db,
         gateway,

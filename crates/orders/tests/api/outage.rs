@@ -1,18 +1,14 @@
 //! A database that cannot be reached is an outage, not a bug: 503 problem+json with
-//! `Retry-After`, within the pool's acquire timeout (2 s by default), never a 500 after a long
-//! wait; and the service answers normally once the database is back.
+//! `Retry-After` while it is still out (the pool's acquire timeout, never a wait for it to come
+//! back, never a 500); and the service answers normally once the database is back.
 
-use std::time::{Duration, Instant};
-
+use kit::testing::wait::within_patience;
 use kit::testing::{SqliteWriteLock, TcpCut, TestDatabase, TestResponse};
 use reqwest::StatusCode;
 
 use crate::helpers::{spawn_app, spawn_app_on, two_items};
 
-/// The default acquire timeout plus room for a loaded test machine.
-const IN_TIME: Duration = Duration::from_millis(3500);
-
-fn assert_outage(response: &TestResponse, elapsed: Duration, what: &str) {
+fn assert_outage(response: &TestResponse, what: &str) {
     assert_eq!(
         response.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -24,10 +20,6 @@ fn assert_outage(response: &TestResponse, elapsed: Duration, what: &str) {
         "{what}: a 503 says when to retry"
     );
     assert_eq!(response.problem()["status"], 503, "{what}: a problem body");
-    assert!(
-        elapsed < IN_TIME,
-        "{what}: answered after {elapsed:?}, not within the acquire timeout"
-    );
 }
 
 #[tokio::test]
@@ -41,9 +33,9 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
     // Another process takes the write lock and keeps it, as a stuck batch job would.
     let holder = SqliteWriteLock::take(path).await;
 
-    let started = Instant::now();
-    let refused = user.post("/orders", &two_items()).await;
-    assert_outage(&refused, started.elapsed(), "creating an order");
+    // Answered while the lock is still held: the service did not wait for it.
+    let refused = within_patience("creating an order", user.post("/orders", &two_items())).await;
+    assert_outage(&refused, "creating an order");
 
     holder.release().await;
     let created = user.post("/orders", &two_items()).await;
@@ -63,27 +55,19 @@ async fn a_cut_database_answers_503_in_time_not_500_and_recovers() {
     let user = app.user();
     user.create_order(&two_items()).await;
 
+    // Answered while the database is still cut: the service did not wait for it.
     cut.cut();
-    let started = Instant::now();
-    let listing = user.get("/orders").await;
-    assert_outage(&listing, started.elapsed(), "listing orders");
-    let started = Instant::now();
-    let creating = user.post("/orders", &two_items()).await;
-    assert_outage(&creating, started.elapsed(), "creating an order");
-    let started = Instant::now();
-    let ready = app.anonymous().get("/readyz").await;
+    let listing = within_patience("listing orders", user.get("/orders")).await;
+    assert_outage(&listing, "listing orders");
+    let creating = within_patience("creating an order", user.post("/orders", &two_items())).await;
+    assert_outage(&creating, "creating an order");
+    let ready = within_patience("readiness", app.anonymous().get("/readyz")).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < IN_TIME, "readiness answered in time");
 
     cut.restore();
-    let restored = Instant::now();
     kit::testing::wait_until(
         "the service to answer again once the database is back",
         || async { user.get("/orders").await.status == StatusCode::OK },
     )
     .await;
-    eprintln!(
-        "orders answered again {:?} after the database came back",
-        restored.elapsed()
-    );
 }

@@ -1,11 +1,9 @@
 //! `spawn_app()` and the typed helpers every test uses. The database, the stand-in gateway and
 //! the served service come from `kit::testing`; what is here is about users.
 
-use std::sync::Arc;
-
 use kit::identity::IdentityClaims;
 pub use kit::testing::TestResponse;
-use kit::testing::{spawn_service, FakeGateway, SpawnedService, TestDatabase};
+use kit::testing::{spawn_on_database, FakeGateway, SpawnedService, TestDatabase};
 use kit::PrincipalKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -44,10 +42,7 @@ pub async fn spawn_app() -> TestApp {
     let db = users::connect(&database.url)
         .await
         .expect("connecting and migrating the test database");
-    database.assert_backend_of(&db);
-
-    let gateway = FakeGateway::for_service(users::NAME);
-    let service = spawn_service(users::service(db.clone(), Arc::new(gateway.verifier()))).await;
+    let (gateway, service) = spawn_on_database(&database, &db, users::NAME, users::service).await;
 
     TestApp {
         address: service.address.clone(),

@@ -1,8 +1,8 @@
 //! A database that cannot be reached is an outage, not a bug: 503 problem+json with
-//! `Retry-After` within the pool's acquire timeout (2 s by default), never a 500 after a wait.
+//! `Retry-After` while it is still out (the pool's acquire timeout, never a wait for it to come
+//! back, never a 500).
 
-use std::time::{Duration, Instant};
-
+use kit::testing::wait::within_patience;
 use kit::testing::SqliteWriteLock;
 use reqwest::StatusCode;
 
@@ -17,9 +17,12 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
     };
     let holder = SqliteWriteLock::take(path).await;
 
-    let started = Instant::now();
-    let refused = app.admin().post("/users", &new_user("locked")).await;
-    let elapsed = started.elapsed();
+    // Answered while the lock is still held: the service did not wait for it.
+    let refused = within_patience(
+        "creating a user",
+        app.admin().post("/users", &new_user("locked")),
+    )
+    .await;
     assert_eq!(
         refused.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -31,10 +34,6 @@ async fn a_database_locked_by_another_process_answers_503_in_time_then_recovers(
         "a 503 says when to retry"
     );
     assert_eq!(refused.problem()["status"], 503);
-    assert!(
-        elapsed < Duration::from_millis(3500),
-        "answered after {elapsed:?}, not within the acquire timeout"
-    );
 
     holder.release().await;
     let created = app.admin().post("/users", &new_user("locked")).await;

@@ -98,6 +98,18 @@ impl Gate {
         body["instance"].as_str().unwrap().to_owned()
     }
 
+    /// The exposition of `/metrics`, from the admin listener.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The detailed readiness, from the admin listener.
     pub async fn readiness(&self) -> (u16, Value) {
         let response = self

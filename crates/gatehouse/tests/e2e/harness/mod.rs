@@ -31,7 +31,7 @@ pub use gateway::{config_head, start_replica, write_atomically, Gate, Replica};
 pub use kit::testing::wait::{wait_for, wait_until};
 pub use load::Load;
 pub use process::Process;
-pub use system::{assert_problem, spawn_app, spawn_app_with, TestApp};
+pub use system::{assert_problem, spawn_app, spawn_app_at, spawn_app_with, TestApp};
 pub use upstreams::{dead_address, Instance, Mode};
 
 /// A client that waits long rather than failing a request on a slow machine.

@@ -1,7 +1,7 @@
 //! A Redis of a test's own, for the tests that stop it: [`TestRedis`] (from `kit::testing`) on
 //! a unix socket in the test's own directory, killed and started again at the same URL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use kit::testing::TestRedis;
 
@@ -15,17 +15,13 @@ pub fn redis_tests_enabled() -> bool {
     enabled
 }
 
-/// Polls `check` for up to `deadline`; whether it came to hold.
+/// Whether `check` comes to hold within `deadline`: kit's polling, for the callers that assert
+/// on the answer with a message of their own.
 pub async fn eventually<Fut: std::future::Future<Output = bool>>(
     deadline: Duration,
-    mut check: impl FnMut() -> Fut,
+    check: impl Fn() -> Fut,
 ) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    tokio::time::timeout(deadline, kit::testing::wait_until("a check", check))
+        .await
+        .is_ok()
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use gatehouse::up::{self, UpOptions};
+use gateway::clock::Clock;
 use kit::shutdown::Shutdown;
 use serde_json::{json, Value};
 
@@ -79,6 +80,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// The system with its gateway configuration passed through `edit` first.
 pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
+    spawn_app_at(Clock::System, edit).await
+}
+
+/// As [`spawn_app_with`], the gateway reading the time from `clock` (a test's
+/// [`gateway::clock::ManualClock`], to cross a lifetime without waiting it out).
+pub async fn spawn_app_at(clock: Clock, edit: impl FnOnce(String) -> String) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let echo_hits = Arc::new(AtomicUsize::new(0));
     let echo = spawn_echo(Arc::clone(&echo_hits)).await;
@@ -120,6 +127,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
         admin_port: Some(0),
         data_dir: data.path().join("data"),
         config: Some(config),
+        clock,
     };
     let running = up::start(options, shutdown.clone())
         .await

@@ -311,3 +311,14 @@ pub async fn spawn_garbage() -> SocketAddr {
     });
     address
 }
+
+#[tokio::test]
+async fn the_dead_address_refuses_connections_and_no_parallel_test_can_listen_on_it() {
+    let dead = dead_address();
+    let refused = TcpStream::connect(dead).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // tokio binds listeners with SO_REUSEADDR, as a test's own listener would be.
+    let taken = TcpListener::bind(dead).await.unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(dead_address(), dead, "one for the whole test binary");
+}
