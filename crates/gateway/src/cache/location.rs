@@ -46,17 +46,7 @@ pub fn named_paths(authority: Option<&[u8]>, path: &str, answer: &HeaderMap) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn answer(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::cache::header_map as answer;
 
     #[test]
     fn locations_on_the_addressed_host_are_named_and_no_other_hosts() {

@@ -119,13 +119,7 @@ impl MemoryStore {
     /// The answer for `request`'s values of the names `key`'s answers vary on.
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Found {
         let generation = self.generation(&key.path);
-        let mut found = Found {
-            entry: None,
-            vary_miss: false,
-            flight: key.entry,
-            generation,
-            unavailable: false,
-        };
+        let mut found = Found::nothing(key, generation);
         let Some(variants) = self.entries.get(&key.entry) else {
             return found;
         };

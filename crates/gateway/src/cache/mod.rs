@@ -136,6 +136,32 @@ pub struct Found {
     pub unavailable: bool,
 }
 
+impl Found {
+    /// Nothing stored for `key` under `generation` (the store answered).
+    pub fn nothing(key: &CacheKey, generation: Generation) -> Self {
+        Self {
+            entry: None,
+            vary_miss: false,
+            flight: key.entry,
+            generation,
+            unavailable: false,
+        }
+    }
+}
+
+/// A map of `pairs`, for tests.
+#[cfg(test)]
+pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 /// Where entries live.
 pub enum Store {
     Memory(memory::MemoryStore),

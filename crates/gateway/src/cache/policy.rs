@@ -331,16 +331,7 @@ mod tests {
         }
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::cache::header_map as headers;
 
     type Headers = &'static [(&'static str, &'static str)];
     /// Why, the request's terms, the status, the answer's headers, the verdict.

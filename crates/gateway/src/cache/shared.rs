@@ -243,11 +243,8 @@ impl SharedStore {
     /// The answer for `request`'s values of the names `key`'s answers vary on.
     pub async fn lookup(&self, state: &Replicated, key: &CacheKey, request: &HeaderMap) -> Found {
         let miss = Found {
-            entry: None,
-            vary_miss: false,
-            flight: key.entry,
-            generation: Generation::default(),
             unavailable: true,
+            ..Found::nothing(key, Generation::default())
         };
         let Some(prefix) = state.redis_prefix() else {
             return miss;
@@ -282,13 +279,7 @@ impl SharedStore {
             };
             let (epoch, mark, now_ms, stored_names, meta, body, stored_ms) = read;
             let generation = Generation { epoch, path: mark };
-            let mut found = Found {
-                entry: None,
-                vary_miss: false,
-                flight: key.entry,
-                generation,
-                unavailable: false,
-            };
+            let mut found = Found::nothing(key, generation);
             let Some(stored_names) = stored_names else {
                 return found;
             };

@@ -31,7 +31,7 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-fn is_asserted_by_gateway(name: &HeaderName) -> bool {
+pub fn is_asserted_by_gateway(name: &HeaderName) -> bool {
     let name = name.as_str();
     name.starts_with("x-user-")
         || name.starts_with("x-gatehouse-")
