@@ -48,11 +48,18 @@ mod tests {
     use super::*;
     use crate::cache::header_map as answer;
 
+    /// Why, the answer's headers, the paths named.
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+
     #[test]
     fn locations_on_the_addressed_host_are_named_and_no_other_hosts() {
         let host = Some(&b"API.example:8080"[..]);
         #[rustfmt::skip]
-        let cases: [(&str, &[(&str, &str)], &[&str]); 12] = [
+        let cases: [Case; 12] = [
             ("an absolute path", &[("location", "/items/7")], &["/items/7"]),
             ("both headers", &[("location", "/items/7"), ("content-location", "/items/7/v2")], &["/items/7", "/items/7/v2"]),
             ("relative to the request", &[("location", "7?x=1")], &["/items/7"]),
