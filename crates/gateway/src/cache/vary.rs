@@ -18,6 +18,8 @@ use http::header::{self, HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
 use super::key::Digest32;
+// What the proxy strips on the way to the service: the same list, so "never reaches it" holds.
+use crate::proxy::headers::HOP_BY_HOP;
 
 /// Answers kept per primary key at most; a new one past this evicts the least recently stored.
 pub const MAX_VARIANTS: usize = 8;
@@ -25,19 +27,6 @@ pub const MAX_VARIANTS: usize = 8;
 /// Names one `Vary` may list before the answer is refused: a real one names a handful, and each
 /// name costs a digest on every lookup of its key.
 pub const MAX_NAMES: usize = 16;
-
-/// RFC 9110 §7.6.1 and the de facto ones: they never cross the gateway.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// The names an answer's `Vary` lists: lower-cased, without repeats, in order (so one list of
 /// names has one spelling, in memory and in Redis).
