@@ -126,6 +126,17 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         if kind == "held-write" {
             state.gate.acquire().await.unwrap().forget();
         }
+        if kind == "located" {
+            // A write whose answer names what it changed: one path on our host, one elsewhere.
+            return (
+                axum::http::StatusCode::CREATED,
+                [
+                    ("location", "/cached/plain/listing"),
+                    ("content-location", "//other.example/cached/plain/foreign"),
+                ],
+            )
+                .into_response();
+        }
         return axum::http::StatusCode::NO_CONTENT.into_response();
     }
     let body = json!({
@@ -154,7 +165,23 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         "cookie" => set("set-cookie", "session=s3cr3t; HttpOnly"),
         "vary-star" => set("vary", "*"),
         "vary-lang" => set("vary", "Accept-Language"),
-        "short" | "flaky" => set("cache-control", "max-age=1"),
+        "vary-hop" => set("vary", "Connection, TE, Keep-Alive"),
+        "vary-client-address" => set("vary", "X-Forwarded-For"),
+        "vary-credentials" => {
+            set("vary", "Authorization");
+            set("cache-control", "public, max-age=60");
+        }
+        "vary-huge" => {
+            let names: Vec<String> = (0..2000).map(|n| format!("x-h{n}")).collect();
+            response.headers_mut().insert(
+                "vary",
+                axum::http::HeaderValue::from_str(&names.join(", ")).unwrap(),
+            );
+        }
+        "garbage-cc" => set("cache-control", "max-age=soon, public"),
+        "overflow" => set("cache-control", "max-age=99999999999999999999999999"),
+        "swr" => set("cache-control", "max-age=1, stale-while-revalidate=60"),
+        "short" | "flaky" | "stall" => set("cache-control", "max-age=1"),
         "tagged" => set("etag", "\"v1\""),
         "big" => {
             *response.body_mut() = Body::from("x".repeat(4096));
@@ -185,6 +212,15 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
     }
     if kind == "flaky" && state.failing.load(Ordering::SeqCst) {
         return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    // Fails slowly: held until the gate opens, then 503 (stale-if-error with waiters).
+    if kind == "stall" && state.failing.load(Ordering::SeqCst) {
+        state.gate.acquire().await.unwrap().forget();
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    // Each refresh after the first answer is held until the gate opens.
+    if kind == "swr" && count > 1 {
+        state.gate.acquire().await.unwrap().forget();
     }
     if kind == "gated" {
         state.gate.acquire().await.unwrap().forget();
@@ -616,7 +652,228 @@ async fn vary_selects_the_stored_answer_by_the_named_request_headers() {
     assert_eq!(send("en").await, "gatehouse; fwd=uri-miss; stored");
     assert!(send("en").await.starts_with("gatehouse; hit"));
     assert_eq!(send("fr").await, "gatehouse; fwd=vary-miss; stored");
-    assert_eq!(origin.hits("/o/vary-lang/page"), 2);
+    assert_eq!(send("de").await, "gatehouse; fwd=vary-miss; stored");
+    for language in ["en", "fr", "de"] {
+        let status = send(language).await;
+        assert!(
+            status.starts_with("gatehouse; hit"),
+            "{language}: a new variant does not evict the others: {status}"
+        );
+    }
+    assert_eq!(origin.hits("/o/vary-lang/page"), 3);
+}
+
+#[tokio::test]
+async fn hostile_vary_lists_are_refused_or_cannot_split_the_cache() {
+    let (app, origin) = spawn().await;
+    // Two thousand names: refused at once, the answer passes through.
+    let response = app.get("/cached/vary-huge/x", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        cache_status(&response),
+        "gatehouse; fwd=uri-miss; detail=vary-too-many"
+    );
+    // The service saw the gateway's X-Forwarded-For, not the client's: never stored.
+    let response = app.get("/cached/vary-client-address/x", None).await;
+    assert_eq!(
+        cache_status(&response),
+        "gatehouse; fwd=uri-miss; detail=vary-gateway-header"
+    );
+
+    // Hop-by-hop headers never reach the service: whatever a client sends, one entry.
+    let (stored, body) = get(&app, "/cached/vary-hop/x", None).await;
+    assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
+    for headers in [
+        [("connection", "close"), ("te", "trailers")],
+        [("connection", "keep-alive"), ("keep-alive", "timeout=5")],
+    ] {
+        let response = send(&app, reqwest::Method::GET, "/cached/vary-hop/x", &headers).await;
+        let status = cache_status(&response);
+        assert!(
+            status.starts_with("gatehouse; hit"),
+            "{headers:?}: {status}"
+        );
+        assert_eq!(response.json::<Value>().await.unwrap(), body);
+    }
+    assert_eq!(origin.hits("/o/vary-hop/x"), 1);
+
+    // `Vary: Authorization` with `public`: one caller's answer is never another's.
+    let alice = [("authorization", "Bearer alice-not-a-jwt")];
+    let bob = [("authorization", "Bearer bob-not-a-jwt")];
+    let first = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/vary-credentials/x",
+        &alice,
+    )
+    .await;
+    assert_eq!(cache_status(&first), "gatehouse; fwd=uri-miss; stored");
+    let other = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/vary-credentials/x",
+        &bob,
+    )
+    .await;
+    assert_eq!(cache_status(&other), "gatehouse; fwd=vary-miss; stored");
+    let again = send(
+        &app,
+        reqwest::Method::GET,
+        "/cached/vary-credentials/x",
+        &alice,
+    )
+    .await;
+    assert!(cache_status(&again).starts_with("gatehouse; hit"));
+    assert_eq!(again.json::<Value>().await.unwrap()["count"], 1);
+}
+
+#[tokio::test]
+async fn garbage_and_overflowing_cache_control_are_read_as_rfc_9111_says() {
+    let (app, origin) = spawn().await;
+    for _ in 0..2 {
+        let response = app.get("/cached/garbage-cc/x", None).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            cache_status(&response),
+            "gatehouse; fwd=uri-miss; detail=cache-control-unreadable"
+        );
+    }
+    assert_eq!(origin.hits("/o/garbage-cc/x"), 2, "not stored, never a 5xx");
+
+    // A max-age past any integer is 2^31 s, capped by the route's minute: stored.
+    let (stored, _) = get(&app, "/cached/overflow/x", None).await;
+    assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
+    let (hit, _) = get(&app, "/cached/overflow/x", None).await;
+    assert!(hit.starts_with("gatehouse; hit; ttl="), "{hit}");
+    let ttl: i64 = hit.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(ttl <= 60, "the route's ttl caps it: {hit}");
+}
+
+#[tokio::test]
+async fn a_write_invalidates_the_location_it_names_on_its_host_and_never_another_hosts() {
+    let (app, origin) = spawn().await;
+    get(&app, "/cached/plain/listing", None).await;
+    get(&app, "/cached/plain/foreign", None).await;
+
+    let write = send(&app, reqwest::Method::POST, "/cached/located/new", &[]).await;
+    assert_eq!(write.status(), 201);
+
+    let (listing, _) = get(&app, "/cached/plain/listing", None).await;
+    assert_eq!(
+        listing, "gatehouse; fwd=uri-miss; stored",
+        "Location on our host: invalidated"
+    );
+    let (foreign, _) = get(&app, "/cached/plain/foreign", None).await;
+    assert!(
+        foreign.starts_with("gatehouse; hit"),
+        "Content-Location on another host: untouched: {foreign}"
+    );
+    assert_eq!(origin.hits("/o/plain/listing"), 2);
+    assert_eq!(origin.hits("/o/plain/foreign"), 1);
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_failing_service_get_the_stale_answer_not_a_turn_each() {
+    let (app, origin) = spawn().await;
+    let (_, body) = get(&app, "/cached/stall/feed", None).await;
+    origin.fail(true);
+    // GETs until one finds the entry stale: that one leads, held at the failing service.
+    let (http, url) = (app.http.clone(), app.url("/cached/stall/feed"));
+    let leader = tokio::spawn(async move {
+        loop {
+            let response = http.get(url.as_str()).send().await.unwrap();
+            if !cache_status(&response).starts_with("gatehouse; hit") {
+                return response;
+            }
+        }
+    });
+    wait_for("the leader at the failing service", || async {
+        (origin.hits("/o/stall/feed") == 2).then_some(())
+    })
+    .await;
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url("/cached/stall/feed"));
+            tokio::spawn(async move { http.get(url).send().await.unwrap() })
+        })
+        .collect();
+    wait_for("every waiter at the gateway", || async {
+        let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+        let open = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gatehouse_open_connections "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        (open >= 21).then_some(())
+    })
+    .await;
+    origin.open_gate(100);
+
+    let leader = leader.await.unwrap();
+    assert_eq!(leader.status(), 200);
+    assert!(
+        cache_status(&leader).starts_with("gatehouse; fwd=stale; fwd-status=503; ttl=-"),
+        "{}",
+        cache_status(&leader)
+    );
+    for waiter in waiters {
+        let response = waiter.await.unwrap();
+        assert_eq!(response.status(), 200, "never the service's failure");
+        let status = cache_status(&response);
+        assert!(
+            status.starts_with("gatehouse; fwd=stale; fwd-status=503; ttl=-")
+                && status.ends_with("; collapsed"),
+            "{status}"
+        );
+        assert_eq!(response.json::<Value>().await.unwrap(), body);
+    }
+    assert_eq!(
+        origin.hits("/o/stall/feed"),
+        2,
+        "the waiters did not go to the failing service one by one"
+    );
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    let (app, origin) = spawn().await;
+    let (_, first) = get(&app, "/cached/swr/news", None).await;
+    assert_eq!(first["count"], 1);
+    // `max-age=1, stale-while-revalidate=60`: soon stale, and answered at once all the same.
+    let (status, stale) = wait_for("the entry to go stale", || async {
+        let (status, body) = get(&app, "/cached/swr/news", None).await;
+        status.contains("stale").then_some((status, body))
+    })
+    .await;
+    assert!(
+        status.starts_with("gatehouse; hit; ttl=-")
+            && status.ends_with("; detail=stale-while-revalidate"),
+        "{status}"
+    );
+    assert_eq!(stale, first, "the stale answer, at once");
+    // The refresh is held at the service: every request meanwhile is answered stale, at once,
+    // and none starts another refresh.
+    wait_for("the refresh at the service", || async {
+        (origin.hits("/o/swr/news") == 2).then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, body) = get(&app, "/cached/swr/news", None).await;
+        assert!(
+            status.ends_with("detail=stale-while-revalidate"),
+            "{status}"
+        );
+        assert_eq!(body, first);
+    }
+    assert_eq!(origin.hits("/o/swr/news"), 2, "one refresh");
+
+    origin.open_gate(1);
+    let refreshed = wait_for("the refreshed answer", || async {
+        let (status, body) = get(&app, "/cached/swr/news", None).await;
+        (status.starts_with("gatehouse; hit") && body["count"] == 2).then_some(body)
+    })
+    .await;
+    assert_eq!(refreshed["count"], 2);
 }
 
 #[tokio::test]

@@ -101,25 +101,105 @@ async fn with_redis_an_answer_stored_by_one_replica_is_a_hit_on_the_other_until_
     eprintln!("a write on one replica invalidated the shared entry for the other");
 }
 
+/// `redis-cli -u redis args…`: its output.
+fn redis_cli(redis: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-u")
+        .arg(redis)
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success(), "redis-cli {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The keys under `prefix` matching `pattern` (after the prefix).
+fn scan(redis: &str, prefix: &str, pattern: &str) -> Vec<String> {
+    let pattern = format!("{prefix}:{pattern}");
+    redis_cli(redis, &["--scan", "--pattern", &pattern])
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What Redis does to keys under `maxmemory`: every invalidation mark under `prefix` forgotten.
 fn evict_marks(redis: &str, prefix: &str) {
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .arg("-u")
-            .arg(redis)
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        assert!(out.status.success(), "redis-cli {args:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let pattern = format!("{prefix}:cache:path:*");
-    let marks = cli(&["--scan", "--pattern", &pattern]);
-    let marks: Vec<&str> = marks.lines().filter(|line| !line.is_empty()).collect();
+    let marks = scan(redis, prefix, "cache:path:*");
     assert!(!marks.is_empty(), "the path has a mark to evict");
     for mark in marks {
-        cli(&["DEL", mark]);
+        redis_cli(redis, &["DEL", &mark]);
     }
+}
+
+#[tokio::test]
+async fn with_redis_an_entry_lives_by_redis_ttl_and_keeps_each_variant() {
+    let Some(redis) = redis_url() else { return };
+    let origin = Origin::start().await;
+    let prefix = format!("gatehouse-cache-{}", uuid::Uuid::new_v4().simple());
+    let gate = Gate::start(&config(&origin, &redis, &prefix)).await;
+
+    until_hit(&gate, "/cached/plain/ttl").await;
+    let entries = scan(&redis, &prefix, "cache:entry:*");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // The route: fresh for 60 s, then 5 minutes of stale-if-error.
+    let ttl_ms: i64 = redis_cli(&redis, &["PTTL", &entries[0]])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (300_000..=360_000).contains(&ttl_ms),
+        "Redis expires it when its stale window ends: {ttl_ms} ms"
+    );
+    let fields = redis_cli(&redis, &["HKEYS", &entries[0]]);
+    let fields: Vec<&str> = fields.lines().collect();
+    for field in ["n", "o", "g"] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    for kind in ["m:", "b:", "t:"] {
+        assert_eq!(
+            fields.iter().filter(|f| f.starts_with(kind)).count(),
+            1,
+            "one variant: {fields:?}"
+        );
+    }
+
+    // Scripts go by EVALSHA: flushed from Redis, they are loaded again on NOSCRIPT.
+    redis_cli(&redis, &["SCRIPT", "FLUSH"]);
+    until_hit(&gate, "/cached/plain/ttl").await;
+
+    let language = |value: &'static str| {
+        let gate = &gate;
+        async move {
+            let response = gate
+                .http
+                .get(format!("{}/cached/vary-lang/page", gate.url))
+                .header("accept-language", value)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            cache_status(&response)
+        }
+    };
+    for value in ["en", "fr", "de"] {
+        wait_for("the variant stored", || async {
+            language(value)
+                .await
+                .starts_with("gatehouse; hit")
+                .then_some(())
+        })
+        .await;
+    }
+    for value in ["en", "fr", "de"] {
+        let status = language(value).await;
+        assert!(
+            status.starts_with("gatehouse; hit"),
+            "{value}: kept beside the others: {status}"
+        );
+    }
+    assert_eq!(origin.hits("/o/vary-lang/page"), 3);
+    eprintln!("with Redis each variant of a key was kept, and the entry expires by Redis's TTL");
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Request coalescing: of the concurrent misses for one key, the first (the leader) goes to the
 //! service and the others wait for what it brings back. When the answer is stored the waiters
-//! are answered with it; when it is not (not storable, too large, the service failed, the
+//! are answered with it. When the service failed, the leader says how, so a waiter holding a
+//! stale answer it may stand in with answers with that at once, instead of each trying the
+//! failing service in turn. When it is not stored otherwise (not storable, too large, the
 //! leader's client went away), the leader says so as it is dropped, and each waiter goes to the
 //! service on its own. A waiter never waits longer than its bound either, so none can hang.
 //!
@@ -20,6 +22,9 @@ use super::Entry;
 pub enum Landing {
     InFlight,
     Stored(Arc<Entry>),
+    /// The service failed: the `Cache-Status` member that says how (`fwd-status=503`,
+    /// `detail=upstream_timeout`).
+    Failed(Arc<str>),
     /// Nothing to share: each waiter asks the service itself.
     Abandoned,
 }
@@ -57,7 +62,6 @@ impl Flights {
         })
     }
 
-    /// Requests in flight now (for tests and metrics).
     /// A seat as a waiter on the request in flight for `key`, if there is one; never a lead.
     /// For a request whose own answer would not be recorded (HEAD, `no-store`): it may take
     /// the entry another request fetches, but must not make others wait on an answer that
@@ -70,6 +74,7 @@ impl Flights {
             .map(|landing| Waiter(landing.clone()))
     }
 
+    /// Requests in flight now (for tests and metrics).
     pub fn len(&self) -> usize {
         self.in_flight
             .lock()
@@ -95,6 +100,11 @@ impl Leader {
     pub fn land(self, entry: Arc<Entry>) {
         self.sender.send_replace(Landing::Stored(entry));
     }
+
+    /// Tells the waiters the service failed, and how (see [`Landing::Failed`]).
+    pub fn fail(self, failure: Arc<str>) {
+        self.sender.send_replace(Landing::Failed(failure));
+    }
 }
 
 impl Drop for Leader {
@@ -118,8 +128,8 @@ impl Drop for Leader {
 pub struct Waiter(watch::Receiver<Landing>);
 
 impl Waiter {
-    /// The leader's entry, or `None` when it brought none back within `bound`.
-    pub async fn wait(mut self, bound: Duration) -> Option<Arc<Entry>> {
+    /// How the leader's request ended; [`Landing::Abandoned`] when it did not within `bound`.
+    pub async fn wait(mut self, bound: Duration) -> Landing {
         let landed = tokio::time::timeout(
             bound,
             self.0
@@ -127,12 +137,9 @@ impl Waiter {
         )
         .await;
         match landed {
-            Ok(Ok(landing)) => match &*landing {
-                Landing::Stored(entry) => Some(Arc::clone(entry)),
-                Landing::InFlight | Landing::Abandoned => None,
-            },
+            Ok(Ok(landing)) => landing.clone(),
             // Timed out, or the leader is gone without a word (it always says one).
-            _ => None,
+            _ => Landing::Abandoned,
         }
     }
 }
@@ -171,7 +178,10 @@ mod tests {
             waiter.wait(Duration::from_secs(3600)),
         )
         .await;
-        assert!(matches!(waited, Ok(None)), "released without an entry");
+        assert!(
+            matches!(waited, Ok(Landing::Abandoned)),
+            "released without an entry"
+        );
         assert!(flights.is_empty(), "the key is free for the next miss");
     }
 
@@ -182,6 +192,26 @@ mod tests {
         let Seat::Waiter(waiter) = flights.board([2; 32]) else {
             panic!("the second waits");
         };
-        assert!(waiter.wait(Duration::from_millis(10)).await.is_none());
+        assert!(matches!(
+            waiter.wait(Duration::from_millis(10)).await,
+            Landing::Abandoned
+        ));
+    }
+
+    #[tokio::test]
+    async fn waiters_learn_how_the_service_failed() {
+        let flights = Flights::default();
+        let Seat::Leader(leader) = flights.board([3; 32]) else {
+            panic!("the first miss leads");
+        };
+        let waiters: Vec<Waiter> = (0..3).filter_map(|_| flights.join([3; 32])).collect();
+        leader.fail(Arc::from("fwd-status=503"));
+        for waiter in waiters {
+            let Landing::Failed(failure) = waiter.wait(Duration::from_secs(3600)).await else {
+                panic!("each waiter is told");
+            };
+            assert_eq!(&*failure, "fwd-status=503");
+        }
+        assert!(flights.is_empty());
     }
 }

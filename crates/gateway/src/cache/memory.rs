@@ -1,5 +1,6 @@
-//! The in-memory store: moka, weighted by bytes (bodies and headers), each entry expiring when
-//! its stale window ends. Invalidation marks (a path's generation) live beside it, bounded too;
+//! The in-memory store: moka, weighted by bytes (bodies and headers), one item per primary key
+//! holding its variants (see [`super::vary`]), expiring when the last of them may no longer
+//! serve. Invalidation marks (a path's generation) live beside it, bounded too;
 //! when one must be forgotten to make room, the epoch moves, which invalidates every entry: the
 //! store may forget that a path was written, but never serve an entry from before the write.
 
@@ -11,15 +12,43 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use moka::Expiry;
 
+use http::HeaderMap;
+use moka::ops::compute::Op;
+
 use super::key::{CacheKey, Digest32};
+use super::vary::{Names, MAX_VARIANTS};
 use super::{Entry, Found, Generation};
 use crate::config::{MAX_CACHE_TTL, MAX_STALE_IF_ERROR};
 
 /// Paths with an invalidation mark at once, at most.
 const MAX_MARKS: u64 = 1_000_000;
 
+/// The answers stored for one primary key: the names the latest varies on, and the answers
+/// for those names, the most recently stored first (at most [`MAX_VARIANTS`]).
+pub struct Variants {
+    names: Names,
+    answers: Vec<Arc<Entry>>,
+}
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        self.answers
+            .iter()
+            .fold(0u32, |total, entry| total.saturating_add(entry.weight()))
+    }
+
+    /// Until the last answer is no longer kept.
+    fn lifetime(&self) -> Duration {
+        self.answers
+            .iter()
+            .map(|entry| entry.freshness.keep().saturating_sub(entry.resident()))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
 pub struct MemoryStore {
-    entries: Cache<Digest32, Arc<Entry>>,
+    entries: Cache<Digest32, Arc<Variants>>,
     /// Each written path's generation; kept as long as any entry can live.
     marks: Cache<Digest32, u64>,
     /// Generations handed out, so a mark forgotten and set again never repeats a value.
@@ -27,30 +56,30 @@ pub struct MemoryStore {
     epoch: Arc<AtomicU64>,
 }
 
-/// Each entry expires when it may no longer stand in for a failing service.
+/// A key's answers expire when the last of them may no longer serve (fresh or stale).
 struct UntilStale;
 
-impl Expiry<Digest32, Arc<Entry>> for UntilStale {
+impl Expiry<Digest32, Arc<Variants>> for UntilStale {
     fn expire_after_create(
         &self,
         _key: &Digest32,
-        entry: &Arc<Entry>,
+        variants: &Arc<Variants>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(entry.freshness.keep())
+        Some(variants.lifetime())
     }
 
-    /// A replaced entry (a stale one answered anew, a vary-miss) lives as long as the new
-    /// answer may: without this moka keeps the first entry's deadline, and the new one's
+    /// Replaced (a stale answer answered anew, a new variant), the key lives as long as its
+    /// answers now may: without this moka keeps the first deadline, and the new answer's
     /// `stale_if_error` window would be cut short by the old one's.
     fn expire_after_update(
         &self,
         _key: &Digest32,
-        entry: &Arc<Entry>,
+        variants: &Arc<Variants>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.freshness.keep())
+        Some(variants.lifetime())
     }
 }
 
@@ -69,7 +98,7 @@ impl MemoryStore {
             .build();
         let entries = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_key: &Digest32, entry: &Arc<Entry>| entry.weight())
+            .weigher(|_key: &Digest32, variants: &Arc<Variants>| variants.weight())
             .expire_after(UntilStale)
             .build();
         Self {
@@ -87,25 +116,60 @@ impl MemoryStore {
         }
     }
 
-    pub fn lookup(&self, key: &CacheKey) -> Found {
+    /// The answer for `request`'s values of the names `key`'s answers vary on.
+    pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Found {
         let generation = self.generation(&key.path);
-        let entry = self
-            .entries
-            .get(&key.entry)
-            .filter(|entry| entry.generation == generation && entry.may_stand_in());
-        Found {
-            entry,
-            generation,
-            unavailable: false,
-        }
+        let mut found = Found::nothing(key, generation);
+        let Some(variants) = self.entries.get(&key.entry) else {
+            return found;
+        };
+        let usable = |entry: &&Arc<Entry>| entry.generation == generation && entry.is_kept();
+        let variant = variants.names.variant(request);
+        found.flight = variants.names.flight(&key.entry, &variant);
+        found.entry = variants
+            .answers
+            .iter()
+            .filter(usable)
+            .find(|entry| entry.variant == variant)
+            .cloned();
+        found.vary_miss = found.entry.is_none() && variants.answers.iter().any(|e| usable(&e));
+        found
     }
 
+    /// Stores `entry` beside the other variants of its key, in place of the one for the same
+    /// values; past [`MAX_VARIANTS`] the least recently stored goes. An answer that varies on
+    /// other names than the stored ones replaces them all: the service changed what it varies
+    /// on, and answers selected by the old names would never be found again.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
         // Written meanwhile: the answer may predate the write, so it is not kept.
         if entry.generation != self.generation(&key.path) {
             return;
         }
-        self.entries.insert(key.entry, entry);
+        // Per key, one computation at a time: two variants stored at once both stay.
+        self.entries.entry(key.entry).and_compute_with(|stored| {
+            let mut answers: Vec<Arc<Entry>> = Vec::with_capacity(MAX_VARIANTS);
+            answers.push(Arc::clone(&entry));
+            if let Some(stored) = stored.map(moka::Entry::into_value) {
+                if stored.names == entry.vary {
+                    let others = stored.answers.iter().filter(|other| {
+                        other.variant != entry.variant
+                            && other.generation == entry.generation
+                            && other.is_kept()
+                    });
+                    answers.extend(others.take(MAX_VARIANTS - 1).cloned());
+                }
+            }
+            Op::Put(Arc::new(Variants {
+                names: entry.vary.clone(),
+                answers,
+            }))
+        });
+    }
+
+    /// What the stored answers weigh, in bytes (after moka applied its pending work).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 
     pub fn invalidate(&self, path: &Digest32) {
@@ -120,19 +184,123 @@ mod tests {
     use crate::cache::Freshness;
 
     fn entry(keep: Duration) -> Arc<Entry> {
+        sized(keep, 6, &Names::default(), &HeaderMap::new())
+    }
+
+    /// An answer of `body` bytes for `request`, varying on `names`.
+    fn sized(keep: Duration, body: usize, names: &Names, request: &HeaderMap) -> Arc<Entry> {
         Arc::new(Entry {
             status: http::StatusCode::OK,
             headers: http::HeaderMap::new(),
-            body: bytes::Bytes::from_static(b"answer"),
-            vary: Vec::new(),
+            body: bytes::Bytes::from(vec![b'x'; body]),
+            vary: names.clone(),
+            variant: names.variant(request),
             generation: Generation::default(),
             freshness: Freshness {
                 fresh_for: keep,
                 stale_for: Duration::ZERO,
+                revalidate_for: Duration::ZERO,
                 age: Duration::ZERO,
             },
             stored_at: tokio::time::Instant::now(),
         })
+    }
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey {
+            entry: [n; 32],
+            path: [n; 32],
+        }
+    }
+
+    fn asking(language: &str) -> HeaderMap {
+        let mut request = HeaderMap::new();
+        request.insert("accept-language", language.parse().unwrap());
+        request
+    }
+
+    fn by_language() -> Names {
+        let mut answer = HeaderMap::new();
+        answer.insert("vary", "Accept-Language".parse().unwrap());
+        Names::of(&answer).unwrap()
+    }
+
+    #[test]
+    fn the_store_evicts_by_bytes_and_stays_under_its_bound() {
+        let bound = 64 * 1024;
+        let store = MemoryStore::new(bound);
+        let hour = Duration::from_secs(3600);
+        // Twenty answers of 8 KiB: 160 KiB offered to a store of 64 KiB.
+        for n in 0..20 {
+            store.insert(
+                key(n),
+                sized(hour, 8 * 1024, &Names::default(), &HeaderMap::new()),
+            );
+            assert!(
+                store.weighted_bytes() <= bound,
+                "after {n}: {} bytes held",
+                store.weighted_bytes()
+            );
+        }
+        let kept = (0..20)
+            .filter(|n| store.lookup(&key(*n), &HeaderMap::new()).entry.is_some())
+            .count();
+        assert!((1..=7).contains(&kept), "some go, some stay: {kept} kept");
+        assert!(
+            store.weighted_bytes() > bound / 2,
+            "the bound is used, not emptied"
+        );
+
+        // One answer larger than the whole bound is never held.
+        store.insert(
+            key(99),
+            sized(hour, 128 * 1024, &Names::default(), &HeaderMap::new()),
+        );
+        assert!(store.weighted_bytes() <= bound);
+        assert!(store.lookup(&key(99), &HeaderMap::new()).entry.is_none());
+    }
+
+    #[test]
+    fn each_variant_of_a_key_is_kept_and_a_new_one_evicts_only_the_oldest_past_the_bound() {
+        let store = MemoryStore::new(1 << 20);
+        let hour = Duration::from_secs(3600);
+        let names = by_language();
+        let languages: Vec<String> = (0..=MAX_VARIANTS).map(|n| format!("l{n}")).collect();
+        for language in &languages[..2] {
+            store.insert(key(1), sized(hour, 10, &names, &asking(language)));
+        }
+        for language in &languages[..2] {
+            assert!(
+                store.lookup(&key(1), &asking(language)).entry.is_some(),
+                "{language}: a new variant does not evict the others"
+            );
+        }
+        let other = store.lookup(&key(1), &asking("zz"));
+        assert!(other.entry.is_none() && other.vary_miss);
+        assert_ne!(
+            other.flight,
+            store.lookup(&key(1), &asking("l0")).flight,
+            "misses for different variants do not wait on each other"
+        );
+
+        for language in &languages[2..] {
+            store.insert(key(1), sized(hour, 10, &names, &asking(language)));
+        }
+        assert!(
+            store.lookup(&key(1), &asking("l0")).entry.is_none(),
+            "past {MAX_VARIANTS} the least recently stored goes"
+        );
+        for language in &languages[1..] {
+            assert!(store.lookup(&key(1), &asking(language)).entry.is_some());
+        }
+
+        // The service stops varying: the answer that does not vary replaces them all.
+        store.insert(
+            key(1),
+            sized(hour, 10, &Names::default(), &HeaderMap::new()),
+        );
+        assert!(store.lookup(&key(1), &asking("l5")).entry.is_some());
+        assert_eq!(store.lookup(&key(1), &asking("l5")).flight, key(1).entry);
     }
 
     #[test]
@@ -145,13 +313,14 @@ mod tests {
         let first_deadline = Instant::now() + Duration::from_millis(20);
         store.insert(key, entry(Duration::from_millis(20)));
         store.insert(key, entry(Duration::from_secs(3600)));
+        let request = HeaderMap::new();
         // Past the first entry's deadline (a deadline passed, not a timed assertion: with the
         // replaced deadline the entry is there whatever the load, for an hour).
         while Instant::now() <= first_deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
-            store.lookup(&key).entry.is_some(),
+            store.lookup(&key, &request).entry.is_some(),
             "the new answer keeps its own hour, not the old one's 20 ms"
         );
     }

@@ -9,21 +9,25 @@
 //! - [`memory`], [`shared`]: the two stores, with the same [`Generation`] scheme for
 //!   invalidation (an unsafe request on a path moves the path's generation; entries stored under
 //!   another generation are never served).
+//! - [`vary`]: several answers per key, one per set of values of the headers `Vary` names.
 //! - [`flight`]: request coalescing, so concurrent misses for one key make one upstream call.
 //! - [`record`]: the answer's body streamed to the client while it is recorded for the store.
+//! - [`location`]: the other URIs a write's answer names (`Location`, `Content-Location`).
 
 pub mod flight;
 pub mod key;
+pub mod location;
 pub mod memory;
 pub mod policy;
 pub mod record;
 pub mod shared;
+pub mod vary;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 use http::StatusCode;
 use tokio::time::Instant;
 
@@ -52,10 +56,10 @@ pub struct Entry {
     /// The service's headers, less the hop-by-hop ones and its `Age` (recomputed when served).
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The request headers the answer's `Vary` names, with a digest of the values of the
-    /// request that got it (never the values: `Vary: Authorization` or `Cookie` must not put
-    /// credentials in Redis); only a request with the same values is served from it.
-    pub vary: Vec<(HeaderName, Option<key::Digest32>)>,
+    /// The request headers the answer's `Vary` names, and the request's values for them as a
+    /// digest (its secondary key): only a request with the same values is served from it.
+    pub vary: vary::Names,
+    pub variant: key::Digest32,
     pub generation: Generation,
     pub freshness: Freshness,
     /// When it was stored (on this replica's monotonic clock; from Redis's TTL for a shared one).
@@ -75,9 +79,7 @@ impl Entry {
 
     /// Whether `request` sends the values this entry's `Vary` names as the request that got it.
     pub fn matches(&self, request: &HeaderMap) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, digest)| vary_digest(request, name) == *digest)
+        self.vary.variant(request) == self.variant
     }
 
     /// Time in the store.
@@ -91,7 +93,17 @@ impl Entry {
 
     /// Still allowed to stand in for a failing service.
     pub fn may_stand_in(&self) -> bool {
+        self.resident() < self.freshness.fresh_for + self.freshness.stale_for
+    }
+
+    /// Still kept: fresh, or stale within one of its windows.
+    pub fn is_kept(&self) -> bool {
         self.resident() < self.freshness.keep()
+    }
+
+    /// Stale, but still allowed to answer at once while it is refreshed (RFC 5861).
+    pub fn may_revalidate(&self) -> bool {
+        self.resident() < self.freshness.fresh_for + self.freshness.revalidate_for
     }
 
     /// The `Age` to answer with (RFC 9111 §4.2.3): the service's plus the time in the store.
@@ -107,36 +119,47 @@ impl Entry {
     }
 }
 
-/// A digest of the values `request` sends for `name` (see [`Entry::vary`]).
-pub fn vary_digest(request: &HeaderMap, name: &HeaderName) -> Option<key::Digest32> {
-    use sha2::{Digest, Sha256};
-    vary_value(request, name).map(|value| Sha256::digest(value.as_bytes()).into())
-}
-
-/// The values `request` sends for `name`, joined as one (several lines are one list).
-fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
-    let mut values = request.get_all(name).iter();
-    let first = values.next()?;
-    let rest: Vec<&HeaderValue> = values.collect();
-    if rest.is_empty() {
-        return Some(first.clone());
-    }
-    let mut joined = first.as_bytes().to_vec();
-    for value in rest {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(value.as_bytes());
-    }
-    HeaderValue::from_bytes(&joined).ok()
-}
-
 /// What a lookup found: an entry for the key (fresh or not, its generation checked), and the
 /// generation an answer fetched now would be stored under.
 pub struct Found {
+    /// The answer stored for the request's values of the headers its `Vary` names.
     pub entry: Option<Arc<Entry>>,
+    /// Answers are stored for the key, none of them for the request's values (RFC 9211
+    /// `vary-miss`).
+    pub vary_miss: bool,
+    /// What concurrent misses for the same answer wait on together: the key, and the request's
+    /// values when the stored `Vary` names them.
+    pub flight: key::Digest32,
     pub generation: Generation,
     /// The store could not be asked (Redis down): nothing is stored either, the request goes
     /// to the service.
     pub unavailable: bool,
+}
+
+impl Found {
+    /// Nothing stored for `key` under `generation` (the store answered).
+    pub fn nothing(key: &CacheKey, generation: Generation) -> Self {
+        Self {
+            entry: None,
+            vary_miss: false,
+            flight: key.entry,
+            generation,
+            unavailable: false,
+        }
+    }
+}
+
+/// A map of `pairs`, for tests.
+#[cfg(test)]
+pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
 }
 
 /// Where entries live.
@@ -168,10 +191,11 @@ impl ResponseCache {
         }
     }
 
-    pub async fn lookup(&self, state: &Replicated, key: &CacheKey) -> Found {
+    /// The answer stored for `key` that `request` may be served (see [`vary`]).
+    pub async fn lookup(&self, state: &Replicated, key: &CacheKey, request: &HeaderMap) -> Found {
         match &self.store {
-            Store::Memory(memory) => memory.lookup(key),
-            Store::Redis(redis) => redis.lookup(state, key).await,
+            Store::Memory(memory) => memory.lookup(key, request),
+            Store::Redis(redis) => redis.lookup(state, key, request).await,
         }
     }
 
@@ -196,28 +220,5 @@ impl ResponseCache {
             Store::Memory(memory) => memory.invalidate(path_key),
             Store::Redis(redis) => redis.invalidate(state, path_key).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_varied_request_header_is_kept_as_a_digest_that_still_tells_values_apart() {
-        let name = http::header::AUTHORIZATION;
-        let mut alice = HeaderMap::new();
-        alice.insert(&name, HeaderValue::from_static("Bearer alice-secret"));
-        let mut bob = HeaderMap::new();
-        bob.insert(&name, HeaderValue::from_static("Bearer bob-secret"));
-
-        let digest = vary_digest(&alice, &name).expect("alice sends one");
-        assert!(
-            !digest.windows(6).any(|w| w == b"secret"),
-            "the credential itself is not kept"
-        );
-        assert_eq!(vary_digest(&alice, &name), Some(digest));
-        assert_ne!(vary_digest(&bob, &name), Some(digest));
-        assert_eq!(vary_digest(&HeaderMap::new(), &name), None);
     }
 }

@@ -10,23 +10,31 @@ use headers::{
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
-use crate::config::CacheRule;
+use super::vary::{self, Names};
+use crate::config::{CacheRule, MAX_STALE_IF_ERROR};
 
 /// How long a stored answer serves: `fresh_for` from when it is stored, then up to `stale_for`
-/// more in place of a failing service; `age` is what the service said it already had (`Age`).
+/// more in place of a failing service, and up to `revalidate_for` more at once while it is
+/// refreshed in the background (RFC 5861 `stale-while-revalidate`); `age` is what the service
+/// said it already had (`Age`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
     pub fresh_for: Duration,
     pub stale_for: Duration,
+    pub revalidate_for: Duration,
     pub age: Duration,
 }
 
 impl Freshness {
-    /// How long the store keeps it: fresh, then stale.
+    /// How long the store keeps it: fresh, then stale for the longer of its two windows.
     pub fn keep(&self) -> Duration {
-        self.fresh_for + self.stale_for
+        self.fresh_for + self.stale_for.max(self.revalidate_for)
     }
 }
+
+/// RFC 9111 §1.2.2: a delta-seconds too large to represent is taken as 2^31 seconds (68 years:
+/// the route's ttl caps it anyway), not as garbage.
+const DELTA_SECONDS_CAP: u64 = 2_147_483_648;
 
 /// Why an answer is not stored; each names the rule, and is the `detail` of its `Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +53,8 @@ pub enum NotStored {
     Private,
     /// `Set-Cookie`: one client's session must never be handed to another.
     SetCookie,
-    /// `Vary: *` (§4.1): no later request can match it.
-    VaryAll,
+    /// A `Vary` the cache cannot select by (`*`, §4.1; see [`vary::Unusable`]).
+    Vary(vary::Unusable),
     /// A request with `Authorization` on a public route (§3.5), without `public`, `s-maxage` or
     /// `must-revalidate` allowing it to be shared.
     Authorization,
@@ -66,7 +74,7 @@ impl NotStored {
             Self::NoCache => "no-cache",
             Self::Private => "private",
             Self::SetCookie => "set-cookie",
-            Self::VaryAll => "vary-star",
+            Self::Vary(why) => why.as_str(),
             Self::Authorization => "authorization",
             Self::Stale => "stale-on-arrival",
             Self::RequestNoStore => "request-no-store",
@@ -100,15 +108,22 @@ impl RequestTerms {
     }
 }
 
+/// What may be stored: for how long, and selected by which request headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub freshness: Freshness,
+    pub vary: Names,
+}
+
 /// Whether the answer (`status`, `headers`) to a request with `terms` may be stored under a
-/// route's `rule`, and for how long it is fresh. `now` is when it arrived.
+/// route's `rule`, for how long it is fresh, and what it varies on. `now` is when it arrived.
 pub fn decide(
     terms: RequestTerms,
     status: StatusCode,
     headers: &HeaderMap,
     rule: &CacheRule,
     now: SystemTime,
-) -> Result<Freshness, NotStored> {
+) -> Result<Admitted, NotStored> {
     if terms.no_store {
         return Err(NotStored::RequestNoStore);
     }
@@ -139,14 +154,7 @@ pub fn decide(
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    let vary_all = headers.get_all(header::VARY).iter().any(|value| {
-        value
-            .to_str()
-            .map_or(true, |v| v.split(',').any(|n| n.trim() == "*"))
-    });
-    if vary_all {
-        return Err(NotStored::VaryAll);
-    }
+    let vary = Names::of(headers).map_err(NotStored::Vary)?;
     if terms.authorization
         && !terms.per_caller
         && !(control.public() || control.s_max_age().is_some() || control.must_revalidate())
@@ -163,7 +171,7 @@ pub fn decide(
     let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| delta_seconds(v.trim()))
         .map_or(Duration::ZERO, Duration::from_secs);
     let fresh_for = lifetime.saturating_sub(age);
     if fresh_for.is_zero() {
@@ -174,16 +182,52 @@ pub fn decide(
     let revalidate = control.must_revalidate()
         || control.s_max_age().is_some()
         || raw_directive("proxy-revalidate");
-    let stale_for = if revalidate {
-        Duration::ZERO
+    let (stale_for, revalidate_for) = if revalidate {
+        (Duration::ZERO, Duration::ZERO)
     } else {
-        rule.stale_if_error
+        // The service's own `stale-while-revalidate` wins over the route's: it knows how long
+        // its data may lag; both are capped like `stale_if_error`.
+        let said = directive_seconds(headers, "stale-while-revalidate").map(Duration::from_secs);
+        let revalidate_for = said.unwrap_or(rule.stale_while_revalidate);
+        (rule.stale_if_error, revalidate_for.min(MAX_STALE_IF_ERROR))
     };
-    Ok(Freshness {
-        fresh_for,
-        stale_for,
-        age,
+    Ok(Admitted {
+        freshness: Freshness {
+            fresh_for,
+            stale_for,
+            revalidate_for,
+            age,
+        },
+        vary,
     })
+}
+
+/// A delta-seconds value (RFC 9111 §1.2.2): digits only; too many of them is the cap.
+fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        text.parse::<u64>()
+            .map_or(DELTA_SECONDS_CAP, |n| n.min(DELTA_SECONDS_CAP)),
+    )
+}
+
+/// The seconds of a `Cache-Control` directive the typed header does not know (`name=N`, or
+/// `name="N"`), on any line; `None` without it or with a value that is not delta-seconds.
+fn directive_seconds(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .find_map(|directive| {
+            let (key, value) = directive.split_once('=')?;
+            if !key.trim().eq_ignore_ascii_case(name) {
+                return None;
+            }
+            delta_seconds(value.trim().trim_matches('"'))
+        })
 }
 
 /// The `Cache-Control` lines of `headers`, read case-insensitively (directives are, §5.2; the
@@ -192,11 +236,38 @@ pub fn decide(
 fn cache_control(headers: &HeaderMap) -> Result<Option<CacheControl>, ()> {
     let mut lowered = HeaderMap::new();
     for value in headers.get_all(header::CACHE_CONTROL) {
-        let text = value.to_str().map_err(|_| ())?;
-        let value = http::HeaderValue::from_str(&text.to_ascii_lowercase()).map_err(|_| ())?;
+        let text = value.to_str().map_err(|_| ())?.to_ascii_lowercase();
+        // A lifetime that is not delta-seconds (`max-age=`, `max-age=soon`, `max-age`) is a
+        // field the cache cannot read: the answer is not stored, whatever else the line says.
+        let lifetime_unreadable = text.split(',').any(|directive| {
+            let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+            matches!(name.trim(), "max-age" | "s-maxage")
+                && delta_seconds(value.trim().trim_matches('"')).is_none()
+        });
+        if lifetime_unreadable {
+            return Err(());
+        }
+        let text = capped(&text);
+        let value = http::HeaderValue::from_str(&text).map_err(|_| ())?;
         lowered.append(header::CACHE_CONTROL, value);
     }
     lowered.typed_try_get::<CacheControl>().map_err(|_| ())
+}
+
+/// `line` with each directive's delta-seconds that overflows replaced by the cap (§1.2.2), so
+/// `max-age=99999999999999999999` is a long lifetime rather than an unreadable field.
+fn capped(line: &str) -> String {
+    line.split(',')
+        .map(|directive| match directive.split_once('=') {
+            Some((key, value))
+                if value.trim().len() > 10 && delta_seconds(value.trim()).is_some() =>
+            {
+                format!("{key}={DELTA_SECONDS_CAP}")
+            }
+            _ => directive.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `Expires` minus `Date` (or now): how long the service says the answer is fresh. An `Expires`
@@ -255,20 +326,12 @@ mod tests {
         CacheRule {
             ttl: Duration::from_secs(30),
             stale_if_error: Duration::from_secs(300),
+            stale_while_revalidate: Duration::ZERO,
             max_body_bytes: 1024,
         }
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::cache::header_map as headers;
 
     type Headers = &'static [(&'static str, &'static str)];
     /// Why, the request's terms, the status, the answer's headers, the verdict.
@@ -291,7 +354,7 @@ mod tests {
     fn answers_that_must_not_be_stored_are_refused_each_for_its_rule() {
         // One case a line: the table is the specification.
         #[rustfmt::skip]
-        let cases: [Refusal; 16] = [
+        let cases: [Refusal; 23] = [
             ("no-store", PUBLIC, 200, &[("cache-control", "no-store")], NotStored::NoStore),
             ("no-store among others", PUBLIC, 200, &[("cache-control", "public, max-age=60, no-store")], NotStored::NoStore),
             ("no-store on a second line", PUBLIC, 200, &[("cache-control", "max-age=60"), ("cache-control", "no-store")], NotStored::NoStore),
@@ -301,19 +364,33 @@ mod tests {
             ("qualified private on a shared key", PUBLIC, 200, &[("cache-control", "private=\"x-user\"")], NotStored::Private),
             ("Set-Cookie", PUBLIC, 200, &[("set-cookie", "session=abc")], NotStored::SetCookie),
             ("Set-Cookie even per caller", PER_CALLER, 200, &[("set-cookie", "session=abc")], NotStored::SetCookie),
-            ("Vary: *", PUBLIC, 200, &[("vary", "accept, *")], NotStored::VaryAll),
+            ("Vary: *", PUBLIC, 200, &[("vary", "accept, *")], NotStored::Vary(vary::Unusable::All)),
+            ("Vary on what the gateway writes", PUBLIC, 200, &[("vary", "X-Forwarded-For")], NotStored::Vary(vary::Unusable::GatewayHeader)),
+            ("garbage max-age", PUBLIC, 200, &[("cache-control", "max-age=soon")], NotStored::Unreadable),
+            ("negative max-age", PUBLIC, 200, &[("cache-control", "max-age=-5")], NotStored::Unreadable),
+            ("max-age with no value", PUBLIC, 200, &[("cache-control", "max-age=")], NotStored::Unreadable),
+            ("s-maxage with no value at all", PUBLIC, 200, &[("cache-control", "public, s-maxage")], NotStored::Unreadable),
+            ("an Age past any lifetime", PUBLIC, 200, &[("age", "99999999999999999999999")], NotStored::Stale),
             ("201 is not cacheable by default", PUBLIC, 201, &[("cache-control", "max-age=60")], NotStored::Status),
             ("206: ranges are not assembled", PUBLIC, 206, &[], NotStored::Status),
             ("5xx", PUBLIC, 503, &[("cache-control", "max-age=60")], NotStored::Status),
             ("max-age=0", PUBLIC, 200, &[("cache-control", "max-age=0")], NotStored::Stale),
             ("Age past max-age", PUBLIC, 200, &[("cache-control", "max-age=10"), ("age", "11")], NotStored::Stale),
             ("Expires in the past", PUBLIC, 200, &[("date", "Sun, 29 Nov 2026 12:00:00 GMT"), ("expires", "Sun, 29 Nov 2026 11:00:00 GMT")], NotStored::Stale),
+            ("Cache-Control bytes that are not text", PUBLIC, 200, &[], NotStored::Unreadable),
         ];
         for (why, terms, status, pairs, expected) in cases {
+            let mut answer = headers(pairs);
+            if why.starts_with("Cache-Control bytes") {
+                answer.insert(
+                    header::CACHE_CONTROL,
+                    http::HeaderValue::from_bytes(b"max-age=\xff60").unwrap(),
+                );
+            }
             let verdict = decide(
                 terms,
                 StatusCode::from_u16(status).unwrap(),
-                &headers(pairs),
+                &answer,
                 &rule(),
                 SystemTime::now(),
             );
@@ -362,7 +439,7 @@ mod tests {
     fn storable_answers_get_the_shorter_of_the_services_lifetime_and_the_routes_ttl() {
         let now = SystemTime::now();
         #[rustfmt::skip]
-        let cases: [Admission; 10] = [
+        let cases: [Admission; 12] = [
             ("no freshness said: the route's ttl", PUBLIC, 200, &[], 30, 300),
             ("max-age shorter than ttl wins", PUBLIC, 200, &[("cache-control", "max-age=5")], 5, 300),
             ("max-age longer than ttl is capped", PUBLIC, 200, &[("cache-control", "max-age=3600")], 30, 300),
@@ -373,6 +450,8 @@ mod tests {
             ("Expires minus Date", PUBLIC, 200, &[("date", "Sun, 29 Nov 2026 12:00:00 GMT"), ("expires", "Sun, 29 Nov 2026 12:00:10 GMT")], 10, 300),
             ("private in the caller's own entry", PER_CALLER, 200, &[("cache-control", "private, max-age=12")], 12, 300),
             ("404 is cacheable by default", PUBLIC, 404, &[], 30, 300),
+            ("an overflowing max-age is 2^31 s, capped by the ttl", PUBLIC, 200, &[("cache-control", "max-age=99999999999999999999999")], 30, 300),
+            ("unknown directives are skipped", PUBLIC, 200, &[("cache-control", "max-age=10, x-weird=1, flavour")], 10, 300),
         ];
         for (why, terms, status, pairs, fresh, stale) in cases {
             let verdict = decide(
@@ -382,9 +461,42 @@ mod tests {
                 &rule(),
                 now,
             )
-            .unwrap_or_else(|reason| panic!("{why}: refused as {reason:?}"));
+            .unwrap_or_else(|reason| panic!("{why}: refused as {reason:?}"))
+            .freshness;
             assert_eq!(verdict.fresh_for, Duration::from_secs(fresh), "{why}");
             assert_eq!(verdict.stale_for, Duration::from_secs(stale), "{why}");
+        }
+    }
+
+    #[test]
+    fn stale_while_revalidate_comes_from_the_service_else_the_route_and_never_past_revalidation() {
+        let route = CacheRule {
+            stale_while_revalidate: Duration::from_secs(10),
+            ..rule()
+        };
+        #[rustfmt::skip]
+        let cases: [(&str, Headers, u64); 6] = [
+            ("the route's window", &[], 10),
+            ("the service's wins", &[("cache-control", "max-age=5, stale-while-revalidate=30")], 30),
+            ("quoted, any case", &[("cache-control", "max-age=5, Stale-While-Revalidate=\"7\"")], 7),
+            ("garbage is not a window: the route's", &[("cache-control", "max-age=5, stale-while-revalidate=soon")], 10),
+            ("an overflow is capped at a day", &[("cache-control", "stale-while-revalidate=99999999999999999999")], 24 * 3600),
+            ("must-revalidate forbids serving stale", &[("cache-control", "max-age=5, must-revalidate, stale-while-revalidate=30")], 0),
+        ];
+        for (why, pairs, seconds) in cases {
+            let verdict = decide(
+                PUBLIC,
+                StatusCode::OK,
+                &headers(pairs),
+                &route,
+                SystemTime::now(),
+            )
+            .unwrap_or_else(|reason| panic!("{why}: refused as {reason:?}"));
+            assert_eq!(
+                verdict.freshness.revalidate_for,
+                Duration::from_secs(seconds),
+                "{why}"
+            );
         }
     }
 

@@ -312,6 +312,9 @@ pub struct CacheRule {
     pub ttl: Duration,
     /// Zero: a failing service's error goes to the client.
     pub stale_if_error: Duration,
+    /// How long past its freshness an answer is served at once while one request refreshes it
+    /// in the background (RFC 5861), unless the service's `stale-while-revalidate` says.
+    pub stale_while_revalidate: Duration,
     pub max_body_bytes: u64,
 }
 

@@ -563,7 +563,7 @@ impl Default for Cache {
     }
 }
 
-/// A route's `cache: { ttl, stale_if_error, max_body }`.
+/// A route's `cache: { ttl, stale_if_error, stale_while_revalidate, max_body }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCache {
@@ -572,6 +572,10 @@ pub struct RouteCache {
     /// How long past its freshness an answer may still stand in for a failing service.
     #[serde(default)]
     pub stale_if_error: Option<Spanned<Period>>,
+    /// How long past its freshness an answer is served at once while it is refreshed in the
+    /// background (the service's `stale-while-revalidate` wins when it sends one).
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Spanned<Period>>,
     /// Bodies larger than this pass through without being stored; default `cache.max_body`.
     #[serde(default)]
     pub max_body: Option<Spanned<Size>>,

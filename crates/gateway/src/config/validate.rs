@@ -575,12 +575,16 @@ fn route_cache(
     if rule.ttl.0 > MAX_CACHE_TTL {
         mistakes.at(format!("{field}.ttl"), &rule.ttl, "must be at most 24h");
     }
-    let stale = rule.stale_if_error.as_ref().map_or(Duration::ZERO, |s| {
-        if s.0 > MAX_STALE_IF_ERROR {
-            mistakes.at(format!("{field}.stale_if_error"), s, "must be at most 24h");
-        }
-        s.0
-    });
+    let mut window = |name: &str, value: &Option<Spanned<Period>>| {
+        value.as_ref().map_or(Duration::ZERO, |s| {
+            if s.0 > MAX_STALE_IF_ERROR {
+                mistakes.at(format!("{field}.{name}"), s, "must be at most 24h");
+            }
+            s.0.min(MAX_STALE_IF_ERROR)
+        })
+    };
+    let stale = window("stale_if_error", &rule.stale_if_error);
+    let revalidate = window("stale_while_revalidate", &rule.stale_while_revalidate);
     let max_body = rule.max_body.as_ref().map_or(cache.max_body_bytes, |m| {
         if m.0 > cache.memory_bytes {
             mistakes.at(
@@ -593,7 +597,8 @@ fn route_cache(
     });
     CacheRule {
         ttl: rule.ttl.0.min(MAX_CACHE_TTL),
-        stale_if_error: stale.min(MAX_STALE_IF_ERROR),
+        stale_if_error: stale,
+        stale_while_revalidate: revalidate,
         max_body_bytes: max_body,
     }
 }
@@ -1123,7 +1128,7 @@ mod cache_settings_tests {
         assert!(defaults.routes.iter().all(|r| r.cache.is_none()), "opt-in");
 
         let text = "cache: { memory: 8MiB, max_body: 64KiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
-                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 30s, stale_if_error: 5m } }\n  \
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 30s, stale_if_error: 5m, stale_while_revalidate: 10s } }\n  \
                     - { path: /b, methods: [GET, HEAD], service: users, auth: authenticated, cache: { ttl: 1s, max_body: 1KiB } }\n";
         let set = parse(text, "gateway.yaml", &Vars::new()).unwrap();
         assert_eq!(set.cache.memory_bytes, 8 * 1024 * 1024);
@@ -1132,6 +1137,7 @@ mod cache_settings_tests {
             Some(CacheRule {
                 ttl: Duration::from_secs(30),
                 stale_if_error: Duration::from_secs(300),
+                stale_while_revalidate: Duration::from_secs(10),
                 max_body_bytes: 64 * 1024,
             })
         );
@@ -1140,6 +1146,7 @@ mod cache_settings_tests {
             Some(CacheRule {
                 ttl: Duration::from_secs(1),
                 stale_if_error: Duration::ZERO,
+                stale_while_revalidate: Duration::ZERO,
                 max_body_bytes: 1024,
             })
         );
@@ -1148,7 +1155,7 @@ mod cache_settings_tests {
     #[test]
     fn every_cache_mistake_is_named_in_one_run() {
         let text = "cache: { memory: 1MiB, max_body: 2MiB }\nservices:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\n\
-                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 2d, stale_if_error: 3d } }\n  \
+                    routes:\n  - { path: /a, methods: [GET], service: users, auth: public, cache: { ttl: 2d, stale_if_error: 3d, stale_while_revalidate: 25h } }\n  \
                     - { path: /b, methods: [GET], service: users, auth: public, cache: { ttl: 1s, max_body: lots } }\n  \
                     - { path: /c, methods: [POST], service: users, auth: public, cache: { ttl: 1s } }\n  \
                     - { path: /d, methods: [HEAD], service: users, auth: public, cache: { ttl: 1s } }\n";
@@ -1159,6 +1166,7 @@ mod cache_settings_tests {
             "cache.max_body",
             "routes[0].cache.ttl",
             "routes[0].cache.stale_if_error",
+            "routes[0].cache.stale_while_revalidate",
             "routes[1].cache.max_body",
             "routes[2].cache",
             "routes[3].cache",
@@ -1179,6 +1187,11 @@ mod cache_settings_tests {
                 "an unknown key",
             ),
             (", cache: 10s", "routes[0].cache", "not a mapping"),
+            (
+                ", cache: { ttl: 10s, stale_while_revalidate: soon }",
+                "routes[0].cache.stale_while_revalidate",
+                "not a period",
+            ),
             (", cache: {}", "routes[0].cache", "no ttl"),
         ];
         for (route, field, why) in refusals {

@@ -3,29 +3,36 @@
 //! at the service for its key, if any (coalescing), or goes there itself and its answer is
 //! stored on the way back when RFC 9111 allows (see [`crate::cache`]). When the service fails
 //! (5xx, or no answer) and an entry is still within its `stale_if_error` window, the entry
-//! answers instead (`fwd=stale`). An unsafe request on a path a cached route serves invalidates
-//! the path's entries, for every query and caller: before it is forwarded, and again after a
-//! non-error answer (for a GET that filled the entry while the write was on its way).
+//! answers instead (`fwd=stale`), for the request that went and for those that waited on it.
+//! Within its `stale-while-revalidate` window a stale entry answers at once and one request
+//! refreshes it in the background. An unsafe request on a path a cached route serves
+//! invalidates the path's entries, for every query and caller: before it is forwarded, and
+//! again after a non-error answer (for a GET that filled the entry while the write was on its
+//! way), with the paths its `Location` and `Content-Location` name on the same host.
 //!
 //! The client's own `Cache-Control` does not bypass the cache (`no-cache`, `max-age=0`): the
 //! cache is the operator's, there to shield the services, and a directive any client can send
 //! would let any client take that shield down. `no-store` is honoured (its answer is not
 //! stored), as it costs the services nothing.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::Method;
 use kit::observe::Reason;
 
+use super::forward;
 use crate::app::App;
 use crate::auth::tokens::AccessClaims;
+use crate::cache::flight::{Landing, Waiter};
 use crate::cache::key::{self, Digest32};
-use crate::cache::policy::{self, RequestTerms};
+use crate::cache::location;
+use crate::cache::policy::{self, Admitted, RequestTerms};
 use crate::cache::record::{self, Pending};
 use crate::cache::{CacheKey, Entry, Generation, Seat, CACHE_STATUS};
 use crate::config::CacheRule;
@@ -37,6 +44,9 @@ use crate::routing::Routing;
 pub enum Consulted {
     /// Answered from the store.
     Answer(Response),
+    /// Answered from the store with a stale entry (`stale-while-revalidate`), which this
+    /// request is the one to refresh: [`refresh_in_background`] with the plan.
+    Refresh(Response, Plan),
     /// To the service, with what to do with its answer.
     Forward(Plan),
 }
@@ -45,9 +55,17 @@ pub enum Plan {
     /// Not the cache's business.
     Pass,
     /// An unsafe request on a path a cached route serves.
-    Invalidate { path: Digest32 },
+    Invalidate(Box<Invalidation>),
     /// A GET or HEAD the store could not answer.
     Fill(Box<Fill>),
+}
+
+/// The write whose successful answer invalidates its path again, and what it names.
+pub struct Invalidation {
+    path: Digest32,
+    /// The request's path and the host it addressed, to resolve `Location` against.
+    target: String,
+    authority: Option<HeaderValue>,
 }
 
 pub struct Fill {
@@ -89,12 +107,16 @@ pub async fn consult(
         if !cached_for_get(routing, path) {
             return Consulted::Forward(Plan::Pass);
         }
-        let path = key::path_key(path);
+        let invalidation = Invalidation {
+            path: key::path_key(path),
+            target: path.to_owned(),
+            authority: host.cloned(),
+        };
         // Before the write reaches the service, and awaited before it is forwarded: a client
         // that hangs up while the service applies it (the request dropped, `settle` never
         // reached) cannot leave pre-write entries behind. Dropped here, nothing was forwarded.
-        app.cache.invalidate(&app.shared, &path).await;
-        return Consulted::Forward(Plan::Invalidate { path });
+        app.cache.invalidate(&app.shared, &invalidation.path).await;
+        return Consulted::Forward(Plan::Invalidate(Box::new(invalidation)));
     }
     let Some(rule) = route.settings.cache else {
         return Consulted::Forward(Plan::Pass);
@@ -112,19 +134,23 @@ pub async fn consult(
         parts.uri.query(),
         caller,
     );
-    let found = app.cache.lookup(&app.shared, &key).await;
-    let mut forwarded = "uri-miss";
+    let found = app.cache.lookup(&app.shared, &key, &parts.headers).await;
+    let mut forwarded = if found.vary_miss {
+        "vary-miss"
+    } else {
+        "uri-miss"
+    };
     let mut stale = None;
+    let mut revalidate = false;
     if let Some(entry) = found.entry {
-        if !entry.matches(&parts.headers) {
-            forwarded = "vary-miss";
-        } else if entry.is_fresh() {
+        if entry.is_fresh() {
             app.observe.gateway.cache("hit");
-            return Consulted::Answer(hit(&entry, &parts.headers, head));
-        } else {
-            forwarded = "stale";
-            stale = Some(entry);
+            let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
+            return Consulted::Answer(hit(&entry, &parts.headers, head, &status));
         }
+        forwarded = "stale";
+        revalidate = entry.may_revalidate();
+        stale = Some(entry);
     }
     let terms = RequestTerms::of(&parts.headers, per_caller);
     let mut fill = Fill {
@@ -141,51 +167,166 @@ pub async fn consult(
         forwarded,
         within: wait_bound(routing, route),
     };
+    if revalidate {
+        return stale_while_revalidate(app, fill, found.flight, parts);
+    }
     if !fill.store {
         // Its own answer is not recorded, but the one a request already at the service
         // fetches may serve it: it waits for that, and never leads.
-        if let Some(waiter) = app.cache.flights.join(key.entry) {
-            if let Some(entry) = waiter
-                .wait(fill.within)
-                .await
-                .filter(|e| e.matches(&parts.headers))
-            {
-                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
+        if let Some(waiter) = app.cache.flights.join(found.flight) {
+            if let Some(answer) = wait_for_leader(app, waiter, &fill, &parts.headers).await {
+                return Consulted::Answer(answer);
             }
         }
         app.observe.gateway.cache("miss");
         return Consulted::Forward(Plan::Fill(Box::new(fill)));
     }
     fill.request = parts.headers.clone();
-    match app.cache.flights.board(key.entry) {
+    match app.cache.flights.board(found.flight) {
         Seat::Leader(leader) => {
             // Stored between the lookup and boarding: the leader before us has just landed.
-            let again = app.cache.lookup(&app.shared, &key).await;
+            let again = app.cache.lookup(&app.shared, &key, &parts.headers).await;
             // A write may have moved the generation since the first look.
             fill.generation = again.generation;
             fill.persist = !again.unavailable;
-            if let Some(entry) = again
-                .entry
-                .filter(|e| e.is_fresh() && e.matches(&parts.headers))
-            {
+            if let Some(entry) = again.entry.filter(|e| e.is_fresh()) {
                 leader.land(Arc::clone(&entry));
                 app.observe.gateway.cache("hit");
-                return Consulted::Answer(hit(&entry, &parts.headers, head));
+                let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
+                return Consulted::Answer(hit(&entry, &parts.headers, head, &status));
             }
             fill.leader = Some(leader);
         }
         Seat::Waiter(waiter) => {
-            if let Some(entry) = waiter
-                .wait(fill.within)
-                .await
-                .filter(|e| e.matches(&parts.headers))
-            {
-                return Consulted::Answer(collapsed(app, &entry, head, forwarded));
+            if let Some(answer) = wait_for_leader(app, waiter, &fill, &parts.headers).await {
+                return Consulted::Answer(answer);
             }
         }
     }
     app.observe.gateway.cache("miss");
     Consulted::Forward(Plan::Fill(Box::new(fill)))
+}
+
+/// What a request waiting on the one at the service for its key is answered: that request's
+/// entry when it matches, the stale entry `fill` holds when the service failed and it may
+/// stand in; `None` to go to the service itself.
+async fn wait_for_leader(
+    app: &App,
+    waiter: Waiter,
+    fill: &Fill,
+    request: &HeaderMap,
+) -> Option<Response> {
+    match waiter.wait(fill.within).await {
+        Landing::Stored(entry) if entry.matches(request) => {
+            app.observe.gateway.cache("collapsed");
+            let status = format!("gatehouse; fwd={}; collapsed", fill.forwarded);
+            Some(serve(&entry, fill.head, &status))
+        }
+        Landing::Failed(failure) => {
+            let stale = fill.stale.as_ref().filter(|stale| stale.may_stand_in())?;
+            Some(stale_for_failure(
+                app,
+                stale,
+                fill.head,
+                &failure,
+                "; collapsed",
+            ))
+        }
+        Landing::Stored(_) | Landing::InFlight | Landing::Abandoned => None,
+    }
+}
+
+/// RFC 5861: the stale entry `fill` holds answers at once; the first request to find it so
+/// refreshes it in the background, the others find that refresh in flight and only answer.
+fn stale_while_revalidate(app: &App, mut fill: Fill, flight: Digest32, parts: &Parts) -> Consulted {
+    let Some(stale) = fill.stale.clone() else {
+        return Consulted::Forward(Plan::Fill(Box::new(fill)));
+    };
+    // RFC 9211: the answer came from the cache without going forward (`hit`), stale (a
+    // negative `ttl`); the refresh is this cache's own request, not this answer's.
+    let status = format!(
+        "gatehouse; hit; ttl={}; detail=stale-while-revalidate",
+        stale.ttl_seconds()
+    );
+    let answer = hit(&stale, &parts.headers, fill.head, &status);
+    app.observe.gateway.cache("stale_while_revalidate");
+    let Seat::Leader(leader) = app.cache.flights.board(flight) else {
+        return Consulted::Answer(answer);
+    };
+    // The refresh is a GET of its own, recorded whatever this request was (a HEAD, a client's
+    // `no-store`): it is the gateway's request.
+    fill.leader = Some(leader);
+    fill.head = false;
+    fill.store = true;
+    fill.terms.no_store = false;
+    fill.request = refresh_headers(&parts.headers);
+    Consulted::Refresh(answer, Plan::Fill(Box::new(fill)))
+}
+
+/// The request's headers for a refresh: without its conditions (the refresh wants the whole
+/// answer, not a 304 for the client's copy) or its own `Cache-Control`.
+fn refresh_headers(request: &HeaderMap) -> HeaderMap {
+    let mut headers = request.clone();
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::CACHE_CONTROL,
+        header::PRAGMA,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// Where a background refresh goes: where the request that found the entry stale went.
+pub struct Refresh {
+    pub route: Arc<Route>,
+    pub target: String,
+    pub host: Option<HeaderValue>,
+    pub client_ip: IpAddr,
+    pub caller: Option<Arc<AccessClaims>>,
+}
+
+/// Sends the refresh `plan` was made for (see [`Consulted::Refresh`]) to the service in a task
+/// of its own, and stores its answer as any fill's. Its failure is no one's: the stale entry
+/// keeps answering until its windows end.
+pub fn refresh_in_background(
+    app: &App,
+    routing: Arc<Routing>,
+    parts: &Parts,
+    refresh: Refresh,
+    plan: Plan,
+) {
+    let Plan::Fill(fill) = &plan else {
+        return;
+    };
+    let (mut outbound, ()) = http::Request::new(()).into_parts();
+    outbound.method = Method::GET;
+    outbound.uri = parts.uri.clone();
+    outbound.version = parts.version;
+    outbound.headers = fill.request.clone();
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let request = forward::Forwardable {
+            route: &refresh.route,
+            target: refresh.target,
+            parts: outbound,
+            body: Body::empty(),
+            host: refresh.host,
+            client_ip: refresh.client_ip,
+            caller: refresh.caller,
+        };
+        let mut attempted = crate::proxy::forward::Attempted::default();
+        let answer = forward::to_service(&app, &routing, request, &mut attempted).await;
+        // The answer's body is recorded by a task of its own (`cache::record`): nothing
+        // reads the copy meant for a client.
+        drop(settle(&app, plan, answer).await);
+    });
 }
 
 /// The service's answer (or failure) to a request `plan` was made for, as the client gets it.
@@ -196,42 +337,77 @@ pub async fn settle(
 ) -> Result<Response, GatewayError> {
     let fill = match plan {
         Plan::Pass => return answer,
-        Plan::Invalidate { path } => {
+        Plan::Invalidate(invalidation) => {
             // Again after a success (RFC 9111 §4.4: a non-error status), for a GET that filled
             // the entry from the service while the write was on its way. Not after an error: the
             // invalidation before forwarding covers a write that may have been applied, and a
             // second one would let anyone flush a public path by provoking errors.
-            let succeeded = answer.as_ref().is_ok_and(|response| {
-                response.status().is_success() || response.status().is_redirection()
-            });
-            if succeeded {
-                app.cache.invalidate(&app.shared, &path).await;
+            if let Some(response) = answer
+                .as_ref()
+                .ok()
+                .filter(|r| r.status().is_success() || r.status().is_redirection())
+            {
+                invalidate_after(app, &invalidation, response.headers()).await;
             }
             return answer;
         }
         Plan::Fill(fill) => *fill,
     };
-    let failed = match &answer {
+    let mut fill = fill;
+    let failed: Option<Arc<str>> = match &answer {
         Ok(response) => response
             .status()
             .is_server_error()
-            .then(|| format!("fwd-status={}", response.status().as_u16())),
-        Err(error) => Some(format!("detail={}", error.reason())),
+            .then(|| format!("fwd-status={}", response.status().as_u16()).into()),
+        Err(error) => Some(format!("detail={}", error.reason()).into()),
     };
-    if let (Some(failure), Some(stale)) = (&failed, &fill.stale) {
-        if stale.may_stand_in() {
-            app.observe.gateway.cache("stale_served");
-            let status = format!(
-                "gatehouse; fwd=stale; {failure}; ttl={}",
-                stale.ttl_seconds()
-            );
-            let mut response = serve(stale, fill.head, &status);
-            response.extensions_mut().insert(Reason("served_stale"));
-            return Ok(response);
+    if let Some(failure) = failed {
+        // The waiters learn how it failed: those holding a stale entry answer with it.
+        if let Some(leader) = fill.leader.take() {
+            leader.fail(Arc::clone(&failure));
+        }
+        if let Some(stale) = fill.stale.as_ref().filter(|stale| stale.may_stand_in()) {
+            return Ok(stale_for_failure(app, stale, fill.head, &failure, ""));
         }
     }
     let response = answer?;
     Ok(admit(app, fill, response))
+}
+
+/// A stale `entry` standing in for a service that failed as `failure` says; `collapsed` when
+/// the request waited on another that went to the service.
+fn stale_for_failure(
+    app: &App,
+    entry: &Entry,
+    head: bool,
+    failure: &str,
+    collapsed: &str,
+) -> Response {
+    app.observe.gateway.cache("stale_served");
+    let status = format!(
+        "gatehouse; fwd=stale; {failure}; ttl={}{collapsed}",
+        entry.ttl_seconds()
+    );
+    let mut response = serve(entry, head, &status);
+    response.extensions_mut().insert(Reason("served_stale"));
+    response
+}
+
+/// After a write's successful answer: its path once more, and the paths its `Location` and
+/// `Content-Location` name on the host it addressed, where a cached route serves them.
+async fn invalidate_after(app: &App, invalidation: &Invalidation, answer: &HeaderMap) {
+    app.cache.invalidate(&app.shared, &invalidation.path).await;
+    let authority = invalidation.authority.as_ref().map(HeaderValue::as_bytes);
+    let named = location::named_paths(authority, &invalidation.target, answer);
+    if named.is_empty() {
+        return;
+    }
+    let routing = app.routing();
+    for path in named.iter().filter(|path| cached_for_get(&routing, path)) {
+        app.cache
+            .invalidate(&app.shared, &key::path_key(path))
+            .await;
+    }
 }
 
 /// The service's answer, stored on its way to the client when it may be.
@@ -244,13 +420,14 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
         Err("not-stored")
     };
     let status = match verdict {
-        Ok((freshness, vary)) => {
+        Ok(Admitted { freshness, vary }) => {
             let mut headers = response.headers().clone();
             headers.remove(header::AGE);
             let entry = Entry {
                 status: response.status(),
                 headers,
                 body: bytes::Bytes::new(),
+                variant: vary.variant(&fill.request),
                 vary,
                 generation: fill.generation,
                 freshness,
@@ -279,12 +456,10 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     response
 }
 
-type Admitted = (crate::cache::Freshness, Vec<(HeaderName, Option<Digest32>)>);
-
-/// Whether `response` may be stored under `fill`, with its freshness and `Vary` values.
+/// Whether `response` may be stored under `fill`, with its freshness and `Vary` names.
 fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
     let headers = response.headers();
-    let freshness = policy::decide(
+    let admitted = policy::decide(
         fill.terms,
         response.status(),
         headers,
@@ -299,17 +474,7 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
     if declared.is_some_and(|length| length > fill.rule.max_body_bytes) {
         return Err("too-large");
     }
-    let mut vary = Vec::new();
-    for value in headers.get_all(header::VARY) {
-        let text = value.to_str().map_err(|_| "vary-unreadable")?;
-        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| "vary-unreadable")?;
-            let digest = crate::cache::vary_digest(&fill.request, &name);
-            vary.push((name, digest));
-        }
-    }
-    Ok((freshness, vary))
+    Ok(admitted)
 }
 
 /// `entry` as an answer: its headers with `Age` and `Cache-Status`; no body for HEAD.
@@ -329,21 +494,11 @@ fn serve(entry: &Entry, head: bool, status: &str) -> Response {
     response
 }
 
-/// `entry`, fetched by the request this one waited on.
-fn collapsed(app: &App, entry: &Entry, head: bool, forwarded: &str) -> Response {
-    app.observe.gateway.cache("collapsed");
-    serve(
-        entry,
-        head,
-        &format!("gatehouse; fwd={forwarded}; collapsed"),
-    )
-}
-
-/// A fresh `entry` as the answer to `request`: 304 when the client's copy is current.
-fn hit(entry: &Entry, request: &HeaderMap, head: bool) -> Response {
-    let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
+/// `entry` as the answer to `request` without going to the service (fresh, or stale while it
+/// is refreshed): 304 when the client's copy is current.
+fn hit(entry: &Entry, request: &HeaderMap, head: bool, status: &str) -> Response {
     if entry.status != http::StatusCode::OK || !policy::not_modified(request, &entry.headers) {
-        return serve(entry, head, &status);
+        return serve(entry, head, status);
     }
     // RFC 9110 §15.4.5: the headers a 200 would carry that describe the representation's
     // identity and caching, and no content.
@@ -365,7 +520,7 @@ fn hit(entry: &Entry, request: &HeaderMap, head: bool) -> Response {
     response
         .headers_mut()
         .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
-    append_status(response.headers_mut(), &status);
+    append_status(response.headers_mut(), status);
     response
 }
 

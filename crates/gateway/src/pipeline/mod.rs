@@ -134,6 +134,18 @@ impl Pipeline {
         let plan = match consulted.await {
             cache::Consulted::Answer(response) => return Ok(response),
             cache::Consulted::Forward(plan) => plan,
+            cache::Consulted::Refresh(response, plan) => {
+                let (route, ip) = (Arc::clone(&route), peer.ip());
+                let to = cache::Refresh {
+                    route,
+                    target,
+                    host,
+                    client_ip: ip,
+                    caller,
+                };
+                cache::refresh_in_background(&self.app, routing, &parts, to, plan);
+                return Ok(response);
+            }
         };
         let request = forward::Forwardable {
             route: &route,

@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9110 §7.6.1 plus the de facto ones. At most 8, so a `u8` says which a map holds.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -31,7 +31,7 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-fn is_asserted_by_gateway(name: &HeaderName) -> bool {
+pub fn is_asserted_by_gateway(name: &HeaderName) -> bool {
     let name = name.as_str();
     name.starts_with("x-user-")
         || name.starts_with("x-gatehouse-")
