@@ -45,6 +45,8 @@ pub struct AppState {
     pub limiter: crate::limit::Limiter,
     /// Stored answers of the routes with `cache:` (in Redis when the state is).
     pub cache: ResponseCache,
+    /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
+    pub docs: crate::openapi::ApiDocs,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -86,6 +88,7 @@ impl AppState {
             limiter: crate::limit::Limiter::new(&observe.metrics),
             observe,
             cache,
+            docs: crate::openapi::ApiDocs::default(),
         })
     }
 
