@@ -20,11 +20,11 @@ use kit::observe::{AccessLog, Metrics, EXPOSITION_CONTENT_TYPE};
 use crate::app::{App, AppState};
 use crate::config::{GatewayConfig, Vars};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
+use crate::openapi;
 use crate::pipeline::observe::Observe;
 use crate::pipeline::route::OwnEndpoints;
 use crate::pipeline::{accept, Pipeline};
 use crate::proxy::health;
-use crate::openapi;
 use crate::readiness;
 use crate::reload::Reloader;
 

@@ -16,22 +16,25 @@ use crate::support::{assert_problem, spawn_app, spawn_app_with, TestApp};
 
 /// The merged document once every bundled service's own document is in it.
 async fn merged(app: &TestApp) -> Value {
-    wait_for("the bundled services' documents in the merged one", || async {
-        let document: Value = app
-            .http
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let standing = &document["x-gatehouse-services"];
-        ["users", "orders", "clock"]
-            .iter()
-            .all(|service| standing[service]["status"] == "current")
-            .then_some(document)
-    })
+    wait_for(
+        "the bundled services' documents in the merged one",
+        || async {
+            let document: Value = app
+                .http
+                .get(app.url("/openapi.json"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let standing = &document["x-gatehouse-services"];
+            ["users", "orders", "clock"]
+                .iter()
+                .all(|service| standing[service]["status"] == "current")
+                .then_some(document)
+        },
+    )
     .await
 }
 
@@ -67,16 +70,22 @@ async fn the_document_lists_the_public_paths_with_the_routes_methods_and_nothing
     assert!(paths["/api/orders/{id}/cancel"]["post"].is_object());
     assert!(paths["/api/time"]["get"].is_object());
     assert!(paths["/api/login"]["post"].is_object(), "the gateway's own");
-    assert!(paths["/api/oauth/token"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    assert!(paths["/api/oauth/token"]["post"]["requestBody"]["content"]
+        ["application/x-www-form-urlencoded"]
+        .is_object());
     assert!(paths["/.well-known/jwks.json"]["get"].is_object());
     for path in paths.keys() {
         assert!(
-            !path.starts_with("/users") && !path.starts_with("/orders") && !path.starts_with("/internal"),
+            !path.starts_with("/users")
+                && !path.starts_with("/orders")
+                && !path.starts_with("/internal"),
             "{path} is the service's path, not the gateway's"
         );
     }
     assert!(
-        !serde_json::to_string(&document).unwrap().contains("/internal/"),
+        !serde_json::to_string(&document)
+            .unwrap()
+            .contains("/internal/"),
         "no internal operation, not even in a description"
     );
 }
@@ -89,12 +98,18 @@ async fn security_follows_each_routes_policy_and_names_its_roles() {
 
     let admin_only = &paths["/api/users"]["get"];
     assert_eq!(admin_only["security"], json!([{ "bearerAuth": [] }]));
-    assert!(admin_only["description"].as_str().unwrap().contains("`admin`"));
+    assert!(admin_only["description"]
+        .as_str()
+        .unwrap()
+        .contains("`admin`"));
     assert!(admin_only["responses"]["403"].is_object());
     assert!(admin_only["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
 
     let signed_in = &paths["/api/orders"]["get"];
-    assert_eq!(signed_in["security"], json!([{ "bearerAuth": [] }, { "oauth2": [] }]));
+    assert_eq!(
+        signed_in["security"],
+        json!([{ "bearerAuth": [] }, { "oauth2": [] }])
+    );
 
     let scoped = &paths["/api/precise-echo"]["get"];
     assert_eq!(
@@ -103,12 +118,21 @@ async fn security_follows_each_routes_policy_and_names_its_roles() {
     );
     let public = &paths["/api/public/{rest}"]["get"];
     assert_eq!(public["security"], json!([]));
-    assert!(public["responses"]["401"].is_null(), "a public route never answers 401 itself");
+    assert!(
+        public["responses"]["401"].is_null(),
+        "a public route never answers 401 itself"
+    );
 
     let schemes = &document["components"]["securitySchemes"];
     assert_eq!(schemes["bearerAuth"]["bearerFormat"], "JWT");
-    assert!(schemes["bearerAuth"]["description"].as_str().unwrap().contains("/.well-known/jwks.json"));
-    assert_eq!(schemes["oauth2"]["flows"]["clientCredentials"]["tokenUrl"], "/api/oauth/token");
+    assert!(schemes["bearerAuth"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("/.well-known/jwks.json"));
+    assert_eq!(
+        schemes["oauth2"]["flows"]["clientCredentials"]["tokenUrl"],
+        "/api/oauth/token"
+    );
     assert!(schemes["oauth2"]["flows"]["clientCredentials"]["scopes"]["time:precise"].is_string());
     for answer in ["502", "503", "504"] {
         assert_eq!(
@@ -126,7 +150,10 @@ async fn components_are_namespaced_by_service_and_every_reference_resolves() {
     let schemas = document["components"]["schemas"].as_object().unwrap();
     assert!(schemas.contains_key("users.User"), "{:?}", schemas.keys());
     assert!(schemas.contains_key("orders.Order"));
-    assert!(schemas.contains_key("Problem"), "the one shared problem schema");
+    assert!(
+        schemas.contains_key("Problem"),
+        "the one shared problem schema"
+    );
     assert!(
         !schemas.contains_key("users.ProblemDetails"),
         "the services' problem schema is the gateway's, not a copy per service"
@@ -166,7 +193,10 @@ async fn a_limited_route_lists_429_with_the_ratelimit_headers_and_an_unlimited_o
     let document = merged(&app).await;
     let limited = &document["paths"]["/api/time"]["get"]["responses"];
     for header in ["RateLimit", "RateLimit-Policy", "Retry-After"] {
-        assert!(limited["429"]["headers"][header].is_object(), "429 {header}");
+        assert!(
+            limited["429"]["headers"][header].is_object(),
+            "429 {header}"
+        );
     }
     assert!(limited["200"]["headers"]["RateLimit"].is_object());
     assert!(document["paths"]["/api/orders"]["get"]["responses"]["429"].is_null());
@@ -198,7 +228,10 @@ async fn the_document_names_services_without_one_and_still_lists_their_routes() 
     let document = merged(&app).await;
     let missing = document["x-gatehouse-missing-services"].as_array().unwrap();
     assert!(missing.contains(&json!("dead")), "{missing:?}");
-    assert!(missing.contains(&json!("echo")), "the echo answers no OpenAPI document");
+    assert!(
+        missing.contains(&json!("echo")),
+        "the echo answers no OpenAPI document"
+    );
     assert!(document["paths"]["/api/dead"]["get"].is_object());
 }
 
@@ -209,9 +242,17 @@ async fn docs_and_redoc_are_served_from_the_binary_with_no_address_elsewhere() {
         let response = app.http.get(app.url(page)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{page}");
         let html = response.text().await.unwrap();
-        assert!(!html.contains("http://") && !html.contains("https://"), "{page} names no other site:\n{html}");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "{page} names no other site:\n{html}"
+        );
     }
-    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/swagger-initializer.js", "/redoc/redoc.standalone.js"] {
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-initializer.js",
+        "/redoc/redoc.standalone.js",
+    ] {
         let response = app.http.get(app.url(asset)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{asset}");
     }
@@ -224,7 +265,10 @@ async fn docs_and_redoc_are_served_from_the_binary_with_no_address_elsewhere() {
         .text()
         .await
         .unwrap();
-    assert!(initializer.contains("/openapi.json"), "Swagger UI reads the gateway's document");
+    assert!(
+        initializer.contains("/openapi.json"),
+        "Swagger UI reads the gateway's document"
+    );
 }
 
 /// Writes the merged document where `GATEHOUSE_OPENAPI_OUT` says (CI validates it with
@@ -362,11 +406,18 @@ async fn a_body_missing_a_required_field_is_refused_at_the_gateway_and_never_arr
     let refused = post_thing(&gate, "application/json", r#"{"size": 0, "colour": "red"}"#).await;
     let problem = assert_problem(refused, 422).await;
     let errors = problem["errors"].as_array().unwrap();
-    let fields: Vec<&str> = errors.iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert!(fields.contains(&"name"), "{errors:?}");
     assert!(fields.contains(&"size"), "{errors:?}");
     assert!(fields.contains(&"colour"), "{errors:?}");
-    assert_eq!(things.arrived(), 0, "the service never saw the refused body");
+    assert_eq!(
+        things.arrived(),
+        0,
+        "the service never saw the refused body"
+    );
 
     let malformed = post_thing(&gate, "application/json", r#"{"name": "#).await;
     assert_problem(malformed, 400).await;
@@ -387,7 +438,10 @@ async fn a_changed_service_document_is_picked_up_and_a_failing_one_keeps_its_las
     let first = document_of(&gate).await;
     assert_eq!(first["x-gatehouse-services"]["things"]["status"], "current");
     assert!(first["paths"]["/api/things/{tid}"]["get"].is_object());
-    assert!(first["paths"]["/api/things"]["post"]["responses"]["422"].is_object(), "validated");
+    assert!(
+        first["paths"]["/api/things"]["post"]["responses"]["422"].is_object(),
+        "validated"
+    );
     assert!(
         first["paths"]["/api/things/{tid}/archive"].is_null(),
         "routed, but the service does not have it yet"
@@ -395,11 +449,14 @@ async fn a_changed_service_document_is_picked_up_and_a_failing_one_keeps_its_las
     assert!(first["components"]["schemas"]["things.NewThing"].is_object());
 
     *things.document.lock().unwrap() = things_document(true);
-    wait_for("the service's new operation in the merged document", || async {
-        document_of(&gate).await["paths"]["/api/things/{tid}/archive"]["post"]
-            .is_object()
-            .then_some(())
-    })
+    wait_for(
+        "the service's new operation in the merged document",
+        || async {
+            document_of(&gate).await["paths"]["/api/things/{tid}/archive"]["post"]
+                .is_object()
+                .then_some(())
+        },
+    )
     .await;
 
     things.failing.store(true, Ordering::SeqCst);

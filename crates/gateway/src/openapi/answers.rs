@@ -5,8 +5,8 @@
 //! shared `Problem` schema (the kit's, the same type every service answers with).
 
 use serde_json::{json, Map, Value};
-use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 
 use crate::config::{AuthPolicy, RouteSettings};
 
@@ -73,7 +73,10 @@ pub fn add_gateway_answers(responses: &mut Value, route: &RouteSettings, takes_b
             problem("The token lacks the role or scope the route requires (the gateway's answer)."),
         ));
     }
-    own.push(("404", problem("No route matches the path (the gateway's answer).")));
+    own.push((
+        "404",
+        problem("No route matches the path (the gateway's answer)."),
+    ));
     if takes_body {
         own.push((
             "413",
@@ -81,7 +84,10 @@ pub fn add_gateway_answers(responses: &mut Value, route: &RouteSettings, takes_b
         ));
     }
     if route.request_checks.validate_body {
-        own.push(("400", problem("The body is not well-formed JSON (checked at the gateway).")));
+        own.push((
+            "400",
+            problem("The body is not well-formed JSON (checked at the gateway)."),
+        ));
         own.push((
             "415",
             problem("The body is not sent as JSON (checked at the gateway)."),
@@ -101,13 +107,19 @@ pub fn add_gateway_answers(responses: &mut Value, route: &RouteSettings, takes_b
         limited["headers"] = rate_limit_headers(true);
         own.push(("429", limited));
     }
-    own.push(("502", problem("The service answered with something that is not a valid HTTP response.")));
+    own.push((
+        "502",
+        problem("The service answered with something that is not a valid HTTP response."),
+    ));
     let mut unavailable = problem("No instance of the service is reachable or healthy.");
     unavailable["headers"] = json!({
         "Retry-After": header("Seconds until an instance may be back.", json!({ "type": "integer" })),
     });
     own.push(("503", unavailable));
-    own.push(("504", problem("The service did not answer within the route's timeout.")));
+    own.push((
+        "504",
+        problem("The service did not answer within the route's timeout."),
+    ));
 
     let Some(responses) = responses.as_object_mut() else {
         return;

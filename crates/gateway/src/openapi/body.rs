@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use http::request::Parts;
 use http::header;
+use http::request::Parts;
 use kit::problem::FieldError;
 use serde_json::{json, Value};
 
@@ -92,7 +92,8 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The validator of the operation `target` reaches, compiled once per service document.
@@ -127,7 +128,9 @@ async fn validator_for(
         return known.clone();
     }
     // Validators of older documents are dropped with them.
-    compiled.retain(|(service, digest, _, _), _| service != route.service.as_ref() || *digest == spec.digest);
+    compiled.retain(|(service, digest, _, _), _| {
+        service != route.service.as_ref() || *digest == spec.digest
+    });
     let operation = &spec.document["paths"][template][&method];
     let validator = schema_of(&spec.document, operation).and_then(|schema| {
         // The operation's schema under `allOf`, beside the document's components, so
@@ -188,10 +191,16 @@ fn field_error(error: &jsonschema::ValidationError<'_>) -> FieldError {
         field.push_str(name);
         return FieldError::new(field, "is required");
     }
-    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
+        error.kind()
+    {
         let names = unexpected.join(", ");
         return FieldError::new(
-            if field.is_empty() { names.clone() } else { format!("{field}.{names}") },
+            if field.is_empty() {
+                names.clone()
+            } else {
+                format!("{field}.{names}")
+            },
             "is not a member this operation takes",
         );
     }
@@ -229,7 +238,10 @@ mod tests {
             .collect();
         fields.sort();
         assert_eq!(fields, vec!["items[1].quantity", "items[1].sku"]);
-        let missing = validator.iter_errors(&json!({})).map(|e| field_error(&e)).collect::<Vec<_>>();
+        let missing = validator
+            .iter_errors(&json!({}))
+            .map(|e| field_error(&e))
+            .collect::<Vec<_>>();
         assert_eq!(missing, vec![FieldError::new("items", "is required")]);
     }
 }

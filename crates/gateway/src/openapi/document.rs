@@ -52,7 +52,12 @@ pub fn build(config: &GatewayConfig, specs: &Specs) -> Value {
     let renamers: BTreeMap<&str, Renamer> = specs
         .documents
         .iter()
-        .map(|(service, spec)| (service.as_str(), Renamer::new(service, &spec.document, &shared)))
+        .map(|(service, spec)| {
+            (
+                service.as_str(),
+                Renamer::new(service, &spec.document, &shared),
+            )
+        })
         .collect();
     for (service, spec) in &specs.documents {
         if let Some(renamer) = renamers.get(service.as_str()) {
@@ -144,7 +149,12 @@ fn oauth2_scheme(config: &GatewayConfig) -> Value {
             AuthPolicy::Require { scopes, .. } => scopes.as_slice(),
             _ => &[],
         })
-        .map(|scope| (scope.as_str(), format!("Required by routes that name `{scope}`.")))
+        .map(|scope| {
+            (
+                scope.as_str(),
+                format!("Required by routes that name `{scope}`."),
+            )
+        })
         .collect();
     json!({
         "type": "oauth2",
@@ -165,7 +175,10 @@ pub fn security(auth: &AuthPolicy) -> (Value, Option<String>) {
         // Roles are a user's: a client's token has none, so only a user's bearer token can pass.
         AuthPolicy::Require { roles, scopes } => {
             let names: Vec<String> = roles.iter().map(|role| format!("`{role}`")).collect();
-            let mut sentence = format!("Requires a signed-in user with the role {}", names.join(" or "));
+            let mut sentence = format!(
+                "Requires a signed-in user with the role {}",
+                names.join(" or ")
+            );
             if !scopes.is_empty() {
                 let scopes: Vec<String> = scopes.iter().map(|s| format!("`{s}`")).collect();
                 sentence.push_str(&format!(" and the scopes {}", scopes.join(", ")));
@@ -252,7 +265,14 @@ fn add(
         .get("operationId")
         .and_then(Value::as_str)
         .map(|id| format!("{}.{id}", route.service))
-        .unwrap_or_else(|| format!("{}.{}{}", route.service, method.as_str().to_ascii_lowercase(), exposed.public));
+        .unwrap_or_else(|| {
+            format!(
+                "{}.{}{}",
+                route.service,
+                method.as_str().to_ascii_lowercase(),
+                exposed.public
+            )
+        });
     let mut id = base.clone();
     let mut n = 2;
     while !operation_ids.insert(id.clone()) {
@@ -269,9 +289,7 @@ fn add(
         };
         members.insert("description".to_owned(), Value::String(description));
     }
-    let responses = members
-        .entry("responses")
-        .or_insert_with(|| json!({}));
+    let responses = members.entry("responses").or_insert_with(|| json!({}));
     answers::add_gateway_answers(responses, route, takes_body);
     let item = paths
         .entry(exposed.public.clone())
@@ -304,9 +322,7 @@ fn inherit_parameters(operation: &mut Value, item: &Value) {
 /// The operation's path parameters in the route's names: renamed, dropped when `to` fills
 /// them, and declared for the public ones the service does not take.
 fn fix_path_parameters(members: &mut Map<String, Value>, exposed: &Exposed) {
-    let parameters = members
-        .entry("parameters")
-        .or_insert_with(|| json!([]));
+    let parameters = members.entry("parameters").or_insert_with(|| json!([]));
     let Value::Array(parameters) = parameters else {
         return;
     };
@@ -353,7 +369,12 @@ impl<'a> Renamer<'a> {
         let mut shared = BTreeSet::new();
         if let Some(theirs) = spec["components"].as_object() {
             for kind in NAMESPACED {
-                for (name, component) in theirs.get(kind).and_then(Value::as_object).into_iter().flatten() {
+                for (name, component) in theirs
+                    .get(kind)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
                     let equal = ours
                         .get(kind)
                         .and_then(|section| section.get(answers::shared_name(name)))
@@ -373,7 +394,9 @@ impl<'a> Renamer<'a> {
             Value::Object(members) => {
                 for (key, member) in members.iter_mut() {
                     match (key.as_str(), member) {
-                        ("$ref", Value::String(reference)) => *reference = self.reference(reference),
+                        ("$ref", Value::String(reference)) => {
+                            *reference = self.reference(reference)
+                        }
                         (_, member) => self.rewrite(member),
                     }
                 }
@@ -406,7 +429,12 @@ impl<'a> Renamer<'a> {
             return;
         };
         for kind in NAMESPACED {
-            for (name, component) in theirs.get(kind).and_then(Value::as_object).into_iter().flatten() {
+            for (name, component) in theirs
+                .get(kind)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 if self.shared.contains(&format!("{kind}/{name}")) {
                     continue;
                 }
@@ -472,7 +500,10 @@ mod tests {
         let document = build(
             &config(),
             &specs(vec![
-                ("users", spec("/users/{id}", "get", json!({ "type": "string" }))),
+                (
+                    "users",
+                    spec("/users/{id}", "get", json!({ "type": "string" })),
+                ),
                 ("shop", spec("/items", "post", json!({ "type": "integer" }))),
             ]),
         );
@@ -493,6 +524,9 @@ mod tests {
         );
         assert!(document["paths"].get("/internal/secret").is_none());
         let items = &document["paths"]["/api/items"]["post"];
-        assert_eq!(items["security"], json!([{ BEARER: ["shop"] }, { OAUTH2: ["shop"] }]));
+        assert_eq!(
+            items["security"],
+            json!([{ BEARER: ["shop"] }, { OAUTH2: ["shop"] }])
+        );
     }
 }

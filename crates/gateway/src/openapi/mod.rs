@@ -58,7 +58,10 @@ impl ApiDocs {
         let specs = self.specs.ready(app).await;
         let config = app.config();
         {
-            let built = self.built.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let built = self
+                .built
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(built) = built
                 .as_ref()
                 .filter(|b| Arc::ptr_eq(&b.config, &config) && b.generation == specs.generation)
@@ -68,7 +71,10 @@ impl ApiDocs {
         }
         let document = document::build(&config, &specs);
         let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
-        *self.built.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Built {
+        *self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Built {
             config,
             generation: specs.generation,
             json: json.clone(),

@@ -18,8 +18,11 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
         "description": "Signed in: an access token and the refresh token that renews it (`Cache-Control: no-store`).",
         "content": { "application/json": { "schema": session } },
     });
-    let invalid_fields = problem("A member is missing, of the wrong type or too long: `errors` lists each.");
-    let unavailable = problem("The credentials service or the store is unavailable; retry after `Retry-After` seconds.");
+    let invalid_fields =
+        problem("A member is missing, of the wrong type or too long: `errors` lists each.");
+    let unavailable = problem(
+        "The credentials service or the store is unavailable; retry after `Retry-After` seconds.",
+    );
     let too_many = problem("Too many failed sign-ins (per username, address or device), or too many at once; retry after `Retry-After` seconds.");
 
     paths.insert(auth.login_path.clone(), json!({ "post": {
@@ -70,25 +73,28 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
             "503": unavailable,
         },
     }}));
-    paths.insert(auth.logout_path.clone(), json!({ "post": {
-        "tags": ["gateway"],
-        "operationId": "gateway.logout",
-        "summary": "End a session",
-        "description": "Revokes the access token presented and, when given, the refresh token.",
-        "security": [{ BEARER: [] }],
-        "requestBody": { "required": false, "content": { "application/json": { "schema": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": { "refresh_token": { "type": "string" } },
-        } } } },
-        "responses": {
-            "204": { "description": "Signed out." },
-            "400": problem("The body is not well-formed JSON."),
-            "401": problem("No valid access token."),
-            "422": problem("`refresh_token` is not a string, or another member is sent."),
-            "503": unavailable,
-        },
-    }}));
+    paths.insert(
+        auth.logout_path.clone(),
+        json!({ "post": {
+            "tags": ["gateway"],
+            "operationId": "gateway.logout",
+            "summary": "End a session",
+            "description": "Revokes the access token presented and, when given, the refresh token.",
+            "security": [{ BEARER: [] }],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": { "refresh_token": { "type": "string" } },
+            } } } },
+            "responses": {
+                "204": { "description": "Signed out." },
+                "400": problem("The body is not well-formed JSON."),
+                "401": problem("No valid access token."),
+                "422": problem("`refresh_token` is not a string, or another member is sent."),
+                "503": unavailable,
+            },
+        }}),
+    );
     let oauth_error = json!({
         "type": "object",
         "required": ["error"],

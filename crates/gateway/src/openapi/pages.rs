@@ -24,11 +24,7 @@ static REDOC_JS: &[u8] = include_bytes!("../../assets/redoc/redoc.standalone.js"
 /// The exact paths the pages answer, and the prefix of Swagger UI's assets.
 pub fn paths() -> (Vec<String>, &'static str) {
     (
-        vec![
-            DOCS.to_owned(),
-            REDOC.to_owned(),
-            REDOC_SCRIPT.to_owned(),
-        ],
+        vec![DOCS.to_owned(), REDOC.to_owned(), REDOC_SCRIPT.to_owned()],
         "/docs/",
     )
 }

@@ -32,13 +32,15 @@ fn segments(template: &str) -> Vec<Segment<'_>> {
     template
         .trim_start_matches('/')
         .split('/')
-        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) if !name.contains(['{', '}']) => match name.strip_prefix('*') {
-                Some(rest) => Segment::Rest(rest),
-                None => Segment::Param(name),
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if !name.contains(['{', '}']) => match name.strip_prefix('*') {
+                    Some(rest) => Segment::Rest(rest),
+                    None => Segment::Param(name),
+                },
+                _ => Segment::Literal(segment),
             },
-            _ => Segment::Literal(segment),
-        })
+        )
         .collect()
 }
 
@@ -138,10 +140,7 @@ pub fn expose(path: &str, to: &str, service_path: &str) -> Option<Exposed> {
 
 /// The service path template `target` (a request's path on the service, no query) falls under,
 /// the one with the most literal segments when several do (`/users/me` over `/users/{id}`).
-pub fn template_of<'a>(
-    templates: impl Iterator<Item = &'a str>,
-    target: &str,
-) -> Option<&'a str> {
+pub fn template_of<'a>(templates: impl Iterator<Item = &'a str>, target: &str) -> Option<&'a str> {
     let wanted: Vec<&str> = target.trim_start_matches('/').split('/').collect();
     templates
         .filter_map(|template| {
@@ -183,7 +182,9 @@ mod tests {
     #[test]
     fn a_literal_in_to_reaches_only_the_service_path_with_it_or_fills_a_parameter() {
         assert_eq!(
-            expose("/api/users/me", "/users/me", "/users/me").unwrap().public,
+            expose("/api/users/me", "/users/me", "/users/me")
+                .unwrap()
+                .public,
             "/api/users/me"
         );
         assert!(expose("/api/users/{id}", "/users/{id}", "/users/me").is_none());

@@ -30,6 +30,9 @@ use crate::proxy::forward;
 pub const SPEC_PATH: &str = "/openapi.json";
 /// How often a service without health checks is asked for its document again.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(10);
+/// The longest a fetch may take (the service's own timeout when shorter): the first validated
+/// request after a reload waits for the fetch, and a frozen service must not hold it long.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A document larger than this is not one the gateway merges (the bundled ones are ~30 KiB).
 const MAX_SPEC_BYTES: usize = 8 * 1024 * 1024;
 
@@ -130,7 +133,17 @@ impl SpecCache {
             .collect();
         let fetches = services.iter().map(|service| {
             let previous = before.documents.get(service).cloned();
-            async move { (service, fetch(app, service, previous.as_deref()).await) }
+            async move {
+                // The whole fetch, body included: a service that stalls mid-document must not
+                // hold the refresh (and the requests waiting for it).
+                let fetched =
+                    tokio::time::timeout(FETCH_TIMEOUT, fetch(app, service, previous.as_deref()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no whole document within {FETCH_TIMEOUT:?}"))
+                        });
+                (service, fetched)
+            }
         });
         let results = futures_util::future::join_all(fetches).await;
         let mut documents = BTreeMap::new();
@@ -242,7 +255,7 @@ async fn fetch(
         request = request.header(header::IF_NONE_MATCH, etag);
     }
     let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
-    let response = forward::send(upstream, request, upstream.timeout)
+    let response = forward::send(upstream, request, upstream.timeout.min(FETCH_TIMEOUT))
         .await
         .map_err(|error| error.to_string())?;
     let status = response.status();

@@ -43,7 +43,11 @@ impl OwnEndpoints {
     /// What metrics and the access log name an own endpoint by: its path, or for a path under
     /// a prefix the prefix's template, so requests for made-up asset names add no series.
     pub fn label(&self, path: &str) -> String {
-        match self.prefixes.iter().find(|prefix| path.starts_with(*prefix)) {
+        match self
+            .prefixes
+            .iter()
+            .find(|prefix| path.starts_with(*prefix))
+        {
             Some(prefix) => format!("{prefix}{{*asset}}"),
             None => path.to_owned(),
         }
