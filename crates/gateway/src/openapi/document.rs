@@ -357,6 +357,18 @@ fn fix_path_parameters(members: &mut Map<String, Value>, exposed: &Exposed) {
     }
 }
 
+/// Every namespaced component of a service document: (kind, name, component).
+fn components_of(spec: &Value) -> impl Iterator<Item = (&'static str, &String, &Value)> {
+    NAMESPACED.into_iter().flat_map(move |kind| {
+        spec["components"]
+            .get(kind)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(move |(name, component)| (kind, name, component))
+    })
+}
+
 /// How one service's component names read in the merged document.
 pub struct Renamer<'a> {
     service: &'a str,
@@ -366,25 +378,14 @@ pub struct Renamer<'a> {
 
 impl<'a> Renamer<'a> {
     pub fn new(service: &'a str, spec: &Value, ours: &Map<String, Value>) -> Self {
-        let mut shared = BTreeSet::new();
-        if let Some(theirs) = spec["components"].as_object() {
-            for kind in NAMESPACED {
-                for (name, component) in theirs
-                    .get(kind)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let equal = ours
-                        .get(kind)
-                        .and_then(|section| section.get(answers::shared_name(name)))
-                        .is_some_and(|mine| mine == component);
-                    if equal {
-                        shared.insert(format!("{kind}/{name}"));
-                    }
-                }
-            }
-        }
+        let shared = components_of(spec)
+            .filter(|(kind, name, component)| {
+                ours.get(*kind)
+                    .and_then(|section| section.get(answers::shared_name(name)))
+                    .is_some_and(|mine| mine == *component)
+            })
+            .map(|(kind, name, _)| format!("{kind}/{name}"))
+            .collect();
         Self { service, shared }
     }
 
@@ -425,24 +426,14 @@ impl<'a> Renamer<'a> {
     /// Adds the service's components to `into` under their merged names (the shared ones are
     /// there already).
     fn merge(&self, spec: &Value, into: &mut Map<String, Value>) {
-        let Some(theirs) = spec["components"].as_object() else {
-            return;
-        };
-        for kind in NAMESPACED {
-            for (name, component) in theirs
-                .get(kind)
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                if self.shared.contains(&format!("{kind}/{name}")) {
-                    continue;
-                }
-                let mut component = component.clone();
-                self.rewrite(&mut component);
-                let section = into.entry(kind).or_insert_with(|| json!({}));
-                section[format!("{}.{name}", self.service)] = component;
+        for (kind, name, component) in components_of(spec) {
+            if self.shared.contains(&format!("{kind}/{name}")) {
+                continue;
             }
+            let mut component = component.clone();
+            self.rewrite(&mut component);
+            let section = into.entry(kind).or_insert_with(|| json!({}));
+            section[format!("{}.{name}", self.service)] = component;
         }
     }
 }
