@@ -49,6 +49,8 @@ pub struct AppState {
     /// Where sign-in reads the time: device-token and refresh-token lifetimes (the system's,
     /// or a test's manual clock).
     pub clock: Clock,
+    /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
+    pub docs: crate::openapi::ApiDocs,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -95,6 +97,7 @@ impl AppState {
             observe,
             cache,
             clock,
+            docs: crate::openapi::ApiDocs::default(),
         })
     }
 

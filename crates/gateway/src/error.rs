@@ -38,6 +38,9 @@ pub enum GatewayError {
     BodyStalled { idle: std::time::Duration },
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
+    /// The body does not match the operation's schema (a route's `validate_body`).
+    #[error("the body does not match the operation's schema")]
+    InvalidBody(Vec<kit::problem::FieldError>),
     /// A transfer coding other than `chunked`: the gateway would have to drop or decode it.
     #[error("the transfer coding `{0}` is not supported; send `chunked` or a Content-Length")]
     UnsupportedTransferEncoding(String),
@@ -139,6 +142,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "body_too_large",
             Self::BodyStalled { .. } => "body_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidBody(_) => "body_invalid",
             Self::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
             Self::Unavailable { why, .. } => match why {
                 Unavailability::Unreachable => "upstream_unreachable",
@@ -166,6 +170,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyAttempts { .. } | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::StateUnavailable(_) | Self::Busy | Self::StoreUnavailable(_) => {
@@ -249,6 +254,9 @@ impl GatewayError {
                 .with_header(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs.max(1)))
                 .with_header(crate::pipeline::limit::RATELIMIT_POLICY, refusal.policy)
                 .with_header(crate::pipeline::limit::RATELIMIT, refusal.limit),
+            Self::InvalidBody(errors) => Problem::invalid_fields(errors).with_detail(
+                "The body does not match the operation's schema: `errors` lists each field (checked at the gateway).",
+            ),
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }

@@ -19,6 +19,8 @@
 //! - [`cache`]: the response cache (RFC 9111 shared-cache rules, memory or Redis, coalescing).
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
+//! - [`openapi`]: the merged OpenAPI document (`/openapi.json`), `/docs` and `/redoc`, and the
+//!   request-body validation against the services' own documents.
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
 //! - [`clock`]: the wall clock and the monotonic clock, in one place.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod issuer;
 pub mod limit;
+pub mod openapi;
 pub mod pipeline;
 pub mod proxy;
 pub mod readiness;

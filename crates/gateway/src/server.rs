@@ -21,6 +21,7 @@ use crate::app::{App, AppState};
 use crate::clock::Clock;
 use crate::config::{GatewayConfig, Vars};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
+use crate::openapi;
 use crate::pipeline::observe::Observe;
 use crate::pipeline::route::OwnEndpoints;
 use crate::pipeline::{accept, Pipeline};
@@ -107,6 +108,8 @@ impl Gateway {
                 get(|| async { Json(json!({ "status": "ok" })) }),
             )
             .route("/readyz", get(readiness::public))
+            .route(openapi::DOCUMENT_PATH, get(openapi::serve_document))
+            .merge(openapi::pages::router())
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .with_state(Arc::clone(app));
         let paths = vec![
@@ -117,8 +120,11 @@ impl Gateway {
             jwks::PATH.to_owned(),
             "/healthz".to_owned(),
             "/readyz".to_owned(),
+            openapi::DOCUMENT_PATH.to_owned(),
         ];
-        OwnEndpoints::new(paths, router)
+        let (pages, assets) = openapi::pages::paths();
+        OwnEndpoints::new(paths.into_iter().chain(pages).collect(), router)
+            .with_prefixes(vec![assets])
     }
 
     /// The admin listener's application: `/metrics` and the detailed readiness. Never on the

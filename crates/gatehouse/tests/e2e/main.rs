@@ -6,6 +6,7 @@ mod fleet;
 mod harness;
 mod support;
 
+mod browser;
 mod cache;
 mod cache_redis;
 mod captured_identity;
@@ -20,6 +21,7 @@ mod lifecycle;
 mod login;
 mod oauth;
 mod observe;
+mod openapi;
 mod own_account;
 mod own_endpoints;
 mod proxy;

@@ -292,6 +292,15 @@ pub struct RouteSettings {
     pub rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
     /// Its GET and HEAD answers are cached (see `crate::cache`); `None`: never.
     pub cache: Option<CacheRule>,
+    /// What the gateway checks of a request before forwarding it (`request:`).
+    pub request_checks: RequestChecks,
+}
+
+/// A route's checks of its requests before they are forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestChecks {
+    /// JSON bodies are validated against the service's OpenAPI schema for the operation.
+    pub validate_body: bool,
 }
 
 // --- response cache (issue 13) ---

@@ -524,7 +524,24 @@ pub struct Route {
     /// Opt-in response cache for the route's GET and HEAD requests.
     #[serde(default)]
     pub cache: Option<Spanned<RouteCache>>,
+    /// Checks on the request before it is forwarded (`request: { validate_body: true }`).
+    #[serde(default)]
+    pub request: Option<RequestChecks>,
 }
+
+// --- request checks (issue 14, body validation) ---
+
+/// A route's `request: { validate_body: true }`: its JSON bodies are checked against the
+/// service's OpenAPI schema for the operation before they are forwarded (see
+/// `crate::openapi::body`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestChecks {
+    #[serde(default)]
+    pub validate_body: bool,
+}
+
+// --- end of request checks ---
 
 // ---- rate limits (issue 13) ----
 

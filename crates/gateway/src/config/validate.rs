@@ -378,6 +378,9 @@ fn routes(
                 .cache
                 .as_ref()
                 .map(|rule| route_cache(&field, route, rule, cache, mistakes)),
+            request_checks: crate::config::RequestChecks {
+                validate_body: route.request.as_ref().is_some_and(|r| r.validate_body),
+            },
         };
         all.push((index, settings, route));
     }

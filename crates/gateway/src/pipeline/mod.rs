@@ -106,7 +106,7 @@ impl Pipeline {
         let (route, target) = match route::find(&self.own, &routing, &parts)? {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
-                exchange.route = RouteLabel::template(parts.uri.path());
+                exchange.route = RouteLabel::template(self.own.label(parts.uri.path()));
                 if parts.uri.path() == routing.config.auth.login_path {
                     *quota = limit::admit_login(&self.app, &routing.config, peer.ip()).await?;
                 }
@@ -129,6 +129,8 @@ impl Pipeline {
         }
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
+        // A body the service's schema refuses never leaves the gateway (`validate_body`).
+        let body = crate::openapi::body::check(app, &route, &parts, &target, body).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
         let consulted = cache::consult(&self.app, &routing, &route, &parts, host.as_ref(), claims);
         let plan = match consulted.await {

@@ -15,6 +15,8 @@ use crate::routing::Routing;
 #[derive(Clone)]
 pub struct OwnEndpoints {
     paths: Arc<[String]>,
+    /// Path prefixes the gateway answers everything under (the documentation pages' assets).
+    prefixes: Arc<[&'static str]>,
     router: Router,
 }
 
@@ -22,12 +24,33 @@ impl OwnEndpoints {
     pub fn new(paths: Vec<String>, router: Router) -> Self {
         Self {
             paths: paths.into(),
+            prefixes: Arc::new([]),
             router,
         }
     }
 
+    /// Also answers every path under each of `prefixes`.
+    pub fn with_prefixes(mut self, prefixes: Vec<&'static str>) -> Self {
+        self.prefixes = prefixes.into();
+        self
+    }
+
     fn answers(&self, path: &str) -> bool {
         self.paths.iter().any(|own| own == path)
+            || self.prefixes.iter().any(|prefix| path.starts_with(prefix))
+    }
+
+    /// What metrics and the access log name an own endpoint by: its path, or for a path under
+    /// a prefix the prefix's template, so requests for made-up asset names add no series.
+    pub fn label(&self, path: &str) -> String {
+        match self
+            .prefixes
+            .iter()
+            .find(|prefix| path.starts_with(*prefix))
+        {
+            Some(prefix) => format!("{prefix}{{*asset}}"),
+            None => path.to_owned(),
+        }
     }
 
     pub fn router(&self) -> Router {

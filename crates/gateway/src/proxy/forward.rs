@@ -283,7 +283,7 @@ pub enum BodyError {
 
 impl BodyError {
     /// The answer the client gets.
-    fn into_gateway_error(self, limits: &Limits) -> GatewayError {
+    pub fn into_gateway_error(self, limits: &Limits) -> GatewayError {
         match self {
             Self::TooLarge => GatewayError::PayloadTooLarge {
                 limit: limits.max_body_bytes,
