@@ -284,7 +284,120 @@ impl DegradedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{RedisOptions, StateSettings};
     use kit::listener::client_address;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn limiter(clock: &Arc<ManualClock>) -> Limiter {
+        Limiter::with_clock(&Metrics::default(), Arc::clone(clock) as Arc<dyn Clock>)
+    }
+
+    #[tokio::test]
+    async fn on_the_memory_state_a_window_refills_exactly_when_its_oldest_admission_leaves() {
+        let clock = Arc::new(ManualClock::default());
+        let limiter = limiter(&clock);
+        let memory = Replicated::connect(&StateSettings::Memory).await.unwrap();
+        let policy = [(
+            bucket_key("p", "/api/time", Subject::User("alice")),
+            Limit::new(10, 1_000_000, 10),
+        )];
+        let mut remaining = Vec::new();
+        for _ in 0..30 {
+            let decision = limiter.decide(&memory, &policy).await;
+            if decision.allowed() {
+                remaining.push(decision.verdicts[0].remaining);
+            }
+            clock.advance(Duration::from_millis(20));
+        }
+        assert_eq!(remaining, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+        // 600 ms in: the first admission (at 0) leaves at 1 s.
+        let refused = limiter.decide(&memory, &policy).await;
+        assert_eq!(refused.verdicts[0].window_us, 400_000);
+        clock.advance(Duration::from_micros(399_999));
+        assert!(
+            !limiter.decide(&memory, &policy).await.allowed(),
+            "1 µs early"
+        );
+        clock.advance(Duration::from_micros(1));
+        assert!(limiter.decide(&memory, &policy).await.allowed());
+        assert!(!limiter.decide(&memory, &policy).await.allowed());
+    }
+
+    /// Counts the warnings logged (the degraded mode's line is one).
+    #[derive(Default)]
+    struct Warnings(AtomicUsize);
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn with_redis_unreachable_the_degraded_mode_is_logged_once_per_interval_and_decided_at_the_share(
+    ) {
+        // Nothing listens on port 1: every decision is this replica's, at a quarter.
+        let dead = Replicated::connect(&StateSettings::Redis {
+            url: "redis://127.0.0.1:1".into(),
+            prefix: "never".to_owned(),
+            options: RedisOptions {
+                expected_replicas: 4,
+                ..RedisOptions::default()
+            },
+        })
+        .await
+        .unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let limiter = limiter(&clock);
+        let policy = [(
+            bucket_key("p", "/api/time", Subject::Route),
+            Limit::new(20, 10_000_000, 20),
+        )];
+        let warnings = Arc::new(Warnings::default());
+        let _logging = tracing::subscriber::set_default(Arc::clone(&warnings));
+        let mut passed_per_window = Vec::new();
+        // 25 s of a request every 100 ms: windows of 10 s at 0, 10 and 20 s.
+        for window in 0..3 {
+            let mut passed = 0;
+            for _ in 0..100 {
+                let decision = limiter.decide(&dead, &policy).await;
+                assert!(decision.degraded);
+                passed += usize::from(decision.allowed());
+                clock.advance(SECOND / 10);
+            }
+            passed_per_window.push(passed);
+            assert_eq!(
+                warnings.0.load(Ordering::SeqCst),
+                window + 1,
+                "one line per 10 s, however many decisions"
+            );
+        }
+        assert_eq!(passed_per_window, [5, 5, 5], "20 ÷ 4 replicas per window");
+    }
+
+    #[test]
+    fn the_degraded_line_carries_the_decisions_since_the_last_one() {
+        let log = DegradedLog::every(Duration::from_secs(10));
+        let ms = 1_000;
+        let lines: Vec<(u64, u64)> = (0..25_000u64)
+            .filter_map(|at| log.note(at * ms).map(|count| (at, count)))
+            .collect();
+        assert_eq!(lines, [(0, 1), (10_000, 10_000), (20_000, 10_000)]);
+    }
 
     #[test]
     fn a_bucket_key_names_policy_route_and_subject_unambiguously() {
