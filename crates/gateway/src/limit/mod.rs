@@ -286,7 +286,6 @@ mod tests {
     use super::*;
     use crate::state::{RedisOptions, StateSettings};
     use kit::listener::client_address;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -325,26 +324,25 @@ mod tests {
         assert!(!limiter.decide(&memory, &policy).await.allowed());
     }
 
-    /// Counts the warnings logged (the degraded mode's line is one).
-    #[derive(Default)]
-    struct Warnings(AtomicUsize);
+    /// What a test's thread logs, as the fmt layer writes it.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<Mutex<Vec<u8>>>);
 
-    impl tracing::Subscriber for Warnings {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
+    impl std::io::Write for Logged {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
         }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            if *event.metadata().level() == tracing::Level::WARN {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
+    }
+
+    impl Logged {
+        fn lines_saying(&self, what: &str) -> usize {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().filter(|line| line.contains(what)).count()
         }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -367,8 +365,14 @@ mod tests {
             bucket_key("p", "/api/time", Subject::Route),
             Limit::new(20, 10_000_000, 20),
         )];
-        let warnings = Arc::new(Warnings::default());
-        let _logging = tracing::subscriber::set_default(Arc::clone(&warnings));
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
         let mut passed_per_window = Vec::new();
         // 25 s of a request every 100 ms: windows of 10 s at 0, 10 and 20 s.
         for window in 0..3 {
@@ -381,7 +385,7 @@ mod tests {
             }
             passed_per_window.push(passed);
             assert_eq!(
-                warnings.0.load(Ordering::SeqCst),
+                logged.lines_saying("rate limits decided by this replica alone"),
                 window + 1,
                 "one line per 10 s, however many decisions"
             );

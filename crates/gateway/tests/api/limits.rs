@@ -98,16 +98,22 @@ async fn on_redis_after_a_reload_relaxes_a_policy_the_old_window_holds_nobody() 
     assert!(!still.allowed(), "a tightened policy holds too");
 
     let relaxed = [(key, Limit::new(10, SECOND, 10))];
-    let refused = limiter.decide(&shared, &relaxed).await;
+    passes_within_a_second(&limiter, &shared, &relaxed).await;
+}
+
+/// A caller held by a stricter policy before a reload: under `relaxed` a retry is due within
+/// a second (its own window or interval, not the old one's), and then passes.
+async fn passes_within_a_second(
+    limiter: &Limiter,
+    shared: &Replicated,
+    relaxed: &[(String, Limit)],
+) {
+    let refused = limiter.decide(shared, relaxed).await;
     if !refused.allowed() {
-        assert_eq!(
-            refused.verdicts[0].window_secs(),
-            1,
-            "Retry-After of the new window, not the old hour: {refused:?}"
-        );
+        assert_eq!(refused.verdicts[0].window_secs(), 1, "{refused:?}");
     }
     wait_until("a pass under the relaxed policy", || async {
-        limiter.decide(&shared, &relaxed).await.allowed()
+        limiter.decide(shared, relaxed).await.allowed()
     })
     .await;
 }
@@ -119,43 +125,7 @@ async fn on_redis_a_smoothing_tat_left_by_a_stricter_policy_holds_nobody_after_a
     let key = bucket_key("p", "/api/time", Subject::User("bob"));
     let slow = [(key.clone(), Limit::new(10, HOUR, 1))];
     assert!(limiter.decide(&shared, &slow).await.allowed());
+    // One a second now: a retry waits one new interval, not the old six minutes.
     let relaxed = [(key, Limit::new(3600, HOUR, 1))];
-    let refused = limiter.decide(&shared, &relaxed).await;
-    if !refused.allowed() {
-        assert_eq!(
-            refused.verdicts[0].window_secs(),
-            1,
-            "one interval of the new rate, not the old six minutes: {refused:?}"
-        );
-    }
-    wait_until("a pass under the relaxed smoothing", || async {
-        limiter.decide(&shared, &relaxed).await.allowed()
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_replica_started_while_redis_is_down_takes_its_share_of_the_configured_fleet() {
-    // Nothing listens on port 1: this replica never learns how many are live.
-    let shared = Replicated::connect(&StateSettings::Redis {
-        url: "redis://127.0.0.1:1".into(),
-        prefix: "never".to_owned(),
-        options: RedisOptions {
-            expected_replicas: 4,
-            ..RedisOptions::default()
-        },
-    })
-    .await
-    .unwrap();
-    assert_eq!(shared.replicas(), 4);
-    let limiter = Limiter::new(&Metrics::default());
-    let key = bucket_key("p", "/api/time", Subject::Route);
-    let buckets = [(key, Limit::new(8, HOUR, 8))];
-    let mut passed = 0;
-    for _ in 0..20 {
-        let decision = limiter.decide(&shared, &buckets).await;
-        assert!(decision.degraded, "decided here: Redis never answered");
-        passed += usize::from(decision.allowed());
-    }
-    assert_eq!(passed, 2, "a quarter of the policy, not the whole of it");
+    passes_within_a_second(&limiter, &shared, &relaxed).await;
 }
