@@ -306,7 +306,7 @@ def gateway_config(workdir: Path, name: str, listen: str, upstream: str, extra_r
         "  credentials: { service: bench, path: /internal/credentials }",
         "services:",
         f'  bench: {{ upstreams: ["http://{upstream}"], timeout: 10s, connect_timeout: 2s }}',
-        *(["rate_limits:", "  unlimited: { requests: 1000000, per: 1s, by: ip }"] if rate_limits else []),
+        *(["rate_limits:", "  unlimited: { requests: 100000, per: 1s, by: ip }"] if rate_limits else []),
         "routes:",
     ]
     route = "  - {{ path: {path}, methods: [GET], service: bench, to: {to}, auth: {auth} }}"

@@ -1,11 +1,11 @@
 //! Rate limits through the whole system (memory state): a route's policies let exactly their
-//! burst through, count down in `RateLimit`, refuse with a `quota-exceeded` problem and
-//! `Retry-After`, keep users (and addresses) apart, and are counted in the metrics. The Redis
-//! variants (two replicas sharing one count, Redis killed) are in `rate_limits_redis`.
+//! quota through in any window, count down in `RateLimit`, refuse with a `quota-exceeded`
+//! problem and `Retry-After`, keep users (and addresses) apart, and are counted in the metrics.
+//! The Redis variants (two replicas sharing one count, Redis killed) are in `rate_limits_redis`.
 //!
-//! GCRA refills continuously (one request every `per / requests`); tests that count exact
-//! numbers use a window long enough that nothing refills while they run, and the 10-per-second
-//! test bounds what may have refilled by the time it took.
+//! The limit is a sliding window: exactly `requests` in any `per`. A test that counts a short
+//! window exactly needs its requests to fit in it; when a run took longer it says so and tries
+//! again with a fresh caller, rather than accepting a range.
 
 use std::time::Instant;
 
@@ -78,6 +78,7 @@ async fn a_burst_of_ten_passes_exactly_ten_counting_down_then_quota_exceeded_and
     let alice = user(&app, "alice").await;
     let bob = user(&app, "bob").await;
 
+    let started = Instant::now();
     let mut left = Vec::new();
     let mut refusals = Vec::new();
     for _ in 0..30 {
@@ -99,11 +100,12 @@ async fn a_burst_of_ten_passes_exactly_ten_counting_down_then_quota_exceeded_and
         "exactly ten, counting down"
     );
     assert_eq!(refusals.len(), 20);
+    let took = started.elapsed().as_secs();
     for refusal in refusals {
         let retry_after: u64 = header(&refusal, "retry-after").parse().unwrap();
         assert!(
-            (1..=360).contains(&retry_after),
-            "one request comes back every 6 minutes: {retry_after}"
+            retry_after <= 3600 && retry_after + took + 1 >= 3600,
+            "the first admission leaves the hour's window an hour after it came: {retry_after}"
         );
         let rate_limit = header(&refusal, "ratelimit");
         assert!(
@@ -144,38 +146,67 @@ async fn a_burst_of_ten_passes_exactly_ten_counting_down_then_quota_exceeded_and
 }
 
 #[tokio::test]
-async fn ten_per_second_lets_ten_through_plus_only_what_refilled_while_the_test_ran() {
+async fn ten_per_second_by_user_thirty_requests_within_a_second_pass_exactly_ten_and_another_user_is_unaffected(
+) {
     let app = app_with_limits(
         "  ten-per-second: { requests: 10, per: 1s, by: user }",
         "ten-per-second",
         "",
     )
     .await;
-    let alice = user(&app, "alice").await;
-    let started = Instant::now();
-    let mut passed = 0u128;
-    let mut retry_afters = Vec::new();
-    for _ in 0..30 {
-        let response = app.get("/api/echo/x", Some(&alice)).await;
-        match response.status().as_u16() {
-            200 => passed += 1,
-            429 => retry_afters.push(header(&response, "retry-after")),
-            other => panic!("unexpected {other}"),
+    for attempt in 0..5 {
+        let alice = user(&app, &format!("alice-{attempt}")).await;
+        let bob = user(&app, &format!("bob-{attempt}")).await;
+        let started = Instant::now();
+        let mut responses = Vec::new();
+        for _ in 0..30 {
+            responses.push(app.get("/api/echo/x", Some(&alice)).await);
         }
+        let bobs = app.get("/api/echo/x", Some(&bob)).await;
+        let elapsed = started.elapsed();
+        if elapsed >= std::time::Duration::from_secs(1) {
+            eprintln!("ten per second: 30 requests took {elapsed:?}, more than the window: again");
+            continue;
+        }
+
+        let mut left = Vec::new();
+        let mut refusals = Vec::new();
+        for response in responses {
+            assert_eq!(
+                header(&response, "ratelimit-policy"),
+                "\"ten-per-second\";q=10;w=1"
+            );
+            match response.status().as_u16() {
+                200 => left.push(remaining(&header(&response, "ratelimit"))),
+                429 => refusals.push(response),
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(
+            left,
+            [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+            "exactly ten in the second, counting down"
+        );
+        assert_eq!(refusals.len(), 20);
+        for refusal in refusals {
+            assert_eq!(
+                header(&refusal, "retry-after"),
+                "1",
+                "the first admission leaves the window within the second"
+            );
+            assert_eq!(header(&refusal, "ratelimit"), "\"ten-per-second\";r=0;t=1");
+            let body = assert_problem(refusal, 429).await;
+            assert_eq!(body["type"], QUOTA_EXCEEDED);
+            assert_eq!(
+                body["violated-policies"],
+                serde_json::json!(["ten-per-second"])
+            );
+        }
+        assert_eq!(bobs.status(), 200, "bob counts in a window of his own");
+        assert_eq!(header(&bobs, "ratelimit"), "\"ten-per-second\";r=9;t=1");
+        return;
     }
-    let elapsed = started.elapsed();
-    // One request refills every 100 ms: by the time the test took, at most that many more.
-    let refilled = elapsed.as_millis() / 100;
-    eprintln!("ten per second: {passed} of 30 passed in {elapsed:?}");
-    assert!(
-        (10..=10 + refilled).contains(&passed),
-        "{passed} passed in {elapsed:?}"
-    );
-    assert!(!retry_afters.is_empty());
-    assert!(
-        retry_afters.iter().all(|seconds| seconds == "1"),
-        "the next request fits within a second: {retry_afters:?}"
-    );
+    panic!("no run of 30 requests fit in one second on this machine");
 }
 
 #[tokio::test]
@@ -222,22 +253,29 @@ async fn on_a_public_route_an_address_is_counted_and_several_policies_all_apply(
 }
 
 #[test]
-fn a_configuration_with_a_bad_policy_or_an_unknown_one_is_refused_naming_both() {
+fn a_configuration_with_bad_policies_or_an_unknown_one_is_refused_naming_every_one() {
     let (ok, text) = check_config(
         "services:\n  users: { upstreams: [\"http://127.0.0.1:9\"] }\n\
          rate_limits:\n  per-user: { requests: 0, per: 1m, by: user }\n\
+         \x20 huge: { requests: 1000000, per: 1h, by: ip }\n\
+         \x20 spiky: { requests: 5, per: 1s, burst: 6, by: ip }\n\
+         \x20 instant: { requests: 5, per: 0s, by: ip }\n\
          routes:\n  - { path: /a, methods: [GET], service: users, auth: public, rate_limit: [per-user, nope] }\n",
     );
     assert!(!ok);
-    assert!(text.contains("gateway.yaml:4:"), "{text}");
-    assert!(
-        text.contains("rate_limits.per-user.requests: must be at least 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("routes[0].rate_limit[1]: unknown rate-limit policy `nope`"),
-        "{text}"
-    );
+    for expected in [
+        "gateway.yaml:4:",
+        "rate_limits.per-user.requests: must be at least 1",
+        "gateway.yaml:5:",
+        "rate_limits.huge.requests: at most 100000 per window",
+        "gateway.yaml:6:",
+        "rate_limits.spiky.burst: at most `requests` (5)",
+        "gateway.yaml:7:",
+        "rate_limits.instant.per: must be longer than zero",
+        "routes[0].rate_limit[1]: unknown rate-limit policy `nope`",
+    ] {
+        assert!(text.contains(expected), "{expected} missing: {text}");
+    }
 }
 
 /// A gateway (in this process) whose public route `/thing` takes the policy `p` = `policy`.
@@ -282,11 +320,7 @@ async fn a_reload_keeps_the_counts_and_a_changed_policy_reads_them_with_its_new_
 
     crate::fleet::write_atomically(
         &gate.config,
-        &reloadable_config(
-            &upstream.url(),
-            "{ requests: 3, per: 1h, burst: 5, by: route }",
-            true,
-        ),
+        &reloadable_config(&upstream.url(), "{ requests: 5, per: 1h, by: route }", true),
     );
     gate.reloader.reload("test").unwrap();
     let after: Vec<u16> = futures_util::future::join_all((0..4).map(|_| gate.get("/thing")))
@@ -297,11 +331,11 @@ async fn a_reload_keeps_the_counts_and_a_changed_policy_reads_them_with_its_new_
     assert_eq!(
         after.iter().filter(|status| **status == 200).count(),
         2,
-        "a burst raised to 5, the 3 already spent still count: {after:?}"
+        "a quota raised to 5, the 3 already spent still count: {after:?}"
     );
     assert_eq!(
         header(&gate.get("/thing").await, "ratelimit-policy"),
-        "\"p\";q=3;w=3600"
+        "\"p\";q=5;w=3600"
     );
 }
 

@@ -1,6 +1,6 @@
-//! Rate limits across gateway replicas on Redis: two processes count one bucket (the Lua
-//! script, by Redis's clock), so a fleet allows the policy, not the policy per replica; with
-//! Redis killed each replica answers at once from its own buckets at its share (no 5xx, still
+//! Rate limits across gateway replicas on Redis: two processes count one log (the Lua script,
+//! by Redis's clock), so a fleet allows the policy exactly, not the policy per replica; with
+//! Redis killed each replica answers at once from its own logs at its share (no 5xx, still
 //! 429s), and it counts on Redis again once Redis is back. Runs when `GATEHOUSE_TEST_REDIS`
 //! names a Redis (CI sets it); the outage test starts a Redis of its own on a unix socket.
 
@@ -97,37 +97,44 @@ async fn two_replicas_on_one_redis_allow_the_policy_once_not_once_each() {
         );
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = Instance::start("app").await;
-    let config = replica_config(
-        dir.path(),
-        &redis,
-        "{ requests: 50, per: 10s, by: route }",
-        &upstream.url(),
-    );
     let http = reqwest::Client::new();
-    let first = start_replica(&config, &http).await;
-    let second = start_replica(&config, &http).await;
+    // Exact when the 200 fit in the window; a run that took longer says so and starts again
+    // with new replicas (and a new key prefix: a fresh count).
+    for attempt in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Instance::start("app").await;
+        let config = replica_config(
+            dir.path(),
+            &redis,
+            "{ requests: 50, per: 10s, by: route }",
+            &upstream.url(),
+        );
+        let first = start_replica(&config, &http).await;
+        let second = start_replica(&config, &http).await;
 
-    let started = Instant::now();
-    let counted = send(&http, &[&first, &second], 200, 16).await;
-    let elapsed = started.elapsed();
-    assert_eq!(counted.other, Vec::<u16>::new(), "only 200 and 429");
-    // One request comes back every 200 ms: by the time the test took, at most that many more.
-    let refilled = usize::try_from(elapsed.as_millis() / 200).unwrap();
-    eprintln!(
-        "two replicas on one Redis: {} of 200 passed in {elapsed:?} (50 allowed, +{refilled} refilled at most)",
-        counted.passed
-    );
-    assert!(
-        (50..=50 + refilled).contains(&counted.passed),
-        "{counted:?} in {elapsed:?}: the replicas share one bucket"
-    );
-    assert_eq!(
-        upstream.hits(),
-        counted.passed,
-        "every refusal stayed at the gateway"
-    );
+        let started = Instant::now();
+        let counted = send(&http, &[&first, &second], 200, 50).await;
+        let elapsed = started.elapsed();
+        if elapsed >= std::time::Duration::from_secs(10) {
+            eprintln!(
+                "attempt {attempt}: 200 requests took {elapsed:?}, more than the window: again"
+            );
+            continue;
+        }
+        assert_eq!(counted.other, Vec::<u16>::new(), "only 200 and 429");
+        eprintln!(
+            "two replicas on one Redis: {} of 200 passed in {elapsed:?}",
+            counted.passed
+        );
+        assert_eq!(
+            (counted.passed, counted.refused),
+            (50, 150),
+            "the replicas share one window: 50, not 50 each"
+        );
+        assert_eq!(upstream.hits(), 50, "every refusal stayed at the gateway");
+        return;
+    }
+    panic!("no run of 200 requests fit in the 10 s window on this machine");
 }
 
 #[tokio::test]
@@ -170,7 +177,7 @@ async fn with_redis_killed_each_replica_limits_at_its_share_without_a_5xx_and_sh
     );
     assert_eq!(
         degraded.passed, 20,
-        "each of the two replicas allows half the policy's burst on its own: {degraded:?}"
+        "each of the two replicas allows half the policy on its own (20 ÷ 2): {degraded:?}"
     );
     for replica in [&first, &second] {
         let metrics = admin_text(&http, replica, "/metrics").await;

@@ -545,8 +545,8 @@ pub struct RequestChecks {
 
 // ---- rate limits (issue 13) ----
 
-/// `{ requests: 100, per: 1m, burst: 20, by: user }`: `requests` per `per` sustained, at most
-/// `burst` at once (default: `requests`), counted per `by`.
+/// `{ requests: 100, per: 1m, burst: 20, by: user }`: at most `requests` in any window `per`,
+/// at most `burst` at once (default: `requests`, the whole window), counted per `by`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {

@@ -16,7 +16,7 @@ use super::{
     HealthCheck, Limits, RetrySettings, RouteSettings, ServiceSettings, ThrottleSettings,
     TokenSettings,
 };
-use crate::limit::policy::{max_requests, MAX_WINDOW};
+use crate::limit::policy::{MAX_REQUESTS, MAX_WINDOW};
 use crate::limit::RatePolicy;
 use crate::router::{RouteTable, TableError};
 use crate::state::{RedisOptions, StateSettings};
@@ -390,9 +390,9 @@ fn routes(
 
 // ---- rate limits (issue 13) ----
 
-/// The named policies, each checked: a plain name, at least one request, a window of whole
-/// seconds up to a year, at most one request per microsecond (GCRA's interval is counted in
-/// µs), a burst of at least one. A refused policy is left out (routes naming it say so too).
+/// The named policies, each checked: a plain name, 1 to [`MAX_REQUESTS`] requests, a window of
+/// whole seconds up to a year, a burst from 1 to `requests`. A refused policy is left out
+/// (routes naming it say so too).
 fn rate_limits(
     raw: BTreeMap<String, Spanned<schema::RateLimit>>,
     mistakes: &mut Mistakes,
@@ -416,14 +416,15 @@ fn rate_limits(
                 &policy.requests,
                 "must be at least 1 (a route that takes no request needs no route)",
             );
-        } else if requests > max_requests(per) {
+        } else if requests > MAX_REQUESTS {
             mistakes.at(
                 format!("{field}.requests"),
                 &policy.requests,
                 format!(
-                    "at most one request per microsecond: {} per {}",
-                    max_requests(per),
-                    humantime_serde::re::humantime::format_duration(per)
+                    "at most {MAX_REQUESTS} per window: the limiter keeps the time of every request \
+                     admitted in the window, so this is what one caller's count may weigh; for a \
+                     higher rate, say the same over a shorter window (e.g. 1000 per 1s, not \
+                     3600000 per 1h)"
                 ),
             );
         }
@@ -449,11 +450,15 @@ fn rate_limits(
                 );
                 1
             }
-            Some(burst) if **burst > requests.max(1).saturating_mul(1000) => {
+            Some(burst) if **burst > requests => {
                 mistakes.at(
                     format!("{field}.burst"),
                     burst,
-                    "at most 1000 × requests (a burst past that allows a window's worth many times over)",
+                    format!(
+                        "at most `requests` ({requests}): no window lets more than `requests` \
+                         through, so a larger burst would promise what is never allowed \
+                         (leave it out for the whole window at once)"
+                    ),
                 );
                 1
             }
@@ -960,7 +965,17 @@ mod rate_limit_tests {
             (100, Duration::from_secs(60), 100, LimitBy::User)
         );
         assert_eq!(route.rate_limit[1].burst, 5);
-        assert_eq!(per_user.rate().emission_us, 600_000);
+        assert_eq!(
+            per_user.limit().smoothing,
+            None,
+            "the burst is the whole window"
+        );
+        let login = route.rate_limit[1].limit();
+        assert_eq!((login.requests, login.window_us), (30, 60_000_000));
+        assert_eq!(
+            login.smoothing.map(|rate| rate.emission_us),
+            Some(2_000_000)
+        );
     }
 
     #[test]
@@ -991,10 +1006,46 @@ mod rate_limit_tests {
                 "rate_limits.p.per: must be at most a year",
             ),
             (
-                "  p: { requests: 2000000, per: 1s, by: route }",
+                "  p: { requests: 100001, per: 1h, by: route }",
                 "auth: public",
-                "",
-                "rate_limits.p.requests: at most one request per microsecond",
+                "gateway.yaml:4:",
+                "rate_limits.p.requests: at most 100000 per window: the limiter keeps the time",
+            ),
+            (
+                "  p: { requests: -5, per: 1s, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.requests",
+            ),
+            (
+                "  p: { requests: 2.5, per: 1s, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.requests",
+            ),
+            (
+                "  p: { requests: ten, per: 1s, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.requests",
+            ),
+            (
+                "  p: { requests: 10, per: -1s, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.per",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, burst: 11, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.burst: at most `requests` (10): no window lets more",
+            ),
+            (
+                "  p: { requests: 10, per: 1s, burst: -1, by: route }",
+                "auth: public",
+                "gateway.yaml:4:",
+                "rate_limits.p.burst",
             ),
             (
                 "  p: { requests: 99999999999999999999999, per: 1s, by: route }",
@@ -1007,12 +1058,6 @@ mod rate_limit_tests {
                 "auth: public",
                 "",
                 "rate_limits.p.burst: must be at least 1",
-            ),
-            (
-                "  p: { requests: 1, per: 1s, burst: 1000000, by: route }",
-                "auth: public",
-                "",
-                "rate_limits.p.burst: at most 1000 × requests",
             ),
             (
                 "  p: { requests: 10, per: 1s, by: everyone }",

@@ -1,13 +1,14 @@
-//! GCRA (the generic cell rate algorithm), the arithmetic shared by the memory buckets and the
-//! Redis script: each key holds one number, its theoretical arrival time (TAT, µs). A request at
-//! `now` would move it to `max(TAT, now) + T` (T: the emission interval); it is allowed when
-//! that lies at most `burst × T` ahead of `now`. A refused request moves nothing (but a TAT
-//! more than `burst × T` ahead, left by a stricter policy, is brought back to it: see
-//! [`Rate::held`]). A TAT at or
-//! before `now` is a full bucket, the same as no entry, so forgetting such a key loses nothing.
+//! GCRA (the generic cell rate algorithm), the smoothing a policy's `burst` adds to its window
+//! (see [`super::window`]): a key holds one number, its theoretical arrival time (TAT, µs). A
+//! request at `now` would move it to `max(TAT, now) + T` (T: the emission interval); GCRA admits
+//! it when that lies at most `burst × T` ahead of `now`. A refused request moves nothing (but a
+//! TAT more than `burst × T` ahead, left by a stricter policy, is brought back to it: see
+//! [`Rate::held`]). A TAT at or before `now` is a full bucket, the same as none.
 //!
 //! Both stores answer the same number per key, `used = max(TAT, now) + T − now`, and
-//! [`Rate::verdict`] turns it into the answer, so memory and Redis cannot disagree.
+//! [`Rate::verdict`] turns it into GCRA's answer.
+
+use super::window::Verdict;
 
 /// A policy's GCRA parameters, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +18,6 @@ pub struct Rate {
     /// τ = burst × T: how far ahead of now the TAT may run.
     pub tolerance_us: u64,
     pub burst: u64,
-}
-
-/// What one policy says about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    pub allowed: bool,
-    /// Requests still allowed at once after this one (the headers' `r`).
-    pub remaining: u64,
-    /// µs until `remaining` grows by one: the effective window within which no more than
-    /// `remaining` can be used (the headers' `t`). For a refusal, when a retry can pass.
-    pub window_us: u64,
 }
 
 impl Rate {
@@ -104,27 +94,6 @@ impl Rate {
             remaining: slack / self.emission_us,
             window_us: self.emission_us - slack % self.emission_us,
         }
-    }
-}
-
-impl Verdict {
-    /// The window in whole seconds, rounded up (a client that waits this long is not early).
-    pub fn window_secs(&self) -> u64 {
-        self.window_us.div_ceil(1_000_000)
-    }
-
-    /// Which of two verdicts restricts the client more: a refusal, then the fewer requests
-    /// left, then the longer wait.
-    pub fn more_restrictive_than(&self, other: &Verdict) -> bool {
-        (
-            !self.allowed,
-            std::cmp::Reverse(self.remaining),
-            self.window_us,
-        ) > (
-            !other.allowed,
-            std::cmp::Reverse(other.remaining),
-            other.window_us,
-        )
     }
 }
 
@@ -333,32 +302,5 @@ mod tests {
         assert!(verdict.allowed || verdict.window_us > 0);
         let tiny = Rate::new(0, 0);
         assert_eq!((tiny.emission_us, tiny.burst), (1, 1));
-    }
-
-    #[test]
-    fn a_refusal_restricts_more_than_any_allowance_then_fewer_left_then_longer_wait() {
-        let refused = Verdict {
-            allowed: false,
-            remaining: 0,
-            window_us: 5,
-        };
-        let low = Verdict {
-            allowed: true,
-            remaining: 1,
-            window_us: 1,
-        };
-        let high = Verdict {
-            allowed: true,
-            remaining: 9,
-            window_us: 100,
-        };
-        assert!(refused.more_restrictive_than(&low));
-        assert!(low.more_restrictive_than(&high));
-        assert!(!high.more_restrictive_than(&low));
-        let low_longer = Verdict {
-            window_us: 2,
-            ..low
-        };
-        assert!(low_longer.more_restrictive_than(&low));
     }
 }

@@ -1,12 +1,12 @@
-//! A rate-limit policy as the gateway enforces it: `requests` per `per` with a `burst`, counted
-//! per user, client, address or route, and its GCRA parameters in microseconds (the unit Redis's
-//! `TIME` gives and Lua's numbers hold exactly).
+//! A rate-limit policy as the gateway enforces it: at most `requests` in any window `per`,
+//! smoothed by `burst`, counted per user, client, address or route; and its [`Limit`] in
+//! microseconds (the unit Redis's `TIME` gives and Lua's numbers hold exactly).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gcra::Rate;
+use super::window::Limit;
 
 /// Whom a policy counts separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -40,17 +40,17 @@ impl LimitBy {
 }
 
 /// The longest window a policy may have: its arithmetic must stay exact in Lua's doubles
-/// (2^53 µs is 285 years; a year leaves room for the clock and the burst).
+/// (2^53 µs is 285 years; a year leaves room for the clock).
 pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// The most requests a window may allow: one per microsecond at most (GCRA's emission interval
-/// is counted in whole microseconds).
-pub fn max_requests(per: Duration) -> u64 {
-    u64::try_from(per.as_micros()).unwrap_or(u64::MAX)
-}
+/// The most requests a policy may allow per window. The limiter keeps the time of each
+/// admission still in the window (8 bytes in memory, about 20 on Redis, per key), so a policy's
+/// `requests` is what one caller's key may weigh: 100,000 is under a megabyte in memory, and
+/// more than any per-caller policy needs (for a higher rate, a shorter window says the same).
+pub const MAX_REQUESTS: u64 = 100_000;
 
-/// A named policy, validated: `requests` ≥ 1 in a whole number of seconds `per` (the headers'
-/// `w` has no fractions), `burst` ≥ 1, an emission interval of at least 1 µs.
+/// A named policy, validated: `requests` from 1 to [`MAX_REQUESTS`] in a whole number of
+/// seconds `per` (the headers' `w` has no fractions), `burst` from 1 to `requests`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RatePolicy {
     pub name: Arc<str>,
@@ -61,11 +61,11 @@ pub struct RatePolicy {
 }
 
 impl RatePolicy {
-    /// The GCRA parameters: one request every `per / requests` (rounded up, so never faster
-    /// than configured), `burst` at once.
-    pub fn rate(&self) -> Rate {
+    /// What a decision needs: `requests` in any window of `per`, and GCRA smoothing when
+    /// `burst` is below `requests`.
+    pub fn limit(&self) -> Limit {
         let window_us = u64::try_from(self.per.as_micros()).unwrap_or(u64::MAX);
-        Rate::new(window_us.div_ceil(self.requests.max(1)), self.burst)
+        Limit::new(self.requests, window_us, self.burst)
     }
 
     /// This policy's item of `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11 §3.1):

@@ -23,7 +23,7 @@ use kit::identity::PrincipalKind;
 use crate::app::AppState;
 use crate::auth::tokens::AccessClaims;
 use crate::error::{GatewayError, RateLimited};
-use crate::limit::{bucket_key, LimitBy, Rate, RatePolicy, Subject, Verdict};
+use crate::limit::{bucket_key, Limit, LimitBy, RatePolicy, Subject, Verdict};
 use crate::router::Route;
 use kit::listener::client_address;
 
@@ -143,13 +143,13 @@ impl Limited<'_> {
         if policies.is_empty() {
             return Ok(None);
         }
-        let buckets: Vec<(String, Rate)> = policies
+        let buckets: Vec<(String, Limit)> = policies
             .iter()
             .map(|policy| {
                 let subject = subject(policy.by, caller, client_ip);
                 (
                     bucket_key(&policy.name, self.template, subject),
-                    policy.rate(),
+                    policy.limit(),
                 )
             })
             .collect();
