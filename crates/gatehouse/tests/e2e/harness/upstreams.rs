@@ -348,12 +348,23 @@ pub fn encoded(coding: &str, data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// 16 MiB of JSON in 16 KiB of gzip (made once per test binary).
+pub fn gzip_bomb() -> &'static [u8] {
+    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
+    BOMB.get_or_init(|| {
+        let mut plain = b"{\"a\":\"".to_vec();
+        plain.resize(16 << 20, b'x');
+        plain.extend_from_slice(b"\"}");
+        encoded("gzip", &plain)
+    })
+}
+
 /// A JSON service that compresses whatever the client says (a careless one): `/{coding}/items`
 /// answers [`items_json`] in `coding` (`gzip`, `br`, `zstd`, `identity`) with a strong ETag and
 /// the `Accept-Encoding` it was sent in `x-seen-accept-encoding`; `/identity/problem` a 404
 /// problem+json that holds a `secret`; `/identity/text` plain text; `/identity/big` a JSON
 /// answer of 4 KiB, `/identity/big-stream` the same in chunks without a length;
-/// `/gzip/bomb` 64 MiB of JSON in 64 KiB of gzip; `/gzip/liar` plain JSON labelled gzip;
+/// `/gzip/bomb` [`gzip_bomb`]; `/gzip/liar` plain JSON labelled gzip;
 /// `/identity/broken` text labelled JSON; `/deflate/items` a coding the gateway does not decode.
 pub async fn spawn_json() -> SocketAddr {
     use axum::body::Body;
@@ -361,7 +372,6 @@ pub async fn spawn_json() -> SocketAddr {
     use axum::http::{HeaderMap, HeaderValue, StatusCode};
     use axum::response::{IntoResponse, Response};
 
-    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
     async fn answer(Path((coding, kind)): Path<(String, String)>, request: HeaderMap) -> Response {
         let mut content_type = "application/json";
         let mut status = StatusCode::OK;
@@ -399,15 +409,7 @@ pub async fn spawn_json() -> SocketAddr {
                     Body::from_stream(futures_util::stream::iter(chunks)),
                 )
             }
-            "bomb" => {
-                let bomb = BOMB.get_or_init(|| {
-                    let mut plain = b"{\"a\":\"".to_vec();
-                    plain.resize(64 << 20, b'x');
-                    plain.extend_from_slice(b"\"}");
-                    encoded("gzip", &plain)
-                });
-                ("gzip".into(), Body::from(bomb.clone()))
-            }
+            "bomb" => ("gzip".into(), Body::from(gzip_bomb())),
             "liar" => ("gzip".into(), Body::from(items_json().to_string())),
             "broken" => ("identity".into(), Body::from("<html>not json</html>")),
             _ => return StatusCode::NOT_FOUND.into_response(),
