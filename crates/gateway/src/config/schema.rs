@@ -592,24 +592,15 @@ pub type Entries = std::collections::HashMap<Spanned<String>, Spanned<String>>;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteRequest {
-    pub headers: RequestHeaders,
-    pub query: RouteQuery,
+    pub headers: RequestEdits,
+    pub query: RequestEdits,
 }
 
-/// `headers: { set: {Name: value}, add: {Name: value}, remove: [Name], rename: {Old: New} }`.
+/// `{ set: {name: value}, add: {name: value}, remove: [name], rename: {old: new} }`, for the
+/// request's headers and its query alike.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RequestHeaders {
-    pub set: Entries,
-    pub add: Entries,
-    pub remove: Vec<Spanned<String>>,
-    pub rename: Entries,
-}
-
-/// `query: { set: {name: value}, add: {name: value}, remove: [name], rename: {old: new} }`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteQuery {
+pub struct RequestEdits {
     pub set: Entries,
     pub add: Entries,
     pub remove: Vec<Spanned<String>>,

@@ -338,32 +338,31 @@ impl FieldSet {
 
 fn remove(value: &mut Value, nodes: &[&Node]) {
     match value {
-        Value::Object(object) => object.retain(|name, member| {
-            let met = Met::member(nodes, name);
-            if met.named {
-                return false;
-            }
-            if !met.nodes.is_empty() {
-                remove(member, &met.nodes);
-            }
-            true
-        }),
+        Value::Object(object) => {
+            object.retain(|name, member| stays(Met::member(nodes, name), member));
+        }
         Value::Array(elements) => {
             let mut index = 0;
             elements.retain_mut(|element| {
                 let met = Met::element(nodes, index);
                 index += 1;
-                if met.named {
-                    return false;
-                }
-                if !met.nodes.is_empty() {
-                    remove(element, &met.nodes);
-                }
-                true
+                stays(met, element)
             });
         }
         _ => {}
     }
+}
+
+/// Whether a member or element that `met` what it did stays after `deny`: not when a path ends
+/// on it; otherwise with what the paths going on remove from it.
+fn stays(met: Met<'_>, child: &mut Value) -> bool {
+    if met.named {
+        return false;
+    }
+    if !met.nodes.is_empty() {
+        remove(child, &met.nodes);
+    }
+    true
 }
 
 /// Whether `value`, reached through `nodes` (none of which ends here), keeps anything.
