@@ -16,6 +16,7 @@
 //! - [`limit`]: rate limits (GCRA): policies, memory buckets, the Redis script, the fallback.
 //! - [`state`]: what replicas share (memory or Redis, behind a breaker): revocations and
 //!   login-throttle counters.
+//! - [`transform`]: per-route request and response edits: headers, query, JSON fields.
 //! - [`cache`]: the response cache (RFC 9111 shared-cache rules, memory or Redis, coalescing).
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
@@ -44,5 +45,6 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod transform;
 
 pub use server::Gateway;

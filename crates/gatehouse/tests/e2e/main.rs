@@ -39,4 +39,5 @@ mod services;
 mod slow_clients;
 mod store_outage;
 mod tokens;
+mod transforms;
 mod users_through_gateway;

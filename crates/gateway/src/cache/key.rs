@@ -137,6 +137,7 @@ mod tests {
             rate_limit: Vec::new(),
             cache: None,
             request_checks: Default::default(),
+            transform: Default::default(),
         };
         let table = RouteTable::build(&[settings]).unwrap();
         match table.lookup(&http::Method::GET, "/api/items") {

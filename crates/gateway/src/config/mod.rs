@@ -292,6 +292,8 @@ pub struct RouteSettings {
     pub rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
     /// Its GET and HEAD answers are cached (see `crate::cache`); `None`: never.
     pub cache: Option<CacheRule>,
+    /// Its `request:` and `response:` edits (see `crate::transform`).
+    pub transform: crate::transform::RouteTransform,
     /// What the gateway checks of a request before forwarding it (`request:`).
     pub request_checks: RequestChecks,
 }

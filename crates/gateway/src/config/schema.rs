@@ -524,24 +524,14 @@ pub struct Route {
     /// Opt-in response cache for the route's GET and HEAD requests.
     #[serde(default)]
     pub cache: Option<Spanned<RouteCache>>,
-    /// Checks on the request before it is forwarded (`request: { validate_body: true }`).
+    /// Edits to the request before it is forwarded.
     #[serde(default)]
-    pub request: Option<RequestChecks>,
+    pub request: Option<RouteRequest>,
+    /// Edits to the service's answers.
+    #[serde(default)]
+    pub response: Option<Spanned<RouteResponse>>,
 }
 
-// --- request checks (issue 14, body validation) ---
-
-/// A route's `request: { validate_body: true }`: its JSON bodies are checked against the
-/// service's OpenAPI schema for the operation before they are forwarded (see
-/// `crate::openapi::body`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestChecks {
-    #[serde(default)]
-    pub validate_body: bool,
-}
-
-// --- end of request checks ---
 
 // ---- rate limits (issue 13) ----
 
@@ -599,6 +589,66 @@ pub struct RouteCache {
 }
 
 // --- end of response cache ---
+
+// --- request and response transforms (issue 14) ---
+//
+// Names, values and paths are read as text and checked in `validate`, each at its place: a
+// value refused while the file is read would end the reading of its list or map there.
+
+/// `name: value` entries as written (`{X-Tenant: acme}`), in no order: `validate` sorts them.
+pub type Entries = std::collections::HashMap<Spanned<String>, Spanned<String>>;
+
+/// A route's `request: { headers, query, validate_body }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteRequest {
+    pub headers: RequestEdits,
+    pub query: RequestEdits,
+    /// JSON bodies are checked against the service's OpenAPI schema for the operation before
+    /// they are forwarded (see `crate::openapi::body`).
+    pub validate_body: bool,
+}
+
+/// `{ set: {name: value}, add: {name: value}, remove: [name], rename: {old: new} }`, for the
+/// request's headers and its query alike.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestEdits {
+    pub set: Entries,
+    pub add: Entries,
+    pub remove: Vec<Spanned<String>>,
+    pub rename: Entries,
+}
+
+/// A route's `response: { headers, json, max_body }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteResponse {
+    pub headers: ResponseHeaders,
+    pub json: Option<Spanned<ResponseJson>>,
+    /// Larger bodies (as they come, or decoded) pass through untouched.
+    pub max_body: Option<Spanned<Size>>,
+}
+
+/// `headers: { set: {Name: value}, remove: [Name] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseHeaders {
+    pub set: Entries,
+    pub remove: Vec<Spanned<String>>,
+}
+
+/// `json: { allow: [path], deny: [path], rename: {path: name} }`; `allow` and `deny` exclude
+/// each other.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseJson {
+    pub allow: Vec<Spanned<String>>,
+    pub deny: Vec<Spanned<String>>,
+    pub rename: Entries,
+}
+
+// --- end of request and response transforms ---
 
 /// `auth: public`, `auth: authenticated`, or `auth: { roles: [...], scopes: [...] }`.
 #[derive(Debug)]

@@ -20,6 +20,14 @@ use crate::limit::policy::{MAX_REQUESTS, MAX_WINDOW};
 use crate::limit::RatePolicy;
 use crate::router::{RouteTable, TableError};
 use crate::state::{RedisOptions, StateSettings};
+use crate::transform::headers::{RequestHeader, ResponseHeader};
+use crate::transform::json::{Filter, Rename};
+use crate::transform::path::{FieldPath, FieldSet};
+use crate::transform::query::ParamName;
+use crate::transform::{
+    JsonRules, QueryEdits, RequestHeaderEdits, RequestRules, ResponseHeaderEdits, ResponseRules,
+    RouteTransform, DEFAULT_MAX_BODY, MAX_MAX_BODY,
+};
 
 /// The most retries a service may allow per request.
 pub const MAX_RETRIES: u32 = 5;
@@ -381,6 +389,7 @@ fn routes(
             request_checks: crate::config::RequestChecks {
                 validate_body: route.request.as_ref().is_some_and(|r| r.validate_body),
             },
+            transform: route_transform(&field, route, mistakes),
         };
         all.push((index, settings, route));
     }
@@ -612,6 +621,164 @@ fn route_cache(
 }
 
 // --- end of response cache ---
+
+// --- request and response transforms (issue 14) ---
+
+/// A route's `request` and `response` edits, every name, value and path checked at its place;
+/// sections that edit nothing leave the route without transforms, so it pays nothing.
+fn route_transform(field: &str, route: &schema::Route, mistakes: &mut Mistakes) -> RouteTransform {
+    let request = route.request.as_ref().map(|request| {
+        let field = format!("{field}.request");
+        let headers = &request.headers;
+        let query = &request.query;
+        let header = |text: &str| RequestHeader::parse(text).map(RequestHeader::into_name);
+        let param = |text: &str| ParamName::parse(text).map(|name| name.0);
+        let text = |text: &str| Ok::<_, String>(text.to_owned());
+        let at = |part: &str| format!("{field}.{part}");
+        RequestRules {
+            headers: RequestHeaderEdits {
+                remove: each_parsed(&at("headers.remove"), &headers.remove, header, mistakes),
+                rename: each_entry(
+                    &at("headers.rename"),
+                    &headers.rename,
+                    header,
+                    header,
+                    mistakes,
+                ),
+                set: each_entry(
+                    &at("headers.set"),
+                    &headers.set,
+                    header,
+                    header_value,
+                    mistakes,
+                ),
+                add: each_entry(
+                    &at("headers.add"),
+                    &headers.add,
+                    header,
+                    header_value,
+                    mistakes,
+                ),
+            },
+            query: QueryEdits {
+                remove: each_parsed(&at("query.remove"), &query.remove, param, mistakes),
+                rename: each_entry(&at("query.rename"), &query.rename, param, param, mistakes),
+                set: each_entry(&at("query.set"), &query.set, param, text, mistakes),
+                add: each_entry(&at("query.add"), &query.add, param, text, mistakes),
+            },
+        }
+    });
+    let response = route.response.as_ref().map(|response| {
+        let field = format!("{field}.response");
+        let at = |part: &str| format!("{field}.{part}");
+        let json = response.json.as_ref().map(|json| {
+            let allow = each_parsed(&at("json.allow"), &json.allow, FieldPath::parse, mistakes);
+            let deny = each_parsed(&at("json.deny"), &json.deny, FieldPath::parse, mistakes);
+            if !json.allow.is_empty() && !json.deny.is_empty() {
+                mistakes.at(
+                    at("json"),
+                    json,
+                    "give `allow` or `deny`, not both: which would win is a guess",
+                );
+            }
+            let filter = if !allow.is_empty() {
+                Some(Filter::Allow(FieldSet::new(&allow)))
+            } else if !deny.is_empty() {
+                Some(Filter::Deny(FieldSet::new(&deny)))
+            } else {
+                None
+            };
+            let rename = each_entry(
+                &at("json.rename"),
+                &json.rename,
+                Rename::source,
+                Rename::target,
+                mistakes,
+            );
+            JsonRules {
+                filter,
+                rename: rename
+                    .into_iter()
+                    .map(|(from, to)| Rename { from, to })
+                    .collect(),
+            }
+        });
+        let max_body = response.max_body.as_ref().map_or(DEFAULT_MAX_BODY, |max| {
+            if max.0 > MAX_MAX_BODY {
+                mistakes.at(
+                    at("max_body"),
+                    max,
+                    format!("must be at most {MAX_MAX_BODY} bytes (16MiB): each body rewritten is held whole"),
+                );
+            }
+            max.0.min(MAX_MAX_BODY)
+        });
+        let header = |text: &str| ResponseHeader::parse(text).map(ResponseHeader::into_name);
+        ResponseRules {
+            headers: ResponseHeaderEdits {
+                remove: each_parsed(&at("headers.remove"), &response.headers.remove, header, mistakes),
+                set: each_entry(&at("headers.set"), &response.headers.set, header, header_value, mistakes),
+            },
+            json: json.filter(|json| json.filter.is_some() || !json.rename.is_empty()),
+            max_body,
+        }
+    });
+    RouteTransform {
+        request: request
+            .filter(|rules| !rules.headers.is_empty() || !rules.query.is_empty())
+            .map(Arc::new),
+        response: response
+            .filter(|rules| !rules.headers.is_empty() || rules.json.is_some())
+            .map(Arc::new),
+    }
+}
+
+fn header_value(text: &str) -> Result<http::HeaderValue, String> {
+    http::HeaderValue::from_str(text)
+        .map_err(|_| "not a header value (line breaks or control characters)".to_owned())
+}
+
+/// Each item of a list read with `parse`; a refused one is a mistake at its place.
+fn each_parsed<T>(
+    field: &str,
+    items: &[Spanned<String>],
+    parse: impl Fn(&str) -> Result<T, String>,
+    mistakes: &mut Mistakes,
+) -> Vec<T> {
+    let mut parsed = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match parse(item) {
+            Ok(value) => parsed.push(value),
+            Err(message) => mistakes.at(format!("{field}[{index}]"), item, message),
+        }
+    }
+    parsed
+}
+
+/// Each entry of a map read with `key` and `value`, in the order of the keys' text; a refused
+/// key or value is a mistake at its place.
+fn each_entry<K, V>(
+    field: &str,
+    entries: &schema::Entries,
+    key: impl Fn(&str) -> Result<K, String>,
+    value: impl Fn(&str) -> Result<V, String>,
+    mistakes: &mut Mistakes,
+) -> Vec<(K, V)> {
+    let mut sorted: Vec<_> = entries.iter().collect();
+    sorted.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+    let mut parsed = Vec::with_capacity(sorted.len());
+    for (name, text) in sorted {
+        let field = format!("{field}.{}", name.as_str());
+        let name = key(name).map_err(|message| mistakes.at(&field, name, message));
+        let text = value(text).map_err(|message| mistakes.at(&field, text, message));
+        if let (Ok(name), Ok(text)) = (name, text) {
+            parsed.push((name, text));
+        }
+    }
+    parsed
+}
+
+// --- end of request and response transforms ---
 
 /// The routes a table cannot hold (a method and path taken twice, a path the router refuses, a
 /// target naming a parameter the path lacks): the table is built route by route, so every
@@ -1282,5 +1449,126 @@ mod cache_settings_tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("routes[0].cache.max_body"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod transform_settings_tests {
+    use crate::config::{parse, ConfigError, GatewayConfig, Vars};
+    use crate::transform::DEFAULT_MAX_BODY;
+
+    fn config(route: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "services:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\n\
+             routes:\n  - path: /api/items\n    methods: [GET]\n    service: users\n    to: /items\n    auth: public\n{route}"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn the_issues_example_is_read_into_rules() {
+        let set = config(
+            "    request:  { headers: { set: {X-A: b}, add: {}, remove: [X-Debug], rename: {X-Old: X-New} },\n\
+             \x20               query: { add: {v: \"2\"}, remove: [debug], rename: {q: search} } }\n\
+             \x20   response: { headers: { set: {}, remove: [Server] },\n\
+             \x20               json: { deny: [\"items[*].secret\", \"*.owner.email\"], allow: [], rename: {old: new} },\n\
+             \x20               max_body: 2MiB }\n",
+        )
+        .unwrap();
+        let transform = &set.routes[0].transform;
+        let request = transform.request.as_deref().unwrap();
+        assert_eq!(request.headers.set[0].0, "x-a");
+        assert_eq!(request.headers.rename[0].1, "x-new");
+        assert_eq!(request.query.add, [("v".to_owned(), "2".to_owned())]);
+        let response = transform.response.as_deref().unwrap();
+        assert_eq!(response.headers.remove, [http::header::SERVER]);
+        assert_eq!(response.max_body, 2 * 1024 * 1024);
+        let json = response.json.as_ref().unwrap();
+        assert!(matches!(
+            json.filter,
+            Some(crate::transform::json::Filter::Deny(_))
+        ));
+        assert_eq!(json.rename[0].to, "new");
+    }
+
+    #[test]
+    fn a_route_without_edits_has_no_transforms_to_pay_for() {
+        let plain = config("").unwrap();
+        assert!(plain.routes[0].transform.request.is_none());
+        assert!(plain.routes[0].transform.response.is_none());
+        let empty = config("    request: { headers: {}, query: {} }\n    response: { json: {} }\n")
+            .unwrap();
+        assert!(empty.routes[0].transform.request.is_none());
+        assert!(empty.routes[0].transform.response.is_none());
+        let headers_only = config("    response: { headers: { remove: [Server] } }\n").unwrap();
+        let response = headers_only.routes[0]
+            .transform
+            .response
+            .as_deref()
+            .unwrap();
+        assert!(response.json.is_none(), "bodies are never read");
+        assert_eq!(response.max_body, DEFAULT_MAX_BODY);
+    }
+
+    #[test]
+    fn every_transform_mistake_is_named_at_its_place_in_one_run() {
+        let error = config(
+            "    request:\n\
+             \x20     headers: { set: { X-Gatehouse-Identity: forged }, add: { Host: evil }, remove: [Connection, \"bad name\"], rename: { X-A: X-Forwarded-For } }\n\
+             \x20     query: { remove: [\"\"] }\n\
+             \x20   response:\n\
+             \x20     headers: { set: { Content-Encoding: gzip }, remove: [Transfer-Encoding] }\n\
+             \x20     json: { allow: [id], deny: [secret], rename: { \"items[*]\": x } }\n\
+             \x20     max_body: 1GiB\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for (field, why) in [
+            ("routes[0].request.headers.set", "the identity header"),
+            ("routes[0].request.headers.add", "Host"),
+            (
+                "routes[0].request.headers.remove",
+                "a hop-by-hop header, a bad name",
+            ),
+            (
+                "routes[0].request.headers.rename",
+                "onto a forwarding header",
+            ),
+            ("routes[0].request.query.remove", "an empty parameter"),
+            ("routes[0].response.headers.set", "the coding"),
+            ("routes[0].response.headers.remove", "the framing"),
+            ("routes[0].response.json.rename", "a rename from an element"),
+            ("routes[0].response.max_body", "above 16MiB"),
+        ] {
+            assert!(error.contains(field), "{why}: {field} is named in\n{error}");
+        }
+        assert!(error.contains("gateway.yaml:"), "{error}");
+    }
+
+    #[test]
+    fn allow_and_deny_together_and_bad_paths_are_refused() {
+        let cases = [
+            ("json: { allow: [a], deny: [b] }", "not both"),
+            ("json: { deny: [\"items[\"] }", "not closed"),
+            ("json: { deny: [\"a..b\"] }", "empty"),
+            ("json: { allow: [\"items[x]\"] }", "neither"),
+            ("json: { rename: { \"a.*\": b } }", "member name"),
+            ("json: { rename: { a: \"\" } }", "needs a name"),
+            ("json: { select: [a] }", "unknown field"),
+            (
+                "headers: { set: { X-A: \"line\\r\\nbreak\" } }",
+                "header value",
+            ),
+        ];
+        for (response, why) in cases {
+            let error = config(&format!("    response: {{ {response} }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("routes[0].response"), "{response}: {error}");
+            assert!(
+                error.contains(why),
+                "{response}: expected {why:?} in {error}"
+            );
+        }
     }
 }

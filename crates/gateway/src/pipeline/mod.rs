@@ -12,7 +12,9 @@
 //!    before the token is verified); every answer from the first decision on carries their
 //!    headers. [`cache`]: a stored answer ends the request here; a miss is stored on its way
 //!    back (never with the caller's rate-limit headers: they are added after it).
-//! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
+//! 7. [`prepare`]: the route's edits to the request (headers, query). [`forward`]: to an
+//!    instance of the route's service, retried when safe (502, 503, 504). [`transform`]: the
+//!    route's edits to the answer (headers, JSON fields), before the cache stores it.
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
 //!
@@ -27,8 +29,10 @@ pub mod forward;
 pub mod limit;
 pub mod normalize;
 pub mod observe;
+pub mod prepare;
 pub mod respond;
 pub mod route;
+pub mod transform;
 
 use std::net::SocketAddr;
 
@@ -95,7 +99,7 @@ impl Pipeline {
     /// Phases 2 to 7; what they learn of the request goes into `exchange`.
     async fn pass(
         &self,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Body,
         peer: SocketAddr,
         exchange: &mut observe::Exchange,
@@ -149,6 +153,8 @@ impl Pipeline {
                 return Ok(response);
             }
         };
+        let mut target = target;
+        let terms = prepare::request(&route, &parts.method, &mut parts.headers, &mut target);
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -160,6 +166,7 @@ impl Pipeline {
         };
         let answer =
             forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await;
+        let answer = transform::answer(&self.app, &route, terms, answer).await;
         cache::settle(&self.app, plan, answer).await
     }
 

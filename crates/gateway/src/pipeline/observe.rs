@@ -66,6 +66,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub route: Arc<str>,
+    pub reason: &'static str,
+}
+
 /// The gateway's own families, beside the HTTP ones.
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -93,6 +99,9 @@ pub struct GatewayMetrics {
     pub connections: Gauge,
     /// `gatehouse_cache_total{outcome}`: hit, miss, collapsed, stored, stale_served.
     pub cache: Family<OutcomeLabels, Counter>,
+    /// `gatehouse_transform_skipped_total{route, reason}`: answers a route's `response.json`
+    /// left untouched (`too_large`, `decoded_too_large`).
+    pub transform_skipped: Family<SkipLabels, Counter>,
     /// One scrape at a time refreshes the instance gauges and renders.
     pub scrape: Arc<std::sync::Mutex<()>>,
 }
@@ -126,6 +135,7 @@ impl GatewayMetrics {
             reloads: Family::default(),
             connections: Gauge::default(),
             cache: Family::default(),
+            transform_skipped: Family::default(),
             scrape: Arc::default(),
         };
         let it = families.clone();
@@ -178,6 +188,11 @@ impl GatewayMetrics {
             "gatehouse_cache",
             "Response cache outcomes on cached routes (hit, miss, collapsed, stored, stale_served)",
             it.cache,
+        );
+        metrics.register(
+            "gatehouse_transform_skipped",
+            "Answers a route's JSON rules left untouched, by route and reason (too_large, decoded_too_large)",
+            it.transform_skipped,
         );
         families
     }

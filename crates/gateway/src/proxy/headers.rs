@@ -31,6 +31,13 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Whether `name` is one of the [`HOP_BY_HOP`] headers (those `Connection` lists are not known
+/// here: they are named per message).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Whether `name` is a header only the gateway may assert to a service (identity, forwarding).
 pub fn is_asserted_by_gateway(name: &HeaderName) -> bool {
     let name = name.as_str();
     name.starts_with("x-user-")

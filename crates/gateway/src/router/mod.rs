@@ -203,6 +203,7 @@ mod tests {
             rate_limit: Vec::new(),
             cache: None,
             request_checks: Default::default(),
+            transform: Default::default(),
         }
     }
 

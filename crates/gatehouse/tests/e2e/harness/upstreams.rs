@@ -322,3 +322,128 @@ async fn the_dead_address_refuses_connections_and_no_parallel_test_can_listen_on
     assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
     assert_eq!(dead_address(), dead, "one for the whole test binary");
 }
+
+/// The body of every answer [`spawn_json`] gives on `/items`: a list whose elements hold a
+/// `secret` and an owner with an e-mail address, and a `meta` member.
+pub fn items_json() -> Value {
+    json!({
+        "items": [
+            { "id": 1, "name": "one", "secret": "s1", "internal_notes": "n1", "owner": { "email": "a@example.com", "name": "A" } },
+            { "id": 2, "name": "two", "secret": "s2", "owner": { "email": "b@example.com", "name": "B" } },
+            { "id": 3, "name": "three", "secret": "s3", "cust_id": 7 },
+        ],
+        "meta": { "total": 3, "owner": { "email": "ops@example.com" } },
+    })
+}
+
+/// `data` in `coding` (`gzip`, `br`, `zstd`, anything else: as it is).
+pub fn encoded(coding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    match coding {
+        "gzip" => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                encoder.write_all(data).unwrap();
+            }
+            out
+        }
+        "zstd" => zstd::stream::encode_all(data, 3).unwrap(),
+        _ => data.to_vec(),
+    }
+}
+
+/// 16 MiB of JSON in 16 KiB of gzip (made once per test binary).
+pub fn gzip_bomb() -> &'static [u8] {
+    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
+    BOMB.get_or_init(|| {
+        let mut plain = b"{\"a\":\"".to_vec();
+        plain.resize(16 << 20, b'x');
+        plain.extend_from_slice(b"\"}");
+        encoded("gzip", &plain)
+    })
+}
+
+/// A JSON service that compresses whatever the client says (a careless one): `/{coding}/items`
+/// answers [`items_json`] in `coding` (`gzip`, `br`, `zstd`, `identity`) with a strong ETag and
+/// the `Accept-Encoding` it was sent in `x-seen-accept-encoding`; `/identity/problem` a 404
+/// problem+json that holds a `secret`; `/identity/text` plain text; `/identity/big` a JSON
+/// answer of 4 KiB, `/identity/big-stream` the same in chunks without a length;
+/// `/gzip/bomb` [`gzip_bomb`]; `/gzip/liar` plain JSON labelled gzip;
+/// `/identity/broken` text labelled JSON; `/deflate/items` a coding the gateway does not decode.
+pub async fn spawn_json() -> SocketAddr {
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    async fn answer(Path((coding, kind)): Path<(String, String)>, request: HeaderMap) -> Response {
+        let mut content_type = "application/json";
+        let mut status = StatusCode::OK;
+        let (coding, body): (String, Body) = match kind.as_str() {
+            "items" => {
+                let plain = items_json().to_string();
+                (
+                    coding.clone(),
+                    Body::from(encoded(&coding, plain.as_bytes())),
+                )
+            }
+            "problem" => {
+                content_type = "application/problem+json";
+                status = StatusCode::NOT_FOUND;
+                let problem = json!({ "type": "about:blank", "title": "Not Found", "status": 404, "secret": "kept" });
+                ("identity".into(), Body::from(problem.to_string()))
+            }
+            "text" => {
+                content_type = "text/plain";
+                ("identity".into(), Body::from("secret: plain text"))
+            }
+            "big" => {
+                let big = json!({ "secret": "s", "padding": "x".repeat(4096) }).to_string();
+                ("identity".into(), Body::from(big))
+            }
+            "big-stream" => {
+                let big = json!({ "secret": "s", "padding": "x".repeat(4096) }).to_string();
+                let chunks: Vec<Result<String, std::io::Error>> = big
+                    .as_bytes()
+                    .chunks(512)
+                    .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+                    .collect();
+                (
+                    "identity".into(),
+                    Body::from_stream(futures_util::stream::iter(chunks)),
+                )
+            }
+            "bomb" => ("gzip".into(), Body::from(gzip_bomb())),
+            "liar" => ("gzip".into(), Body::from(items_json().to_string())),
+            "broken" => ("identity".into(), Body::from("<html>not json</html>")),
+            _ => return StatusCode::NOT_FOUND.into_response(),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static(content_type));
+        headers.insert("etag", HeaderValue::from_static("\"v1\""));
+        headers.insert("server", HeaderValue::from_static("json-upstream/1.0"));
+        headers.insert("x-internal-trace", HeaderValue::from_static("abc"));
+        if coding != "identity" {
+            headers.insert("content-encoding", HeaderValue::from_str(&coding).unwrap());
+        }
+        if let Some(seen) = request.get("accept-encoding") {
+            headers.insert("x-seen-accept-encoding", seen.clone());
+        }
+        response
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = Router::new().route("/{coding}/{kind}", get(answer));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
