@@ -60,6 +60,13 @@ pub enum GatewayError {
     /// A rate-limit policy of the route refused the request (issue 13).
     #[error("rate limit exceeded: {}", .0.violated.join(", "))]
     RateLimited(Box<RateLimited>),
+    /// A required part of a composition failed (issue 14): the whole answer is that part's
+    /// failure, naming it.
+    #[error("the part `{part}` failed: {}", failure.detail)]
+    PartFailed {
+        part: std::sync::Arc<str>,
+        failure: crate::compose::PartFailure,
+    },
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -150,6 +157,7 @@ impl GatewayError {
             Self::BadGateway { .. } => "upstream_bad_response",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::RateLimited(_) => "rate_limited",
+            Self::PartFailed { failure, .. } => failure.reason,
             Self::Internal(_) => "internal",
         }
     }
@@ -174,6 +182,7 @@ impl GatewayError {
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::PartFailed { failure, .. } => failure.status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -249,6 +258,18 @@ impl GatewayError {
                 .with_header(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs.max(1)))
                 .with_header(crate::pipeline::limit::RATELIMIT_POLICY, refusal.policy)
                 .with_header(crate::pipeline::limit::RATELIMIT, refusal.limit),
+            Self::PartFailed { ref part, ref failure } => {
+                let problem = Problem::new(status)
+                    .with_detail(self.to_string())
+                    .with_member("part", serde_json::json!(&**part));
+                match failure.retry_after {
+                    Some(wait) => problem.with_header(
+                        header::RETRY_AFTER,
+                        HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
+                    ),
+                    None => problem,
+                }
+            }
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }

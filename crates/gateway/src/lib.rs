@@ -17,6 +17,7 @@
 //! - [`state`]: what replicas share (memory or Redis, behind a breaker): revocations and
 //!   login-throttle counters.
 //! - [`cache`]: the response cache (RFC 9111 shared-cache rules, memory or Redis, coalescing).
+//! - [`compose`]: composition routes: several services' answers as one object, by part name.
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod compose;
 pub mod config;
 pub mod error;
 pub mod issuer;

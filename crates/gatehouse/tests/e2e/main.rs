@@ -9,6 +9,7 @@ mod support;
 mod cache;
 mod cache_redis;
 mod captured_identity;
+mod compose;
 mod config;
 mod devices;
 mod drain;

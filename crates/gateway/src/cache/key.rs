@@ -136,6 +136,7 @@ mod tests {
             timeout: None,
             rate_limit: Vec::new(),
             cache: None,
+            compose: None,
         };
         let table = RouteTable::build(&[settings]).unwrap();
         match table.lookup(&http::Method::GET, "/api/items") {

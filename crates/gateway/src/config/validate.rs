@@ -21,6 +21,8 @@ use crate::limit::RatePolicy;
 use crate::router::{RouteTable, TableError};
 use crate::state::{RedisOptions, StateSettings};
 
+mod compose;
+
 /// The most retries a service may allow per request.
 pub const MAX_RETRIES: u32 = 5;
 
@@ -340,16 +342,19 @@ fn routes(
                 "list at least one method",
             );
         }
-        if !services.contains_key(route.service.as_str()) {
-            mistakes.at(
-                format!("{field}.service"),
-                &route.service,
-                format!(
-                    "unknown service `{}`; defined: {}",
-                    *route.service,
-                    services.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            );
+        let compose = compose::route(&field, route, services, mistakes);
+        if let Some(service) = &route.service {
+            if !services.contains_key(service.as_str()) {
+                mistakes.at(
+                    format!("{field}.service"),
+                    service,
+                    format!(
+                        "unknown service `{}`; defined: {}",
+                        **service,
+                        services.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
         }
         let policy = match &route.auth {
             Some(schema::RouteAuth(policy)) => policy.clone(),
@@ -365,7 +370,10 @@ fn routes(
         let settings = RouteSettings {
             path: path.clone(),
             methods: route.methods.iter().map(|m| m.0.clone()).collect(),
-            service: (*route.service).clone(),
+            service: route
+                .service
+                .as_ref()
+                .map_or_else(String::new, |service| (**service).clone()),
             to: route
                 .to
                 .as_ref()
@@ -377,6 +385,7 @@ fn routes(
                 .cache
                 .as_ref()
                 .map(|rule| route_cache(&field, route, rule, cache, mistakes)),
+            compose,
         };
         all.push((index, settings, route));
     }

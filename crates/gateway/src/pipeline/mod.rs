@@ -12,7 +12,8 @@
 //!    before the token is verified); every answer from the first decision on carries their
 //!    headers. [`cache`]: a stored answer ends the request here; a miss is stored on its way
 //!    back (never with the caller's rate-limit headers: they are added after it).
-//! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504).
+//! 7. [`forward`]: to an instance of the route's service, retried when safe (502, 503, 504);
+//!    on a composition route [`compose`] instead: its parts, one answer by part name.
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
 //!
@@ -23,6 +24,7 @@ pub mod accept;
 pub mod authenticate;
 pub mod authorize;
 pub mod cache;
+pub mod compose;
 pub mod forward;
 pub mod limit;
 pub mod normalize;
@@ -129,6 +131,16 @@ impl Pipeline {
         }
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
+        if let Some(plan) = route.settings.compose.as_deref() {
+            let request = compose::Composable {
+                plan,
+                parts: &parts,
+                host,
+                client_ip: ip,
+                caller,
+            };
+            return compose::answer(&self.app, &routing, request).await;
+        }
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
         let consulted = cache::consult(&self.app, &routing, &route, &parts, host.as_ref(), claims);
         let plan = match consulted.await {

@@ -202,6 +202,7 @@ mod tests {
             timeout: None,
             rate_limit: Vec::new(),
             cache: None,
+            compose: None,
         }
     }
 
