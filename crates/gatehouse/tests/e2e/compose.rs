@@ -9,7 +9,10 @@
 use serde_json::{json, Value};
 
 use crate::config::check_config;
-use crate::harness::{assert_problem, dead_address, spawn_app_with, wait_until, Parts, TestApp};
+use crate::harness::{
+    assert_problem, config_head, dead_address, spawn_app_with, wait_until, write_atomically, Gate,
+    Parts, TestApp,
+};
 
 /// The services and routes that put `parts` behind the gateway.
 fn config(parts: &Parts, text: String) -> String {
@@ -308,4 +311,45 @@ fn check_config_accepts_a_composition_and_refuses_a_cycle_or_an_unknown_field_re
     let (ok, output) = check_config(&optional);
     assert!(!ok);
     assert!(output.contains("which is optional"), "{output}");
+}
+
+/// A gateway alone with one public composition on `parts`; `last` takes `user`'s field, and
+/// with `cycle` `user` takes `last`'s too.
+fn reloadable(parts: &Parts, cycle: bool) -> String {
+    let user_to = if cycle {
+        "/people/{last.target}"
+    } else {
+        "/people/{id}"
+    };
+    format!(
+        "{head}  people: {{ upstreams: [\"{url}\"], required: false }}\n\
+         routes:\n  - path: \"/api/card/{{id}}\"\n    methods: [GET]\n    auth: public\n    compose:\n      \
+         user: {{ service: people, to: \"{user_to}\" }}\n      \
+         last: {{ service: people, to: \"/people/{{user.last_order_id}}\" }}\n",
+        head = config_head("off"),
+        url = parts.url(),
+    )
+}
+
+#[tokio::test]
+async fn a_reload_with_a_cycle_is_refused_and_the_running_composition_stays() {
+    let parts = Parts::start().await;
+    let gate = Gate::start(&reloadable(&parts, false)).await;
+    let before: Value = gate.get("/api/card/7").await.json().await.unwrap();
+    assert_eq!(
+        before["last"]["id"], "42",
+        "`last` asked with `user`'s field"
+    );
+
+    write_atomically(&gate.config, &reloadable(&parts, true));
+    let error = gate.reloader.reload("test").unwrap_err().to_string();
+    assert!(
+        error.contains("routes[0].compose.user.to") && error.contains("a cycle"),
+        "{error}"
+    );
+
+    let after = gate.get("/api/card/7").await;
+    assert_eq!(after.status(), 200, "the old table stays");
+    let after: Value = after.json().await.unwrap();
+    assert_eq!(after, before);
 }
