@@ -238,12 +238,9 @@ impl GatewayError {
                     idle.as_millis()
                 ))
                 .with_header(header::CONNECTION, HeaderValue::from_static("close")),
-            Self::Unavailable { retry_after, .. } => {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Problem::new(status)
-                    .with_detail(self.to_string())
-                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
-            }
+            Self::Unavailable { retry_after, .. } => Problem::new(status)
+                .with_detail(self.to_string())
+                .with_header(header::RETRY_AFTER, retry_after_header(retry_after)),
             // draft-ietf-httpapi-ratelimit-headers-11 §5.1; `Retry-After` is never earlier
             // than the `RateLimit` window (§6): both are the same wait.
             Self::RateLimited(refusal) => Problem::new(status)
@@ -263,16 +260,19 @@ impl GatewayError {
                     .with_detail(self.to_string())
                     .with_member("part", serde_json::json!(&**part));
                 match failure.retry_after {
-                    Some(wait) => problem.with_header(
-                        header::RETRY_AFTER,
-                        HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
-                    ),
+                    Some(wait) => problem.with_header(header::RETRY_AFTER, retry_after_header(wait)),
                     None => problem,
                 }
             }
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_header(wait: std::time::Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 impl IntoResponse for GatewayError {

@@ -348,11 +348,7 @@ fn routes(
                 mistakes.at(
                     format!("{field}.service"),
                     service,
-                    format!(
-                        "unknown service `{}`; defined: {}",
-                        **service,
-                        services.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    unknown_service(service, services),
                 );
             }
         }
@@ -531,7 +527,15 @@ fn taken_policies(
 
 // ---- end of rate limits ----
 
-/// A name for a service or a policy: 1 to 64 letters, digits, `-` or `_`.
+/// Why a route (or a composition's part) cannot name `service`.
+fn unknown_service(service: &str, services: &BTreeMap<String, ServiceSettings>) -> String {
+    format!(
+        "unknown service `{service}`; defined: {}",
+        services.keys().cloned().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// A name for a service, a policy or a composition's part: 1 to 64 letters, digits, `-` or `_`.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

@@ -84,15 +84,18 @@ pub(super) fn route(
     let mut specs = BTreeMap::new();
     for (name, part) in compose.iter() {
         let at = format!("{field}.compose.{name}");
+        if !super::plain_name(name) {
+            mistakes.at(
+                &at,
+                part,
+                "a part name is 1 to 64 letters, digits, `-` or `_`",
+            );
+        }
         if !services.contains_key(part.service.as_str()) {
             mistakes.at(
                 format!("{at}.service"),
                 &part.service,
-                format!(
-                    "unknown service `{}`; defined: {}",
-                    *part.service,
-                    services.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
+                super::unknown_service(&part.service, services),
             );
         }
         let max_body = part.max_body.as_ref().map_or(DEFAULT_MAX_BODY, |size| {
@@ -199,7 +202,7 @@ mod tests {
             "routes[0].compose.c.to: \"/c/{nope}\" uses `{nope}`, which the route's path",
             "routes[0].compose.d.to: \"/d/{ghost.x}\" uses a field of `ghost`, which is no part",
             "routes[0].compose.f.to: \"/f/{e.x}\" uses a field of `e`, which is optional",
-            "routes[0].compose.errors: a part name",
+            "routes[0].compose.errors: a part may not be named `errors` or `query`",
         ] {
             assert!(error.contains(expected), "{expected}\n{error}");
         }
