@@ -63,6 +63,13 @@ pub enum GatewayError {
     /// A rate-limit policy of the route refused the request (issue 13).
     #[error("rate limit exceeded: {}", .0.violated.join(", "))]
     RateLimited(Box<RateLimited>),
+    /// A required part of a composition failed (issue 14): the whole answer is that part's
+    /// failure, naming it.
+    #[error("the part `{part}` failed: {}", failure.detail)]
+    PartFailed {
+        part: std::sync::Arc<str>,
+        failure: crate::compose::PartFailure,
+    },
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -154,6 +161,7 @@ impl GatewayError {
             Self::BadGateway { .. } => "upstream_bad_response",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::RateLimited(_) => "rate_limited",
+            Self::PartFailed { failure, .. } => failure.reason,
             Self::Internal(_) => "internal",
         }
     }
@@ -179,6 +187,7 @@ impl GatewayError {
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::PartFailed { failure, .. } => failure.status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -234,12 +243,9 @@ impl GatewayError {
                     idle.as_millis()
                 ))
                 .with_header(header::CONNECTION, HeaderValue::from_static("close")),
-            Self::Unavailable { retry_after, .. } => {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Problem::new(status)
-                    .with_detail(self.to_string())
-                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
-            }
+            Self::Unavailable { retry_after, .. } => Problem::new(status)
+                .with_detail(self.to_string())
+                .with_header(header::RETRY_AFTER, retry_after_header(retry_after)),
             // draft-ietf-httpapi-ratelimit-headers-11 §5.1; `Retry-After` is never earlier
             // than the `RateLimit` window (§6): both are the same wait.
             Self::RateLimited(refusal) => Problem::new(status)
@@ -257,9 +263,24 @@ impl GatewayError {
             Self::InvalidBody(errors) => Problem::invalid_fields(errors).with_detail(
                 "The body does not match the operation's schema: `errors` lists each field (checked at the gateway).",
             ),
+            Self::PartFailed { ref part, ref failure } => {
+                let problem = Problem::new(status)
+                    .with_detail(self.to_string())
+                    .with_member("part", serde_json::json!(&**part));
+                match failure.retry_after {
+                    Some(wait) => problem.with_header(header::RETRY_AFTER, retry_after_header(wait)),
+                    None => problem,
+                }
+            }
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_header(wait: std::time::Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 impl IntoResponse for GatewayError {

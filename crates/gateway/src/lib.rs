@@ -18,6 +18,7 @@
 //!   login-throttle counters.
 //! - [`transform`]: per-route request and response edits: headers, query, JSON fields.
 //! - [`cache`]: the response cache (RFC 9111 shared-cache rules, memory or Redis, coalescing).
+//! - [`compose`]: composition routes: several services' answers as one object, by part name.
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
 //! - [`openapi`]: the merged OpenAPI document (`/openapi.json`), `/docs` and `/redoc`, and the
@@ -31,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod compose;
 pub mod config;
 pub mod error;
 pub mod issuer;

@@ -102,7 +102,7 @@ fn each_kind_of_mistake_is_refused_with_an_error_naming_it() {
         (
             "a missing field",
             VALID.replace("service: users, ", ""),
-            "missing field `service`",
+            "routes[0].service: missing: name the service",
         ),
         (
             "a misspelt field",

@@ -10,6 +10,7 @@ mod browser;
 mod cache;
 mod cache_redis;
 mod captured_identity;
+mod compose;
 mod config;
 mod deploy;
 mod deploy_manifests;

@@ -138,6 +138,7 @@ mod tests {
             cache: None,
             request_checks: Default::default(),
             transform: Default::default(),
+            compose: None,
         };
         let table = RouteTable::build(&[settings]).unwrap();
         match table.lookup(&http::Method::GET, "/api/items") {

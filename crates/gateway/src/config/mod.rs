@@ -136,7 +136,14 @@ impl GatewayConfig {
     pub fn routed_services(&self) -> std::collections::BTreeSet<&str> {
         self.routes
             .iter()
+            .filter(|route| route.compose.is_none())
             .map(|route| route.service.as_str())
+            .chain(
+                self.routes
+                    .iter()
+                    .filter_map(|route| route.compose.as_deref())
+                    .flat_map(crate::compose::Plan::services),
+            )
             .chain(std::iter::once(self.auth.credentials_service.as_str()))
             .collect()
     }
@@ -282,6 +289,7 @@ pub struct RouteSettings {
     /// The public path, with `{name}` parameters and an optional trailing `{*rest}`.
     pub path: String,
     pub methods: Vec<Method>,
+    /// The service it forwards to; empty on a composition route, whose parts name theirs.
     pub service: String,
     /// The upstream path, which may use the public path's parameters.
     pub to: String,
@@ -292,6 +300,8 @@ pub struct RouteSettings {
     pub rate_limit: Vec<std::sync::Arc<crate::limit::RatePolicy>>,
     /// Its GET and HEAD answers are cached (see `crate::cache`); `None`: never.
     pub cache: Option<CacheRule>,
+    /// A composition route (`compose:`, see `crate::compose`): its parts, checked and ordered.
+    pub compose: Option<std::sync::Arc<crate::compose::Plan>>,
     /// Its `request:` and `response:` edits (see `crate::transform`).
     pub transform: crate::transform::RouteTransform,
     /// What the gateway checks of a request before forwarding it (`request:`).

@@ -509,7 +509,9 @@ impl Default for Retries {
 pub struct Route {
     pub path: Spanned<UrlPath>,
     pub methods: Vec<RouteMethod>,
-    pub service: Spanned<String>,
+    /// The service the route forwards to; a composition route has `compose` instead.
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
     /// Default: the public path.
     #[serde(default)]
     pub to: Option<Spanned<String>>,
@@ -530,8 +532,38 @@ pub struct Route {
     /// Edits to the service's answers.
     #[serde(default)]
     pub response: Option<Spanned<RouteResponse>>,
+    /// In place of `service`: one answer composed of several services' (see `crate::compose`).
+    #[serde(default)]
+    pub compose: Option<Spanned<BTreeMap<String, Spanned<ComposePart>>>>,
 }
 
+// --- composition (issue 14) ---
+
+/// One part of a composition: `{ service, to, required, timeout, max_body }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposePart {
+    pub service: Spanned<String>,
+    /// The path (and query) on the service: literal text with `{param}` (the route's path),
+    /// `{query.name}` (the client's query) and `{part.field}` (an earlier part's answer).
+    pub to: Spanned<String>,
+    /// A required part that fails fails the whole answer; default true, so that a failure is
+    /// never hidden unless the file says it may be.
+    #[serde(default = "default_required")]
+    pub required: bool,
+    /// Default: the service's timeout. Covers the whole part: headers and body.
+    #[serde(default)]
+    pub timeout: Option<Period>,
+    /// The largest answer taken from the part; past it the part fails (502).
+    #[serde(default)]
+    pub max_body: Option<Spanned<Size>>,
+}
+
+fn default_required() -> bool {
+    true
+}
+
+// --- end of composition ---
 
 // ---- rate limits (issue 13) ----
 

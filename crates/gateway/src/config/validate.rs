@@ -29,6 +29,8 @@ use crate::transform::{
     RouteTransform, DEFAULT_MAX_BODY, MAX_MAX_BODY,
 };
 
+mod compose;
+
 /// The most retries a service may allow per request.
 pub const MAX_RETRIES: u32 = 5;
 
@@ -349,16 +351,15 @@ fn routes(
                 "list at least one method",
             );
         }
-        if !services.contains_key(route.service.as_str()) {
-            mistakes.at(
-                format!("{field}.service"),
-                &route.service,
-                format!(
-                    "unknown service `{}`; defined: {}",
-                    *route.service,
-                    services.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            );
+        let compose = compose::route(&field, route, services, mistakes);
+        if let Some(service) = &route.service {
+            if !services.contains_key(service.as_str()) {
+                mistakes.at(
+                    format!("{field}.service"),
+                    service,
+                    unknown_service(service, services),
+                );
+            }
         }
         let policy = match &route.auth {
             Some(schema::RouteAuth(policy)) => policy.clone(),
@@ -374,7 +375,10 @@ fn routes(
         let settings = RouteSettings {
             path: path.clone(),
             methods: route.methods.iter().map(|m| m.0.clone()).collect(),
-            service: (*route.service).clone(),
+            service: route
+                .service
+                .as_ref()
+                .map_or_else(String::new, |service| (**service).clone()),
             to: route
                 .to
                 .as_ref()
@@ -390,6 +394,7 @@ fn routes(
                 validate_body: route.request.as_ref().is_some_and(|r| r.validate_body),
             },
             transform: route_transform(&field, route, mistakes),
+            compose,
         };
         all.push((index, settings, route));
     }
@@ -540,7 +545,15 @@ fn taken_policies(
 
 // ---- end of rate limits ----
 
-/// A name for a service or a policy: 1 to 64 letters, digits, `-` or `_`.
+/// Why a route (or a composition's part) cannot name `service`.
+fn unknown_service(service: &str, services: &BTreeMap<String, ServiceSettings>) -> String {
+    format!(
+        "unknown service `{service}`; defined: {}",
+        services.keys().cloned().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// A name for a service, a policy or a composition's part: 1 to 64 letters, digits, `-` or `_`.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

@@ -39,6 +39,12 @@ for i = 1, #KEYS do
   -- Never before the newest entry (Redis's clock may step back): a log stays in order.
   local now = clock_now
   local tat = nil
+  -- A key of another shape (the GCRA build before the sliding window stored a string) is
+  -- dropped rather than failing every decision with WRONGTYPE until it expires: a fleet being
+  -- upgraded keeps counting on Redis, from an empty window.
+  if redis.call('TYPE', key).ok ~= 'list' and redis.call('EXISTS', key) == 1 then
+    redis.call('DEL', key)
+  end
   local newest = redis.call('LINDEX', key, -1)
   if newest then
     local time, carried = string.match(newest, '^(%d+):?(%d*)$')

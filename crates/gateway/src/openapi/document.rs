@@ -67,7 +67,7 @@ pub fn build(config: &GatewayConfig, specs: &Specs) -> Value {
     let mut paths = Map::new();
     let mut operation_ids = BTreeSet::new();
     super::own::operations(config, &mut paths);
-    for route in &config.routes {
+    for route in config.routes.iter().filter(|route| route.compose.is_none()) {
         let spec = specs
             .documents
             .get(&route.service)
@@ -75,7 +75,7 @@ pub fn build(config: &GatewayConfig, specs: &Specs) -> Value {
             .zip(renamers.get(route.service.as_str()));
         expose_route(route, spec, &mut paths, &mut operation_ids);
     }
-    composed_operations(config, &mut paths);
+    composed_operations(config, specs, &renamers, &mut paths, &mut operation_ids);
     let schemes = components
         .entry("securitySchemes")
         .or_insert_with(|| json!({}));
@@ -120,10 +120,71 @@ pub fn build(config: &GatewayConfig, specs: &Specs) -> Value {
     })
 }
 
-/// Composition routes (`compose:`) and their composed schema: the lead wires
-/// `compose::schema(...)` in here when the composition branch is merged; until then the
-/// configuration has no such routes and nothing is added.
-fn composed_operations(_config: &GatewayConfig, _paths: &mut Map<String, Value>) {}
+/// Composition routes (`compose:`): one GET whose 200 answer is the composed object, each part's
+/// member described by the schema of the service operation it calls (found by its target's
+/// path in that service's document, `{}` where no document or operation says).
+fn composed_operations(
+    config: &GatewayConfig,
+    specs: &Specs,
+    renamers: &BTreeMap<&str, Renamer>,
+    paths: &mut Map<String, Value>,
+    operation_ids: &mut BTreeSet<String>,
+) {
+    for route in &config.routes {
+        let Some(plan) = route.compose.as_deref() else {
+            continue;
+        };
+        let schema = crate::compose::schema(plan, |part| {
+            let spec = &specs.documents.get(&*part.service)?.document;
+            let renamer = renamers.get(&*part.service)?;
+            let service_paths = spec["paths"].as_object()?;
+            let shape = part.to.path_shape();
+            let template = paths::template_of(service_paths.keys().map(String::as_str), &shape)?;
+            let mut answer = service_paths[template]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]
+                .clone();
+            if answer.is_null() {
+                return None;
+            }
+            renamer.rewrite(&mut answer);
+            Some(answer)
+        });
+        let parts: Vec<&str> = plan.parts.iter().map(|part| &*part.name).collect();
+        let operation = json!({
+            "summary": format!("One answer composed of {}", parts.join(", ")),
+            "description": "Composed by the gateway: one member per part. A failed optional part is `null`, with its problem under `errors` and its name in the `Gatehouse-Partial` header; a failed required part fails the whole answer (502, 503 or 504 naming the part).",
+            "responses": {
+                "200": {
+                    "description": "Every required part answered.",
+                    "headers": {
+                        "Gatehouse-Partial": {
+                            "description": "The optional parts that failed, comma-separated.",
+                            "schema": { "type": "string" },
+                        },
+                    },
+                    "content": { "application/json": { "schema": schema } },
+                },
+            },
+        });
+        let exposed = Exposed {
+            public: route.path.replace("{*", "{"),
+            renamed: Vec::new(),
+            fixed: Vec::new(),
+            unused: paths::public_parameters(&route.path)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        };
+        add(
+            route,
+            &exposed,
+            &Method::GET,
+            operation,
+            paths,
+            operation_ids,
+        );
+    }
+}
 
 fn bearer_scheme(config: &GatewayConfig) -> Value {
     json!({
@@ -261,14 +322,18 @@ fn add(
         return;
     };
     fix_path_parameters(members, exposed);
+    // A composition route has no one service: its operations are the gateway's own.
+    let owner = match route.compose {
+        Some(_) => "compose",
+        None => route.service.as_str(),
+    };
     let base = members
         .get("operationId")
         .and_then(Value::as_str)
-        .map(|id| format!("{}.{id}", route.service))
+        .map(|id| format!("{owner}.{id}"))
         .unwrap_or_else(|| {
             format!(
-                "{}.{}{}",
-                route.service,
+                "{owner}.{}{}",
                 method.as_str().to_ascii_lowercase(),
                 exposed.public
             )

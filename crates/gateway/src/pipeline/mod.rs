@@ -13,7 +13,8 @@
 //!    headers. [`cache`]: a stored answer ends the request here; a miss is stored on its way
 //!    back (never with the caller's rate-limit headers: they are added after it).
 //! 7. [`prepare`]: the route's edits to the request (headers, query). [`forward`]: to an
-//!    instance of the route's service, retried when safe (502, 503, 504). [`transform`]: the
+//!    instance of the route's service, retried when safe (502, 503, 504); on a composition
+//!    route [`compose`] instead: its parts, one answer by part name. [`transform`]: the
 //!    route's edits to the answer (headers, JSON fields), before the cache stores it.
 //! 8. [`respond`]: a refusal as problem+json; the request id on every answer.
 //! 9. [`observe`]: metrics and the access log, once the answer's body has gone out.
@@ -25,6 +26,7 @@ pub mod accept;
 pub mod authenticate;
 pub mod authorize;
 pub mod cache;
+pub mod compose;
 pub mod forward;
 pub mod limit;
 pub mod normalize;
@@ -133,6 +135,16 @@ impl Pipeline {
         }
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
+        if let Some(plan) = route.settings.compose.as_deref() {
+            let request = compose::Composable {
+                plan,
+                parts: &parts,
+                host,
+                client_ip: ip,
+                caller,
+            };
+            return compose::answer(&self.app, &routing, request).await;
+        }
         // A body the service's schema refuses never leaves the gateway (`validate_body`).
         let body = crate::openapi::body::check(app, &route, &parts, &target, body).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.

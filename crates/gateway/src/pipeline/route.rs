@@ -88,7 +88,8 @@ pub fn find(
         Lookup::NotFound => return Err(GatewayError::NoRoute),
     };
     if let Some(query) = parts.uri.query() {
-        target.push('?');
+        // A `to` with its own query (`/items?v=2`) takes the client's after it, not a second `?`.
+        target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(query);
     }
     Ok(Destination::Service { route, target })

@@ -204,6 +204,7 @@ mod tests {
             cache: None,
             request_checks: Default::default(),
             transform: Default::default(),
+            compose: None,
         }
     }
 

@@ -129,3 +129,34 @@ async fn on_redis_a_smoothing_tat_left_by_a_stricter_policy_holds_nobody_after_a
     let relaxed = [(key, Limit::new(3600, HOUR, 1))];
     passes_within_a_second(&limiter, &shared, &relaxed).await;
 }
+
+#[tokio::test]
+async fn a_key_left_by_the_gcra_build_is_replaced_not_a_wrongtype_error_every_time() {
+    let Some(shared) = redis().await else { return };
+    let limiter = Limiter::new(&Metrics::default());
+    let key = bucket_key("p", "/api/time", Subject::User("upgraded"));
+    let url = std::env::var("GATEHOUSE_TEST_REDIS").unwrap();
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // What the GCRA limiter stored under the same name: a string (its theoretical arrival time).
+    let stored = format!("{}:{key}", shared.redis_prefix().unwrap());
+    let _: () = redis::cmd("SET")
+        .arg(&stored)
+        .arg("1700000000000000")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let policy = [(key, Limit::new(10, HOUR, 10))];
+    let first = limiter.decide(&shared, &policy).await;
+    assert!(!first.degraded, "decided on Redis, not locally: {first:?}");
+    assert_eq!((first.allowed(), first.verdicts[0].remaining), (true, 9));
+    let kind: String = redis::cmd("TYPE")
+        .arg(&stored)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(kind, "list");
+}

@@ -10,7 +10,8 @@
 //! - [`process`]: the `gatehouse` binary as a child process, the addresses it bound read from its
 //!   own log.
 //! - [`upstreams`]: services a test controls: instances it can kill, hang or slow ([`Instance`]),
-//!   an echo, an answer that is not HTTP, and a dead address nothing can listen on.
+//!   an echo, an answer that is not HTTP, a dead address nothing can listen on, and [`Parts`]
+//!   (the parts of a composition: records what it was asked, holds what the test holds).
 //! - [`load`]: a steady stream of requests and what it saw.
 //!
 //! Waiting is polling with a deadline ([`wait_for`], from `kit::testing`), never a fixed sleep;
@@ -32,7 +33,7 @@ pub use kit::testing::wait::{wait_for, wait_until};
 pub use load::Load;
 pub use process::Process;
 pub use system::{assert_problem, spawn_app, spawn_app_at, spawn_app_with, TestApp};
-pub use upstreams::{dead_address, Instance, Mode};
+pub use upstreams::{dead_address, Instance, Mode, Parts};
 
 /// A client that waits long rather than failing a request on a slow machine.
 pub fn client() -> reqwest::Client {

@@ -447,3 +447,116 @@ pub async fn spawn_json() -> SocketAddr {
     tokio::spawn(async move { axum::serve(listener, app).await });
     address
 }
+
+/// What [`Parts`] saw and how it answers now.
+pub struct PartsState {
+    /// What `/people/{id}` answers as `last_order_id` (any JSON value, hostile ones included).
+    last_order_id: std::sync::Mutex<Value>,
+    /// Every request target as it arrived (path and query, still encoded), with the audience
+    /// of its identity token (`-` without one).
+    seen: std::sync::Mutex<Vec<(String, String)>>,
+    /// `/held` waits for a permit before answering.
+    gate: tokio::sync::Semaphore,
+    /// Requests waiting at `/held`.
+    held: AtomicUsize,
+}
+
+/// A service for compositions, on one address that the gateway may know under several service
+/// names: `/people/{id}` answers `{"id", "last_order_id"}`; `/ledger/...` answers the target it
+/// was asked (`{"target": "/ledger/7?x=1"}`); `/held` waits until the test releases it; `/text`
+/// answers 200 `text/plain`; `/missing` 404; `/huge` 200 JSON of 4 MiB.
+#[derive(Clone)]
+pub struct Parts {
+    pub address: SocketAddr,
+    pub state: Arc<PartsState>,
+}
+
+impl Parts {
+    pub async fn start() -> Self {
+        let state = Arc::new(PartsState {
+            last_order_id: std::sync::Mutex::new(json!(42)),
+            seen: std::sync::Mutex::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            held: AtomicUsize::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new()
+            .fallback(parts_answer)
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { address, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn set_last_order_id(&self, value: Value) {
+        *self.state.last_order_id.lock().unwrap() = value;
+    }
+
+    /// The targets asked so far, as they arrived, with their identity's audience.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` requests waiting at `/held` answer.
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+}
+
+async fn parts_answer(
+    axum::extract::State(state): axum::extract::State<Arc<PartsState>>,
+    request: Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|target| target.as_str().to_owned())
+        .unwrap_or_default();
+    let audience = request
+        .headers()
+        .get("x-gatehouse-identity")
+        .and_then(|token| token.to_str().ok())
+        .and_then(identity_audience)
+        .unwrap_or_else(|| "-".to_owned());
+    state.seen.lock().unwrap().push((target.clone(), audience));
+    let path = request.uri().path().to_owned();
+    if let Some(id) = path.strip_prefix("/people/") {
+        let last = state.last_order_id.lock().unwrap().clone();
+        return Json(json!({ "id": id, "last_order_id": last })).into_response();
+    }
+    match path.as_str() {
+        "/held" => {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            let _permit = state.gate.acquire().await;
+            state.held.fetch_sub(1, Ordering::SeqCst);
+            Json(json!({ "late": true })).into_response()
+        }
+        "/text" => "not json".into_response(),
+        "/missing" => (axum::http::StatusCode::NOT_FOUND, Json(json!({}))).into_response(),
+        "/huge" => {
+            let filler = "x".repeat(4 * 1024 * 1024);
+            Json(json!({ "filler": filler })).into_response()
+        }
+        _ => Json(json!({ "target": target })).into_response(),
+    }
+}
+
+/// The `aud` of an identity token (its payload read, not verified: the services verify it).
+fn identity_audience(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["aud"].as_str().map(str::to_owned)
+}
