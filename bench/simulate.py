@@ -132,8 +132,10 @@ def measure_fleets(args, target: Path, workdir: Path, env) -> list[dict]:
                     http_get(url, headers)
                 redis_cli(redis_port, "CONFIG", "RESETSTAT")
                 cpu_before = sum(gateway.cpu_ticks() for gateway in gateways)
+                redis_before = redis.cpu_ticks()
                 requests = wrk_all(urls, headers, params, args.duration)
                 cpu = sum(gateway.cpu_ticks() for gateway in gateways) - cpu_before
+                redis_cpu = redis.cpu_ticks() - redis_before
                 commands = redis_commands(redis_port)
                 total = sum(commands.values())
                 row = {
@@ -142,6 +144,8 @@ def measure_fleets(args, target: Path, workdir: Path, env) -> list[dict]:
                     "gateway_cpu_s_per_10k": round(cpu / os.sysconf("SC_CLK_TCK")
                                                    / max(requests, 1) * 10_000, 3),
                     "redis_commands_per_request": round(total / max(requests, 1), 3),
+                    "redis_cpu_s_per_10k": round(redis_cpu / os.sysconf("SC_CLK_TCK")
+                                                 / max(requests, 1) * 10_000, 3),
                     "redis_commands": commands,
                 }
                 say(f"N={n} {kind:13} {row['requests_per_s']:>7} req/s  "
@@ -253,11 +257,12 @@ def main() -> int:
                 "duration_s": args.duration, "connections_per_gateway": args.connections,
                 "fleets": fleets, "postgres": logins}
     (out / "scaling.json").write_text(json.dumps(document, indent=2) + "\n")
-    lines = ["| replicas | route | requests/s (all) | gateway CPU s / 10k | Redis cmd / request |",
-             "|---|---|---|---|---|"]
+    lines = ["| replicas | route | requests/s (all) | gateway CPU s / 10k | Redis cmd / request "
+             "| Redis CPU s / 10k |", "|---|---|---|---|---|---|"]
     for row in fleets:
         lines.append(f"| {row['replicas']} | {row['route']} | {row['requests_per_s']} | "
-                     f"{row['gateway_cpu_s_per_10k']} | {row['redis_commands_per_request']} |")
+                     f"{row['gateway_cpu_s_per_10k']} | {row['redis_commands_per_request']} | "
+                     f"{row['redis_cpu_s_per_10k']} |")
     (out / "scaling.md").write_text("\n".join(lines) + "\n")
     say(f"written: {out}/scaling.json, scaling.md")
     return 0

@@ -44,7 +44,8 @@ pub async fn assert_conforms(service: &SpawnedService, contract: &Contract<'_>) 
 }
 
 /// `/healthz` and `/readyz` answer 200 to anyone, and `/readyz` reports each of `checks` as
-/// `ok`, and nothing else.
+/// `ok`, beside the kit's own `shutdown` (not ready from the shutdown signal on), and nothing
+/// else.
 pub async fn assert_health(service: &SpawnedService, checks: &[&str]) {
     let alive = service.call(Method::GET, "/healthz").send().await;
     assert_eq!(alive.status, StatusCode::OK, "/healthz: {}", alive.text);
@@ -56,6 +57,7 @@ pub async fn assert_health(service: &SpawnedService, checks: &[&str]) {
     assert_eq!(report["status"], "ready", "{report}");
     let expected: serde_json::Map<String, Value> = checks
         .iter()
+        .chain(&["shutdown"])
         .map(|name| ((*name).to_owned(), json!("ok")))
         .collect();
     assert_eq!(report["checks"], Value::Object(expected), "{report}");
