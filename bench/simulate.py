@@ -86,7 +86,8 @@ def fleet(args, target: Path, workdir: Path, redis_port: int, upstream: str, n: 
     for index in range(n):
         name = f"gw{n}-{index}"
         address = f"127.0.0.1:{free_port()}"
-        config = gateway_config(workdir, name, address, upstream, 0)
+        config = gateway_config(workdir, name, address, upstream, 0,
+                                harness.observe_for(workdir, name))
         text = config.read_text().replace("state: memory",
                                           f"state: redis://127.0.0.1:{redis_port}")
         # One store for the fleet, as replicas share it (SQLite here: the store is not on the
