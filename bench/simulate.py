@@ -97,8 +97,13 @@ def fleet(args, target: Path, workdir: Path, redis_port: int, upstream: str, n: 
         gateway = start(name, [str(target / "gatehouse"), "gateway", "--config", str(config)],
                         workdir, address, env=env)
         gateways.append(gateway)
-    for gateway in gateways:
-        wait_ready(gateway, "/healthz")
+    try:
+        for gateway in gateways:
+            wait_ready(gateway, "/healthz")
+    except HarnessError:
+        for gateway in gateways:  # none is left running when one could not start
+            gateway.stop()
+        raise
     return gateways, config
 
 
