@@ -10,6 +10,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -152,6 +153,16 @@ async fn docs_lists_the_operations_and_tries_one_with_a_bearer_token_offline() {
     );
 }
 
+/// The element `locator` finds, once the page shows it (at most `STEP`).
+async fn appear(browser: &Client, locator: Locator<'_>) -> Step<Element> {
+    Ok(browser.wait().at_most(STEP).for_element(locator).await?)
+}
+
+/// The text of what `css` finds inside `element`.
+async fn text_in(element: &Element, css: &str) -> Step<String> {
+    Ok(element.find(Locator::Css(css)).await?.text().await?)
+}
+
 /// Fails with `message` unless `condition` holds.
 fn check(condition: bool, message: impl FnOnce() -> String) -> Step<()> {
     if condition {
@@ -164,11 +175,7 @@ fn check(condition: bool, message: impl FnOnce() -> String) -> Step<()> {
 /// Loads /docs, authorizes with `token`, executes `GET /api/time` and reads its answer.
 async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
     browser.goto(&app.url("/docs/")).await?;
-    browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::Css(".opblock"))
-        .await?;
+    appear(browser, Locator::Css(".opblock")).await?;
     let operations = browser.find_all(Locator::Css(".opblock")).await?.len();
     check(operations > 10, || {
         format!("the operation list has {operations} operations")
@@ -180,6 +187,7 @@ async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
         .await?
         .click()
         .await?;
+    appear(browser, Locator::Css(".auth-container")).await?;
     let mut authorized = false;
     for section in browser.find_all(Locator::Css(".auth-container")).await? {
         if section.text().await?.contains("bearerAuth") {
@@ -210,23 +218,19 @@ async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
     // are found). The gateway opens operations in try-it-out mode (`tryItOutEnabled`), so
     // the open block's button reads "Cancel": clicking it regardless, as this test once did,
     // leaves that mode and hides Execute. A person clicks "Try it out" only where it says so.
-    let operation = browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::XPath(TIME_OPERATION))
-        .await?;
+    let operation = appear(browser, Locator::XPath(TIME_OPERATION)).await?;
     operation
         .find(Locator::Css(".opblock-summary-control"))
         .await?
         .click()
         .await?;
-    let try_out = browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::XPath(&format!(
+    let try_out = appear(
+        browser,
+        Locator::XPath(&format!(
             "{TIME_OPERATION}//button[contains(@class, 'try-out__btn')]"
-        )))
-        .await?;
+        )),
+    )
+    .await?;
     if !try_out
         .attr("class")
         .await?
@@ -235,44 +239,34 @@ async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
     {
         try_out.click().await?;
     }
-    browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::XPath(&format!(
+    appear(
+        browser,
+        Locator::XPath(&format!(
             "{TIME_OPERATION}//button[contains(@class, 'execute')]"
-        )))
-        .await?
-        .click()
-        .await?;
+        )),
+    )
+    .await?
+    .click()
+    .await?;
 
     // The response panel: the live answer's row (not the table's "Code" header).
-    let status = browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::XPath(&format!(
+    let status = appear(
+        browser,
+        Locator::XPath(&format!(
             "{TIME_OPERATION}//table[contains(@class, 'live-responses-table')]\
              //tr[@class='response']/td[contains(@class, 'response-col_status')]"
-        )))
-        .await?
-        .text()
-        .await?;
-    let request_url = operation
-        .find(Locator::Css(".request-url pre"))
-        .await?
-        .text()
-        .await?;
-    let curl = operation
-        .find(Locator::Css(".curl-command"))
-        .await?
-        .text()
-        .await?;
-    let body = operation
-        .find(Locator::Css(
-            ".live-responses-table .response-col_description pre",
-        ))
-        .await?
-        .text()
-        .await?;
+        )),
+    )
+    .await?
+    .text()
+    .await?;
+    let request_url = text_in(&operation, ".request-url pre").await?;
+    let curl = text_in(&operation, ".curl-command").await?;
+    let body = text_in(
+        &operation,
+        ".live-responses-table .response-col_description pre",
+    )
+    .await?;
     check(request_url.trim() == app.url("/api/time"), || {
         format!("the page called {request_url}, not the gateway that served it")
     })?;
