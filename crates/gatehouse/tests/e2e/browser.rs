@@ -1,7 +1,8 @@
 //! `/docs` in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`),
 //! driven over WebDriver, with every address but the gateway's unreachable (a proxy that does
 //! not exist, loopback bypassing it). It finds the operation list, authorizes with a bearer
-//! token, tries one call, and saves a screenshot to `docs/screenshots/docs.png`.
+//! token, executes `GET /api/time` from the page and reads the 200 in its response panel, and
+//! saves a screenshot of that to `docs/screenshots/docs.png`.
 //!
 //! Runs only when `GATEHOUSE_TEST_BROWSER` is set (CI installs the browser and sets it); skips
 //! with a message otherwise, so `cargo test` passes on a machine without a browser.
@@ -9,11 +10,12 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::spawn_app;
+use crate::support::{spawn_app, TestApp};
 
 const FLAGS: [&str; 6] = [
     "--headless",
@@ -68,10 +70,29 @@ impl Driver {
     }
 }
 
+/// How long one step may take before the test gives up on it: generous, the machine may be
+/// loaded; a step that works finishes as soon as its element is there.
+const STEP: Duration = Duration::from_secs(60);
+/// How long the whole walk may take before the test calls it hung.
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+/// The block of `GET /api/time` in the operation list.
+const TIME_OPERATION: &str = "//div[contains(concat(' ', @class, ' '), ' opblock-get ')]\
+    [.//*[contains(@class, 'opblock-summary-path') and @data-path='/api/time']]";
+
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
+}
+
+/// Anything that stops the walk through the page: a WebDriver step or a check of what it showed.
+type Step<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// What the page showed once the call was made.
+struct Walked {
+    operations: usize,
+    screenshot: Vec<u8>,
 }
 
 #[tokio::test]
@@ -101,124 +122,190 @@ async fn docs_lists_the_operations_and_tries_one_with_a_bearer_token_offline() {
         .await
         .expect("a browser session");
 
-    let outcome = async {
-        browser.goto(&app.url("/docs/")).await?;
-        browser
-            .wait()
-            .at_most(Duration::from_secs(60))
-            .for_element(Locator::Css(".opblock"))
-            .await?;
-        let operations = browser.find_all(Locator::Css(".opblock")).await?;
-        assert!(
-            operations.len() > 10,
-            "the operation list: {} operations",
-            operations.len()
-        );
-
-        // Authorize: the bearerAuth section of the dialog.
-        browser
-            .find(Locator::Css(".btn.authorize"))
-            .await?
-            .click()
-            .await?;
-        let sections = browser.find_all(Locator::Css(".auth-container")).await?;
-        let mut authorized = false;
-        for section in sections {
-            if section.text().await?.contains("bearerAuth") {
-                section
-                    .find(Locator::Css("input"))
-                    .await?
-                    .send_keys(&token)
-                    .await?;
-                section
-                    .find(Locator::Css("button.authorize"))
-                    .await?
-                    .click()
-                    .await?;
-                authorized = true;
-                break;
+    // Each step waits for its element at most `STEP`; this guards against a hang anywhere else.
+    let outcome = tokio::time::timeout(HANG_GUARD, walk(&browser, &app, &token))
+        .await
+        .unwrap_or_else(|_| Err(format!("the walk through /docs hung for {HANG_GUARD:?}").into()));
+    let outcome = match outcome {
+        Ok(walked) => Ok(walked),
+        Err(failure) => {
+            // What the page showed when a step failed, to see which.
+            let shot = std::env::temp_dir().join("gatehouse-docs-failure.png");
+            if let Ok(png) = browser.screenshot().await {
+                let _ = std::fs::write(&shot, png);
             }
+            Err(format!("{failure} (the page then: {})", shot.display()))
         }
-        assert!(authorized, "the dialog has a bearerAuth section");
-        browser
-            .find(Locator::Css(".btn-done"))
-            .await?
-            .click()
-            .await?;
-
-        // Try GET /api/time.
-        let time = browser
-            .find(Locator::Css(".opblock-summary-path[data-path='/api/time']"))
-            .await?;
-        time.click().await?;
-        // Clicked from the page's script: the operation is still opening (animated), and a
-        // WebDriver click can land before the button is where it will be.
-        for button in [".try-out__btn", ".btn.execute"] {
-            browser
-                .wait()
-                .at_most(Duration::from_secs(30))
-                .for_element(Locator::Css(button))
-                .await?;
-            browser
-                .execute(
-                    "document.querySelector(arguments[0]).click()",
-                    vec![json!(button)],
-                )
-                .await?;
-        }
-        let status = browser
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Css(
-                ".live-responses-table .response .response-col_status",
-            ))
-            .await?
-            .text()
-            .await?;
-        assert_eq!(
-            status.trim(),
-            "200",
-            "the call from the page, with the token"
-        );
-
-        // Nothing was loaded from anywhere but the gateway.
-        let loaded = browser
-            .execute(
-                "return performance.getEntriesByType('resource').map(e => e.name)",
-                Vec::new(),
-            )
-            .await?;
-        for url in loaded.as_array().unwrap() {
-            assert!(
-                url.as_str().unwrap().starts_with(&app.gateway),
-                "{url} is not the gateway's"
-            );
-        }
-
-        let png = browser.screenshot().await?;
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../docs/screenshots/docs.png");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, png).unwrap();
-        println!(
-            "browser: /docs listed the operations, the call answered 200; screenshot at {}",
-            path.display()
-        );
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
-    .await;
-    if outcome.is_err() {
-        // What the page showed when a step failed, to see which.
-        if let Ok(png) = browser.screenshot().await {
-            let _ = std::fs::write(std::env::temp_dir().join("gatehouse-docs-failure.png"), png);
-        }
-        if let Ok(source) = browser.source().await {
-            println!(
-                "the page when the step failed:\n{}",
-                &source[..source.len().min(4000)]
-            );
-        }
-    }
+    };
+    // Closed before any assertion, so a failing run leaves no browser behind.
     let _ = browser.close().await;
-    outcome.expect("the browser steps");
+    drop(driver);
+    let walked = outcome.expect("the walk through /docs");
+
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots/docs.png");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, walked.screenshot).unwrap();
+    println!(
+        "browser: /docs listed {} operations, the call from the page answered 200; screenshot at {}",
+        walked.operations,
+        path.display()
+    );
+}
+
+/// The element `locator` finds, once the page shows it (at most `STEP`).
+async fn appear(browser: &Client, locator: Locator<'_>) -> Step<Element> {
+    Ok(browser.wait().at_most(STEP).for_element(locator).await?)
+}
+
+/// The text of what `css` finds inside `element`.
+async fn text_in(element: &Element, css: &str) -> Step<String> {
+    Ok(element.find(Locator::Css(css)).await?.text().await?)
+}
+
+/// Fails with `message` unless `condition` holds.
+fn check(condition: bool, message: impl FnOnce() -> String) -> Step<()> {
+    if condition {
+        Ok(())
+    } else {
+        Err(message().into())
+    }
+}
+
+/// Loads /docs, authorizes with `token`, executes `GET /api/time` and reads its answer.
+async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
+    browser.goto(&app.url("/docs/")).await?;
+    appear(browser, Locator::Css(".opblock")).await?;
+    let operations = browser.find_all(Locator::Css(".opblock")).await?.len();
+    check(operations > 10, || {
+        format!("the operation list has {operations} operations")
+    })?;
+
+    // Authorize: the bearerAuth section of the dialog.
+    browser
+        .find(Locator::Css(".btn.authorize"))
+        .await?
+        .click()
+        .await?;
+    appear(browser, Locator::Css(".auth-container")).await?;
+    let mut authorized = false;
+    for section in browser.find_all(Locator::Css(".auth-container")).await? {
+        if section.text().await?.contains("bearerAuth") {
+            section
+                .find(Locator::Css("input"))
+                .await?
+                .send_keys(token)
+                .await?;
+            section
+                .find(Locator::Css("button.authorize"))
+                .await?
+                .click()
+                .await?;
+            authorized = true;
+            break;
+        }
+    }
+    check(authorized, || {
+        "the Authorize dialog has no bearerAuth section".to_owned()
+    })?;
+    browser
+        .find(Locator::Css(".btn-done"))
+        .await?
+        .click()
+        .await?;
+
+    // GET /api/time, from its own block of the list (scoped, so no other operation's buttons
+    // are found). The gateway opens operations in try-it-out mode (`tryItOutEnabled`), so
+    // the open block's button reads "Cancel": clicking it regardless, as this test once did,
+    // leaves that mode and hides Execute. A person clicks "Try it out" only where it says so.
+    let operation = appear(browser, Locator::XPath(TIME_OPERATION)).await?;
+    operation
+        .find(Locator::Css(".opblock-summary-control"))
+        .await?
+        .click()
+        .await?;
+    let try_out = appear(
+        browser,
+        Locator::XPath(&format!(
+            "{TIME_OPERATION}//button[contains(@class, 'try-out__btn')]"
+        )),
+    )
+    .await?;
+    if !try_out
+        .attr("class")
+        .await?
+        .unwrap_or_default()
+        .contains("cancel")
+    {
+        try_out.click().await?;
+    }
+    appear(
+        browser,
+        Locator::XPath(&format!(
+            "{TIME_OPERATION}//button[contains(@class, 'execute')]"
+        )),
+    )
+    .await?
+    .click()
+    .await?;
+
+    // The response panel: the live answer's row (not the table's "Code" header).
+    let status = appear(
+        browser,
+        Locator::XPath(&format!(
+            "{TIME_OPERATION}//table[contains(@class, 'live-responses-table')]\
+             //tr[@class='response']/td[contains(@class, 'response-col_status')]"
+        )),
+    )
+    .await?
+    .text()
+    .await?;
+    let request_url = text_in(&operation, ".request-url pre").await?;
+    let curl = text_in(&operation, ".curl-command").await?;
+    let body = text_in(
+        &operation,
+        ".live-responses-table .response-col_description pre",
+    )
+    .await?;
+    check(request_url.trim() == app.url("/api/time"), || {
+        format!("the page called {request_url}, not the gateway that served it")
+    })?;
+    check(
+        curl.contains(&format!("Authorization: Bearer {token}")),
+        || format!("the call did not carry the token from Authorize: {curl}"),
+    )?;
+    check(status.trim() == "200", || {
+        format!("the call from the page answered {status}: {body}")
+    })?;
+    let time: Value = serde_json::from_str(&body)?;
+    check(time["iso"].is_string() && time["unix_ms"].is_u64(), || {
+        format!("the panel does not show the clock's answer: {body}")
+    })?;
+
+    // Nothing was loaded from anywhere but the gateway.
+    let loaded = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            Vec::new(),
+        )
+        .await?;
+    for url in loaded.as_array().into_iter().flatten() {
+        let url = url.as_str().unwrap_or_default();
+        check(url.starts_with(&app.gateway), || {
+            format!("{url} is not the gateway's")
+        })?;
+    }
+
+    // The screenshot: the operation, its call and the 200, with the list around it.
+    browser
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'start' })",
+            vec![serde_json::to_value(&operation)?],
+        )
+        .await?;
+    let screenshot = browser.screenshot().await?;
+    Ok(Walked {
+        operations,
+        screenshot,
+    })
 }
