@@ -328,12 +328,17 @@ mod tests {
         served: tokio::task::JoinHandle<std::io::Result<()>>,
     }
 
-    async fn start(routes: Router, limits: Limits) -> Running {
-        let verifier = Arc::new(IdentityVerifier::with_jwks(
+    /// A verifier whose keys no test request needs (the routes here take no identity).
+    fn verifier() -> Arc<IdentityVerifier> {
+        Arc::new(IdentityVerifier::with_jwks(
             "test",
             "gatehouse",
             "http://127.0.0.1:9/.well-known/jwks.json",
-        ));
+        ))
+    }
+
+    async fn start(routes: Router, limits: Limits) -> Running {
+        let verifier = verifier();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
@@ -469,11 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_signal_readiness_fails_at_once_while_new_connections_are_still_served() {
-        let verifier = Arc::new(IdentityVerifier::with_jwks(
-            "test",
-            "gatehouse",
-            "http://127.0.0.1:9/.well-known/jwks.json",
-        ));
+        let verifier = verifier();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();

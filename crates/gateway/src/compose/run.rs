@@ -214,22 +214,12 @@ async fn ask(
     })
 }
 
-/// `application/json` or any `+json` type.
+/// `application/json` or any `+json` type, as body validation reads it.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .is_some_and(crate::openapi::body::is_json)
 }
 
 /// The part's upstream time and retries, by its service, as a forwarded request's are.

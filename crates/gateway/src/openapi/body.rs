@@ -84,8 +84,8 @@ pub async fn check(
     Ok(Body::from(bytes))
 }
 
-/// `application/json`, or any `+json` type.
-fn is_json(content_type: &str) -> bool {
+/// `application/json`, or any `+json` type (also what a composition part must answer).
+pub fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()

@@ -166,15 +166,7 @@ fn composed_operations(
                 },
             },
         });
-        let exposed = Exposed {
-            public: route.path.replace("{*", "{"),
-            renamed: Vec::new(),
-            fixed: Vec::new(),
-            unused: paths::public_parameters(&route.path)
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        };
+        let exposed = as_written(route);
         add(
             route,
             &exposed,
@@ -260,15 +252,7 @@ fn expose_route(
     let Some((spec, renamer)) = spec else {
         // The service's document is missing: the route is still there to call, described by
         // what the gateway knows of it.
-        let exposed = Exposed {
-            public: route.path.replace("{*", "{"),
-            renamed: Vec::new(),
-            fixed: Vec::new(),
-            unused: paths::public_parameters(&route.path)
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        };
+        let exposed = as_written(route);
         for method in documented_methods(route) {
             let operation = json!({
                 "summary": format!("{} {} (the `{}` service's description is unavailable)", method, route.path, route.service),
@@ -295,6 +279,20 @@ fn expose_route(
             renamer.rewrite(&mut operation);
             add(route, &exposed, &method, operation, paths, operation_ids);
         }
+    }
+}
+
+/// The route's public path as the file writes it, every parameter its own (no service path
+/// to map it onto: a missing document, or a composition).
+fn as_written(route: &RouteSettings) -> Exposed {
+    Exposed {
+        public: route.path.replace("{*", "{"),
+        renamed: Vec::new(),
+        fixed: Vec::new(),
+        unused: paths::public_parameters(&route.path)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     }
 }
 
