@@ -343,10 +343,11 @@ async fn a_create_that_loses_the_race_for_its_key_answers_with_the_winners_order
         async move { store.create(user, &new, Some((&key, &hash))).await }
     });
     // The loser must reach the key while the winner holds it. PostgreSQL shows it: its insert
-    // waits on the winner's row, so the winner's backend blocks it. SQLite shows nothing from
-    // outside (its BEGIN IMMEDIATE waits for the winner's lock inside the driver), so there a
-    // pause is the scenario's input; a loser that comes late still must answer with the
-    // winner's order, the pause only decides which of the two paths is tested.
+    // waits on the winner's row, so the winner's backend blocks it. SQLite shows less from
+    // outside (its BEGIN IMMEDIATE waits for the winner's lock inside the driver): the loser
+    // has taken a second connection from the pool, the one it begins its transaction on. A
+    // loser that comes later still must answer with the winner's order; what is awaited only
+    // decides which of the two paths is tested, never whether the test passes.
     if app.db.backend() == kit::db::Backend::Postgres {
         let winner_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *winning)
@@ -368,7 +369,11 @@ async fn a_create_that_loses_the_race_for_its_key_answers_with_the_winners_order
         )
         .await;
     } else {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let pool = app.db.pool();
+        kit::testing::wait_until("the loser to take its own connection", || async move {
+            pool.size() - u32::try_from(pool.num_idle()).unwrap() >= 2
+        })
+        .await;
     }
     winning.commit().await.unwrap();
 

@@ -22,8 +22,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::wait_for;
-
 /// An address where connections are refused for as long as the tests run: bound (so nothing
 /// else can take the port) and never listening. One for the whole test binary.
 pub fn dead_address() -> SocketAddr {
@@ -64,21 +62,42 @@ struct Counters {
 pub struct Instance {
     pub name: &'static str,
     pub address: SocketAddr,
+    /// Holds the address for the instance's whole life, listening or not: bound with
+    /// `SO_REUSEPORT` and never listening, so while the instance is down connections are refused
+    /// and no other test can be given its port, and a restart listens on it again at once.
+    _claim: TcpSocket,
     counters: Arc<Counters>,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
+/// A socket that shares its address with the instance's other sockets (`SO_REUSEPORT`).
+fn shared_socket() -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket
+}
+
 impl Instance {
     pub async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let claim = shared_socket();
+        claim.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut instance = Self {
             name,
-            address: listener.local_addr().unwrap(),
+            address: claim.local_addr().unwrap(),
+            _claim: claim,
             counters: Arc::new(Counters::default()),
             running: None,
         };
-        instance.serve(listener);
+        instance.serve(instance.listen());
         instance
+    }
+
+    /// A listener on the instance's own address, beside its claim.
+    fn listen(&self) -> TcpListener {
+        let socket = shared_socket();
+        socket.bind(self.address).unwrap();
+        socket.listen(1024).unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -129,13 +148,10 @@ impl Instance {
         }
     }
 
-    /// Listens again on the same address.
+    /// Listens again on the same address (which its claim kept while it was down).
     pub async fn restart(&mut self) {
         assert!(self.running.is_none(), "{} is running", self.name);
-        let listener = wait_for("the address to be free again", || async {
-            TcpListener::bind(self.address).await.ok()
-        })
-        .await;
+        let listener = self.listen();
         self.serve(listener);
     }
 
