@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 use crate::router::Route;
+use crate::status::window::Verdict;
 
 /// The name the gateway's series and log lines carry in the `server` label.
 pub const SERVER: &str = "gateway";
@@ -389,6 +390,11 @@ fn finish(
         status,
         reason,
         duration,
+    );
+    route.window.record(
+        crate::clock::monotonic_ms(),
+        duration,
+        Verdict::of(status.as_u16(), reason),
     );
     if let Some(upstream) = exchange.attempted.upstream {
         let labels = || ServiceLabels {
