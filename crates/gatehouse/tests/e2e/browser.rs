@@ -17,6 +17,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{spawn_app, TestApp};
 
+/// `/status` in the same browser: see its own file.
+mod status;
+
 const FLAGS: [&str; 6] = [
     "--headless",
     "--no-sandbox",

@@ -13,7 +13,7 @@ use crate::harness::{
 /// Service `pool` on instances `a` and `b` (one failure ejects, for a long back-off, so the
 /// ejection is still there when the test looks), and three routes on it: public, signed-in
 /// only, and one to a service nothing listens for.
-fn pool_config(a: &Instance, b: &Instance, extra_route: &str) -> String {
+pub(crate) fn pool_config(a: &Instance, b: &Instance, extra_route: &str) -> String {
     format!(
         "{head}  pool: {{ upstreams: [\"{a}\", \"{b}\"], timeout: 5s, connect_timeout: 1s, breaker: {{ failures: 1, backoff: 5m }} }}\n\
          \x20 gone: {{ upstreams: [\"http://{dead}\"], connect_timeout: 1s, required: false }}\n\

@@ -366,7 +366,8 @@ fn finish(
     reason: Option<&'static str>,
     bytes_out: u64,
 ) {
-    let duration = exchange.started.elapsed();
+    let ended = Instant::now();
+    let duration = ended.saturating_duration_since(exchange.started);
     let http = observe.metrics.http();
     let Some(route) = &exchange.matched else {
         // The gateway's own endpoints and requests no route matched: few, so by the labels.
@@ -392,7 +393,7 @@ fn finish(
         duration,
     );
     route.window.record(
-        crate::clock::monotonic_ms(),
+        crate::clock::monotonic_ms_at(ended.into_std()),
         duration,
         Verdict::of(status.as_u16(), reason),
     );
