@@ -135,6 +135,7 @@ impl Gateway {
             .route("/metrics", get(metrics))
             .route("/readyz", get(readiness::detailed))
             .merge(status::router())
+            .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .fallback(|| async {
                 Problem::not_found(
                     "No such admin endpoint: try /metrics, /readyz, /status or /status.json.",

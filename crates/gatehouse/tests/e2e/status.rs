@@ -28,12 +28,17 @@ pub(crate) fn pool_config(a: &Instance, b: &Instance, extra_route: &str) -> Stri
     )
 }
 
-async fn status_of(http: &reqwest::Client, admin: &str) -> Value {
-    let response = http
-        .get(format!("{admin}/status.json"))
+/// `method path` on the gateway's admin listener.
+async fn admin(gate: &Gate, method: reqwest::Method, path: &str) -> reqwest::Response {
+    gate.http
+        .request(method, format!("{}{path}", gate.admin_url))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn status_of(gate: &Gate) -> Value {
+    let response = admin(gate, reqwest::Method::GET, "/status.json").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["cache-control"],
@@ -85,7 +90,7 @@ async fn a_known_mix_of_requests_is_counted_per_route_with_errors_and_refusals_a
 
     // An answer is counted once its body has gone out, a moment after the client read it.
     let status = wait_for("the mix counted", || async {
-        let status = status_of(&gate.http, &gate.admin_url).await;
+        let status = status_of(&gate).await;
         let counted: u64 = status["routes"]
             .as_array()
             .unwrap()
@@ -132,7 +137,7 @@ async fn a_known_mix_of_requests_is_counted_per_route_with_errors_and_refusals_a
 
     // Nothing else is a route: the raw paths of requests that matched none never appear.
     assert_eq!(gate.get("/api/no/such/path").await.status(), 404);
-    let status = status_of(&gate.http, &gate.admin_url).await;
+    let status = status_of(&gate).await;
     assert_eq!(status["routes"].as_array().unwrap().len(), 3, "{status:#}");
     assert!(!status.to_string().contains("/api/no/such/path"));
     assert_eq!(status["window_seconds"], 60);
@@ -146,7 +151,7 @@ async fn a_killed_instance_shows_ejected_with_its_open_breaker_since_when_it_fai
     let b_name = b.address.to_string();
     let a_name = a.address.to_string();
 
-    let before = status_of(&gate.http, &gate.admin_url).await;
+    let before = status_of(&gate).await;
     for name in [&a_name, &b_name] {
         let view = instance(&before, "pool", name);
         assert_eq!(view["state"], "healthy", "{view:#}");
@@ -158,7 +163,7 @@ async fn a_killed_instance_shows_ejected_with_its_open_breaker_since_when_it_fai
     // Requests go on (the balancer reaches b in turn, fails, and retries on a).
     let status = wait_for("b ejected", || async {
         let _ = gate.get("/api/pool").await;
-        let status = status_of(&gate.http, &gate.admin_url).await;
+        let status = status_of(&gate).await;
         (instance(&status, "pool", &b_name)["state"] == "ejected").then_some(status)
     })
     .await;
@@ -192,7 +197,7 @@ async fn the_last_reload_is_shown_refused_with_its_reason_then_applied_keeping_t
     let b = Instance::start("b").await;
     let gate = Gate::start(&pool_config(&a, &b, "")).await;
 
-    let status = status_of(&gate.http, &gate.admin_url).await;
+    let status = status_of(&gate).await;
     assert_eq!(status["config"]["generation"], 1);
     assert!(status["config"]["last_reload"].is_null(), "{status:#}");
 
@@ -200,7 +205,7 @@ async fn the_last_reload_is_shown_refused_with_its_reason_then_applied_keeping_t
         assert_eq!(gate.get("/api/pool").await.status(), 200);
     }
     wait_for("the requests counted", || async {
-        let status = status_of(&gate.http, &gate.admin_url).await;
+        let status = status_of(&gate).await;
         (route(&status, "/api/pool")["requests"] == 4).then_some(())
     })
     .await;
@@ -208,7 +213,7 @@ async fn the_last_reload_is_shown_refused_with_its_reason_then_applied_keeping_t
     let broken = "  - { path: /api/more, methods: [GET], service: nowhere, to: /, auth: public }\n";
     write_atomically(&gate.config, &pool_config(&a, &b, broken));
     assert!(gate.reloader.reload("test").is_err());
-    let status = status_of(&gate.http, &gate.admin_url).await;
+    let status = status_of(&gate).await;
     let last = &status["config"]["last_reload"];
     assert_eq!(last["outcome"], "refused", "{status:#}");
     let error = last["error"].as_str().unwrap();
@@ -226,7 +231,7 @@ async fn the_last_reload_is_shown_refused_with_its_reason_then_applied_keeping_t
     let added = "  - { path: /api/more, methods: [GET], service: pool, to: /more, auth: public }\n";
     write_atomically(&gate.config, &pool_config(&a, &b, added));
     gate.reloader.reload("test").unwrap();
-    let status = status_of(&gate.http, &gate.admin_url).await;
+    let status = status_of(&gate).await;
     assert_eq!(status["config"]["generation"], 2);
     assert_eq!(status["config"]["last_reload"]["outcome"], "applied");
     assert!(status["config"]["last_reload"]["error"].is_null());
@@ -251,12 +256,7 @@ async fn the_status_page_and_document_are_on_the_admin_listener_only() {
             "{path} on the public port"
         );
     }
-    let page = gate
-        .http
-        .get(format!("{}/status", gate.admin_url))
-        .send()
-        .await
-        .unwrap();
+    let page = admin(&gate, reqwest::Method::GET, "/status").await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let policy = page.headers()["content-security-policy"]
@@ -276,13 +276,9 @@ async fn the_status_page_and_document_are_on_the_admin_listener_only() {
     assert!(html.contains("/status.json"), "the page reads the document");
 
     // Only GET: the page changes nothing.
-    let post = gate
-        .http
-        .post(format!("{}/status.json", gate.admin_url))
-        .send()
-        .await
-        .unwrap();
+    let post = admin(&gate, reqwest::Method::POST, "/status.json").await;
     assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
@@ -349,4 +345,30 @@ async fn the_document_lists_the_keys_and_holds_no_secret_token_or_user() {
     chrono::DateTime::parse_from_rfc3339(hs256["created_at"].as_str().unwrap())
         .expect("an RFC 3339 creation time");
     assert!(status["keys"]["error"].is_null());
+}
+
+#[tokio::test]
+async fn a_services_own_4xx_is_an_answer_and_only_the_gateways_are_refusals() {
+    let app = spawn_app_with(|config| config).await;
+    let admin = app.admin().await;
+    let missing = "/api/users/00000000-0000-7000-8000-000000000000";
+    assert_eq!(
+        app.get(missing, Some(&admin)).await.status(),
+        404,
+        "the users service's own 404"
+    );
+    assert_eq!(
+        app.get(missing, None).await.status(),
+        401,
+        "the gateway's refusal"
+    );
+
+    let status = wait_for("both counted", || async {
+        let status: Value = app.admin_get("/status.json").await.json().await.unwrap();
+        (route(&status, "/api/users/{id}")["requests"] == 2).then_some(status)
+    })
+    .await;
+    let users = route(&status, "/api/users/{id}");
+    assert_eq!(users["refused"], 1, "{users:#}");
+    assert_eq!(users["server_errors"], 0);
 }

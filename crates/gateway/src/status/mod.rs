@@ -111,7 +111,8 @@ async fn document(State(app): State<App>) -> Response {
         window_seconds: report::window_seconds(),
         config: report::config(&app.reloads),
         services: report::services(&routing.upstreams, clocks),
-        routes: report::routes(&routing.table, app.clock.monotonic_ms()),
+        // The observe phase records on the system's monotonic clock, as the proxy does.
+        routes: report::routes(&routing.table, clocks.monotonic_ms),
         keys,
     };
     (

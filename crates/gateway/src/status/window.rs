@@ -49,8 +49,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict on an answer with `status` and the gateway's `reason` (None for an answer a
-    /// service made and the gateway passed on).
+    /// The verdict on an answer with `status` and the reason the gateway gave for making it
+    /// itself (None for an answer a service made and the gateway passed on, even where the
+    /// metrics name it by its status's meaning).
     pub fn of(status: u16, reason: Option<&str>) -> Self {
         match (status, reason) {
             (500.., _) => Self::ServerError,

@@ -3,10 +3,12 @@
 //! page shows that instance ejected and the route's rate above zero, laid out in a laptop's
 //! window (1366×768) without scrolling. The screenshot goes to `docs/screenshots/status.png`.
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
+use fantoccini::{Client, Locator};
 
-use super::{appear, check, chromium, Driver, Step, FLAGS, HANG_GUARD};
+use super::{
+    appear, browser_under_test, check, guarded, loaded_only_from, offline_browser, save_screenshot,
+    Driver, Step,
+};
 use crate::harness::{Gate, Instance, Load};
 use crate::status::pool_config;
 
@@ -18,11 +20,9 @@ struct Watched {
 
 #[tokio::test]
 async fn status_shows_a_killed_instance_ejected_and_the_live_rate_of_a_route_under_load() {
-    if std::env::var_os("GATEHOUSE_TEST_BROWSER").is_none() {
-        println!("SKIPPED: the browser test runs with GATEHOUSE_TEST_BROWSER=1 (and Debian's chromium + chromium-driver)");
+    let Some(binary) = browser_under_test() else {
         return;
-    }
-    let binary = chromium().expect("chromium is installed (apt-get install chromium)");
+    };
     let a = Instance::start("a").await;
     let mut b = Instance::start("b").await;
     let gate = Gate::start(&pool_config(&a, &b, "")).await;
@@ -30,45 +30,17 @@ async fn status_shows_a_killed_instance_ejected_and_the_live_rate_of_a_route_und
     let load = Load::start(format!("{}/api/pool", gate.url), 2);
     let refused = Load::start(format!("{}/api/private", gate.url), 1);
     let driver = Driver::start().await;
+    let browser = offline_browser(&driver, binary, "1366,768").await;
 
-    let mut args: Vec<String> = FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
-    args.push("--proxy-server=http://127.0.0.1:9".to_owned());
-    args.push("--proxy-bypass-list=127.0.0.1".to_owned());
-    args.push("--window-size=1366,768".to_owned());
-    let capabilities = json!({ "goog:chromeOptions": { "binary": binary, "args": args } });
-    let Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a browser session");
-
-    let outcome = tokio::time::timeout(HANG_GUARD, watch(&browser, &gate, &mut b))
-        .await
-        .unwrap_or_else(|_| Err(format!("watching /status hung for {HANG_GUARD:?}").into()));
-    let outcome = match outcome {
-        Ok(watched) => Ok(watched),
-        Err(failure) => {
-            let shot = std::env::temp_dir().join("gatehouse-status-failure.png");
-            if let Ok(png) = browser.screenshot().await {
-                let _ = std::fs::write(&shot, png);
-            }
-            Err(format!("{failure} (the page then: {})", shot.display()))
-        }
-    };
+    let outcome = guarded(&browser, "/status", watch(&browser, &gate, &mut b)).await;
+    // Closed before any assertion, so a failing run leaves no browser behind.
     let _ = browser.close().await;
     drop(driver);
     load.finish().await;
     refused.finish().await;
     let watched = outcome.expect("watching /status");
 
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots/status.png");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, watched.screenshot).unwrap();
+    let path = save_screenshot("status.png", watched.screenshot);
     println!(
         "browser: /status showed the killed instance ejected and /api/pool at {} req/s; screenshot at {}",
         watched.rate,
@@ -80,15 +52,26 @@ async fn status_shows_a_killed_instance_ejected_and_the_live_rate_of_a_route_und
 async fn watch(browser: &Client, gate: &Gate, b: &mut Instance) -> Step<Watched> {
     browser.goto(&format!("{}/status", gate.admin_url)).await?;
     let b_row = format!("[data-instance=\"{}\"]", b.address);
-    let healthy = appear(browser, Locator::Css(&format!("{b_row}[data-state=\"healthy\"]"))).await;
-    check(healthy.is_ok(), || format!("{} was not shown healthy first", b.address))?;
+    let healthy = appear(
+        browser,
+        Locator::Css(&format!("{b_row}[data-state=\"healthy\"]")),
+    )
+    .await;
+    check(healthy.is_ok(), || {
+        format!("{} was not shown healthy first", b.address)
+    })?;
 
     b.kill().await;
-    let ejected = appear(browser, Locator::Css(&format!("{b_row}[data-state=\"ejected\"]"))).await?;
+    let ejected = appear(
+        browser,
+        Locator::Css(&format!("{b_row}[data-state=\"ejected\"]")),
+    )
+    .await?;
     let label = ejected.text().await?;
-    check(label.contains("ejected") && label.contains("breaker open"), || {
-        format!("the ejected instance reads {label:?}")
-    })?;
+    check(
+        label.contains("ejected") && label.contains("breaker open"),
+        || format!("the ejected instance reads {label:?}"),
+    )?;
     let rate_cell = appear(
         browser,
         Locator::Css("tr[data-template=\"/api/pool\"] td.rate:not(.idle)"),
@@ -98,31 +81,26 @@ async fn watch(browser: &Client, gate: &Gate, b: &mut Instance) -> Step<Watched>
     let value: f64 = rate.trim().parse()?;
     check(value > 0.0, || format!("/api/pool's rate reads {rate}"))?;
     let refused = browser
-        .find(Locator::Css("tr[data-template=\"/api/private\"] td.refused"))
+        .find(Locator::Css(
+            "tr[data-template=\"/api/private\"] td.refused",
+        ))
         .await?
         .text()
         .await?;
     check(refused.trim() != "0", || {
         format!("/api/private's refusals read {refused}")
     })?;
-    // The sparkline is drawn.
-    browser
-        .find(Locator::Css("tr[data-template=\"/api/pool\"] svg.spark polyline.requests"))
-        .await?;
+    // The sparkline draws the last finished 5-second step (at most one step away).
+    appear(
+        browser,
+        Locator::Css(
+            "tr[data-template=\"/api/pool\"] svg.spark:not([data-latest=\"0\"]) polyline.requests",
+        ),
+    )
+    .await?;
 
     // Everything it loaded came from the admin listener, and it fits the window.
-    let loaded = browser
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => e.name)",
-            Vec::new(),
-        )
-        .await?;
-    for url in loaded.as_array().into_iter().flatten() {
-        let url = url.as_str().unwrap_or_default();
-        check(url.starts_with(&gate.admin_url), || {
-            format!("{url} is not the admin listener's")
-        })?;
-    }
+    loaded_only_from(browser, &gate.admin_url).await?;
     let fits = browser
         .execute(
             "const d = document.documentElement; \
@@ -131,9 +109,12 @@ async fn watch(browser: &Client, gate: &Gate, b: &mut Instance) -> Step<Watched>
             Vec::new(),
         )
         .await?;
-    check(fits[0].as_bool() == Some(true) && fits[1].as_bool() == Some(true), || {
-        format!("the page needs scrolling: [fits across, fits down, window w, h, page w, h] = {fits}")
-    })?;
+    check(
+        fits[0].as_bool() == Some(true) && fits[1].as_bool() == Some(true),
+        || {
+            format!("the page needs scrolling: [fits across, fits down, window w, h, page w, h] = {fits}")
+        },
+    )?;
     Ok(Watched {
         rate,
         screenshot: browser.screenshot().await?,
