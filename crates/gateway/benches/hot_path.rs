@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the gateway's per-request work: route match, access-token verification,
-//! identity-token minting and header rewriting. `cargo bench -p gateway`; the whole-gateway
-//! numbers come from `bench/run` (docs/BENCHMARKS.md). Nothing here asserts a time.
+//! identity-token minting, header rewriting and the status window's recording.
+//! `cargo bench -p gateway`; the whole-gateway numbers come from `bench/run` (docs/BENCHMARKS.md). Nothing here asserts a time.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -214,11 +214,58 @@ fn header_rewriting(c: &mut Criterion) {
     });
 }
 
+/// What the observe phase adds for the status page: one answer recorded into its route's window
+/// (from the clock reading the phase takes anyway for the request's duration), and the same from every core (up to 4) on one route at once, where
+/// they contend for the slot's cache lines (the worst case: all traffic on one route).
+fn status_window(c: &mut Criterion) {
+    use gateway::status::window::{RouteWindow, Verdict};
+    let mut group = c.benchmark_group("status window");
+    let window = RouteWindow::default();
+    let reading = std::time::Instant::now();
+    group.bench_function("record one answer", |b| {
+        b.iter(|| {
+            window.record(
+                gateway::clock::monotonic_ms_at(black_box(reading)),
+                black_box(Duration::from_micros(850)),
+                black_box(Verdict::Answered),
+            );
+        });
+    });
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    group.bench_function(format!("record, {cores} cores on one route"), |b| {
+        b.iter_custom(|iterations| {
+            let window = Arc::new(RouteWindow::default());
+            let started = std::time::Instant::now();
+            let threads: Vec<_> = (0..cores)
+                .map(|_| {
+                    let window = Arc::clone(&window);
+                    std::thread::spawn(move || {
+                        for _ in 0..iterations {
+                            window.record(
+                                gateway::clock::monotonic_ms_at(black_box(reading)),
+                                black_box(Duration::from_micros(850)),
+                                black_box(Verdict::Answered),
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                let _ = thread.join();
+            }
+            // Each core recorded `iterations` answers in this time: the cost one answer pays
+            // while the other cores record on the same route.
+            started.elapsed()
+        });
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = hot_path;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = route_match, access_token, identity_token, header_rewriting
+    targets = route_match, access_token, identity_token, header_rewriting, status_window
 }
 criterion_main!(hot_path);

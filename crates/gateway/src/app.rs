@@ -51,6 +51,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
+    /// What the status page keeps between its requests (see [`crate::status`]).
+    pub status: crate::status::StatusState,
 }
 
 /// The gateway's state as requests and background tasks hold it.
@@ -98,6 +100,7 @@ impl AppState {
             cache,
             clock,
             docs: crate::openapi::ApiDocs::default(),
+            status: crate::status::StatusState::default(),
         })
     }
 

@@ -33,8 +33,17 @@ pub fn unix_seconds() -> u64 {
 
 /// Milliseconds on a process-wide monotonic clock; never 0, so 0 can mean "not set".
 pub fn monotonic_ms() -> u64 {
+    monotonic_ms_at(Instant::now())
+}
+
+/// [`monotonic_ms`] at `instant`, a reading the caller has already taken: the observe phase
+/// reads the clock once for a request's duration and its status window both (a clock read is
+/// the larger part of recording into the window).
+pub fn monotonic_ms_at(instant: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    let elapsed = START.get_or_init(Instant::now).elapsed().as_millis();
+    let elapsed = instant
+        .saturating_duration_since(*START.get_or_init(Instant::now))
+        .as_millis();
     u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
 }
 

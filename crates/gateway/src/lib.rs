@@ -24,6 +24,8 @@
 //! - [`openapi`]: the merged OpenAPI document (`/openapi.json`), `/docs` and `/redoc`, and the
 //!   request-body validation against the services' own documents.
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
+//! - [`status`]: `/status` and `/status.json` on the admin listener: instances, each route's
+//!   last minute (fed by the observe phase), the configuration's generation, the signing keys.
 //! - [`clock`]: the wall clock and the monotonic clock, in one place.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
 //! - [`server`]: the gateway assembled and served.
@@ -46,6 +48,7 @@ pub mod router;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod transform;
 

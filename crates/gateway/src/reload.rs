@@ -44,6 +44,17 @@ pub struct ReloadStatus {
 struct Detail {
     last_error: Option<String>,
     needs_restart: Vec<&'static str>,
+    last: Option<LastReload>,
+}
+
+/// The outcome of the most recent reload, applied or refused (for the status page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it was decided (ms since the Unix epoch).
+    pub at_unix_ms: u64,
+    pub applied: bool,
+    /// Why it was refused: the validation's message, positioned in the file.
+    pub error: Option<String>,
 }
 
 impl ReloadStatus {
@@ -64,13 +75,35 @@ impl ReloadStatus {
     }
 
     pub(crate) fn applied(&self, needs_restart: Vec<&'static str>) -> u64 {
-        self.lock().needs_restart = needs_restart;
+        let mut detail = self.lock();
+        detail.needs_restart = needs_restart;
+        detail.last = Some(LastReload {
+            at_unix_ms: crate::clock::unix_ms(),
+            applied: true,
+            error: None,
+        });
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     fn refuse(&self, error: &ConfigError) -> u64 {
-        self.lock().last_error = Some(error.to_string());
+        let mut detail = self.lock();
+        detail.last_error = Some(error.to_string());
+        detail.last = Some(LastReload {
+            at_unix_ms: crate::clock::unix_ms(),
+            applied: false,
+            error: detail.last_error.clone(),
+        });
         self.refused.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The most recent reload's outcome; None before the first.
+    pub fn last(&self) -> Option<LastReload> {
+        self.lock().last.clone()
+    }
+
+    /// Start-only settings the file changed that wait for a restart.
+    pub fn needs_restart(&self) -> Vec<&'static str> {
+        self.lock().needs_restart.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
@@ -124,8 +157,8 @@ pub fn apply(app: &AppState, config: GatewayConfig, file: &str) -> Result<Reload
             ),
         ));
     }
-    let table =
-        RouteTable::build(&config.routes).map_err(|error| invalid("routes", error.to_string()))?;
+    let table = RouteTable::succeeding(&config.routes, Some(&current.table))
+        .map_err(|error| invalid("routes", error.to_string()))?;
     let upstreams = Upstreams::succeeding(&config.services, Some(&current.upstreams));
     let services_changed = upstreams
         .iter()

@@ -28,6 +28,7 @@ use crate::pipeline::{accept, Pipeline};
 use crate::proxy::health;
 use crate::readiness;
 use crate::reload::Reloader;
+use crate::status;
 
 /// How long the admin listener's requests may take to finish at shutdown: they are quick.
 const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
@@ -127,14 +128,18 @@ impl Gateway {
             .with_prefixes(vec![assets])
     }
 
-    /// The admin listener's application: `/metrics` and the detailed readiness. Never on the
-    /// public listener.
+    /// The admin listener's application: `/metrics`, the detailed readiness and the status
+    /// page. Never on the public listener.
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/metrics", get(metrics))
             .route("/readyz", get(readiness::detailed))
+            .merge(status::router())
+            .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .fallback(|| async {
-                Problem::not_found("No such admin endpoint: try /metrics or /readyz.")
+                Problem::not_found(
+                    "No such admin endpoint: try /metrics, /readyz, /status or /status.json.",
+                )
             })
             .with_state(Arc::clone(&self.app))
     }

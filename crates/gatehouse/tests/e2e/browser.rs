@@ -17,6 +17,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{spawn_app, TestApp};
 
+/// `/status` in the same browser: see its own file.
+mod status;
+
 const FLAGS: [&str; 6] = [
     "--headless",
     "--no-sandbox",
@@ -97,60 +100,106 @@ struct Walked {
 
 #[tokio::test]
 async fn docs_lists_the_operations_and_tries_one_with_a_bearer_token_offline() {
-    if std::env::var_os("GATEHOUSE_TEST_BROWSER").is_none() {
-        println!("SKIPPED: the browser test runs with GATEHOUSE_TEST_BROWSER=1 (and Debian's chromium + chromium-driver)");
+    let Some(binary) = browser_under_test() else {
         return;
-    }
-    let binary = chromium().expect("chromium is installed (apt-get install chromium)");
+    };
     let app = spawn_app().await;
     let token = app.admin().await;
     let driver = Driver::start().await;
+    let browser = offline_browser(&driver, binary, "1280,1400").await;
 
-    let mut args: Vec<String> = FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
-    // The network off: every address but loopback goes to a proxy nothing listens on.
-    args.push("--proxy-server=http://127.0.0.1:9".to_owned());
-    args.push("--proxy-bypass-list=127.0.0.1".to_owned());
-    args.push("--window-size=1280,1400".to_owned());
-    let capabilities = json!({ "goog:chromeOptions": { "binary": binary, "args": args } });
-    let Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a browser session");
-
-    // Each step waits for its element at most `STEP`; this guards against a hang anywhere else.
-    let outcome = tokio::time::timeout(HANG_GUARD, walk(&browser, &app, &token))
-        .await
-        .unwrap_or_else(|_| Err(format!("the walk through /docs hung for {HANG_GUARD:?}").into()));
-    let outcome = match outcome {
-        Ok(walked) => Ok(walked),
-        Err(failure) => {
-            // What the page showed when a step failed, to see which.
-            let shot = std::env::temp_dir().join("gatehouse-docs-failure.png");
-            if let Ok(png) = browser.screenshot().await {
-                let _ = std::fs::write(&shot, png);
-            }
-            Err(format!("{failure} (the page then: {})", shot.display()))
-        }
-    };
+    let outcome = guarded(&browser, "/docs", walk(&browser, &app, &token)).await;
     // Closed before any assertion, so a failing run leaves no browser behind.
     let _ = browser.close().await;
     drop(driver);
     let walked = outcome.expect("the walk through /docs");
 
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots/docs.png");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, walked.screenshot).unwrap();
+    let path = save_screenshot("docs.png", walked.screenshot);
     println!(
         "browser: /docs listed {} operations, the call from the page answered 200; screenshot at {}",
         walked.operations,
         path.display()
     );
+}
+
+/// A session of headless Chromium (`binary`) in a window of `size` ("width,height"), with the
+/// network off: every address but loopback goes to a proxy nothing listens on.
+async fn offline_browser(driver: &Driver, binary: &str, size: &str) -> Client {
+    let mut args: Vec<String> = FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
+    args.push("--proxy-server=http://127.0.0.1:9".to_owned());
+    args.push("--proxy-bypass-list=127.0.0.1".to_owned());
+    args.push(format!("--window-size={size}"));
+    let capabilities = json!({ "goog:chromeOptions": { "binary": binary, "args": args } });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// `walk` through the page `what`, guarded against a hang (each step waits for its element at
+/// most `STEP`; this guards the rest). On failure, what the page showed is saved beside the
+/// error, to see which step failed.
+async fn guarded<T>(
+    browser: &Client,
+    what: &str,
+    walk: impl std::future::Future<Output = Step<T>>,
+) -> Result<T, String> {
+    let outcome = tokio::time::timeout(HANG_GUARD, walk)
+        .await
+        .unwrap_or_else(|_| Err(format!("the walk through {what} hung for {HANG_GUARD:?}").into()));
+    match outcome {
+        Ok(walked) => Ok(walked),
+        Err(failure) => {
+            let name = what.trim_start_matches('/').replace('/', "-");
+            let shot = std::env::temp_dir().join(format!("gatehouse-{name}-failure.png"));
+            if let Ok(png) = browser.screenshot().await {
+                let _ = std::fs::write(&shot, png);
+            }
+            Err(format!("{failure} (the page then: {})", shot.display()))
+        }
+    }
+}
+
+/// Fails unless everything the page loaded came from `origin`.
+async fn loaded_only_from(browser: &Client, origin: &str) -> Step<()> {
+    let loaded = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            Vec::new(),
+        )
+        .await?;
+    for url in loaded.as_array().into_iter().flatten() {
+        let url = url.as_str().unwrap_or_default();
+        check(url.starts_with(origin), || {
+            format!("{url} is not from {origin}")
+        })?;
+    }
+    Ok(())
+}
+
+/// The browser to run, when the browser tests are on (`GATEHOUSE_TEST_BROWSER`); None, having
+/// said why the test skips, when they are off.
+fn browser_under_test() -> Option<&'static str> {
+    if std::env::var_os("GATEHOUSE_TEST_BROWSER").is_none() {
+        println!("SKIPPED: the browser test runs with GATEHOUSE_TEST_BROWSER=1 (and Debian's chromium + chromium-driver)");
+        return None;
+    }
+    Some(chromium().expect("chromium is installed (apt-get install chromium)"))
+}
+
+/// Writes a screenshot to `docs/screenshots/<file>` and returns where.
+fn save_screenshot(file: &str, png: Vec<u8>) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/screenshots")
+        .join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+    path
 }
 
 /// The element `locator` finds, once the page shows it (at most `STEP`).
@@ -283,18 +332,7 @@ async fn walk(browser: &Client, app: &TestApp, token: &str) -> Step<Walked> {
     })?;
 
     // Nothing was loaded from anywhere but the gateway.
-    let loaded = browser
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => e.name)",
-            Vec::new(),
-        )
-        .await?;
-    for url in loaded.as_array().into_iter().flatten() {
-        let url = url.as_str().unwrap_or_default();
-        check(url.starts_with(&app.gateway), || {
-            format!("{url} is not the gateway's")
-        })?;
-    }
+    loaded_only_from(browser, &app.gateway).await?;
 
     // The screenshot: the operation, its call and the 200, with the list around it.
     browser

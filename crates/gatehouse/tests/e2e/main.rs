@@ -38,6 +38,7 @@ mod resilience;
 mod secrets_at_rest;
 mod services;
 mod slow_clients;
+mod status;
 mod store_outage;
 mod tokens;
 mod transforms;

@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 use crate::router::Route;
+use crate::status::window::Verdict;
 
 /// The name the gateway's series and log lines carry in the `server` label.
 pub const SERVER: &str = "gateway";
@@ -261,6 +262,9 @@ pub struct Exchange {
     pub principal: Option<String>,
     pub attempted: Attempted,
     pub bytes_in: u64,
+    /// The gateway made the answer itself (it carries a [`Reason`]): a 4xx then is a refusal of
+    /// the gateway's, where a service's own 4xx passed on is an answer like any other.
+    own_answer: bool,
 }
 
 impl Exchange {
@@ -273,6 +277,7 @@ impl Exchange {
             principal: None,
             attempted: Attempted::default(),
             bytes_in,
+            own_answer: false,
         }
     }
 }
@@ -309,14 +314,13 @@ impl Pending {
     /// status's; a body cut short is logged as such (`answer_incomplete`).
     pub fn answer(mut self, response: Response) -> Response {
         self.answered = true;
-        let exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
+        let mut exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
         let app = Arc::clone(&self.app);
         let request_id = self.request_id.clone();
         let status = response.status();
-        let reason = response
-            .extensions()
-            .get::<Reason>()
-            .copied()
+        let own_reason = response.extensions().get::<Reason>().copied();
+        exchange.own_answer = own_reason.is_some();
+        let reason = own_reason
             .or_else(|| Reason::for_status(status))
             .map(Reason::as_str);
         response.map(move |body| {
@@ -344,7 +348,8 @@ impl Drop for Pending {
         if self.answered {
             return;
         }
-        let exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
+        let mut exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
+        exchange.own_answer = true;
         let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
         finish(
             &self.app.observe,
@@ -365,7 +370,8 @@ fn finish(
     reason: Option<&'static str>,
     bytes_out: u64,
 ) {
-    let duration = exchange.started.elapsed();
+    let ended = Instant::now();
+    let duration = ended.saturating_duration_since(exchange.started);
     let http = observe.metrics.http();
     let Some(route) = &exchange.matched else {
         // The gateway's own endpoints and requests no route matched: few, so by the labels.
@@ -389,6 +395,14 @@ fn finish(
         status,
         reason,
         duration,
+    );
+    route.window.record(
+        crate::clock::monotonic_ms_at(ended.into_std()),
+        duration,
+        Verdict::of(
+            status.as_u16(),
+            exchange.own_answer.then_some(reason).flatten(),
+        ),
     );
     if let Some(upstream) = exchange.attempted.upstream {
         let labels = || ServiceLabels {

@@ -69,6 +69,32 @@ pub struct Instance {
     healthy: AtomicBool,
     /// Health checks passed (positive) or failed (negative) in a row.
     streak: AtomicI32,
+    /// When the health checks' verdict last changed (ms), or the instance was first listed.
+    health_since: AtomicU64,
+    /// When the instance was first listed (ms): its breaker has been closed since, until the
+    /// first ejection.
+    listed_at: u64,
+}
+
+/// The passive breaker's state, in the words operators know from other proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// In rotation.
+    Closed,
+    /// Ejected, its back-off running.
+    Open,
+    /// The back-off is over: a trial request decides (or is deciding) whether it is back.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        }
+    }
 }
 
 impl Instance {
@@ -88,7 +114,41 @@ impl Instance {
             trial_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             streak: AtomicI32::new(0),
+            health_since: AtomicU64::new(monotonic_ms()),
+            listed_at: monotonic_ms(),
         }
+    }
+
+    /// The breaker's state at `now` (ms) and since when (ms, the same clock). Read off the
+    /// request path (the status page): the times come from what the breaker keeps anyway.
+    pub fn breaker(&self, now: u64) -> (BreakerState, u64) {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            let rejoined = self.rejoined_at.load(Ordering::Relaxed);
+            let since = if rejoined == 0 {
+                self.listed_at
+            } else {
+                rejoined
+            };
+            return (BreakerState::Closed, since);
+        }
+        if now < until {
+            let opened = until.saturating_sub(self.last_backoff.load(Ordering::Relaxed));
+            (BreakerState::Open, opened)
+        } else {
+            (BreakerState::HalfOpen, until)
+        }
+    }
+
+    /// When the breaker opened (ms), while it is open or half-open.
+    pub fn ejected_since(&self) -> Option<u64> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        (until != 0).then(|| until.saturating_sub(self.last_backoff.load(Ordering::Relaxed)))
+    }
+
+    /// When the health checks' verdict last changed (ms), or the instance was first listed.
+    pub fn health_since(&self) -> u64 {
+        self.health_since.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -285,7 +345,12 @@ impl Instance {
         let healthy = self.healthy.load(Ordering::Acquire);
         let threshold = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         if !healthy && streak >= threshold(healthy_after) {
+            let now = monotonic_ms();
             // A passing health check also ends a passive ejection: the instance is back.
+            if self.ejected_until.load(Ordering::Acquire) != 0 {
+                self.rejoined_at.store(now, Ordering::Relaxed);
+            }
+            self.health_since.store(now, Ordering::Relaxed);
             self.ejected_until.store(0, Ordering::Release);
             self.failures.store(0, Ordering::Relaxed);
             self.ejections.store(0, Ordering::Relaxed);
@@ -293,6 +358,7 @@ impl Instance {
             self.healthy.store(true, Ordering::Release);
             Some(true)
         } else if healthy && -streak >= threshold(unhealthy_after) {
+            self.health_since.store(monotonic_ms(), Ordering::Relaxed);
             self.healthy.store(false, Ordering::Release);
             Some(false)
         } else {
@@ -441,6 +507,31 @@ mod tests {
 
     fn instance() -> Instance {
         Instance::new(Authority::from_static("127.0.0.1:1"))
+    }
+
+    #[test]
+    fn the_breaker_reads_open_then_half_open_then_closed_each_since_its_change() {
+        let (instance, at) = (instance(), Timeline::start());
+        assert_eq!(instance.breaker(at.now()).0, BreakerState::Closed);
+        at.pass(Duration::from_millis(10));
+        for _ in 0..3 {
+            record(&instance, &at, Outcome::Failure("x"), false, &BREAKER);
+        }
+        assert_eq!(instance.breaker(at.now()), (BreakerState::Open, 11));
+        assert_eq!(instance.ejected_since(), Some(11));
+        at.pass(Duration::from_millis(199));
+        assert_eq!(instance.breaker(at.now()), (BreakerState::Open, 11));
+        at.pass(Duration::from_millis(1));
+        assert_eq!(
+            instance.breaker(at.now()),
+            (BreakerState::HalfOpen, 211),
+            "the back-off ended at 211"
+        );
+        at.pass(Duration::from_millis(5));
+        assert!(instance.start_trial(at.now(), Duration::from_secs(1)));
+        record(&instance, &at, Outcome::Success, true, &BREAKER);
+        assert_eq!(instance.breaker(at.now()), (BreakerState::Closed, 216));
+        assert_eq!(instance.ejected_since(), None);
     }
 
     #[test]

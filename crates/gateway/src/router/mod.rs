@@ -11,6 +11,7 @@ use kit::observe::RouteSeries;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::RouteSettings;
+use crate::status::window::RouteWindow;
 pub use template::Template;
 
 /// A route ready to serve: its settings and its parsed upstream path.
@@ -33,6 +34,9 @@ pub struct Route {
     /// `RateLimit-Policy` for the route's rate limits (none without), written once here: it is
     /// the same on every answer.
     pub rate_limit_policy: Option<HeaderValue>,
+    /// Its last minute for the status page, fed by the observe phase; the same window in the
+    /// tables that follow while a reload keeps the route (same path, same methods).
+    pub window: Arc<RouteWindow>,
 }
 
 #[derive(Debug)]
@@ -45,6 +49,8 @@ struct PathEntry {
 pub struct RouteTable {
     paths: matchit::Router<usize>,
     entries: Vec<PathEntry>,
+    /// Every route once, in the configuration's order (the status page lists them so).
+    routes: Vec<Arc<Route>>,
 }
 
 /// What the table says about a request.
@@ -82,6 +88,25 @@ pub enum TableError {
 
 impl RouteTable {
     pub fn build(routes: &[RouteSettings]) -> Result<Self, TableError> {
+        Self::succeeding(routes, None)
+    }
+
+    /// The table of `routes`, each keeping the live window of the route of `previous` with the
+    /// same path and methods (a reload does not blank the status page's last minute).
+    pub fn succeeding(
+        routes: &[RouteSettings],
+        previous: Option<&RouteTable>,
+    ) -> Result<Self, TableError> {
+        let kept: HashMap<(&str, Vec<&str>), &Arc<RouteWindow>> = previous
+            .map(|table| {
+                table
+                    .routes
+                    .iter()
+                    .map(|route| (window_key(&route.settings), &route.window))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut table_routes = Vec::with_capacity(routes.len());
         let mut paths = matchit::Router::new();
         let mut entries: Vec<PathEntry> = Vec::new();
         let mut entry_of_path: HashMap<String, usize> = HashMap::new();
@@ -99,7 +124,11 @@ impl RouteTable {
                 series: RouteSeries::default(),
                 upstream_duration: OnceLock::new(),
                 rate_limit_policy: crate::limit::policy::policy_header(&settings.rate_limit),
+                window: kept
+                    .get(&window_key(settings))
+                    .map_or_else(Arc::default, |window| Arc::clone(window)),
             });
+            table_routes.push(Arc::clone(&route));
             let key = canonical(&settings.path);
             let entry = match entry_of_path.get(&key) {
                 Some(&entry) => entry,
@@ -145,7 +174,16 @@ impl RouteTable {
             entry.allow =
                 HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static(""));
         }
-        Ok(Self { paths, entries })
+        Ok(Self {
+            paths,
+            entries,
+            routes: table_routes,
+        })
+    }
+
+    /// Every route once, in the configuration's order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 
     pub fn lookup<'a>(&'a self, method: &Method, path: &'a str) -> Lookup<'a> {
@@ -163,6 +201,13 @@ impl RouteTable {
             },
         }
     }
+}
+
+/// What makes a route the same route across a reload: its path as written and its methods.
+fn window_key(settings: &RouteSettings) -> (&str, Vec<&str>) {
+    let mut methods: Vec<&str> = settings.methods.iter().map(Method::as_str).collect();
+    methods.sort_unstable();
+    (settings.path.as_str(), methods)
 }
 
 /// Paths that differ only in their parameters' names are the same path.
@@ -206,6 +251,45 @@ mod tests {
             transform: Default::default(),
             compose: None,
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_windows_of_the_routes_that_remain_and_no_others() {
+        let before = RouteTable::build(&[
+            route("/api/a", &[Method::GET], "/a"),
+            route("/api/b", &[Method::GET], "/b"),
+            route("/api/c", &[Method::GET], "/c"),
+        ])
+        .unwrap();
+        let window = |table: &RouteTable, path: &str| {
+            let route = table.routes().iter().find(|r| &*r.template == path);
+            Arc::clone(&route.unwrap().window)
+        };
+        let after = RouteTable::succeeding(
+            &[
+                // kept (a new upstream path is still the same public route)
+                route("/api/a", &[Method::GET], "/a2"),
+                // its methods changed: another route
+                route("/api/b", &[Method::GET, Method::POST], "/b"),
+                route("/api/d", &[Method::GET], "/d"),
+            ],
+            Some(&before),
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(
+            &window(&before, "/api/a"),
+            &window(&after, "/api/a")
+        ));
+        assert!(!Arc::ptr_eq(
+            &window(&before, "/api/b"),
+            &window(&after, "/api/b")
+        ));
+        let templates: Vec<&str> = after.routes().iter().map(|r| &*r.template).collect();
+        assert_eq!(
+            templates,
+            ["/api/a", "/api/b", "/api/d"],
+            "in the file's order, once each"
+        );
     }
 
     #[test]
