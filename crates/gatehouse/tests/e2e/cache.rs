@@ -883,6 +883,22 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     assert_eq!(refreshed["count"], 2);
 }
 
+/// The access-log lines `wanted` picks, once there are `count` of them (a line is written a
+/// moment after its answer's body has gone out).
+async fn logged(app: &TestApp, count: usize, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let log = app.data.path().join("access.log");
+    wait_for(&format!("{count} lines in the access log"), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line| wanted(line))
+            .collect();
+        (lines.len() == count).then_some(lines)
+    })
+    .await
+}
+
 /// GETs `path` as `token`'s caller until the answer is the stale entry answering while it is
 /// refreshed: that request started the refresh. Its request id.
 async fn until_stale_starts_a_refresh(app: &TestApp, path: &str, token: &str) -> String {
@@ -941,17 +957,7 @@ async fn background_refreshes_are_counted_by_outcome_and_logged_on_a_line_of_the
     assert_eq!(origin.hits("/o/swr-flaky/feed"), 2);
     assert_eq!(origin.hits("/o/swr-then-no-store/feed"), 2);
 
-    let log = app.data.path().join("access.log");
-    let lines = wait_for("the three refreshes in the access log", || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .filter(|line: &Value| line["reason"] == "background_refresh")
-            .collect();
-        (lines.len() == 3).then_some(lines)
-    })
-    .await;
+    let lines = logged(&app, 3, |line| line["reason"] == "background_refresh").await;
     // In the order they ended, each under the id of the request that started it.
     for (line, (request_id, status)) in
         lines
@@ -968,7 +974,7 @@ async fn background_refreshes_are_counted_by_outcome_and_logged_on_a_line_of_the
         assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
         assert_eq!(line["bytes_in"], 0);
     }
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(app.data.path().join("access.log")).unwrap();
     assert!(!text.contains("hunter2"), "no query value in the log");
     assert!(!text.contains(&token), "no token in the log");
 }
@@ -1037,16 +1043,6 @@ async fn hits_are_counted_and_logged_like_any_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("gatehouse_cache_total{outcome=\"stored\"} 1"));
-    let log = app.data.path().join("access.log");
-    let lines = wait_for("both requests in the access log", || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .filter(|line: &Value| line["route"] == "/cached/{*rest}")
-            .collect();
-        (lines.len() == 2).then_some(lines)
-    })
-    .await;
+    let lines = logged(&app, 2, |line| line["route"] == "/cached/{*rest}").await;
     assert!(lines.iter().all(|line| line["status"] == 200));
 }
