@@ -83,7 +83,7 @@ impl AppState {
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
         let concurrent_checks = config.auth.throttle.concurrent;
-        let cache = ResponseCache::new(&config.cache, shared.is_redis());
+        let cache = ResponseCache::new(&config.cache, shared.is_redis(), &observe.metrics);
         Ok(Self {
             routing: CurrentRouting::new(Routing::first(config)?),
             auth,

@@ -180,7 +180,14 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         }
         "garbage-cc" => set("cache-control", "max-age=soon, public"),
         "overflow" => set("cache-control", "max-age=99999999999999999999999999"),
-        "swr" => set("cache-control", "max-age=1, stale-while-revalidate=60"),
+        "swr" | "swr-free" | "swr-flaky" => {
+            set("cache-control", "max-age=1, stale-while-revalidate=60");
+        }
+        // Storable once; every refresh's answer is not.
+        "swr-then-no-store" if count == 1 => {
+            set("cache-control", "max-age=1, stale-while-revalidate=60");
+        }
+        "swr-then-no-store" => set("cache-control", "no-store"),
         "short" | "flaky" | "stall" => set("cache-control", "max-age=1"),
         "tagged" => set("etag", "\"v1\""),
         "big" => {
@@ -210,7 +217,7 @@ async fn answer(State(state): State<Arc<OriginState>>, request: Request) -> Resp
         }
         _ => {}
     }
-    if kind == "flaky" && state.failing.load(Ordering::SeqCst) {
+    if (kind == "flaky" || kind == "swr-flaky") && state.failing.load(Ordering::SeqCst) {
         return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     // Fails slowly: held until the gate opens, then 503 (stale-if-error with waiters).
@@ -876,6 +883,102 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     assert_eq!(refreshed["count"], 2);
 }
 
+/// The access-log lines `wanted` picks, once there are `count` of them (a line is written a
+/// moment after its answer's body has gone out).
+async fn logged(app: &TestApp, count: usize, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let log = app.data.path().join("access.log");
+    wait_for(&format!("{count} lines in the access log"), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line| wanted(line))
+            .collect();
+        (lines.len() == count).then_some(lines)
+    })
+    .await
+}
+
+/// GETs `path` as `token`'s caller until the answer is the stale entry answering while it is
+/// refreshed: that request started the refresh. Its request id.
+async fn until_stale_starts_a_refresh(app: &TestApp, path: &str, token: &str) -> String {
+    wait_for("the entry to go stale", || async {
+        let response = app.get(path, Some(token)).await;
+        assert_eq!(response.status(), 200);
+        let stale = cache_status(&response).ends_with("detail=stale-while-revalidate");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        stale.then_some(id)
+    })
+    .await
+}
+
+/// Waits for `gatehouse_cache_refreshes_total{outcome}` to reach `count`.
+async fn refreshes_counted(app: &TestApp, outcome: &str, count: f64) {
+    wait_for(&format!("{count} refreshes counted {outcome}"), || async {
+        let exposition = app.admin_get("/metrics").await.text().await.unwrap();
+        let counted = kit::testing::observe::value(
+            &exposition,
+            "gatehouse_cache_refreshes",
+            &[("outcome", outcome)],
+        );
+        (counted == Some(count)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn background_refreshes_are_counted_by_outcome_and_logged_on_a_line_of_their_own() {
+    let (app, origin) = spawn().await;
+    let admin = app.admin().await;
+    app.create_user(&admin, "carol", "carol-password-1").await;
+    let token = app.token("carol", "carol-password-1").await;
+    // A query value that must never reach the log.
+    let path = |kind: &str| format!("/mine/{kind}/feed?secret=hunter2-query-value");
+
+    // Each path: stored (`max-age=1, stale-while-revalidate=60`), then stale, which starts
+    // exactly one refresh (no request follows it).
+    let (_, first) = get(&app, &path("swr-free"), Some(&token)).await;
+    let carol = first["user"].as_str().unwrap().to_owned();
+    let refreshed = until_stale_starts_a_refresh(&app, &path("swr-free"), &token).await;
+    refreshes_counted(&app, "refreshed", 1.0).await;
+
+    get(&app, &path("swr-flaky"), Some(&token)).await;
+    origin.fail(true);
+    let failed = until_stale_starts_a_refresh(&app, &path("swr-flaky"), &token).await;
+    refreshes_counted(&app, "failed", 1.0).await;
+
+    get(&app, &path("swr-then-no-store"), Some(&token)).await;
+    let refused = until_stale_starts_a_refresh(&app, &path("swr-then-no-store"), &token).await;
+    refreshes_counted(&app, "not_storable", 1.0).await;
+    assert_eq!(origin.hits("/o/swr-free/feed"), 2);
+    assert_eq!(origin.hits("/o/swr-flaky/feed"), 2);
+    assert_eq!(origin.hits("/o/swr-then-no-store/feed"), 2);
+
+    let lines = logged(&app, 3, |line| line["reason"] == "background_refresh").await;
+    // In the order they ended, each under the id of the request that started it.
+    for (line, (request_id, status)) in
+        lines
+            .iter()
+            .zip([(&refreshed, 200), (&failed, 503), (&refused, 200)])
+    {
+        kit::testing::observe::assert_every_field(line);
+        assert_eq!(line["request_id"], request_id.as_str(), "{line}");
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["route"], "/mine/{*rest}", "{line}");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["server"], "gateway");
+        assert_eq!(line["principal"], carol.as_str());
+        assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
+        assert_eq!(line["bytes_in"], 0);
+    }
+    let text = std::fs::read_to_string(app.data.path().join("access.log")).unwrap();
+    assert!(!text.contains("hunter2"), "no query value in the log");
+    assert!(!text.contains(&token), "no token in the log");
+}
+
 #[tokio::test]
 async fn hostile_requests_get_a_correct_answer_and_cost_the_cache_nothing() {
     let (app, origin) = spawn().await;
@@ -940,16 +1043,6 @@ async fn hits_are_counted_and_logged_like_any_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("gatehouse_cache_total{outcome=\"stored\"} 1"));
-    let log = app.data.path().join("access.log");
-    let lines = wait_for("both requests in the access log", || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .filter(|line: &Value| line["route"] == "/cached/{*rest}")
-            .collect();
-        (lines.len() == 2).then_some(lines)
-    })
-    .await;
+    let lines = logged(&app, 2, |line| line["route"] == "/cached/{*rest}").await;
     assert!(lines.iter().all(|line| line["status"] == 200));
 }

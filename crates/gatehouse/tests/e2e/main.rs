@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod cache;
+mod cache_bounds;
 mod cache_redis;
 mod captured_identity;
 mod compose;

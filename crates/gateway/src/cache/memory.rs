@@ -16,6 +16,7 @@ use http::HeaderMap;
 use moka::ops::compute::Op;
 
 use super::key::{CacheKey, Digest32};
+use super::metrics::CacheMetrics;
 use super::vary::{Names, MAX_VARIANTS};
 use super::{Entry, Found, Generation};
 use crate::config::{MAX_CACHE_TTL, MAX_STALE_IF_ERROR};
@@ -47,8 +48,16 @@ impl Variants {
     }
 }
 
+/// Handles on shared state: clones are the same store (the metrics read it at each scrape).
+#[derive(Clone)]
 pub struct MemoryStore {
     entries: Cache<Digest32, Arc<Variants>>,
+    /// The bound, in bytes (`cache.memory`).
+    max_bytes: u64,
+    /// Bytes inserted since the store last settled its bookkeeping: moka applies inserts and
+    /// evicts in batches (every 64 writes or 300 ms), so without this the store could hold up
+    /// to 64 entries of `max_body` beyond its bound between two batches.
+    unsettled: Arc<AtomicU64>,
     /// Each written path's generation; kept as long as any entry can live.
     marks: Cache<Digest32, u64>,
     /// Generations handed out, so a mark forgotten and set again never repeats a value.
@@ -84,7 +93,8 @@ impl Expiry<Digest32, Arc<Variants>> for UntilStale {
 }
 
 impl MemoryStore {
-    pub fn new(max_bytes: u64) -> Self {
+    /// A store of at most `max_bytes`, counting what it lets go of in `metrics`.
+    pub fn new(max_bytes: u64, metrics: &CacheMetrics) -> Self {
         let epoch = Arc::new(AtomicU64::new(0));
         let forgotten = Arc::clone(&epoch);
         let marks = Cache::builder()
@@ -96,13 +106,30 @@ impl MemoryStore {
                 }
             })
             .build();
+        let (size, expired) = (metrics.evictions("size"), metrics.evictions("expired"));
+        // moka's TinyLFU admission: once full, a new key is kept only if it has been asked for
+        // more often than what it would evict, so a flood of one-off keys (distinct queries)
+        // is refused admission rather than pushing out the answers others keep asking for.
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &Digest32, variants: &Arc<Variants>| variants.weight())
             .expire_after(UntilStale)
+            .eviction_listener(move |_key, _variants, cause| match cause {
+                // Evicted to make room, or refused admission: both are the bound at work.
+                RemovalCause::Size => {
+                    size.inc();
+                }
+                RemovalCause::Expired => {
+                    expired.inc();
+                }
+                // Replaced by a newer answer, or removed on purpose: not an eviction.
+                RemovalCause::Replaced | RemovalCause::Explicit => {}
+            })
             .build();
         Self {
             entries,
+            max_bytes,
+            unsettled: Arc::new(AtomicU64::new(0)),
             marks,
             next: Arc::new(AtomicU64::new(1)),
             epoch,
@@ -164,6 +191,26 @@ impl MemoryStore {
                 answers,
             }))
         });
+        self.settle_past_the_bound(u64::from(entry.weight()));
+    }
+
+    /// After an insert of `weight` bytes: when what the store last counted plus what was
+    /// inserted since could pass the bound, moka's pending work is done now (eviction,
+    /// admission), so what the store holds stays within its bound by at most the entries being
+    /// inserted at this moment. On a full store that is once per insert, i.e. per stored miss,
+    /// which has just cost an upstream round trip; hits never pay it.
+    fn settle_past_the_bound(&self, weight: u64) {
+        let unsettled = self.unsettled.fetch_add(weight, Ordering::AcqRel) + weight;
+        if self.entries.weighted_size().saturating_add(unsettled) > self.max_bytes {
+            self.unsettled.store(0, Ordering::Release);
+            self.entries.run_pending_tasks();
+        }
+    }
+
+    /// Keys held (each with its variants), after moka applied its pending work.
+    pub fn keys(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 
     /// What the stored answers weigh, in bytes (after moka applied its pending work).
@@ -228,7 +275,7 @@ mod tests {
     #[test]
     fn the_store_evicts_by_bytes_and_stays_under_its_bound() {
         let bound = 64 * 1024;
-        let store = MemoryStore::new(bound);
+        let store = MemoryStore::new(bound, &CacheMetrics::default());
         let hour = Duration::from_secs(3600);
         // Twenty answers of 8 KiB: 160 KiB offered to a store of 64 KiB.
         for n in 0..20 {
@@ -260,9 +307,58 @@ mod tests {
         assert!(store.lookup(&key(99), &HeaderMap::new()).entry.is_none());
     }
 
+    /// What the map holds at this moment, inserts moka has not yet accounted for included.
+    fn held(store: &MemoryStore) -> u64 {
+        store
+            .entries
+            .iter()
+            .map(|(_, variants)| u64::from(variants.weight()))
+            .sum()
+    }
+
+    #[test]
+    fn the_bound_holds_between_mokas_batches_and_evictions_are_counted() {
+        let bound = 64 * 1024;
+        let metrics = CacheMetrics::default();
+        let store = MemoryStore::new(bound, &metrics);
+        let hour = Duration::from_secs(3600);
+        let one = u64::from(sized(hour, 8 * 1024, &Names::default(), &HeaderMap::new()).weight());
+        // Twenty inserts in a row: fewer than moka's batch of 64 writes, within its 300 ms.
+        for n in 0..20 {
+            store.insert(
+                key(n),
+                sized(hour, 8 * 1024, &Names::default(), &HeaderMap::new()),
+            );
+            assert!(
+                held(&store) <= bound + one,
+                "after {n}: {} bytes in the map, past the bound by more than the entry being stored",
+                held(&store)
+            );
+        }
+        assert!(
+            metrics.evictions("size").get() >= 12,
+            "what did not fit was counted: {}",
+            metrics.evictions("size").get()
+        );
+        assert_eq!(metrics.evictions("expired").get(), 0);
+    }
+
+    #[test]
+    fn an_expired_answer_is_counted_as_such() {
+        let metrics = CacheMetrics::default();
+        let store = MemoryStore::new(1 << 20, &metrics);
+        store.insert(key(1), entry(Duration::from_millis(20)));
+        kit::testing::wait::wait_for_blocking("the expiry counted", || {
+            store.weighted_bytes();
+            (metrics.evictions("expired").get() == 1).then_some(())
+        });
+        assert_eq!(store.keys(), 0);
+        assert_eq!(metrics.evictions("size").get(), 0);
+    }
+
     #[test]
     fn each_variant_of_a_key_is_kept_and_a_new_one_evicts_only_the_oldest_past_the_bound() {
-        let store = MemoryStore::new(1 << 20);
+        let store = MemoryStore::new(1 << 20, &CacheMetrics::default());
         let hour = Duration::from_secs(3600);
         let names = by_language();
         let languages: Vec<String> = (0..=MAX_VARIANTS).map(|n| format!("l{n}")).collect();
@@ -305,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_replaced_entry_lives_as_long_as_the_new_answer_may() {
-        let store = MemoryStore::new(1 << 20);
+        let store = MemoryStore::new(1 << 20, &CacheMetrics::default());
         let key = CacheKey {
             entry: [7; 32],
             path: [8; 32],

@@ -13,11 +13,13 @@
 //! - [`flight`]: request coalescing, so concurrent misses for one key make one upstream call.
 //! - [`record`]: the answer's body streamed to the client while it is recorded for the store.
 //! - [`location`]: the other URIs a write's answer names (`Location`, `Content-Location`).
+//! - [`metrics`]: what the store holds and lets go of, and how background refreshes went.
 
 pub mod flight;
 pub mod key;
 pub mod location;
 pub mod memory;
+pub mod metrics;
 pub mod policy;
 pub mod record;
 pub mod shared;
@@ -174,20 +176,27 @@ pub struct ResponseCache {
     pub flights: Flights,
     /// What the answers being recorded may hold at once, in bytes (the memory bound).
     pub recording: record::Budget,
+    pub metrics: metrics::CacheMetrics,
 }
 
 impl ResponseCache {
-    /// In memory, or in Redis when the state is Redis (`redis`).
-    pub fn new(settings: &CacheSettings, redis: bool) -> Self {
+    /// In memory, or in Redis when the state is Redis (`redis`); its families registered in
+    /// `registry`.
+    pub fn new(settings: &CacheSettings, redis: bool, registry: &kit::observe::Metrics) -> Self {
+        let metrics = metrics::CacheMetrics::default();
         let store = if redis {
+            metrics.register(registry, None);
             Store::Redis(shared::SharedStore::default())
         } else {
-            Store::Memory(memory::MemoryStore::new(settings.memory_bytes))
+            let memory = memory::MemoryStore::new(settings.memory_bytes, &metrics);
+            metrics.register(registry, Some((&memory, settings.memory_bytes)));
+            Store::Memory(memory)
         };
         Self {
             store,
             flights: Flights::default(),
             recording: record::Budget::new(settings.memory_bytes),
+            metrics,
         }
     }
 

@@ -16,7 +16,7 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::flight::Leader;
@@ -73,6 +73,9 @@ pub struct Pending {
     pub persist: bool,
     /// What the recording's copy is counted against.
     pub budget: Budget,
+    /// Told when the entry reaches the store (a background refresh waits on it to log how it
+    /// ended); dropped unsent when it does not.
+    pub stored: Option<oneshot::Sender<()>>,
 }
 
 impl Pending {
@@ -83,6 +86,7 @@ impl Pending {
             mut entry,
             leader,
             persist,
+            stored,
             ..
         } = self;
         entry.body = body;
@@ -90,6 +94,10 @@ impl Pending {
         let entry = Arc::new(entry);
         if persist {
             app.cache.store(&app, key, Arc::clone(&entry));
+            app.observe.gateway.cache("stored");
+            if let Some(stored) = stored {
+                let _ = stored.send(());
+            }
         }
         if let Some(leader) = leader {
             leader.land(entry);
@@ -141,7 +149,9 @@ async fn read(
     loop {
         let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
             // Dropping `pending` releases the waiters, who go to the service themselves.
-            drop(pending);
+            if let Some(pending) = pending.take() {
+                pending.app.observe.gateway.cache("body_too_slow");
+            }
             let _ = to_client.send(Relayed::Rest(body));
             return;
         };
@@ -151,15 +161,20 @@ async fn read(
             }
             return;
         };
-        let keep = match &frame {
-            Ok(frame) => frame.data_ref().is_some_and(|data| {
-                (copied.len() + data.len()) as u64 <= max_body && budget.take(&mut held, data.len())
-            }),
-            Err(_) => false,
+        let refused = match &frame {
+            Ok(frame) => match frame.data_ref() {
+                Some(data) if (copied.len() + data.len()) as u64 > max_body => Some("too_large"),
+                Some(data) if !budget.take(&mut held, data.len()) => Some("budget_exceeded"),
+                Some(_) => None,
+                None => Some("trailers"),
+            },
+            Err(_) => Some("body_failed"),
         };
-        if !keep {
+        if let Some(outcome) = refused {
             // Over the limit or the budget, trailers, or an error: nothing is stored.
-            drop(pending);
+            if let Some(pending) = pending.take() {
+                pending.app.observe.gateway.cache(outcome);
+            }
             let errored = frame.is_err();
             let _ = to_client.send(Relayed::Frame(frame));
             if !errored {

@@ -24,14 +24,19 @@ use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::Method;
-use kit::observe::Reason;
+use kit::observe::{AccessRecord, Reason};
+use kit::request_id;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::forward;
+use super::observe::{self, ServiceLabels};
 use crate::app::App;
 use crate::auth::tokens::AccessClaims;
 use crate::cache::flight::{Landing, Waiter};
 use crate::cache::key::{self, Digest32};
 use crate::cache::location;
+use crate::cache::metrics::RefreshOutcome;
 use crate::cache::policy::{self, Admitted, RequestTerms};
 use crate::cache::record::{self, Pending};
 use crate::cache::{CacheKey, Entry, Generation, Seat, CACHE_STATUS};
@@ -90,6 +95,8 @@ pub struct Fill {
     /// How long the answer's body is read apart from the client, for the waiters: as long as
     /// they wait.
     within: Duration,
+    /// Told when the answer reaches the store (a background refresh's outcome).
+    stored: Option<oneshot::Sender<()>>,
 }
 
 /// Looks `parts` up in the cache when its route has one: the stored answer, or the plan for
@@ -166,6 +173,7 @@ pub async fn consult(
         head,
         forwarded,
         within: wait_bound(routing, route),
+        stored: None,
     };
     if revalidate {
         return stale_while_revalidate(app, fill, found.flight, parts);
@@ -294,24 +302,38 @@ pub struct Refresh {
 
 /// Sends the refresh `plan` was made for (see [`Consulted::Refresh`]) to the service in a task
 /// of its own, and stores its answer as any fill's. Its failure is no one's: the stale entry
-/// keeps answering until its windows end.
+/// keeps answering until its windows end. How it ended is counted
+/// (`gatehouse_cache_refreshes_total`) and logged on an access-log line of its own, once the
+/// answer is stored or known not to be.
 pub fn refresh_in_background(
     app: &App,
     routing: Arc<Routing>,
     parts: &Parts,
     refresh: Refresh,
-    plan: Plan,
+    mut plan: Plan,
 ) {
-    let Plan::Fill(fill) = &plan else {
+    let Plan::Fill(fill) = &mut plan else {
         return;
     };
+    let (stored, recorded) = oneshot::channel();
+    fill.stored = Some(stored);
     let (mut outbound, ()) = http::Request::new(()).into_parts();
     outbound.method = Method::GET;
     outbound.uri = parts.uri.clone();
     outbound.version = parts.version;
     outbound.headers = fill.request.clone();
+    // The request that found the entry stale: the service logs the refresh under its id too.
+    let request_id = fill
+        .request
+        .get(request_id::HEADER)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let app = Arc::clone(app);
     tokio::spawn(async move {
+        let started = Instant::now();
+        let route = Arc::clone(&refresh.route);
+        let principal = refresh.caller.as_ref().map(|caller| caller.sub.clone());
         let request = forward::Forwardable {
             route: &refresh.route,
             target: refresh.target,
@@ -323,11 +345,49 @@ pub fn refresh_in_background(
         };
         let mut attempted = crate::proxy::forward::Attempted::default();
         let answer = forward::to_service(&app, &routing, request, &mut attempted).await;
+        let status = match &answer {
+            Ok(response) => response.status(),
+            Err(error) => error.status(),
+        };
         // The answer's body is recorded by a task of its own (`cache::record`): nothing
         // reads the copy meant for a client.
         drop(settle(&app, plan, answer).await);
+        let outcome = if status.is_server_error() {
+            RefreshOutcome::Failed
+        } else if recorded.await.is_ok() {
+            RefreshOutcome::Refreshed
+        } else {
+            RefreshOutcome::NotStorable
+        };
+        app.cache.metrics.refresh(outcome);
+        if let Some(upstream) = attempted.upstream {
+            let service = Arc::clone(&route.service);
+            app.observe
+                .gateway
+                .upstream_duration
+                .get_or_create(&ServiceLabels { service })
+                .observe(upstream.as_secs_f64());
+        }
+        // No client's line: no path, no query, no header value (see `kit::observe::access_log`).
+        app.observe.access_log.record(AccessRecord {
+            request_id,
+            server: observe::SERVER,
+            route: Some(Arc::clone(&route.template)),
+            method: Method::GET,
+            status: status.as_u16(),
+            reason: Some(BACKGROUND_REFRESH),
+            principal,
+            instance: attempted.instance,
+            duration: started.elapsed(),
+            upstream_duration: attempted.upstream,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
     });
 }
+
+/// The `reason` of a background refresh's access-log line: no client asked for it.
+pub const BACKGROUND_REFRESH: &str = "background_refresh";
 
 /// The service's answer (or failure) to a request `plan` was made for, as the client gets it.
 pub async fn settle(
@@ -441,20 +501,29 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 leader: fill.leader,
                 persist: fill.persist,
                 budget: app.cache.recording.clone(),
+                stored: fill.stored,
             };
             response = response.map(|body| record::relay(body, pending, within));
+            // Counted `stored` once the body is complete and in the store (`cache::record`).
             if fill.persist {
-                app.observe.gateway.cache("stored");
                 format!("gatehouse; fwd={forwarded}; stored")
             } else {
                 format!("gatehouse; fwd={forwarded}; detail=not-stored")
             }
         }
-        Err(detail) => format!("gatehouse; fwd={forwarded}; detail={detail}"),
+        Err(detail) => {
+            if detail == TOO_LARGE {
+                app.observe.gateway.cache("too_large");
+            }
+            format!("gatehouse; fwd={forwarded}; detail={detail}")
+        }
     };
     append_status(response.headers_mut(), &status);
     response
 }
+
+/// RFC 9211 `detail` of an answer whose declared length is over the route's `max_body`.
+const TOO_LARGE: &str = "too-large";
 
 /// Whether `response` may be stored under `fill`, with its freshness and `Vary` names.
 fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
@@ -472,7 +541,7 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > fill.rule.max_body_bytes) {
-        return Err("too-large");
+        return Err(TOO_LARGE);
     }
     Ok(admitted)
 }

@@ -98,7 +98,9 @@ pub struct GatewayMetrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     /// `gatehouse_open_connections`: client connections open on the public listener.
     pub connections: Gauge,
-    /// `gatehouse_cache_total{outcome}`: hit, miss, collapsed, stored, stale_served.
+    /// `gatehouse_cache_total{outcome}`: hit, miss, collapsed, stored, stale_served,
+    /// stale_while_revalidate, and why an admitted answer was not stored (`cache::record`).
+    /// The store's own families are in `cache::metrics`.
     pub cache: Family<OutcomeLabels, Counter>,
     /// `gatehouse_transform_skipped_total{route, reason}`: answers a route's `response.json`
     /// left untouched (`too_large`, `decoded_too_large`).
@@ -187,7 +189,7 @@ impl GatewayMetrics {
         );
         metrics.register(
             "gatehouse_cache",
-            "Response cache outcomes on cached routes (hit, miss, collapsed, stored, stale_served)",
+            "Response cache outcomes on cached routes (hit, miss, collapsed, stored, stale_served, stale_while_revalidate; too_large, budget_exceeded, trailers, body_failed, body_too_slow: admitted but not stored)",
             it.cache,
         );
         metrics.register(

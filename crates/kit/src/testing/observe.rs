@@ -161,3 +161,24 @@ pub fn duration_count(exposition: &str, server: &str, route: &str) -> u64 {
         })
         .sum()
 }
+
+/// The value of `family`'s series whose labels include `labels` (a counter's count, a gauge's
+/// value; summed when several match), or `None` when the exposition has no such series.
+pub fn value(exposition: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let parsed = parse(exposition);
+    let family = parsed.families.get(family)?;
+    family
+        .iter_samples()
+        .filter(|sample| {
+            let set = sample.get_labelset().expect("a sample's labels");
+            labels
+                .iter()
+                .all(|(name, value)| set.get_label_value(name) == Some(*value))
+        })
+        .map(|sample| match &sample.value {
+            openmetrics_parser::OpenMetricsValue::Counter(counter) => counter.value.as_f64(),
+            openmetrics_parser::OpenMetricsValue::Gauge(gauge) => gauge.as_f64(),
+            other => panic!("{other:?} is neither a counter nor a gauge"),
+        })
+        .fold(None, |total, value| Some(total.unwrap_or(0.0) + value))
+}
