@@ -39,6 +39,7 @@ mod secrets_at_rest;
 mod services;
 mod slow_clients;
 mod store_outage;
+mod tls;
 mod tokens;
 mod transforms;
 mod users_through_gateway;
