@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::http;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kit::shutdown::Shutdown;
@@ -303,8 +303,8 @@ struct Answer {
 
 /// An HTTP client on one TLS connection: HTTP/2 when ALPN said h2, else HTTP/1.1.
 enum Sender {
-    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Sender {
@@ -328,18 +328,26 @@ impl Sender {
     }
 
     async fn get(&mut self, host: &str, path: &str) -> Result<Answer, String> {
-        let request = |uri: String| {
-            http::Request::get(uri)
-                .header(http::header::HOST, host)
-                .body(Empty::<Bytes>::new())
-                .unwrap()
-        };
+        let request = http::Request::get(path).header(http::header::HOST, host);
+        self.send(request, Bytes::new()).await
+    }
+
+    /// Sends `request` (its URI a path) with `body`: over HTTP/2 the URI is made absolute.
+    async fn send(
+        &mut self,
+        request: http::request::Builder,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let mut request = request.body(Full::new(body)).unwrap();
         let response = match self {
-            Self::Http1(sender) => sender.send_request(request(path.to_owned())).await,
+            Self::Http1(sender) => sender.send_request(request).await,
             Self::Http2(sender) => {
-                sender
-                    .send_request(request(format!("https://{host}{path}")))
-                    .await
+                let host = request.headers()[http::header::HOST]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                *request.uri_mut() = format!("https://{host}{}", request.uri()).parse().unwrap();
+                sender.send_request(request).await
             }
         }
         .map_err(|e| e.to_string())?;
@@ -853,4 +861,83 @@ async fn answers_over_tls_carry_hsts_and_plain_http_is_redirected_to_https_for_s
         );
         assert!(refused.headers().get("location").is_none(), "{host}");
     }
+}
+
+// ---- gatehouse up --tls ----
+
+#[tokio::test]
+async fn up_with_tls_serves_https_with_a_localhost_certificate_made_once_and_the_services_still_verify_identities(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || gatehouse::up::UpOptions {
+        host: "127.0.0.1".parse().unwrap(),
+        gateway_port: 0,
+        users_port: 0,
+        orders_port: 0,
+        clock_port: 0,
+        admin_port: Some(0),
+        data_dir: data.clone(),
+        config: None,
+        clock: gateway::clock::Clock::System,
+        tls: true,
+    };
+    let shutdown = Shutdown::new();
+    let running = gatehouse::up::start(start(), shutdown.clone())
+        .await
+        .unwrap();
+    let ca = running.trust.clone().expect("the CA to trust is named");
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_file(&ca).unwrap())
+        .unwrap();
+    let dial = Dial {
+        roots,
+        versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
+        alpn: vec![b"h2", b"http/1.1"],
+        identity: None,
+        server_name: "localhost".into(),
+    };
+    let stream = dial.connect(running.gateway).await.unwrap();
+    let served = stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
+    let mut https = Sender::open(stream).await.unwrap();
+
+    let login = http::Request::post("/api/login")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json");
+    let signed_in = https
+        .send(
+            login,
+            Bytes::from_static(br#"{"username":"admin","password":"a"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status, 200, "{:?}", signed_in.body);
+    let tokens: serde_json::Value = serde_json::from_slice(&signed_in.body).unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let time = http::Request::get("/api/time")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    let answer = https.send(time, Bytes::new()).await.unwrap();
+    assert_eq!(
+        answer.status, 200,
+        "the clock service verified the identity: {:?}",
+        answer.body
+    );
+
+    drop(https);
+    shutdown.trigger();
+    running.wait().await.unwrap();
+    let again = Shutdown::new();
+    let restarted = gatehouse::up::start(start(), again.clone()).await.unwrap();
+    let stream = dial.connect(restarted.gateway).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.peer_certificates().unwrap()[0],
+        served,
+        "the certificate made at the first start is reused"
+    );
+    again.trigger();
+    restarted.wait().await.unwrap();
 }
