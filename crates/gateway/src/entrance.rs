@@ -27,6 +27,7 @@ use kit::Problem;
 
 use crate::app::App;
 use crate::config::TlsSettings;
+use crate::reload::{hangups, next_hangup};
 
 /// How often the certificate files are read when the configuration's `watch` is off: they still
 /// reload on SIGHUP, and a renewal must never wait for a restart.
@@ -102,32 +103,6 @@ fn report(app: &App, cause: &str, looked: &Looked) {
             tracing::error!(cause, %error, "TLS certificates refused; the running ones stay");
         }
     }
-}
-
-#[cfg(unix)]
-type Hangups = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangups = Option<()>;
-
-#[cfg(unix)]
-fn hangups() -> Hangups {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-
-#[cfg(not(unix))]
-fn hangups() -> Hangups {
-    None
-}
-
-async fn next_hangup(hangups: &mut Hangups) {
-    #[cfg(unix)]
-    if let Some(signal) = hangups {
-        if signal.recv().await.is_some() {
-            return;
-        }
-    }
-    let _ = hangups;
-    std::future::pending::<()>().await;
 }
 
 /// A handler whose answers carry `Strict-Transport-Security` (when configured): only ever on

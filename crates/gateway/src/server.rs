@@ -173,20 +173,7 @@ impl Gateway {
             let address = listener.local_addr()?;
             tracing::info!(%address, "gateway admin listening");
             // Metrics and the detailed readiness stay up as long as the public listener does.
-            let stop_accepting = {
-                let app = Arc::clone(&app);
-                shutdown.after(move || app.config().shutdown_delay)
-            };
-            kit::listener::serve(
-                listener,
-                router,
-                None,
-                stop_accepting,
-                || accept::limits(&app.config().limits),
-                || ADMIN_DRAIN,
-                prometheus_client::metrics::gauge::Gauge::default(),
-            )
-            .await
+            serve_beside(app, listener, router, shutdown).await
         }
     }
 
@@ -211,20 +198,7 @@ impl Gateway {
             };
             let address = listener.local_addr()?;
             tracing::info!(%address, https_port, "redirecting plain HTTP to HTTPS");
-            let stop_accepting = {
-                let app = Arc::clone(&app);
-                shutdown.after(move || app.config().shutdown_delay)
-            };
-            kit::listener::serve(
-                listener,
-                router,
-                None,
-                stop_accepting,
-                || accept::limits(&app.config().limits),
-                || ADMIN_DRAIN,
-                prometheus_client::metrics::gauge::Gauge::default(),
-            )
-            .await
+            serve_beside(app, listener, router, shutdown).await
         }
     }
 
@@ -298,6 +272,31 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// A plain-HTTP listener beside the public one (admin, redirect): the public listener's limits
+/// (its clients are clients like any other), serving as long as the public listener does (until
+/// `shutdown` and the shutdown delay), then a short drain: its requests are quick.
+async fn serve_beside(
+    app: App,
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let stop_accepting = {
+        let app = Arc::clone(&app);
+        shutdown.after(move || app.config().shutdown_delay)
+    };
+    kit::listener::serve(
+        listener,
+        router,
+        None,
+        stop_accepting,
+        || accept::limits(&app.config().limits),
+        || ADMIN_DRAIN,
+        prometheus_client::metrics::gauge::Gauge::default(),
+    )
+    .await
 }
 
 /// `GET /metrics` (admin): the exposition, with the per-instance gauges read just now.

@@ -360,8 +360,14 @@ impl Acceptor {
 pub struct CertificateWatch {
     files: TlsFiles,
     acceptor: Acceptor,
-    /// The contents in force, and the last refused (not tried again until they change).
-    seen: Mutex<(Vec<Vec<u8>>, Option<Vec<Vec<u8>>>)>,
+    seen: Mutex<Seen>,
+}
+
+/// The files' contents (each file's bytes, in [`TlsFiles`] order) the watch has met.
+struct Seen {
+    in_force: Vec<Vec<u8>>,
+    /// The last refused: not tried again until the files change.
+    refused: Option<Vec<Vec<u8>>>,
 }
 
 /// What a look at the certificate files found.
@@ -378,7 +384,10 @@ impl CertificateWatch {
         Self {
             files,
             acceptor,
-            seen: Mutex::new((loaded.contents.clone(), None)),
+            seen: Mutex::new(Seen {
+                in_force: loaded.contents.clone(),
+                refused: None,
+            }),
         }
     }
 
@@ -387,7 +396,7 @@ impl CertificateWatch {
     pub fn changed(&self) -> Option<Vec<Vec<u8>>> {
         let contents = read_all(&self.files).ok()?;
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        (seen.0 != contents && seen.1.as_ref() != Some(&contents)).then_some(contents)
+        (seen.in_force != contents && seen.refused.as_ref() != Some(&contents)).then_some(contents)
     }
 
     /// Applies `contents` (from [`CertificateWatch::changed`]) if they load; else keeps the
@@ -397,11 +406,14 @@ impl CertificateWatch {
         match build(&self.files, &contents) {
             Ok(loaded) => {
                 self.acceptor.replace(loaded.server);
-                *seen = (contents, None);
+                *seen = Seen {
+                    in_force: contents,
+                    refused: None,
+                };
                 Looked::Applied
             }
             Err(error) => {
-                seen.1 = Some(contents);
+                seen.refused = Some(contents);
                 Looked::Refused(error)
             }
         }

@@ -240,7 +240,7 @@ impl Dial {
         self
     }
 
-    fn as_client(mut self, identity: Identity) -> Self {
+    fn presenting(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
         self
     }
@@ -600,13 +600,13 @@ async fn with_client_certificates_required_none_or_another_cas_is_refused_and_th
     let anonymous = Dial::trusting(&pki).get(gate.address, "/api/open").await;
     assert!(anonymous.is_err(), "no certificate: {anonymous:?}");
     let foreign = Dial::trusting(&pki)
-        .as_client(other.client("orders-batch", None))
+        .presenting(other.client("orders-batch", None))
         .get(gate.address, "/api/batch")
         .await;
     assert!(foreign.is_err(), "another CA's certificate: {foreign:?}");
 
     let batch = Dial::trusting(&pki)
-        .as_client(clients.client("orders-batch", None))
+        .presenting(clients.client("orders-batch", None))
         .get(gate.address, "/api/batch")
         .await
         .unwrap();
@@ -615,7 +615,7 @@ async fn with_client_certificates_required_none_or_another_cas_is_refused_and_th
     assert_eq!(echoed["path"], "/api/batch");
 
     let someone_else = Dial::trusting(&pki)
-        .as_client(clients.client("reports", None))
+        .presenting(clients.client("reports", None))
         .get(gate.address, "/api/batch")
         .await
         .unwrap();
@@ -658,7 +658,7 @@ async fn with_client_certificates_optional_no_certificate_is_anonymous_and_a_rou
     assert_eq!(problem["reason"], "client_cert_missing");
 
     let by_uri = Dial::trusting(&pki)
-        .as_client(clients.client("anything", Some("spiffe://shop/batch")))
+        .presenting(clients.client("anything", Some("spiffe://shop/batch")))
         .get(gate.address, "/api/spiffe")
         .await
         .unwrap();

@@ -99,7 +99,12 @@ impl GatewayConfig {
         if self.admin_listen != running.admin_listen {
             fields.push("admin_listen");
         }
-        if self.tls != running.tls {
+        // The names come from the certificates' contents, which are reloaded on their own.
+        let start_only = |tls: &Option<TlsSettings>| {
+            tls.as_ref()
+                .map(|tls| (tls.files.clone(), tls.hsts.clone(), tls.redirect_http))
+        };
+        if start_only(&self.tls) != start_only(&running.tls) {
             fields.push("tls");
         }
         if self.access_log != running.access_log {
