@@ -61,6 +61,10 @@ enum Command {
         /// Gateway configuration (default: ./config/gateway.yaml, else the built-in one).
         #[arg(long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve the gateway over HTTPS with a localhost certificate made once in
+        /// `<data-dir>/tls` (signed by a local CA whose file is printed, for curl --cacert).
+        #[arg(long, env = "GATEHOUSE_TLS")]
+        tls: bool,
     },
     /// Run the gateway alone.
     Gateway {
@@ -224,6 +228,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             admin_port,
             data_dir,
             config,
+            tls,
         } => {
             let shutdown = Shutdown::on_signals();
             let options = UpOptions {
@@ -236,10 +241,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 data_dir,
                 config,
                 clock: gateway::clock::Clock::System,
+                tls,
             };
             let running = up::start(options, shutdown).await?;
             println!("gatehouse is up");
-            println!("  gateway  http://{}", running.gateway);
+            let scheme = if running.trust.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            // A certificate for localhost: the name clients must use to reach it over TLS.
+            let public = match running.trust {
+                Some(_) => format!("localhost:{}", running.gateway.port()),
+                None => running.gateway.to_string(),
+            };
+            println!("  gateway  {scheme}://{public}");
             println!("  users    http://{} (internal)", running.users);
             println!("  orders   http://{} (internal)", running.orders);
             println!("  clock    http://{} (internal)", running.clock);
@@ -251,7 +267,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("WARNING: demo accounts were created: admin / a (role admin), test / test (role user).");
                 println!("WARNING: they are demo credentials; change or delete them before anyone else can reach this.");
             }
-            println!("Sign in: curl -s -X POST -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"a\"}}' http://{}/api/login", running.gateway);
+            let trust = match &running.trust {
+                Some(ca) => {
+                    println!("HTTPS: the certificate is signed by a local CA; trust it for this gateway with curl --cacert {}", ca.display());
+                    format!(" --cacert {}", ca.display())
+                }
+                None => String::new(),
+            };
+            println!("Sign in: curl -s{trust} -X POST -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"a\"}}' {scheme}://{public}/api/login");
             running.wait().await
         }
         Command::Accounts {

@@ -18,6 +18,7 @@ pub async fn gateway(config_path: &Path, shutdown: Shutdown) -> anyhow::Result<(
     let config = config::load_file(config_path, &Vars::new())?;
     let listen = config.listen;
     let admin_listen = config.admin_listen;
+    let redirect_http = config.tls.as_ref().and_then(|tls| tls.redirect_http);
     let gateway = gateway::Gateway::build(config)
         .await?
         .watch_file(config_path, Vars::new());
@@ -28,8 +29,25 @@ pub async fn gateway(config_path: &Path, shutdown: Shutdown) -> anyhow::Result<(
         .await
         .with_context(|| format!("admin_listen: cannot listen on {admin_listen}"))?;
     let admin = tokio::spawn(gateway.serve_admin(admin, shutdown.clone()));
+    let redirect = match redirect_http {
+        Some(address) => {
+            let plain = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("tls.redirect_http: cannot listen on {address}"))?;
+            let https_port = listener.local_addr()?.port();
+            Some(tokio::spawn(gateway.serve_redirect(
+                plain,
+                https_port,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     gateway.serve(listener, shutdown).await?;
     admin.await??;
+    if let Some(redirect) = redirect {
+        redirect.await??;
+    }
     Ok(())
 }
 

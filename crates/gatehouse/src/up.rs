@@ -31,11 +31,16 @@ pub struct UpOptions {
     pub config: Option<PathBuf>,
     /// Where the gateway reads the time: the system's, or a test's manual clock.
     pub clock: gateway::clock::Clock,
+    /// Serve the gateway over HTTPS with a certificate for localhost made in `data_dir/tls`
+    /// (once; reused), signed by a CA of its own that clients are told to trust.
+    pub tls: bool,
 }
 
 /// A started system: its addresses, and the tasks serving them.
 pub struct Running {
     pub gateway: SocketAddr,
+    /// With `tls`: the CA certificate file a client trusts to reach the gateway.
+    pub trust: Option<PathBuf>,
     pub users: SocketAddr,
     pub orders: SocketAddr,
     pub clock: SocketAddr,
@@ -107,9 +112,23 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     if let Some(file) = file {
         gateway = gateway.watch_file(file, vars);
     }
+    let trust = if options.tls {
+        let local = self_signed::localhost(&options.data_dir.join("tls"))?;
+        gateway = gateway
+            .with_tls(&local.settings())
+            .context("serving the localhost certificate")?;
+        Some(local.ca)
+    } else {
+        None
+    };
     // Every service verifies identity tokens with the keys the gateway publishes, and keeps
     // its data in the data folder; the rest of its configuration is its own file's, if any.
-    let jwks = format!("http://{gateway_address}/.well-known/jwks.json");
+    // Over TLS they read them from the admin listener (loopback, plain HTTP, the same keys):
+    // their client speaks plain HTTP only, to the gateway and to each other.
+    let jwks = match trust {
+        None => format!("http://{gateway_address}/.well-known/jwks.json"),
+        Some(_) => format!("http://{admin_address}/.well-known/jwks.json"),
+    };
     let configure = |defaults: ServiceDefaults, listen: SocketAddr| {
         service_config(
             defaults,
@@ -155,6 +174,7 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     tasks.spawn(clock.serve(clock_listener, shutdown.clone()));
     Ok(Running {
         gateway: gateway_address,
+        trust,
         users: users_address,
         orders: orders_address,
         clock: clock_address,
@@ -188,6 +208,97 @@ fn service_config(
     config.jwks_url = jwks_url.to_owned();
     config.issuer = issuer.to_owned();
     Ok(config)
+}
+
+/// The certificate `up --tls` serves: made once, kept in the data folder.
+mod self_signed {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::Context;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+
+    /// The files of a localhost certificate and of the CA that signed it.
+    pub struct Localhost {
+        pub ca: PathBuf,
+        pub cert: PathBuf,
+        pub key: PathBuf,
+    }
+
+    impl Localhost {
+        pub fn settings(&self) -> gateway::config::TlsSettings {
+            gateway::config::TlsSettings {
+                files: kit::tls::TlsFiles {
+                    certificates: vec![kit::tls::CertificateFiles {
+                        cert: self.cert.clone(),
+                        key: self.key.clone(),
+                    }],
+                    client_ca: None,
+                    min_version: kit::tls::MinVersion::Tls12,
+                },
+                names: NAMES.iter().map(|name| (*name).to_owned()).collect(),
+                hsts: None,
+                redirect_http: None,
+            }
+        }
+    }
+
+    const NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+    /// The certificate in `folder`, made now if it is not there. The CA's private key is never
+    /// written: it signs this one certificate and is gone, so trusting the CA trusts nothing
+    /// else. Delete the folder to make a new pair.
+    pub fn localhost(folder: &Path) -> anyhow::Result<Localhost> {
+        let files = Localhost {
+            ca: folder.join("ca.pem"),
+            cert: folder.join("localhost.pem"),
+            key: folder.join("localhost.key"),
+        };
+        if files.ca.exists() && files.cert.exists() && files.key.exists() {
+            return Ok(files);
+        }
+        let made = make().context("making a localhost certificate")?;
+        // The key file is created 0600 (its folder 0700) before a byte is written to it.
+        kit::private_files::prepare(&files.key, true)?;
+        std::fs::write(&files.key, made.key)
+            .with_context(|| format!("writing {}", files.key.display()))?;
+        std::fs::write(&files.cert, made.cert)
+            .with_context(|| format!("writing {}", files.cert.display()))?;
+        std::fs::write(&files.ca, made.ca)
+            .with_context(|| format!("writing {}", files.ca.display()))?;
+        Ok(files)
+    }
+
+    struct Made {
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    fn make() -> Result<Made, rcgen::Error> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name
+            .push(DnType::CommonName, "gatehouse up local CA");
+        let ca_key = KeyPair::generate()?;
+        let ca = ca.self_signed(&ca_key)?;
+
+        let names: Vec<String> = NAMES.iter().map(|name| (*name).to_owned()).collect();
+        let mut leaf = CertificateParams::new(names)?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &ca, &ca_key)?;
+        Ok(Made {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
 }
 
 async fn bind(host: IpAddr, port: u16, part: &str) -> anyhow::Result<TcpListener> {

@@ -21,6 +21,14 @@ pub enum GatewayError {
     InvalidToken(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// The route asks for a client certificate (mTLS) and the connection came without one.
+    #[error(
+        "this route requires a client certificate: connect with one the gateway's client CA signed"
+    )]
+    ClientCertificateMissing,
+    /// The client certificate is valid but not one the route admits.
+    #[error("this route does not admit the client certificate presented")]
+    ClientCertificateRefused,
     #[error("this route requires the scope `{0}`")]
     InsufficientScope(String),
     #[error("invalid username or password")]
@@ -141,6 +149,8 @@ impl GatewayError {
             Self::InvalidToken(detail) if *detail == TOKEN_REVOKED => "token_revoked",
             Self::InvalidToken(_) => "token_invalid",
             Self::Forbidden(_) => "role_missing",
+            Self::ClientCertificateMissing => "client_cert_missing",
+            Self::ClientCertificateRefused => "client_cert_refused",
             Self::InsufficientScope(_) => "scope_missing",
             Self::InvalidCredentials => "invalid_credentials",
             Self::TooManyAttempts { .. } => "sign_in_throttled",
@@ -171,10 +181,13 @@ impl GatewayError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::MissingToken | Self::InvalidToken(_) | Self::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::InvalidCredentials
+            | Self::ClientCertificateMissing => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::InsufficientScope(_) | Self::ClientCertificateRefused => {
+                StatusCode::FORBIDDEN
             }
-            Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -21,6 +21,8 @@
 //! - [`compose`]: composition routes: several services' answers as one object, by part name.
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation with errors naming the field.
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
+//! - [`entrance`]: TLS at the public listener: certificates kept current, HSTS, the plain-HTTP
+//!   listener that redirects to HTTPS.
 //! - [`openapi`]: the merged OpenAPI document (`/openapi.json`), `/docs` and `/redoc`, and the
 //!   request-body validation against the services' own documents.
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
@@ -36,6 +38,7 @@ pub mod cache;
 pub mod clock;
 pub mod compose;
 pub mod config;
+pub mod entrance;
 pub mod error;
 pub mod issuer;
 pub mod limit;

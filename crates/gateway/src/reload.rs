@@ -350,13 +350,14 @@ impl Reloader {
     }
 }
 
+/// SIGHUP as a stream (the certificate watch of `crate::entrance` takes it too).
 #[cfg(unix)]
-type Hangups = Option<tokio::signal::unix::Signal>;
+pub(crate) type Hangups = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangups = Option<()>;
+pub(crate) type Hangups = Option<()>;
 
 #[cfg(unix)]
-fn hangups() -> Hangups {
+pub(crate) fn hangups() -> Hangups {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
@@ -367,11 +368,11 @@ fn hangups() -> Hangups {
 }
 
 #[cfg(not(unix))]
-fn hangups() -> Hangups {
+pub(crate) fn hangups() -> Hangups {
     None
 }
 
-async fn next_hangup(hangups: &mut Hangups) {
+pub(crate) async fn next_hangup(hangups: &mut Hangups) {
     #[cfg(unix)]
     if let Some(signal) = hangups {
         if signal.recv().await.is_some() {

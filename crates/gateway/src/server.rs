@@ -20,6 +20,7 @@ use kit::observe::{AccessLog, Metrics, EXPOSITION_CONTENT_TYPE};
 use crate::app::{App, AppState};
 use crate::clock::Clock;
 use crate::config::{GatewayConfig, Vars};
+use crate::entrance::{self, Entrance};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
 use crate::openapi;
 use crate::pipeline::observe::Observe;
@@ -36,6 +37,8 @@ const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Gateway {
     app: App,
     reloader: Option<Reloader>,
+    /// TLS on the public listener, when configured.
+    entrance: Option<Entrance>,
 }
 
 impl Gateway {
@@ -57,9 +60,16 @@ impl Gateway {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let observe = Observe::new(metrics, access_log);
+        let entrance = config
+            .tls
+            .as_ref()
+            .map(Entrance::open)
+            .transpose()
+            .map_err(|error| anyhow::anyhow!("tls: {error}"))?;
         Ok(Self {
             app: Arc::new(AppState::open(config, observe, clock).await?),
             reloader: None,
+            entrance,
         })
     }
 
@@ -68,6 +78,14 @@ impl Gateway {
     pub fn watch_file(mut self, path: impl Into<PathBuf>, vars: Vars) -> Self {
         self.reloader = Some(Reloader::new(Arc::clone(&self.app), path.into(), vars));
         self
+    }
+
+    /// Serves the public listener over TLS with `settings`, whatever the configuration says
+    /// (`gatehouse up --tls`); the certificate files are watched as configured ones are.
+    pub fn with_tls(mut self, settings: &crate::config::TlsSettings) -> anyhow::Result<Self> {
+        let entrance = Entrance::open(settings).map_err(|error| anyhow::anyhow!("tls: {error}"))?;
+        self.entrance = Some(entrance);
+        Ok(self)
     }
 
     /// The reloader of the watched file, to reload on demand.
@@ -128,12 +146,15 @@ impl Gateway {
             .with_prefixes(vec![assets])
     }
 
-    /// The admin listener's application: `/metrics`, the detailed readiness and the status
-    /// page. Never on the public listener.
+    /// The admin listener's application: `/metrics`, the detailed readiness, the status page
+    /// and the JWKS. All but the JWKS never on the public listener.
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/metrics", get(metrics))
             .route("/readyz", get(readiness::detailed))
+            // The public keys, in plain HTTP on loopback: for services in the same process when
+            // the public listener speaks TLS only (`up --tls`).
+            .route(jwks::PATH, get(jwks::serve))
             .merge(status::router())
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             .fallback(|| async {
@@ -157,19 +178,32 @@ impl Gateway {
             let address = listener.local_addr()?;
             tracing::info!(%address, "gateway admin listening");
             // Metrics and the detailed readiness stay up as long as the public listener does.
-            let stop_accepting = {
-                let app = Arc::clone(&app);
-                shutdown.after(move || app.config().shutdown_delay)
+            serve_beside(app, listener, router, shutdown).await
+        }
+    }
+
+    /// The plain-HTTP listener of `tls.redirect_http`, if configured: every request is sent to
+    /// the same path over HTTPS on `https_port` (the public listener's), for a host the
+    /// certificates are for. Serves until `shutdown` fires and `shutdown_delay` has passed.
+    pub fn serve_redirect(
+        &self,
+        listener: TcpListener,
+        https_port: u16,
+        shutdown: Shutdown,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+        let app = Arc::clone(&self.app);
+        let router = app
+            .config()
+            .tls
+            .as_ref()
+            .map(|tls| entrance::redirect_router(tls, https_port));
+        async move {
+            let Some(router) = router else {
+                return Ok(());
             };
-            kit::listener::serve(
-                listener,
-                router,
-                stop_accepting,
-                || accept::limits(&app.config().limits),
-                || ADMIN_DRAIN,
-                prometheus_client::metrics::gauge::Gauge::default(),
-            )
-            .await
+            let address = listener.local_addr()?;
+            tracing::info!(%address, https_port, "redirecting plain HTTP to HTTPS");
+            serve_beside(app, listener, router, shutdown).await
         }
     }
 
@@ -179,7 +213,12 @@ impl Gateway {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
         let address = listener.local_addr()?;
         let app = Arc::clone(&self.app);
-        tracing::info!(%address, routes = app.config().routes.len(), "gateway listening");
+        tracing::info!(
+            %address,
+            routes = app.config().routes.len(),
+            tls = self.entrance.is_some(),
+            "gateway listening"
+        );
         let _ = app.serving.set(shutdown.clone());
         for (_, upstream) in app.upstreams().iter() {
             health::start(upstream, &shutdown);
@@ -196,13 +235,25 @@ impl Gateway {
             .reloader
             .clone()
             .map(|reloader| tokio::spawn(reloader.run(shutdown.clone())));
+        let certificates = self
+            .entrance
+            .as_ref()
+            .map(|entrance| tokio::spawn(entrance.watch(Arc::clone(&app), shutdown.clone())));
         let stop_accepting = {
             let app = Arc::clone(&app);
             shutdown.after(move || app.config().shutdown_delay)
         };
+        let (handler, tls) = match &self.entrance {
+            Some(entrance) => (
+                entrance.secure(self.pipeline()),
+                Some(entrance.acceptor.clone()),
+            ),
+            None => (entrance::Secure::plain(self.pipeline()), None),
+        };
         kit::listener::serve(
             listener,
-            self.pipeline(),
+            handler,
+            tls,
             stop_accepting,
             || accept::limits(&app.config().limits),
             || app.config().drain_timeout,
@@ -220,9 +271,37 @@ impl Gateway {
         if let Some(watch) = watch {
             watch.abort();
         }
+        if let Some(certificates) = certificates {
+            certificates.abort();
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// A plain-HTTP listener beside the public one (admin, redirect): the public listener's limits
+/// (its clients are clients like any other), serving as long as the public listener does (until
+/// `shutdown` and the shutdown delay), then a short drain: its requests are quick.
+async fn serve_beside(
+    app: App,
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let stop_accepting = {
+        let app = Arc::clone(&app);
+        shutdown.after(move || app.config().shutdown_delay)
+    };
+    kit::listener::serve(
+        listener,
+        router,
+        None,
+        stop_accepting,
+        || accept::limits(&app.config().limits),
+        || ADMIN_DRAIN,
+        prometheus_client::metrics::gauge::Gauge::default(),
+    )
+    .await
 }
 
 /// `GET /metrics` (admin): the exposition, with the per-instance gauges read just now.

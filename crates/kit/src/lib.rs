@@ -24,7 +24,10 @@
 //! - [`config`]: the loader of every configuration file, and the settings every service shares.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
 //! - [`listener`]: the listener every server runs on (the gateway's and each service's):
-//!   header-read deadline, connection caps per address and in all, send deadline, drain.
+//!   header-read deadline, connection caps per address and in all, send deadline, drain; TLS
+//!   optional.
+//! - [`tls`]: TLS at a listener (rustls, ring): certificates by SNI, reloaded when their files
+//!   change, client certificates (mTLS) and what a request knows of them.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - `testing` (feature): per-test databases and a stand-in gateway for the services' tests.
@@ -50,6 +53,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod tls;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};

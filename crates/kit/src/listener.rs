@@ -23,6 +23,12 @@
 //! source is merely quiet is the handler's business, and a slow reader that takes some bytes is
 //! served.
 //!
+//! On a TLS listener the same holds, handshake included: the handshake must finish within
+//! `limits.header_read_timeout` of accept (a client that opens a connection and never completes
+//! its hello is closed, and held its address's slot meanwhile); the send timeout watches the
+//! socket under TLS; each request carries the session's [`TlsSession`] (the verified client
+//! certificate, if any) in its extensions.
+//!
 //! The handler is generic ([`Handler`]), not boxed: the gateway's request path is served as a
 //! plain hyper service, with nothing added per request but the bookkeeping below.
 
@@ -52,6 +58,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::shutdown::Shutdown;
+use crate::tls::{Acceptor, TlsSession};
 
 /// The connection limits of a listener; a server reads them at each accept, so a reload can
 /// change them. The defaults are the gateway's and every service's unless configured.
@@ -116,12 +123,14 @@ impl Handler for Router {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `drain_timeout()`.
+/// With `tls`, every connection is a TLS one (see the module docs for its handshake deadline).
 /// `limits()` gives the connection limits in force (read at each accept: a reload changes them).
 /// `open` counts the connections being served (a gauge of the caller's metrics, or a fresh one).
 /// The handler is cloned per request; `serve` returns once every connection has ended.
 pub async fn serve(
     listener: TcpListener,
     app: impl Handler,
+    tls: Option<Acceptor>,
     shutdown: Shutdown,
     limits: impl Fn() -> Limits,
     drain_timeout: impl FnOnce() -> Duration,
@@ -140,7 +149,7 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // Over its address's share: closed before a byte is read.
                     if let Some(slot) = clients.take(peer.ip(), limits.max_connections_per_ip) {
-                        spawn(&mut connections, stream, peer, slot, &app, &drain_signal, &limits);
+                        spawn(&mut connections, stream, peer, slot, &app, tls.as_ref(), &drain_signal, &limits);
                     }
                 }
                 Err(error) if is_connection_error(&error) => {}
@@ -171,6 +180,7 @@ pub async fn serve(
                         peer,
                         slot,
                         &app,
+                        tls.as_ref(),
                         &drain_signal,
                         &last,
                     );
@@ -207,46 +217,106 @@ pub async fn serve(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
 fn spawn(
     connections: &mut JoinSet<()>,
     stream: TcpStream,
     peer: SocketAddr,
     slot: ClientSlot,
     app: &impl Handler,
+    tls: Option<&Acceptor>,
     drain_signal: &watch::Receiver<bool>,
     limits: &Limits,
 ) {
-    let (header_read_timeout, send_timeout) = (limits.header_read_timeout, limits.send_timeout);
     let _ = stream.set_nodelay(true);
-    let spoken = Arc::new(AtomicBool::new(false));
-    let first_request = Arc::new(Notify::new());
     let activity = Arc::new(Activity::new());
-    let service = {
-        let app = app.clone();
-        let spoken = Arc::clone(&spoken);
-        let first_request = Arc::clone(&first_request);
-        let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            if !spoken.swap(true, Ordering::AcqRel) {
-                first_request.notify_one();
-            }
-            let answering = Answering::start(&activity);
-            let response = app.clone().handle(request, peer);
-            async move {
-                // Answered when the response's body has gone out, not when its headers are ready:
-                // a long download or stream is an exchange in progress, never silence.
-                let response = response.await;
-                Ok::<_, std::convert::Infallible>(response.map(|body| Answered {
-                    body,
-                    _answering: answering,
-                }))
-            }
-        })
+    let io = Watched {
+        stream,
+        activity: Arc::clone(&activity),
     };
-    let mut drain_signal = drain_signal.clone();
+    let connection = Connection {
+        app: app.clone(),
+        peer,
+        activity,
+        drain_signal: drain_signal.clone(),
+        header_read_timeout: limits.header_read_timeout,
+        send_timeout: limits.send_timeout,
+    };
+    let tls = tls.cloned();
     connections.spawn(async move {
-        // Held until the connection ends, however it ends: the address's count goes down.
+        // Held until the connection ends, however it ends (handshake included): the address's
+        // count goes down.
         let _slot = slot;
+        let Some(tls) = tls else {
+            return connection.serve(io, None).await;
+        };
+        // The handshake shares the header deadline, counted from accept like the headers are:
+        // a client that opens the connection and never finishes its hello is closed then.
+        let handshake = tokio::time::timeout(connection.header_read_timeout, tls.accept(io));
+        match handshake.await {
+            Ok(Ok(stream)) => {
+                let session = TlsSession::of(stream.get_ref().1);
+                connection.serve(stream, Some(session)).await;
+            }
+            // Debug: any client can cause these at will, and the closed connection answers.
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closed"),
+        }
+    });
+}
+
+/// One accepted connection, ready to be served once its transport is (TLS or not).
+struct Connection<H> {
+    app: H,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    drain_signal: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    send_timeout: Duration,
+}
+
+impl<H: Handler> Connection<H> {
+    /// Serves HTTP/1.1 or HTTP/2 (hyper's `auto`: h2 by its preface, so ALPN's `h2` and h2c with
+    /// prior knowledge alike) on `io` until the client closes, the connection falls silent or
+    /// stops reading, or the drain closes it. On TLS, every request carries `session`.
+    async fn serve<I>(self, io: I, session: Option<TlsSession>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            app,
+            peer,
+            activity,
+            mut drain_signal,
+            header_read_timeout,
+            send_timeout,
+        } = self;
+        let spoken = Arc::new(AtomicBool::new(false));
+        let first_request = Arc::new(Notify::new());
+        let service = {
+            let spoken = Arc::clone(&spoken);
+            let first_request = Arc::clone(&first_request);
+            let activity = Arc::clone(&activity);
+            hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                if !spoken.swap(true, Ordering::AcqRel) {
+                    first_request.notify_one();
+                }
+                if let Some(session) = &session {
+                    request.extensions_mut().insert(session.clone());
+                }
+                let answering = Answering::start(&activity);
+                let response = app.clone().handle(request, peer);
+                async move {
+                    // Answered when the response's body has gone out, not when its headers are
+                    // ready: a long download or stream is an exchange in progress, never silence.
+                    let response = response.await;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Answered {
+                        body,
+                        _answering: answering,
+                    }))
+                }
+            })
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -256,10 +326,6 @@ fn spawn(
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(60));
-        let io = Watched {
-            stream,
-            activity: Arc::clone(&activity),
-        };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         // Every wait below ends early when the client stops taking the answer: the connection
@@ -297,7 +363,7 @@ fn spawn(
             result = connection.as_mut() => finished(result),
             () = stuck.as_mut() => not_reading(send_timeout),
         }
-    });
+    }
 }
 
 fn not_reading(send_timeout: Duration) {

@@ -277,6 +277,7 @@ impl Service {
                 Some(tokio::spawn(listener::serve(
                     listener,
                     router,
+                    None,
                     stop_accepting.clone(),
                     move || limits,
                     || ADMIN_DRAIN,
@@ -289,6 +290,7 @@ impl Service {
         listener::serve(
             listener,
             public,
+            None,
             stop_accepting,
             move || limits,
             move || drain_timeout,

@@ -41,6 +41,7 @@ mod services;
 mod slow_clients;
 mod status;
 mod store_outage;
+mod tls;
 mod tokens;
 mod transforms;
 mod users_through_gateway;

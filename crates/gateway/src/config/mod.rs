@@ -55,6 +55,9 @@ impl From<kit::config::LoadError> for ConfigError {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// TLS on the public listener (`tls:`), its files checked at load (read at start; the
+    /// certificate files themselves are watched and reloaded, see `crate::entrance`).
+    pub tls: Option<TlsSettings>,
     /// Where `/metrics` and the detailed `/readyz` are served: an address only operators reach.
     pub admin_listen: SocketAddr,
     /// Where the access log goes (one JSON line per request).
@@ -96,6 +99,14 @@ impl GatewayConfig {
         if self.admin_listen != running.admin_listen {
             fields.push("admin_listen");
         }
+        // The names come from the certificates' contents, which are reloaded on their own.
+        let start_only = |tls: &Option<TlsSettings>| {
+            tls.as_ref()
+                .map(|tls| (tls.files.clone(), tls.hsts.clone(), tls.redirect_http))
+        };
+        if start_only(&self.tls) != start_only(&running.tls) {
+            fields.push("tls");
+        }
         if self.access_log != running.access_log {
             fields.push("access_log");
         }
@@ -122,6 +133,7 @@ impl GatewayConfig {
     pub fn keeping_start_settings_of(mut self, running: &GatewayConfig) -> Self {
         self.listen = running.listen;
         self.admin_listen = running.admin_listen;
+        self.tls.clone_from(&running.tls);
         self.access_log = running.access_log.clone();
         self.store.clone_from(&running.store);
         self.store_pool = running.store_pool;
@@ -306,7 +318,50 @@ pub struct RouteSettings {
     pub transform: crate::transform::RouteTransform,
     /// What the gateway checks of a request before forwarding it (`request:`).
     pub request_checks: RequestChecks,
+    /// The client certificate a request must come with (`client_cert:`); `None`: none asked.
+    pub client_cert: Option<ClientCertRule>,
 }
+
+// --- TLS at the entrance (issue 16) ---
+
+/// TLS on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub files: kit::tls::TlsFiles,
+    /// The DNS names and addresses the certificates are for, as loaded at start: the only hosts
+    /// the HTTPS redirect sends clients to.
+    pub names: Vec<String>,
+    /// `Strict-Transport-Security` on every answer over TLS; `None`: not sent.
+    pub hsts: Option<http::HeaderValue>,
+    /// A plain-HTTP listener that redirects every request to HTTPS.
+    pub redirect_http: Option<SocketAddr>,
+}
+
+/// What a route asks of the client certificate (`client_cert:`): every part given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertRule {
+    /// The subject, exactly as RFC 4514 writes it (`CN=orders-batch,O=Shop`).
+    pub subject: Option<String>,
+    /// One of these DNS names among the certificate's SANs.
+    pub dns: Vec<String>,
+    /// One of these URIs (a SPIFFE ID…) among the certificate's SANs.
+    pub uri: Vec<String>,
+}
+
+impl ClientCertRule {
+    pub fn admits(&self, certificate: &kit::tls::ClientCertificate) -> bool {
+        let one_of = |wanted: &[String], held: &[String]| {
+            wanted.is_empty() || wanted.iter().any(|name| held.contains(name))
+        };
+        self.subject
+            .as_ref()
+            .is_none_or(|subject| *subject == certificate.subject)
+            && one_of(&self.dns, &certificate.dns_names)
+            && one_of(&self.uri, &certificate.uris)
+    }
+}
+
+// --- end of TLS ---
 
 /// A route's checks of its requests before they are forwarded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -37,6 +37,8 @@ macro_rules! at_least_one {
 #[serde(deny_unknown_fields, default)]
 pub struct File {
     pub listen: SocketAddr,
+    /// TLS on the public listener; absent: plain HTTP.
+    pub tls: Option<Tls>,
     /// The admin listener: `/metrics` and the detailed `/readyz`; never the public one.
     pub admin_listen: SocketAddr,
     /// `stdout` (default), `stderr`, `off`, or a file path.
@@ -80,6 +82,7 @@ impl Default for File {
                 std::net::Ipv4Addr::LOCALHOST,
                 8001,
             )),
+            tls: None,
             admin_listen: DEFAULT_ADMIN_LISTEN,
             access_log: kit::observe::AccessLogTarget::default(),
             store: Store::default(),
@@ -535,7 +538,122 @@ pub struct Route {
     /// In place of `service`: one answer composed of several services' (see `crate::compose`).
     #[serde(default)]
     pub compose: Option<Spanned<BTreeMap<String, Spanned<ComposePart>>>>,
+    /// The client certificate (mTLS) a request must come with; needs `tls.client_ca`.
+    #[serde(default)]
+    pub client_cert: Option<Spanned<ClientCertRule>>,
 }
+
+// --- TLS at the entrance (issue 16) ---
+
+/// `tls:` on the public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Chosen by SNI; the first is the default.
+    pub certificates: Spanned<Vec<CertificatePair>>,
+    /// `client_ca: FILE` (certificates required) or `{ file: FILE, mode: required | optional }`.
+    #[serde(default)]
+    pub client_ca: Option<ClientCa>,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<Spanned<String>>,
+    /// `Strict-Transport-Security` on every answer over TLS; absent: none.
+    #[serde(default)]
+    pub hsts: Option<Hsts>,
+    /// A plain-HTTP listener that answers every request with a redirect to HTTPS.
+    #[serde(default)]
+    pub redirect_http: Option<SocketAddr>,
+}
+
+/// `{ cert: FILE, key: FILE }`, both PEM.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug)]
+pub struct ClientCa {
+    pub file: Spanned<String>,
+    pub mode: kit::tls::ClientAuth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCaMap {
+    file: Spanned<String>,
+    #[serde(default, deserialize_with = "client_auth")]
+    mode: Option<kit::tls::ClientAuth>,
+}
+
+fn client_auth<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<kit::tls::ClientAuth>, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "required" => Ok(Some(kit::tls::ClientAuth::Required)),
+        "optional" => Ok(Some(kit::tls::ClientAuth::Optional)),
+        other => Err(D::Error::custom(format!(
+            "{other:?}: expected required or optional"
+        ))),
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientCa {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The short form is a plain path; the place of the mapping's `file` is kept.
+        let spanned = Spanned::<ClientCaOrPath>::deserialize(deserializer)?;
+        let span = *spanned.span();
+        Ok(match &*spanned {
+            ClientCaOrPath::Path(path) => Self {
+                file: Spanned::new(span, path.clone()),
+                mode: kit::tls::ClientAuth::Required,
+            },
+            ClientCaOrPath::Map(map) => Self {
+                file: map.file.clone(),
+                mode: map.mode.unwrap_or(kit::tls::ClientAuth::Required),
+            },
+        })
+    }
+}
+
+enum ClientCaOrPath {
+    Path(String),
+    Map(ClientCaMap),
+}
+
+impl<'de> Deserialize<'de> for ClientCaOrPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextOrMap::new(
+            "a CA bundle file, or { file: FILE, mode: required | optional }",
+            |path: &str| Ok(Self::Path(path.to_owned())),
+            Self::Map,
+        ))
+    }
+}
+
+/// `hsts: { max_age: 365d, include_subdomains: true, preload: false }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hsts {
+    pub max_age: Spanned<Period>,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+/// A route's `client_cert:` what the verified client certificate must name; every key given
+/// must match (`subject` exactly, as RFC 4514 writes it; one of `dns`, one of `uri`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientCertRule {
+    pub subject: Option<NonEmpty>,
+    pub dns: Vec<NonEmpty>,
+    pub uri: Vec<NonEmpty>,
+}
+
+// --- end of TLS ---
 
 // --- composition (issue 14) ---
 

@@ -30,6 +30,7 @@ use crate::transform::{
 };
 
 mod compose;
+mod tls;
 
 /// The most retries a service may allow per request.
 pub const MAX_RETRIES: u32 = 5;
@@ -46,10 +47,23 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
     let rate_limits = rate_limits(raw.rate_limits, mistakes);
     let auth = auth(raw.auth, &services, &rate_limits, mistakes);
     let cache = cache(&raw.cache, mistakes);
-    let routes = routes(raw.routes, &services, &auth, &rate_limits, &cache, mistakes);
+    let tls = tls::tls(raw.tls, raw.listen, raw.admin_listen, mistakes);
+    let asks_for_certificates = tls
+        .as_ref()
+        .is_some_and(|tls| tls.files.client_ca.is_some());
+    let routes = routes(
+        raw.routes,
+        &services,
+        &auth,
+        &rate_limits,
+        &cache,
+        asks_for_certificates,
+        mistakes,
+    );
     let (store, acquire_timeout) = (raw.store.url, raw.store.acquire_timeout.0);
     GatewayConfig {
         listen: raw.listen,
+        tls,
         admin_listen: raw.admin_listen,
         access_log: raw.access_log,
         store,
@@ -313,6 +327,7 @@ fn routes(
     auth: &AuthEndpoints,
     rate_limits: &BTreeMap<String, Arc<RatePolicy>>,
     cache: &CacheSettings,
+    asks_for_certificates: bool,
     mistakes: &mut Mistakes,
 ) -> Vec<RouteSettings> {
     let Some(raw) = raw else {
@@ -395,6 +410,12 @@ fn routes(
             },
             transform: route_transform(&field, route, mistakes),
             compose,
+            client_cert: tls::client_cert(
+                &field,
+                route.client_cert.as_ref(),
+                asks_for_certificates,
+                mistakes,
+            ),
         };
         all.push((index, settings, route));
     }

@@ -5,7 +5,8 @@
 //!    deadline, and drains on shutdown.
 //! 2. [`normalize`]: Host, framing, dot segments, the declared body size.
 //! 3. [`route`]: one of the gateway's own endpoints, or a configured route (404, 405).
-//! 4. [`authenticate`]: the caller's access token, verified and not revoked (401); just before
+//! 4. [`authenticate`]: the client certificate a route asks for (mTLS: 401 without, 403 when
+//!    another), then the caller's access token, verified and not revoked (401); just before
 //!    it, [`limit`] decides the route's `ip`/`route` policies (a bad token is counted too).
 //! 5. [`authorize`]: the route's roles and scopes (403).
 //! 6. [`limit`]: the route's `user`/`client` rate limits (429; `ip`/`route` ones are decided
@@ -125,6 +126,7 @@ impl Pipeline {
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let (app, ip) = (&self.app, peer.ip());
         limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await?;
+        authenticate::certificate(&route, &parts.extensions)?;
         let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
         authorize::check(&route, caller.as_deref())?;
         if let Some(claims) = caller

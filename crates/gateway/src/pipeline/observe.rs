@@ -96,6 +96,8 @@ pub struct GatewayMetrics {
     pub sign_ins: Family<OutcomeLabels, Counter>,
     /// `gatehouse_config_reloads_total{outcome}`: `applied` or `refused`.
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// `gatehouse_tls_reloads_total{outcome}`: the certificate files, `applied` or `refused`.
+    pub tls_reloads: Family<OutcomeLabels, Counter>,
     /// `gatehouse_open_connections`: client connections open on the public listener.
     pub connections: Gauge,
     /// `gatehouse_cache_total{outcome}`: hit, miss, collapsed, stored, stale_served,
@@ -136,6 +138,7 @@ impl GatewayMetrics {
             instance_in_flight: Family::default(),
             sign_ins: Family::default(),
             reloads: Family::default(),
+            tls_reloads: Family::default(),
             connections: Gauge::default(),
             cache: Family::default(),
             transform_skipped: Family::default(),
@@ -183,6 +186,11 @@ impl GatewayMetrics {
             it.reloads,
         );
         metrics.register(
+            "gatehouse_tls_reloads",
+            "TLS certificate reloads, by outcome (applied, refused)",
+            it.tls_reloads,
+        );
+        metrics.register(
             "gatehouse_open_connections",
             "Client connections open on the public listener",
             it.connections,
@@ -223,6 +231,12 @@ impl GatewayMetrics {
 
     pub fn reload(&self, outcome: &'static str) {
         self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn tls_reload(&self, outcome: &'static str) {
+        self.tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Sets the per-instance gauges from `upstreams` (at each scrape: the state is read where it

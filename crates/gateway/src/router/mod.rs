@@ -250,6 +250,7 @@ mod tests {
             request_checks: Default::default(),
             transform: Default::default(),
             compose: None,
+            client_cert: None,
         }
     }
 

@@ -128,6 +128,7 @@ pub async fn spawn_app_at(clock: Clock, edit: impl FnOnce(String) -> String) -> 
         data_dir: data.path().join("data"),
         config: Some(config),
         clock,
+        tls: false,
     };
     let running = up::start(options, shutdown.clone())
         .await
