@@ -35,7 +35,7 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
             "type": "object",
             "required": ["username", "password"],
             "properties": {
-                "username": { "type": "string", "minLength": 1, "maxLength": 256 },
+                "username": { "type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S", "description": "Not all blanks." },
                 "password": { "type": "string", "minLength": 1, "maxLength": 1024, "format": "password" },
                 "device_token": { "type": "string", "description": "The device token of an earlier sign-in." },
             },
@@ -88,9 +88,11 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
             } } } },
             "responses": {
                 "204": { "description": "Signed out." },
-                "400": problem("The body is not well-formed JSON."),
+                "400": problem("The body is not well-formed JSON, or a machine client's token came with a `refresh_token` (clients hold none)."),
                 "401": problem("No valid access token."),
-                "422": problem("`refresh_token` is not a string, or another member is sent."),
+                "413": problem("The body is larger than the gateway accepts."),
+                "415": problem("A body is sent, but not as `application/json`."),
+                "422": problem("The body is not an object, `refresh_token` is not a string (`null` included), or another member is sent: `errors` lists each."),
                 "503": unavailable,
             },
         }}),
@@ -107,22 +109,26 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
     paths.insert(auth.token_path.clone(), json!({ "post": {
         "tags": ["gateway"],
         "operationId": "gateway.token",
-        "summary": "OAuth 2.0 token endpoint (client credentials)",
-        "description": "RFC 6749 §4.4: a registered client's credentials, in the form or as HTTP Basic, for an access token with the scopes asked for (at most the client's). Errors are RFC 6749 §5.2 JSON, not problems.",
+        "summary": "OAuth 2.0 token endpoint (client credentials, password, refresh token)",
+        "description": "RFC 6749's grants, each parameter at most once: `client_credentials` (§4.4): a registered client's credentials, in the form or as HTTP Basic, for an access token with the scopes asked for (at most the client's), no refresh token; `password` (§4.3): `username` and `password` (and the `device_token` of an earlier sign-in) for a session like the login endpoint's, its scopes narrowed by `scope`; `refresh_token` (§6): the session's refresh token, rotated, without `scope`. A client that sends credentials with the last two must send the right ones. Errors are RFC 6749 §5.2 JSON, not problems.",
         "security": [],
         "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
             "type": "object",
             "required": ["grant_type"],
             "properties": {
-                "grant_type": { "type": "string", "enum": ["client_credentials"] },
+                "grant_type": { "type": "string", "enum": ["client_credentials", "password", "refresh_token"] },
                 "client_id": { "type": "string" },
                 "client_secret": { "type": "string", "format": "password" },
                 "scope": { "type": "string", "description": "Space-separated scopes." },
+                "username": { "type": "string", "description": "`password` grant." },
+                "password": { "type": "string", "format": "password", "description": "`password` grant." },
+                "device_token": { "type": "string", "description": "`password` grant: the device token of an earlier sign-in." },
+                "refresh_token": { "type": "string", "description": "`refresh_token` grant." },
             },
         } } } },
         "responses": {
             "200": {
-                "description": "The access token (`Cache-Control: no-store`).",
+                "description": "The access token (`Cache-Control: no-store`); after a `password` or `refresh_token` grant, with the session's next refresh token.",
                 "content": { "application/json": { "schema": {
                     "type": "object",
                     "required": ["access_token", "token_type", "expires_in", "scope"],
@@ -131,6 +137,8 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
                         "token_type": { "type": "string", "enum": ["bearer"] },
                         "expires_in": { "type": "integer", "minimum": 0 },
                         "scope": { "type": "string" },
+                        "refresh_token": { "type": "string" },
+                        "device_token": { "type": "string" },
                     },
                 } } },
             },
@@ -140,9 +148,14 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
                 "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
                 "content": { "application/json": { "schema": oauth_error } },
             },
-            "413": problem("The body is larger than the gateway accepts."),
-            "415": problem("The body is not sent as `application/x-www-form-urlencoded`."),
-            "503": oauth_failure("`temporarily_unavailable`: the store is unavailable."),
+            "408": oauth_failure("`invalid_request`: the body stalled."),
+            "413": oauth_failure("`invalid_request`: the body is larger than the gateway accepts."),
+            "429": {
+                "description": "`invalid_grant`: too many failed sign-ins (`password` grant); retry after `Retry-After` seconds.",
+                "headers": { "Retry-After": { "schema": { "type": "integer" } } },
+                "content": { "application/json": { "schema": oauth_error } },
+            },
+            "503": oauth_failure("`temporarily_unavailable`: the store or the credentials service is unavailable."),
         },
     }}));
     paths.insert(crate::issuer::jwks::PATH.to_owned(), json!({ "get": {
