@@ -112,20 +112,7 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
         "summary": "OAuth 2.0 token endpoint (client credentials, password, refresh token)",
         "description": "RFC 6749's grants, each parameter at most once: `client_credentials` (§4.4): a registered client's credentials, in the form or as HTTP Basic, for an access token with the scopes asked for (at most the client's), no refresh token; `password` (§4.3): `username` and `password` (and the `device_token` of an earlier sign-in) for a session like the login endpoint's, its scopes narrowed by `scope`; `refresh_token` (§6): the session's refresh token, rotated, without `scope`. A client that sends credentials with the last two must send the right ones. Errors are RFC 6749 §5.2 JSON, not problems.",
         "security": [],
-        "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
-            "type": "object",
-            "required": ["grant_type"],
-            "properties": {
-                "grant_type": { "type": "string", "enum": ["client_credentials", "password", "refresh_token"] },
-                "client_id": { "type": "string" },
-                "client_secret": { "type": "string", "format": "password" },
-                "scope": { "type": "string", "description": "Space-separated scopes." },
-                "username": { "type": "string", "description": "`password` grant." },
-                "password": { "type": "string", "format": "password", "description": "`password` grant." },
-                "device_token": { "type": "string", "description": "`password` grant: the device token of an earlier sign-in." },
-                "refresh_token": { "type": "string", "description": "`refresh_token` grant." },
-            },
-        } } } },
+        "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": token_form() } } },
         "responses": {
             "200": {
                 "description": "The access token (`Cache-Control: no-store`); after a `password` or `refresh_token` grant, with the session's next refresh token.",
@@ -201,4 +188,59 @@ fn session_schema() -> Value {
             "device_token": { "type": "string" },
         },
     })
+}
+
+/// The token endpoint's form: one shape per grant, told apart by `grant_type`. An empty value
+/// counts as left out, as the endpoint reads it; parameters it does not know are ignored
+/// (RFC 6749 §3.2), so none is forbidden except `scope` on a refresh.
+fn token_form() -> Value {
+    let client = json!({
+        "client_id": { "type": "string", "minLength": 1, "description": "With `client_secret`, unless sent as HTTP Basic." },
+        "client_secret": { "type": "string", "format": "password" },
+    });
+    let grant = |name: &str, required: &[&str], own: Value, description: &str| {
+        let mut properties = client.clone();
+        properties["grant_type"] = json!({ "type": "string", "enum": [name] });
+        if let (Some(properties), Value::Object(own)) = (properties.as_object_mut(), own) {
+            properties.extend(own);
+        }
+        let mut required = required.to_vec();
+        required.insert(0, "grant_type");
+        json!({
+            "title": name,
+            "description": description,
+            "type": "object",
+            "required": required,
+            "properties": properties,
+            "dependentRequired": { "client_secret": ["client_id"] },
+        })
+    };
+    let scope = json!({ "type": "string", "description": "Space-separated scopes." });
+    let mut refresh = grant(
+        "refresh_token",
+        &["refresh_token"],
+        json!({ "refresh_token": { "type": "string", "minLength": 1 } }),
+        "RFC 6749 §6: the session's refresh token, rotated; its scopes are kept (no `scope`).",
+    );
+    refresh["not"] = json!({ "required": ["scope"] });
+    json!({ "oneOf": [
+        grant(
+            "client_credentials",
+            &[],
+            json!({ "scope": scope }),
+            "RFC 6749 §4.4: a registered client's credentials (in the form or as HTTP Basic) for an access token with the scopes asked for, at most the client's; no refresh token.",
+        ),
+        grant(
+            "password",
+            &["username", "password"],
+            json!({
+                "username": { "type": "string", "minLength": 1 },
+                "password": { "type": "string", "minLength": 1, "format": "password" },
+                "device_token": { "type": "string", "description": "The device token of an earlier sign-in." },
+                "scope": scope,
+            }),
+            "RFC 6749 §4.3: a user's username and password for a session like the login endpoint's, its scopes narrowed by `scope`.",
+        ),
+        refresh,
+    ] })
 }
