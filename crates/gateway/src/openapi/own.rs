@@ -130,18 +130,18 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
                 } } },
             },
             "400": oauth_failure("`invalid_request`, `unsupported_grant_type`, `invalid_scope` or `invalid_grant`."),
-            "401": {
-                "description": "`invalid_client`: the client's credentials are wrong (with `WWW-Authenticate: Basic` when sent as Basic).",
-                "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
-                "content": { "application/json": { "schema": oauth_error } },
-            },
+            "401": with_header(
+                oauth_failure("`invalid_client`: the client's credentials are wrong (with `WWW-Authenticate: Basic` when sent as Basic)."),
+                "WWW-Authenticate",
+                "string",
+            ),
             "408": oauth_failure("`invalid_request`: the body stalled."),
             "413": oauth_failure("`invalid_request`: the body is larger than the gateway accepts."),
-            "429": {
-                "description": "`invalid_grant`: too many failed sign-ins (`password` grant); retry after `Retry-After` seconds.",
-                "headers": { "Retry-After": { "schema": { "type": "integer" } } },
-                "content": { "application/json": { "schema": oauth_error } },
-            },
+            "429": with_header(
+                oauth_failure("`invalid_grant`: too many failed sign-ins (`password` grant); retry after `Retry-After` seconds."),
+                "Retry-After",
+                "integer",
+            ),
             "503": oauth_failure("`temporarily_unavailable`: the store or the credentials service is unavailable."),
         },
     }}));
@@ -188,6 +188,12 @@ fn session_schema() -> Value {
             "device_token": { "type": "string" },
         },
     })
+}
+
+/// `response` with the header `name`, of JSON type `kind`.
+fn with_header(mut response: Value, name: &str, kind: &str) -> Value {
+    response["headers"] = json!({ name: { "schema": { "type": kind } } });
+    response
 }
 
 /// The token endpoint's form: one shape per grant, told apart by `grant_type`. An empty value
