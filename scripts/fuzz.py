@@ -44,12 +44,13 @@ ACCOUNTS = {"user": ("test", "test"), "admin": ("admin", "a")}
 SERVICES = ("clock", "orders", "users")
 
 # Each document is fuzzed in stages, so no call locks the caller out before the rest is tested:
-# an admin's account changes may void its own token (a cut-off after a role change, say), and
-# a logout ends the session. Each stage signs in anew. (name, path regex, include or exclude)
+# a logout ends the session, and account administration may void the caller's token (a cut-off
+# after a role change) or rename the caller's own account, after which it cannot sign in as
+# before: so it comes last. Each stage signs in anew. (name, path regex, include or exclude)
 STAGES = [
     ("", r"^/api/(users|logout)(/|$)", False),
-    ("accounts", r"^/api/users(/|$)", True),
     ("logout", r"^/api/logout$", True),
+    ("accounts", r"^/api/users(/|$)", True),
 ]
 
 # What is checked of every answer. Left out: `ignored_auth`, which sends the request without

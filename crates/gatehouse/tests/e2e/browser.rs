@@ -2,7 +2,9 @@
 //! driven over WebDriver, with every address but the gateway's unreachable (a proxy that does
 //! not exist, loopback bypassing it). It finds the operation list, authorizes with a bearer
 //! token, executes `GET /api/time` from the page and reads the 200 in its response panel, and
-//! saves a screenshot of that to `docs/screenshots/docs.png`.
+//! saves a screenshot of that under the build's target folder (`target/screenshots/docs.png`),
+//! so a run never changes the checkout; with `GATEHOUSE_UPDATE_SCREENSHOTS=1` it also copies it
+//! over the committed `docs/screenshots/docs.png`, which is how that one is refreshed.
 //!
 //! Runs only when `GATEHOUSE_TEST_BROWSER` is set (CI installs the browser and sets it); skips
 //! with a message otherwise, so `cargo test` passes on a machine without a browser.
@@ -114,7 +116,7 @@ async fn docs_lists_the_operations_and_tries_one_with_a_bearer_token_offline() {
     drop(driver);
     let walked = outcome.expect("the walk through /docs");
 
-    let path = save_screenshot("docs.png", walked.screenshot);
+    let path = save_screenshot("docs.png", &walked.screenshot);
     println!(
         "browser: /docs listed {} operations, the call from the page answered 200; screenshot at {}",
         walked.operations,
@@ -192,14 +194,27 @@ fn browser_under_test() -> Option<&'static str> {
     Some(chromium().expect("chromium is installed (apt-get install chromium)"))
 }
 
-/// Writes a screenshot to `docs/screenshots/<file>` and returns where.
-fn save_screenshot(file: &str, png: Vec<u8>) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/screenshots")
+/// Writes the screenshot to `target/screenshots/<file>` (the target folder is the parent of
+/// Cargo's `CARGO_TARGET_TMPDIR`, wherever `CARGO_TARGET_DIR` puts it) and, asked with
+/// `GATEHOUSE_UPDATE_SCREENSHOTS=1`, over the committed `docs/screenshots/<file>` too.
+/// Returns where it was written.
+fn save_screenshot(file: &str, png: &[u8]) -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target folder")
+        .join("screenshots")
         .join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, png).unwrap();
-    path
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, png).unwrap();
+    if std::env::var_os("GATEHOUSE_UPDATE_SCREENSHOTS").is_some_and(|value| value == "1") {
+        let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/screenshots")
+            .join(file);
+        std::fs::copy(&target, &committed).unwrap();
+        println!("browser: docs/screenshots/{file} updated");
+        return committed;
+    }
+    target
 }
 
 /// The element `locator` finds, once the page shows it (at most `STEP`).

@@ -223,6 +223,71 @@ async fn a_route_naming_its_parameter_differently_maps_it_to_the_services_path()
 }
 
 #[tokio::test]
+async fn a_composition_route_is_documented_with_its_composed_answer() {
+    let app = spawn_app_with(|config| {
+        format!(
+            "{config}  - path: \"/api/people/{{id}}/summary\"\n    methods: [GET]\n    auth: {{ roles: [admin] }}\n    compose:\n      \
+             user: {{ service: users, to: \"/users/{{id}}\", required: true }}\n      \
+             time: {{ service: clock, to: /time, required: false }}\n"
+        )
+    })
+    .await;
+    let document = merged(&app).await;
+
+    let operation = &document["paths"]["/api/people/{id}/summary"]["get"];
+    assert!(operation.is_object(), "{:#}", document["paths"]);
+    let answer = &operation["responses"]["200"];
+    let schema = &answer["content"]["application/json"]["schema"];
+    assert_eq!(schema["required"], json!(["time", "user"]));
+    assert_eq!(
+        schema["properties"]["user"]["$ref"], "#/components/schemas/users.User",
+        "the required part: the users service's own answer, never null"
+    );
+    let time = schema["properties"]["time"]["anyOf"].as_array().unwrap();
+    assert_eq!(
+        time[1],
+        json!({ "type": "null" }),
+        "the optional part may be null"
+    );
+    assert!(
+        time[0]["properties"]["iso"].is_object() || time[0]["$ref"].is_string(),
+        "the clock's answer schema: {:#}",
+        time[0]
+    );
+    assert!(schema["properties"]["errors"]["properties"]["time"].is_object());
+    assert!(schema["properties"]["errors"]["properties"]["user"].is_null());
+    assert!(answer["headers"]["Gatehouse-Partial"].is_object());
+    for status in ["502", "503", "504"] {
+        assert_eq!(
+            operation["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem",
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn patch_me_carries_the_services_rule_that_a_new_password_needs_the_current_one() {
+    let app = spawn_app().await;
+    let document = merged(&app).await;
+    let operation = &document["paths"]["/api/users/me"]["patch"];
+    assert_eq!(
+        operation["operationId"], "users.update_me",
+        "not /users/{{id}}'s"
+    );
+    let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        schema["allOf"][0]["$ref"],
+        "#/components/schemas/users.UpdateMe"
+    );
+    assert_eq!(
+        schema["allOf"][1]["anyOf"][0]["required"],
+        json!(["current_password"]),
+        "{schema:#}"
+    );
+}
+
+#[tokio::test]
 async fn the_document_names_services_without_one_and_still_lists_their_routes() {
     let app = spawn_app().await;
     let document = merged(&app).await;

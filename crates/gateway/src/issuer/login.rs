@@ -49,7 +49,8 @@ impl LoginRequest {
         let password = fields
             .required("password", self.password)
             .and_then(|password| fields.check("password", within(password, MAX_PASSWORD, true)));
-        let device_token = fields.optional("device_token", self.device_token);
+        // Left out is none; `null` is a value of the wrong type, as the document says.
+        let device_token = fields.not_null("device_token", self.device_token);
         // Each required one is `None` exactly when it had an error; past both checks, every
         // member is valid.
         let (Some(username), Some(password)) = (username, password) else {
@@ -64,12 +65,15 @@ impl LoginRequest {
     }
 }
 
-/// `text` if it has 1 to `max` bytes, and something besides blanks unless `blank_allowed` (a
+/// `text` if it has 1 to `max` characters (as JSON Schema's `maxLength` counts them, so the
+/// document's limits are these), and something besides blanks unless `blank_allowed` (a
 /// password may be all spaces; a username may not).
 fn within(text: String, max: usize, blank_allowed: bool) -> Result<String, String> {
-    let blank = text.trim().is_empty() && !blank_allowed;
-    if text.is_empty() || blank || text.len() > max {
+    let length = text.chars().count();
+    if length == 0 || length > max {
         Err(format!("must be 1 to {max} characters"))
+    } else if !blank_allowed && text.trim().is_empty() {
+        Err("must not be blank".to_owned())
     } else {
         Ok(text)
     }
@@ -114,6 +118,8 @@ pub async fn login(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// The members a sign-in body's 422 names, in order.
@@ -141,10 +147,11 @@ mod tests {
                 ],
             ),
             (
-                r#"{"username": "   ", "password": ""}"#,
+                r#"{"username": "   ", "password": "", "device_token": null}"#,
                 &[
-                    "username: must be 1 to 256 characters",
+                    "username: must not be blank",
                     "password: must be 1 to 1024 characters",
+                    "device_token: must not be null",
                 ],
             ),
             (
@@ -182,5 +189,20 @@ mod tests {
         assert_eq!(credentials.username, "admin");
         assert_eq!(credentials.password, "   ", "a password is taken as typed");
         assert_eq!(credentials.device_token.as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_as_the_document_counts_them() {
+        // 256 and 1024 characters of four bytes each: within the document's `maxLength`.
+        let body =
+            json!({ "username": "𝔞".repeat(MAX_USERNAME), "password": "🔑".repeat(MAX_PASSWORD) });
+        let request: LoginRequest = serde_json::from_value(body).unwrap();
+        assert!(request.check().is_ok());
+
+        let body = json!({ "username": "𝔞".repeat(MAX_USERNAME + 1), "password": "🔑" });
+        assert_eq!(
+            refused(&body.to_string()),
+            ["username: must be 1 to 256 characters"]
+        );
     }
 }

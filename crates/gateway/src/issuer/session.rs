@@ -406,10 +406,11 @@ impl RefreshRequest {
         Ok(token)
     }
 
-    /// The refresh token a logout may carry, or the 422 naming every bad member.
+    /// The refresh token a logout may carry, or the 422 naming every bad member. Left out is
+    /// none; `null` is refused like any other value that is not a string, as the document says.
     fn optional(self) -> Result<Option<String>, Problem> {
         let mut fields = Fields::default();
-        let token = fields.optional("refresh_token", self.refresh_token);
+        let token = fields.not_null("refresh_token", self.refresh_token);
         fields.refuse_unknown("", self.unknown, REFRESH_MEMBERS);
         fields.finish()?;
         Ok(token)
@@ -511,6 +512,20 @@ mod tests {
             body(r#"{"refresh_token": "r"}"#).unwrap().as_deref(),
             Some("r")
         );
+
+        for wrong in [
+            r#"{"refresh_token": null}"#,
+            r#"{"refresh_token": 7}"#,
+            r#"{"refresh_token": false}"#,
+            r#"{"refresh_token": {"token": "r"}}"#,
+        ] {
+            let problem = body(wrong).expect_err(wrong);
+            assert_eq!(listed(&problem).len(), 1, "{wrong}");
+            assert!(
+                listed(&problem)[0].starts_with("refresh_token: must"),
+                "{wrong}"
+            );
+        }
 
         let problem = body(r#"{"refresh_token": [], "everywhere": true}"#).unwrap_err();
         assert_eq!(

@@ -265,10 +265,13 @@ fn expose_route(
     let Some(service_paths) = spec["paths"].as_object() else {
         return;
     };
-    for (service_path, item) in service_paths {
-        let Some(exposed) = paths::expose(&route.path, &route.to, service_path) else {
-            continue;
-        };
+    let reached = paths::exposed_by(
+        &route.path,
+        &route.to,
+        service_paths.keys().map(String::as_str),
+    );
+    for (service_path, exposed) in reached {
+        let item = &service_paths[service_path];
         for method in documented_methods(route) {
             let key = method.as_str().to_ascii_lowercase();
             let Some(operation) = item.get(&key) else {
@@ -547,6 +550,182 @@ mod tests {
                 .collect(),
             ..Specs::default()
         }
+    }
+
+    /// A service document with one GET operation answering `schema`.
+    fn answering(path: &str, schema: Value, components: Value) -> Value {
+        json!({
+            "openapi": "3.1.0",
+            "paths": { path: { "get": {
+                "operationId": "read",
+                "responses": { "200": { "description": "ok", "content": { "application/json": { "schema": schema } } } },
+            } } },
+            "components": { "schemas": components },
+        })
+    }
+
+    #[test]
+    fn a_composition_route_documents_its_composed_object_partial_header_and_failures() {
+        let text = "store: \"sqlite::memory:\"\n\
+            services:\n\
+            \x20 users: { upstreams: [\"http://127.0.0.1:1\"] }\n\
+            \x20 orders: { upstreams: [\"http://127.0.0.1:2\"] }\n\
+            \x20 clock: { upstreams: [\"http://127.0.0.1:3\"] }\n\
+            routes:\n\
+            \x20 - path: \"/api/users/{id}/summary\"\n\
+            \x20   methods: [GET]\n\
+            \x20   auth: { roles: [admin] }\n\
+            \x20   compose:\n\
+            \x20     user: { service: users, to: \"/users/{id}\", required: true }\n\
+            \x20     orders: { service: orders, to: \"/orders?user_id={id}\", required: false, timeout: 2s }\n\
+            \x20     time: { service: clock, to: /time, required: false }\n";
+        let config = parse(text, "test.yaml", &Vars::new()).unwrap();
+        let user = json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "string" } } });
+        let orders = json!({ "type": "array", "items": { "$ref": "#/components/schemas/Order" } });
+        let order =
+            json!({ "type": "object", "properties": { "total_cents": { "type": "integer" } } });
+        let document = build(
+            &config,
+            &specs(vec![
+                (
+                    "users",
+                    answering(
+                        "/users/{id}",
+                        json!({ "$ref": "#/components/schemas/User" }),
+                        json!({ "User": user }),
+                    ),
+                ),
+                (
+                    "orders",
+                    answering("/orders", orders, json!({ "Order": order })),
+                ),
+                // The clock's document is missing: its member can be anything, or null.
+            ]),
+        );
+
+        let operation = &document["paths"]["/api/users/{id}/summary"]["get"];
+        assert!(operation.is_object(), "{:#}", document["paths"]);
+        assert_eq!(operation["parameters"][0]["name"], "id");
+        assert_eq!(operation["parameters"][0]["in"], "path");
+        assert_eq!(operation["security"], json!([{ BEARER: [] }]));
+
+        let answer = &operation["responses"]["200"];
+        let schema = &answer["content"]["application/json"]["schema"];
+        assert_eq!(schema["type"], "object");
+        assert_eq!(
+            schema["required"],
+            json!(["orders", "time", "user"]),
+            "one member per part, always there (an optional one may be null)"
+        );
+        assert_eq!(schema["additionalProperties"], false);
+        let members = &schema["properties"];
+        assert_eq!(
+            members["user"],
+            json!({ "$ref": "#/components/schemas/users.User" }),
+            "a required part is its service's answer, never null"
+        );
+        assert_eq!(
+            members["orders"],
+            json!({ "anyOf": [
+                { "type": "array", "items": { "$ref": "#/components/schemas/orders.Order" } },
+                { "type": "null" },
+            ] }),
+            "an optional part is its service's answer or null"
+        );
+        assert_eq!(
+            members["time"],
+            json!({ "anyOf": [{}, { "type": "null" }] })
+        );
+        assert_eq!(
+            document["components"]["schemas"]["users.User"]["required"],
+            json!(["id"]),
+            "the part's schema is in the document, under its service's name"
+        );
+
+        let errors = &members["errors"];
+        assert_eq!(errors["type"], "object");
+        let failed: Vec<&String> = errors["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            failed,
+            ["orders", "time"],
+            "only optional parts fail into `errors`"
+        );
+        assert_eq!(
+            errors["properties"]["orders"]["required"],
+            json!(["status", "type", "title", "reason", "detail"])
+        );
+        assert!(
+            !schema["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("errors")),
+            "`errors` only when a part failed"
+        );
+
+        assert_eq!(
+            answer["headers"]["Gatehouse-Partial"]["schema"]["type"],
+            "string"
+        );
+        for status in ["502", "503", "504", "401", "403"] {
+            assert_eq!(
+                operation["responses"][status]["content"]["application/problem+json"]["schema"]
+                    ["$ref"],
+                "#/components/schemas/Problem",
+                "{status}"
+            );
+        }
+        assert!(operation["operationId"]
+            .as_str()
+            .unwrap()
+            .starts_with("compose."));
+        assert!(
+            document["paths"].get("/users/{id}").is_none()
+                && document["paths"].get("/api/orders").is_none(),
+            "the parts' own operations are not exposed by the composition"
+        );
+    }
+
+    #[test]
+    fn a_route_to_a_literal_path_documents_that_operation_not_the_parameter_one_beside_it() {
+        let text = "store: \"sqlite::memory:\"\n\
+            services:\n\
+            \x20 users: { upstreams: [\"http://127.0.0.1:1\"] }\n\
+            routes:\n\
+            \x20 - { path: /api/users/me, methods: [PATCH], service: users, to: /users/me, auth: authenticated }\n";
+        let config = parse(text, "test.yaml", &Vars::new()).unwrap();
+        let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        let mine = json!({ "allOf": [
+            { "$ref": "#/components/schemas/UpdateMe" },
+            { "anyOf": [{ "required": ["current_password"] }, { "propertyNames": { "enum": ["full_name"] } }] },
+        ] });
+        let users = json!({
+            "openapi": "3.1.0",
+            "paths": {
+                "/users/me": { "patch": { "operationId": "update_me", "requestBody": body(mine), "responses": { "200": { "description": "ok" } } } },
+                "/users/{id}": { "patch": {
+                    "operationId": "update_user",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "requestBody": body(json!({ "$ref": "#/components/schemas/UpdateUser" })),
+                    "responses": { "200": { "description": "ok" } },
+                } },
+            },
+            "components": { "schemas": { "UpdateMe": { "type": "object" }, "UpdateUser": { "type": "object" } } },
+        });
+
+        let document = build(&config, &specs(vec![("users", users)]));
+
+        let operation = &document["paths"]["/api/users/me"]["patch"];
+        assert_eq!(operation["operationId"], "users.update_me");
+        let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            schema["allOf"][0]["$ref"], "#/components/schemas/users.UpdateMe",
+            "the service's schema, whole: {schema:#}"
+        );
+        assert_eq!(
+            schema["allOf"][1]["anyOf"][0]["required"],
+            json!(["current_password"])
+        );
+        assert!(operation.get("parameters").is_none(), "{operation:#}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
             "type": "object",
             "required": ["username", "password"],
             "properties": {
-                "username": { "type": "string", "minLength": 1, "maxLength": 256 },
+                "username": { "type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S", "description": "Not all blanks." },
                 "password": { "type": "string", "minLength": 1, "maxLength": 1024, "format": "password" },
                 "device_token": { "type": "string", "description": "The device token of an earlier sign-in." },
             },
@@ -88,9 +88,11 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
             } } } },
             "responses": {
                 "204": { "description": "Signed out." },
-                "400": problem("The body is not well-formed JSON."),
+                "400": problem("The body is not well-formed JSON, or a machine client's token came with a `refresh_token` (clients hold none)."),
                 "401": problem("No valid access token."),
-                "422": problem("`refresh_token` is not a string, or another member is sent."),
+                "413": problem("The body is larger than the gateway accepts."),
+                "415": problem("A body is sent, but not as `application/json`."),
+                "422": problem("The body is not an object, `refresh_token` is not a string (`null` included), or another member is sent: `errors` lists each."),
                 "503": unavailable,
             },
         }}),
@@ -107,22 +109,13 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
     paths.insert(auth.token_path.clone(), json!({ "post": {
         "tags": ["gateway"],
         "operationId": "gateway.token",
-        "summary": "OAuth 2.0 token endpoint (client credentials)",
-        "description": "RFC 6749 §4.4: a registered client's credentials, in the form or as HTTP Basic, for an access token with the scopes asked for (at most the client's). Errors are RFC 6749 §5.2 JSON, not problems.",
+        "summary": "OAuth 2.0 token endpoint (client credentials, password, refresh token)",
+        "description": "RFC 6749's grants, each parameter at most once: `client_credentials` (§4.4): a registered client's credentials, in the form or as HTTP Basic, for an access token with the scopes asked for (at most the client's), no refresh token; `password` (§4.3): `username` and `password` (and the `device_token` of an earlier sign-in) for a session like the login endpoint's, its scopes narrowed by `scope`; `refresh_token` (§6): the session's refresh token, rotated, without `scope`. A client that sends credentials with the last two must send the right ones. Errors are RFC 6749 §5.2 JSON, not problems.",
         "security": [],
-        "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
-            "type": "object",
-            "required": ["grant_type"],
-            "properties": {
-                "grant_type": { "type": "string", "enum": ["client_credentials"] },
-                "client_id": { "type": "string" },
-                "client_secret": { "type": "string", "format": "password" },
-                "scope": { "type": "string", "description": "Space-separated scopes." },
-            },
-        } } } },
+        "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": token_form() } } },
         "responses": {
             "200": {
-                "description": "The access token (`Cache-Control: no-store`).",
+                "description": "The access token (`Cache-Control: no-store`); after a `password` or `refresh_token` grant, with the session's next refresh token.",
                 "content": { "application/json": { "schema": {
                     "type": "object",
                     "required": ["access_token", "token_type", "expires_in", "scope"],
@@ -131,18 +124,25 @@ pub fn operations(config: &GatewayConfig, paths: &mut Map<String, Value>) {
                         "token_type": { "type": "string", "enum": ["bearer"] },
                         "expires_in": { "type": "integer", "minimum": 0 },
                         "scope": { "type": "string" },
+                        "refresh_token": { "type": "string" },
+                        "device_token": { "type": "string" },
                     },
                 } } },
             },
             "400": oauth_failure("`invalid_request`, `unsupported_grant_type`, `invalid_scope` or `invalid_grant`."),
-            "401": {
-                "description": "`invalid_client`: the client's credentials are wrong (with `WWW-Authenticate: Basic` when sent as Basic).",
-                "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
-                "content": { "application/json": { "schema": oauth_error } },
-            },
-            "413": problem("The body is larger than the gateway accepts."),
-            "415": problem("The body is not sent as `application/x-www-form-urlencoded`."),
-            "503": oauth_failure("`temporarily_unavailable`: the store is unavailable."),
+            "401": with_header(
+                oauth_failure("`invalid_client`: the client's credentials are wrong (with `WWW-Authenticate: Basic` when sent as Basic)."),
+                "WWW-Authenticate",
+                "string",
+            ),
+            "408": oauth_failure("`invalid_request`: the body stalled."),
+            "413": oauth_failure("`invalid_request`: the body is larger than the gateway accepts."),
+            "429": with_header(
+                oauth_failure("`invalid_grant`: too many failed sign-ins (`password` grant); retry after `Retry-After` seconds."),
+                "Retry-After",
+                "integer",
+            ),
+            "503": oauth_failure("`temporarily_unavailable`: the store or the credentials service is unavailable."),
         },
     }}));
     paths.insert(crate::issuer::jwks::PATH.to_owned(), json!({ "get": {
@@ -188,4 +188,65 @@ fn session_schema() -> Value {
             "device_token": { "type": "string" },
         },
     })
+}
+
+/// `response` with the header `name`, of JSON type `kind`.
+fn with_header(mut response: Value, name: &str, kind: &str) -> Value {
+    response["headers"] = json!({ name: { "schema": { "type": kind } } });
+    response
+}
+
+/// The token endpoint's form: one shape per grant, told apart by `grant_type`. An empty value
+/// counts as left out, as the endpoint reads it; parameters it does not know are ignored
+/// (RFC 6749 §3.2), so none is forbidden except `scope` on a refresh.
+fn token_form() -> Value {
+    let client = json!({
+        "client_id": { "type": "string", "minLength": 1, "description": "With `client_secret`, unless sent as HTTP Basic." },
+        "client_secret": { "type": "string", "format": "password" },
+    });
+    let grant = |name: &str, required: &[&str], own: Value, description: &str| {
+        let mut properties = client.clone();
+        properties["grant_type"] = json!({ "type": "string", "enum": [name] });
+        if let (Some(properties), Value::Object(own)) = (properties.as_object_mut(), own) {
+            properties.extend(own);
+        }
+        let mut required = required.to_vec();
+        required.insert(0, "grant_type");
+        json!({
+            "title": name,
+            "description": description,
+            "type": "object",
+            "required": required,
+            "properties": properties,
+            "dependentRequired": { "client_secret": ["client_id"] },
+        })
+    };
+    let scope = json!({ "type": "string", "description": "Space-separated scopes." });
+    let mut refresh = grant(
+        "refresh_token",
+        &["refresh_token"],
+        json!({ "refresh_token": { "type": "string", "minLength": 1 } }),
+        "RFC 6749 §6: the session's refresh token, rotated; its scopes are kept (no `scope`).",
+    );
+    refresh["not"] = json!({ "required": ["scope"] });
+    json!({ "oneOf": [
+        grant(
+            "client_credentials",
+            &[],
+            json!({ "scope": scope }),
+            "RFC 6749 §4.4: a registered client's credentials (in the form or as HTTP Basic) for an access token with the scopes asked for, at most the client's; no refresh token.",
+        ),
+        grant(
+            "password",
+            &["username", "password"],
+            json!({
+                "username": { "type": "string", "minLength": 1 },
+                "password": { "type": "string", "minLength": 1, "format": "password" },
+                "device_token": { "type": "string", "description": "The device token of an earlier sign-in." },
+                "scope": scope,
+            }),
+            "RFC 6749 §4.3: a user's username and password for a session like the login endpoint's, its scopes narrowed by `scope`.",
+        ),
+        refresh,
+    ] })
 }

@@ -138,28 +138,62 @@ pub fn expose(path: &str, to: &str, service_path: &str) -> Option<Exposed> {
     })
 }
 
-/// The service path template `target` (a request's path on the service, no query) falls under,
-/// the one with the most literal segments when several do (`/users/me` over `/users/{id}`).
+/// Each service path the route `path` → `to` exposes, with how. Where several fall under one
+/// public path (a `to` of `/users/me` reaches both the service's `/users/me` and, filling `id`,
+/// its `/users/{id}`), only the one the service routes such a request to is kept: the other's
+/// operations are not what a client of that public path gets.
+pub fn exposed_by<'a>(
+    path: &str,
+    to: &str,
+    service_paths: impl Iterator<Item = &'a str>,
+) -> Vec<(&'a str, Exposed)> {
+    let mut chosen: Vec<(&'a str, Exposed)> = Vec::new();
+    for service_path in service_paths {
+        let Some(exposed) = expose(path, to, service_path) else {
+            continue;
+        };
+        match chosen
+            .iter_mut()
+            .find(|(_, earlier)| earlier.public == exposed.public)
+        {
+            Some(slot) if precedence(service_path) > precedence(slot.0) => {
+                *slot = (service_path, exposed);
+            }
+            Some(_) => {}
+            None => chosen.push((service_path, exposed)),
+        }
+    }
+    chosen
+}
+
+/// How a service's router ranks two templates that both match a request, as axum's (matchit)
+/// does: at the first segment where they differ, a literal wins over a parameter. The greater
+/// value wins.
+fn precedence(template: &str) -> Vec<bool> {
+    segments(template)
+        .iter()
+        .map(|segment| matches!(segment, Segment::Literal(_)))
+        .collect()
+}
+
+/// The service path template `target` (a request's path on the service, no query) falls under:
+/// when several do, the one the service's router picks (`/users/me` over `/users/{id}`).
 pub fn template_of<'a>(templates: impl Iterator<Item = &'a str>, target: &str) -> Option<&'a str> {
     let wanted: Vec<&str> = target.trim_start_matches('/').split('/').collect();
     templates
-        .filter_map(|template| {
+        .filter(|template| {
             let template_segments = segments(template);
-            if template_segments.len() != wanted.len() {
-                return None;
-            }
-            let mut literals = 0;
-            for (segment, value) in template_segments.iter().zip(&wanted) {
-                match segment {
-                    Segment::Literal(text) if text == value => literals += 1,
-                    Segment::Param(_) if !value.is_empty() => {}
-                    _ => return None,
-                }
-            }
-            Some((literals, template))
+            template_segments.len() == wanted.len()
+                && template_segments
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(segment, value)| match segment {
+                        Segment::Literal(text) => text == value,
+                        Segment::Param(_) => !value.is_empty(),
+                        Segment::Rest(_) => false,
+                    })
         })
-        .max_by_key(|(literals, _)| *literals)
-        .map(|(_, template)| template)
+        .max_by_key(|template| precedence(template))
 }
 
 /// The public path parameters a route's path declares, in order.
@@ -191,6 +225,47 @@ mod tests {
         let fixed = expose("/api/me", "/users/me", "/users/{id}").unwrap();
         assert_eq!(fixed.public, "/api/me");
         assert_eq!(fixed.fixed, vec!["id".to_owned()]);
+    }
+
+    #[test]
+    fn a_literal_in_to_exposes_the_service_path_the_service_routes_it_to_not_the_parameter_one() {
+        let service_paths = ["/users", "/users/me", "/users/{id}", "/users/{id}/roles"];
+        let reached = |path, to| -> Vec<(&str, String)> {
+            exposed_by(path, to, service_paths.into_iter())
+                .into_iter()
+                .map(|(service_path, exposed)| (service_path, exposed.public))
+                .collect()
+        };
+        assert_eq!(
+            reached("/api/users/me", "/users/me"),
+            [("/users/me", "/api/users/me".to_owned())],
+            "the service answers /users/me itself, whichever path its document lists first"
+        );
+        assert_eq!(
+            reached("/api/users/{id}", "/users/{id}"),
+            [("/users/{id}", "/api/users/{id}".to_owned())]
+        );
+        assert_eq!(
+            reached("/api/admin", "/users/admin"),
+            [("/users/{id}", "/api/admin".to_owned())],
+            "no literal path for it: the parameter path answers"
+        );
+    }
+
+    #[test]
+    fn at_the_first_differing_segment_a_literal_wins_as_in_the_services_router() {
+        let templates = ["/a/{x}/c", "/a/b/{y}"];
+        assert_eq!(
+            template_of(templates.into_iter(), "/a/b/c"),
+            Some("/a/b/{y}")
+        );
+        assert_eq!(
+            exposed_by("/api/abc", "/a/b/c", templates.into_iter())
+                .into_iter()
+                .map(|(service_path, _)| service_path)
+                .collect::<Vec<_>>(),
+            ["/a/b/{y}"]
+        );
     }
 
     #[test]

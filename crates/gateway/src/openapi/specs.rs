@@ -124,12 +124,9 @@ impl SpecCache {
     async fn fetch_all(&self, app: &App) {
         let config = app.config();
         let before = self.current();
-        let services: Vec<String> = config
-            .routes
-            .iter()
-            .map(|route| route.service.clone())
-            .collect::<std::collections::BTreeSet<_>>()
+        let services: Vec<String> = described_services(&config)
             .into_iter()
+            .map(str::to_owned)
             .collect();
         let fetches = services.iter().map(|service| {
             let previous = before.documents.get(service).cloned();
@@ -220,11 +217,23 @@ fn start(app: &App) {
     });
 }
 
-fn cadence(config: &GatewayConfig) -> Duration {
+/// The services whose documents the merged one reads: each route's, and for a composition
+/// route each part's (its member's schema is the part's answer).
+fn described_services(config: &GatewayConfig) -> std::collections::BTreeSet<&str> {
     config
         .routes
         .iter()
-        .filter_map(|route| config.services.get(&route.service))
+        .flat_map(|route| match route.compose.as_deref() {
+            Some(plan) => plan.services().collect::<Vec<_>>(),
+            None => vec![route.service.as_str()],
+        })
+        .collect()
+}
+
+fn cadence(config: &GatewayConfig) -> Duration {
+    described_services(config)
+        .into_iter()
+        .filter_map(|service| config.services.get(service))
         .filter_map(|service| service.health.as_ref().map(|health| health.interval))
         .min()
         .unwrap_or(DEFAULT_REFRESH)

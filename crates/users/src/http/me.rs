@@ -224,7 +224,8 @@ pub(super) fn state_that_secrets_need_the_current_password(api: &mut OpenApi) {
 }
 
 /// `current_password` as sent, checked for shape: required when the change touches the password
-/// or email (`changes_a_secret`), ignored otherwise.
+/// or email (`changes_a_secret`); when it does not, still refused if it breaks the shape the
+/// document gives it (a string of at most 1024 characters), but not compared with anything.
 pub(super) fn current_password_for(
     fields: &mut Fields,
     changes_a_secret: bool,
@@ -236,11 +237,8 @@ pub(super) fn current_password_for(
     }
     // Never `null`: the document states it as a string wherever it is sent.
     let raw = fields.not_null(FIELD, sent)?;
-    if !changes_a_secret {
-        return None;
-    }
     // Bounded like a new password: argon2's cost grows with the input.
-    fields.check(
+    let raw = fields.check(
         FIELD,
         if raw.chars().count() > Password::MAX_CHARS {
             Err(format!(
@@ -250,7 +248,8 @@ pub(super) fn current_password_for(
         } else {
             Ok(raw)
         },
-    )
+    )?;
+    changes_a_secret.then_some(raw)
 }
 
 /// Checks that `candidate` is the password of account `id`, counted against the account's

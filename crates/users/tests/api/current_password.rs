@@ -216,3 +216,54 @@ async fn an_admin_changing_their_own_password_through_the_admin_api_needs_the_cu
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_current_password_the_change_does_not_need_is_still_held_to_its_documented_shape() {
+    let app = spawn_app().await;
+    let user = app.create_named("ulla").await;
+    let path = format!("/users/{}", user["id"].as_str().unwrap());
+    let too_long = "x".repeat(1025);
+
+    // Not needed for another user's account, nor for a name alone, but the document says what
+    // the member is wherever it is sent: a string of at most 1024 characters.
+    for (caller, path, body) in [
+        (
+            app.admin(),
+            path.as_str(),
+            json!({ "full_name": "Ulla", "current_password": too_long }),
+        ),
+        (
+            app.admin(),
+            path.as_str(),
+            json!({ "password": "reset", "current_password": 7 }),
+        ),
+        (
+            app.signed_in(&user),
+            "/users/me",
+            json!({ "full_name": "Ulla", "current_password": too_long }),
+        ),
+    ] {
+        let response = caller.patch(path, &body).await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            response.text
+        );
+        assert_eq!(response.invalid_fields(), ["current_password"], "{body}");
+    }
+
+    let fits = app
+        .admin()
+        .patch(
+            &path,
+            &json!({ "full_name": "Ulla", "current_password": "x".repeat(1024) }),
+        )
+        .await;
+    assert_eq!(fits.status, StatusCode::OK, "{}", fits.text);
+    assert_eq!(
+        fits.json()["full_name"],
+        "Ulla",
+        "at its limit it is taken, and ignored"
+    );
+}

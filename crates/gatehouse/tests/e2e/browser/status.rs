@@ -40,7 +40,7 @@ async fn status_shows_a_killed_instance_ejected_and_the_live_rate_of_a_route_und
     refused.finish().await;
     let watched = outcome.expect("watching /status");
 
-    let path = save_screenshot("status.png", watched.screenshot);
+    let path = save_screenshot("status.png", &watched.screenshot);
     println!(
         "browser: /status showed the killed instance ejected and /api/pool at {} req/s; screenshot at {}",
         watched.rate,
