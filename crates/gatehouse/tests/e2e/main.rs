@@ -41,4 +41,5 @@ mod slow_clients;
 mod store_outage;
 mod tokens;
 mod transforms;
+mod upstream_tls;
 mod users_through_gateway;
