@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::harness::tls::{Listening, TestCa, TlsInstance};
+use crate::harness::tls::{Issued, Listening, TestCa, TlsInstance};
 use crate::harness::{assert_problem, config_head, spawn_app_with, wait_for, Gate};
 
 /// A gateway with the service `secure` (its settings as written after the upstream list) on
@@ -23,6 +23,27 @@ fn trusting(ca: &TestCa) -> String {
     format!(", tls: {{ ca: \"{}\" }}", ca.pem_path().display())
 }
 
+/// An HTTPS instance presenting `cert`, speaking HTTP/1.1 and HTTP/2.
+async fn presenting(cert: &Issued) -> TlsInstance {
+    TlsInstance::start(Listening {
+        cert: Some(cert),
+        ..Listening::default()
+    })
+    .await
+}
+
+/// `https://localhost:port` of `instance`.
+fn on_localhost(instance: &TlsInstance) -> String {
+    format!("https://localhost:{}", instance.address.port())
+}
+
+/// The 502 problem a GET through `gate` gets when the TLS handshake with the instance fails.
+async fn refused_over_tls(gate: &Gate) -> Value {
+    let problem = assert_problem(gate.get("/api/secure/x").await, 502).await;
+    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
+    problem
+}
+
 /// How many requests `/metrics` counts with `reason`.
 async fn counted_with_reason(gate: &Gate, reason: &str) -> u64 {
     let label = format!("reason=\"{reason}\"");
@@ -38,12 +59,8 @@ async fn counted_with_reason(gate: &Gate, reason: &str) -> u64 {
 async fn an_https_service_with_its_ca_answers_through_the_gateway_and_gets_the_identity_headers() {
     let ca = TestCa::new();
     let cert = ca.issue("instance", &["localhost"]);
-    let instance = TlsInstance::start(Listening {
-        cert: Some(&cert),
-        ..Listening::default()
-    })
-    .await;
-    let upstream = format!("https://localhost:{}", instance.address.port());
+    let instance = presenting(&cert).await;
+    let upstream = on_localhost(&instance);
     let tls = trusting(&ca);
     let app = spawn_app_with(move |text| {
         let text = text.replacen(
@@ -89,20 +106,11 @@ async fn an_https_service_with_its_ca_answers_through_the_gateway_and_gets_the_i
 async fn an_instance_whose_certificate_names_another_host_is_a_502_naming_tls() {
     let ca = TestCa::new();
     let cert = ca.issue("elsewhere", &["elsewhere.test"]);
-    let instance = TlsInstance::start(Listening {
-        cert: Some(&cert),
-        ..Listening::default()
-    })
-    .await;
-    let gate = gate_for(
-        &format!("https://localhost:{}", instance.address.port()),
-        &trusting(&ca),
-    )
-    .await;
+    let instance = presenting(&cert).await;
+    let gate = gate_for(&on_localhost(&instance), &trusting(&ca)).await;
 
-    let problem = assert_problem(gate.get("/api/secure/x").await, 502).await;
+    let problem = refused_over_tls(&gate).await;
 
-    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
     assert!(
         problem["detail"].as_str().unwrap().contains("TLS"),
         "{problem}"
@@ -115,20 +123,10 @@ async fn an_instance_certified_by_an_unknown_ca_is_a_502_naming_tls() {
     let theirs = TestCa::new();
     let ours = TestCa::new();
     let cert = theirs.issue("instance", &["localhost"]);
-    let instance = TlsInstance::start(Listening {
-        cert: Some(&cert),
-        ..Listening::default()
-    })
-    .await;
-    let gate = gate_for(
-        &format!("https://localhost:{}", instance.address.port()),
-        &trusting(&ours),
-    )
-    .await;
+    let instance = presenting(&cert).await;
+    let gate = gate_for(&on_localhost(&instance), &trusting(&ours)).await;
 
-    let problem = assert_problem(gate.get("/api/secure/x").await, 502).await;
-
-    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
+    refused_over_tls(&gate).await;
 }
 
 #[tokio::test]
@@ -136,20 +134,10 @@ async fn the_system_roots_do_not_trust_a_private_ca() {
     // No `tls.ca`: the system's trust store, which has never heard of the test's CA.
     let ca = TestCa::new();
     let cert = ca.issue("instance", &["localhost"]);
-    let instance = TlsInstance::start(Listening {
-        cert: Some(&cert),
-        ..Listening::default()
-    })
-    .await;
-    let gate = gate_for(
-        &format!("https://localhost:{}", instance.address.port()),
-        "",
-    )
-    .await;
+    let instance = presenting(&cert).await;
+    let gate = gate_for(&on_localhost(&instance), "").await;
 
-    let problem = assert_problem(gate.get("/api/secure/x").await, 502).await;
-
-    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
+    refused_over_tls(&gate).await;
 }
 
 #[tokio::test]
@@ -184,8 +172,7 @@ async fn a_service_that_requires_a_client_certificate_gets_the_configured_one() 
     );
 
     let without_cert = gate_for(&upstream, &trusting(&ca)).await;
-    let problem = assert_problem(without_cert.get("/api/secure/mtls").await, 502).await;
-    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
+    refused_over_tls(&without_cert).await;
 }
 
 #[tokio::test]
@@ -193,18 +180,10 @@ async fn health_checks_over_tls_count_an_instance_that_verifies_and_not_one_that
     let ca = TestCa::new();
     let good = ca.issue("good", &["localhost"]);
     let wrong_name = ca.issue("wrong", &["elsewhere.test"]);
-    let verified = TlsInstance::start(Listening {
-        cert: Some(&good),
-        ..Listening::default()
-    })
-    .await;
-    let misnamed = TlsInstance::start(Listening {
-        cert: Some(&wrong_name),
-        ..Listening::default()
-    })
-    .await;
+    let verified = presenting(&good).await;
+    let misnamed = presenting(&wrong_name).await;
     let gate = gate_for(
-        &format!("https://localhost:{}\", \"https://localhost:{}", verified.address.port(), misnamed.address.port()),
+        &format!("{}\", \"{}", on_localhost(&verified), on_localhost(&misnamed)),
         &format!(
             "{}, health: {{ path: /healthz, interval: 100ms, timeout: 2s, healthy: 1, unhealthy: 1 }}",
             trusting(&ca)
@@ -240,6 +219,15 @@ async fn side_by_side(gate: &Gate, n: usize) -> Vec<Value> {
     futures_util::future::join_all(requests).await
 }
 
+/// A gateway speaking HTTP/2 over TLS to `instance`, trusting `ca`.
+async fn speaking_http2_to(instance: &TlsInstance, ca: &TestCa) -> Gate {
+    gate_for(
+        &on_localhost(instance),
+        &format!("{}, protocol: http2", trusting(ca)),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn http2_over_tls_multiplexes_requests_on_one_connection() {
     let ca = TestCa::new();
@@ -252,11 +240,7 @@ async fn http2_over_tls_multiplexes_requests_on_one_connection() {
         ..Listening::default()
     })
     .await;
-    let gate = gate_for(
-        &format!("https://localhost:{}", instance.address.port()),
-        &format!("{}, protocol: http2", trusting(&ca)),
-    )
-    .await;
+    let gate = speaking_http2_to(&instance, &ca).await;
 
     let answers = side_by_side(&gate, 5).await;
 
@@ -304,13 +288,7 @@ async fn an_http2_service_over_tls_refused_h2_is_a_502_naming_tls() {
         ..Listening::default()
     })
     .await;
-    let gate = gate_for(
-        &format!("https://localhost:{}", instance.address.port()),
-        &format!("{}, protocol: http2", trusting(&ca)),
-    )
-    .await;
+    let gate = speaking_http2_to(&instance, &ca).await;
 
-    let problem = assert_problem(gate.get("/api/secure/x").await, 502).await;
-
-    assert_eq!(problem["reason"], "upstream_tls", "{problem}");
+    refused_over_tls(&gate).await;
 }

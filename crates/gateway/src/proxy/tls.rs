@@ -368,64 +368,17 @@ pub(crate) mod tests {
         };
         let missing = dir.path().join("missing.pem");
 
+        // One line a case: the files, the field blamed, what its message says, what is wrong.
+        #[rustfmt::skip]
         let cases = [
-            (
-                files(&missing, &cert, &key),
-                TlsField::Ca,
-                "cannot read",
-                "a CA file that is not there",
-            ),
-            (
-                files(&not_pem, &cert, &key),
-                TlsField::Ca,
-                "no PEM certificate",
-                "a CA file without a certificate",
-            ),
-            (
-                files(&ca, &not_pem, &key),
-                TlsField::ClientCert,
-                "no PEM certificate",
-                "a client certificate file without one",
-            ),
-            (
-                files(&ca, &cert, &not_pem),
-                TlsField::ClientKey,
-                "no private key",
-                "a key file without a key",
-            ),
-            (
-                files(&ca, &cert, &other_key),
-                TlsField::ClientKey,
-                "does not go with",
-                "a key of another certificate",
-            ),
-            (
-                TlsFiles {
-                    client_cert: None,
-                    ..files(&ca, &cert, &key)
-                },
-                TlsField::ClientKey,
-                "needs its certificate",
-                "a key alone",
-            ),
-            (
-                TlsFiles {
-                    client_key: None,
-                    ..files(&ca, &cert, &key)
-                },
-                TlsField::ClientCert,
-                "needs its key",
-                "a certificate alone",
-            ),
-            (
-                TlsFiles {
-                    server_name: Some("not a name!".to_owned()),
-                    ..files(&ca, &cert, &key)
-                },
-                TlsField::ServerName,
-                "neither a DNS name",
-                "a server name that is no name",
-            ),
+            (files(&missing, &cert, &key), TlsField::Ca, "cannot read", "a CA file that is not there"),
+            (files(&not_pem, &cert, &key), TlsField::Ca, "no PEM certificate", "a CA file without a certificate"),
+            (files(&ca, &not_pem, &key), TlsField::ClientCert, "no PEM certificate", "a client certificate file without one"),
+            (files(&ca, &cert, &not_pem), TlsField::ClientKey, "no private key", "a key file without a key"),
+            (files(&ca, &cert, &other_key), TlsField::ClientKey, "does not go with", "a key of another certificate"),
+            (TlsFiles { client_cert: None, ..files(&ca, &cert, &key) }, TlsField::ClientKey, "needs its certificate", "a key alone"),
+            (TlsFiles { client_key: None, ..files(&ca, &cert, &key) }, TlsField::ClientCert, "needs its key", "a certificate alone"),
+            (TlsFiles { server_name: Some("not a name!".to_owned()), ..files(&ca, &cert, &key) }, TlsField::ServerName, "neither a DNS name", "a server name that is no name"),
         ];
         for (files, field, says, case) in cases {
             let error = failure(&files);

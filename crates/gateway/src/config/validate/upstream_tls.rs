@@ -125,7 +125,7 @@ mod tests {
         let (ca, cert, key) = files_in(dir.path(), "gateway.test");
         let text = format!(
             "services:\n  \
-             plain: {{ upstreams: [\"http://10.0.0.1:8080\"] }}\n  \
+             users: {{ upstreams: [\"http://10.0.0.1:8080\"] }}\n  \
              secure: {{ upstreams: [\"https://api.internal\"], protocol: http2, tls: {{ ca: \"{}\", client_cert: \"{}\", client_key: \"{}\", server_name: api.example.com }} }}\n\
              routes: []\n",
             ca.display(),
@@ -135,7 +135,7 @@ mod tests {
 
         let config = parse(&text, "gateway.yaml", &Vars::new()).unwrap();
 
-        let plain = &config.services["plain"];
+        let plain = &config.services["users"];
         assert!(plain.tls.is_none());
         assert_eq!(plain.protocol, UpstreamProtocol::Http1, "the default");
         let secure = &config.services["secure"];
