@@ -1,7 +1,8 @@
 //! Every answer the gateway makes itself, mapped to a status and a problem in one place.
 //! Upstream failures name the service, never its address: no connection, no healthy instance or
 //! every instance ejected → 503 with `Retry-After`; no answer in time → 504; an answer that is not
-//! HTTP or a connection broken before the answer → 502. A store outage → 503 with `Retry-After`.
+//! HTTP or a connection broken before the answer → 502; a TLS handshake that failed → 502
+//! (`upstream_tls`). A store outage → 503 with `Retry-After`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +65,10 @@ pub enum GatewayError {
     Timeout { service: String },
     #[error("the service `{service}` answered with an invalid response")]
     BadGateway { service: String },
+    /// The TLS handshake with the service's instance failed (its certificate did not verify,
+    /// or it refused the gateway's): a configuration or certificate problem, never the client's.
+    #[error("the service `{service}` could not be reached over TLS: its certificate was not accepted, or it refused the gateway's")]
+    UpstreamTls { service: String },
     /// The store did not answer (no connection within the pool's acquire timeout, connection
     /// refused or broken, file locked): an outage, not our bug.
     #[error("the store is unavailable")]
@@ -169,6 +174,7 @@ impl GatewayError {
             },
             Self::Timeout { .. } => "upstream_timeout",
             Self::BadGateway { .. } => "upstream_bad_response",
+            Self::UpstreamTls { .. } => "upstream_tls",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::PartFailed { failure, .. } => failure.reason,
@@ -199,7 +205,7 @@ impl GatewayError {
             }
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::BadGateway { .. } | Self::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             Self::PartFailed { failure, .. } => failure.status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -44,4 +44,5 @@ mod store_outage;
 mod tls;
 mod tokens;
 mod transforms;
+mod upstream_tls;
 mod users_through_gateway;

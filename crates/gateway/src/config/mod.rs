@@ -237,8 +237,14 @@ pub struct Limits {
 /// One service: its instances and how the proxy treats them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSettings {
-    /// Its instances (scheme, host and port only), each at most once.
+    /// Its instances (scheme, host and port only), each at most once, all `http://` or all
+    /// `https://`.
     pub upstreams: Vec<Uri>,
+    /// HTTP/1.1, or HTTP/2 (ALPN `h2` over TLS, prior knowledge on `http://`).
+    pub protocol: UpstreamProtocol,
+    /// How its `https://` instances are verified and what it presents to them; `None` for
+    /// `http://` instances.
+    pub tls: Option<std::sync::Arc<crate::proxy::tls::TlsClient>>,
     /// From the first attempt to the response headers, retries included; a route may override it.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -250,6 +256,17 @@ pub struct ServiceSettings {
     /// With health checks, the gateway is not ready after start until a required service it
     /// routes to has passed a check (once; see `crate::readiness`).
     pub required: bool,
+}
+
+/// The HTTP version the gateway speaks to a service's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// A pool of keep-alive connections, one request on each at a time.
+    #[default]
+    Http1,
+    /// One connection per instance, every request a stream on it.
+    Http2,
 }
 
 /// How a request chooses among the healthy instances.

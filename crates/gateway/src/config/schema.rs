@@ -404,6 +404,26 @@ pub struct Service {
     /// Whether the gateway waits for this service's first healthy check after start.
     #[serde(default = "yes")]
     pub required: bool,
+    /// `http1` (the default) or `http2`.
+    #[serde(default)]
+    pub protocol: crate::config::UpstreamProtocol,
+    /// How `https://` instances are verified and what the gateway presents to them.
+    pub tls: Option<Spanned<UpstreamTls>>,
+}
+
+/// `tls: { ca, client_cert, client_key, server_name }` on a service; file paths as given
+/// (relative ones from the gateway's working directory).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// A PEM bundle: the only roots trusted for this service (the system's otherwise).
+    pub ca: Option<Spanned<NonEmpty>>,
+    /// A PEM certificate chain the gateway presents when the instance asks (mTLS).
+    pub client_cert: Option<Spanned<NonEmpty>>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<Spanned<NonEmpty>>,
+    /// The name the instances' certificates must carry, when it is not their host.
+    pub server_name: Option<Spanned<NonEmpty>>,
 }
 
 fn default_service_timeout() -> Period {

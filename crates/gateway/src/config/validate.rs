@@ -31,6 +31,7 @@ use crate::transform::{
 
 mod compose;
 mod tls;
+mod upstream_tls;
 
 /// The most retries a service may allow per request.
 pub const MAX_RETRIES: u32 = 5;
@@ -200,8 +201,11 @@ fn service_settings(
         }
         upstreams.push(uri.clone());
     }
+    let tls = upstream_tls::client(field, service, mistakes);
     ServiceSettings {
         upstreams,
+        protocol: service.protocol,
+        tls,
         timeout: service.timeout.0,
         connect_timeout: service.connect_timeout.0,
         balance: service.balance,

@@ -114,7 +114,7 @@ impl<'de> Deserialize<'de> for LiteralPath {
     }
 }
 
-/// An instance of a service: `http://host:port`, nothing more.
+/// An instance of a service: `http://host:port` or `https://host:port`, nothing more.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream(pub Uri);
 
@@ -124,14 +124,10 @@ impl<'de> Deserialize<'de> for Upstream {
         let uri: Uri = raw
             .parse()
             .map_err(|_| D::Error::custom(format!("{raw:?} is not a URL")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(D::Error::custom(format!(
-                    "{raw:?}: https upstreams are not supported yet"
-                )))
-            }
-            _ => return Err(D::Error::custom(format!("{raw:?} must be an http:// URL"))),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(D::Error::custom(format!(
+                "{raw:?} must be an http:// or https:// URL"
+            )));
         }
         if uri.authority().is_none() {
             return Err(D::Error::custom(format!("{raw:?} names no host")));

@@ -357,6 +357,9 @@ enum Attempt {
 enum Failure {
     /// No connection: refused, unreachable, or the connect timeout passed. Nothing was sent.
     Connect,
+    /// The TLS handshake failed: the instance's certificate did not verify, or it refused
+    /// ours. Nothing was sent; for the breaker, health and retries it is a failed connection.
+    Tls,
     /// The connection broke or the answer was not HTTP.
     Broken,
     /// The client's own body failed (too large, or the client went away): not the instance's fault.
@@ -372,6 +375,7 @@ impl Failure {
                 retry_after: Duration::from_secs(1),
                 why: crate::error::Unavailability::Unreachable,
             },
+            Self::Tls => GatewayError::UpstreamTls { service },
             Self::Broken => GatewayError::BadGateway { service },
             Self::Client(error) => error,
         }
@@ -458,6 +462,7 @@ fn settle(
         Attempt::Failed(failure) => {
             let (outcome, retryable) = match failure {
                 Failure::Connect => (Outcome::Failure("connection failed"), true),
+                Failure::Tls => (Outcome::Failure("TLS handshake failed"), true),
                 Failure::Broken => (Outcome::Failure("broken answer"), true),
                 Failure::Client(_) => (Outcome::Neutral, false),
             };
@@ -513,10 +518,24 @@ fn classify(upstream: &Upstream, error: &ExchangeError, max_body: u64) -> Failur
     if let ExchangeError::Connect(_) = error {
         tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream connection failed");
         Failure::Connect
+    } else if matches!(error, ExchangeError::Tls(_)) || causes().any(is_tls_alert) {
+        tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream TLS handshake failed");
+        Failure::Tls
     } else {
         tracing::warn!(service = %upstream.name, error = %error_chain(error), "upstream answered badly");
         Failure::Broken
     }
+}
+
+/// Whether `cause` is a TLS error on an open connection: with TLS 1.3 an instance refuses the
+/// gateway's client certificate only after the handshake, as an alert on the first read.
+fn is_tls_alert(cause: &(dyn std::error::Error + 'static)) -> bool {
+    // An `io::Error`'s `source()` skips the error it wraps: look inside it.
+    cause
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+        || cause.is::<rustls::Error>()
 }
 
 /// Whether `error` or one of its causes is an `E`.
@@ -688,6 +707,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             balance: crate::config::Balance::RoundRobin,
             health: None,
+            protocol: crate::config::UpstreamProtocol::Http1,
+            tls: None,
             breaker: crate::config::BreakerSettings {
                 failures: 1,
                 backoff: Duration::from_secs(60),

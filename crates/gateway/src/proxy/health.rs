@@ -188,6 +188,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             balance: Balance::LeastRequests,
             health: Some(checks(Duration::from_millis(300), 3)),
+            protocol: crate::config::UpstreamProtocol::Http1,
+            tls: None,
             breaker: BreakerSettings {
                 failures: 5,
                 backoff: Duration::from_secs(10),

@@ -1,5 +1,5 @@
 //! The reverse proxy: the services and their instances ([`upstream`], [`instance`]), the
-//! connections to them ([`pool`]), active
+//! connections to them ([`pool`], over [`transport`], with [`tls`] for `https://` ones), active
 //! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), the
 //! client's request body ([`request_body`]), and the forwarding of one request with its failure
 //! mapping ([`forward`]).
@@ -11,4 +11,6 @@ pub mod instance;
 pub mod pool;
 pub mod request_body;
 pub mod retry;
+pub mod tls;
+pub mod transport;
 pub mod upstream;

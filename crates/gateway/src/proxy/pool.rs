@@ -1,5 +1,5 @@
 //! The upstream client: for each instance, a pool of HTTP/1.1 connections on hyper's connection
-//! API (`hyper::client::conn::http1`).
+//! API (`hyper::client::conn::http1`), or one shared HTTP/2 connection (`http2`), plain or TLS.
 //!
 //! hyper-util's general client did the same job with a boxed future, a lock on one pool for every
 //! host, and a task spawned for every request to put the connection back once its answer was
@@ -21,6 +21,17 @@
 //!   never shared, so the number open follows the number of requests in flight. At most
 //!   `max_idle` are kept once the load falls; the rest are closed as they come back, and idle
 //!   ones are closed after the idle timeout by a task the pool runs while it has connections.
+//!
+//! **HTTP/2** (`protocol: http2`) multiplexes: every request is a stream on the instance's one
+//! connection, opened by the first request (the others wait for it rather than each opening
+//! their own) and opened again by the first request after it closed. Pings every
+//! [`H2_KEEP_ALIVE`] find a connection whose instance vanished without closing it.
+//!
+//! **TLS** (`https://` instances): the TCP connection and the handshake both fit in the connect
+//! timeout; a handshake that fails (a certificate that does not verify, a refused client
+//! certificate, no agreement on `h2`) is [`ExchangeError::Tls`], which the proxy answers 502
+//! naming TLS. The plain HTTP/1.1 path hands the `TcpStream` to hyper as before: each kind of
+//! stream gets its own connection task, with no dispatch between them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -33,10 +44,15 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+
+use super::tls::{Alpn, TlsClient};
+use super::transport::{open_tcp, UpstreamStream};
+use crate::config::UpstreamProtocol;
 
 /// Idle keep-alive connections kept per instance. The gateway's concurrency towards one instance
 /// is its clients' (nginx's `keepalive` is per worker); 256 covers the connection counts we
@@ -46,21 +62,41 @@ pub const MAX_IDLE_PER_INSTANCE: usize = 256;
 /// How long a connection may sit idle before the pool closes it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often an HTTP/2 connection is pinged, and how long its answer may take before the
+/// connection is given up: an instance that vanished without closing it is found within both.
+pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the pool of one instance behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
-    /// No connection is opened for longer than this (name resolution included).
+    /// No connection is opened for longer than this (name resolution and TLS handshake included).
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    /// Set for `https://` instances.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 impl PoolSettings {
+    /// Plain HTTP/1.1 with the connect timeout given.
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
             connect_timeout,
             max_idle: MAX_IDLE_PER_INSTANCE,
             idle_timeout: IDLE_TIMEOUT,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+        }
+    }
+
+    /// These settings speaking `protocol`, over TLS when `tls` is set.
+    pub fn speaking(self, protocol: UpstreamProtocol, tls: Option<Arc<TlsClient>>) -> Self {
+        Self {
+            protocol,
+            tls,
+            ..self
         }
     }
 }
@@ -71,6 +107,9 @@ pub enum ExchangeError {
     /// No connection: refused, unreachable, unresolvable, or the connect timeout passed.
     /// Nothing was sent.
     Connect(std::io::Error),
+    /// A TCP connection, but the TLS handshake failed (the certificate did not verify, the
+    /// instance refused ours, no agreement on `h2`). Nothing was sent.
+    Tls(std::io::Error),
     /// The exchange on an open connection failed: hyper says how (its causes include the
     /// request body's own error when that was the reason).
     Http(hyper::Error),
@@ -80,6 +119,7 @@ impl std::fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Connect(error) => write!(f, "connecting: {error}"),
+            Self::Tls(error) => write!(f, "TLS handshake: {error}"),
             Self::Http(error) => error.fmt(f),
         }
     }
@@ -88,7 +128,7 @@ impl std::fmt::Display for ExchangeError {
 impl std::error::Error for ExchangeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Connect(error) => Some(error),
+            Self::Connect(error) | Self::Tls(error) => Some(error),
             Self::Http(error) => Some(error),
         }
     }
@@ -106,6 +146,17 @@ pub struct ConnectionPool {
     open: Arc<AtomicUsize>,
     /// Set while a reaper task runs for this pool.
     reaping: AtomicBool,
+    /// With `protocol: http2`, the instance's one connection.
+    h2: Option<SharedConnection>,
+}
+
+/// The HTTP/2 connection every request to an instance shares.
+struct SharedConnection {
+    /// The connection as it last was; a lock held to clone or replace the sender only.
+    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while one request opens the connection, so the others wait for it instead of each
+    /// opening their own.
+    opening: tokio::sync::Mutex<()>,
 }
 
 struct Idle {
@@ -115,6 +166,10 @@ struct Idle {
 
 impl ConnectionPool {
     pub fn new(authority: Authority, host: Option<HeaderValue>, settings: PoolSettings) -> Self {
+        let h2 = (settings.protocol == UpstreamProtocol::Http2).then(|| SharedConnection {
+            sender: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+        });
         Self {
             authority,
             host,
@@ -122,6 +177,7 @@ impl ConnectionPool {
             idle: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
             reaping: AtomicBool::new(false),
+            h2,
         }
     }
 
@@ -145,6 +201,9 @@ impl ConnectionPool {
         self: &Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, ExchangeError> {
+        if let Some(shared) = &self.h2 {
+            return self.send_h2(shared, request).await;
+        }
         // HTTP/1.1 to an origin server: the target in origin form, the authority in `Host`.
         if request.uri().authority().is_some() {
             let path = request
@@ -199,9 +258,61 @@ impl ConnectionPool {
         None
     }
 
-    /// A new connection, its task spawned.
+    /// A new HTTP/1.1 connection, its task spawned.
     async fn connect(self: &Arc<Self>) -> Result<http1::SendRequest<Body>, ExchangeError> {
-        let stream = tokio::time::timeout(self.settings.connect_timeout, self.open_stream())
+        match &self.settings.tls {
+            None => {
+                let stream = self.within_connect_timeout(self.open_plain()).await?;
+                self.handshake_http1(stream).await
+            }
+            Some(tls) => {
+                let stream = self
+                    .within_connect_timeout(self.open_tls(tls, Alpn::Http1))
+                    .await?;
+                self.handshake_http1(stream).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 on `stream`: its connection task spawned (one per kind of stream, so the plain
+    /// one reads and writes the socket directly).
+    async fn handshake_http1<S>(
+        self: &Arc<Self>,
+        stream: S,
+    ) -> Result<http1::SendRequest<Body>, ExchangeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ExchangeError::Http)?;
+        self.run_connection(connection);
+        self.reap_idle();
+        Ok(sender)
+    }
+
+    /// Drives a connection until it ends, counted as open meanwhile.
+    fn run_connection<C>(&self, connection: C)
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let open = Arc::clone(&self.open);
+        open.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// `opening` within the connect timeout; past it, a connect error (nothing was sent).
+    async fn within_connect_timeout<T>(
+        &self,
+        opening: impl std::future::Future<Output = Result<T, ExchangeError>>,
+    ) -> Result<T, ExchangeError> {
+        tokio::time::timeout(self.settings.connect_timeout, opening)
             .await
             .map_err(|_elapsed| {
                 ExchangeError::Connect(std::io::Error::new(
@@ -212,48 +323,151 @@ impl ConnectionPool {
                     ),
                 ))
             })?
-            .map_err(ExchangeError::Connect)?;
-        // Requests are written whole by hyper; without Nagle a small one goes out at once.
-        stream.set_nodelay(true).map_err(ExchangeError::Connect)?;
-        let (sender, connection) = http1::Builder::new()
+    }
+
+    /// A TCP connection to the instance.
+    async fn open_plain(&self) -> Result<tokio::net::TcpStream, ExchangeError> {
+        open_tcp(&self.authority, self.default_port())
+            .await
+            .map_err(ExchangeError::Connect)
+    }
+
+    /// A TCP connection to the instance and a TLS handshake on it asking for `alpn`.
+    async fn open_tls(
+        &self,
+        tls: &TlsClient,
+        alpn: Alpn,
+    ) -> Result<TlsStream<tokio::net::TcpStream>, ExchangeError> {
+        let name = tls
+            .name_for(self.authority.host())
+            .map_err(ExchangeError::Tls)?;
+        let tcp = self.open_plain().await?;
+        tls.handshake(tcp, name, alpn)
+            .await
+            .map_err(ExchangeError::Tls)
+    }
+
+    /// The port of an instance URL that names none: 443 over TLS, else 80.
+    fn default_port(&self) -> u16 {
+        if self.settings.tls.is_some() {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// A connection of its own to the instance (plain or TLS, HTTP/1.1 offered in the
+    /// handshake), outside the pool: for an exchange that takes the connection over, such as a
+    /// WebSocket upgrade. Opened within the connect timeout; failures as [`Self::send`]'s.
+    pub async fn open_upgrade_stream(&self) -> Result<UpstreamStream, ExchangeError> {
+        match &self.settings.tls {
+            None => Ok(UpstreamStream::Plain(
+                self.within_connect_timeout(self.open_plain()).await?,
+            )),
+            Some(tls) => Ok(UpstreamStream::Tls(Box::new(
+                self.within_connect_timeout(self.open_tls(tls, Alpn::Http1))
+                    .await?,
+            ))),
+        }
+    }
+
+    /// Sends `request` as a stream on the instance's HTTP/2 connection. A request the
+    /// connection refused unsent (it was closing as we took it) goes once more, on a new one.
+    async fn send_h2(
+        self: &Arc<Self>,
+        shared: &SharedConnection,
+        mut request: Request<Body>,
+    ) -> Result<Response<PooledBody>, ExchangeError> {
+        // HTTP/2 carries the target as `:scheme`, `:authority` and `:path`, and the authority
+        // replaces `Host` (RFC 9113 §8.3.1).
+        let authority = request
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or_else(|| self.authority.clone());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.settings.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(
+            request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|error| {
+            ExchangeError::Connect(std::io::Error::other(format!(
+                "an HTTP/2 target for {}: {error}",
+                self.authority
+            )))
+        })?;
+        *request.version_mut() = http::Version::HTTP_2;
+        let mut resent = false;
+        loop {
+            let (mut sender, fresh) = self.h2_sender(shared).await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) if !fresh && !resent => {
+                        resent = true;
+                        shared.forget();
+                        request = unsent;
+                    }
+                    _ => return Err(ExchangeError::Http(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The instance's HTTP/2 connection, opened when there is none or it closed; true when it
+    /// was opened for this request.
+    async fn h2_sender(
+        self: &Arc<Self>,
+        shared: &SharedConnection,
+    ) -> Result<(http2::SendRequest<Body>, bool), ExchangeError> {
+        if let Some(sender) = shared.live() {
+            return Ok((sender, false));
+        }
+        let _opening = shared.opening.lock().await;
+        // Another request may have opened it while this one waited.
+        if let Some(sender) = shared.live() {
+            return Ok((sender, false));
+        }
+        let sender = match &self.settings.tls {
+            None => {
+                // Prior knowledge (h2c): the instance is configured to speak HTTP/2 at once.
+                let stream = self.within_connect_timeout(self.open_plain()).await?;
+                self.handshake_http2(stream).await?
+            }
+            Some(tls) => {
+                let stream = self
+                    .within_connect_timeout(self.open_tls(tls, Alpn::Http2))
+                    .await?;
+                self.handshake_http2(stream).await?
+            }
+        };
+        *shared.lock() = Some(sender.clone());
+        Ok((sender, true))
+    }
+
+    async fn handshake_http2<S>(&self, stream: S) -> Result<http2::SendRequest<Body>, ExchangeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ExchangeError::Http)?;
-        let open = Arc::clone(&self.open);
-        open.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-            open.fetch_sub(1, Ordering::AcqRel);
-        });
-        self.reap_idle();
+        self.run_connection(connection);
         Ok(sender)
-    }
-
-    /// A TCP connection to the instance: its address at once when it is one, else each address
-    /// the name resolves to, in turn.
-    async fn open_stream(&self) -> std::io::Result<TcpStream> {
-        let host = self.authority.host();
-        let port = self.authority.port_u16().unwrap_or(80);
-        // `[::1]` in an authority is the address `::1`.
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-            return TcpStream::connect((ip, port)).await;
-        }
-        let mut last = None;
-        for address in tokio::net::lookup_host((host, port)).await? {
-            match TcpStream::connect(address).await {
-                Ok(stream) => return Ok(stream),
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{host} resolves to no address"),
-            )
-        }))
     }
 
     /// `sender`, its exchange complete, back in the idle list (or closed when the list is full).
@@ -330,6 +544,26 @@ impl ConnectionPool {
     }
 }
 
+impl SharedConnection {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<Body>>> {
+        // Valid after any panic: the sender was either replaced or not.
+        self.sender.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection, unless it has closed.
+    fn live(&self) -> Option<http2::SendRequest<Body>> {
+        self.lock()
+            .as_ref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
+    /// Lets the next request open a new connection.
+    fn forget(&self) {
+        self.lock().take();
+    }
+}
+
 /// Whether a `Connection` value names `close` (case-insensitively, among other options).
 fn has_close(value: &[u8]) -> bool {
     value
@@ -362,6 +596,11 @@ impl PooledBody {
             pooled.release();
         }
         pooled
+    }
+
+    /// An answer on a shared HTTP/2 connection: nothing to give back.
+    fn unpooled(body: Incoming) -> Self {
+        Self { body, lease: None }
     }
 
     fn release(&mut self) {
@@ -447,9 +686,8 @@ mod tests {
             authority,
             host,
             PoolSettings {
-                connect_timeout: Duration::from_secs(5),
                 max_idle,
-                idle_timeout: Duration::from_secs(60),
+                ..PoolSettings::new(Duration::from_secs(5))
             },
         ))
     }
@@ -640,9 +878,9 @@ mod tests {
             authority,
             None,
             PoolSettings {
-                connect_timeout: Duration::from_secs(5),
                 max_idle: 8,
                 idle_timeout: Duration::from_millis(50),
+                ..PoolSettings::new(Duration::from_secs(5))
             },
         ));
 
@@ -667,6 +905,77 @@ mod tests {
             Err(other) => panic!("{other:?}"),
             Ok(response) => panic!("answered {}", response.status()),
         }
+    }
+
+    /// An h2c instance (prior knowledge) answering every request with its path and HTTP
+    /// version; the tasks serving its connections, to end them as a crash would.
+    async fn h2c_instance() -> (Authority, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let serving = Arc::new(Mutex::new(Vec::new()));
+        let tasks = Arc::clone(&serving);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    let answer = service_fn(|request: Request<Incoming>| async move {
+                        let text = format!("{} {:?}", request.uri().path(), request.version());
+                        Ok::<_, Infallible>(Response::new(Body::from(text)))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), answer)
+                        .await;
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        });
+        (authority, serving)
+    }
+
+    #[tokio::test]
+    async fn http2_requests_share_one_connection_and_a_dead_one_is_opened_again() {
+        let (authority, serving) = h2c_instance().await;
+        let pool = Arc::new(ConnectionPool::new(
+            authority,
+            None,
+            PoolSettings::new(Duration::from_secs(5)).speaking(UpstreamProtocol::Http2, None),
+        ));
+
+        let answers = futures_util::future::join_all((0..8).map(|n| {
+            let pool = Arc::clone(&pool);
+            async move { text(pool.send(get(&format!("/n/{n}"))).await.unwrap()).await }
+        }))
+        .await;
+        assert_eq!(answers[3], "/n/3 HTTP/2.0");
+        assert_eq!(serving.lock().unwrap().len(), 1, "one connection for all");
+        assert_eq!(pool.open_connections(), 1);
+
+        // The instance drops the connection (a crash, a restart).
+        for task in serving.lock().unwrap().iter() {
+            task.abort();
+        }
+        eventually("the pool sees the connection end", || {
+            pool.open_connections() == 0
+        })
+        .await;
+        let after = text(pool.send(get("/after")).await.unwrap()).await;
+
+        assert_eq!(after, "/after HTTP/2.0");
+        assert_eq!(serving.lock().unwrap().len(), 2, "a new connection");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_stream_is_a_connection_of_its_own_outside_the_pool() {
+        let (authority, accepted) = instance(false).await;
+        let pool = pool(authority, 8);
+
+        let stream = pool.open_upgrade_stream().await.unwrap();
+
+        assert!(matches!(stream, UpstreamStream::Plain(_)));
+        eventually("the instance accepted it", || {
+            accepted.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert_eq!(pool.open_connections(), 0, "not counted as pooled");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! A reload builds a new [`Upstreams`] from the old one: an unchanged service is the same
 //! `Arc<Upstream>` (pools, health, breaker and budget kept); a changed one keeps the pool of
-//! every instance it still lists when the connect timeout is the same, and the state of each.
+//! every instance it still lists when the connect timeout, protocol and TLS settings (down to the
+//! bytes of their files) are the same, and the state of each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,10 +55,11 @@ pub struct Headcount {
 }
 
 /// The `Host` header hyper's client would send to `authority`: the host, and the port unless it
-/// is HTTP's default.
-fn host_header(authority: &Authority) -> Option<HeaderValue> {
+/// is the scheme's default.
+fn host_header(authority: &Authority, default_port: u16) -> Option<HeaderValue> {
     match authority.port_u16() {
-        None | Some(80) => HeaderValue::from_str(authority.host()).ok(),
+        None => HeaderValue::from_str(authority.host()).ok(),
+        Some(port) if port == default_port => HeaderValue::from_str(authority.host()).ok(),
         Some(port) => HeaderValue::from_str(&format!("{}:{port}", authority.host())).ok(),
     }
 }
@@ -79,11 +81,13 @@ impl Upstream {
                     .map_or_else(|| Arc::new(Instance::new(authority)), Arc::clone)
             })
             .collect::<Vec<Arc<Instance>>>();
+        let default_port = if settings.tls.is_some() { 443 } else { 80 };
         let hosts: Vec<Option<HeaderValue>> = instances
             .iter()
-            .map(|instance| host_header(&instance.authority))
+            .map(|instance| host_header(&instance.authority, default_port))
             .collect();
-        let pool_settings = PoolSettings::new(settings.connect_timeout);
+        let pool_settings = PoolSettings::new(settings.connect_timeout)
+            .speaking(settings.protocol, settings.tls.clone());
         let pools = instances
             .iter()
             .zip(&hosts)
@@ -96,7 +100,7 @@ impl Upstream {
                             Arc::new(ConnectionPool::new(
                                 instance.authority.clone(),
                                 host.clone(),
-                                pool_settings,
+                                pool_settings.clone(),
                             ))
                         },
                         Arc::clone,
@@ -320,7 +324,11 @@ impl Upstream {
         path_and_query: PathAndQuery,
     ) -> Result<Uri, GatewayError> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if self.settings.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         parts.authority = Some(authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts)
@@ -412,6 +420,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             balance,
             health: None,
+            protocol: crate::config::UpstreamProtocol::Http1,
+            tls: None,
             breaker: BreakerSettings {
                 failures: 1,
                 backoff: Duration::from_secs(60),

@@ -13,6 +13,7 @@
 //!   an echo, an answer that is not HTTP, a dead address nothing can listen on, and [`Parts`]
 //!   (the parts of a composition: records what it was asked, holds what the test holds).
 //! - [`load`]: a steady stream of requests and what it saw.
+//! - [`tls`]: certificate authorities made in the test, and HTTPS (or h2c) instances.
 //!
 //! Waiting is polling with a deadline ([`wait_for`], from `kit::testing`), never a fixed sleep;
 //! listeners are bound once and handed over, never bound, dropped and bound again; a Redis that
@@ -24,6 +25,7 @@ pub mod process;
 pub mod redis;
 pub mod replicas;
 pub mod system;
+pub mod tls;
 pub mod upstreams;
 
 use std::time::Duration;
