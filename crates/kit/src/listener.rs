@@ -12,7 +12,8 @@
 //! within `limits.header_read_timeout` of its accept, and of the end of its previous exchange
 //! when it is kept alive (a connection that stays silent is closed; one that trickles its
 //! headers is cut by hyper's own header timeout, which starts at the first byte). One client
-//! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64): the excess
+//! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64; an upgraded
+//! connection, a WebSocket, counts until its socket closes): the excess
 //! is closed at accept, before a byte is read, so one address cannot crowd out the others; and at
 //! most `limits.max_connections` are served at once.
 //!
@@ -245,8 +246,6 @@ fn spawn(
     };
     let mut drain_signal = drain_signal.clone();
     connections.spawn(async move {
-        // Held until the connection ends, however it ends: the address's count goes down.
-        let _slot = slot;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -259,6 +258,7 @@ fn spawn(
         let io = Watched {
             stream,
             activity: Arc::clone(&activity),
+            _slot: slot,
         };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -527,6 +527,10 @@ impl http_body::Body for Answered {
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Held as long as the socket is open, however it ends: the address's count goes down then.
+    /// The socket, not the connection's task: an upgraded connection (a WebSocket) leaves the
+    /// task with its socket and still counts against its address's cap.
+    _slot: ClientSlot,
 }
 
 impl AsyncRead for Watched {

@@ -42,3 +42,4 @@ mod store_outage;
 mod tokens;
 mod transforms;
 mod users_through_gateway;
+mod websocket;

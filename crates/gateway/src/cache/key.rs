@@ -139,6 +139,7 @@ mod tests {
             request_checks: Default::default(),
             transform: Default::default(),
             compose: None,
+            websocket: None,
         };
         let table = RouteTable::build(&[settings]).unwrap();
         match table.lookup(&http::Method::GET, "/api/items") {

@@ -306,6 +306,18 @@ pub struct RouteSettings {
     pub transform: crate::transform::RouteTransform,
     /// What the gateway checks of a request before forwarding it (`request:`).
     pub request_checks: RequestChecks,
+    /// A WebSocket upgrade is let through, with these limits (`websocket:`); `None`: the
+    /// `Upgrade` header is stripped like any hop-by-hop header.
+    pub websocket: Option<WebSocketRule>,
+}
+
+/// One route's WebSocket limits: past either, both sides of the socket are closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketRule {
+    /// No byte in either direction for this long.
+    pub idle_timeout: Duration,
+    /// From the upgrade, however busy the socket is.
+    pub max_lifetime: Duration,
 }
 
 /// A route's checks of its requests before they are forwarded.

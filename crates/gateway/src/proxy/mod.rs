@@ -2,7 +2,8 @@
 //! connections to them ([`pool`]), active
 //! health checks ([`health`]), when to retry ([`retry`]), header rewriting ([`headers`]), the
 //! client's request body ([`request_body`]), and the forwarding of one request with its failure
-//! mapping ([`forward`]).
+//! mapping ([`forward`]); a WebSocket's own connection to an instance ([`websocket`]) and the
+//! splice of the two upgraded connections ([`splice`]).
 
 pub mod forward;
 pub mod headers;
@@ -11,4 +12,6 @@ pub mod instance;
 pub mod pool;
 pub mod request_body;
 pub mod retry;
+pub mod splice;
 pub mod upstream;
+pub mod websocket;

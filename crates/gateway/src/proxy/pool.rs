@@ -233,7 +233,7 @@ impl ConnectionPool {
 
     /// A TCP connection to the instance: its address at once when it is one, else each address
     /// the name resolves to, in turn.
-    async fn open_stream(&self) -> std::io::Result<TcpStream> {
+    pub(crate) async fn open_stream(&self) -> std::io::Result<TcpStream> {
         let host = self.authority.host();
         let port = self.authority.port_u16().unwrap_or(80);
         // `[::1]` in an authority is the address `::1`.

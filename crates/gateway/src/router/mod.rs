@@ -205,6 +205,7 @@ mod tests {
             request_checks: Default::default(),
             transform: Default::default(),
             compose: None,
+            websocket: None,
         }
     }
 
