@@ -49,16 +49,7 @@ pub async fn to_service(
         client_ip,
         caller,
     } = request;
-    let upstream = routing
-        .upstreams
-        .get(&route.settings.service)
-        .ok_or_else(|| {
-            GatewayError::Internal(anyhow::anyhow!(
-                "no upstream for service {}",
-                route.settings.service
-            ))
-        })?;
-
+    let upstream = upstream_of(routing, route)?;
     for_service(
         app,
         upstream,
@@ -83,6 +74,22 @@ pub async fn to_service(
         attempted,
     )
     .await
+}
+
+/// The service `route` forwards to, in `routing`.
+pub fn upstream_of<'r>(
+    routing: &'r Routing,
+    route: &Route,
+) -> Result<&'r Arc<Upstream>, GatewayError> {
+    routing
+        .upstreams
+        .get(&route.settings.service)
+        .ok_or_else(|| {
+            GatewayError::Internal(anyhow::anyhow!(
+                "no upstream for service {}",
+                route.settings.service
+            ))
+        })
 }
 
 /// The client's headers made into those `upstream` gets: hop-by-hop and gateway-asserted ones

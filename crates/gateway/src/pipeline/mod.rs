@@ -141,16 +141,17 @@ impl Pipeline {
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
         if let Some(handshake) = handshake {
-            let upgrade = upgrade::Upgrade {
+            let request = forward::Forwardable {
                 route: &route,
-                handshake,
-                parts,
                 target,
+                parts,
+                body,
                 host,
                 client_ip: ip,
                 caller,
             };
-            return upgrade::open(app, &routing, upgrade, &mut exchange.attempted).await;
+            let attempted = &mut exchange.attempted;
+            return upgrade::open(app, &routing, request, handshake, attempted).await;
         }
         if let Some(plan) = route.settings.compose.as_deref() {
             let request = compose::Composable {

@@ -25,7 +25,6 @@
 //! that would no longer open the socket does not keep it open. Clients reconnect with a fresh
 //! token.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -220,49 +219,31 @@ impl SocketLife {
     }
 }
 
-/// What the pipeline knows of an upgrade once the caller passed its checks.
-pub struct Upgrade<'a> {
-    pub route: &'a Route,
-    pub handshake: Handshake,
-    pub parts: Parts,
-    /// The path and query on the service.
-    pub target: String,
-    pub host: Option<HeaderValue>,
-    pub client_ip: IpAddr,
-    pub caller: Option<Arc<AccessClaims>>,
-}
-
 /// Opens the socket: the upgrade to an instance, then a 101 to the client and the splice, or the
 /// instance's own answer (see the module docs).
 pub async fn open(
     app: &App,
     routing: &Routing,
-    upgrade: Upgrade<'_>,
+    request: forward::Forwardable<'_>,
+    handshake: Handshake,
     attempted: &mut crate::proxy::forward::Attempted,
 ) -> Result<Response, GatewayError> {
-    let Upgrade {
+    // The body is empty: `read` refused an upgrade that declares one.
+    let forward::Forwardable {
         route,
-        handshake,
-        mut parts,
         mut target,
+        mut parts,
         host,
         client_ip,
         caller,
-    } = upgrade;
+        ..
+    } = request;
     let Some(rule) = route.settings.websocket else {
         return Err(GatewayError::Internal(anyhow::anyhow!(
             "an upgrade on a route without websocket"
         )));
     };
-    let upstream = routing
-        .upstreams
-        .get(&route.settings.service)
-        .ok_or_else(|| {
-            GatewayError::Internal(anyhow::anyhow!(
-                "no upstream for service {}",
-                route.settings.service
-            ))
-        })?;
+    let upstream = forward::upstream_of(routing, route)?;
     prepare::request(route, &parts.method, &mut parts.headers, &mut target);
     let upgrade_headers = [
         header::SEC_WEBSOCKET_KEY,
