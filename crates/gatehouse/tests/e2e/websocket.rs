@@ -43,6 +43,8 @@ async fn spawn_echo_server(seen: Seen) -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
+                // tungstenite's callback type: its refusal is a whole response.
+                #[allow(clippy::result_large_err)]
                 let answer = |request: &Request, mut response: Response| {
                     seen.0.lock().unwrap().push(request.headers().clone());
                     if request.uri().path() == "/refuse" {
@@ -117,6 +119,8 @@ async fn spawn_with_websockets(limits: &str) -> (TestApp, Seen) {
 }
 
 type Socket = WebSocketStream<TcpStream>;
+/// The client's socket and the 101, or why the upgrade failed.
+type Opening = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
 
 fn gateway_address(app: &TestApp) -> String {
     app.gateway.trim_start_matches("http://").to_owned()
@@ -137,25 +141,17 @@ fn upgrade(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 /// Opens the socket over `stream`: the client's socket and the gateway's 101.
-async fn open_over(
-    stream: TcpStream,
-    request: Request,
-) -> Result<(Socket, http::Response<Option<Vec<u8>>>), WsError> {
+async fn open_over(stream: TcpStream, request: Request) -> Opening {
     tokio_tungstenite::client_async(request, stream).await
 }
 
-async fn open(
-    app: &TestApp,
-    request: Request,
-) -> Result<(Socket, http::Response<Option<Vec<u8>>>), WsError> {
+async fn open(app: &TestApp, request: Request) -> Opening {
     let stream = TcpStream::connect(gateway_address(app)).await.unwrap();
     open_over(stream, request).await
 }
 
 /// The status of an upgrade the gateway (or the instance) refused.
-fn refused_with(
-    result: Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>,
-) -> http::Response<Option<Vec<u8>>> {
+fn refused_with(result: Opening) -> http::Response<Option<Vec<u8>>> {
     match result {
         Err(WsError::Http(response)) => *response,
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
