@@ -16,6 +16,10 @@ pub enum GatewayError {
     MethodNotAllowed { allow: HeaderValue },
     #[error("{0}")]
     BadRequest(String),
+    /// A WebSocket upgrade on a route that takes them, malformed (RFC 6455 §4.2.1): refused
+    /// before anything else is done with it.
+    #[error("{0}")]
+    BadHandshake(&'static str),
     #[error("a bearer token is required")]
     MissingToken,
     #[error("{0}")]
@@ -149,6 +153,7 @@ impl GatewayError {
             Self::NoRoute => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",
+            Self::BadHandshake(_) => "websocket_handshake_invalid",
             Self::MissingToken => "token_missing",
             Self::InvalidToken(detail) if *detail == TOKEN_EXPIRED => "token_expired",
             Self::InvalidToken(detail) if *detail == TOKEN_REVOKED => "token_revoked",
@@ -186,7 +191,7 @@ impl GatewayError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadHandshake(_) => StatusCode::BAD_REQUEST,
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::InvalidCredentials
@@ -291,6 +296,11 @@ impl GatewayError {
                     None => problem,
                 }
             }
+            // RFC 6455 §4.4: the version the gateway speaks, for a client that sent another.
+            Self::BadHandshake(detail) => Problem::new(status).with_detail(detail).with_header(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static(crate::pipeline::upgrade::VERSION),
+            ),
             other => Problem::new(status).with_detail(other.to_string()),
         }
     }

@@ -12,7 +12,8 @@
 //! within `limits.header_read_timeout` of its accept, and of the end of its previous exchange
 //! when it is kept alive (a connection that stays silent is closed; one that trickles its
 //! headers is cut by hyper's own header timeout, which starts at the first byte). One client
-//! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64): the excess
+//! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64; an upgraded
+//! connection, a WebSocket, counts until its socket closes): the excess
 //! is closed at accept, before a byte is read, so one address cannot crowd out the others; and at
 //! most `limits.max_connections` are served at once.
 //!
@@ -230,9 +231,12 @@ fn spawn(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
+    // The slot goes with the socket (a TLS stream wraps it, an upgrade takes it over), so the
+    // address's count goes down when the socket closes, however it ends.
     let io = Watched {
         stream,
         activity: Arc::clone(&activity),
+        _slot: slot,
     };
     let connection = Connection {
         app: app.clone(),
@@ -244,9 +248,6 @@ fn spawn(
     };
     let tls = tls.cloned();
     connections.spawn(async move {
-        // Held until the connection ends, however it ends (handshake included): the address's
-        // count goes down.
-        let _slot = slot;
         let Some(tls) = tls else {
             return connection.serve(io, None).await;
         };
@@ -593,6 +594,10 @@ impl http_body::Body for Answered {
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Held as long as the socket is open, however it ends: the address's count goes down then.
+    /// The socket, not the connection's task: an upgraded connection (a WebSocket) leaves the
+    /// task with its socket and still counts against its address's cap.
+    _slot: ClientSlot,
 }
 
 impl AsyncRead for Watched {

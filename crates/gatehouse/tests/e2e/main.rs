@@ -46,3 +46,4 @@ mod tokens;
 mod transforms;
 mod upstream_tls;
 mod users_through_gateway;
+mod websocket;

@@ -140,6 +140,7 @@ mod tests {
             transform: Default::default(),
             compose: None,
             client_cert: None,
+            websocket: None,
         };
         let table = RouteTable::build(&[settings]).unwrap();
         match table.lookup(&http::Method::GET, "/api/items") {

@@ -337,6 +337,18 @@ pub struct RouteSettings {
     pub request_checks: RequestChecks,
     /// The client certificate a request must come with (`client_cert:`); `None`: none asked.
     pub client_cert: Option<ClientCertRule>,
+    /// A WebSocket upgrade is let through, with these limits (`websocket:`); `None`: the
+    /// `Upgrade` header is stripped like any hop-by-hop header.
+    pub websocket: Option<WebSocketRule>,
+}
+
+/// One route's WebSocket limits: past either, both sides of the socket are closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketRule {
+    /// No byte in either direction for this long.
+    pub idle_timeout: Duration,
+    /// From the upgrade, however busy the socket is.
+    pub max_lifetime: Duration,
 }
 
 // --- TLS at the entrance (issue 16) ---

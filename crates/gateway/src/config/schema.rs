@@ -561,6 +561,22 @@ pub struct Route {
     /// The client certificate (mTLS) a request must come with; needs `tls.client_ca`.
     #[serde(default)]
     pub client_cert: Option<Spanned<ClientCertRule>>,
+    /// The route lets a WebSocket upgrade through (see `crate::pipeline::upgrade`).
+    #[serde(default)]
+    pub websocket: Option<Spanned<RouteWebSocket>>,
+}
+
+/// A route's `websocket: { idle_timeout, max_lifetime }` (issue 16); `websocket: {}` takes the
+/// defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWebSocket {
+    /// No byte either way for this long closes the socket; default 5m.
+    #[serde(default)]
+    pub idle_timeout: Option<Spanned<Period>>,
+    /// The socket is closed this long after it opened, whatever it carries; default 24h.
+    #[serde(default)]
+    pub max_lifetime: Option<Spanned<Period>>,
 }
 
 // --- TLS at the entrance (issue 16) ---

@@ -413,6 +413,10 @@ fn routes(
                 validate_body: route.request.as_ref().is_some_and(|r| r.validate_body),
             },
             transform: route_transform(&field, route, mistakes),
+            websocket: route
+                .websocket
+                .as_ref()
+                .map(|rule| route_websocket(&field, route, rule, mistakes)),
             compose,
             client_cert: tls::client_cert(
                 &field,
@@ -659,6 +663,64 @@ fn route_cache(
 }
 
 // --- end of response cache ---
+
+// --- WebSocket (issue 16) ---
+
+/// The idle timeout of a route that does not name one: long enough for a quiet chat between
+/// pings (browsers send none of their own; servers commonly ping every 30 to 60 s).
+pub const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(5 * 60);
+/// The lifetime of a route that does not name one; an access token expires long before.
+pub const DEFAULT_WEBSOCKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The longest either may be: a socket nobody can close for longer is an operator's mistake.
+pub const MAX_WEBSOCKET_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A route's `websocket`: only on a route that takes GET (the upgrade is a GET) and forwards to
+/// one service (a composition has no single connection to splice), within the caps.
+fn route_websocket(
+    field: &str,
+    route: &schema::Route,
+    rule: &Spanned<schema::RouteWebSocket>,
+    mistakes: &mut Mistakes,
+) -> crate::config::WebSocketRule {
+    let field = format!("{field}.websocket");
+    if !route.methods.iter().any(|m| m.0 == http::Method::GET) {
+        mistakes.at(
+            &field,
+            rule,
+            "a WebSocket upgrade is a GET request: list GET in methods, or drop `websocket`",
+        );
+    }
+    if route.compose.is_some() {
+        mistakes.at(
+            &field,
+            rule,
+            "a composition route has no single service to open a WebSocket to",
+        );
+    }
+    let mut period = |name: &str, value: &Option<Spanned<Period>>, default: Duration| {
+        let Some(value) = value else { return default };
+        if value.0.is_zero() {
+            mistakes.at(format!("{field}.{name}"), value, "must be longer than zero");
+            return default;
+        }
+        if value.0 > MAX_WEBSOCKET_PERIOD {
+            mistakes.at(format!("{field}.{name}"), value, "must be at most 7d");
+        }
+        value.0.min(MAX_WEBSOCKET_PERIOD)
+    };
+    let idle_timeout = period("idle_timeout", &rule.idle_timeout, DEFAULT_WEBSOCKET_IDLE);
+    let max_lifetime = period(
+        "max_lifetime",
+        &rule.max_lifetime,
+        DEFAULT_WEBSOCKET_LIFETIME,
+    );
+    crate::config::WebSocketRule {
+        idle_timeout,
+        max_lifetime,
+    }
+}
+
+// --- end of WebSocket ---
 
 // --- request and response transforms (issue 14) ---
 
@@ -1606,6 +1668,103 @@ mod transform_settings_tests {
             assert!(
                 error.contains(why),
                 "{response}: expected {why:?} in {error}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod websocket_tests {
+    use std::time::Duration;
+
+    use crate::config::{parse, Vars, WebSocketRule};
+
+    fn routes(routes: &str) -> Result<crate::config::GatewayConfig, crate::config::ConfigError> {
+        let text = format!(
+            "services:\n  users: {{ upstreams: [\"http://127.0.0.1:8101\"] }}\nroutes:\n{routes}"
+        );
+        parse(&text, "gateway.yaml", &Vars::new())
+    }
+
+    #[test]
+    fn a_route_takes_websockets_with_its_limits_or_the_defaults() {
+        let config = routes(
+            "  - { path: /a, methods: [GET], service: users, auth: authenticated, websocket: { idle_timeout: 30s, max_lifetime: 1h } }\n  \
+             - { path: /b, methods: [GET], service: users, auth: public, websocket: {} }\n  \
+             - { path: /c, methods: [GET], service: users, auth: public }\n",
+        )
+        .unwrap();
+        let rules: Vec<_> = config.routes.iter().map(|r| r.websocket).collect();
+        assert_eq!(
+            rules,
+            [
+                Some(WebSocketRule {
+                    idle_timeout: Duration::from_secs(30),
+                    max_lifetime: Duration::from_secs(3600),
+                }),
+                Some(WebSocketRule {
+                    idle_timeout: Duration::from_secs(300),
+                    max_lifetime: Duration::from_secs(24 * 3600),
+                }),
+                None,
+            ]
+        );
+    }
+
+    #[test]
+    fn every_websocket_mistake_is_named_at_its_place() {
+        let cases = [
+            (
+                "methods: [POST], service: users, websocket: {}",
+                "routes[0].websocket",
+                "list GET",
+                "a route without GET",
+            ),
+            (
+                "methods: [GET], service: users, websocket: { idle_timeout: 0s }",
+                "routes[0].websocket.idle_timeout",
+                "longer than zero",
+                "a zero idle timeout",
+            ),
+            (
+                "methods: [GET], service: users, websocket: { max_lifetime: 30d }",
+                "routes[0].websocket.max_lifetime",
+                "at most 7d",
+                "a lifetime over the cap",
+            ),
+            (
+                "methods: [GET], service: users, websocket: { idle: 1s }",
+                "routes[0].websocket",
+                "idle",
+                "an unknown key",
+            ),
+            (
+                "methods: [GET], service: users, websocket: true",
+                "routes[0].websocket",
+                "",
+                "not a mapping",
+            ),
+            (
+                "methods: [GET], service: users, websocket: { idle_timeout: soon }",
+                "routes[0].websocket.idle_timeout",
+                "",
+                "not a duration",
+            ),
+            (
+                "methods: [GET], compose: { a: { service: users, to: /a } }, websocket: {}",
+                "routes[0].websocket",
+                "composition",
+                "a composition route",
+            ),
+        ];
+        for (route, place, expected, why) in cases {
+            let text = format!("  - {{ path: /a, auth: public, {route} }}\n");
+            let error = routes(&text).unwrap_err().to_string();
+            assert!(error.contains(place), "{why}: not at {place}: {error}");
+            assert!(error.contains(expected), "{why}: {error}");
+            assert!(
+                error.contains("gateway.yaml:"),
+                "{why}: positioned: {error}"
             );
         }
     }

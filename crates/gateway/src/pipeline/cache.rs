@@ -528,6 +528,11 @@ const TOO_LARGE: &str = "too-large";
 /// Whether `response` may be stored under `fill`, with its freshness and `Vary` names.
 fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
     let headers = response.headers();
+    // An event stream has no end to store, and requests collapsed onto it would wait for one:
+    // it goes through, and the requests waiting on it go to the service themselves.
+    if is_event_stream(headers) {
+        return Err("event-stream");
+    }
     let admitted = policy::decide(
         fill.terms,
         response.status(),
@@ -544,6 +549,15 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
         return Err(TOO_LARGE);
     }
     Ok(admitted)
+}
+
+/// Whether the answer is server-sent events (`text/event-stream`, WHATWG HTML §9.2).
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// `entry` as an answer: its headers with `Age` and `Cache-Status`; no body for HEAD.

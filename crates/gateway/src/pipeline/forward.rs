@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
 use crate::app::AppState;
@@ -15,6 +15,7 @@ use crate::auth::tokens::AccessClaims;
 use crate::error::GatewayError;
 use crate::proxy::forward::{self, Attempted, Outbound};
 use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::upstream::Upstream;
 use crate::router::Route;
 use crate::routing::Routing;
 
@@ -48,34 +49,15 @@ pub async fn to_service(
         client_ip,
         caller,
     } = request;
-    let upstream = routing
-        .upstreams
-        .get(&route.settings.service)
-        .ok_or_else(|| {
-            GatewayError::Internal(anyhow::anyhow!(
-                "no upstream for service {}",
-                route.settings.service
-            ))
-        })?;
-
-    headers::sanitize_request(&mut parts.headers);
-    headers::add_forwarding(
+    let upstream = upstream_of(routing, route)?;
+    for_service(
+        app,
+        upstream,
         &mut parts.headers,
-        &Forwarding {
-            client_ip,
-            host: host.as_ref(),
-            proto: "http",
-        },
-    );
-    if let Some(claims) = &caller {
-        // Services get the identity, not the bearer token: they cannot replay it elsewhere.
-        let identity = app.auth.identities.for_caller(claims, &upstream.name)?;
-        parts.headers.remove(header::AUTHORIZATION);
-        parts.headers.insert(kit::identity::HEADER, identity);
-        if let Some(id) = claims.minted.user_id(&claims.sub) {
-            parts.headers.insert(headers::X_USER_ID, id);
-        }
-    }
+        host.as_ref(),
+        client_ip,
+        caller.as_deref(),
+    )?;
 
     let timeout = route.settings.timeout.unwrap_or(upstream.timeout);
     let outbound = Outbound {
@@ -92,4 +74,52 @@ pub async fn to_service(
         attempted,
     )
     .await
+}
+
+/// The service `route` forwards to, in `routing`.
+pub fn upstream_of<'r>(
+    routing: &'r Routing,
+    route: &Route,
+) -> Result<&'r Arc<Upstream>, GatewayError> {
+    routing
+        .upstreams
+        .get(&route.settings.service)
+        .ok_or_else(|| {
+            GatewayError::Internal(anyhow::anyhow!(
+                "no upstream for service {}",
+                route.settings.service
+            ))
+        })
+}
+
+/// The client's headers made into those `upstream` gets: hop-by-hop and gateway-asserted ones
+/// removed, the forwarding headers added, the caller's identity token in place of its bearer
+/// token. Also for a WebSocket upgrade ([`super::upgrade`]), which then adds its own.
+pub fn for_service(
+    app: &AppState,
+    upstream: &Upstream,
+    outgoing: &mut HeaderMap,
+    host: Option<&HeaderValue>,
+    client_ip: IpAddr,
+    caller: Option<&AccessClaims>,
+) -> Result<(), GatewayError> {
+    headers::sanitize_request(outgoing);
+    headers::add_forwarding(
+        outgoing,
+        &Forwarding {
+            client_ip,
+            host,
+            proto: "http",
+        },
+    );
+    if let Some(claims) = caller {
+        // Services get the identity, not the bearer token: they cannot replay it elsewhere.
+        let identity = app.auth.identities.for_caller(claims, &upstream.name)?;
+        outgoing.remove(header::AUTHORIZATION);
+        outgoing.insert(kit::identity::HEADER, identity);
+        if let Some(id) = claims.minted.user_id(&claims.sub) {
+            outgoing.insert(headers::X_USER_ID, id);
+        }
+    }
+    Ok(())
 }

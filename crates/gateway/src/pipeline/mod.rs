@@ -13,6 +13,9 @@
 //!    before the token is verified); every answer from the first decision on carries their
 //!    headers. [`cache`]: a stored answer ends the request here; a miss is stored on its way
 //!    back (never with the caller's rate-limit headers: they are added after it).
+//!    On a route that takes WebSockets, [`upgrade`] checks an upgrade's handshake right after
+//!    the route is found (400), and once the caller has passed authenticate, authorize and
+//!    limit, opens the socket to an instance and splices it (no cache, no body checks).
 //! 7. [`prepare`]: the route's edits to the request (headers, query). [`forward`]: to an
 //!    instance of the route's service, retried when safe (502, 503, 504); on a composition
 //!    route [`compose`] instead: its parts, one answer by part name. [`transform`]: the
@@ -36,6 +39,7 @@ pub mod prepare;
 pub mod respond;
 pub mod route;
 pub mod transform;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 
@@ -124,6 +128,7 @@ impl Pipeline {
         exchange.matched = Some(Arc::clone(&route));
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
+        let handshake = upgrade::read(&route, &mut parts)?;
         let (app, ip) = (&self.app, peer.ip());
         limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await?;
         authenticate::certificate(&route, &parts.extensions)?;
@@ -137,6 +142,19 @@ impl Pipeline {
         }
         let claims = caller.as_deref();
         limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
+        if let Some(handshake) = handshake {
+            let request = forward::Forwardable {
+                route: &route,
+                target,
+                parts,
+                body,
+                host,
+                client_ip: ip,
+                caller,
+            };
+            let attempted = &mut exchange.attempted;
+            return upgrade::open(app, &routing, request, handshake, attempted).await;
+        }
         if let Some(plan) = route.settings.compose.as_deref() {
             let request = compose::Composable {
                 plan,

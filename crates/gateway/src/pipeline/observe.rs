@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::pipeline::upgrade::SocketLife;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 use crate::router::Route;
@@ -107,6 +108,15 @@ pub struct GatewayMetrics {
     /// `gatehouse_transform_skipped_total{route, reason}`: answers a route's `response.json`
     /// left untouched (`too_large`, `decoded_too_large`).
     pub transform_skipped: Family<SkipLabels, Counter>,
+    /// `gatehouse_websockets_open`: WebSockets spliced now.
+    pub websockets_open: Gauge,
+    /// `gatehouse_websocket_upgrades_total{outcome}`: `upgraded`, `refused_by_upstream` (the
+    /// instance answered other than 101; its answer went to the client), `failed` (no instance,
+    /// no answer in time, or a 101 that does not answer the handshake: 502, 503, 504).
+    pub websocket_upgrades: Family<OutcomeLabels, Counter>,
+    /// `gatehouse_websocket_closes_total{outcome}`: why sockets ended (see
+    /// `crate::proxy::splice::Closed`).
+    pub websocket_closes: Family<OutcomeLabels, Counter>,
     /// One scrape at a time refreshes the instance gauges and renders.
     pub scrape: Arc<std::sync::Mutex<()>>,
 }
@@ -142,6 +152,9 @@ impl GatewayMetrics {
             connections: Gauge::default(),
             cache: Family::default(),
             transform_skipped: Family::default(),
+            websockets_open: Gauge::default(),
+            websocket_upgrades: Family::default(),
+            websocket_closes: Family::default(),
             scrape: Arc::default(),
         };
         let it = families.clone();
@@ -205,7 +218,34 @@ impl GatewayMetrics {
             "Answers a route's JSON rules left untouched, by route and reason (too_large, decoded_too_large)",
             it.transform_skipped,
         );
+        metrics.register(
+            "gatehouse_websockets_open",
+            "WebSockets open through the gateway now",
+            it.websockets_open,
+        );
+        metrics.register(
+            "gatehouse_websocket_upgrades",
+            "WebSocket upgrades that passed the gateway's checks, by outcome (upgraded, refused_by_upstream, failed)",
+            it.websocket_upgrades,
+        );
+        metrics.register(
+            "gatehouse_websocket_closes",
+            "WebSockets ended, by outcome (closed, broken, idle_timeout, max_lifetime, token_revoked, token_expired, client_gone)",
+            it.websocket_closes,
+        );
         families
+    }
+
+    pub fn websocket_upgrade(&self, outcome: &'static str) {
+        self.websocket_upgrades
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn websocket_closed(&self, outcome: &'static str) {
+        self.websocket_closes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// One response-cache outcome (a closed set, named in `pipeline/cache.rs`).
@@ -328,7 +368,7 @@ impl Pending {
     /// `response` with its body watched: when the body has gone out (or the client is gone),
     /// the exchange is counted and logged. An error answer that names no reason gets its
     /// status's; a body cut short is logged as such (`answer_incomplete`).
-    pub fn answer(mut self, response: Response) -> Response {
+    pub fn answer(mut self, mut response: Response) -> Response {
         self.answered = true;
         let mut exchange = std::mem::replace(&mut self.exchange, Exchange::begin(&Method::GET, 0));
         let app = Arc::clone(&self.app);
@@ -339,6 +379,10 @@ impl Pending {
         let reason = own_reason
             .or_else(|| Reason::for_status(status))
             .map(Reason::as_str);
+        if let Some(life) = response.extensions_mut().remove::<SocketLife>() {
+            socket_opened(app, exchange, request_id, status, life);
+            return response;
+        }
         response.map(move |body| {
             Body::new(Observed::new(body, move |bytes_out, complete| {
                 let reason = if complete {
@@ -378,6 +422,43 @@ impl Drop for Pending {
     }
 }
 
+/// A WebSocket (its 101 answered): counted now, as the answer to its upgrade request, so the
+/// request metrics time the handshake and not the socket's life; logged when it closes, with
+/// its duration, the bytes each way and why it ended as the line's `reason`.
+fn socket_opened(
+    app: App,
+    exchange: Exchange,
+    request_id: HeaderValue,
+    status: StatusCode,
+    life: SocketLife,
+) {
+    let ended = Instant::now();
+    let handshake = ended.saturating_duration_since(exchange.started);
+    record(&app.observe, &exchange, status, None, ended, handshake);
+    tokio::spawn(async move {
+        let (from_client, from_upstream, closed) = match life.ended().await {
+            Ok(spliced) => (
+                spliced.from_client,
+                spliced.from_upstream,
+                spliced.closed.as_str(),
+            ),
+            Err(_) => (0, 0, crate::proxy::splice::Closed::Broken.as_str()),
+        };
+        let mut exchange = exchange;
+        exchange.bytes_in = exchange.bytes_in.saturating_add(from_client);
+        let duration = exchange.started.elapsed();
+        log(
+            &app.observe,
+            exchange,
+            &request_id,
+            status,
+            Some(closed),
+            duration,
+            from_upstream,
+        );
+    });
+}
+
 fn finish(
     observe: &Observe,
     exchange: Exchange,
@@ -388,6 +469,21 @@ fn finish(
 ) {
     let ended = Instant::now();
     let duration = ended.saturating_duration_since(exchange.started);
+    record(observe, &exchange, status, reason, ended, duration);
+    log(
+        observe, exchange, request_id, status, reason, duration, bytes_out,
+    );
+}
+
+/// The exchange in the request metrics (and its upstream's) and its route's live window.
+fn record(
+    observe: &Observe,
+    exchange: &Exchange,
+    status: http::StatusCode,
+    reason: Option<&'static str>,
+    ended: Instant,
+    duration: std::time::Duration,
+) {
     let http = observe.metrics.http();
     let Some(route) = &exchange.matched else {
         // The gateway's own endpoints and requests no route matched: few, so by the labels.
@@ -399,9 +495,7 @@ fn finish(
             reason,
             duration,
         );
-        return log(
-            observe, exchange, request_id, status, reason, duration, bytes_out,
-        );
+        return;
     };
     http.record_route(
         &route.series,
@@ -441,9 +535,6 @@ fn finish(
                 .inc_by(u64::from(exchange.attempted.retries));
         }
     }
-    log(
-        observe, exchange, request_id, status, reason, duration, bytes_out,
-    );
 }
 
 /// The exchange's access-log line, when the log is on.

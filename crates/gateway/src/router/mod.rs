@@ -251,6 +251,7 @@ mod tests {
             transform: Default::default(),
             compose: None,
             client_cert: None,
+            websocket: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The local, in-process view of revocations: what the hot path checks.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+use super::watchers::{Named, Watchers};
 
 /// Denied token ids and sessions (until their tokens' expiry) and per-subject cut-offs.
 #[derive(Default)]
@@ -9,6 +11,9 @@ pub struct Mirror {
     denied: RwLock<HashMap<String, u64>>,
     sessions: RwLock<HashMap<String, u64>>,
     cutoffs: RwLock<HashMap<String, u64>>,
+    /// The open WebSockets, woken by every revocation that names them (after it is in force
+    /// here, so a woken socket that looks finds it).
+    watchers: Arc<Watchers>,
 }
 
 /// Inserts `key` until `expiry`, pruning expired entries as new ones arrive, so the map holds
@@ -40,11 +45,13 @@ impl Mirror {
 
     pub fn deny(&self, jti: &str, expires_at: u64) {
         insert_pruned(&self.denied, jti, expires_at);
+        self.watchers.wake(&Named::Token(jti.to_owned()));
     }
 
     /// Refuses every token of the sign-in session `sid` until `until` (Unix seconds).
     pub fn deny_session(&self, sid: &str, until: u64) {
         insert_pruned(&self.sessions, sid, until);
+        self.watchers.wake(&Named::Session(sid.to_owned()));
     }
 
     pub fn cut_off(&self, subject: &str, cutoff_ms: u64) {
@@ -54,6 +61,13 @@ impl Mirror {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = cutoffs.entry(subject.to_owned()).or_insert(cutoff_ms);
         *entry = (*entry).max(cutoff_ms);
+        drop(cutoffs);
+        self.watchers.wake(&Named::Subject(subject.to_owned()));
+    }
+
+    /// The registry of open WebSockets this mirror wakes.
+    pub fn watchers(&self) -> &Arc<Watchers> {
+        &self.watchers
     }
 
     pub fn is_denied(&self, jti: &str) -> bool {

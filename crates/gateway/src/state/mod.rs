@@ -18,6 +18,7 @@
 pub mod mirror;
 mod redis_state;
 mod throttle;
+pub mod watchers;
 
 use std::sync::Arc;
 use std::time::Duration;
