@@ -26,6 +26,7 @@
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
 //! - [`clock`]: the wall clock and the monotonic clock, in one place.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
+//! - [`trace`]: the request's W3C trace, the `traceparent` sent to services, the phases' spans.
 //! - [`server`]: the gateway assembled and served.
 
 pub mod app;
@@ -47,6 +48,7 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod trace;
 pub mod transform;
 
 pub use server::Gateway;

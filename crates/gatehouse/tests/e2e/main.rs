@@ -40,5 +40,8 @@ mod services;
 mod slow_clients;
 mod store_outage;
 mod tokens;
+// `tracing.rs`, named apart from the `tracing` crate.
+#[path = "tracing.rs"]
+mod tracing_otlp;
 mod transforms;
 mod users_through_gateway;

@@ -25,6 +25,8 @@ use crate::app::App;
 use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 use crate::router::Route;
+use crate::trace::RequestTrace;
+use kit::trace::{TraceId, Tracer};
 
 /// The name the gateway's series and log lines carry in the `server` label.
 pub const SERVER: &str = "gateway";
@@ -36,6 +38,8 @@ pub struct Observe {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub gateway: GatewayMetrics,
+    /// Where recorded traces' spans go (off unless `telemetry:` is configured).
+    pub tracer: Tracer,
 }
 
 impl Observe {
@@ -46,7 +50,14 @@ impl Observe {
             metrics,
             access_log,
             gateway,
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Exports the spans of recorded traces to `tracer`.
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 }
 
@@ -261,6 +272,8 @@ pub struct Exchange {
     pub principal: Option<String>,
     pub attempted: Attempted,
     pub bytes_in: u64,
+    /// The request's trace, and its phases' spans when recorded ([`crate::trace`]).
+    pub trace: RequestTrace,
 }
 
 impl Exchange {
@@ -273,6 +286,7 @@ impl Exchange {
             principal: None,
             attempted: Attempted::default(),
             bytes_in,
+            trace: RequestTrace::default(),
         }
     }
 }
@@ -359,13 +373,24 @@ impl Drop for Pending {
 
 fn finish(
     observe: &Observe,
-    exchange: Exchange,
+    mut exchange: Exchange,
     request_id: &HeaderValue,
     status: http::StatusCode,
     reason: Option<&'static str>,
     bytes_out: u64,
 ) {
+    let trace = std::mem::take(&mut exchange.trace);
+    let trace_id = trace.trace_id();
+    trace.finish(&observe.tracer, &exchange.method, status, reason);
     let duration = exchange.started.elapsed();
+    let answer = Answered {
+        request_id,
+        trace_id,
+        status,
+        reason,
+        duration,
+        bytes_out,
+    };
     let http = observe.metrics.http();
     let Some(route) = &exchange.matched else {
         // The gateway's own endpoints and requests no route matched: few, so by the labels.
@@ -377,9 +402,7 @@ fn finish(
             reason,
             duration,
         );
-        return log(
-            observe, exchange, request_id, status, reason, duration, bytes_out,
-        );
+        return log(observe, exchange, answer);
     };
     http.record_route(
         &route.series,
@@ -411,24 +434,33 @@ fn finish(
                 .inc_by(u64::from(exchange.attempted.retries));
         }
     }
-    log(
-        observe, exchange, request_id, status, reason, duration, bytes_out,
-    );
+    log(observe, exchange, answer);
 }
 
-/// The exchange's access-log line, when the log is on.
-fn log(
-    observe: &Observe,
-    exchange: Exchange,
-    request_id: &HeaderValue,
+/// How the exchange was answered, for its log line.
+struct Answered<'a> {
+    request_id: &'a HeaderValue,
+    trace_id: Option<TraceId>,
     status: http::StatusCode,
     reason: Option<&'static str>,
     duration: std::time::Duration,
     bytes_out: u64,
-) {
+}
+
+/// The exchange's access-log line, when the log is on.
+fn log(observe: &Observe, exchange: Exchange, answer: Answered<'_>) {
+    let Answered {
+        request_id,
+        trace_id,
+        status,
+        reason,
+        duration,
+        bytes_out,
+    } = answer;
     if observe.access_log.is_on() {
         observe.access_log.record(AccessRecord {
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            trace_id,
             server: SERVER,
             route: exchange.route.as_template().cloned(),
             method: exchange.method,
