@@ -95,6 +95,10 @@ pub struct ServiceOptions {
     /// your load balancer or Kubernetes needs to stop sending new connections.
     #[arg(long, env = "GATEHOUSE_SHUTDOWN_DELAY", value_parser = kit::config::values::parse_any_duration)]
     pub shutdown_delay: Option<Duration>,
+    /// An OpenTelemetry collector's OTLP/HTTP address (`http://otel-collector:4318`): the
+    /// service's spans are exported there, every trace it starts recorded (default: off).
+    #[arg(long, env = "GATEHOUSE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<kit::trace::OtlpEndpoint>,
     /// The service's configuration file (YAML: listen, admin_listen, database, identity,
     /// access_log, drain_timeout, shutdown_delay, limits), under the options above; default: none.
     #[arg(long, env = "GATEHOUSE_SERVICE_CONFIG")]
@@ -124,6 +128,13 @@ impl ServiceOptions {
         config.issuer = self.issuer.unwrap_or(config.issuer);
         config.access_log = self.access_log.unwrap_or(config.access_log);
         config.shutdown_delay = self.shutdown_delay.unwrap_or(config.shutdown_delay);
+        if let Some(otlp_endpoint) = self.otlp_endpoint {
+            config.telemetry = Some(kit::trace::Telemetry {
+                otlp_endpoint,
+                service_name: defaults.name.to_owned(),
+                sample_ratio: kit::trace::SampleRatio::ALL,
+            });
+        }
         if let Some(timeout) = self.database_acquire_timeout {
             config.database.acquire_timeout = timeout;
         }

@@ -100,6 +100,8 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     let metrics = Metrics::new();
     let access_log =
         AccessLog::open(&config.access_log, &metrics).context("opening the access log")?;
+    // The gateway's `telemetry:` covers the whole system: each service exports under its name.
+    let telemetry = config.telemetry.clone();
     let mut gateway = gateway::Gateway::build_observed(
         config,
         metrics.clone(),
@@ -161,11 +163,29 @@ pub async fn start(options: UpOptions, shutdown: Shutdown) -> anyhow::Result<Run
     }
 
     // One registry and one access log for every part, told apart by the `server` label.
-    let observed =
-        |service: kit::service::Service| service.with_observe(metrics.clone(), access_log.clone());
-    let users = observed(users::Users::from_config(&users_config).await?);
-    let orders = observed(orders::Orders::from_config(&orders_config).await?);
-    let clock = observed(clock::Clock::from_config(&clock_config).await?);
+    let observed = |service: kit::service::Service, name: &'static str| {
+        let tracer = match &telemetry {
+            Some(telemetry) => {
+                let telemetry = kit::trace::Telemetry {
+                    service_name: name.to_owned(),
+                    ..telemetry.clone()
+                };
+                kit::trace::Tracer::start(&telemetry, name, &metrics)?
+            }
+            None => kit::trace::Tracer::off(),
+        };
+        anyhow::Ok(
+            service
+                .with_observe(metrics.clone(), access_log.clone())
+                .with_tracer(tracer),
+        )
+    };
+    let users = users::Users::from_config(&users_config).await?;
+    let users = observed(users, users::Users::DEFAULTS.name)?;
+    let orders = orders::Orders::from_config(&orders_config).await?;
+    let orders = observed(orders, orders::Orders::DEFAULTS.name)?;
+    let clock = clock::Clock::from_config(&clock_config).await?;
+    let clock = observed(clock, clock::Clock::DEFAULTS.name)?;
     let mut tasks = JoinSet::new();
     tasks.spawn(gateway.serve_admin(admin_listener, shutdown.clone()));
     tasks.spawn(gateway.serve(gateway_listener, shutdown.clone()));

@@ -30,6 +30,7 @@
 //!   last minute (fed by the observe phase), the configuration's generation, the signing keys.
 //! - [`clock`]: the wall clock and the monotonic clock, in one place.
 //! - [`error`]: every answer the gateway makes itself, as problem+json.
+//! - [`trace`]: the request's W3C trace, the `traceparent` sent to services, the phases' spans.
 //! - [`server`]: the gateway assembled and served.
 
 pub mod app;
@@ -53,6 +54,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod trace;
 pub mod transform;
 
 pub use server::Gateway;

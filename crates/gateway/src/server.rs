@@ -23,13 +23,14 @@ use crate::config::{GatewayConfig, Vars};
 use crate::entrance::{self, Entrance};
 use crate::issuer::{jwks, login, oauth, own_body, session, upkeep};
 use crate::openapi;
-use crate::pipeline::observe::Observe;
+use crate::pipeline::observe::{Observe, SERVER};
 use crate::pipeline::route::OwnEndpoints;
 use crate::pipeline::{accept, Pipeline};
 use crate::proxy::health;
 use crate::readiness;
 use crate::reload::Reloader;
 use crate::status;
+use kit::trace::Tracer;
 
 /// How long the admin listener's requests may take to finish at shutdown: they are quick.
 const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
@@ -59,7 +60,11 @@ impl Gateway {
         access_log: AccessLog,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let observe = Observe::new(metrics, access_log);
+        let tracer = match &config.telemetry {
+            Some(telemetry) => Tracer::start(telemetry, SERVER, &metrics)?,
+            None => Tracer::off(),
+        };
+        let observe = Observe::new(metrics, access_log).with_tracer(tracer);
         let entrance = config
             .tls
             .as_ref()

@@ -15,6 +15,9 @@ use kit::observe::{
 fn record(route: &Arc<str>) -> AccessRecord {
     AccessRecord {
         request_id: "0192f1a0-7c2e-7c3a-9d1e-5b8f2a3c4d5e".to_owned(),
+        trace_id: Some(kit::trace::TraceId::from(
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+        )),
         server: "gateway",
         route: Some(Arc::clone(route)),
         method: Method::GET,

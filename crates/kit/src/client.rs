@@ -1,6 +1,9 @@
 //! [`ServiceClient`]: how a service (or any machine) calls other services through the gateway
 //! as an OAuth 2.0 client: it obtains a client-credentials token, caches it, renews it before it
 //! expires (or at once when the gateway refuses it), and sends requests with it.
+//!
+//! A request sent while handling one continues its trace: `traceparent` (and `tracestate`) name
+//! the handling request's span as the parent (see [`crate::trace`]).
 
 use std::time::{Duration, Instant};
 
@@ -137,21 +140,31 @@ impl ServiceClient {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
         let url = format!("{}{path}", self.gateway);
+        let trace = trace_headers();
+        let request = |method: Method, token: &str| {
+            build(self.http.request(method, &url).bearer_auth(token)).headers(trace.clone())
+        };
         let token = self.token().await?;
-        let response = build(self.http.request(method.clone(), &url).bearer_auth(&token))
-            .send()
-            .await?;
+        let response = request(method.clone(), &token).send().await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
         self.forget(&token).await;
         let token = self.token().await?;
-        Ok(build(self.http.request(method, &url).bearer_auth(&token))
-            .send()
-            .await?)
+        Ok(request(method, &token).send().await?)
     }
 
     pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
         self.send(Method::GET, path, |request| request).await
     }
+}
+
+/// `traceparent` and `tracestate` continuing the trace of the request being handled on this task,
+/// with its server span as the parent; empty outside a request.
+fn trace_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Some(trace) = crate::request_id::current().and_then(|context| context.trace) {
+        trace.propagate(&mut headers, trace.span_id);
+    }
+    headers
 }

@@ -23,6 +23,8 @@
 //! - [`observe`]: Prometheus metrics and the JSON access log, the same for the gateway and every service.
 //! - [`config`]: the loader of every configuration file, and the settings every service shares.
 //! - [`telemetry`]: tracing set-up, human-readable by default and JSON on request.
+//! - [`trace`]: W3C Trace Context continued across the fleet (the trace id in every log line and
+//!   problem), and OpenTelemetry spans exported over OTLP/HTTP when configured.
 //! - [`listener`]: the listener every server runs on (the gateway's and each service's):
 //!   header-read deadline, connection caps per address and in all, send deadline, drain; TLS
 //!   optional.
@@ -54,6 +56,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod tls;
+pub mod trace;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};

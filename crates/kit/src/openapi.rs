@@ -36,6 +36,9 @@ pub struct ProblemDetails {
     pub instance: Option<String>,
     /// The `X-Request-Id` of the request, to find it in the logs.
     pub request_id: Option<String>,
+    /// The W3C trace id of the request (32 lowercase hex digits), to follow it across services.
+    #[schema(required = false, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
     /// One entry per invalid field, on 422.
     #[schema(required = false)]
     pub errors: Vec<FieldError>,

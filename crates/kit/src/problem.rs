@@ -86,6 +86,9 @@ struct Body<'a> {
     instance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    /// The W3C trace id, so one failed request can be followed across the fleet's logs and spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
     /// The same word the metrics and the access log carry, so a client's report can be matched
     /// to an operator's graph.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -234,6 +237,10 @@ impl Problem {
             status: self.status.as_u16(),
             detail: self.detail.as_deref(),
             instance: context.as_ref().map(|c| c.path.clone()),
+            trace_id: context
+                .as_ref()
+                .and_then(|c| c.trace.as_ref())
+                .map(|trace| trace.trace_id.to_string()),
             request_id: context.map(|c| c.id),
             reason: self.reason().map(Reason::as_str),
             errors: &self.errors,

@@ -6,6 +6,8 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::trace::Trace;
+
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What a problem body needs to know about the request it answers.
@@ -13,6 +15,9 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestContext {
     pub id: String,
     pub path: String,
+    /// The request's trace ([`crate::trace`]): its id goes into problems, and requests made
+    /// while handling it continue it.
+    pub trace: Option<Trace>,
 }
 
 tokio::task_local! {
@@ -71,7 +76,8 @@ pub async fn scope<F: std::future::Future>(context: RequestContext, future: F) -
     CONTEXT.scope(context, future).await
 }
 
-/// axum middleware: see the module documentation.
+/// axum middleware: see the module documentation. Inside [`crate::trace::middleware`], so the
+/// context carries the request's trace.
 pub async fn middleware(mut request: Request, next: Next) -> Response {
     let id = from_headers(request.headers());
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -80,6 +86,8 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let context = RequestContext {
         id: id.clone(),
         path: request.uri().path().to_owned(),
+        // Set by the trace middleware outside this one (`trace::middleware`), when present.
+        trace: request.extensions().get::<Trace>().cloned(),
     };
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %context.path);
     let mut response =

@@ -25,6 +25,7 @@ use crate::observe::{self, AccessLog, Metrics};
 use crate::problem::Problem;
 use crate::request_id;
 use crate::shutdown::Shutdown;
+use crate::trace::{self, Tracer};
 
 /// How long the admin listener's requests may take to finish at shutdown: they are quick.
 const ADMIN_DRAIN: Duration = Duration::from_secs(1);
@@ -93,6 +94,8 @@ pub struct Service {
     drain_timeout: Duration,
     /// How long it answers not-ready, still serving, between the signal and the drain.
     shutdown_delay: Duration,
+    /// Where its spans go (off unless telemetry is configured); traces are continued either way.
+    tracer: Tracer,
 }
 
 impl Service {
@@ -111,6 +114,7 @@ impl Service {
             limits: Limits::default(),
             drain_timeout: crate::config::service::DEFAULT_DRAIN_TIMEOUT,
             shutdown_delay: Duration::ZERO,
+            tracer: Tracer::off(),
         }
     }
 
@@ -179,6 +183,12 @@ impl Service {
         self
     }
 
+    /// Exports the service's spans to `tracer` (see [`crate::trace`]); off by default.
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     /// The registry the service records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -209,9 +219,17 @@ impl Service {
             .fallback(|| async { Problem::not_found("No such resource.") })
             .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED) })
             // Inside the request id (it names the line) and per route (it knows the template).
-            .layer(observe::layer(self.name, self.metrics, self.access_log))
+            .layer(
+                observe::layer(self.name, self.metrics, self.access_log)
+                    .with_tracer(self.tracer.clone()),
+            )
             .layer(Extension(self.verifier))
-            .layer(axum::middleware::from_fn(request_id::middleware));
+            .layer(axum::middleware::from_fn(request_id::middleware))
+            // Outermost: the trace is known to everything inside (problems, log line, span).
+            .layer(axum::middleware::from_fn_with_state(
+                self.tracer,
+                trace::middleware,
+            ));
         (public, admin)
     }
 
@@ -227,7 +245,12 @@ impl Service {
             .await
             .with_context(|| format!("admin: cannot listen on {}", config.admin_listen))?;
         let metrics = self.metrics.clone();
+        let tracer = match &config.telemetry {
+            Some(telemetry) => Tracer::start(telemetry, self.name, &metrics)?,
+            None => Tracer::off(),
+        };
         self.with_observe(metrics, access_log)
+            .with_tracer(tracer)
             .with_admin_listener(admin)
             .configured(config)
             .serve(listener, shutdown)

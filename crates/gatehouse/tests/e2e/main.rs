@@ -43,6 +43,9 @@ mod status;
 mod store_outage;
 mod tls;
 mod tokens;
+// `tracing.rs`, named apart from the `tracing` crate.
+#[path = "tracing.rs"]
+mod tracing_otlp;
 mod transforms;
 mod upstream_tls;
 mod users_through_gateway;

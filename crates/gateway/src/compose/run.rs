@@ -24,6 +24,8 @@ use crate::error::GatewayError;
 use crate::pipeline::observe::ServiceLabels;
 use crate::proxy::forward::{self, Attempted, Outbound};
 use crate::routing::Routing;
+use crate::trace::{RequestTrace, Started};
+use kit::trace::{SpanId, Trace};
 
 /// What the parts are asked with: the client's request as far as the parts may see it.
 pub struct Call<'a> {
@@ -49,7 +51,10 @@ pub async fn run(
     routing: &Routing,
     plan: &Plan,
     call: &Call<'_>,
+    trace: &mut RequestTrace,
 ) -> Result<Vec<Result<Value, PartFailure>>, RequiredFailed> {
+    // Each part's `traceparent` names a span of its own (see `crate::trace`).
+    let context = trace.trace().cloned();
     let count = plan.parts.len();
     let mut answers: Vec<Option<Value>> = vec![None; count];
     let mut outcomes: Vec<Option<Result<(), PartFailure>>> = vec![None; count];
@@ -79,12 +84,30 @@ pub async fn run(
                         Arc::clone(&plan.parts[i].name)
                     })
                     .map_err(|unfilled| PartFailure::unfilled(&part.service, unfilled.0));
-                running.push(ask_indexed(app, routing, part, index, target, call));
+                let traced = Traced {
+                    trace: context.as_ref(),
+                    span: trace.call_span(),
+                    started: trace.start(),
+                };
+                running.push(ask_indexed(app, routing, part, index, target, call, traced));
             }
         }
-        let Some((index, outcome)) = running.next().await else {
+        let Some((index, outcome, traced, report)) = running.next().await else {
             break;
         };
+        let part = &plan.parts[index];
+        trace.called(crate::trace::Call {
+            started: traced.started,
+            span: traced.span,
+            service: &part.service,
+            part: Some(&part.name),
+            attempted: &report.attempted,
+            outcome: match (&outcome, report.status) {
+                (Err(failure), _) => Err(failure.reason),
+                (Ok(_), Some(status)) => Ok(status),
+                (Ok(_), None) => Ok(StatusCode::OK),
+            },
+        });
         settle(plan, index, outcome, &mut answers, &mut outcomes)?;
     }
     Ok(answers
@@ -121,19 +144,36 @@ fn settle(
     Ok(())
 }
 
-async fn ask_indexed(
+/// A part's place in the trace: the span its `traceparent` names, and when it started.
+struct Traced<'a> {
+    trace: Option<&'a Trace>,
+    span: SpanId,
+    started: Started,
+}
+
+/// What a part's span records of its call.
+#[derive(Default)]
+struct Report {
+    attempted: Attempted,
+    /// The service's status, when it answered.
+    status: Option<StatusCode>,
+}
+
+async fn ask_indexed<'a>(
     app: &AppState,
     routing: &Routing,
     part: &Part,
     index: usize,
     target: Result<String, PartFailure>,
     call: &Call<'_>,
-) -> (usize, Result<Value, PartFailure>) {
+    traced: Traced<'a>,
+) -> (usize, Result<Value, PartFailure>, Traced<'a>, Report) {
+    let mut report = Report::default();
     let outcome = match target {
-        Ok(target) => ask(app, routing, part, target, call).await,
+        Ok(target) => ask(app, routing, part, target, call, &traced, &mut report).await,
         Err(failure) => Err(failure),
     };
-    (index, outcome)
+    (index, outcome, traced, report)
 }
 
 /// One part: a GET to its service, its answer read whole (bounded) and parsed as JSON.
@@ -143,6 +183,8 @@ async fn ask(
     part: &Part,
     target: String,
     call: &Call<'_>,
+    traced: &Traced<'_>,
+    report: &mut Report,
 ) -> Result<Value, PartFailure> {
     let upstream = routing.upstreams.get(&part.service).ok_or_else(|| {
         PartFailure::from_error(&GatewayError::Internal(anyhow::anyhow!(
@@ -159,6 +201,9 @@ async fn ask(
             .map_err(|error| PartFailure::from_error(&error))?;
         headers.insert(kit::identity::HEADER, identity);
     }
+    if let Some(trace) = traced.trace {
+        trace.propagate(&mut headers, traced.span);
+    }
     let timeout = part.timeout.unwrap_or(upstream.timeout);
     let deadline = Instant::now() + timeout;
     let outbound = Outbound {
@@ -167,12 +212,13 @@ async fn ask(
         headers,
         body: Body::empty(),
     };
-    let mut attempted = Attempted::default();
+    let attempted = &mut report.attempted;
     let limits = &routing.config.limits;
-    let answered = forward::forward(upstream, outbound, timeout, limits, &mut attempted).await;
-    record(app, &upstream.name, &attempted);
+    let answered = forward::forward(upstream, outbound, timeout, limits, attempted).await;
+    record(app, &upstream.name, attempted);
     let response = answered.map_err(|error| PartFailure::from_error(&error))?;
     let (head, body) = response.into_parts();
+    report.status = Some(head.status);
     let service = &*part.service;
     if !head.status.is_success() {
         return Err(PartFailure::status(service, head.status));

@@ -149,3 +149,108 @@ routes:
         }
     }
 }
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::*;
+    use kit::config::Position;
+
+    const HEAD: &str =
+        "services:\n  users: { upstreams: [\"http://127.0.0.1:8101\"] }\nroutes: []\n";
+
+    #[test]
+    fn telemetry_is_off_unless_configured_and_read_with_its_defaults() {
+        let off = parse(HEAD, "gateway.yaml", &Vars::new()).unwrap();
+        assert_eq!(off.telemetry, None);
+
+        let text = format!("{HEAD}telemetry: {{ otlp_endpoint: \"http://collector:4318\" }}\n");
+        let on = parse(&text, "gateway.yaml", &Vars::new()).unwrap();
+        let telemetry = on.telemetry.unwrap();
+        assert_eq!(
+            telemetry.otlp_endpoint.traces_url(),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(telemetry.service_name, "gateway");
+        assert_eq!(telemetry.sample_ratio, kit::trace::SampleRatio::ALL);
+    }
+
+    #[test]
+    fn every_bad_telemetry_value_is_refused_at_its_place() {
+        let cases = [
+            (
+                "otlp_endpoint: \"https://collector:4318\"",
+                "telemetry.otlp_endpoint",
+                "only http://",
+            ),
+            (
+                "otlp_endpoint: collector:4318",
+                "telemetry.otlp_endpoint",
+                "http://",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318/?x=1\"",
+                "telemetry.otlp_endpoint",
+                "no query",
+            ),
+            (
+                "otlp_endpoint: \"http://u:p@c:4318\"",
+                "telemetry.otlp_endpoint",
+                "user information",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318\", sample_ratio: 1.5",
+                "telemetry.sample_ratio",
+                "between 0 and 1",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318\", sample_ratio: -1",
+                "telemetry.sample_ratio",
+                "between 0 and 1",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318\", sample_ratio: often",
+                "telemetry.sample_ratio",
+                "",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318\", service_name: \"\"",
+                "telemetry.service_name",
+                "",
+            ),
+            (
+                "otlp_endpoint: \"http://c:4318\", headers: { x: y }",
+                "telemetry",
+                "headers",
+            ),
+            ("sample_ratio: 1", "telemetry", "otlp_endpoint"),
+        ];
+        for (section, field, says) in cases {
+            let text = format!("{HEAD}telemetry: {{ {section} }}\n");
+            let found = match parse(&text, "gateway.yaml", &Vars::new()) {
+                Err(ConfigError::Mistakes { mistakes, .. }) => mistakes,
+                Err(other) => panic!("{other}"),
+                Ok(_) => panic!("{section} must be refused"),
+            };
+            assert_eq!(found.len(), 1, "{section}: {found:?}");
+            assert!(found[0].field.starts_with(field), "{section}: {found:?}");
+            assert!(found[0].message.contains(says), "{section}: {found:?}");
+            assert!(
+                matches!(found[0].at, Some(Position { line: 4, .. })),
+                "{section}: placed on its line: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_that_changes_telemetry_needs_a_restart() {
+        let running = parse(HEAD, "gateway.yaml", &Vars::new()).unwrap();
+        let text = format!("{HEAD}telemetry: {{ otlp_endpoint: \"http://collector:4318\" }}\n");
+        let changed = parse(&text, "gateway.yaml", &Vars::new()).unwrap();
+        assert_eq!(changed.needs_restart(&running), ["telemetry"]);
+        assert_eq!(
+            changed.keeping_start_settings_of(&running).telemetry,
+            None,
+            "the running gateway keeps exporting as it started"
+        );
+    }
+}

@@ -87,6 +87,8 @@ pub struct GatewayConfig {
     /// How long a changed file must stay the same before the watch applies it, so a writer
     /// that pauses mid-file is not caught half-way.
     pub watch_settle: Duration,
+    /// Span export over OTLP/HTTP (read at start); `None`: off.
+    pub telemetry: Option<kit::trace::Telemetry>,
 }
 
 impl GatewayConfig {
@@ -126,6 +128,10 @@ impl GatewayConfig {
         if self.cache.memory_bytes != running.cache.memory_bytes {
             fields.push("cache.memory");
         }
+        // The export task is started once, with the gateway.
+        if self.telemetry != running.telemetry {
+            fields.push("telemetry");
+        }
         fields
     }
 
@@ -141,6 +147,7 @@ impl GatewayConfig {
         self.tokens = running.tokens.clone();
         self.auth = running.auth.clone();
         self.cache.memory_bytes = running.cache.memory_bytes;
+        self.telemetry.clone_from(&running.telemetry);
         self
     }
 

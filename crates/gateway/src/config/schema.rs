@@ -67,6 +67,23 @@ pub struct File {
     pub watch: Watch,
     /// How long a changed file must stay unchanged before it is applied.
     pub watch_settle: Period,
+    /// Span export over OTLP/HTTP; absent: off (traces are still continued and logged).
+    pub telemetry: Option<Telemetry>,
+}
+
+/// `telemetry:` the collector the gateway's spans are posted to (read at start).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// `http://host:4318`: OTLP/HTTP with protobuf bodies, posted to `/v1/traces`.
+    pub otlp_endpoint: kit::trace::OtlpEndpoint,
+    /// The `service.name` of the gateway's spans (default `gateway`).
+    #[serde(default)]
+    pub service_name: Option<NonEmpty>,
+    /// The share of the traces the gateway starts that are recorded, 0 to 1 (default 1); a
+    /// client's `traceparent` decides for the traces it continues.
+    #[serde(default)]
+    pub sample_ratio: kit::trace::SampleRatio,
 }
 
 /// Loopback: metrics and the detailed readiness are for operators, not for the internet.
@@ -98,6 +115,7 @@ impl Default for File {
             shutdown_delay: std::time::Duration::ZERO,
             watch: Watch(Some(Duration::from_secs(1))),
             watch_settle: Period::millis(200),
+            telemetry: None,
         }
     }
 }

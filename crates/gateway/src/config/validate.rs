@@ -81,6 +81,14 @@ pub fn validate(raw: schema::File, mistakes: &mut Mistakes) -> GatewayConfig {
         shutdown_delay: raw.shutdown_delay,
         watch: raw.watch.0,
         watch_settle: raw.watch_settle.0,
+        telemetry: raw.telemetry.map(|telemetry| kit::trace::Telemetry {
+            otlp_endpoint: telemetry.otlp_endpoint,
+            service_name: telemetry.service_name.map_or_else(
+                || crate::pipeline::observe::SERVER.to_owned(),
+                |name| name.0,
+            ),
+            sample_ratio: telemetry.sample_ratio,
+        }),
     }
 }
 

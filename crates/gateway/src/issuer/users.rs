@@ -214,6 +214,10 @@ async fn call(
         if let Ok(id) = HeaderValue::from_str(&context.id) {
             request = request.header(kit::request_id::HEADER, id);
         }
+        // The sign-in's trace continues into the users service, under the gateway's span.
+        if let (Some(trace), Some(headers)) = (&context.trace, request.headers_mut()) {
+            trace.propagate(headers, trace.span_id);
+        }
     }
     let body = match body {
         Some(json) => {

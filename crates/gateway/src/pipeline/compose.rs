@@ -21,8 +21,9 @@ use crate::error::GatewayError;
 use crate::proxy::headers::{self, Forwarding};
 use crate::router::Lookup;
 use crate::routing::Routing;
+use crate::trace::RequestTrace;
 
-/// The client's headers a part may see.
+/// The client's headers a part may see (and `traceparent`, `tracestate` naming the part's span).
 const PASSED_ON: [header::HeaderName; 3] = [
     header::ACCEPT_LANGUAGE,
     header::USER_AGENT,
@@ -37,6 +38,8 @@ pub struct Composable<'a> {
     pub host: Option<HeaderValue>,
     pub client_ip: IpAddr,
     pub caller: Option<Arc<AccessClaims>>,
+    /// Each part gets a span of its own under the gateway's (see [`crate::trace`]).
+    pub trace: &'a mut RequestTrace,
 }
 
 /// The composed answer (200, partial or not), or the failure of a required part (502, 503,
@@ -52,6 +55,7 @@ pub async fn answer(
         host,
         client_ip,
         caller,
+        trace,
     } = request;
     // The route was found by this lookup already; only a composition needs its parameters.
     let params = match routing.table.lookup(&parts.method, parts.uri.path()) {
@@ -85,7 +89,7 @@ pub async fn answer(
         headers,
         caller: caller.as_deref(),
     };
-    match run::run(app, routing, plan, &call).await {
+    match run::run(app, routing, plan, &call, trace).await {
         Ok(outcomes) => Ok(answer::composed(plan, outcomes)),
         Err(failed) => Err(GatewayError::PartFailed {
             part: Arc::clone(&plan.parts[failed.part].name),

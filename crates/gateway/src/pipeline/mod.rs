@@ -55,6 +55,7 @@ use kit::observe::RouteLabel;
 
 use crate::app::App;
 use crate::error::GatewayError;
+use crate::trace::RequestTrace;
 use route::{Destination, OwnEndpoints};
 
 /// The gateway's request path: what every accepted request is handed to.
@@ -89,6 +90,8 @@ impl Pipeline {
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(request_id::HEADER, id.clone());
         let exchange = pending.exchange();
+        // The client's trace continued, or a new one (an invalid `traceparent` is not echoed).
+        exchange.trace = RequestTrace::begin(&parts.headers, &self.app.observe.tracer);
         // Set once the route's limits counted the request: whatever answers it from then on
         // (the upstream, or the gateway's own 401/502/503/504/408/413) carries the headers.
         let mut quota = None;
@@ -97,7 +100,7 @@ impl Pipeline {
             .await
         {
             Ok(response) => response,
-            Err(error) => respond::refusal(error, &id, uri.path()),
+            Err(error) => respond::refusal(error, &id, uri.path(), exchange.trace.trace()),
         };
         let response = limit::annotate(response, quota);
         pending.answer(respond::finish(response, id))
@@ -114,26 +117,47 @@ impl Pipeline {
     ) -> Result<Response, GatewayError> {
         let routing = self.app.routing();
         let host = normalize::request(&parts)?;
-        let (route, target) = match route::find(&self.own, &routing, &parts)? {
+        let started = exchange.trace.start();
+        let found = route::find(&self.own, &routing, &parts);
+        exchange.trace.ended("route", started, found.as_ref().err());
+        let (route, target) = match found? {
             Destination::Service { route, target } => (route, target),
             Destination::Own => {
                 exchange.route = RouteLabel::template(self.own.label(parts.uri.path()));
                 if parts.uri.path() == routing.config.auth.login_path {
                     *quota = limit::admit_login(&self.app, &routing.config, peer.ip()).await?;
                 }
-                return Ok(self.own_endpoint(parts, body, peer).await);
+                let trace = exchange.trace.trace().cloned();
+                return Ok(self.own_endpoint(parts, body, peer, trace).await);
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
         exchange.matched = Some(Arc::clone(&route));
+        exchange.trace.matched(&route.template, &route.service);
         normalize::path(parts.uri.path())?;
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let handshake = upgrade::read(&route, &mut parts)?;
         let (app, ip) = (&self.app, peer.ip());
-        limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await?;
-        authenticate::certificate(&route, &parts.extensions)?;
-        let caller = authenticate::caller(&self.app, &route, &parts.headers).await?;
-        authorize::check(&route, caller.as_deref())?;
+        let limited = route.rate_limit_policy.is_some();
+        let started = exchange.trace.start_if(limited);
+        let admitted = limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await;
+        exchange
+            .trace
+            .ended("limit", started, admitted.as_ref().err());
+        admitted?;
+        let started = exchange.trace.start_if(
+            route.settings.auth.needs_identity() || route.settings.client_cert.is_some(),
+        );
+        let caller = match authenticate::certificate(&route, &parts.extensions) {
+            Ok(()) => authenticate::caller(&self.app, &route, &parts.headers)
+                .await
+                .and_then(|caller| authorize::check(&route, caller.as_deref()).map(|()| caller)),
+            Err(refused) => Err(refused),
+        };
+        exchange
+            .trace
+            .ended("authenticate", started, caller.as_ref().err());
+        let caller = caller?;
         if let Some(claims) = caller
             .as_ref()
             .filter(|_| self.app.observe.access_log.is_on())
@@ -141,7 +165,12 @@ impl Pipeline {
             exchange.principal = Some(claims.sub.clone());
         }
         let claims = caller.as_deref();
-        limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await?;
+        let started = exchange.trace.start_if(limited);
+        let admitted = limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await;
+        exchange
+            .trace
+            .ended("limit", started, admitted.as_ref().err());
+        admitted?;
         if let Some(handshake) = handshake {
             let request = forward::Forwardable {
                 route: &route,
@@ -162,17 +191,23 @@ impl Pipeline {
                 host,
                 client_ip: ip,
                 caller,
+                trace: &mut exchange.trace,
             };
             return compose::answer(&self.app, &routing, request).await;
         }
         // A body the service's schema refuses never leaves the gateway (`validate_body`).
         let body = crate::openapi::body::check(app, &route, &parts, &target, body).await?;
         // cache: a stored answer ends the request here; a miss goes on, to be stored on return.
+        let started = exchange.trace.start_if(route.settings.cache.is_some());
         let consulted = cache::consult(&self.app, &routing, &route, &parts, host.as_ref(), claims);
-        let plan = match consulted.await {
+        let consulted = consulted.await;
+        exchange.trace.ended("cache", started, None);
+        let plan = match consulted {
             cache::Consulted::Answer(response) => return Ok(response),
             cache::Consulted::Forward(plan) => plan,
             cache::Consulted::Refresh(response, plan) => {
+                let span = exchange.trace.server_span();
+                exchange.trace.propagate(&mut parts.headers, span);
                 let (route, ip) = (Arc::clone(&route), peer.ip());
                 let to = cache::Refresh {
                     route,
@@ -187,6 +222,9 @@ impl Pipeline {
         };
         let mut target = target;
         let terms = prepare::request(&route, &parts.method, &mut parts.headers, &mut target);
+        // The service's `traceparent` names the forward span (the gateway's, when not recording).
+        let (span, started) = (exchange.trace.call_span(), exchange.trace.start());
+        exchange.trace.propagate(&mut parts.headers, span);
         let request = forward::Forwardable {
             route: &route,
             target,
@@ -198,7 +236,23 @@ impl Pipeline {
         };
         let answer =
             forward::to_service(&self.app, &routing, request, &mut exchange.attempted).await;
+        exchange.trace.called(crate::trace::Call {
+            started,
+            span,
+            service: &route.service,
+            part: None,
+            attempted: &exchange.attempted,
+            outcome: match &answer {
+                Ok(response) => Ok(response.status()),
+                Err(error) => Err(error.reason()),
+            },
+        });
+        let transforms = route.settings.transform.response.is_some();
+        let started = exchange.trace.start_if(transforms);
         let answer = transform::answer(&self.app, &route, terms, answer).await;
+        exchange
+            .trace
+            .ended("transform", started, answer.as_ref().err());
         cache::settle(&self.app, plan, answer).await
     }
 
@@ -209,6 +263,7 @@ impl Pipeline {
         mut parts: http::request::Parts,
         body: Body,
         peer: SocketAddr,
+        trace: Option<kit::trace::Trace>,
     ) -> Response {
         parts.extensions.insert(ConnectInfo(peer));
         let context = RequestContext {
@@ -219,6 +274,7 @@ impl Pipeline {
                 .unwrap_or_default()
                 .to_owned(),
             path: parts.uri.path().to_owned(),
+            trace,
         };
         let span = tracing::info_span!("request", request_id = %context.id, method = %parts.method, path = %context.path);
         let answer = self

@@ -27,6 +27,8 @@ use crate::proxy::forward::Attempted;
 use crate::proxy::upstream::Upstreams;
 use crate::router::Route;
 use crate::status::window::Verdict;
+use crate::trace::RequestTrace;
+use kit::trace::{TraceId, Tracer};
 
 /// The name the gateway's series and log lines carry in the `server` label.
 pub const SERVER: &str = "gateway";
@@ -38,6 +40,8 @@ pub struct Observe {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub gateway: GatewayMetrics,
+    /// Where recorded traces' spans go (off unless `telemetry:` is configured).
+    pub tracer: Tracer,
 }
 
 impl Observe {
@@ -48,7 +52,14 @@ impl Observe {
             metrics,
             access_log,
             gateway,
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Exports the spans of recorded traces to `tracer`.
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 }
 
@@ -321,6 +332,8 @@ pub struct Exchange {
     /// The gateway made the answer itself (it carries a [`Reason`]): a 4xx then is a refusal of
     /// the gateway's, where a service's own 4xx passed on is an answer like any other.
     own_answer: bool,
+    /// The request's trace, and its phases' spans when recorded ([`crate::trace`]).
+    pub trace: RequestTrace,
 }
 
 impl Exchange {
@@ -334,6 +347,7 @@ impl Exchange {
             attempted: Attempted::default(),
             bytes_in,
             own_answer: false,
+            trace: RequestTrace::default(),
         }
     }
 }
@@ -432,6 +446,10 @@ fn socket_opened(
     status: StatusCode,
     life: SocketLife,
 ) {
+    let mut exchange = exchange;
+    let trace = std::mem::take(&mut exchange.trace);
+    let trace_id = trace.trace_id();
+    trace.finish(&app.observe.tracer, &exchange.method, status, None);
     let ended = Instant::now();
     let handshake = ended.saturating_duration_since(exchange.started);
     record(&app.observe, &exchange, status, None, ended, handshake);
@@ -444,35 +462,42 @@ fn socket_opened(
             ),
             Err(_) => (0, 0, crate::proxy::splice::Closed::Broken.as_str()),
         };
-        let mut exchange = exchange;
         exchange.bytes_in = exchange.bytes_in.saturating_add(from_client);
-        let duration = exchange.started.elapsed();
-        log(
-            &app.observe,
-            exchange,
-            &request_id,
+        let answer = Answered {
+            request_id: &request_id,
+            trace_id,
             status,
-            Some(closed),
-            duration,
-            from_upstream,
-        );
+            reason: Some(closed),
+            duration: exchange.started.elapsed(),
+            bytes_out: from_upstream,
+        };
+        log(&app.observe, exchange, answer);
     });
 }
 
 fn finish(
     observe: &Observe,
-    exchange: Exchange,
+    mut exchange: Exchange,
     request_id: &HeaderValue,
     status: http::StatusCode,
     reason: Option<&'static str>,
     bytes_out: u64,
 ) {
+    let trace = std::mem::take(&mut exchange.trace);
+    let trace_id = trace.trace_id();
+    trace.finish(&observe.tracer, &exchange.method, status, reason);
     let ended = Instant::now();
     let duration = ended.saturating_duration_since(exchange.started);
     record(observe, &exchange, status, reason, ended, duration);
-    log(
-        observe, exchange, request_id, status, reason, duration, bytes_out,
-    );
+    let answer = Answered {
+        request_id,
+        trace_id,
+        status,
+        reason,
+        duration,
+        bytes_out,
+    };
+    log(observe, exchange, answer);
 }
 
 /// The exchange in the request metrics (and its upstream's) and its route's live window.
@@ -537,19 +562,30 @@ fn record(
     }
 }
 
-/// The exchange's access-log line, when the log is on.
-fn log(
-    observe: &Observe,
-    exchange: Exchange,
-    request_id: &HeaderValue,
+/// How the exchange was answered, for its log line.
+struct Answered<'a> {
+    request_id: &'a HeaderValue,
+    trace_id: Option<TraceId>,
     status: http::StatusCode,
     reason: Option<&'static str>,
     duration: std::time::Duration,
     bytes_out: u64,
-) {
+}
+
+/// The exchange's access-log line, when the log is on.
+fn log(observe: &Observe, exchange: Exchange, answer: Answered<'_>) {
+    let Answered {
+        request_id,
+        trace_id,
+        status,
+        reason,
+        duration,
+        bytes_out,
+    } = answer;
     if observe.access_log.is_on() {
         observe.access_log.record(AccessRecord {
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            trace_id,
             server: SERVER,
             route: exchange.route.as_template().cloned(),
             method: exchange.method,

@@ -7,12 +7,18 @@ use kit::request_id::{self, RequestContext};
 
 use crate::error::GatewayError;
 
-/// The problem answering `error`, naming the request (`request_id`, `instance`) like every
+/// The problem answering `error`, naming the request (`request_id`, `trace_id`, `instance`) like every
 /// problem the gateway or a service makes.
-pub fn refusal(error: GatewayError, id: &HeaderValue, path: &str) -> Response {
+pub fn refusal(
+    error: GatewayError,
+    id: &HeaderValue,
+    path: &str,
+    trace: Option<&kit::trace::Trace>,
+) -> Response {
     let context = RequestContext {
         id: id.to_str().unwrap_or_default().to_owned(),
         path: path.to_owned(),
+        trace: trace.cloned(),
     };
     request_id::within(context, || error.into_response())
 }

@@ -64,6 +64,8 @@ pub struct ServiceConfig {
     /// After SIGTERM, how long the service answers not-ready while still serving before it stops
     /// accepting: the time an orchestrator needs to stop sending it traffic (default: none).
     pub shutdown_delay: Duration,
+    /// Span export over OTLP/HTTP (`GATEHOUSE_OTLP_ENDPOINT`); `None`: off.
+    pub telemetry: Option<crate::trace::Telemetry>,
 }
 
 impl ServiceConfig {
@@ -118,6 +120,7 @@ impl ServiceDefaults {
             limits: Limits::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             shutdown_delay: Duration::ZERO,
+            telemetry: None,
         }
     }
 

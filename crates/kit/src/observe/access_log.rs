@@ -77,6 +77,8 @@ impl std::str::FromStr for AccessLogTarget {
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
     pub request_id: String,
+    /// The W3C trace the request belongs to ([`crate::trace`]).
+    pub trace_id: Option<crate::trace::TraceId>,
     /// Which part answered: `gateway`, `users`, `orders`, `clock`.
     pub server: &'static str,
     /// The route template the request matched; `None` when none did.
@@ -272,7 +274,7 @@ struct LineWriter {
 impl LineWriter {
     /// One line for `entry`, every field always present (`null` when unknown) so a log pipeline
     /// sees one shape:
-    /// `{"time":"2026-11-29T10:27:46.123Z","request_id":…,"server":…,"route":…,"method":…,
+    /// `{"time":"2026-11-29T10:27:46.123Z","request_id":…,"trace_id":…,"server":…,"route":…,"method":…,
     /// "status":200,"reason":…,"principal":…,"instance":…,"duration_ms":1.234,"upstream_ms":…,
     /// "bytes_in":0,"bytes_out":69}`. Methods are named as in the metrics (anything
     /// non-standard is `other`); durations are milliseconds to the microsecond.
@@ -283,6 +285,8 @@ impl LineWriter {
         self.timestamp(entry.at);
         self.line.extend_from_slice(b"\",\"request_id\":");
         self.string(Some(&record.request_id))?;
+        self.line.extend_from_slice(b",\"trace_id\":");
+        self.trace_id(record.trace_id)?;
         self.line.extend_from_slice(b",\"server\":");
         self.string(Some(record.server))?;
         self.line.extend_from_slice(b",\"route\":");
@@ -307,6 +311,17 @@ impl LineWriter {
         self.integer(record.bytes_out)?;
         self.line.extend_from_slice(b"}\n");
         out.write_all(&self.line)
+    }
+
+    /// 32 lowercase hex digits, quoted, or `null`: formatted into the line, not through a String.
+    fn trace_id(&mut self, id: Option<crate::trace::TraceId>) -> std::io::Result<()> {
+        match id {
+            Some(id) => write!(self.line, "\"{id}\""),
+            None => {
+                self.line.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
     }
 
     /// A JSON string, escaped by serde_json, or `null`.
@@ -410,6 +425,9 @@ mod tests {
     fn record(request_id: &str) -> AccessRecord {
         AccessRecord {
             request_id: request_id.to_owned(),
+            trace_id: Some(crate::trace::TraceId::from(
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+            )),
             server: "orders",
             route: Some(Arc::from("/orders/{id}")),
             method: http::Method::GET,
@@ -450,9 +468,11 @@ mod tests {
                 "server",
                 "status",
                 "time",
+                "trace_id",
                 "upstream_ms"
             ]
         );
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(line["request_id"], "req-1");
         assert_eq!(line["route"], "/orders/{id}");
         assert_eq!(line["method"], "GET");

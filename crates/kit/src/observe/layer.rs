@@ -22,6 +22,7 @@ use super::body::Observed;
 use super::metrics::{Metrics, RouteLabel};
 use super::reason::Reason;
 use crate::request_id;
+use crate::trace::{self, KeyValue, Trace, Tracer};
 
 /// The layer [`layer`] returns.
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub struct ObserveLayer {
     server: &'static str,
     metrics: Metrics,
     access_log: AccessLog,
+    /// Where the request's server span goes when its trace is recorded.
+    tracer: Tracer,
 }
 
 /// Metrics and access log for every request of a service's router, recorded as `server`. Apply
@@ -39,6 +42,15 @@ pub fn layer(server: &'static str, metrics: Metrics, access_log: AccessLog) -> O
         server,
         metrics,
         access_log,
+        tracer: Tracer::off(),
+    }
+}
+
+impl ObserveLayer {
+    /// Exports each request's server span to `tracer` (when its trace is recorded).
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 }
 
@@ -104,6 +116,13 @@ where
         );
         let method = request.method().clone();
         let request_id = request_id::from_headers(request.headers());
+        // Put there by `trace::middleware`; absent only on a router built without it.
+        let trace = request.extensions().get::<Trace>().cloned();
+        // The span's wall-clock start, taken only when the span will be exported.
+        let span_start = trace
+            .as_ref()
+            .filter(|trace| trace.recording)
+            .map(|_| std::time::SystemTime::now());
         let seen = Arc::new(Seen::default());
 
         let (mut parts, body) = request.into_parts();
@@ -138,8 +157,20 @@ where
                     reason,
                     duration,
                 );
+                if let (Some(start), Some(trace)) = (span_start, &trace) {
+                    server_span(
+                        &observe.tracer,
+                        trace,
+                        start,
+                        &route,
+                        &method,
+                        status,
+                        reason,
+                    );
+                }
                 observe.access_log.record(AccessRecord {
                     request_id,
+                    trace_id: trace.as_ref().map(|trace| trace.trace_id),
                     server: observe.server,
                     route: route.as_template().cloned(),
                     method,
@@ -156,4 +187,29 @@ where
             Ok(Response::from_parts(parts, Body::new(body)))
         })
     }
+}
+
+/// The request's server span: its route template, method, status and reason (never the path,
+/// query or caller).
+fn server_span(
+    tracer: &Tracer,
+    trace: &Trace,
+    start: std::time::SystemTime,
+    route: &RouteLabel,
+    method: &http::Method,
+    status: http::StatusCode,
+    reason: Option<&'static str>,
+) {
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.as_str().to_owned()),
+        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+    ];
+    if let Some(template) = route.as_template() {
+        attributes.push(KeyValue::new("http.route", template.to_string()));
+    }
+    if let Some(reason) = reason {
+        attributes.push(KeyValue::new("gatehouse.reason", reason));
+    }
+    let span = trace::Span::server(trace, start, attributes, status.is_server_error());
+    tracer.record(trace, span);
 }

@@ -65,6 +65,16 @@ struct Inner {
     access_log_dropped: Counter,
     /// `gatehouse_service_open_connections`, by service.
     open_connections: Family<ServerLabel, Gauge>,
+    /// `gatehouse_trace_spans_dropped_total{server, reason}`: spans never exported.
+    trace_spans_dropped: Family<DroppedSpanLabels, Counter>,
+}
+
+/// Why spans were not exported: `queue_full` (the batch task fell behind) or `export_failed`
+/// (the collector refused or did not answer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedSpanLabels {
+    pub server: &'static str,
+    pub reason: &'static str,
 }
 
 /// The registry and the names already in it: a name registered twice would make the exposition
@@ -361,6 +371,7 @@ impl Metrics {
         };
         let access_log_dropped = Counter::default();
         let open_connections = Family::<ServerLabel, Gauge>::default();
+        let trace_spans_dropped = Family::<DroppedSpanLabels, Counter>::default();
         let metrics = Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(Names {
@@ -370,6 +381,7 @@ impl Metrics {
                 http: http.clone(),
                 access_log_dropped: access_log_dropped.clone(),
                 open_connections: open_connections.clone(),
+                trace_spans_dropped: trace_spans_dropped.clone(),
             }),
         };
         metrics.register(
@@ -395,6 +407,11 @@ impl Metrics {
             "Client connections open on a service's public listener, by service",
             open_connections,
         );
+        metrics.register(
+            "gatehouse_trace_spans_dropped",
+            "Spans not exported, by the part that made them and why (queue_full, export_failed)",
+            trace_spans_dropped,
+        );
         metrics
     }
 
@@ -410,6 +427,18 @@ impl Metrics {
     /// The families every server records.
     pub fn http(&self) -> &HttpMetrics {
         &self.inner.http
+    }
+
+    /// The counter of `server`'s spans dropped for `reason` (see [`DroppedSpanLabels`]).
+    pub(crate) fn trace_spans_dropped(
+        &self,
+        server: &'static str,
+        reason: &'static str,
+    ) -> Counter {
+        self.inner
+            .trace_spans_dropped
+            .get_or_create(&DroppedSpanLabels { server, reason })
+            .clone()
     }
 
     /// The counter of access-log lines dropped for a full queue.
