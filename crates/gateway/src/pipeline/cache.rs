@@ -329,6 +329,9 @@ pub fn refresh_in_background(
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // The trace the request continued, when its client sent one (a trace the gateway started
+    // for it is not in these headers: the refresh's line then has none).
+    let trace_id = kit::trace::context::Parent::from_headers(&fill.request).map(|p| p.trace_id);
     let app = Arc::clone(app);
     tokio::spawn(async move {
         let started = Instant::now();
@@ -371,6 +374,7 @@ pub fn refresh_in_background(
         // No client's line: no path, no query, no header value (see `kit::observe::access_log`).
         app.observe.access_log.record(AccessRecord {
             request_id,
+            trace_id,
             server: observe::SERVER,
             route: Some(Arc::clone(&route.template)),
             method: Method::GET,

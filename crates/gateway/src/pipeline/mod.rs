@@ -145,9 +145,9 @@ impl Pipeline {
             .trace
             .ended("limit", started, admitted.as_ref().err());
         admitted?;
-        let started = exchange.trace.start_if(
-            route.settings.auth.needs_identity() || route.settings.client_cert.is_some(),
-        );
+        let started = exchange
+            .trace
+            .start_if(route.settings.auth.needs_identity() || route.settings.client_cert.is_some());
         let caller = match authenticate::certificate(&route, &parts.extensions) {
             Ok(()) => authenticate::caller(&self.app, &route, &parts.headers)
                 .await

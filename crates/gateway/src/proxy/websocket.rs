@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::headers;
 use super::instance::{InFlight, Outcome};
-use super::pool::{ConnectionPool, ExchangeError};
+use super::pool::ExchangeError;
 use super::upstream::Upstream;
 use crate::error::{GatewayError, Unavailability};
 
@@ -96,6 +96,16 @@ pub async fn open(
                     service: upstream.name.to_string(),
                     retry_after: Duration::from_secs(1),
                     why: Unavailability::Unreachable,
+                },
+            ));
+        }
+        Ok(Err(ExchangeError::Tls(error))) => {
+            pick.report(Outcome::Failure("tls"));
+            tracing::warn!(%error, "the instance's TLS handshake failed for a WebSocket");
+            return Err(failed(
+                "tls",
+                GatewayError::UpstreamTls {
+                    service: upstream.name.to_string(),
                 },
             ));
         }
