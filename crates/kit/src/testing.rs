@@ -282,6 +282,9 @@ impl TestResponse {
         object
             .remove("request_id")
             .expect("a problem names its request");
+        object
+            .remove("trace_id")
+            .expect("a problem names its trace");
         object.remove("instance");
         body
     }

@@ -53,8 +53,14 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     let unknown_user = assert_problem(app.login("nobody-by-this-name", "a").await, 401).await;
     let impossible_name = assert_problem(app.login("no such name!", "a").await, 401).await;
 
+    // Each request has its own id and trace: everything else is the same.
     let comparable = |mut body: Value| {
-        body.as_object_mut().unwrap().remove("request_id");
+        let fields = body.as_object_mut().unwrap();
+        fields.remove("request_id");
+        assert!(
+            fields.remove("trace_id").is_some(),
+            "a problem names its trace"
+        );
         body
     };
     assert_eq!(
