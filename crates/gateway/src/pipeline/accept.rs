@@ -17,7 +17,9 @@ impl kit::listener::Handler for Pipeline {
         request: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response> + Send + 'static {
-        Pipeline::handle(self, request, peer)
+        // Boxed once here: hyper and the listener move the future they are given several
+        // times per request, and a pointer is cheaper to move than the whole pipeline's state.
+        Box::pin(Pipeline::handle(self, request, peer))
     }
 }
 

@@ -128,7 +128,7 @@ impl Pipeline {
                     *quota = limit::admit_login(&self.app, &routing.config, peer.ip()).await?;
                 }
                 let trace = exchange.trace.trace().cloned();
-                return Ok(self.own_endpoint(parts, body, peer, trace).await);
+                return Ok(Box::pin(self.own_endpoint(parts, body, peer, trace)).await);
             }
         };
         exchange.route = RouteLabel::template(Arc::clone(&route.template));
@@ -182,7 +182,7 @@ impl Pipeline {
                 caller,
             };
             let attempted = &mut exchange.attempted;
-            return upgrade::open(app, &routing, request, handshake, attempted).await;
+            return Box::pin(upgrade::open(app, &routing, request, handshake, attempted)).await;
         }
         if let Some(plan) = route.settings.compose.as_deref() {
             let request = compose::Composable {
@@ -193,7 +193,7 @@ impl Pipeline {
                 caller,
                 trace: &mut exchange.trace,
             };
-            return compose::answer(&self.app, &routing, request).await;
+            return Box::pin(compose::answer(&self.app, &routing, request)).await;
         }
         // A body the service's schema refuses never leaves the gateway (`validate_body`).
         let body = crate::openapi::body::check(app, &route, &parts, &target, body).await?;

@@ -201,8 +201,11 @@ impl ConnectionPool {
         self: &Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, ExchangeError> {
+        // The HTTP/2 exchange and the connection's opening (TCP, TLS, the handshake) are
+        // boxed: their futures are large and this one is inlined into every request's, which
+        // hyper moves as a whole (BENCHMARKS.md, "Session end: the request future").
         if let Some(shared) = &self.h2 {
-            return self.send_h2(shared, request).await;
+            return Box::pin(self.send_h2(shared, request)).await;
         }
         // HTTP/1.1 to an origin server: the target in origin form, the authority in `Host`.
         if request.uri().authority().is_some() {
@@ -221,7 +224,7 @@ impl ConnectionPool {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
