@@ -105,6 +105,22 @@ pub async fn admit(
     }
 }
 
+/// [`admit`] inside the request's `limit` span (recorded only on a route with policies).
+pub async fn admit_traced(
+    app: &AppState,
+    route: &Route,
+    stage: Stage,
+    caller: Option<&AccessClaims>,
+    client_ip: IpAddr,
+    quota: &mut Option<Quota>,
+    trace: &mut crate::trace::RequestTrace,
+) -> Result<(), GatewayError> {
+    let started = trace.start_if(route.rate_limit_policy.is_some());
+    let admitted = admit(app, route, stage, caller, client_ip, quota).await;
+    trace.ended("limit", started, admitted.as_ref().err());
+    admitted
+}
+
 /// The same for the gateway's login (`auth.rate_limit`, `ip` or `route` policies only), counted
 /// under its path; before any password is checked, so a flood of guesses costs no credential
 /// check.

@@ -138,13 +138,17 @@ impl Pipeline {
         normalize::declared_body(&parts, routing.config.limits.max_body_bytes)?;
         let handshake = upgrade::read(&route, &mut parts)?;
         let (app, ip) = (&self.app, peer.ip());
-        let limited = route.rate_limit_policy.is_some();
-        let started = exchange.trace.start_if(limited);
-        let admitted = limit::admit(app, &route, limit::Stage::BeforeAuth, None, ip, quota).await;
-        exchange
-            .trace
-            .ended("limit", started, admitted.as_ref().err());
-        admitted?;
+        let trace = &mut exchange.trace;
+        limit::admit_traced(
+            app,
+            &route,
+            limit::Stage::BeforeAuth,
+            None,
+            ip,
+            quota,
+            trace,
+        )
+        .await?;
         let started = exchange
             .trace
             .start_if(route.settings.auth.needs_identity() || route.settings.client_cert.is_some());
@@ -165,12 +169,17 @@ impl Pipeline {
             exchange.principal = Some(claims.sub.clone());
         }
         let claims = caller.as_deref();
-        let started = exchange.trace.start_if(limited);
-        let admitted = limit::admit(app, &route, limit::Stage::AfterAuth, claims, ip, quota).await;
-        exchange
-            .trace
-            .ended("limit", started, admitted.as_ref().err());
-        admitted?;
+        let trace = &mut exchange.trace;
+        limit::admit_traced(
+            app,
+            &route,
+            limit::Stage::AfterAuth,
+            claims,
+            ip,
+            quota,
+            trace,
+        )
+        .await?;
         if let Some(handshake) = handshake {
             let request = forward::Forwardable {
                 route: &route,
