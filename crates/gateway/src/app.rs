@@ -46,8 +46,10 @@ pub struct AppState {
     pub limiter: crate::limit::Limiter,
     /// Stored answers of the routes with `cache:` (in Redis when the state is).
     pub cache: ResponseCache,
-    /// Where sign-in reads the time: device-token and refresh-token lifetimes (the system's,
-    /// or a test's manual clock).
+    /// Where the gateway reads the time where it decides behaviour: device-token and
+    /// refresh-token lifetimes, and the proxy's per-instance bookkeeping (breaker, back-off,
+    /// decay, trials, health verdicts; every service holds a clone). The system's, or a test's
+    /// manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
@@ -85,7 +87,7 @@ impl AppState {
         let concurrent_checks = config.auth.throttle.concurrent;
         let cache = ResponseCache::new(&config.cache, shared.is_redis(), &observe.metrics);
         Ok(Self {
-            routing: CurrentRouting::new(Routing::first(config)?),
+            routing: CurrentRouting::new(Routing::first(config, clock.clone())?),
             auth,
             store,
             shared,

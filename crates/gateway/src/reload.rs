@@ -159,7 +159,7 @@ pub fn apply(app: &AppState, config: GatewayConfig, file: &str) -> Result<Reload
     }
     let table = RouteTable::succeeding(&config.routes, Some(&current.table))
         .map_err(|error| invalid("routes", error.to_string()))?;
-    let upstreams = Upstreams::succeeding(&config.services, Some(&current.upstreams));
+    let upstreams = Upstreams::succeeding(&config.services, &current.upstreams);
     let services_changed = upstreams
         .iter()
         .filter(|(_, upstream)| !current.upstreams.holds(upstream))
