@@ -47,9 +47,9 @@ pub struct AppState {
     /// Stored answers of the routes with `cache:` (in Redis when the state is).
     pub cache: ResponseCache,
     /// Where the gateway reads the time where it decides behaviour: device-token and
-    /// refresh-token lifetimes, and the proxy's per-instance bookkeeping (breaker, back-off,
-    /// decay, trials, health verdicts; every service holds a clone). The system's, or a test's
-    /// manual clock.
+    /// refresh-token lifetimes, the proxy's per-instance bookkeeping (breaker, back-off,
+    /// decay, trials, health verdicts; every service holds a clone) and the reuse of callers'
+    /// identity tokens (the minter holds a clone). The system's, or a test's manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
@@ -80,7 +80,11 @@ impl AppState {
         let devices = DeviceTokens::load(&store, clock.clone()).await?;
         let auth = Verifier {
             tokens: Tokens::new(Arc::clone(&keys), config.tokens.clone()),
-            identities: IdentityMinter::new(Arc::clone(&keys), config.tokens.issuer.clone()),
+            identities: IdentityMinter::new(
+                Arc::clone(&keys),
+                config.tokens.issuer.clone(),
+                clock.clone(),
+            ),
             keys,
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
