@@ -48,8 +48,9 @@ pub struct AppState {
     pub cache: ResponseCache,
     /// Where the gateway reads the time where it decides behaviour: device-token and
     /// refresh-token lifetimes, the proxy's per-instance bookkeeping (breaker, back-off,
-    /// decay, trials, health verdicts; every service holds a clone) and the reuse of callers'
-    /// identity tokens (the minter holds a clone). The system's, or a test's manual clock.
+    /// decay, trials, health verdicts; every service holds a clone), the response cache's
+    /// freshness and the reuse of callers' identity tokens (the cache and the minter hold
+    /// clones). The system's, or a test's manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
@@ -89,7 +90,12 @@ impl AppState {
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
         let concurrent_checks = config.auth.throttle.concurrent;
-        let cache = ResponseCache::new(&config.cache, shared.is_redis(), &observe.metrics);
+        let cache = ResponseCache::new(
+            &config.cache,
+            shared.is_redis(),
+            &observe.metrics,
+            clock.clone(),
+        );
         Ok(Self {
             routing: CurrentRouting::new(Routing::first(config, clock.clone())?),
             auth,

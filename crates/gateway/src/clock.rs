@@ -14,8 +14,9 @@
 //!   tokens) read it, and every service of the proxy holds a clone, read through
 //!   `proxy::upstream::Upstream::now` by its per-instance bookkeeping (breaker, back-off,
 //!   decay, trials, health verdicts); the status page turns the breaker's times into wall-clock
-//!   ones with a reading of the same clock. The identity minter decides on it how long a
-//!   caller's identity token is reused.
+//!   ones with a reading of the same clock. The response cache measures its entries' time in
+//!   the store on it (`cache`'s # Time: moka's own expiry only frees memory), and the identity
+//!   minter decides on it how long a caller's identity token is reused.
 //! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
 //!   the service reads from its `Clock`, and its tests pass the instant they mean.
 //! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:
