@@ -49,8 +49,9 @@ pub struct AppState {
     /// Where the gateway reads the time where it decides behaviour: device-token and
     /// refresh-token lifetimes, the proxy's per-instance bookkeeping (breaker, back-off,
     /// decay, trials, health verdicts; every service holds a clone), the response cache's
-    /// freshness, the reuse of callers' identity tokens and the file watch's settle time
-    /// (the cache and the minter hold clones). The system's, or a test's manual clock.
+    /// freshness, the reuse of callers' identity tokens and the settle time of both file
+    /// watches, configuration and certificates (the cache and the minter hold clones). The
+    /// system's, or a test's manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,

@@ -16,8 +16,9 @@
 //!   decay, trials, health verdicts); the status page turns the breaker's times into wall-clock
 //!   ones with a reading of the same clock. The response cache measures its entries' time in
 //!   the store on it (`cache`'s # Time: moka's own expiry only frees memory), the identity
-//!   minter decides on it how long a caller's identity token is reused, and the file watch
-//!   measures `watch_settle` on it between two looks (`reload`).
+//!   minter decides on it how long a caller's identity token is reused, and the file watches
+//!   measure `watch_settle` on it between two looks (`reload`, `entrance`, by the rules of
+//!   `settle`).
 //! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
 //!   the service reads from its `Clock`, and its tests pass the instant they mean.
 //! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:

@@ -4,16 +4,20 @@
 //!
 //! The certificate files are watched like the configuration file (read every `watch`, applied
 //! once they stayed the same for `watch_settle`, and on SIGHUP), but apart from it: renewing a
-//! certificate is replacing its files, not editing the configuration. A new set applies to new
-//! connections; open ones keep the session they negotiated. A set that does not load (a key
-//! that is not the certificate's, a file cut short) is refused, logged and counted in
-//! `gatehouse_tls_reloads_total{outcome="refused"}`, and the running certificates stay. Which
-//! files (and the versions, the client CA mode) are read at start: changing `tls:` in the file
-//! needs a restart, as `/readyz` reports.
+//! certificate is replacing its files, not editing the configuration. The settle time is what
+//! lets a certificate and its key, replaced one after the other, both land before either is
+//! loaded; it is measured on the app's [`Clock`](crate::clock::Clock) between two looks, by the
+//! rules the configuration watch follows (`settle`): the watch looks again when it ends, and a
+//! test takes the looks itself ([`CertificateFiles::look`]) and moves a manual clock between
+//! them. A new set applies to new connections; open ones keep the session they negotiated. A
+//! set that does not load (a key that is not the certificate's, a file cut short) is refused,
+//! logged and counted in `gatehouse_tls_reloads_total{outcome="refused"}`, and the running
+//! certificates stay. Which files (and the versions, the client CA mode) are read at start:
+//! changing `tls:` in the file needs a restart, as `/readyz` reports.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -22,12 +26,13 @@ use axum::Router;
 use http::{header, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use kit::shutdown::Shutdown;
-use kit::tls::{Acceptor, CertificateWatch, Looked};
+use kit::tls::{Acceptor, CertificateWatch, Looked, TlsError};
 use kit::Problem;
 
 use crate::app::App;
 use crate::config::TlsSettings;
 use crate::reload::{hangups, next_hangup};
+use crate::settle::{next_look, Settled, Settling};
 
 /// How often the certificate files are read when the configuration's `watch` is off: they still
 /// reload on SIGHUP, and a renewal must never wait for a restart.
@@ -37,21 +42,34 @@ const WATCH_WHEN_OFF: Duration = Duration::from_secs(3600);
 pub struct Entrance {
     pub acceptor: Acceptor,
     watch: Arc<CertificateWatch>,
+    /// A change of the files waiting to settle (each file's bytes, in the watch's order).
+    settling: Arc<Mutex<Settling<Vec<Vec<u8>>>>>,
     hsts: Option<HeaderValue>,
 }
 
 impl Entrance {
     /// Loads the certificates `settings` name (checked at load already; a file changed since
     /// fails the start here, naming it).
-    pub fn open(settings: &TlsSettings) -> Result<Self, kit::tls::TlsError> {
+    pub fn open(settings: &TlsSettings) -> Result<Self, TlsError> {
         let loaded = kit::tls::load(&settings.files)?;
         let acceptor = Acceptor::new(Arc::clone(&loaded.server));
         let watch = CertificateWatch::new(settings.files.clone(), &loaded, acceptor.clone());
         Ok(Self {
             acceptor,
             watch: Arc::new(watch),
+            settling: Arc::new(Mutex::new(Settling::new("the TLS certificate files"))),
             hsts: settings.hsts.clone(),
         })
+    }
+
+    /// The handler of the certificate files for the gateway `app`: the watch's looks, or a
+    /// test's.
+    pub fn files(&self, app: App) -> CertificateFiles {
+        CertificateFiles {
+            app,
+            watch: Arc::clone(&self.watch),
+            settling: Arc::clone(&self.settling),
+        }
     }
 
     /// The public listener's handler: `inner`, with HSTS on its answers when configured.
@@ -62,32 +80,86 @@ impl Entrance {
         }
     }
 
-    /// Keeps the certificates current until `shutdown` (see the module docs).
+    /// Keeps the certificates current until `shutdown` (see the module docs). SIGHUP is taken
+    /// over at once, before the returned future first runs.
     pub fn watch(&self, app: App, shutdown: Shutdown) -> impl Future<Output = ()> + Send {
-        let watch = Arc::clone(&self.watch);
+        let files = self.files(app);
         let mut hangups = hangups();
         async move {
+            // The settle time left for a change the last look found.
+            let mut settling: Option<Duration> = None;
             loop {
-                let every = app.config().watch.unwrap_or(WATCH_WHEN_OFF);
+                let every = files.app.config().watch.unwrap_or(WATCH_WHEN_OFF);
                 tokio::select! {
                     () = shutdown.wait() => return,
-                    () = next_hangup(&mut hangups) => {
-                        let looked = watch.look();
-                        report(&app, "SIGHUP", &looked);
-                    }
-                    () = tokio::time::sleep(every) => {
-                        let Some(contents) = watch.changed() else { continue };
-                        // Two files replaced one after the other must both have landed.
-                        tokio::time::sleep(app.config().watch_settle).await;
-                        if watch.changed().as_ref() != Some(&contents) {
-                            continue;
-                        }
-                        let looked = watch.apply(contents);
-                        report(&app, "files changed", &looked);
+                    () = next_hangup(&mut hangups) => files.reload("SIGHUP"),
+                    () = tokio::time::sleep(next_look(every, settling)) => {
+                        settling = match files.look() {
+                            CertificatesLook::Settling(left) => Some(left),
+                            _ => None,
+                        };
                     }
                 }
             }
         }
+    }
+}
+
+/// The certificate files of a running gateway, as its watch looks at them.
+#[derive(Clone)]
+pub struct CertificateFiles {
+    app: App,
+    watch: Arc<CertificateWatch>,
+    settling: Arc<Mutex<Settling<Vec<Vec<u8>>>>>,
+}
+
+/// What one look at the certificate files found.
+#[derive(Debug)]
+pub enum CertificatesLook {
+    /// The files in force, or the set refused last: nothing to do.
+    Unchanged,
+    /// A change, not yet the same for `watch_settle`: loaded by a look this much later (on the
+    /// app's clock) if it stays so.
+    Settling(Duration),
+    /// A settled change, now served to new connections.
+    Applied,
+    /// A settled change that does not load; the running certificates stay.
+    Refused(TlsError),
+}
+
+impl CertificateFiles {
+    /// One look, as the watch takes one: a change is loaded once a look finds the same files
+    /// `watch_settle` after a look first found them, on the app's clock; a set refused once is
+    /// not tried again until the files change. An unreadable file (being replaced) counts as
+    /// no change, and the change pending before it starts over.
+    pub fn look(&self) -> CertificatesLook {
+        let contents = self.watch.changed();
+        let now = self.app.clock.monotonic_ms();
+        let settle = self.app.config().watch_settle;
+        let contents = {
+            let mut settling = self.settling.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(contents) = contents else {
+                settling.unchanged();
+                return CertificatesLook::Unchanged;
+            };
+            match settling.found(contents, now, settle) {
+                Settled::Left(left) => return CertificatesLook::Settling(left),
+                Settled::Now(contents) => contents,
+            }
+        };
+        let looked = self.watch.apply(contents);
+        report(&self.app, "files changed", &looked);
+        match looked {
+            Looked::Unchanged => CertificatesLook::Unchanged,
+            Looked::Applied => CertificatesLook::Applied,
+            Looked::Refused(error) => CertificatesLook::Refused(error),
+        }
+    }
+
+    /// Loads the files now, unsettled (SIGHUP: whoever sent it says they are in place).
+    fn reload(&self, cause: &str) {
+        let looked = self.watch.look();
+        report(&self.app, cause, &looked);
     }
 }
 

@@ -23,6 +23,7 @@
 //! - [`reload`]: hot reload of the configuration file (watch and SIGHUP).
 //! - [`entrance`]: TLS at the public listener: certificates kept current, HSTS, the plain-HTTP
 //!   listener that redirects to HTTPS.
+//! - `settle`: how both file watches wait for a change to settle, on the app's clock.
 //! - [`openapi`]: the merged OpenAPI document (`/openapi.json`), `/docs` and `/redoc`, and the
 //!   request-body validation against the services' own documents.
 //! - [`readiness`]: `/readyz`, the gateway's own ability to serve, with upstream health as detail.
@@ -51,6 +52,7 @@ pub mod reload;
 pub mod router;
 pub mod routing;
 pub mod server;
+mod settle;
 pub mod state;
 pub mod status;
 pub mod store;

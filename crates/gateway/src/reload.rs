@@ -8,7 +8,8 @@
 //! valid configuration with half the routes. A look that finds a change starts its settle time
 //! (on the app's [`Clock`](crate::clock::Clock)), a look that finds other contents starts it
 //! over, and the first look that finds the same contents once it is over applies them: the
-//! settled contents are what is parsed, never a later read. The watch takes its next look when
+//! settled contents are what is parsed, never a later read (the rules of `settle`, which the
+//! certificate watch of [`crate::entrance`] follows too). The watch takes its next look when
 //! the settle time ends (or at `watch`, if sooner); a test takes the looks itself
 //! ([`Reloader::look`]) and moves a manual clock between them. Tools should still replace the
 //! file by rename, which is atomic.
@@ -35,6 +36,7 @@ use crate::proxy::health;
 use crate::proxy::upstream::Upstreams;
 use crate::router::RouteTable;
 use crate::routing::Routing;
+use crate::settle::{next_look, Settled, Settling};
 
 /// What the gateway tells about its configuration (in `/readyz`).
 #[derive(Debug, Default)]
@@ -212,9 +214,8 @@ struct Watched {
     /// The contents last applied (or refused), so an unchanged file is not reapplied and a
     /// refused one is refused once.
     seen: Option<Vec<u8>>,
-    /// A change waiting to settle: the contents, and when a look first found them (ms,
-    /// [`crate::clock::Clock::monotonic_ms`] of the app's clock).
-    settling: Option<(Vec<u8>, u64)>,
+    /// A change waiting to settle.
+    settling: Settling<Vec<u8>>,
 }
 
 /// What one look at the file found.
@@ -234,13 +235,14 @@ impl Reloader {
     pub fn new(state: App, path: PathBuf, vars: Vars) -> Self {
         // What the running configuration was read from: only a change from it is applied.
         let contents = std::fs::read(&path).ok();
+        let settling = Settling::new(path.display().to_string());
         Self {
             state,
             path: Arc::new(path),
             vars: Arc::new(vars),
             watched: Arc::new(Mutex::new(Watched {
                 seen: contents,
-                settling: None,
+                settling,
             })),
         }
     }
@@ -316,10 +318,8 @@ impl Reloader {
         let mut settling: Option<Duration> = None;
         loop {
             let interval = self.state.config().watch;
-            let next = match (interval, settling) {
-                (Some(interval), Some(left)) => left.min(interval),
-                (interval, _) => interval.unwrap_or(Duration::from_secs(3600)),
-            };
+            // With the watch off this branch never runs; the hour only gives the timer a value.
+            let next = next_look(interval.unwrap_or(Duration::from_secs(3600)), settling);
             tokio::select! {
                 () = shutdown.wait() => break,
                 () = next_hangup(&mut hangups) => {
@@ -354,30 +354,17 @@ impl Reloader {
         let contents = tokio::fs::read(self.path.as_ref()).await?;
         let now = self.state.clock.monotonic_ms();
         let settle = self.state.config().watch_settle;
-        {
+        let contents = {
             let mut watched = self.watched();
             if watched.seen.as_deref() == Some(contents.as_slice()) {
-                watched.settling = None;
+                watched.settling.unchanged();
                 return Ok(Look::Unchanged);
             }
-            match &watched.settling {
-                Some((settling, since)) if *settling == contents => {
-                    let left =
-                        settle.saturating_sub(Duration::from_millis(now.saturating_sub(*since)));
-                    if !left.is_zero() {
-                        return Ok(Look::Settling(left));
-                    }
-                }
-                other => {
-                    if other.is_some() {
-                        tracing::debug!(file = %self.path.display(), "the configuration file is still being written");
-                    }
-                    watched.settling = Some((contents, now));
-                    return Ok(Look::Settling(settle));
-                }
+            match watched.settling.found(contents, now, settle) {
+                Settled::Left(left) => return Ok(Look::Settling(left)),
+                Settled::Now(contents) => contents,
             }
-            watched.settling = None;
-        }
+        };
         let _ = self.reload_contents(&contents, "file changed");
         self.remember(Some(contents));
         Ok(Look::Reloaded)

@@ -104,6 +104,14 @@ impl Gateway {
         self.reloader.clone()
     }
 
+    /// The certificate files of the TLS entrance, to look at them on demand (a test's looks,
+    /// between which it moves the clock); `None` without TLS.
+    pub fn certificate_files(&self) -> Option<entrance::CertificateFiles> {
+        self.entrance
+            .as_ref()
+            .map(|entrance| entrance.files(Arc::clone(&self.app)))
+    }
+
     pub fn app(&self) -> &App {
         &self.app
     }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gateway::clock::{Clock, ManualClock};
+use gateway::entrance::{CertificateFiles, CertificatesLook};
 use http_body_util::{BodyExt, Full};
 use hyper::http;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -130,11 +132,17 @@ fn replace(path: &Path, contents: &str) {
 
 // ---- a gateway with TLS, in this process ----
 
+/// The settle time of the certificate files the gateways here are configured with.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// A gateway on `tls:`, its public (TLS), admin and plain-HTTP redirect listeners on port 0.
+/// Its file watch's timer is off (`watch: off` reads the certificate files once an hour): a test
+/// takes the looks itself, through `certificates`.
 struct TlsGate {
     address: SocketAddr,
     admin_url: String,
     redirect: SocketAddr,
+    certificates: CertificateFiles,
     shutdown: Shutdown,
 }
 
@@ -148,20 +156,27 @@ impl TlsGate {
     /// `tls` is the `tls:` section's body (indented by two), `rest` what follows `services:`'s
     /// users entry (more services, routes, limits).
     async fn start(dir: &Path, tls: &str, rest: &str) -> Self {
+        Self::start_at(Clock::System, dir, tls, rest).await
+    }
+
+    /// As [`TlsGate::start`], the gateway reading the time from `clock`.
+    async fn start_at(clock: Clock, dir: &Path, tls: &str, rest: &str) -> Self {
         let text = format!(
             "listen: 127.0.0.1:0\n\
              admin_listen: \"127.0.0.1:0\"\n\
              access_log: \"off\"\n\
              store: \"sqlite://{data}/data/gateway.db\"\n\
-             watch: 50ms\n\
-             watch_settle: 50ms\n\
+             watch: off\n\
+             watch_settle: {settle}s\n\
              tls:\n{tls}\n\
              {rest}",
             data = dir.display(),
+            settle = SETTLE.as_secs(),
         );
         let config = gateway::config::parse(&text, "gateway.yaml", &gateway::config::Vars::new())
             .unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let gateway = gateway::Gateway::build(config).await.unwrap();
+        let gateway = gateway::Gateway::build_at(config, clock).await.unwrap();
+        let certificates = gateway.certificate_files().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -176,6 +191,7 @@ impl TlsGate {
             address,
             admin_url,
             redirect,
+            certificates,
             shutdown,
         }
     }
@@ -509,23 +525,31 @@ async fn sni_picks_the_certificate_for_the_name_and_the_first_is_the_default() {
 
 // ---- certificates replaced while serving ----
 
+/// One look at `gate`'s certificate files finds a change that settles `left` from now.
+fn assert_settling(gate: &TlsGate, left: Duration, when: &str) {
+    let look = gate.certificates.look();
+    assert!(
+        matches!(look, CertificatesLook::Settling(found) if found == left),
+        "{when}: {look:?}, not settling in {left:?}"
+    );
+}
+
 #[tokio::test]
-async fn a_replaced_certificate_reaches_new_connections_open_ones_finish_and_a_corrupt_one_changes_nothing(
+async fn a_replaced_certificate_reaches_new_connections_once_settled_open_ones_finish_and_a_corrupt_one_changes_nothing(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "entrance");
     let (cert, key, first) = pki.server_files("localhost", &["localhost"]);
     let tls = format!("  certificates:\n{}", certificate_entry(&cert, &key));
-    let gate = TlsGate::start(dir.path(), &tls, &no_routes()).await;
+    // The test takes the watch's looks and moves the gateway's clock between them, so the
+    // renewal's pause between its two files is exactly as long as the scenario says.
+    let time = ManualClock::starting_now();
+    let gate = TlsGate::start_at(Clock::from(&time), dir.path(), &tls, &no_routes()).await;
     let dial = Dial::trusting(&pki).alpn(&[b"http/1.1"]);
     let mut open = Sender::open(dial.connect(gate.address).await.unwrap())
         .await
         .unwrap();
     assert_eq!(open.get("localhost", "/healthz").await.unwrap().status, 200);
-
-    let (new_cert, new_key, second) = pki.server(&["localhost"]);
-    replace(&key, &new_key);
-    replace(&cert, &new_cert);
     let served = || async {
         let stream = dial.connect(gate.address).await.ok()?;
         Some(
@@ -534,23 +558,62 @@ async fn a_replaced_certificate_reaches_new_connections_open_ones_finish_and_a_c
                 .into_owned(),
         )
     };
-    wait_until("new connections get the new certificate", || async {
-        served().await.as_ref() == Some(&second)
-    })
-    .await;
+
+    // A renewal replaces the key, then the certificate a second later: the new key with the old
+    // certificate does not load, and is never tried.
+    let (new_cert, new_key, second) = pki.server(&["localhost"]);
     assert_ne!(first, second);
+    replace(&key, &new_key);
+    assert_settling(&gate, SETTLE, "the key replaced alone");
+    time.advance(Duration::from_secs(1));
+    replace(&cert, &new_cert);
+    assert_settling(
+        &gate,
+        SETTLE,
+        "the certificate too: the settle time starts over",
+    );
+    time.advance(SETTLE - Duration::from_millis(1));
+    assert_settling(
+        &gate,
+        Duration::from_millis(1),
+        "a millisecond before the pair settles",
+    );
+    assert_eq!(
+        served().await,
+        Some(first),
+        "the running certificate until then"
+    );
+
+    time.advance(Duration::from_millis(1));
+    let look = gate.certificates.look();
+    assert!(matches!(look, CertificatesLook::Applied), "{look:?}");
+    assert_eq!(
+        served().await,
+        Some(second.clone()),
+        "new connections get the new certificate"
+    );
     assert_eq!(
         open.get("localhost", "/healthz").await.unwrap().status,
         200,
         "the connection opened before the change is still served"
     );
+    assert_eq!(
+        refused_reloads(&gate.metrics().await),
+        0,
+        "the half-replaced pair was never tried"
+    );
 
-    let refused_before = refused_reloads(&gate.metrics().await);
     replace(&cert, "-----BEGIN CERTIFICATE-----\ncut short");
-    wait_until("the corrupt certificate is refused and counted", || async {
-        refused_reloads(&gate.metrics().await) > refused_before
-    })
-    .await;
+    assert_settling(&gate, SETTLE, "a corrupt certificate");
+    time.advance(SETTLE);
+    let look = gate.certificates.look();
+    assert!(matches!(look, CertificatesLook::Refused(_)), "{look:?}");
+    assert_eq!(refused_reloads(&gate.metrics().await), 1, "counted");
+    let look = gate.certificates.look();
+    assert!(
+        matches!(look, CertificatesLook::Unchanged),
+        "refused once, not at every look: {look:?}"
+    );
     assert_eq!(
         served().await,
         Some(second),
