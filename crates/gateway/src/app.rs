@@ -49,9 +49,10 @@ pub struct AppState {
     /// Where the gateway reads the time where it decides behaviour: device-token and
     /// refresh-token lifetimes, the proxy's per-instance bookkeeping (breaker, back-off,
     /// decay, trials, health verdicts; every service holds a clone), the response cache's
-    /// freshness, the reuse of callers' identity tokens and the settle time of both file
-    /// watches, configuration and certificates (the cache and the minter hold clones). The
-    /// system's, or a test's manual clock.
+    /// freshness, the reuse of callers' identity tokens, the settle time of the file watches
+    /// (configuration and certificates) and the windows of the local sign-in throttle counters
+    /// (the cache, the minter and the shared state hold clones). The system's, or a test's
+    /// manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
@@ -70,7 +71,9 @@ impl AppState {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let store = Store::connect_with(config.store.expose_secret(), config.store_pool).await?;
-        let shared = Replicated::connect_with_store(&config.state, store.clone()).await?;
+        let shared = Replicated::connect_with_store(&config.state, store.clone())
+            .await?
+            .on_clock(clock.clone());
         let keys = Arc::new(
             Keys::load(
                 store.clone(),

@@ -16,9 +16,10 @@
 //!   decay, trials, health verdicts); the status page turns the breaker's times into wall-clock
 //!   ones with a reading of the same clock. The response cache measures its entries' time in
 //!   the store on it (`cache`'s # Time: moka's own expiry only frees memory), the identity
-//!   minter decides on it how long a caller's identity token is reused, and the file watches
+//!   minter decides on it how long a caller's identity token is reused, the file watches
 //!   measure `watch_settle` on it between two looks (`reload`, `entrance`, by the rules of
-//!   `settle`).
+//!   `settle`), and the shared state reads it for the windows of its local sign-in throttle
+//!   counters (`state/throttle.rs` takes `now`).
 //! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
 //!   the service reads from its `Clock`, and its tests pass the instant they mean.
 //! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:

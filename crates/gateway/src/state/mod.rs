@@ -29,6 +29,7 @@ pub use throttle::Attempts;
 
 use self::redis_state::RedisState;
 use self::throttle::LocalCounters;
+use crate::clock::Clock;
 use crate::store::{Store, StoreWrite, WriteError, Written};
 
 /// Where shared state lives.
@@ -169,6 +170,8 @@ impl StateHealth {
 pub struct Replicated {
     mirror: Arc<Mirror>,
     local: LocalCounters,
+    /// What the local throttle counters measure their windows on (the app's clock).
+    clock: Clock,
     redis: Option<RedisState>,
     /// The source of truth for revocations; `None` only in tests of the state alone.
     store: Option<Store>,
@@ -214,9 +217,16 @@ impl Replicated {
         Ok(Self {
             mirror,
             local: LocalCounters::default(),
+            clock: Clock::System,
             redis,
             store,
         })
+    }
+
+    /// The same state, its local throttle windows measured on `clock` (the app's; the
+    /// system's until then), so a test crosses a window's end by moving a manual clock.
+    pub fn on_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
     }
 
     /// The local view of revocations, for the hot path.
@@ -316,7 +326,7 @@ impl Replicated {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             match redis.increment(key, window).await {
                 Ok(attempts) => {
-                    self.local.observe(key, attempts);
+                    self.local.observe(key, attempts, self.clock.monotonic_ms());
                     return attempts;
                 }
                 Err(error) => {
@@ -324,7 +334,8 @@ impl Replicated {
                 }
             }
         }
-        self.local_share(self.local.increment(key, window))
+        let now = self.clock.monotonic_ms();
+        self.local_share(self.local.increment(key, window, now))
     }
 
     /// The failures counted under `key` in its current window.
@@ -337,7 +348,7 @@ impl Replicated {
                 }
             }
         }
-        self.local_share(self.local.count(key))
+        self.local_share(self.local.count(key, self.clock.monotonic_ms()))
     }
 
     /// A count of this replica's own, marked as counted by every live replica on its own (with
