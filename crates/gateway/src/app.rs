@@ -75,10 +75,11 @@ impl AppState {
             .await?
             .on_clock(clock.clone());
         let keys = Arc::new(
-            Keys::load(
+            Keys::load_at(
                 store.clone(),
                 config.tokens.algorithm,
                 KeyTiming::of(&config),
+                clock.clone(),
             )
             .await?,
         );

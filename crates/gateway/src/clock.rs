@@ -19,7 +19,9 @@
 //!   minter decides on it how long a caller's identity token is reused, the file watches
 //!   measure `watch_settle` on it between two looks (`reload`, `entrance`, by the rules of
 //!   `settle`), and the shared state reads it for the windows of its local sign-in throttle
-//!   counters (`state/throttle.rs` takes `now`).
+//!   counters (`state/throttle.rs` takes `now`). The signing keys decide on it which key signs
+//!   and verifies and when to reread the store for an unknown `kid`, and the background reread
+//!   waits out its period on it ([`Clock::sleep`], which a manual clock ends when moved that far).
 //! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
 //!   the service reads from its `Clock`, and its tests pass the instant they mean.
 //! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:
@@ -97,6 +99,26 @@ impl Clock {
             Self::Manual(manual) => manual.monotonic_ms.load(Ordering::Acquire),
         }
     }
+
+    /// Waits until this clock's monotonic reading is `duration` later: a tokio timer on the
+    /// system's clock; on a manual clock, until the test has moved it that far (a background
+    /// task's period is then crossed by [`ManualClock::advance`], not by waiting).
+    pub async fn sleep(&self, duration: Duration) {
+        match self {
+            Self::System => tokio::time::sleep(duration).await,
+            Self::Manual(manual) => {
+                let deadline = manual.monotonic_ms.load(Ordering::Acquire) + millis(duration);
+                // Subscribed before the reading below, so a move in between is not missed.
+                let mut moved = manual.moved.subscribe();
+                while manual.monotonic_ms.load(Ordering::Acquire) < deadline {
+                    if moved.changed().await.is_err() {
+                        // Unreachable while `manual` is held: its sender lives as long as it.
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl From<&Arc<ManualClock>> for Clock {
@@ -111,22 +133,33 @@ impl From<&Arc<ManualClock>> for Clock {
 pub struct ManualClock {
     unix_ms: AtomicU64,
     monotonic_ms: AtomicU64,
+    /// Told of every move, for whoever waits in [`Clock::sleep`].
+    moved: tokio::sync::watch::Sender<()>,
 }
 
 impl ManualClock {
     /// Stopped at the system's wall-clock time now (so what it stamps looks current to anyone
     /// else), its monotonic reading at 1 ms (0 means "not set" to its readers).
     pub fn starting_now() -> Arc<Self> {
+        Self::starting_at(unix_ms())
+    }
+
+    /// Stopped at `unix_ms` on the wall clock, its monotonic reading at 1 ms: a test that must
+    /// move the clock a long way while what it stamps stays near everyone else's time starts it
+    /// in the past.
+    pub fn starting_at(unix_ms: u64) -> Arc<Self> {
         Arc::new(Self {
-            unix_ms: AtomicU64::new(unix_ms()),
+            unix_ms: AtomicU64::new(unix_ms),
             monotonic_ms: AtomicU64::new(1),
+            moved: tokio::sync::watch::Sender::new(()),
         })
     }
 
-    /// Moves both readings forward by `by`.
+    /// Moves both readings forward by `by`, and wakes whoever sleeps on this clock.
     pub fn advance(&self, by: Duration) {
         self.unix_ms.fetch_add(millis(by), Ordering::AcqRel);
         self.monotonic_ms.fetch_add(millis(by), Ordering::AcqRel);
+        self.moved.send_replace(());
     }
 }
 
@@ -161,5 +194,25 @@ mod tests {
         assert_eq!(clock.unix_ms(), wall + 1500);
         assert_eq!(clock.monotonic_ms(), monotonic + 1500);
         assert_eq!(clock.unix_seconds(), (wall + 1500) / 1000);
+    }
+
+    #[tokio::test]
+    async fn a_sleep_on_a_manual_clock_ends_when_the_clock_has_been_moved_that_far() {
+        use futures_util::FutureExt;
+
+        let time = ManualClock::starting_at(1_000_000);
+        let clock = Clock::from(&time);
+        let mut sleep = std::pin::pin!(clock.sleep(Duration::from_secs(10)));
+        assert!(
+            sleep.as_mut().now_or_never().is_none(),
+            "the clock has not moved"
+        );
+
+        time.advance(Duration::from_secs(9));
+        assert!(sleep.as_mut().now_or_never().is_none(), "9 s of 10");
+
+        time.advance(Duration::from_secs(1));
+        assert!(sleep.as_mut().now_or_never().is_some(), "10 s of 10");
+        assert_eq!(clock.unix_ms(), 1_010_000, "starts where it was told");
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -30,6 +30,7 @@ use rand::RngCore;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use tokio::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::config::SigningAlgorithm;
 use crate::store::{Store, StoredKey};
 
@@ -88,12 +89,13 @@ impl KeySet {
         self.jwks_json.clone()
     }
 
+    /// The set as it stands at `now` (the app's wall clock).
     fn build(
         stored: &[StoredKey],
         access_algorithm: SigningAlgorithm,
         timing: KeyTiming,
+        now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
-        let now = Utc::now();
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         let mut access = None;
@@ -222,7 +224,10 @@ pub struct Keys {
     store: Store,
     access_algorithm: SigningAlgorithm,
     timing: KeyTiming,
-    last_reload: Mutex<Instant>,
+    /// Decides when the set is reread and which keys sign and verify; see `Keys::load_at`.
+    clock: Clock,
+    /// The monotonic reading of `clock` at the last reread.
+    last_reload: Mutex<u64>,
 }
 
 impl Keys {
@@ -232,15 +237,32 @@ impl Keys {
         access_algorithm: SigningAlgorithm,
         timing: impl Into<KeyTiming>,
     ) -> anyhow::Result<Self> {
+        Self::load_at(store, access_algorithm, timing, Clock::System).await
+    }
+
+    /// As [`Keys::load`], on `clock`: a key's status (pending, signing, verifying, retired) is
+    /// decided on its wall reading, how long ago the set was reread on its monotonic one.
+    pub async fn load_at(
+        store: Store,
+        access_algorithm: SigningAlgorithm,
+        timing: impl Into<KeyTiming>,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let timing = timing.into();
         ensure_keys(&store, access_algorithm).await?;
-        let set = KeySet::build(&store.signing_keys().await?, access_algorithm, timing)?;
+        let set = KeySet::build(
+            &store.signing_keys().await?,
+            access_algorithm,
+            timing,
+            wall_time(&clock),
+        )?;
         Ok(Self {
             current: RwLock::new(Arc::new(set)),
             store,
             access_algorithm,
             timing,
-            last_reload: Mutex::new(Instant::now()),
+            last_reload: Mutex::new(clock.monotonic_ms()),
+            clock,
         })
     }
 
@@ -255,11 +277,12 @@ impl Keys {
 
     /// Rereads the store: a key rotated by any replica or by `gatehouse keys rotate` is picked up.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        *self.last_reload.lock().await = Instant::now();
+        *self.last_reload.lock().await = self.clock.monotonic_ms();
         let set = KeySet::build(
             &self.store.signing_keys().await?,
             self.access_algorithm,
             self.timing,
+            wall_time(&self.clock),
         )?;
         *self
             .current
@@ -272,14 +295,23 @@ impl Keys {
     /// key may come from a replica that rotated, but random kids must not hammer the store.
     pub async fn reload_if_older_than(&self, interval: Duration) -> anyhow::Result<bool> {
         {
-            let last = self.last_reload.lock().await;
-            if last.elapsed() < interval {
+            let last = *self.last_reload.lock().await;
+            let elapsed = Duration::from_millis(self.clock.monotonic_ms().saturating_sub(last));
+            if elapsed < interval {
                 return Ok(false);
             }
         }
         self.reload().await?;
         Ok(true)
     }
+}
+
+/// `clock`'s wall reading as the stored keys' `created_at` is compared with.
+fn wall_time(clock: &Clock) -> DateTime<Utc> {
+    i64::try_from(clock.unix_ms())
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 async fn ensure_keys(store: &Store, access_algorithm: SigningAlgorithm) -> anyhow::Result<()> {

@@ -104,9 +104,14 @@ async fn apply(state: &App, cutoff: &users::Cutoff, keep: Duration) {
     }
 }
 
+/// Rereads the signing keys every [`crate::auth::keys::KEY_RELOAD_INTERVAL`] of the app's
+/// clock: a test's manual clock is moved past it instead of waited out.
 async fn reload_keys(state: &App) {
     loop {
-        tokio::time::sleep(crate::auth::keys::KEY_RELOAD_INTERVAL).await;
+        state
+            .clock
+            .sleep(crate::auth::keys::KEY_RELOAD_INTERVAL)
+            .await;
         if let Err(error) = state.auth.keys.reload().await {
             tracing::error!(error = %format!("{error:#}"), "cannot reread the signing keys");
         }
