@@ -9,16 +9,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use gateway::clock::{Clock, ManualClock};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::harness::wait_for;
+use crate::harness::{spawn_app_at, wait_for};
 use crate::support::{spawn_app_with, TestApp};
 
 /// What the origin saw and how it behaves now.
@@ -243,6 +245,20 @@ async fn spawn() -> (TestApp, Origin) {
     (app, origin)
 }
 
+/// As [`spawn`], the gateway on a clock the test moves: an entry's time in the store (its
+/// freshness, its `Age`) is read from it, so a lifetime is crossed by moving it, not waited
+/// out. (The origin's `Date` is read only against its own `Expires`, which it never sends.)
+async fn spawn_on_manual_clock() -> (TestApp, Origin, Arc<ManualClock>) {
+    let time = ManualClock::starting_now();
+    let origin = Origin::start().await;
+    let routes = origin.clone();
+    let app = spawn_app_at(Clock::from(&time), move |text| routes.config(text)).await;
+    (app, origin, time)
+}
+
+/// A second past the `max-age=1` the origin's short-lived kinds answer with.
+const PAST_MAX_AGE: Duration = Duration::from_secs(2);
+
 /// `Cache-Status` of `response`, or "" without one.
 pub fn cache_status(response: &reqwest::Response) -> String {
     response
@@ -275,7 +291,7 @@ async fn get(app: &TestApp, path: &str, token: Option<&str>) -> (String, Value) 
 
 #[tokio::test]
 async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let (first, body) = get(&app, "/cached/plain/item?a=1&b=2", None).await;
     assert_eq!(first, "gatehouse; fwd=uri-miss; stored");
     assert_eq!(body["count"], 1);
@@ -288,14 +304,12 @@ async fn a_stored_answer_is_served_again_with_its_age_until_a_write_on_its_path(
     assert_eq!(again, body, "the stored answer, byte for byte");
     assert_eq!(origin.hits("/o/plain/item"), 1);
 
-    // Age grows while it is stored (whole seconds: polled, not slept).
-    let age = wait_for("Age to reach 1", || async {
-        let response = app.get("/cached/plain/item?a=1&b=2", None).await;
-        let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
-        (age >= 1).then_some(age)
-    })
-    .await;
-    assert!(age >= 1);
+    // Age grows while it is stored, in whole seconds.
+    let age = |response: &reqwest::Response| response.headers()["age"].to_str().unwrap().to_owned();
+    time.advance(Duration::from_millis(999));
+    assert_eq!(age(&app.get("/cached/plain/item?a=1&b=2", None).await), "0");
+    time.advance(Duration::from_millis(1));
+    assert_eq!(age(&app.get("/cached/plain/item?a=1&b=2", None).await), "1");
     assert_eq!(
         origin.hits("/o/plain/item"),
         1,
@@ -547,29 +561,23 @@ async fn a_hundred_concurrent_misses_make_one_upstream_call() {
     );
 }
 
-/// GETs `path` until the answer is not a hit (its entry went stale); each must be a 200, never
-/// the service's failure. That answer's `Cache-Status` and body.
-async fn first_answer_not_a_hit(app: &TestApp, path: &str) -> (String, Value) {
-    wait_for("the entry to go stale", || async {
-        let response = app.get(path, None).await;
-        assert_eq!(response.status(), 200, "never the service's failure");
-        let status = cache_status(&response);
-        if status.starts_with("gatehouse; hit") {
-            return None;
-        }
-        Some((status, response.json::<Value>().await.unwrap()))
-    })
-    .await
+/// Moves the gateway's clock past `path`'s `max-age=1` and GETs it: a 200, never the service's
+/// failure. That answer's `Cache-Status` and body.
+async fn answer_once_stale(app: &TestApp, time: &ManualClock, path: &str) -> (String, Value) {
+    time.advance(PAST_MAX_AGE);
+    let response = app.get(path, None).await;
+    assert_eq!(response.status(), 200, "never the service's failure");
+    (cache_status(&response), response.json().await.unwrap())
 }
 
 #[tokio::test]
 async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let (stored, body) = get(&app, "/cached/flaky/feed", None).await;
     assert_eq!(stored, "gatehouse; fwd=uri-miss; stored");
     origin.fail(true);
     // `max-age=1`, shorter than the route's minute, wins: the entry is soon stale.
-    let (status, stale) = first_answer_not_a_hit(&app, "/cached/flaky/feed").await;
+    let (status, stale) = answer_once_stale(&app, &time, "/cached/flaky/feed").await;
     assert!(
         status.starts_with("gatehouse; fwd=stale; fwd-status=503; ttl=-"),
         "{status}"
@@ -587,10 +595,10 @@ async fn a_failing_service_is_stood_in_for_by_a_stale_answer_that_says_so() {
 
 #[tokio::test]
 async fn an_unreachable_service_is_stood_in_for_by_a_stale_answer_that_says_why() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let (_, body) = get(&app, "/cached/short/down", None).await;
     origin.stop();
-    let (status, stale) = first_answer_not_a_hit(&app, "/cached/short/down").await;
+    let (status, stale) = answer_once_stale(&app, &time, "/cached/short/down").await;
     // No answer, so no `fwd-status`: the gateway's reason for the failure instead.
     assert!(
         status.starts_with("gatehouse; fwd=stale; detail=upstream_"),
@@ -601,15 +609,20 @@ async fn an_unreachable_service_is_stood_in_for_by_a_stale_answer_that_says_why(
 
 #[tokio::test]
 async fn a_shorter_max_age_than_the_routes_ttl_wins() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     get(&app, "/cached/short/clock", None).await;
-    let status = wait_for("max-age=1 to run out", || async {
-        let response = app.get("/cached/short/clock", None).await;
-        let status = cache_status(&response);
-        (!status.starts_with("gatehouse; hit")).then_some(status)
-    })
-    .await;
-    assert_eq!(status, "gatehouse; fwd=stale; stored");
+    time.advance(Duration::from_millis(999));
+    let (status, _) = get(&app, "/cached/short/clock", None).await;
+    assert!(
+        status.starts_with("gatehouse; hit"),
+        "fresh for max-age=1: {status}"
+    );
+    time.advance(Duration::from_millis(1));
+    let (status, _) = get(&app, "/cached/short/clock", None).await;
+    assert_eq!(
+        status, "gatehouse; fwd=stale; stored",
+        "not the route's 60 s"
+    );
     assert_eq!(origin.hits("/o/short/clock"), 2);
 }
 
@@ -781,19 +794,13 @@ async fn a_write_invalidates_the_location_it_names_on_its_host_and_never_another
 
 #[tokio::test]
 async fn requests_waiting_on_a_failing_service_get_the_stale_answer_not_a_turn_each() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let (_, body) = get(&app, "/cached/stall/feed", None).await;
     origin.fail(true);
-    // GETs until one finds the entry stale: that one leads, held at the failing service.
+    // The first GET to find the entry stale leads, held at the failing service.
+    time.advance(PAST_MAX_AGE);
     let (http, url) = (app.http.clone(), app.url("/cached/stall/feed"));
-    let leader = tokio::spawn(async move {
-        loop {
-            let response = http.get(url.as_str()).send().await.unwrap();
-            if !cache_status(&response).starts_with("gatehouse; hit") {
-                return response;
-            }
-        }
-    });
+    let leader = tokio::spawn(async move { http.get(url).send().await.unwrap() });
     wait_for("the leader at the failing service", || async {
         (origin.hits("/o/stall/feed") == 2).then_some(())
     })
@@ -843,15 +850,12 @@ async fn requests_waiting_on_a_failing_service_get_the_stale_answer_not_a_turn_e
 
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let (_, first) = get(&app, "/cached/swr/news", None).await;
     assert_eq!(first["count"], 1);
     // `max-age=1, stale-while-revalidate=60`: soon stale, and answered at once all the same.
-    let (status, stale) = wait_for("the entry to go stale", || async {
-        let (status, body) = get(&app, "/cached/swr/news", None).await;
-        status.contains("stale").then_some((status, body))
-    })
-    .await;
+    time.advance(PAST_MAX_AGE);
+    let (status, stale) = get(&app, "/cached/swr/news", None).await;
     assert!(
         status.starts_with("gatehouse; hit; ttl=-")
             && status.ends_with("; detail=stale-while-revalidate"),
@@ -899,20 +903,27 @@ async fn logged(app: &TestApp, count: usize, wanted: impl Fn(&Value) -> bool) ->
     .await
 }
 
-/// GETs `path` as `token`'s caller until the answer is the stale entry answering while it is
-/// refreshed: that request started the refresh. Its request id.
-async fn until_stale_starts_a_refresh(app: &TestApp, path: &str, token: &str) -> String {
-    wait_for("the entry to go stale", || async {
-        let response = app.get(path, Some(token)).await;
-        assert_eq!(response.status(), 200);
-        let stale = cache_status(&response).ends_with("detail=stale-while-revalidate");
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        stale.then_some(id)
-    })
-    .await
+/// Moves the gateway's clock past `path`'s `max-age=1` and GETs it as `token`'s caller: the
+/// stale entry answers while it is refreshed, so that request started the refresh. Its
+/// request id.
+async fn stale_starts_a_refresh(
+    app: &TestApp,
+    time: &ManualClock,
+    path: &str,
+    token: &str,
+) -> String {
+    time.advance(PAST_MAX_AGE);
+    let response = app.get(path, Some(token)).await;
+    assert_eq!(response.status(), 200);
+    let status = cache_status(&response);
+    assert!(
+        status.ends_with("detail=stale-while-revalidate"),
+        "{status}"
+    );
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Waits for `gatehouse_cache_refreshes_total{outcome}` to reach `count`.
@@ -931,7 +942,7 @@ async fn refreshes_counted(app: &TestApp, outcome: &str, count: f64) {
 
 #[tokio::test]
 async fn background_refreshes_are_counted_by_outcome_and_logged_on_a_line_of_their_own() {
-    let (app, origin) = spawn().await;
+    let (app, origin, time) = spawn_on_manual_clock().await;
     let admin = app.admin().await;
     app.create_user(&admin, "carol", "carol-password-1").await;
     let token = app.token("carol", "carol-password-1").await;
@@ -942,16 +953,16 @@ async fn background_refreshes_are_counted_by_outcome_and_logged_on_a_line_of_the
     // exactly one refresh (no request follows it).
     let (_, first) = get(&app, &path("swr-free"), Some(&token)).await;
     let carol = first["user"].as_str().unwrap().to_owned();
-    let refreshed = until_stale_starts_a_refresh(&app, &path("swr-free"), &token).await;
+    let refreshed = stale_starts_a_refresh(&app, &time, &path("swr-free"), &token).await;
     refreshes_counted(&app, "refreshed", 1.0).await;
 
     get(&app, &path("swr-flaky"), Some(&token)).await;
     origin.fail(true);
-    let failed = until_stale_starts_a_refresh(&app, &path("swr-flaky"), &token).await;
+    let failed = stale_starts_a_refresh(&app, &time, &path("swr-flaky"), &token).await;
     refreshes_counted(&app, "failed", 1.0).await;
 
     get(&app, &path("swr-then-no-store"), Some(&token)).await;
-    let refused = until_stale_starts_a_refresh(&app, &path("swr-then-no-store"), &token).await;
+    let refused = stale_starts_a_refresh(&app, &time, &path("swr-then-no-store"), &token).await;
     refreshes_counted(&app, "not_storable", 1.0).await;
     assert_eq!(origin.hits("/o/swr-free/feed"), 2);
     assert_eq!(origin.hits("/o/swr-flaky/feed"), 2);
