@@ -20,8 +20,9 @@
 //!   measure `watch_settle` on it between two looks (`reload`, `entrance`, by the rules of
 //!   `settle`), and the shared state reads it for the windows of its local sign-in throttle
 //!   counters (`state/throttle.rs` takes `now`). The signing keys decide on it which key signs
-//!   and verifies and when to reread the store for an unknown `kid`, and the background reread
-//!   waits out its period on it ([`Clock::sleep`], which a manual clock ends when moved that far).
+//!   and verifies and when to reread the store for an unknown `kid`. Background periods are
+//!   counted on it ([`Every`]): the keys' reread (`issuer::upkeep`) and the services' documents'
+//!   refresh (`openapi/specs.rs`), so a test moves a manual clock past one instead of waiting.
 //! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
 //!   the service reads from its `Clock`, and its tests pass the instant they mean.
 //! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:
@@ -100,14 +101,17 @@ impl Clock {
         }
     }
 
-    /// Waits until this clock's monotonic reading is `duration` later: a tokio timer on the
-    /// system's clock; on a manual clock, until the test has moved it that far (a background
-    /// task's period is then crossed by [`ManualClock::advance`], not by waiting).
-    pub async fn sleep(&self, duration: Duration) {
+    /// Waits until this clock's monotonic reading is at least `deadline` (ms): a tokio timer
+    /// on the system's clock; on a manual clock, until the test has moved it that far.
+    async fn sleep_until(&self, deadline: u64) {
         match self {
-            Self::System => tokio::time::sleep(duration).await,
+            Self::System => {
+                let left = deadline.saturating_sub(monotonic_ms());
+                if left > 0 {
+                    tokio::time::sleep(Duration::from_millis(left)).await;
+                }
+            }
             Self::Manual(manual) => {
-                let deadline = manual.monotonic_ms.load(Ordering::Acquire) + millis(duration);
                 // Subscribed before the reading below, so a move in between is not missed.
                 let mut moved = manual.moved.subscribe();
                 while manual.monotonic_ms.load(Ordering::Acquire) < deadline {
@@ -118,6 +122,37 @@ impl Clock {
                 }
             }
         }
+    }
+}
+
+/// A background task's period on a [`Clock`], counted from when it was made, not from when the
+/// task next begins to wait: a test that moves a manual clock past the next tick wakes the task
+/// even if it moved it before the task was waiting.
+#[derive(Debug)]
+pub struct Every {
+    clock: Clock,
+    /// The monotonic reading of the next tick.
+    next: u64,
+}
+
+impl Every {
+    /// The first tick `first` from now.
+    pub fn new(clock: Clock, first: Duration) -> Self {
+        let next = clock.monotonic_ms().saturating_add(millis(first));
+        Self { clock, next }
+    }
+
+    /// Waits for the next tick; the one after is `then` later, or `then` from now when the
+    /// clock has already passed that (a process that stalled does not get its ticks in a burst).
+    pub async fn tick(&mut self, then: Duration) {
+        self.clock.sleep_until(self.next).await;
+        let now = self.clock.monotonic_ms();
+        let after = self.next.saturating_add(millis(then));
+        self.next = if after > now {
+            after
+        } else {
+            now.saturating_add(millis(then))
+        };
     }
 }
 
@@ -133,7 +168,7 @@ impl From<&Arc<ManualClock>> for Clock {
 pub struct ManualClock {
     unix_ms: AtomicU64,
     monotonic_ms: AtomicU64,
-    /// Told of every move, for whoever waits in [`Clock::sleep`].
+    /// Told of every move, for whoever waits on it ([`Every`]).
     moved: tokio::sync::watch::Sender<()>,
 }
 
@@ -197,22 +232,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sleep_on_a_manual_clock_ends_when_the_clock_has_been_moved_that_far() {
+    async fn a_period_on_a_manual_clock_ticks_when_the_clock_is_moved_past_it() {
         use futures_util::FutureExt;
 
         let time = ManualClock::starting_at(1_000_000);
-        let clock = Clock::from(&time);
-        let mut sleep = std::pin::pin!(clock.sleep(Duration::from_secs(10)));
+        let mut every = Every::new(Clock::from(&time), Duration::from_secs(10));
+        // Whether a wait for the next tick ends at once; a wait that does not is dropped, as a
+        // task's is when it stops, which leaves the period as it was.
+        let mut ticks = || every.tick(Duration::from_secs(10)).now_or_never().is_some();
+        assert!(!ticks(), "not moved");
+        time.advance(Duration::from_secs(9));
+        assert!(!ticks(), "9 s of 10");
+
+        // Moved past the tick before anyone waits: the wait ends at once all the same.
+        time.advance(Duration::from_secs(1));
+        assert!(ticks(), "10 s of 10");
+        time.advance(Duration::from_secs(9));
         assert!(
-            sleep.as_mut().now_or_never().is_none(),
-            "the clock has not moved"
+            !ticks(),
+            "the next is counted from the last tick: 9 s of 10"
         );
 
-        time.advance(Duration::from_secs(9));
-        assert!(sleep.as_mut().now_or_never().is_none(), "9 s of 10");
-
-        time.advance(Duration::from_secs(1));
-        assert!(sleep.as_mut().now_or_never().is_some(), "10 s of 10");
-        assert_eq!(clock.unix_ms(), 1_010_000, "starts where it was told");
+        // A move past several ticks is one tick, and the next is a period from then.
+        time.advance(Duration::from_secs(60));
+        assert!(ticks(), "70 s on");
+        assert!(!ticks(), "not a burst of the ticks missed");
+        assert_eq!(
+            Clock::from(&time).unix_ms(),
+            1_079_000,
+            "starts where it was told"
+        );
     }
 }

@@ -4,10 +4,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::routing::get;
 use axum::{Json, Router};
+use gateway::clock::{Clock, ManualClock};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -436,7 +438,8 @@ impl Things {
     }
 }
 
-async fn gate_with_things(things: &Things) -> Gate {
+/// A gateway in front of `things`, reading the time from `clock`.
+async fn gate_with_things(things: &Things, clock: Clock) -> Gate {
     let config = format!(
         "{head}  things: {{ upstreams: [\"{url}\"], timeout: 5s, health: {{ path: /healthz, interval: 200ms, healthy: 1 }} }}\n\
          routes:\n\
@@ -446,7 +449,7 @@ async fn gate_with_things(things: &Things) -> Gate {
         head = config_head("off"),
         url = things.url,
     );
-    Gate::start(&config).await
+    Gate::start_at(clock, &config).await
 }
 
 async fn document_of(gate: &Gate) -> Value {
@@ -466,7 +469,7 @@ async fn post_thing(gate: &Gate, content_type: &str, body: &str) -> reqwest::Res
 #[tokio::test]
 async fn a_body_missing_a_required_field_is_refused_at_the_gateway_and_never_arrives() {
     let things = Things::start().await;
-    let gate = gate_with_things(&things).await;
+    let gate = gate_with_things(&things, Clock::System).await;
 
     let refused = post_thing(&gate, "application/json", r#"{"size": 0, "colour": "red"}"#).await;
     let problem = assert_problem(refused, 422).await;
@@ -498,7 +501,8 @@ async fn a_body_missing_a_required_field_is_refused_at_the_gateway_and_never_arr
 #[tokio::test]
 async fn a_changed_service_document_is_picked_up_and_a_failing_one_keeps_its_last_copy() {
     let things = Things::start().await;
-    let gate = gate_with_things(&things).await;
+    let time = ManualClock::starting_now();
+    let gate = gate_with_things(&things, Clock::from(&time)).await;
 
     let first = document_of(&gate).await;
     assert_eq!(first["x-gatehouse-services"]["things"]["status"], "current");
@@ -513,7 +517,10 @@ async fn a_changed_service_document_is_picked_up_and_a_failing_one_keeps_its_las
     );
     assert!(first["components"]["schemas"]["things.NewThing"].is_object());
 
+    // The documents are fetched again every health-check interval (200 ms) of the gateway's
+    // clock, counted from the first fetch: moved past one, not waited for.
     *things.document.lock().unwrap() = things_document(true);
+    time.advance(Duration::from_millis(200));
     wait_for(
         "the service's new operation in the merged document",
         || async {
@@ -525,6 +532,7 @@ async fn a_changed_service_document_is_picked_up_and_a_failing_one_keeps_its_las
     .await;
 
     things.failing.store(true, Ordering::SeqCst);
+    time.advance(Duration::from_millis(200));
     let stale = wait_for("the document marked stale", || async {
         let document = document_of(&gate).await;
         (document["x-gatehouse-services"]["things"]["status"] == "stale").then_some(document)

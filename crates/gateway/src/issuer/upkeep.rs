@@ -107,11 +107,10 @@ async fn apply(state: &App, cutoff: &users::Cutoff, keep: Duration) {
 /// Rereads the signing keys every [`crate::auth::keys::KEY_RELOAD_INTERVAL`] of the app's
 /// clock: a test's manual clock is moved past it instead of waited out.
 async fn reload_keys(state: &App) {
+    use crate::auth::keys::KEY_RELOAD_INTERVAL;
+    let mut every = crate::clock::Every::new(state.clock.clone(), KEY_RELOAD_INTERVAL);
     loop {
-        state
-            .clock
-            .sleep(crate::auth::keys::KEY_RELOAD_INTERVAL)
-            .await;
+        every.tick(KEY_RELOAD_INTERVAL).await;
         if let Err(error) = state.auth.keys.reload().await {
             tracing::error!(error = %format!("{error:#}"), "cannot reread the signing keys");
         }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
+use crate::clock::Every;
 use crate::config::GatewayConfig;
 use crate::proxy::forward;
 
@@ -194,21 +195,24 @@ impl SpecCache {
 }
 
 /// The periodic refresh: on the shortest health-check interval of the routed services (at
-/// most [`DEFAULT_REFRESH`]), until the gateway stops.
+/// most [`DEFAULT_REFRESH`]) of the app's clock, until the gateway stops.
 fn start(app: &App) {
     let Some(shutdown) = app.serving.get().cloned() else {
         // Not serving (a test building documents by hand): fetched on demand only.
         return;
     };
+    // Counted from here, on the app's clock: a test moves its manual clock past a period
+    // instead of waiting for one, even before this task first waits.
+    let mut every = Every::new(app.clock.clone(), cadence(&app.config()));
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         loop {
-            let pause = match app.upgrade() {
+            let then = match app.upgrade() {
                 Some(app) => cadence(&app.config()),
                 None => break,
             };
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = every.tick(then) => {}
                 () = shutdown.wait() => break,
             }
             let Some(app) = app.upgrade() else { break };
