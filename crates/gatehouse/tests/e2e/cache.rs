@@ -811,14 +811,16 @@ async fn requests_waiting_on_a_failing_service_get_the_stale_answer_not_a_turn_e
             tokio::spawn(async move { http.get(url).send().await.unwrap() })
         })
         .collect();
-    wait_for("every waiter at the gateway", || async {
+    // Waiting on the leader's flight, not merely connected: a waiter still on its way when the
+    // leader lands would go to the service on its own.
+    wait_for("every waiter on the leader's flight", || async {
         let metrics = app.admin_get("/metrics").await.text().await.unwrap();
-        let open = metrics
+        let waiting = metrics
             .lines()
-            .find_map(|line| line.strip_prefix("gatehouse_open_connections "))
+            .find_map(|line| line.strip_prefix("gatehouse_cache_collapsed_waiting "))
             .and_then(|n| n.trim().parse::<usize>().ok())
             .unwrap_or(0);
-        (open >= 21).then_some(())
+        (waiting == 20).then_some(())
     })
     .await;
     origin.open_gate(100);

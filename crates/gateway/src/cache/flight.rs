@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::key::Digest32;
@@ -35,6 +36,9 @@ type InFlight = Arc<Mutex<HashMap<Digest32, watch::Receiver<Landing>>>>;
 #[derive(Default)]
 pub struct Flights {
     in_flight: InFlight,
+    /// Requests waiting on another's now (`gatehouse_cache_collapsed_waiting`): how much a
+    /// slow service is being spared, and what a test waits for before the leader lands.
+    waiting: Gauge,
 }
 
 /// Where a miss stands.
@@ -51,7 +55,7 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(landing) = in_flight.get(&key) {
-            return Seat::Waiter(Waiter(landing.clone()));
+            return Seat::Waiter(Waiter::on(landing, &self.waiting));
         }
         let (sender, receiver) = watch::channel(Landing::InFlight);
         in_flight.insert(key, receiver);
@@ -71,7 +75,12 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            .map(|landing| Waiter(landing.clone()))
+            .map(|landing| Waiter::on(landing, &self.waiting))
+    }
+
+    /// The gauge of requests waiting on another's (shared: clones count the same requests).
+    pub fn waiting(&self) -> Gauge {
+        self.waiting.clone()
     }
 
     /// Requests in flight now (for tests and metrics).
@@ -125,14 +134,26 @@ impl Drop for Leader {
     }
 }
 
-pub struct Waiter(watch::Receiver<Landing>);
+pub struct Waiter {
+    landing: watch::Receiver<Landing>,
+    /// Counted in the waiting gauge until the waiter is dropped, however its wait ended.
+    waiting: Gauge,
+}
 
 impl Waiter {
+    fn on(landing: &watch::Receiver<Landing>, waiting: &Gauge) -> Self {
+        waiting.inc();
+        Self {
+            landing: landing.clone(),
+            waiting: waiting.clone(),
+        }
+    }
+
     /// How the leader's request ended; [`Landing::Abandoned`] when it did not within `bound`.
     pub async fn wait(mut self, bound: Duration) -> Landing {
         let landed = tokio::time::timeout(
             bound,
-            self.0
+            self.landing
                 .wait_for(|landing| !matches!(landing, Landing::InFlight)),
         )
         .await;
@@ -144,9 +165,35 @@ impl Waiter {
     }
 }
 
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.waiting.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiters_are_counted_while_they_wait_and_not_after() {
+        let flights = Flights::default();
+        let waiting = flights.waiting();
+        let Seat::Leader(leader) = flights.board([4; 32]) else {
+            panic!("the first request leads");
+        };
+        assert_eq!(waiting.get(), 0, "a leader is not waiting");
+        let first = flights.join([4; 32]).unwrap();
+        let Seat::Waiter(second) = flights.board([4; 32]) else {
+            panic!("the second request waits");
+        };
+        assert_eq!(waiting.get(), 2);
+        drop(first);
+        assert_eq!(waiting.get(), 1);
+        drop(leader);
+        drop(second);
+        assert_eq!(waiting.get(), 0);
+    }
 
     #[test]
     fn joining_never_leads() {

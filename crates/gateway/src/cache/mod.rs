@@ -241,9 +241,15 @@ impl ResponseCache {
             metrics.register(registry, Some((&memory, settings.memory_bytes)));
             Store::Memory(memory)
         };
+        let flights = Flights::default();
+        registry.register(
+            "gatehouse_cache_collapsed_waiting",
+            "Requests waiting now for the answer another request for the same key is fetching (request coalescing)",
+            flights.waiting(),
+        );
         Self {
             store,
-            flights: Flights::default(),
+            flights,
             recording: record::Budget::new(settings.memory_bytes),
             metrics,
             clock,
