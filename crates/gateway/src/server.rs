@@ -255,13 +255,16 @@ impl Gateway {
             ),
             None => (entrance::Secure::plain(self.pipeline()), None),
         };
-        kit::listener::serve(
+        // The public listener is served on the workers (one single-threaded runtime per core:
+        // the request path's wakes stay on one thread); everything else runs here.
+        let (limits, drain) = (Arc::clone(&app), Arc::clone(&app));
+        kit::listener::serve_on_workers(
             listener,
             handler,
             tls,
             stop_accepting,
-            || accept::limits(&app.config().limits),
-            || app.config().drain_timeout,
+            move || accept::limits(&limits.config().limits),
+            move || drain.config().drain_timeout,
             app.observe.gateway.connections.clone(),
         )
         .await?;

@@ -137,12 +137,103 @@ pub async fn serve(
     drain_timeout: impl FnOnce() -> Duration,
     open: Gauge,
 ) -> std::io::Result<()> {
-    let (draining, drain_signal) = watch::channel(false);
-    let mut connections = JoinSet::new();
     let clients = Arc::new(PerClient {
         by_address: Mutex::default(),
         open,
     });
+    accept_and_serve(listener, app, tls, shutdown, limits, drain_timeout, clients).await
+}
+
+/// [`serve`], on the [`crate::workers`]: each worker accepts from `listener` and serves the
+/// connections it accepted, start to finish, on its own thread. Whichever worker is free first
+/// takes a new connection (the kernel wakes the waiting ones; one accepts, the others find
+/// nothing), so the busier one takes fewer.
+///
+/// The limits hold for the listener as a whole: one address's connections are counted across
+/// the workers, and each worker serves at most its share of `max_connections` (rounded up). At
+/// shutdown every worker stops accepting, takes in what the kernel had completed and drains its
+/// own connections within `drain_timeout()`; this returns once all have.
+pub async fn serve_on_workers(
+    listener: TcpListener,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    shutdown: Shutdown,
+    limits: impl Fn() -> Limits + Send + Sync + 'static,
+    drain_timeout: impl Fn() -> Duration + Send + Sync + 'static,
+    open: Gauge,
+) -> std::io::Result<()> {
+    let workers = crate::workers::handles()?;
+    let clients = Arc::new(PerClient {
+        by_address: Mutex::default(),
+        open,
+    });
+    let limits = Arc::new(limits);
+    let drain_timeout = Arc::new(drain_timeout);
+    let shares = workers.len();
+    // One descriptor per worker (a `dup` of the listening socket): each worker's runtime
+    // registers its own with its own poller.
+    let listener = listener.into_std()?;
+    // Dropped (the caller gave up on this future, a test's runtime ended), it aborts the loops
+    // and with them their connections, as a runtime's end would have.
+    let mut running = JoinSet::new();
+    for worker in workers {
+        let socket = listener.try_clone()?;
+        let (app, tls, shutdown, clients) = (
+            app.clone(),
+            tls.clone(),
+            shutdown.clone(),
+            Arc::clone(&clients),
+        );
+        let (limits, drain_timeout) = (Arc::clone(&limits), Arc::clone(&drain_timeout));
+        running.spawn_on(
+            async move {
+                let share = move || {
+                    let limits = limits();
+                    Limits {
+                        max_connections: limits.max_connections.div_ceil(shares),
+                        ..limits
+                    }
+                };
+                let listener = TcpListener::from_std(socket)?;
+                accept_and_serve(
+                    listener,
+                    app,
+                    tls,
+                    shutdown,
+                    share,
+                    move || drain_timeout(),
+                    clients,
+                )
+                .await
+            },
+            worker,
+        );
+    }
+    drop(listener);
+    let mut outcome = Ok(());
+    while let Some(ended) = running.join_next().await {
+        let ended = ended.unwrap_or_else(|error| {
+            Err(std::io::Error::other(format!(
+                "a serving worker failed: {error}"
+            )))
+        });
+        outcome = outcome.and(ended);
+    }
+    outcome
+}
+
+/// One accept loop and the connections it accepted, until shutdown and their drain.
+async fn accept_and_serve(
+    listener: TcpListener,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    shutdown: Shutdown,
+    limits: impl Fn() -> Limits,
+    drain_timeout: impl FnOnce() -> Duration,
+    clients: Arc<PerClient>,
+) -> std::io::Result<()> {
+    let (draining, drain_signal) = watch::channel(false);
+    let mut connections = JoinSet::new();
     loop {
         let limits = limits();
         tokio::select! {
@@ -695,5 +786,114 @@ mod tests {
             clients.take(mapped, 1).is_none(),
             "an IPv4-mapped address is that IPv4 address"
         );
+    }
+
+    /// The workers as a client meets them, over real sockets: every connection is served on a
+    /// worker, the address cap holds across them, and shutdown drains a request in flight.
+    mod on_workers {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use axum::routing::get;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+        use tokio::sync::{Notify, Semaphore};
+
+        use super::*;
+
+        const DEADLINE: Duration = Duration::from_secs(20);
+
+        /// Answers `/worker` with the index of the worker serving it, and `/held` once the test
+        /// lets it through (`entered` says it is waiting).
+        fn app(entered: Arc<Notify>, gate: Arc<Semaphore>) -> Router {
+            Router::new()
+                .route(
+                    "/worker",
+                    get(|| async { format!("{:?}", crate::workers::current()) }),
+                )
+                .route(
+                    "/held",
+                    get(move || async move {
+                        entered.notify_one();
+                        let _permit = gate.acquire().await;
+                        "released"
+                    }),
+                )
+        }
+
+        async fn request(socket: &mut TcpStream, path: &str) -> String {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let mut buffer = vec![0; 4096];
+            let read = tokio::time::timeout(DEADLINE, socket.read(&mut buffer))
+                .await
+                .expect("no answer")
+                .unwrap();
+            String::from_utf8_lossy(&buffer[..read]).into_owned()
+        }
+
+        #[tokio::test]
+        async fn every_connection_is_served_on_a_worker_within_one_address_cap_and_drained() {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (entered, gate) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+            let shutdown = Shutdown::new();
+            let limits = Limits {
+                max_connections_per_ip: 3,
+                ..Limits::default()
+            };
+            let served = tokio::spawn(serve_on_workers(
+                listener,
+                app(Arc::clone(&entered), Arc::clone(&gate)),
+                None,
+                shutdown.clone(),
+                move || limits,
+                || DEADLINE,
+                Gauge::default(),
+            ));
+
+            let mut open = Vec::new();
+            for _ in 0..3 {
+                let mut socket = TcpStream::connect(address).await.unwrap();
+                let answer = request(&mut socket, "/worker").await;
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert!(answer.contains("Some("), "served off the workers: {answer}");
+                open.push(socket);
+            }
+            // A fourth from the same address, whichever worker accepts it: closed unread.
+            let mut fourth = TcpStream::connect(address).await.unwrap();
+            let _ = fourth
+                .write_all(b"GET /worker HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await;
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(DEADLINE, fourth.read_to_end(&mut rest))
+                .await
+                .expect("the fourth connection was never closed");
+            assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+            // A request in flight at shutdown is answered whole; then the workers stop.
+            let mut held = open.pop().unwrap();
+            held.write_all(b"GET /held HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::timeout(DEADLINE, entered.notified())
+                .await
+                .expect("the held request never reached its handler");
+            shutdown.trigger();
+            gate.add_permits(1);
+            let mut answer = Vec::new();
+            tokio::time::timeout(DEADLINE, held.read_to_end(&mut answer))
+                .await
+                .expect("the held request's connection was never closed")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("released"), "{answer}");
+            tokio::time::timeout(DEADLINE, served)
+                .await
+                .expect("the workers never stopped")
+                .unwrap()
+                .unwrap();
+        }
     }
 }
