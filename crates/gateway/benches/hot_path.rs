@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gateway::auth::identity::IdentityMinter;
 use gateway::auth::keys::Keys;
 use gateway::auth::tokens::{AccessClaims, Subject, Tokens};
+use gateway::clock::Clock;
 use gateway::config::{self, GatewayConfig, Vars};
 use gateway::proxy::headers::{self, Forwarding};
 use gateway::router::{Lookup, RouteTable};
@@ -104,7 +105,7 @@ fn auth() -> Auth {
         .expect("signing keys");
     let keys = Arc::new(keys);
     let tokens = Tokens::new(Arc::clone(&keys), config.tokens.clone());
-    let identities = IdentityMinter::new(keys, config.tokens.issuer.clone());
+    let identities = IdentityMinter::new(keys, config.tokens.issuer.clone(), Clock::System);
     let issued = tokens.issue(subject(), None).expect("an access token");
     Auth {
         tokens,

@@ -46,8 +46,11 @@ pub struct AppState {
     pub limiter: crate::limit::Limiter,
     /// Stored answers of the routes with `cache:` (in Redis when the state is).
     pub cache: ResponseCache,
-    /// Where sign-in reads the time: device-token and refresh-token lifetimes (the system's,
-    /// or a test's manual clock).
+    /// Where the gateway reads the time where it decides behaviour: device-token and
+    /// refresh-token lifetimes, the proxy's per-instance bookkeeping (breaker, back-off,
+    /// decay, trials, health verdicts; every service holds a clone), the response cache's
+    /// freshness, the reuse of callers' identity tokens and the file watch's settle time
+    /// (the cache and the minter hold clones). The system's, or a test's manual clock.
     pub clock: Clock,
     /// The services' OpenAPI documents and the merged one (see [`crate::openapi`]).
     pub docs: crate::openapi::ApiDocs,
@@ -78,14 +81,23 @@ impl AppState {
         let devices = DeviceTokens::load(&store, clock.clone()).await?;
         let auth = Verifier {
             tokens: Tokens::new(Arc::clone(&keys), config.tokens.clone()),
-            identities: IdentityMinter::new(Arc::clone(&keys), config.tokens.issuer.clone()),
+            identities: IdentityMinter::new(
+                Arc::clone(&keys),
+                config.tokens.issuer.clone(),
+                clock.clone(),
+            ),
             keys,
         };
         // Read once: a reload cannot resize the semaphore (the setting then needs a restart).
         let concurrent_checks = config.auth.throttle.concurrent;
-        let cache = ResponseCache::new(&config.cache, shared.is_redis(), &observe.metrics);
+        let cache = ResponseCache::new(
+            &config.cache,
+            shared.is_redis(),
+            &observe.metrics,
+            clock.clone(),
+        );
         Ok(Self {
-            routing: CurrentRouting::new(Routing::first(config)?),
+            routing: CurrentRouting::new(Routing::first(config, clock.clone())?),
             auth,
             store,
             shared,

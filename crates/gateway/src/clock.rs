@@ -6,14 +6,24 @@
 //!   (breaker windows, back-off, silence on a connection), which a wall-clock step must never
 //!   shorten or stretch.
 //!
-//! Time is injected in two ways, whichever costs nothing where it is read:
-//! - Code that holds state ([`crate::app::AppState::clock`], the device tokens) reads a
-//!   [`Clock`]: the system's, or a [`ManualClock`] a test moves forward, so an expiry is checked
-//!   at the exact second instead of by waiting for it. The system clock is an enum match away
-//!   from the free functions below, no allocation and no dynamic call.
-//! - The request path's per-instance bookkeeping (`proxy/instance.rs`) takes the current
-//!   `monotonic_ms` as an argument, so its tests pass the instant they mean and the proxy pays
-//!   nothing at all.
+//! Where time decides behaviour it is read from a [`Clock`]: the system's, or a [`ManualClock`]
+//! a test moves forward, so an expiry or a back-off is crossed at the exact millisecond instead
+//! of by waiting for it. The system clock is an enum match away from the free functions below,
+//! no allocation and no dynamic call, so the request path can afford it.
+//! - [`crate::app::AppState::clock`] is the app's: sign-in lifetimes (device and refresh
+//!   tokens) read it, and every service of the proxy holds a clone, read through
+//!   `proxy::upstream::Upstream::now` by its per-instance bookkeeping (breaker, back-off,
+//!   decay, trials, health verdicts); the status page turns the breaker's times into wall-clock
+//!   ones with a reading of the same clock. The response cache measures its entries' time in
+//!   the store on it (`cache`'s # Time: moka's own expiry only frees memory), the identity
+//!   minter decides on it how long a caller's identity token is reused, and the file watch
+//!   measures `watch_settle` on it between two looks (`reload`).
+//! - `proxy/instance.rs` itself reads no clock: its functions take `now` as an argument, which
+//!   the service reads from its `Clock`, and its tests pass the instant they mean.
+//! - Real waits on I/O stay on the process's clock and tokio's timers, out of a test's hand:
+//!   a streamed request body's turns (`proxy/request_body.rs`) and the deadline measured on
+//!   them, connection and body idle timeouts. So do the routes' status windows, which the
+//!   observe phase fills from the reading it takes for a request's duration anyway.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -5,8 +5,13 @@
 //!
 //! The watch applies a change only once the file has stayed the same for `watch_settle`: a
 //! writer that edits the file in place and pauses mid-way leaves a prefix that may well be a
-//! valid configuration with half the routes. The settled contents are what is parsed, never a
-//! later read. Tools should still replace the file by rename, which is atomic.
+//! valid configuration with half the routes. A look that finds a change starts its settle time
+//! (on the app's [`Clock`](crate::clock::Clock)), a look that finds other contents starts it
+//! over, and the first look that finds the same contents once it is over applies them: the
+//! settled contents are what is parsed, never a later read. The watch takes its next look when
+//! the settle time ends (or at `watch`, if sooner); a test takes the looks itself
+//! ([`Reloader::look`]) and moves a manual clock between them. Tools should still replace the
+//! file by rename, which is atomic.
 //!
 //! A reload reads and validates the file exactly as `gatehouse check-config` does
 //! ([`config::load_file`]), then swaps the routes and services in at once
@@ -159,7 +164,7 @@ pub fn apply(app: &AppState, config: GatewayConfig, file: &str) -> Result<Reload
     }
     let table = RouteTable::succeeding(&config.routes, Some(&current.table))
         .map_err(|error| invalid("routes", error.to_string()))?;
-    let upstreams = Upstreams::succeeding(&config.services, Some(&current.upstreams));
+    let upstreams = Upstreams::succeeding(&config.services, &current.upstreams);
     let services_changed = upstreams
         .iter()
         .filter(|(_, upstream)| !current.upstreams.holds(upstream))
@@ -198,9 +203,30 @@ pub struct Reloader {
     state: App,
     path: Arc<PathBuf>,
     vars: Arc<Vars>,
-    /// The file's contents as last seen by the watch, so an unchanged file is not reapplied
-    /// and a refused one is refused once.
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
+    /// What the watch has seen of the file (see [`Watched`]).
+    watched: Arc<Mutex<Watched>>,
+}
+
+/// What the watch has seen of the file.
+struct Watched {
+    /// The contents last applied (or refused), so an unchanged file is not reapplied and a
+    /// refused one is refused once.
+    seen: Option<Vec<u8>>,
+    /// A change waiting to settle: the contents, and when a look first found them (ms,
+    /// [`crate::clock::Clock::monotonic_ms`] of the app's clock).
+    settling: Option<(Vec<u8>, u64)>,
+}
+
+/// What one look at the file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The contents last applied or refused: nothing to do.
+    Unchanged,
+    /// A change, not yet the same for `watch_settle`: applied by a look this much later (on
+    /// the app's clock) if it stays so.
+    Settling(Duration),
+    /// A settled change, applied or refused (see [`ReloadStatus`]).
+    Reloaded,
 }
 
 impl Reloader {
@@ -212,7 +238,10 @@ impl Reloader {
             state,
             path: Arc::new(path),
             vars: Arc::new(vars),
-            seen: Arc::new(Mutex::new(contents)),
+            watched: Arc::new(Mutex::new(Watched {
+                seen: contents,
+                settling: None,
+            })),
         }
     }
 
@@ -283,8 +312,14 @@ impl Reloader {
 
     async fn watch(self, mut hangups: Hangups, shutdown: Shutdown) {
         let mut unreadable = false;
+        // The settle time left for a change the last look found.
+        let mut settling: Option<Duration> = None;
         loop {
             let interval = self.state.config().watch;
+            let next = match (interval, settling) {
+                (Some(interval), Some(left)) => left.min(interval),
+                (interval, _) => interval.unwrap_or(Duration::from_secs(3600)),
+            };
             tokio::select! {
                 () = shutdown.wait() => break,
                 () = next_hangup(&mut hangups) => {
@@ -292,9 +327,15 @@ impl Reloader {
                     let _ = self.reload("SIGHUP");
                     self.remember(contents);
                 }
-                () = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(3600))), if interval.is_some() => {
+                () = tokio::time::sleep(next), if interval.is_some() => {
                     match self.look().await {
-                        Ok(()) => unreadable = false,
+                        Ok(look) => {
+                            unreadable = false;
+                            settling = match look {
+                                Look::Settling(left) => Some(left),
+                                Look::Unchanged | Look::Reloaded => None,
+                            };
+                        }
                         Err(error) if !unreadable => {
                             unreadable = true;
                             tracing::warn!(file = %self.path.display(), %error, "cannot read the configuration file; the running one stays");
@@ -306,47 +347,48 @@ impl Reloader {
         }
     }
 
-    /// One look at the file, as the watch takes one every `watch`: applies it if it changed
-    /// and settled; a file refused once is not tried again until it changes.
-    pub async fn look(&self) -> std::io::Result<()> {
+    /// One look at the file, as the watch takes one: a change is applied once a look finds the
+    /// same contents `watch_settle` after a look first found them, on the app's clock (see the
+    /// module docs); a file refused once is not tried again until it changes.
+    pub async fn look(&self) -> std::io::Result<Look> {
         let contents = tokio::fs::read(self.path.as_ref()).await?;
-        self.changed(contents).await;
-        Ok(())
-    }
-
-    /// Applies `contents` if they differ from the last seen, once the file has stayed the same
-    /// for `watch_settle` (see the module docs). While it keeps changing, the settle time starts
-    /// over at each change.
-    async fn changed(&self, mut contents: Vec<u8>) {
-        loop {
-            if self.is_seen(&contents) {
-                return;
+        let now = self.state.clock.monotonic_ms();
+        let settle = self.state.config().watch_settle;
+        {
+            let mut watched = self.watched();
+            if watched.seen.as_deref() == Some(contents.as_slice()) {
+                watched.settling = None;
+                return Ok(Look::Unchanged);
             }
-            tokio::time::sleep(self.state.config().watch_settle).await;
-            match tokio::fs::read(self.path.as_ref()).await {
-                Ok(again) if again == contents => break,
-                Ok(again) => {
-                    tracing::debug!(file = %self.path.display(), "the configuration file is still being written");
-                    contents = again;
+            match &watched.settling {
+                Some((settling, since)) if *settling == contents => {
+                    let left =
+                        settle.saturating_sub(Duration::from_millis(now.saturating_sub(*since)));
+                    if !left.is_zero() {
+                        return Ok(Look::Settling(left));
+                    }
                 }
-                // Gone mid-write (a rename on its way): the next look decides.
-                Err(_) => return,
+                other => {
+                    if other.is_some() {
+                        tracing::debug!(file = %self.path.display(), "the configuration file is still being written");
+                    }
+                    watched.settling = Some((contents, now));
+                    return Ok(Look::Settling(settle));
+                }
             }
+            watched.settling = None;
         }
         let _ = self.reload_contents(&contents, "file changed");
         self.remember(Some(contents));
+        Ok(Look::Reloaded)
     }
 
-    fn is_seen(&self, contents: &[u8]) -> bool {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_deref()
-            == Some(contents)
+    fn watched(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn remember(&self, contents: Option<Vec<u8>>) {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = contents;
+        self.watched().seen = contents;
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::proxy::upstream::Upstreams;
 use crate::router::RouteTable;
@@ -20,10 +21,11 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// The first routing of a gateway starting with `config`.
-    pub fn first(config: GatewayConfig) -> anyhow::Result<Self> {
+    /// The first routing of a gateway starting with `config`, its services on `clock` (every
+    /// later routing keeps it: see [`Upstreams::succeeding`]).
+    pub fn first(config: GatewayConfig, clock: Clock) -> anyhow::Result<Self> {
         let table = RouteTable::build(&config.routes)?;
-        let upstreams = Upstreams::new(&config.services);
+        let upstreams = Upstreams::new(&config.services, clock);
         Ok(Self {
             config: Arc::new(config),
             table: Arc::new(table),

@@ -46,10 +46,16 @@ impl Gateway {
     /// Opens the store (creating the first signing key if needed) and builds the route table;
     /// metrics in a registry of its own, the access log where the configuration says.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        Self::build_at(config, Clock::System).await
+    }
+
+    /// As [`Gateway::build`], reading the time from `clock` (a test's
+    /// [`crate::clock::ManualClock`], to cross a back-off or a lifetime without waiting it out).
+    pub async fn build_at(config: GatewayConfig, clock: Clock) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let access_log = AccessLog::open(&config.access_log, &metrics)
             .map_err(|error| anyhow::anyhow!("access_log: {error}"))?;
-        Self::build_observed(config, metrics, access_log, Clock::System).await
+        Self::build_observed(config, metrics, access_log, clock).await
     }
 
     /// As [`Gateway::build`], recording into `metrics` and `access_log` (shared with the

@@ -342,6 +342,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::testing::wait_until;
 
     const DEADLINE: Duration = Duration::from_secs(20);
     const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
@@ -407,14 +408,6 @@ mod tests {
             .map(str::to_owned)
     }
 
-    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     #[tokio::test]
     async fn a_connection_that_sends_no_request_is_closed_at_the_header_read_timeout() {
         let limits = Limits {
@@ -455,8 +448,10 @@ mod tests {
             "the first connection is still served"
         );
         drop(first);
-        wait_for("the closed connection to leave the gauge", || {
-            open_connections(&app.metrics).is_some_and(|line| line.ends_with(" 0"))
+        wait_until("the closed connection to leave the gauge", || {
+            std::future::ready(
+                open_connections(&app.metrics).is_some_and(|line| line.ends_with(" 0")),
+            )
         })
         .await;
     }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use gateway::clock::{Clock, ManualClock};
+
 use crate::harness::assert_problem;
 use crate::harness::process::StandaloneClock;
 use crate::harness::{config_head, wait_for, Gate, Instance, Load, Mode};
@@ -42,40 +44,54 @@ async fn incident(gate: &Gate, instance: &Instance) -> u64 {
     retry_after
 }
 
-/// Waits until the trial after the back-off has put the instance back.
-async fn back_in_rotation(gate: &Gate) {
-    wait_for("the trial request to bring the instance back", || async {
-        (gate.get("/api/pool/x").await.status() == 200).then_some(())
-    })
-    .await;
+/// Moves the gateway's clock past the back-off of `retry_after` seconds: the next request is
+/// the trial, and its success puts the instance back.
+async fn back_in_rotation(gate: &Gate, time: &ManualClock, retry_after: u64) {
+    time.advance(Duration::from_secs(retry_after));
+    assert_eq!(
+        gate.get("/api/pool/x").await.status(),
+        200,
+        "the trial request after the back-off brings the instance back"
+    );
+}
+
+/// The instance in rotation while the gateway's clock moves `span` forward: it answers at the
+/// start of the span and at its end.
+async fn in_rotation_for(gate: &Gate, time: &ManualClock, span: Duration) {
+    assert_eq!(gate.get("/api/pool/x").await.status(), 200, "in rotation");
+    time.advance(span);
+    assert_eq!(
+        gate.get("/api/pool/x").await.status(),
+        200,
+        "still in rotation"
+    );
 }
 
 #[tokio::test]
 async fn incidents_separated_by_healthy_periods_each_back_off_for_the_base_time() {
     let a = Instance::start("a").await;
-    let gate = Gate::start(&one_instance(&a, ", breaker: { failures: 1, backoff: 1s }")).await;
+    // The breaker runs on a clock the test moves: back-offs and the time in rotation since are
+    // the scenario's input, crossed exactly instead of waited out.
+    let time = ManualClock::starting_now();
+    let gate = Gate::start_at(
+        Clock::from(&time),
+        &one_instance(&a, ", breaker: { failures: 1, backoff: 1s }"),
+    )
+    .await;
 
     let mut retry_afters = Vec::new();
     for _ in 0..5 {
-        retry_afters.push(incident(&gate, &a).await);
-        back_in_rotation(&gate).await;
-        // Healthy for as long as the last back-off (the default decay): forgiven. This span of
-        // real time is the scenario's input, not a wait for something (the proxy's breaker
-        // reads the process's monotonic clock; its arithmetic is pinned exactly, on a clock the
-        // test moves, in proxy/instance.rs): the instance answers a steady stream throughout.
-        let steady = Load::start(format!("{}/api/pool/x", gate.url), 1);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let tally = steady.finish().await;
-        assert!(
-            tally.ok > 0 && tally.failures.is_empty(),
-            "in rotation throughout: {tally:?}"
-        );
+        let retry_after = incident(&gate, &a).await;
+        retry_afters.push(retry_after);
+        back_in_rotation(&gate, &time, retry_after).await;
+        // In rotation for as long as the last back-off (the default decay): forgiven.
+        in_rotation_for(&gate, &time, Duration::from_secs(1)).await;
     }
     assert_eq!(retry_afters, vec![1, 1, 1, 1, 1]);
 
     // Incidents close together are one trouble: the back-off still doubles.
     let first = incident(&gate, &a).await;
-    back_in_rotation(&gate).await;
+    back_in_rotation(&gate, &time, first).await;
     let second = incident(&gate, &a).await;
     assert_eq!((first, second), (1, 2));
 }

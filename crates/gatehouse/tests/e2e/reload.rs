@@ -1,9 +1,17 @@
 //! Hot reload: a changed routes file is swapped in while requests stream, with none dropped; an
 //! invalid one is refused and counted and changes nothing; SIGHUP reloads a running process.
 
+use std::io::Write;
+use std::time::Duration;
+
+use gateway::clock::{Clock, ManualClock};
+use gateway::reload::Look;
 use serde_json::Value;
 
 use crate::harness::{config_head, wait_for, write_atomically, Gate, Instance, Load, Replica};
+
+/// The settle time the torn-write test configures.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// Services `x` and `y`, and `/api/target` routed to `target`.
 fn two_targets(watch: &str, x: &Instance, y: &Instance, target: &str) -> String {
@@ -132,7 +140,7 @@ async fn an_edited_file_is_picked_up_by_the_watch_and_start_only_settings_wait_f
     // Refused once, not at every look: five more looks at the same file, taken here rather
     // than waited for, change nothing.
     for _ in 0..5 {
-        gate.reloader.look().await.unwrap();
+        assert_eq!(gate.reloader.look().await.unwrap(), Look::Unchanged);
     }
     let (_, ready) = gate.readiness().await;
     assert_eq!(ready["config"]["reloads_refused"], 1, "{ready}");
@@ -167,6 +175,13 @@ async fn sighup_reloads_the_file_of_a_running_gateway_process() {
     .await;
 }
 
+/// The configuration `gate` started with is still in force, whole: `/api/second` on `x`.
+async fn still_the_first(gate: &Gate, when: &str) {
+    let (_, ready) = gate.readiness().await;
+    assert_eq!(ready["config"]["generation"], 1, "{when}: {ready}");
+    assert_eq!(gate.answered_by("/api/second").await, "x", "{when}");
+}
+
 #[tokio::test]
 async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_torn() {
     let x = Instance::start("x").await;
@@ -178,39 +193,47 @@ async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_t
             "{head}  x: {{ upstreams: [\"{x}\"] }}\n  y: {{ upstreams: [\"{y}\"] }}\n\
              routes:\n  - {{ path: /api/first, methods: [GET], service: {target}, to: /first, auth: public }}\n  \
              - {{ path: /api/second, methods: [GET], service: {target}, to: /second, auth: public }}\n",
-            head = config_head("50ms").replace("watch: 50ms\n", "watch: 50ms\nwatch_settle: 3s\n"),
+            head = config_head("off").replace("watch: off\n", "watch: off\nwatch_settle: 3s\n"),
             x = x.url(),
             y = y.url(),
         )
     };
-    let gate = Gate::start(&routes_to("x")).await;
-    assert_eq!(gate.answered_by("/api/second").await, "x");
-    let load = Load::start(format!("{}/api/second", gate.url), 2);
+    // The watch's timer is off: the test takes its looks and moves the gateway's clock between
+    // them, so the writer's pause is exactly as long as the scenario says.
+    let time = ManualClock::starting_now();
+    let gate = Gate::start_at(Clock::from(&time), &routes_to("x")).await;
 
     let text = routes_to("y");
     let cut = text.find("  - { path: /api/second").unwrap();
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&gate.config).unwrap();
-        file.write_all(&text.as_bytes()[..cut]).unwrap();
-        file.flush().unwrap();
-        // The writer's pause is the scenario's input, not a wait for something: longer than the
-        // 50 ms between looks (the watch sees the half file), far shorter than the 3 s settle
-        // time, so an oversleep on a loaded machine still leaves the half file unsettled.
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        file.write_all(&text.as_bytes()[cut..]).unwrap();
-    }
-    wait_for("the whole file to be applied", || async {
-        (gate.answered_by("/api/second").await == "y").then_some(())
-    })
-    .await;
-    let tally = load.finish().await;
-
-    assert!(
-        tally.failures.is_empty(),
-        "the half-written file reached the routing: {:?}",
-        tally.failures
+    let mut file = std::fs::File::create(&gate.config).unwrap();
+    file.write_all(&text.as_bytes()[..cut]).unwrap();
+    file.flush().unwrap();
+    assert_eq!(gate.reloader.look().await.unwrap(), Look::Settling(SETTLE));
+    time.advance(Duration::from_secs(2));
+    assert_eq!(
+        gate.reloader.look().await.unwrap(),
+        Look::Settling(Duration::from_secs(1))
     );
+    still_the_first(&gate, "the half file, 2 s into its settle time").await;
+
+    // The writer finishes after 2.5 s: past the half's settle time by the next look, which finds
+    // other contents and starts the settle time over.
+    time.advance(Duration::from_millis(500));
+    file.write_all(&text.as_bytes()[cut..]).unwrap();
+    file.flush().unwrap();
+    time.advance(Duration::from_millis(1000));
+    assert_eq!(gate.reloader.look().await.unwrap(), Look::Settling(SETTLE));
+    still_the_first(&gate, "the whole file just found, the half one 3.5 s old").await;
+
+    time.advance(SETTLE - Duration::from_millis(1));
+    assert_eq!(
+        gate.reloader.look().await.unwrap(),
+        Look::Settling(Duration::from_millis(1))
+    );
+    still_the_first(&gate, "a millisecond before the whole file settles").await;
+
+    time.advance(Duration::from_millis(1));
+    assert_eq!(gate.reloader.look().await.unwrap(), Look::Reloaded);
     let (status, ready) = gate.readiness().await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(
@@ -219,4 +242,6 @@ async fn a_file_written_in_two_halves_with_a_pause_is_applied_once_whole_never_t
     );
     assert_eq!(ready["config"]["reloads_refused"], 0, "{ready}");
     assert_eq!(gate.answered_by("/api/first").await, "y");
+    assert_eq!(gate.answered_by("/api/second").await, "y");
+    assert_eq!(gate.reloader.look().await.unwrap(), Look::Unchanged);
 }

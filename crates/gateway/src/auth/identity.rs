@@ -7,6 +7,11 @@
 //! only a claim, and two tokens naming the same one never share an identity (issue 9): they are
 //! two entries.
 //!
+//! Whether a kept identity is still handed out is decided on the app's [`Clock`] (monotonic),
+//! so a test crosses its reuse window by moving a manual clock. The `iat` and `exp` it carries
+//! stay on the system's wall clock: the services check them against theirs, and an `iat` from a
+//! test's clock moved ahead would be refused as issued in the future.
+//!
 //! A new one is signed with the identity key parsed once ([`Ed25519Signer`]): jsonwebtoken's
 //! `encode` parses the PKCS#8 key and derives its public half on every call, which doubles the
 //! cost of each signature (docs/BENCHMARKS.md). The tokens are the same, byte for byte.
@@ -25,7 +30,7 @@ use kit::PrincipalKind;
 
 use super::keys::{Keys, SigningKey};
 use super::tokens::AccessClaims;
-use crate::clock::monotonic_ms;
+use crate::clock::Clock;
 use crate::error::GatewayError;
 
 /// A cached token is handed out only while it has at least this long left to live, so a
@@ -35,10 +40,14 @@ const MIN_REMAINING: Duration = Duration::from_secs(15);
 pub struct IdentityMinter {
     keys: Arc<Keys>,
     issuer: String,
-    /// The gateway's own identity, by service (a caller's are kept with its claims).
+    /// The gateway's own identity, by service (a caller's are kept with its claims); they
+    /// expire by moka's time-to-live, on moka's clock, which takes no other (no test waits one
+    /// out).
     own: moka::sync::Cache<Arc<str>, HeaderValue>,
     /// The current identity key, parsed; replaced when a rotation brings another.
     signer: Mutex<Option<Arc<Ed25519Signer>>>,
+    /// The app's: when a caller's kept identity stops being handed out.
+    clock: Clock,
 }
 
 /// The identity tokens minted for one verified access token, by service, and its `X-User-Id`
@@ -56,8 +65,8 @@ pub struct MintedIdentities {
 struct Minted {
     service: Arc<str>,
     token: HeaderValue,
-    /// Handed out until then (ms, [`crate::clock::monotonic_ms`]): [`MIN_REMAINING`] before it
-    /// expires.
+    /// Handed out until then (ms, [`Clock::monotonic_ms`] of the minter's clock):
+    /// [`MIN_REMAINING`] before it expires.
     usable_until: u64,
 }
 
@@ -178,7 +187,9 @@ fn internal(doing: &str, error: impl std::fmt::Display) -> GatewayError {
 }
 
 impl IdentityMinter {
-    pub fn new(keys: Arc<Keys>, issuer: String) -> Self {
+    /// Signing with `keys`' identity key as `issuer`; a caller's identities reused while
+    /// `clock` says they have [`MIN_REMAINING`] left.
+    pub fn new(keys: Arc<Keys>, issuer: String, clock: Clock) -> Self {
         let own = moka::sync::Cache::builder()
             .max_capacity(1_000)
             .time_to_live(TOKEN_TTL.saturating_sub(MIN_REMAINING))
@@ -188,6 +199,7 @@ impl IdentityMinter {
             issuer,
             own,
             signer: Mutex::new(None),
+            clock,
         }
     }
 
@@ -199,7 +211,7 @@ impl IdentityMinter {
         access: &AccessClaims,
         service: &Arc<str>,
     ) -> Result<HeaderValue, GatewayError> {
-        let now = monotonic_ms();
+        let now = self.clock.monotonic_ms();
         if let Some(value) = access.minted.get(service, now) {
             return Ok(value);
         }
@@ -327,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn a_minted_identity_verifies_with_the_published_key_for_its_service() {
         let (keys, _dir) = keys().await;
-        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into(), Clock::System);
         let token = minter.for_gateway("orders").unwrap();
         let token = token.to_str().unwrap();
 
@@ -381,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn two_access_tokens_naming_the_same_jti_do_not_share_an_identity() {
         let (keys, _dir) = keys().await;
-        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into(), Clock::System);
         let service: Arc<str> = Arc::from("orders");
         let (_, alice) = access_token(&keys, "alice", "one-and-the-same");
         let (_, mallory) = access_token(&keys, "mallory", "one-and-the-same");
@@ -399,9 +411,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_callers_identity_is_reused_until_fifteen_seconds_before_it_expires_then_minted_anew()
+    {
+        let (keys, _dir) = keys().await;
+        let time = crate::clock::ManualClock::starting_now();
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into(), (&time).into());
+        let service: Arc<str> = Arc::from("orders");
+        let (_, access) = access_token(&keys, "alice", "the-access-jti");
+        let first = minter.for_caller(&access, &service).unwrap();
+
+        time.advance(TOKEN_TTL - MIN_REMAINING - Duration::from_millis(1));
+        assert_eq!(
+            minter.for_caller(&access, &service).unwrap(),
+            first,
+            "a millisecond more than the margin left: still handed out"
+        );
+
+        time.advance(Duration::from_millis(1));
+        let second = minter.for_caller(&access, &service).unwrap();
+        assert_ne!(
+            identity_claims(&second).jti,
+            identity_claims(&first).jti,
+            "only the margin left: a new one, so none expires in transit"
+        );
+        assert_eq!(minter.for_caller(&access, &service).unwrap(), second);
+    }
+
+    #[tokio::test]
     async fn every_identity_token_has_its_own_jti_and_a_lifetime_of_one_minute() {
         let (keys, _dir) = keys().await;
-        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into());
+        let minter = IdentityMinter::new(Arc::clone(&keys), "gatehouse".into(), Clock::System);
         let (_, access) = access_token(&keys, "alice", "the-access-jti");
 
         let for_orders =

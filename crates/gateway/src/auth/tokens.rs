@@ -426,8 +426,11 @@ mod tests {
     #[tokio::test]
     async fn the_identity_minted_for_a_token_is_kept_with_its_cached_entry_and_no_other() {
         let f = fixture().await;
-        let minter =
-            crate::auth::identity::IdentityMinter::new(Arc::clone(&f.keys), "gatehouse".into());
+        let minter = crate::auth::identity::IdentityMinter::new(
+            Arc::clone(&f.keys),
+            "gatehouse".into(),
+            crate::clock::Clock::System,
+        );
         let orders: Arc<str> = Arc::from("orders");
         let token = f.tokens.issue(alice(), None).unwrap().token;
         let first = minter

@@ -3,6 +3,13 @@
 //! serve. Invalidation marks (a path's generation) live beside it, bounded too;
 //! when one must be forgotten to make room, the epoch moves, which invalidates every entry: the
 //! store may forget that a path was written, but never serve an entry from before the write.
+//!
+//! Two clocks, two jobs. What is served is decided on the app's [`Clock`]: a lookup serves only
+//! an answer still kept at the clock's reading, and a stored key's lifetime is what its answers
+//! have left by that reading. moka's expiry reads moka's own clock (it takes no other), so it is
+//! only the memory bound in time: it frees a key once that lifetime has passed in real time.
+//! With the system clock the two agree; with a test's manual clock moka may hold a key the
+//! lookup no longer serves, which costs memory only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use super::key::{CacheKey, Digest32};
 use super::metrics::CacheMetrics;
 use super::vary::{Names, MAX_VARIANTS};
 use super::{Entry, Found, Generation};
+use crate::clock::Clock;
 use crate::config::{MAX_CACHE_TTL, MAX_STALE_IF_ERROR};
 
 /// Paths with an invalidation mark at once, at most.
@@ -38,11 +46,11 @@ impl Variants {
             .fold(0u32, |total, entry| total.saturating_add(entry.weight()))
     }
 
-    /// Until the last answer is no longer kept.
-    fn lifetime(&self) -> Duration {
+    /// From `now` until the last answer is no longer kept.
+    fn lifetime(&self, now: u64) -> Duration {
         self.answers
             .iter()
-            .map(|entry| entry.freshness.keep().saturating_sub(entry.resident()))
+            .map(|entry| entry.freshness.keep().saturating_sub(entry.resident(now)))
             .max()
             .unwrap_or(Duration::ZERO)
     }
@@ -63,10 +71,13 @@ pub struct MemoryStore {
     /// Generations handed out, so a mark forgotten and set again never repeats a value.
     next: Arc<AtomicU64>,
     epoch: Arc<AtomicU64>,
+    /// The app's: what is kept is decided on it (see the module docs).
+    clock: Clock,
 }
 
-/// A key's answers expire when the last of them may no longer serve (fresh or stale).
-struct UntilStale;
+/// A key's answers expire when the last of them may no longer serve (fresh or stale), by the
+/// app's clock's reading when they are stored; moka counts that lifetime down on its own clock.
+struct UntilStale(Clock);
 
 impl Expiry<Digest32, Arc<Variants>> for UntilStale {
     fn expire_after_create(
@@ -75,7 +86,7 @@ impl Expiry<Digest32, Arc<Variants>> for UntilStale {
         variants: &Arc<Variants>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(variants.lifetime())
+        Some(variants.lifetime(self.0.monotonic_ms()))
     }
 
     /// Replaced (a stale answer answered anew, a new variant), the key lives as long as its
@@ -88,13 +99,14 @@ impl Expiry<Digest32, Arc<Variants>> for UntilStale {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(variants.lifetime())
+        Some(variants.lifetime(self.0.monotonic_ms()))
     }
 }
 
 impl MemoryStore {
-    /// A store of at most `max_bytes`, counting what it lets go of in `metrics`.
-    pub fn new(max_bytes: u64, metrics: &CacheMetrics) -> Self {
+    /// A store of at most `max_bytes`, counting what it lets go of in `metrics`, serving what
+    /// `clock` says is still kept.
+    pub fn new(max_bytes: u64, metrics: &CacheMetrics, clock: Clock) -> Self {
         let epoch = Arc::new(AtomicU64::new(0));
         let forgotten = Arc::clone(&epoch);
         let marks = Cache::builder()
@@ -113,7 +125,7 @@ impl MemoryStore {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &Digest32, variants: &Arc<Variants>| variants.weight())
-            .expire_after(UntilStale)
+            .expire_after(UntilStale(clock.clone()))
             .eviction_listener(move |_key, _variants, cause| match cause {
                 // Evicted to make room, or refused admission: both are the bound at work.
                 RemovalCause::Size => {
@@ -133,6 +145,7 @@ impl MemoryStore {
             marks,
             next: Arc::new(AtomicU64::new(1)),
             epoch,
+            clock,
         }
     }
 
@@ -150,7 +163,8 @@ impl MemoryStore {
         let Some(variants) = self.entries.get(&key.entry) else {
             return found;
         };
-        let usable = |entry: &&Arc<Entry>| entry.generation == generation && entry.is_kept();
+        let now = self.clock.monotonic_ms();
+        let usable = |entry: &&Arc<Entry>| entry.generation == generation && entry.is_kept(now);
         let variant = variants.names.variant(request);
         found.flight = variants.names.flight(&key.entry, &variant);
         found.entry = variants
@@ -172,6 +186,7 @@ impl MemoryStore {
         if entry.generation != self.generation(&key.path) {
             return;
         }
+        let now = self.clock.monotonic_ms();
         // Per key, one computation at a time: two variants stored at once both stay.
         self.entries.entry(key.entry).and_compute_with(|stored| {
             let mut answers: Vec<Arc<Entry>> = Vec::with_capacity(MAX_VARIANTS);
@@ -181,7 +196,7 @@ impl MemoryStore {
                     let others = stored.answers.iter().filter(|other| {
                         other.variant != entry.variant
                             && other.generation == entry.generation
-                            && other.is_kept()
+                            && other.is_kept(now)
                     });
                     answers.extend(others.take(MAX_VARIANTS - 1).cloned());
                 }
@@ -228,7 +243,17 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Freshness;
+    use crate::cache::{Freshness, Stored};
+    use crate::clock::ManualClock;
+
+    /// The manual clock's first reading: the tests' entries are stored then.
+    const START: u64 = 1;
+
+    /// A store on a manual clock, which stands at [`START`] until the test moves it.
+    fn store(max_bytes: u64, metrics: &CacheMetrics) -> (MemoryStore, Arc<ManualClock>) {
+        let time = ManualClock::starting_now();
+        (MemoryStore::new(max_bytes, metrics, (&time).into()), time)
+    }
 
     fn entry(keep: Duration) -> Arc<Entry> {
         sized(keep, 6, &Names::default(), &HeaderMap::new())
@@ -249,7 +274,7 @@ mod tests {
                 revalidate_for: Duration::ZERO,
                 age: Duration::ZERO,
             },
-            stored_at: tokio::time::Instant::now(),
+            stored: Stored::at(START),
         })
     }
 
@@ -275,7 +300,7 @@ mod tests {
     #[test]
     fn the_store_evicts_by_bytes_and_stays_under_its_bound() {
         let bound = 64 * 1024;
-        let store = MemoryStore::new(bound, &CacheMetrics::default());
+        let store = store(bound, &CacheMetrics::default()).0;
         let hour = Duration::from_secs(3600);
         // Twenty answers of 8 KiB: 160 KiB offered to a store of 64 KiB.
         for n in 0..20 {
@@ -320,7 +345,7 @@ mod tests {
     fn the_bound_holds_between_mokas_batches_and_evictions_are_counted() {
         let bound = 64 * 1024;
         let metrics = CacheMetrics::default();
-        let store = MemoryStore::new(bound, &metrics);
+        let (store, _time) = store(bound, &metrics);
         let hour = Duration::from_secs(3600);
         let one = u64::from(sized(hour, 8 * 1024, &Names::default(), &HeaderMap::new()).weight());
         // Twenty inserts in a row: fewer than moka's batch of 64 writes, within its 300 ms.
@@ -343,10 +368,12 @@ mod tests {
         assert_eq!(metrics.evictions("expired").get(), 0);
     }
 
+    /// The one test that waits in real time: moka's expiry runs on moka's clock, which takes no
+    /// other (see the module docs), so the 20 ms are waited out by polling, not moved.
     #[test]
     fn an_expired_answer_is_counted_as_such() {
         let metrics = CacheMetrics::default();
-        let store = MemoryStore::new(1 << 20, &metrics);
+        let (store, _time) = store(1 << 20, &metrics);
         store.insert(key(1), entry(Duration::from_millis(20)));
         kit::testing::wait::wait_for_blocking("the expiry counted", || {
             store.weighted_bytes();
@@ -358,7 +385,7 @@ mod tests {
 
     #[test]
     fn each_variant_of_a_key_is_kept_and_a_new_one_evicts_only_the_oldest_past_the_bound() {
-        let store = MemoryStore::new(1 << 20, &CacheMetrics::default());
+        let store = store(1 << 20, &CacheMetrics::default()).0;
         let hour = Duration::from_secs(3600);
         let names = by_language();
         let languages: Vec<String> = (0..=MAX_VARIANTS).map(|n| format!("l{n}")).collect();
@@ -400,24 +427,58 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_served_until_the_apps_clock_passes_its_lifetime_whatever_moka_holds() {
+        let (store, time) = store(1 << 20, &CacheMetrics::default());
+        let request = HeaderMap::new();
+        store.insert(key(1), entry(Duration::from_secs(60)));
+
+        time.advance(Duration::from_millis(59_999));
+        assert!(store.lookup(&key(1), &request).entry.is_some());
+
+        time.advance(Duration::from_millis(1));
+        assert!(
+            store.lookup(&key(1), &request).entry.is_none(),
+            "its minute is over on the app's clock, though moka's has barely moved"
+        );
+        assert_eq!(
+            store.keys(),
+            1,
+            "moka still holds it: memory, not an answer"
+        );
+    }
+
+    #[test]
     fn a_replaced_entry_lives_as_long_as_the_new_answer_may() {
-        let store = MemoryStore::new(1 << 20, &CacheMetrics::default());
+        let (store, time) = store(1 << 20, &CacheMetrics::default());
         let key = CacheKey {
             entry: [7; 32],
             path: [8; 32],
         };
-        let first_deadline = Instant::now() + Duration::from_millis(20);
         store.insert(key, entry(Duration::from_millis(20)));
         store.insert(key, entry(Duration::from_secs(3600)));
-        let request = HeaderMap::new();
-        // Past the first entry's deadline (a deadline passed, not a timed assertion: with the
-        // replaced deadline the entry is there whatever the load, for an hour).
-        while Instant::now() <= first_deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+
+        time.advance(Duration::from_millis(21));
         assert!(
-            store.lookup(&key, &request).entry.is_some(),
+            store.lookup(&key, &HeaderMap::new()).entry.is_some(),
             "the new answer keeps its own hour, not the old one's 20 ms"
+        );
+    }
+
+    #[test]
+    fn moka_frees_a_replaced_key_when_the_new_answer_ends_not_when_the_old_one_would_have() {
+        let time = ManualClock::starting_now();
+        let expiry = UntilStale((&time).into());
+        let replaced = Arc::new(Variants {
+            names: Names::default(),
+            answers: vec![entry(Duration::from_secs(3600))],
+        });
+        time.advance(Duration::from_secs(600));
+
+        let old_deadline = Some(Duration::from_millis(20));
+        assert_eq!(
+            expiry.expire_after_update(&[7; 32], &replaced, Instant::now(), old_deadline),
+            Some(Duration::from_secs(3000)),
+            "what the new answer has left on the app's clock"
         );
     }
 }

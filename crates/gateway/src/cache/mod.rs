@@ -14,6 +14,13 @@
 //! - [`record`]: the answer's body streamed to the client while it is recorded for the store.
 //! - [`location`]: the other URIs a write's answer names (`Location`, `Content-Location`).
 //! - [`metrics`]: what the store holds and lets go of, and how background refreshes went.
+//!
+//! # Time
+//! Whether an entry is fresh, may stand in, may be revalidated or is kept at all, and the `Age`
+//! it is served with, are measured on the app's [`Clock`] (monotonic), read by the stores and
+//! the cache phase and handed to [`Entry`]'s methods as `now`: a test moves a manual clock past
+//! a lifetime instead of waiting it out. moka's own expiry, which reads moka's clock and cannot
+//! be handed another, only frees memory (see [`memory`]); it never decides what is served.
 
 pub mod flight;
 pub mod key;
@@ -31,8 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
 use http::StatusCode;
-use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::CacheSettings;
 use crate::state::Replicated;
 pub use flight::{Flights, Landing, Seat};
@@ -64,8 +71,43 @@ pub struct Entry {
     pub variant: key::Digest32,
     pub generation: Generation,
     pub freshness: Freshness,
-    /// When it was stored (on this replica's monotonic clock; from Redis's TTL for a shared one).
-    pub stored_at: Instant,
+    /// Since when it has been stored, on the app's clock.
+    pub stored: Stored,
+}
+
+/// Since when an entry has been stored, as readings of the app's monotonic clock (ms,
+/// [`Clock::monotonic_ms`]). An entry read from Redis was stored by any replica, at a time this
+/// one's clock never read: it carries how long Redis had held it when it was read, and the
+/// reading of this clock then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stored {
+    /// The clock's reading when the entry was stored, or read from a shared store.
+    at: u64,
+    /// How long it had been stored by then (zero for an entry stored by this replica).
+    before: Duration,
+}
+
+impl Stored {
+    /// Stored at `now`.
+    pub fn at(now: u64) -> Self {
+        Self {
+            at: now,
+            before: Duration::ZERO,
+        }
+    }
+
+    /// Read at `now` from a store that had held it for `resident`.
+    pub fn read(now: u64, resident: Duration) -> Self {
+        Self {
+            at: now,
+            before: resident,
+        }
+    }
+
+    /// Time in the store at `now`.
+    fn resident(self, now: u64) -> Duration {
+        self.before + Duration::from_millis(now.saturating_sub(self.at))
+    }
 }
 
 impl Entry {
@@ -84,39 +126,39 @@ impl Entry {
         self.vary.variant(request) == self.variant
     }
 
-    /// Time in the store.
-    pub fn resident(&self) -> Duration {
-        self.stored_at.elapsed()
+    /// Time in the store at `now` (a reading of the app's monotonic clock, ms).
+    pub fn resident(&self, now: u64) -> Duration {
+        self.stored.resident(now)
     }
 
-    pub fn is_fresh(&self) -> bool {
-        self.resident() < self.freshness.fresh_for
+    pub fn is_fresh(&self, now: u64) -> bool {
+        self.resident(now) < self.freshness.fresh_for
     }
 
     /// Still allowed to stand in for a failing service.
-    pub fn may_stand_in(&self) -> bool {
-        self.resident() < self.freshness.fresh_for + self.freshness.stale_for
+    pub fn may_stand_in(&self, now: u64) -> bool {
+        self.resident(now) < self.freshness.fresh_for + self.freshness.stale_for
     }
 
     /// Still kept: fresh, or stale within one of its windows.
-    pub fn is_kept(&self) -> bool {
-        self.resident() < self.freshness.keep()
+    pub fn is_kept(&self, now: u64) -> bool {
+        self.resident(now) < self.freshness.keep()
     }
 
     /// Stale, but still allowed to answer at once while it is refreshed (RFC 5861).
-    pub fn may_revalidate(&self) -> bool {
-        self.resident() < self.freshness.fresh_for + self.freshness.revalidate_for
+    pub fn may_revalidate(&self, now: u64) -> bool {
+        self.resident(now) < self.freshness.fresh_for + self.freshness.revalidate_for
     }
 
     /// The `Age` to answer with (RFC 9111 §4.2.3): the service's plus the time in the store.
-    pub fn age(&self) -> Duration {
-        self.freshness.age + self.resident()
+    pub fn age(&self, now: u64) -> Duration {
+        self.freshness.age + self.resident(now)
     }
 
     /// Seconds of freshness left; negative once stale (RFC 9211 `ttl`).
-    pub fn ttl_seconds(&self) -> i64 {
+    pub fn ttl_seconds(&self, now: u64) -> i64 {
         let fresh = self.freshness.fresh_for.as_secs_f64();
-        let resident = self.resident().as_secs_f64();
+        let resident = self.resident(now).as_secs_f64();
         (fresh - resident).floor() as i64
     }
 }
@@ -177,18 +219,25 @@ pub struct ResponseCache {
     /// What the answers being recorded may hold at once, in bytes (the memory bound).
     pub recording: record::Budget,
     pub metrics: metrics::CacheMetrics,
+    /// The app's: what the cache phase measures its entries' time in the store on.
+    pub clock: Clock,
 }
 
 impl ResponseCache {
     /// In memory, or in Redis when the state is Redis (`redis`); its families registered in
-    /// `registry`.
-    pub fn new(settings: &CacheSettings, redis: bool, registry: &kit::observe::Metrics) -> Self {
+    /// `registry`; its entries' time in the store measured on `clock` (see # Time above).
+    pub fn new(
+        settings: &CacheSettings,
+        redis: bool,
+        registry: &kit::observe::Metrics,
+        clock: Clock,
+    ) -> Self {
         let metrics = metrics::CacheMetrics::default();
         let store = if redis {
             metrics.register(registry, None);
-            Store::Redis(shared::SharedStore::default())
+            Store::Redis(shared::SharedStore::new(clock.clone()))
         } else {
-            let memory = memory::MemoryStore::new(settings.memory_bytes, &metrics);
+            let memory = memory::MemoryStore::new(settings.memory_bytes, &metrics, clock.clone());
             metrics.register(registry, Some((&memory, settings.memory_bytes)));
             Store::Memory(memory)
         };
@@ -197,6 +246,7 @@ impl ResponseCache {
             flights: Flights::default(),
             recording: record::Budget::new(settings.memory_bytes),
             metrics,
+            clock,
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::flight::Leader;
-use super::{CacheKey, Entry};
+use super::{CacheKey, Entry, Stored};
 use crate::app::App;
 
 /// The bytes all recordings in flight may hold at once (the cache's memory bound): without it
@@ -63,7 +63,7 @@ impl Budget {
 pub struct Pending {
     pub app: App,
     pub key: CacheKey,
-    /// The entry without its body; `stored_at` is set when it is stored.
+    /// The entry without its body; `stored` is set when it is stored.
     pub entry: Entry,
     pub max_body: u64,
     /// Present when other requests wait for this one.
@@ -90,7 +90,7 @@ impl Pending {
             ..
         } = self;
         entry.body = body;
-        entry.stored_at = Instant::now();
+        entry.stored = Stored::at(app.cache.clock.monotonic_ms());
         let entry = Arc::new(entry);
         if persist {
             app.cache.store(&app, key, Arc::clone(&entry));

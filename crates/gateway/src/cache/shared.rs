@@ -3,8 +3,10 @@
 //! [`MAX_VARIANTS`]), `g` (the generation they were stored under) and per variant `m:<id>` (what
 //! the answer was, as JSON), `b:<id>` (its body, raw) and `t:<id>` (when it was stored, by
 //! Redis's `TIME`); the hash expires with Redis's own TTL when its last answer's stale window
-//! ends. Redis's clock, not the replicas', says how old an answer is. Invalidation marks are unique numbers from one
-//! counter (a mark that expired and is set again never repeats an old value). A path without a
+//! ends. Redis's clock, not the replicas', says how old an answer is when it is read; the app's
+//! [`Clock`] measures the time since (see the cache's # Time). Invalidation marks are unique
+//! numbers from one counter (a mark that expired and is set again never repeats an old value).
+//! A path without a
 //! mark gets a new one on lookup, and an entry is stored only under its path's current mark,
 //! which lives at least as long as the entry: a mark Redis evicted brings back no entry from
 //! before a write.
@@ -27,11 +29,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
-use tokio::time::Instant;
 
 use super::key::{hex, CacheKey, Digest32};
 use super::vary::{Names, MAX_VARIANTS};
-use super::{Entry, Found, Freshness, Generation};
+use super::{Entry, Found, Freshness, Generation, Stored};
+use crate::clock::Clock;
 use crate::config::{MAX_CACHE_TTL, MAX_STALE_IF_ERROR};
 use crate::state::Replicated;
 
@@ -126,13 +128,17 @@ pub struct SharedStore {
     /// The names each key's answers vary on, as last read: the lookup's guess, so a varied
     /// key is one round trip too once met.
     names: moka::sync::Cache<Digest32, Arc<(String, Names)>>,
+    /// The app's: the entries it reads are stamped with its reading (see [`Stored::read`]).
+    clock: Clock,
 }
 
-impl Default for SharedStore {
-    fn default() -> Self {
+impl SharedStore {
+    /// A store whose entries' time since they were read is measured on `clock`.
+    pub fn new(clock: Clock) -> Self {
         Self {
             owed: AtomicBool::new(false),
             names: moka::sync::Cache::new(REMEMBERED_NAMES),
+            clock,
         }
     }
 }
@@ -188,13 +194,13 @@ impl Meta {
         }
     }
 
-    /// The entry, stored `resident` ago; `None` when it does not read back.
+    /// The entry, as `stored`; `None` when it does not read back.
     fn into_entry(
         self,
         body: Vec<u8>,
         vary: Names,
         variant: Digest32,
-        resident: Duration,
+        stored: Stored,
     ) -> Option<Entry> {
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
@@ -209,7 +215,6 @@ impl Meta {
             revalidate_for: Duration::from_millis(self.revalidate_ms),
             age: Duration::from_secs(self.age_s),
         };
-        let now = Instant::now();
         Some(Entry {
             status: StatusCode::from_u16(self.status).ok()?,
             headers,
@@ -218,7 +223,7 @@ impl Meta {
             variant,
             generation: self.generation,
             freshness,
-            stored_at: now.checked_sub(resident).unwrap_or(now),
+            stored,
         })
     }
 }
@@ -298,10 +303,12 @@ impl SharedStore {
             found.entry = match (meta, body, stored_ms) {
                 (Some(meta), Some(body), Some(stored_ms)) => {
                     let resident = Duration::from_millis(now_ms.saturating_sub(stored_ms));
+                    let now = self.clock.monotonic_ms();
+                    let stored = Stored::read(now, resident);
                     serde_json::from_str::<Meta>(&meta)
                         .ok()
-                        .and_then(|meta| meta.into_entry(body, names.clone(), variant, resident))
-                        .filter(|entry| entry.generation == generation && entry.is_kept())
+                        .and_then(|meta| meta.into_entry(body, names.clone(), variant, stored))
+                        .filter(|entry| entry.generation == generation && entry.is_kept(now))
                         .map(Arc::new)
                 }
                 _ => None,

@@ -17,7 +17,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -39,7 +39,7 @@ use crate::cache::location;
 use crate::cache::metrics::RefreshOutcome;
 use crate::cache::policy::{self, Admitted, RequestTerms};
 use crate::cache::record::{self, Pending};
-use crate::cache::{CacheKey, Entry, Generation, Seat, CACHE_STATUS};
+use crate::cache::{CacheKey, Entry, Generation, Seat, Stored, CACHE_STATUS};
 use crate::config::CacheRule;
 use crate::error::GatewayError;
 use crate::router::{Lookup, Route};
@@ -150,13 +150,14 @@ pub async fn consult(
     let mut stale = None;
     let mut revalidate = false;
     if let Some(entry) = found.entry {
-        if entry.is_fresh() {
+        let now = app.cache.clock.monotonic_ms();
+        if entry.is_fresh(now) {
             app.observe.gateway.cache("hit");
-            let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
-            return Consulted::Answer(hit(&entry, &parts.headers, head, &status));
+            let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds(now).max(0));
+            return Consulted::Answer(hit(&entry, &parts.headers, head, &status, now));
         }
         forwarded = "stale";
-        revalidate = entry.may_revalidate();
+        revalidate = entry.may_revalidate(now);
         stale = Some(entry);
     }
     let terms = RequestTerms::of(&parts.headers, per_caller);
@@ -197,11 +198,12 @@ pub async fn consult(
             // A write may have moved the generation since the first look.
             fill.generation = again.generation;
             fill.persist = !again.unavailable;
-            if let Some(entry) = again.entry.filter(|e| e.is_fresh()) {
+            let now = app.cache.clock.monotonic_ms();
+            if let Some(entry) = again.entry.filter(|e| e.is_fresh(now)) {
                 leader.land(Arc::clone(&entry));
                 app.observe.gateway.cache("hit");
-                let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds().max(0));
-                return Consulted::Answer(hit(&entry, &parts.headers, head, &status));
+                let status = format!("gatehouse; hit; ttl={}", entry.ttl_seconds(now).max(0));
+                return Consulted::Answer(hit(&entry, &parts.headers, head, &status, now));
             }
             fill.leader = Some(leader);
         }
@@ -224,14 +226,19 @@ async fn wait_for_leader(
     fill: &Fill,
     request: &HeaderMap,
 ) -> Option<Response> {
-    match waiter.wait(fill.within).await {
+    let landing = waiter.wait(fill.within).await;
+    let now = app.cache.clock.monotonic_ms();
+    match landing {
         Landing::Stored(entry) if entry.matches(request) => {
             app.observe.gateway.cache("collapsed");
             let status = format!("gatehouse; fwd={}; collapsed", fill.forwarded);
-            Some(serve(&entry, fill.head, &status))
+            Some(serve(&entry, fill.head, &status, now))
         }
         Landing::Failed(failure) => {
-            let stale = fill.stale.as_ref().filter(|stale| stale.may_stand_in())?;
+            let stale = fill
+                .stale
+                .as_ref()
+                .filter(|stale| stale.may_stand_in(now))?;
             Some(stale_for_failure(
                 app,
                 stale,
@@ -252,11 +259,12 @@ fn stale_while_revalidate(app: &App, mut fill: Fill, flight: Digest32, parts: &P
     };
     // RFC 9211: the answer came from the cache without going forward (`hit`), stale (a
     // negative `ttl`); the refresh is this cache's own request, not this answer's.
+    let now = app.cache.clock.monotonic_ms();
     let status = format!(
         "gatehouse; hit; ttl={}; detail=stale-while-revalidate",
-        stale.ttl_seconds()
+        stale.ttl_seconds(now)
     );
-    let answer = hit(&stale, &parts.headers, fill.head, &status);
+    let answer = hit(&stale, &parts.headers, fill.head, &status, now);
     app.observe.gateway.cache("stale_while_revalidate");
     let Seat::Leader(leader) = app.cache.flights.board(flight) else {
         return Consulted::Answer(answer);
@@ -430,7 +438,8 @@ pub async fn settle(
         if let Some(leader) = fill.leader.take() {
             leader.fail(Arc::clone(&failure));
         }
-        if let Some(stale) = fill.stale.as_ref().filter(|stale| stale.may_stand_in()) {
+        let now = app.cache.clock.monotonic_ms();
+        if let Some(stale) = fill.stale.as_ref().filter(|stale| stale.may_stand_in(now)) {
             return Ok(stale_for_failure(app, stale, fill.head, &failure, ""));
         }
     }
@@ -448,11 +457,12 @@ fn stale_for_failure(
     collapsed: &str,
 ) -> Response {
     app.observe.gateway.cache("stale_served");
+    let now = app.cache.clock.monotonic_ms();
     let status = format!(
         "gatehouse; fwd=stale; {failure}; ttl={}{collapsed}",
-        entry.ttl_seconds()
+        entry.ttl_seconds(now)
     );
-    let mut response = serve(entry, head, &status);
+    let mut response = serve(entry, head, &status, now);
     response.extensions_mut().insert(Reason("served_stale"));
     response
 }
@@ -479,7 +489,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
     let forwarded = fill.forwarded;
     let within = fill.within;
     let verdict = if fill.store {
-        decide(&fill, &response)
+        decide(&fill, &response, app.cache.clock.unix_ms())
     } else {
         Err("not-stored")
     };
@@ -495,7 +505,7 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
                 vary,
                 generation: fill.generation,
                 freshness,
-                stored_at: tokio::time::Instant::now(),
+                stored: Stored::default(),
             };
             let pending = Pending {
                 app: Arc::clone(app),
@@ -529,8 +539,9 @@ fn admit(app: &App, fill: Fill, mut response: Response) -> Response {
 /// RFC 9211 `detail` of an answer whose declared length is over the route's `max_body`.
 const TOO_LARGE: &str = "too-large";
 
-/// Whether `response` may be stored under `fill`, with its freshness and `Vary` names.
-fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
+/// Whether `response` may be stored under `fill`, with its freshness and `Vary` names, its
+/// `Expires` and `Date` read against `unix_ms` (the app's wall clock).
+fn decide(fill: &Fill, response: &Response, unix_ms: u64) -> Result<Admitted, &'static str> {
     let headers = response.headers();
     // An event stream has no end to store, and requests collapsed onto it would wait for one:
     // it goes through, and the requests waiting on it go to the service themselves.
@@ -542,7 +553,7 @@ fn decide(fill: &Fill, response: &Response) -> Result<Admitted, &'static str> {
         response.status(),
         headers,
         &fill.rule,
-        SystemTime::now(),
+        UNIX_EPOCH + Duration::from_millis(unix_ms),
     )
     .map_err(|reason| reason.as_str())?;
     let declared = headers
@@ -564,8 +575,9 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// `entry` as an answer: its headers with `Age` and `Cache-Status`; no body for HEAD.
-fn serve(entry: &Entry, head: bool, status: &str) -> Response {
+/// `entry` as an answer at `now` (the app's clock): its headers with `Age` and `Cache-Status`;
+/// no body for HEAD.
+fn serve(entry: &Entry, head: bool, status: &str, now: u64) -> Response {
     let body = if head {
         Body::empty()
     } else {
@@ -576,16 +588,16 @@ fn serve(entry: &Entry, head: bool, status: &str) -> Response {
     *response.headers_mut() = entry.headers.clone();
     response
         .headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+        .insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
     append_status(response.headers_mut(), status);
     response
 }
 
 /// `entry` as the answer to `request` without going to the service (fresh, or stale while it
-/// is refreshed): 304 when the client's copy is current.
-fn hit(entry: &Entry, request: &HeaderMap, head: bool, status: &str) -> Response {
+/// is refreshed) at `now`: 304 when the client's copy is current.
+fn hit(entry: &Entry, request: &HeaderMap, head: bool, status: &str, now: u64) -> Response {
     if entry.status != http::StatusCode::OK || !policy::not_modified(request, &entry.headers) {
-        return serve(entry, head, status);
+        return serve(entry, head, status, now);
     }
     // RFC 9110 §15.4.5: the headers a 200 would carry that describe the representation's
     // identity and caching, and no content.
@@ -606,7 +618,7 @@ fn hit(entry: &Entry, request: &HeaderMap, head: bool, status: &str) -> Response
     }
     response
         .headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+        .insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
     append_status(response.headers_mut(), status);
     response
 }

@@ -34,6 +34,9 @@ use super::pool::{ConnectionPool, ExchangeError, PooledBody};
 use super::request_body::{ClientSilent, Progress, Watched};
 use super::retry;
 use super::upstream::{path_and_query_of, Upstream};
+// Only for a streamed body's deadline: the upstream's turn is stamped on the process's clock
+// (`request_body::Progress`) and waited out with tokio's timers, a real wait on I/O rather than
+// bookkeeping. The breaker reads the service's clock (`Upstream::now`).
 use crate::clock::monotonic_ms;
 use crate::config::{Limits, MAX_RETRIES};
 use crate::error::GatewayError;
@@ -176,7 +179,7 @@ pub async fn send(
             upstream.name
         )));
     };
-    let pick = upstream.track(&authority, monotonic_ms());
+    let pick = upstream.track(&authority);
     let attempt = attempt(
         upstream,
         pool,
@@ -631,6 +634,7 @@ mod tests {
     use http_body_util::StreamBody;
 
     use super::*;
+    use crate::clock::{Clock, ManualClock};
 
     /// A body that sends `first` and then nothing, ever, as a stalled client does.
     fn stalled_after(first: &'static [u8]) -> Body {
@@ -697,7 +701,7 @@ mod tests {
 
     /// One instance that one counted failure ejects for a minute.
     fn harsh_upstream(url: &str) -> Upstream {
-        Upstream::new("s", &harsh_settings(url))
+        Upstream::new("s", &harsh_settings(url), Clock::System)
     }
 
     fn harsh_settings(url: &str) -> crate::config::ServiceSettings {
@@ -769,16 +773,13 @@ mod tests {
     async fn a_stalled_body_never_holds_the_trial_of_an_ejected_instance() {
         use super::super::instance::Availability::TrialDue;
 
-        let mut settings = harsh_settings(&silent_instance(false).await);
-        settings.breaker.backoff = Duration::from_millis(20);
-        let upstream = Arc::new(Upstream::new("s", &settings));
+        let settings = harsh_settings(&silent_instance(false).await);
+        let time = ManualClock::starting_now();
+        let upstream = Arc::new(Upstream::new("s", &settings, Clock::from(&time)));
         let instance = Arc::clone(&upstream.instances()[0]);
-        instance.record(Outcome::Failure("5xx"), false, &settings.breaker, "s");
-        // The request below reads the proxy's own clock, so its back-off runs for real.
-        kit::testing::wait_until("the back-off to run out", || async {
-            instance.availability(monotonic_ms()) == TrialDue
-        })
-        .await;
+        upstream.pick(&[]).unwrap().report(Outcome::Failure("5xx"));
+        time.advance(settings.breaker.backoff);
+        assert_eq!(instance.availability(upstream.now()), TrialDue);
 
         // A client that sends one byte of its body and stalls, when the trial is due.
         let (stalling, stalled_now) = tokio::sync::oneshot::channel();
@@ -808,13 +809,13 @@ mod tests {
         };
         stalled_now.await.unwrap();
         assert_eq!(
-            instance.availability(monotonic_ms()),
+            instance.availability(upstream.now()),
             TrialDue,
             "while the client stalls, the trial is free for a request that can decide it"
         );
         let error = stalled.await.unwrap().unwrap_err();
         assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(instance.availability(monotonic_ms()), TrialDue);
+        assert_eq!(instance.availability(upstream.now()), TrialDue);
         assert_eq!(instance.in_flight(), 0);
     }
 
@@ -868,7 +869,7 @@ mod tests {
         let mut settings = harsh_settings(&first);
         settings.upstreams.push(second.parse().unwrap());
         settings.retries.attempts = 3;
-        let upstream = Upstream::new("s", &settings);
+        let upstream = Upstream::new("s", &settings, Clock::System);
         let full = upstream.budget.balance();
         assert!(full > 0, "the budget starts with retries to spend");
 

@@ -21,7 +21,6 @@ use kit::shutdown::Shutdown;
 
 use super::instance::Instance;
 use super::upstream::Upstream;
-use crate::clock::monotonic_ms;
 use crate::config::HealthCheck;
 
 /// Starts the checks of `upstream` if it has any and they are not running yet. They stop at
@@ -73,9 +72,14 @@ fn pause_after(health: &HealthCheck, suspect: bool, took: Duration) -> Duration 
 async fn check_all(upstream: &Upstream, health: &HealthCheck) -> bool {
     let checks = upstream.instances().iter().map(|instance| async move {
         let passed = probe(upstream, instance, health).await;
-        let verdict =
-            instance.record_check(passed, health.healthy_threshold, health.unhealthy_threshold);
-        if passed && instance.is_available(monotonic_ms()) {
+        let now = upstream.now();
+        let verdict = instance.record_check(
+            now,
+            passed,
+            health.healthy_threshold,
+            health.unhealthy_threshold,
+        );
+        if passed && instance.is_available(now) {
             upstream.seen_healthy();
         }
         match verdict {
@@ -202,7 +206,7 @@ mod tests {
             },
             required: true,
         };
-        let upstream = Arc::new(Upstream::new("s", &settings));
+        let upstream = Arc::new(Upstream::new("s", &settings, crate::clock::Clock::System));
         let shutdown = Shutdown::new();
         start(&upstream, &shutdown);
 

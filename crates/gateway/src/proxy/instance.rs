@@ -4,6 +4,10 @@
 //!
 //! Everything is atomics: an instance is consulted on every request, and a lock there would
 //! serialise the whole proxy. Races only blur counts by a request or two, never the outcome.
+//!
+//! Nothing here reads a clock: every function takes the time it means (ms on the service's
+//! [`Clock`]'s monotonic reading), so the breaker's tests cross a back-off to the millisecond.
+//! Only [`InFlight`], which reports an attempt long after it was picked, holds the clock itself.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use crate::clock::monotonic_ms;
+use crate::clock::Clock;
 use crate::config::BreakerSettings;
 
 fn millis(duration: Duration) -> u64 {
@@ -52,7 +56,7 @@ pub struct Instance {
     in_flight: AtomicUsize,
     /// Failures in a row since the last success.
     failures: AtomicU32,
-    /// While ejected, when the back-off ends (ms, [`crate::clock::monotonic_ms`]); 0 when it is not ejected.
+    /// While ejected, when the back-off ends (ms, [`Clock::monotonic_ms`]); 0 when it is not ejected.
     ejected_until: AtomicU64,
     /// Ejections in a row: each doubles the back-off.
     ejections: AtomicU32,
@@ -98,7 +102,8 @@ impl BreakerState {
 }
 
 impl Instance {
-    pub fn new(authority: Authority) -> Self {
+    /// The instance at `authority`, first listed at `now` (ms).
+    pub fn new(authority: Authority, now: u64) -> Self {
         Self {
             name: Arc::from(match authority.port() {
                 Some(port) => format!("{}:{port}", authority.host()),
@@ -114,8 +119,8 @@ impl Instance {
             trial_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             streak: AtomicI32::new(0),
-            health_since: AtomicU64::new(monotonic_ms()),
-            listed_at: monotonic_ms(),
+            health_since: AtomicU64::new(now),
+            listed_at: now,
         }
     }
 
@@ -217,15 +222,11 @@ impl Instance {
         self.trial_until.store(0, Ordering::Release);
     }
 
-    /// Counts `outcome` for the breaker; `trial` when the attempt was the instance's trial.
-    pub fn record(&self, outcome: Outcome, trial: bool, breaker: &BreakerSettings, service: &str) {
-        self.record_at(monotonic_ms, outcome, trial, breaker, service);
-    }
-
-    /// [`Instance::record`] at the time `now` reads ([`monotonic_ms`] in the proxy, the
-    /// instant a test means in its tests): read only when the outcome moves the breaker, so a
-    /// plain success costs no clock read.
-    pub fn record_at(
+    /// Counts `outcome` for the breaker at the time `now` reads (the service's clock in the
+    /// proxy, the instant a test means in its tests); `trial` when the attempt was the
+    /// instance's trial. `now` is read only when the outcome moves the breaker, so a plain
+    /// success costs no clock read.
+    pub fn record(
         &self,
         now: impl Fn() -> u64,
         outcome: Outcome,
@@ -322,9 +323,11 @@ impl Instance {
         self.healthy.load(Ordering::Acquire) && self.streak.load(Ordering::Acquire) < 0
     }
 
-    /// Counts an active health check; returns the new verdict when it changed.
+    /// Counts an active health check ending at `now` (ms); returns the new verdict when it
+    /// changed.
     pub fn record_check(
         &self,
+        now: u64,
         passed: bool,
         healthy_after: u32,
         unhealthy_after: u32,
@@ -345,7 +348,6 @@ impl Instance {
         let healthy = self.healthy.load(Ordering::Acquire);
         let threshold = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         if !healthy && streak >= threshold(healthy_after) {
-            let now = monotonic_ms();
             // A passing health check also ends a passive ejection: the instance is back.
             if self.ejected_until.load(Ordering::Acquire) != 0 {
                 self.rejoined_at.store(now, Ordering::Relaxed);
@@ -358,7 +360,7 @@ impl Instance {
             self.healthy.store(true, Ordering::Release);
             Some(true)
         } else if healthy && -streak >= threshold(unhealthy_after) {
-            self.health_since.store(monotonic_ms(), Ordering::Relaxed);
+            self.health_since.store(now, Ordering::Relaxed);
             self.healthy.store(false, Ordering::Release);
             Some(false)
         } else {
@@ -374,26 +376,41 @@ pub struct InFlight {
     pub instance: Arc<Instance>,
     breaker: BreakerSettings,
     service: Arc<str>,
+    /// The service's clock: the outcome is recorded when it is known, after the attempt (or
+    /// mid-body, for a break-off), not when the instance was picked.
+    clock: Clock,
 }
 
 impl InFlight {
-    pub fn start(instance: Arc<Instance>, breaker: BreakerSettings, service: Arc<str>) -> Self {
+    pub fn start(
+        instance: Arc<Instance>,
+        breaker: BreakerSettings,
+        service: Arc<str>,
+        clock: Clock,
+    ) -> Self {
         instance.in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             instance,
             breaker,
             service,
+            clock,
         }
+    }
+
+    /// Counts `outcome` for the instance, at the clock's time now.
+    fn record(&self, outcome: Outcome, trial: bool) {
+        self.instance.record(
+            || self.clock.monotonic_ms(),
+            outcome,
+            trial,
+            &self.breaker,
+            &self.service,
+        );
     }
 
     /// Counts a failure seen after the answer began (the body broke off).
     pub fn broke_off(&self) {
-        self.instance.record(
-            Outcome::Failure("answer broke off"),
-            false,
-            &self.breaker,
-            &self.service,
-        );
+        self.record(Outcome::Failure("answer broke off"), false);
     }
 }
 
@@ -434,9 +451,7 @@ impl Pick {
     /// Records `outcome`; the returned guard keeps the request counted while its body streams.
     pub fn report(mut self, outcome: Outcome) -> Option<InFlight> {
         let flight = self.flight.take()?;
-        flight
-            .instance
-            .record(outcome, self.trial, &flight.breaker, &flight.service);
+        flight.record(outcome, self.trial);
         Some(flight)
     }
 }
@@ -494,19 +509,23 @@ mod tests {
         trial: bool,
         breaker: &BreakerSettings,
     ) {
-        instance.record_at(|| at.now(), outcome, trial, breaker, "s");
+        instance.record(|| at.now(), outcome, trial, breaker, "s");
     }
 
     #[test]
     fn an_instance_is_named_without_the_user_info_of_its_address() {
-        let instance = Instance::new(Authority::from_static("user:s3cret@10.0.0.1:8080"));
+        let instance = Instance::new(Authority::from_static("user:s3cret@10.0.0.1:8080"), 1);
         assert_eq!(&*instance.name, "10.0.0.1:8080");
-        let bare = Instance::new(Authority::from_static("users.internal"));
+        let bare = Instance::new(Authority::from_static("users.internal"), 1);
         assert_eq!(&*bare.name, "users.internal");
     }
 
+    /// An instance listed when a [`Timeline`] starts.
     fn instance() -> Instance {
-        Instance::new(Authority::from_static("127.0.0.1:1"))
+        Instance::new(
+            Authority::from_static("127.0.0.1:1"),
+            Timeline::start().now(),
+        )
     }
 
     #[test]
@@ -552,15 +571,26 @@ mod tests {
     }
 
     #[test]
-    fn the_proxy_records_on_its_own_monotonic_clock() {
-        let instance = instance();
-        for _ in 0..3 {
-            instance.record(Outcome::Failure("connect"), false, &BREAKER, "s");
-        }
-        assert!(matches!(
-            instance.availability(monotonic_ms()),
-            Availability::Unavailable { retry_in: Some(_) }
-        ));
+    fn an_attempt_is_recorded_at_the_time_of_the_clock_it_was_started_with() {
+        let time = crate::clock::ManualClock::starting_now();
+        let clock = Clock::from(&time);
+        let instance = Arc::new(instance());
+        let attempt = |outcome| {
+            let flight = InFlight::start(Arc::clone(&instance), QUICK, "s".into(), clock.clone());
+            Pick::new(0, false, flight).report(outcome);
+        };
+        time.advance(Duration::from_secs(30));
+        attempt(Outcome::Failure("connect"));
+        assert_eq!(
+            instance.availability(clock.monotonic_ms()),
+            ejected_for(QUICK.backoff),
+            "ejected at the clock's time, not the process's"
+        );
+        time.advance(QUICK.backoff);
+        assert_eq!(
+            instance.availability(clock.monotonic_ms()),
+            Availability::TrialDue
+        );
     }
 
     #[test]
@@ -627,7 +657,7 @@ mod tests {
         let pick = Pick::new(
             0,
             true,
-            InFlight::start(Arc::clone(&instance), BREAKER, "s".into()),
+            InFlight::start(Arc::clone(&instance), BREAKER, "s".into(), Clock::System),
         );
         assert_eq!(instance.in_flight(), 1);
         drop(pick);
@@ -753,22 +783,24 @@ mod tests {
     }
 
     #[test]
-    fn health_checks_take_an_instance_out_and_bring_it_back() {
-        let instance = instance();
-        assert_eq!(instance.record_check(false, 2, 2), None);
-        assert_eq!(instance.record_check(false, 2, 2), Some(false));
+    fn health_checks_take_an_instance_out_and_bring_it_back_each_since_its_verdict() {
+        let (instance, at) = (instance(), Timeline::start());
+        let check = |passed| instance.record_check(at.now(), passed, 2, 2);
+        assert_eq!(check(false), None);
+        at.pass(Duration::from_millis(100));
+        assert_eq!(check(false), Some(false));
         assert!(matches!(
-            instance.availability(monotonic_ms()),
+            instance.availability(at.now()),
             Availability::Unavailable { retry_in: None }
         ));
-        assert_eq!(instance.record_check(true, 2, 2), None);
-        assert_eq!(
-            instance.record_check(false, 2, 2),
-            None,
-            "the streak starts over"
-        );
-        assert_eq!(instance.record_check(true, 2, 2), None);
-        assert_eq!(instance.record_check(true, 2, 2), Some(true));
-        assert_eq!(instance.availability(monotonic_ms()), Availability::Ready);
+        assert_eq!(instance.health_since(), 101, "out since the second failure");
+        at.pass(Duration::from_millis(100));
+        assert_eq!(check(true), None);
+        assert_eq!(check(false), None, "the streak starts over");
+        assert_eq!(check(true), None);
+        at.pass(Duration::from_millis(100));
+        assert_eq!(check(true), Some(true));
+        assert_eq!(instance.availability(at.now()), Availability::Ready);
+        assert_eq!(instance.health_since(), 301, "back since the second pass");
     }
 }

@@ -6,6 +6,10 @@
 //! `Arc<Upstream>` (pools, health, breaker and budget kept); a changed one keeps the pool of
 //! every instance it still lists when the connect timeout, protocol and TLS settings (down to the
 //! bytes of their files) are the same, and the state of each.
+//!
+//! The instances' bookkeeping (breaker, back-off, decay, trials, health verdicts) runs on the
+//! app's [`Clock`], which every service holds: the system's in a deployed gateway, a test's
+//! [`crate::clock::ManualClock`] to cross a back-off without waiting it out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +23,7 @@ use rand::Rng;
 use super::instance::{Availability, InFlight, Instance, Pick};
 use super::pool::{ConnectionPool, PoolSettings};
 use super::retry::RetryBudget;
-use crate::clock::monotonic_ms;
+use crate::clock::Clock;
 use crate::config::{Balance, ServiceSettings};
 use crate::error::{GatewayError, Unavailability};
 
@@ -45,6 +49,8 @@ pub struct Upstream {
     /// there is nothing to wait for); kept across reloads. Until then a required service holds
     /// the gateway's readiness back (see `crate::readiness`).
     proven: AtomicBool,
+    /// Where its instances' bookkeeping reads the time (the app's clock).
+    clock: Clock,
 }
 
 /// How many instances of a service can take requests.
@@ -65,12 +71,19 @@ fn host_header(authority: &Authority, default_port: u16) -> Option<HeaderValue> 
 }
 
 impl Upstream {
-    pub fn new(name: &str, settings: &ServiceSettings) -> Self {
-        Self::succeeding(name, settings, None)
+    /// The service `name` with `settings`, its instances' time read from `clock`.
+    pub fn new(name: &str, settings: &ServiceSettings, clock: Clock) -> Self {
+        Self::succeeding(name, settings, None, clock)
     }
 
     /// The service `name` with `settings`, taking over what it can from `previous`.
-    pub fn succeeding(name: &str, settings: &ServiceSettings, previous: Option<&Upstream>) -> Self {
+    pub fn succeeding(
+        name: &str,
+        settings: &ServiceSettings,
+        previous: Option<&Upstream>,
+        clock: Clock,
+    ) -> Self {
+        let listed_at = clock.monotonic_ms();
         let instances = settings
             .upstreams
             .iter()
@@ -78,7 +91,7 @@ impl Upstream {
             .map(|authority| {
                 previous
                     .and_then(|old| old.instance_at(&authority))
-                    .map_or_else(|| Arc::new(Instance::new(authority)), Arc::clone)
+                    .map_or_else(|| Arc::new(Instance::new(authority, listed_at)), Arc::clone)
             })
             .collect::<Vec<Arc<Instance>>>();
         let default_port = if settings.tls.is_some() { 443 } else { 80 };
@@ -122,7 +135,15 @@ impl Upstream {
             proven: AtomicBool::new(
                 settings.health.is_none() || previous.is_some_and(Upstream::is_proven),
             ),
+            clock,
         }
+    }
+
+    /// The time on its clock (ms, [`Clock::monotonic_ms`]): what its instances' functions
+    /// take as `now`.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.clock.monotonic_ms()
     }
 
     /// Whether it has been seen healthy since the gateway started (see the field).
@@ -165,7 +186,7 @@ impl Upstream {
     }
 
     pub fn headcount(&self) -> Headcount {
-        let now = monotonic_ms();
+        let now = self.now();
         Headcount {
             healthy: self
                 .instances
@@ -179,7 +200,7 @@ impl Upstream {
     /// An instance for the next attempt, not one of `tried`: first one whose back-off is over
     /// (its trial request), else one ready by the service's balancing. None: 503 at once.
     pub fn pick(&self, tried: &[usize]) -> Result<Pick, GatewayError> {
-        let now = monotonic_ms();
+        let now = self.now();
         let hold = self.timeout + Duration::from_secs(1);
         let candidates = || {
             self.instances
@@ -264,12 +285,12 @@ impl Upstream {
 
     /// Counts a call already addressed to `authority` (by [`Upstream::uri_for`]); when the
     /// instance is on trial, this call's outcome decides it.
-    pub fn track(&self, authority: &Authority, now: u64) -> Option<Pick> {
+    pub fn track(&self, authority: &Authority) -> Option<Pick> {
         let index = self
             .instances
             .iter()
             .position(|i| i.authority == *authority)?;
-        let trial = self.instances[index].trial_running(now);
+        let trial = self.instances[index].trial_running(self.now());
         Some(self.start(index, trial))
     }
 
@@ -278,6 +299,7 @@ impl Upstream {
             Arc::clone(&self.instances[index]),
             self.settings.breaker,
             Arc::clone(&self.name),
+            self.clock.clone(),
         );
         Pick::new(index, trial, flight)
     }
@@ -357,49 +379,64 @@ pub fn path_and_query_of(target: impl Into<bytes::Bytes>) -> Result<PathAndQuery
 }
 
 /// Every configured service, by name.
-pub struct Upstreams(HashMap<String, Arc<Upstream>>);
+pub struct Upstreams {
+    services: HashMap<String, Arc<Upstream>>,
+    /// The app's clock, which every service reads and a reload hands on.
+    clock: Clock,
+}
 
 impl Upstreams {
-    pub fn new(services: &BTreeMap<String, ServiceSettings>) -> Self {
-        Self::succeeding(services, None)
+    /// The services of the first configuration, their time read from `clock`.
+    pub fn new(services: &BTreeMap<String, ServiceSettings>, clock: Clock) -> Self {
+        Self::build(services, None, clock)
     }
 
-    /// The services of a new configuration, reusing what `previous` had (see the module docs).
-    pub fn succeeding(
+    /// The services of a new configuration, reusing what `previous` had (see the module docs),
+    /// on its clock.
+    pub fn succeeding(services: &BTreeMap<String, ServiceSettings>, previous: &Upstreams) -> Self {
+        Self::build(services, Some(previous), previous.clock.clone())
+    }
+
+    fn build(
         services: &BTreeMap<String, ServiceSettings>,
         previous: Option<&Upstreams>,
+        clock: Clock,
     ) -> Self {
-        Self(
-            services
-                .iter()
-                .map(|(name, settings)| {
-                    let old = previous.and_then(|p| p.get(name));
-                    let upstream = match old {
-                        Some(old) if old.settings == *settings => Arc::clone(old),
-                        _ => Arc::new(Upstream::succeeding(name, settings, old.map(Arc::as_ref))),
-                    };
-                    if previous.is_some() && old.is_none() {
-                        // Added by a reload, which reaches every replica at once: were it down,
-                        // waiting for it would take them all out of service together.
-                        upstream.proven.store(true, Ordering::Release);
-                    }
-                    (name.clone(), upstream)
-                })
-                .collect(),
-        )
+        let services = services
+            .iter()
+            .map(|(name, settings)| {
+                let old = previous.and_then(|p| p.get(name));
+                let upstream = match old {
+                    Some(old) if old.settings == *settings => Arc::clone(old),
+                    _ => Arc::new(Upstream::succeeding(
+                        name,
+                        settings,
+                        old.map(Arc::as_ref),
+                        clock.clone(),
+                    )),
+                };
+                if previous.is_some() && old.is_none() {
+                    // Added by a reload, which reaches every replica at once: were it down,
+                    // waiting for it would take them all out of service together.
+                    upstream.proven.store(true, Ordering::Release);
+                }
+                (name.clone(), upstream)
+            })
+            .collect();
+        Self { services, clock }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.0.get(name)
+        self.services.get(name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
-        self.0.iter()
+        self.services.iter()
     }
 
     /// Whether `upstream` is one of these (the same object, not merely the same name).
     pub fn holds(&self, upstream: &Arc<Upstream>) -> bool {
-        self.0
+        self.services
             .get(upstream.name.as_ref())
             .is_some_and(|mine| Arc::ptr_eq(mine, upstream))
     }
@@ -408,6 +445,7 @@ impl Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::config::{BreakerSettings, RetrySettings};
     use crate::proxy::instance::Outcome;
 
@@ -445,7 +483,7 @@ mod tests {
             "http://users.internal:80".parse().unwrap(),
             "http://[::1]:8080".parse().unwrap(),
         ];
-        let upstream = Upstream::new("s", &settings);
+        let upstream = Upstream::new("s", &settings, Clock::System);
         let hosts: Vec<_> = (0..5).map(|i| upstream.host_header(i).cloned()).collect();
         assert_eq!(
             hosts,
@@ -461,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_uri_takes_the_target_as_it_is_and_refuses_one_that_is_no_path() {
-        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin));
+        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin), Clock::System);
         let authority = upstream.instances()[0].authority.clone();
         let target = path_and_query_of("/a/b?c=d%20e").unwrap();
         assert_eq!(
@@ -476,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn round_robin_takes_each_instance_in_turn_and_skips_ejected_ones() {
-        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin));
+        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin), Clock::System);
         let turns: Vec<usize> = (0..6).map(|_| upstream.pick(&[]).unwrap().index).collect();
         assert_eq!(turns, vec![0, 1, 2, 0, 1, 2]);
 
@@ -491,7 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_does_not_take_a_turn() {
-        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin));
+        let upstream = Upstream::new("s", &settings(3, Balance::RoundRobin), Clock::System);
         for _ in 0..3 {
             let first = upstream.pick(&[]).unwrap().index;
             let retry = upstream.pick(&[first]).unwrap().index;
@@ -503,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn least_requests_prefers_the_less_busy_instance() {
-        let upstream = Upstream::new("s", &settings(2, Balance::LeastRequests));
+        let upstream = Upstream::new("s", &settings(2, Balance::LeastRequests), Clock::System);
         let busy = upstream.pick(&[1]).unwrap();
         assert_eq!(busy.index, 0);
         for _ in 0..20 {
@@ -517,8 +555,10 @@ mod tests {
 
     #[tokio::test]
     async fn no_healthy_instance_is_503_at_once_with_the_time_to_the_next_trial() {
-        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin));
+        let time = ManualClock::starting_now();
+        let upstream = Upstream::new("s", &settings(1, Balance::RoundRobin), Clock::from(&time));
         upstream.pick(&[]).unwrap().report(Outcome::Failure("5xx"));
+        time.advance(Duration::from_secs(15));
         match upstream.pick(&[]) {
             Err(GatewayError::Unavailable {
                 service,
@@ -526,29 +566,32 @@ mod tests {
                 why: Unavailability::BreakerOpen,
             }) => {
                 assert_eq!(service, "s");
-                assert!(retry_after > Duration::from_secs(50), "{retry_after:?}");
+                assert_eq!(retry_after, Duration::from_secs(45), "a minute's back-off");
             }
             other => panic!("{other:?}"),
         }
+        time.advance(Duration::from_secs(45));
+        let trial = upstream.pick(&[]).unwrap();
+        assert!(trial.trial, "the back-off is over on the service's clock");
     }
 
     #[tokio::test]
     async fn a_reload_keeps_the_connections_of_kept_instances_unless_the_connect_timeout_changed() {
         let mut services = BTreeMap::new();
         services.insert("a".to_owned(), settings(2, Balance::RoundRobin));
-        let before = Upstreams::new(&services);
+        let before = Upstreams::new(&services, Clock::System);
         let kept = Arc::clone(before.get("a").unwrap().pool(1).unwrap());
 
         // Instance 0 leaves, instance 1 stays: its pool moves to its new position.
         let a = services.get_mut("a").unwrap();
         a.upstreams.remove(0);
-        let after = Upstreams::succeeding(&services, Some(&before));
+        let after = Upstreams::succeeding(&services, &before);
         let a = after.get("a").unwrap();
         assert!(Arc::ptr_eq(a.pool(0).unwrap(), &kept));
         assert!(a.pool(1).is_none());
 
         services.get_mut("a").unwrap().connect_timeout = Duration::from_secs(2);
-        let slower = Upstreams::succeeding(&services, Some(&after));
+        let slower = Upstreams::succeeding(&services, &after);
         let pool = slower.get("a").unwrap().pool(0).unwrap();
         assert!(
             !Arc::ptr_eq(pool, &kept),
@@ -562,7 +605,7 @@ mod tests {
         let mut services = BTreeMap::new();
         services.insert("a".to_owned(), settings(2, Balance::RoundRobin));
         services.insert("b".to_owned(), settings(1, Balance::RoundRobin));
-        let before = Upstreams::new(&services);
+        let before = Upstreams::new(&services, Clock::System);
         before
             .get("a")
             .unwrap()
@@ -571,7 +614,7 @@ mod tests {
             .report(Outcome::Failure("5xx"));
 
         services.get_mut("b").unwrap().timeout = Duration::from_secs(9);
-        let after = Upstreams::succeeding(&services, Some(&before));
+        let after = Upstreams::succeeding(&services, &before);
         assert!(Arc::ptr_eq(
             before.get("a").unwrap(),
             after.get("a").unwrap()
@@ -584,7 +627,7 @@ mod tests {
         assert!(!after.holds(before.get("b").unwrap()));
 
         services.get_mut("a").unwrap().balance = Balance::LeastRequests;
-        let changed = Upstreams::succeeding(&services, Some(&after));
+        let changed = Upstreams::succeeding(&services, &after);
         let a = changed.get("a").unwrap();
         assert!(!Arc::ptr_eq(after.get("a").unwrap(), a));
         assert!(

@@ -105,14 +105,15 @@ async fn page() -> Response {
 async fn document(State(app): State<App>) -> Response {
     let keys = signing_keys(&app).await;
     let routing = app.routing();
-    let clocks = report::Clocks::system();
+    let clocks = report::Clocks::of(&app.clock);
     let report = Report {
         generated_at: report::now_rfc3339(clocks.unix_ms),
         window_seconds: report::window_seconds(),
         config: report::config(&app.reloads),
         services: report::services(&routing.upstreams, clocks),
-        // The observe phase records on the system's monotonic clock, as the proxy does.
-        routes: report::routes(&routing.table, clocks.monotonic_ms),
+        // The observe phase records on the process's monotonic clock (it reads it for the
+        // request's duration anyway), not the app's.
+        routes: report::routes(&routing.table, crate::clock::monotonic_ms()),
         keys,
     };
     (

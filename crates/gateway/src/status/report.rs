@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::auth::keys::{KeyInfo, KeyStatus};
-use crate::clock;
+use crate::clock::Clock;
 use crate::proxy::instance::{BreakerState, Instance};
 use crate::proxy::upstream::Upstreams;
 use crate::reload::{LastReload, ReloadStatus};
@@ -174,11 +174,11 @@ pub struct Clocks {
 }
 
 impl Clocks {
-    /// The system's clocks now (what the proxy's breakers read).
-    pub fn system() -> Self {
+    /// Both readings of `clock` now: the app's, which the proxy's breakers read.
+    pub fn of(clock: &Clock) -> Self {
         Self {
-            unix_ms: clock::unix_ms(),
-            monotonic_ms: clock::monotonic_ms(),
+            unix_ms: clock.unix_ms(),
+            monotonic_ms: clock.monotonic_ms(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway::clock::Clock;
 use gateway::config::Vars;
 use gateway::reload::Reloader;
 use kit::shutdown::Shutdown;
@@ -54,6 +55,12 @@ impl Drop for Gate {
 
 impl Gate {
     pub async fn start(config_text: &str) -> Self {
+        Self::start_at(Clock::System, config_text).await
+    }
+
+    /// As [`Gate::start`], the gateway reading the time from `clock` (a test's
+    /// [`gateway::clock::ManualClock`], to cross a back-off without waiting it out).
+    pub async fn start_at(clock: Clock, config_text: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config_text).unwrap();
@@ -61,7 +68,7 @@ impl Gate {
         let config = gateway::config::load_file(&config_path, &vars).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let gateway = gateway::Gateway::build(config)
+        let gateway = gateway::Gateway::build_at(config, clock)
             .await
             .unwrap()
             .watch_file(&config_path, vars);
