@@ -32,6 +32,10 @@
 //!
 //! The handler is generic ([`Handler`]), not boxed: the gateway's request path is served as a
 //! plain hyper service, with nothing added per request but the bookkeeping below.
+//!
+//! [`serve`] runs one accept loop on the caller's runtime (the services, the admin listeners);
+//! [`serve_on_workers`] runs one on each of the [`crate::workers`] (the gateway's public
+//! listener), every connection then served start to finish on the worker that accepted it.
 
 use std::collections::HashMap;
 use std::future::Future;
