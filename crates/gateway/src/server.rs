@@ -261,16 +261,15 @@ impl Gateway {
             ),
             None => (entrance::Secure::plain(self.pipeline()), None),
         };
-        // The public listener is served on the workers (one single-threaded runtime per core:
-        // the request path's wakes stay on one thread); everything else runs here.
-        let (limits, drain) = (Arc::clone(&app), Arc::clone(&app));
+        // The public listener's connections are served on the workers (one single-threaded
+        // runtime per core: a request's wakes stay on one thread); everything else runs here.
         kit::listener::serve_on_workers(
             listener,
             handler,
             tls,
             stop_accepting,
-            move || accept::limits(&limits.config().limits),
-            move || drain.config().drain_timeout,
+            || accept::limits(&app.config().limits),
+            || app.config().drain_timeout,
             app.observe.gateway.connections.clone(),
         )
         .await?;

@@ -34,8 +34,8 @@
 //! plain hyper service, with nothing added per request but the bookkeeping below.
 //!
 //! [`serve`] runs one accept loop on the caller's runtime (the services, the admin listeners);
-//! [`serve_on_workers`] runs one on each of the [`crate::workers`] (the gateway's public
-//! listener), every connection then served start to finish on the worker that accepted it.
+//! [`serve_on_workers`] hands each connection it accepts to the least busy of the
+//! [`crate::workers`] (the gateway's public listener), which serves it start to finish.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -141,92 +141,101 @@ pub async fn serve(
     drain_timeout: impl FnOnce() -> Duration,
     open: Gauge,
 ) -> std::io::Result<()> {
-    let clients = Arc::new(PerClient {
-        by_address: Mutex::default(),
+    accept_and_serve(
+        listener,
+        app,
+        tls,
+        shutdown,
+        limits,
+        drain_timeout,
         open,
-    });
-    accept_and_serve(listener, app, tls, shutdown, limits, drain_timeout, clients).await
+        Place::Here,
+    )
+    .await
 }
 
-/// [`serve`], on the [`crate::workers`]: each worker accepts from `listener` and serves the
-/// connections it accepted, start to finish, on its own thread. Whichever worker is free first
-/// takes a new connection (the kernel wakes the waiting ones; one accepts, the others find
-/// nothing), so the busier one takes fewer.
+/// [`serve`], each connection served on one of the [`crate::workers`]: one accept loop (here,
+/// on the caller's runtime: a connection is accepted once, then kept alive) hands every
+/// connection it accepts to the worker serving the fewest, where it is served start to finish,
+/// its socket registered with that worker's poller. The limits and the drain are the listener's
+/// as a whole, exactly as [`serve`]'s.
 ///
-/// The limits hold for the listener as a whole: one address's connections are counted across
-/// the workers, and each worker serves at most its share of `max_connections` (rounded up). At
-/// shutdown every worker stops accepting, takes in what the kernel had completed and drains its
-/// own connections within `drain_timeout()`; this returns once all have.
+/// Why not one accept loop per worker on the same socket: the first worker to wake takes the
+/// whole burst (a client pool opening its connections at once), and the others sit idle.
 pub async fn serve_on_workers(
     listener: TcpListener,
     app: impl Handler,
     tls: Option<Acceptor>,
     shutdown: Shutdown,
-    limits: impl Fn() -> Limits + Send + Sync + 'static,
-    drain_timeout: impl Fn() -> Duration + Send + Sync + 'static,
+    limits: impl Fn() -> Limits,
+    drain_timeout: impl FnOnce() -> Duration,
     open: Gauge,
 ) -> std::io::Result<()> {
-    let workers = crate::workers::handles()?;
-    let clients = Arc::new(PerClient {
-        by_address: Mutex::default(),
+    let place = Place::Workers(Arc::new(Workers::new(crate::workers::handles()?)));
+    accept_and_serve(
+        listener,
+        app,
+        tls,
+        shutdown,
+        limits,
+        drain_timeout,
         open,
-    });
-    let limits = Arc::new(limits);
-    let drain_timeout = Arc::new(drain_timeout);
-    let shares = workers.len();
-    // One descriptor per worker (a `dup` of the listening socket): each worker's runtime
-    // registers its own with its own poller.
-    let listener = listener.into_std()?;
-    // Dropped (the caller gave up on this future, a test's runtime ended), it aborts the loops
-    // and with them their connections, as a runtime's end would have.
-    let mut running = JoinSet::new();
-    for worker in workers {
-        let socket = listener.try_clone()?;
-        let (app, tls, shutdown, clients) = (
-            app.clone(),
-            tls.clone(),
-            shutdown.clone(),
-            Arc::clone(&clients),
-        );
-        let (limits, drain_timeout) = (Arc::clone(&limits), Arc::clone(&drain_timeout));
-        running.spawn_on(
-            async move {
-                let share = move || {
-                    let limits = limits();
-                    Limits {
-                        max_connections: limits.max_connections.div_ceil(shares),
-                        ..limits
-                    }
-                };
-                let listener = TcpListener::from_std(socket)?;
-                accept_and_serve(
-                    listener,
-                    app,
-                    tls,
-                    shutdown,
-                    share,
-                    move || drain_timeout(),
-                    clients,
-                )
-                .await
-            },
-            worker,
-        );
-    }
-    drop(listener);
-    let mut outcome = Ok(());
-    while let Some(ended) = running.join_next().await {
-        let ended = ended.unwrap_or_else(|error| {
-            Err(std::io::Error::other(format!(
-                "a serving worker failed: {error}"
-            )))
-        });
-        outcome = outcome.and(ended);
-    }
-    outcome
+        place,
+    )
+    .await
 }
 
-/// One accept loop and the connections it accepted, until shutdown and their drain.
+/// Where accepted connections are served.
+enum Place {
+    /// On the accept loop's runtime.
+    Here,
+    /// On the least busy of the workers.
+    Workers(Arc<Workers>),
+}
+
+/// The workers' runtimes and how many connections each serves now.
+struct Workers {
+    handles: &'static [tokio::runtime::Handle],
+    serving: Box<[AtomicUsize]>,
+}
+
+impl Workers {
+    fn new(handles: &'static [tokio::runtime::Handle]) -> Self {
+        Self {
+            handles,
+            serving: handles.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// The worker serving the fewest connections, counted as serving one more until the
+    /// returned share is dropped (with the connection's task).
+    fn least_busy(self: &Arc<Self>) -> Share {
+        let index = (0..self.serving.len())
+            .min_by_key(|&index| self.serving[index].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.serving[index].fetch_add(1, Ordering::Relaxed);
+        Share {
+            workers: Arc::clone(self),
+            index,
+        }
+    }
+}
+
+/// One connection on a worker.
+struct Share {
+    workers: Arc<Workers>,
+    index: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.workers.serving[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One accept loop and the connections it accepted, served at `place`, until shutdown and
+/// their drain.
+#[allow(clippy::too_many_arguments)] // `serve`'s, and where
 async fn accept_and_serve(
     listener: TcpListener,
     app: impl Handler,
@@ -234,8 +243,13 @@ async fn accept_and_serve(
     shutdown: Shutdown,
     limits: impl Fn() -> Limits,
     drain_timeout: impl FnOnce() -> Duration,
-    clients: Arc<PerClient>,
+    open: Gauge,
+    place: Place,
 ) -> std::io::Result<()> {
+    let clients = Arc::new(PerClient {
+        by_address: Mutex::default(),
+        open,
+    });
     let (draining, drain_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
@@ -245,7 +259,7 @@ async fn accept_and_serve(
                 Ok((stream, peer)) => {
                     // Over its address's share: closed before a byte is read.
                     if let Some(slot) = clients.take(peer.ip(), limits.max_connections_per_ip) {
-                        spawn(&mut connections, stream, peer, slot, &app, tls.as_ref(), &drain_signal, &limits);
+                        spawn(&mut connections, &place, stream, peer, slot, &app, tls.as_ref(), &drain_signal, &limits);
                     }
                 }
                 Err(error) if is_connection_error(&error) => {}
@@ -272,6 +286,7 @@ async fn accept_and_serve(
                 if let Some(slot) = clients.take(peer.ip(), last.max_connections_per_ip) {
                     spawn(
                         &mut connections,
+                        &place,
                         stream,
                         peer,
                         slot,
@@ -316,6 +331,7 @@ async fn accept_and_serve(
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
 fn spawn(
     connections: &mut JoinSet<()>,
+    place: &Place,
     stream: TcpStream,
     peer: SocketAddr,
     slot: ClientSlot,
@@ -325,6 +341,57 @@ fn spawn(
     limits: &Limits,
 ) {
     let _ = stream.set_nodelay(true);
+    let (app, tls, drain_signal, limits) =
+        (app.clone(), tls.cloned(), drain_signal.clone(), *limits);
+    let workers = match place {
+        Place::Here => {
+            connections.spawn(serve_accepted(
+                stream,
+                peer,
+                slot,
+                app,
+                tls,
+                drain_signal,
+                limits,
+            ));
+            return;
+        }
+        Place::Workers(workers) => workers,
+    };
+    // Out of this runtime's poller and into the worker's, so that its readiness wakes the
+    // worker directly.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => return tracing::debug!(%peer, %error, "connection lost at accept"),
+    };
+    let share = workers.least_busy();
+    let worker = &workers.handles[share.index];
+    connections.spawn_on(
+        async move {
+            let _share = share;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    serve_accepted(stream, peer, slot, app, tls, drain_signal, limits).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "a serving worker could not take a connection");
+                }
+            }
+        },
+        worker,
+    );
+}
+
+/// Serves one accepted connection until it ends: its TLS handshake first, if any.
+async fn serve_accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ClientSlot,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    drain_signal: watch::Receiver<bool>,
+    limits: Limits,
+) {
     let activity = Arc::new(Activity::new());
     // The slot goes with the socket (a TLS stream wraps it, an upgrade takes it over), so the
     // address's count goes down when the socket closes, however it ends.
@@ -334,31 +401,28 @@ fn spawn(
         _slot: slot,
     };
     let connection = Connection {
-        app: app.clone(),
+        app,
         peer,
         activity,
-        drain_signal: drain_signal.clone(),
+        drain_signal,
         header_read_timeout: limits.header_read_timeout,
         send_timeout: limits.send_timeout,
     };
-    let tls = tls.cloned();
-    connections.spawn(async move {
-        let Some(tls) = tls else {
-            return connection.serve(io, None).await;
-        };
-        // The handshake shares the header deadline, counted from accept like the headers are:
-        // a client that opens the connection and never finishes its hello is closed then.
-        let handshake = tokio::time::timeout(connection.header_read_timeout, tls.accept(io));
-        match handshake.await {
-            Ok(Ok(stream)) => {
-                let session = TlsSession::of(stream.get_ref().1);
-                connection.serve(stream, Some(session)).await;
-            }
-            // Debug: any client can cause these at will, and the closed connection answers.
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closed"),
+    let Some(tls) = tls else {
+        return connection.serve(io, None).await;
+    };
+    // The handshake shares the header deadline, counted from accept like the headers are:
+    // a client that opens the connection and never finishes its hello is closed then.
+    let handshake = tokio::time::timeout(connection.header_read_timeout, tls.accept(io));
+    match handshake.await {
+        Ok(Ok(stream)) => {
+            let session = TlsSession::of(stream.get_ref().1);
+            connection.serve(stream, Some(session)).await;
         }
-    });
+        // Debug: any client can cause these at will, and the closed connection answers.
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closed"),
+    }
 }
 
 /// One accepted connection, ready to be served once its transport is (TLS or not).

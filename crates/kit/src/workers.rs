@@ -1,5 +1,5 @@
-//! The serving threads: one single-threaded tokio runtime per core, each accepting its own
-//! connections and serving each of them start to finish, as nginx's worker processes do.
+//! The serving threads: one single-threaded tokio runtime per core, each serving the
+//! connections it is given start to finish, as nginx's worker processes do.
 //!
 //! Why not the multi-threaded runtime every other task runs on: on the gateway's forwarded path a
 //! request is three tasks that wake each other several times (the client's connection, the
@@ -12,8 +12,9 @@
 //! The runtimes live as long as the process: a resource a request opens on one (an upstream
 //! connection, a database connection a pool opened lazily) stays usable from any thread for as
 //! long as anything holds it, which a runtime shut down with its listener would break. Every
-//! listener served on the workers ([`crate::listener::serve_on_workers`]) shares them: `gatehouse
-//! up`, and a test suite's many gateways, run one set of threads, not one per listener.
+//! listener served on the workers ([`crate::listener::serve_on_workers`], which gives each
+//! accepted connection to the least busy) shares them: `gatehouse up`, and a test suite's many
+//! gateways, run one set of threads, not one per listener.
 //!
 //! How many: `GATEHOUSE_WORKERS` if set (a positive number), else one per core the process may
 //! run on (`std::thread::available_parallelism`, which honours CPU affinity and cgroup quotas).

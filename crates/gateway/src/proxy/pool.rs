@@ -202,7 +202,9 @@ impl ConnectionPool {
 
     /// Connections waiting in the pool now.
     pub fn idle_connections(&self) -> usize {
-        (0..self.idle.len()).map(|list| self.lock_idle(list).len()).sum()
+        (0..self.idle.len())
+            .map(|list| self.lock_idle(list).len())
+            .sum()
     }
 
     /// Sends `request` (an absolute URI on this instance, or only its path and query) and
