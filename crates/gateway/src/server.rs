@@ -269,7 +269,9 @@ impl Gateway {
             ),
             None => (entrance::Secure::plain(self.pipeline()), None),
         };
-        kit::listener::serve(
+        // The public listener's connections are served on the workers (one single-threaded
+        // runtime per core: a request's wakes stay on one thread); everything else runs here.
+        kit::listener::serve_on_workers(
             listener,
             handler,
             tls,

@@ -32,6 +32,8 @@
 //!   change, client certificates (mTLS) and what a request knows of them.
 //! - [`service`]: wires the pieces above around a service's router and serves it until shutdown.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
+//! - [`workers`]: the serving threads, one single-threaded runtime per core, that the gateway's
+//!   public listener serves on.
 //! - `testing` (feature): per-test databases and a stand-in gateway for the services' tests.
 
 pub mod client;
@@ -57,6 +59,7 @@ pub mod testing;
 pub mod time;
 pub mod tls;
 pub mod trace;
+pub mod workers;
 
 pub use identity::{Identity, IdentityVerifier, PrincipalKind};
 pub use problem::{FieldError, Problem};

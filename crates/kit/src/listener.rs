@@ -32,6 +32,10 @@
 //!
 //! The handler is generic ([`Handler`]), not boxed: the gateway's request path is served as a
 //! plain hyper service, with nothing added per request but the bookkeeping below.
+//!
+//! [`serve`] runs one accept loop on the caller's runtime (the services, the admin listeners);
+//! [`serve_on_workers`] hands each connection it accepts to the least busy of the
+//! [`crate::workers`] (the gateway's public listener), which serves it start to finish.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -137,12 +141,117 @@ pub async fn serve(
     drain_timeout: impl FnOnce() -> Duration,
     open: Gauge,
 ) -> std::io::Result<()> {
-    let (draining, drain_signal) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    accept_and_serve(
+        listener,
+        app,
+        tls,
+        shutdown,
+        limits,
+        drain_timeout,
+        open,
+        Place::Here,
+    )
+    .await
+}
+
+/// [`serve`], each connection served on one of the [`crate::workers`]: one accept loop (here,
+/// on the caller's runtime: a connection is accepted once, then kept alive) hands every
+/// connection it accepts to the worker serving the fewest, where it is served start to finish,
+/// its socket registered with that worker's poller. The limits and the drain are the listener's
+/// as a whole, exactly as [`serve`]'s.
+///
+/// Why not one accept loop per worker on the same socket: the first worker to wake takes the
+/// whole burst (a client pool opening its connections at once), and the others sit idle.
+pub async fn serve_on_workers(
+    listener: TcpListener,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    shutdown: Shutdown,
+    limits: impl Fn() -> Limits,
+    drain_timeout: impl FnOnce() -> Duration,
+    open: Gauge,
+) -> std::io::Result<()> {
+    let place = Place::Workers(Arc::new(Workers::new(crate::workers::handles()?)));
+    accept_and_serve(
+        listener,
+        app,
+        tls,
+        shutdown,
+        limits,
+        drain_timeout,
+        open,
+        place,
+    )
+    .await
+}
+
+/// Where accepted connections are served.
+enum Place {
+    /// On the accept loop's runtime.
+    Here,
+    /// On the least busy of the workers.
+    Workers(Arc<Workers>),
+}
+
+/// The workers' runtimes and how many connections each serves now.
+struct Workers {
+    handles: &'static [tokio::runtime::Handle],
+    serving: Box<[AtomicUsize]>,
+}
+
+impl Workers {
+    fn new(handles: &'static [tokio::runtime::Handle]) -> Self {
+        Self {
+            handles,
+            serving: handles.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// The worker serving the fewest connections, counted as serving one more until the
+    /// returned share is dropped (with the connection's task).
+    fn least_busy(self: &Arc<Self>) -> Share {
+        let index = (0..self.serving.len())
+            .min_by_key(|&index| self.serving[index].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.serving[index].fetch_add(1, Ordering::Relaxed);
+        Share {
+            workers: Arc::clone(self),
+            index,
+        }
+    }
+}
+
+/// One connection on a worker.
+struct Share {
+    workers: Arc<Workers>,
+    index: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.workers.serving[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One accept loop and the connections it accepted, served at `place`, until shutdown and
+/// their drain.
+#[allow(clippy::too_many_arguments)] // `serve`'s, and where
+async fn accept_and_serve(
+    listener: TcpListener,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    shutdown: Shutdown,
+    limits: impl Fn() -> Limits,
+    drain_timeout: impl FnOnce() -> Duration,
+    open: Gauge,
+    place: Place,
+) -> std::io::Result<()> {
     let clients = Arc::new(PerClient {
         by_address: Mutex::default(),
         open,
     });
+    let (draining, drain_signal) = watch::channel(false);
+    let mut connections = JoinSet::new();
     loop {
         let limits = limits();
         tokio::select! {
@@ -150,7 +259,7 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // Over its address's share: closed before a byte is read.
                     if let Some(slot) = clients.take(peer.ip(), limits.max_connections_per_ip) {
-                        spawn(&mut connections, stream, peer, slot, &app, tls.as_ref(), &drain_signal, &limits);
+                        spawn(&mut connections, &place, stream, peer, slot, &app, tls.as_ref(), &drain_signal, &limits);
                     }
                 }
                 Err(error) if is_connection_error(&error) => {}
@@ -177,6 +286,7 @@ pub async fn serve(
                 if let Some(slot) = clients.take(peer.ip(), last.max_connections_per_ip) {
                     spawn(
                         &mut connections,
+                        &place,
                         stream,
                         peer,
                         slot,
@@ -221,6 +331,7 @@ pub async fn serve(
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
 fn spawn(
     connections: &mut JoinSet<()>,
+    place: &Place,
     stream: TcpStream,
     peer: SocketAddr,
     slot: ClientSlot,
@@ -230,6 +341,57 @@ fn spawn(
     limits: &Limits,
 ) {
     let _ = stream.set_nodelay(true);
+    let (app, tls, drain_signal, limits) =
+        (app.clone(), tls.cloned(), drain_signal.clone(), *limits);
+    let workers = match place {
+        Place::Here => {
+            connections.spawn(serve_accepted(
+                stream,
+                peer,
+                slot,
+                app,
+                tls,
+                drain_signal,
+                limits,
+            ));
+            return;
+        }
+        Place::Workers(workers) => workers,
+    };
+    // Out of this runtime's poller and into the worker's, so that its readiness wakes the
+    // worker directly.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => return tracing::debug!(%peer, %error, "connection lost at accept"),
+    };
+    let share = workers.least_busy();
+    let worker = &workers.handles[share.index];
+    connections.spawn_on(
+        async move {
+            let _share = share;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    serve_accepted(stream, peer, slot, app, tls, drain_signal, limits).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "a serving worker could not take a connection");
+                }
+            }
+        },
+        worker,
+    );
+}
+
+/// Serves one accepted connection until it ends: its TLS handshake first, if any.
+async fn serve_accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ClientSlot,
+    app: impl Handler,
+    tls: Option<Acceptor>,
+    drain_signal: watch::Receiver<bool>,
+    limits: Limits,
+) {
     let activity = Arc::new(Activity::new());
     // The slot goes with the socket (a TLS stream wraps it, an upgrade takes it over), so the
     // address's count goes down when the socket closes, however it ends.
@@ -239,31 +401,28 @@ fn spawn(
         _slot: slot,
     };
     let connection = Connection {
-        app: app.clone(),
+        app,
         peer,
         activity,
-        drain_signal: drain_signal.clone(),
+        drain_signal,
         header_read_timeout: limits.header_read_timeout,
         send_timeout: limits.send_timeout,
     };
-    let tls = tls.cloned();
-    connections.spawn(async move {
-        let Some(tls) = tls else {
-            return connection.serve(io, None).await;
-        };
-        // The handshake shares the header deadline, counted from accept like the headers are:
-        // a client that opens the connection and never finishes its hello is closed then.
-        let handshake = tokio::time::timeout(connection.header_read_timeout, tls.accept(io));
-        match handshake.await {
-            Ok(Ok(stream)) => {
-                let session = TlsSession::of(stream.get_ref().1);
-                connection.serve(stream, Some(session)).await;
-            }
-            // Debug: any client can cause these at will, and the closed connection answers.
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closed"),
+    let Some(tls) = tls else {
+        return connection.serve(io, None).await;
+    };
+    // The handshake shares the header deadline, counted from accept like the headers are:
+    // a client that opens the connection and never finishes its hello is closed then.
+    let handshake = tokio::time::timeout(connection.header_read_timeout, tls.accept(io));
+    match handshake.await {
+        Ok(Ok(stream)) => {
+            let session = TlsSession::of(stream.get_ref().1);
+            connection.serve(stream, Some(session)).await;
         }
-    });
+        // Debug: any client can cause these at will, and the closed connection answers.
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closed"),
+    }
 }
 
 /// One accepted connection, ready to be served once its transport is (TLS or not).

@@ -391,7 +391,12 @@ mod tests {
 
     /// One answer on a kept-alive connection (enough bytes for `/healthz`'s).
     async fn one_answer(socket: &mut TcpStream) -> String {
-        socket.write_all(HEALTHZ).await.unwrap();
+        answer_to(socket, HEALTHZ).await
+    }
+
+    /// The answer to `request` on a kept-alive connection (a small one: one read).
+    async fn answer_to(socket: &mut TcpStream, request: &[u8]) -> String {
+        socket.write_all(request).await.unwrap();
         let mut buffer = vec![0; 4096];
         let read = tokio::time::timeout(DEADLINE, socket.read(&mut buffer))
             .await
@@ -527,5 +532,87 @@ mod tests {
         );
         assert!(!served.is_finished(), "the listener waits out the delay");
         served.abort();
+    }
+
+    /// The workers as a client meets them: connections are spread over the workers, one
+    /// address's cap holds across them, and shutdown drains a request in flight.
+    #[tokio::test]
+    async fn on_the_workers_connections_are_spread_within_one_address_cap_and_drained() {
+        use tokio::sync::Semaphore;
+
+        let (entered, gate) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+        let app = {
+            let (entered, gate) = (Arc::clone(&entered), Arc::clone(&gate));
+            Router::new()
+                .route(
+                    "/worker",
+                    get(|| async { format!("{:?}", crate::workers::current()) }),
+                )
+                .route(
+                    "/held",
+                    get(move || async move {
+                        entered.notify_one();
+                        let _permit = gate.acquire().await;
+                        "released"
+                    }),
+                )
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let limits = Limits {
+            max_connections_per_ip: 3,
+            ..Limits::default()
+        };
+        let served = tokio::spawn(listener::serve_on_workers(
+            listener,
+            app,
+            None,
+            shutdown.clone(),
+            move || limits,
+            || DEADLINE,
+            prometheus_client::metrics::gauge::Gauge::default(),
+        ));
+        const WORKER: &[u8] = b"GET /worker HTTP/1.1\r\nHost: test\r\n\r\n";
+
+        // Three connections at once (as a client pool opens them): each on the least busy
+        // worker, so they are spread over as many workers as there are, up to three.
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(TcpStream::connect(address).await.unwrap());
+        }
+        let mut workers = std::collections::BTreeSet::new();
+        for socket in &mut open {
+            let answer = answer_to(socket, WORKER).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let index = answer
+                .rsplit_once("Some(")
+                .map(|(_, index)| index.to_owned());
+            workers.insert(index.expect("served off the workers"));
+        }
+        assert_eq!(workers.len(), crate::workers::count().min(3), "{workers:?}");
+        // A fourth from the same address, whichever worker accepts it: closed unanswered.
+        let mut fourth = TcpStream::connect(address).await.unwrap();
+        let _ = fourth.write_all(WORKER).await;
+        assert_eq!(until_closed(&mut fourth).await, "");
+
+        // A request in flight at shutdown is answered whole; then every worker's loop ends.
+        let mut held = open.pop().unwrap();
+        held.write_all(b"GET /held HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(DEADLINE, entered.notified())
+            .await
+            .expect("the held request never reached its handler");
+        shutdown.trigger();
+        gate.add_permits(1);
+        let answer = until_closed(&mut held).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("released"), "{answer}");
+        tokio::time::timeout(DEADLINE, served)
+            .await
+            .expect("the workers never stopped")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -19,8 +19,14 @@
 //!   went away before the whole answer was read) or ended with `Connection: close` is closed.
 //! - **Sized to the load.** A request that finds no idle connection opens one; connections are
 //!   never shared, so the number open follows the number of requests in flight. At most
-//!   `max_idle` are kept once the load falls; the rest are closed as they come back, and idle
-//!   ones are closed after the idle timeout by a task the pool runs while it has connections.
+//!   `max_idle` are kept per serving worker once the load falls; the rest are closed as they
+//!   come back, and idle ones are closed after the idle timeout by a task the pool runs while it
+//!   has connections.
+//! - **Per worker.** Each of the gateway's serving threads ([`kit::workers`]) has its own idle
+//!   list, as each nginx worker has its own `keepalive` cache: a connection's task runs on the
+//!   worker that opened it, and a request taking it from that worker's list sends and is answered
+//!   without a wake crossing threads. Off the workers (a test's runtime, a background refresh on
+//!   the main runtime) requests use the first list; they are correct there, only not local.
 //!
 //! **HTTP/2** (`protocol: http2`) multiplexes: every request is a stream on the instance's one
 //! connection, opened by the first request (the others wait for it rather than each opening
@@ -54,7 +60,7 @@ use super::tls::{Alpn, TlsClient};
 use super::transport::{open_tcp, UpstreamStream};
 use crate::config::UpstreamProtocol;
 
-/// Idle keep-alive connections kept per instance. The gateway's concurrency towards one instance
+/// Idle keep-alive connections kept per instance and serving worker. The gateway's concurrency towards one instance
 /// is its clients' (nginx's `keepalive` is per worker); 256 covers the connection counts we
 /// benchmark and deploy with, and a burst beyond it only opens connections that are then closed.
 pub const MAX_IDLE_PER_INSTANCE: usize = 256;
@@ -140,8 +146,10 @@ pub struct ConnectionPool {
     /// The `Host` header a request without one gets (how hyper's client would write it).
     host: Option<HeaderValue>,
     settings: PoolSettings,
-    /// Idle connections, the most recently used last. A lock held for a push or a pop only.
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections, one list per serving worker ([`kit::workers`]; a connection's task runs
+    /// on the worker that opened it, so a request on that worker reaches it without waking
+    /// another thread), the most recently used last. A lock held for a push or a pop only.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Connections open now (idle or leased), for the tests and the idle reaper.
     open: Arc<AtomicUsize>,
     /// Set while a reaper task runs for this pool.
@@ -174,7 +182,9 @@ impl ConnectionPool {
             authority,
             host,
             settings,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..kit::workers::count().max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             open: Arc::new(AtomicUsize::new(0)),
             reaping: AtomicBool::new(false),
             h2,
@@ -192,7 +202,9 @@ impl ConnectionPool {
 
     /// Connections waiting in the pool now.
     pub fn idle_connections(&self) -> usize {
-        self.lock_idle().len()
+        (0..self.idle.len())
+            .map(|list| self.lock_idle(list).len())
+            .sum()
     }
 
     /// Sends `request` (an absolute URI on this instance, or only its path and query) and
@@ -221,8 +233,9 @@ impl ConnectionPool {
                 request.headers_mut().insert(header::HOST, host.clone());
             }
         }
+        let list = self.own_list();
         loop {
-            let (mut sender, reused) = match self.take_idle() {
+            let (mut sender, reused) = match self.take_idle(list) {
                 Some(sender) => (sender, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
@@ -235,6 +248,7 @@ impl ConnectionPool {
                         .is_some_and(|value| has_close(value.as_bytes()));
                     let lease = Lease {
                         sender,
+                        list,
                         pool: Arc::clone(self),
                     };
                     return Ok(response.map(|body| PooledBody::new(body, lease, !closing)));
@@ -249,9 +263,14 @@ impl ConnectionPool {
         }
     }
 
-    /// The most recently used idle connection that can take a request now.
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self.lock_idle();
+    /// The idle list of the calling thread's worker (the first list off the workers).
+    fn own_list(&self) -> usize {
+        kit::workers::current().unwrap_or(0) % self.idle.len()
+    }
+
+    /// The most recently used idle connection of `list` that can take a request now.
+    fn take_idle(&self, list: usize) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.lock_idle(list);
         while let Some(entry) = idle.pop() {
             if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
                 return Some(entry.sender);
@@ -473,13 +492,13 @@ impl ConnectionPool {
         Ok(sender)
     }
 
-    /// `sender`, its exchange complete, back in the idle list (or closed when the list is full).
-    fn give_back(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
+    /// `sender`, its exchange complete, back in idle `list` (or closed when the list is full).
+    fn give_back(self: &Arc<Self>, list: usize, mut sender: http1::SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
         if sender.is_ready() {
-            return self.keep(sender);
+            return self.keep(list, sender);
         }
         // The connection has not yet taken in the exchange's end (its task runs on another
         // worker, or it is still writing the request body the instance answered before reading):
@@ -489,14 +508,14 @@ impl ConnectionPool {
         tokio::spawn(async move {
             if let Ok(Ok(())) = tokio::time::timeout(idle_timeout, sender.ready()).await {
                 if let Some(pool) = pool.upgrade() {
-                    pool.keep(sender);
+                    pool.keep(list, sender);
                 }
             }
         });
     }
 
-    fn keep(&self, sender: http1::SendRequest<Body>) {
-        let mut idle = self.lock_idle();
+    fn keep(&self, list: usize, sender: http1::SendRequest<Body>) {
+        let mut idle = self.lock_idle(list);
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
                 sender,
@@ -505,9 +524,11 @@ impl ConnectionPool {
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock_idle(&self, list: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // The list is valid after any panic (a push or a pop either happened or not).
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle[list]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts the task that closes connections idle for longer than the idle timeout, unless
@@ -525,16 +546,18 @@ impl ConnectionPool {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { return };
-                let stale: Vec<Idle> = {
-                    let mut idle = pool.lock_idle();
-                    // Oldest first: the stale ones are a prefix.
-                    let fresh = idle
-                        .iter()
-                        .position(|entry| entry.since.elapsed() < pool.settings.idle_timeout)
-                        .unwrap_or(idle.len());
-                    idle.drain(..fresh).collect()
-                };
-                drop(stale);
+                for list in 0..pool.idle.len() {
+                    let stale: Vec<Idle> = {
+                        let mut idle = pool.lock_idle(list);
+                        // Oldest first: the stale ones are a prefix.
+                        let fresh = idle
+                            .iter()
+                            .position(|entry| entry.since.elapsed() < pool.settings.idle_timeout)
+                            .unwrap_or(idle.len());
+                        idle.drain(..fresh).collect()
+                    };
+                    drop(stale);
+                }
                 if pool.open_connections() == 0 {
                     pool.reaping.store(false, Ordering::Release);
                     // A connection opened since it was checked starts its own reaper.
@@ -577,6 +600,8 @@ fn has_close(value: &[u8]) -> bool {
 /// A connection leased to one exchange.
 struct Lease {
     sender: http1::SendRequest<Body>,
+    /// The idle list it was taken for, and goes back to.
+    list: usize,
     pool: Arc<ConnectionPool>,
 }
 
@@ -608,7 +633,7 @@ impl PooledBody {
 
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.pool.give_back(lease.sender);
+            lease.pool.give_back(lease.list, lease.sender);
         }
     }
 }
