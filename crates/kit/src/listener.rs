@@ -10,8 +10,11 @@
 //!
 //! While serving, silent connections cannot pile up: a connection must send a request's headers
 //! within `limits.header_read_timeout` of its accept, and of the end of its previous exchange
-//! when it is kept alive (a connection that stays silent is closed; one that trickles its
-//! headers is cut by hyper's own header timeout, which starts at the first byte). One client
+//! when it is kept alive (a connection that stays silent is closed, and so is one that trickles
+//! its headers: only a request whose headers are complete counts). hyper's own header timeout is
+//! not used: it would start the same deadline again per request, with a boxed timer armed and
+//! disarmed on the timer wheel each time (~1,200 instructions a request, docs/BENCHMARKS.md),
+//! and this deadline already covers it. One client
 //! address holds at most `limits.max_connections_per_ip` connections (IPv6 by /64; an upgraded
 //! connection, a WebSocket, counts until its socket closes): the excess
 //! is closed at accept, before a byte is read, so one address cannot crowd out the others; and at
@@ -478,10 +481,7 @@ impl<H: Handler> Connection<H> {
             })
         };
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
+        // HTTP/1 gets no timer: the header deadline is `silent_for`'s below (module docs).
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -426,6 +426,66 @@ mod tests {
         assert_eq!(until_closed(&mut silent).await, "", "closed without a word");
     }
 
+    /// Sends `head` and then one byte of a header value every 50 ms (a slowloris), until the
+    /// server closes the connection or 20 s have passed; whether it was closed.
+    async fn trickle_until_closed(socket: TcpStream, head: &[u8]) -> bool {
+        let (mut reader, mut writer) = socket.into_split();
+        let head = head.to_vec();
+        let trickling = tokio::spawn(async move {
+            if writer.write_all(&head).await.is_err() {
+                return;
+            }
+            for _ in 0..400 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if writer.write_all(b"a").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, reader.read_to_end(&mut rest))
+            .await
+            .is_ok();
+        trickling.abort();
+        closed
+    }
+
+    #[tokio::test]
+    async fn a_first_request_whose_headers_trickle_in_is_closed_at_the_header_read_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+
+        let socket = TcpStream::connect(app.address).await.unwrap();
+        let head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ";
+
+        assert!(
+            trickle_until_closed(socket, head).await,
+            "a byte every 50 ms kept the connection open past the header deadline"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_whose_next_headers_trickle_in_is_closed_after_its_answer() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let app = start(Router::new(), limits).await;
+
+        let mut socket = TcpStream::connect(app.address).await.unwrap();
+        let first = one_answer(&mut socket).await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        let head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ";
+
+        assert!(
+            trickle_until_closed(socket, head).await,
+            "the second request's trickle kept the connection open past the header deadline"
+        );
+    }
+
     #[tokio::test]
     async fn one_address_holds_at_most_its_share_and_the_gauge_counts_what_is_open() {
         let limits = Limits {
