@@ -98,7 +98,7 @@ pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderV
 }
 
 /// `bytes` as lowercase hex into `out` (twice as long).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
+pub(crate) fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
