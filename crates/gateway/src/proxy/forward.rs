@@ -398,9 +398,10 @@ async fn attempt(
     };
     match deadline {
         Deadline::At(deadline) => {
-            match tokio::time::timeout_at(*deadline, pool.send(request)).await {
-                Err(_elapsed) => Attempt::TimedOut,
-                Ok(result) => answered(result),
+            // The pool times the answer on its connection's own timer (reset, not re-armed).
+            match pool.send_by(request, *deadline).await {
+                Err(ExchangeError::TimedOut) => Attempt::TimedOut,
+                result => answered(result),
             }
         }
         Deadline::UpstreamTurn { progress, timeout } => {

@@ -22,6 +22,12 @@
 //!   `max_idle` are kept per serving worker once the load falls; the rest are closed as they
 //!   come back, and idle ones are closed after the idle timeout by a task the pool runs while it
 //!   has connections.
+//! - **One timer per connection.** The answer's deadline ([`ConnectionPool::send_by`]) is a
+//!   timer the connection keeps from one exchange to the next and resets: a deadline later than
+//!   the one it holds is an atomic store, not a removal from and insertion into tokio's timer
+//!   wheel as a new `timeout` per request is (docs/BENCHMARKS.md). Only connections opened on a
+//!   serving worker keep theirs: a timer belongs to the runtime it was made on, and the workers'
+//!   live as long as the process.
 //! - **Per worker.** Each of the gateway's serving threads ([`kit::workers`]) has its own idle
 //!   list, as each nginx worker has its own `keepalive` cache: a connection's task runs on the
 //!   worker that opened it, and a request taking it from that worker's list sends and is answered
@@ -53,7 +59,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
 use super::tls::{Alpn, TlsClient};
@@ -119,6 +125,9 @@ pub enum ExchangeError {
     /// The exchange on an open connection failed: hyper says how (its causes include the
     /// request body's own error when that was the reason).
     Http(hyper::Error),
+    /// The answer's head did not come by the deadline ([`ConnectionPool::send_by`]): the
+    /// exchange was abandoned, its connection closed. Part of the request may have been sent.
+    TimedOut,
 }
 
 impl std::fmt::Display for ExchangeError {
@@ -127,6 +136,7 @@ impl std::fmt::Display for ExchangeError {
             Self::Connect(error) => write!(f, "connecting: {error}"),
             Self::Tls(error) => write!(f, "TLS handshake: {error}"),
             Self::Http(error) => error.fmt(f),
+            Self::TimedOut => f.write_str("no answer by the deadline"),
         }
     }
 }
@@ -136,6 +146,7 @@ impl std::error::Error for ExchangeError {
         match self {
             Self::Connect(error) | Self::Tls(error) => Some(error),
             Self::Http(error) => Some(error),
+            Self::TimedOut => None,
         }
     }
 }
@@ -170,7 +181,11 @@ struct SharedConnection {
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
+    timer: Option<AnswerTimer>,
 }
+
+/// The timer a connection keeps for its answers' deadlines (see the module docs).
+type AnswerTimer = std::pin::Pin<Box<Sleep>>;
 
 impl ConnectionPool {
     pub fn new(authority: Authority, host: Option<HeaderValue>, settings: PoolSettings) -> Self {
@@ -211,13 +226,38 @@ impl ConnectionPool {
     /// returns the answer's head; its body, read to the end, gives the connection back.
     pub async fn send(
         self: &Arc<Self>,
+        request: Request<Body>,
+    ) -> Result<Response<PooledBody>, ExchangeError> {
+        self.exchange(request, None).await
+    }
+
+    /// [`Self::send`], with the answer's head due by `deadline` (a new connection's opening
+    /// included): past it, [`ExchangeError::TimedOut`], the exchange abandoned with its
+    /// connection.
+    pub async fn send_by(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        deadline: Instant,
+    ) -> Result<Response<PooledBody>, ExchangeError> {
+        self.exchange(request, Some(deadline)).await
+    }
+
+    async fn exchange(
+        self: &Arc<Self>,
         mut request: Request<Body>,
+        deadline: Option<Instant>,
     ) -> Result<Response<PooledBody>, ExchangeError> {
         // The HTTP/2 exchange and the connection's opening (TCP, TLS, the handshake) are
         // boxed: their futures are large and this one is inlined into every request's, which
         // hyper moves as a whole (BENCHMARKS.md, "Session end: the request future").
         if let Some(shared) = &self.h2 {
-            return Box::pin(self.send_h2(shared, request)).await;
+            let sending = Box::pin(self.send_h2(shared, request));
+            return match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, sending)
+                    .await
+                    .unwrap_or(Err(ExchangeError::TimedOut)),
+                None => sending.await,
+            };
         }
         // HTTP/1.1 to an origin server: the target in origin form, the authority in `Host`.
         if request.uri().authority().is_some() {
@@ -235,11 +275,15 @@ impl ConnectionPool {
         }
         let list = self.own_list();
         loop {
-            let (mut sender, reused) = match self.take_idle(list) {
-                Some(sender) => (sender, true),
-                None => (Box::pin(self.connect()).await?, false),
+            let (mut sender, mut timer, reused) = match self.take_idle(list) {
+                Some(idle) => (idle.sender, idle.timer, true),
+                None => {
+                    let mut timer = None;
+                    let opening = Box::pin(self.connect());
+                    (within(opening, deadline, &mut timer).await??, timer, false)
+                }
             };
-            match sender.try_send_request(request).await {
+            match within(sender.try_send_request(request), deadline, &mut timer).await? {
                 Ok(response) => {
                     // The instance says it closes the connection after this answer.
                     let closing = response
@@ -248,6 +292,8 @@ impl ConnectionPool {
                         .is_some_and(|value| has_close(value.as_bytes()));
                     let lease = Lease {
                         sender,
+                        // A timer made off the workers is not kept (the module docs say why).
+                        timer: timer.filter(|_| kit::workers::current().is_some()),
                         list,
                         pool: Arc::clone(self),
                     };
@@ -269,11 +315,11 @@ impl ConnectionPool {
     }
 
     /// The most recently used idle connection of `list` that can take a request now.
-    fn take_idle(&self, list: usize) -> Option<http1::SendRequest<Body>> {
+    fn take_idle(&self, list: usize) -> Option<Idle> {
         let mut idle = self.lock_idle(list);
         while let Some(entry) = idle.pop() {
             if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
-                return Some(entry.sender);
+                return Some(entry);
             }
             // Closed by the instance, or idle too long: dropping the sender closes it.
         }
@@ -493,12 +539,17 @@ impl ConnectionPool {
     }
 
     /// `sender`, its exchange complete, back in idle `list` (or closed when the list is full).
-    fn give_back(self: &Arc<Self>, list: usize, mut sender: http1::SendRequest<Body>) {
+    fn give_back(
+        self: &Arc<Self>,
+        list: usize,
+        mut sender: http1::SendRequest<Body>,
+        timer: Option<AnswerTimer>,
+    ) {
         if sender.is_closed() {
             return;
         }
         if sender.is_ready() {
-            return self.keep(list, sender);
+            return self.keep(list, sender, timer);
         }
         // The connection has not yet taken in the exchange's end (its task runs on another
         // worker, or it is still writing the request body the instance answered before reading):
@@ -508,18 +559,19 @@ impl ConnectionPool {
         tokio::spawn(async move {
             if let Ok(Ok(())) = tokio::time::timeout(idle_timeout, sender.ready()).await {
                 if let Some(pool) = pool.upgrade() {
-                    pool.keep(list, sender);
+                    pool.keep(list, sender, timer);
                 }
             }
         });
     }
 
-    fn keep(&self, list: usize, sender: http1::SendRequest<Body>) {
+    fn keep(&self, list: usize, sender: http1::SendRequest<Body>, timer: Option<AnswerTimer>) {
         let mut idle = self.lock_idle(list);
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
+                timer,
             });
         }
     }
@@ -590,6 +642,30 @@ impl SharedConnection {
     }
 }
 
+/// `future`, unless `deadline` passes first. The deadline is `timer`'s (made on first need, reset
+/// after): the answer wins a tie, so one that is ready is never thrown away.
+async fn within<F: std::future::Future>(
+    future: F,
+    deadline: Option<Instant>,
+    timer: &mut Option<AnswerTimer>,
+) -> Result<F::Output, ExchangeError> {
+    let Some(deadline) = deadline else {
+        return Ok(future.await);
+    };
+    let timer = match timer {
+        Some(timer) => {
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    tokio::select! {
+        biased;
+        output = future => Ok(output),
+        () = timer.as_mut() => Err(ExchangeError::TimedOut),
+    }
+}
+
 /// Whether a `Connection` value names `close` (case-insensitively, among other options).
 fn has_close(value: &[u8]) -> bool {
     value
@@ -600,6 +676,7 @@ fn has_close(value: &[u8]) -> bool {
 /// A connection leased to one exchange.
 struct Lease {
     sender: http1::SendRequest<Body>,
+    timer: Option<AnswerTimer>,
     /// The idle list it was taken for, and goes back to.
     list: usize,
     pool: Arc<ConnectionPool>,
@@ -633,7 +710,7 @@ impl PooledBody {
 
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.pool.give_back(lease.list, lease.sender);
+            lease.pool.give_back(lease.list, lease.sender, lease.timer);
         }
     }
 }
@@ -678,8 +755,9 @@ mod tests {
 
     use super::*;
 
-    /// An instance on a free port that answers every request with its path, and counts the
-    /// connections it accepted; `close_each` makes it close the connection after each answer.
+    /// An instance on a free port that answers every request with its path (but `/hang`, which
+    /// it never answers), and counts the connections it accepted; `close_each` makes it close
+    /// the connection after each answer.
     async fn instance(close_each: bool) -> (Authority, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
@@ -690,6 +768,9 @@ mod tests {
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let answer = service_fn(move |request: Request<Incoming>| async move {
+                        if request.uri().path() == "/hang" {
+                            std::future::pending::<()>().await;
+                        }
                         let mut response =
                             Response::new(Body::from(request.uri().path().to_owned()));
                         if close_each {
@@ -760,6 +841,84 @@ mod tests {
 
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.open_connections(), 1);
+    }
+
+    /// Runs `test` on a serving worker, where connections keep their answer timers.
+    async fn on_a_worker<F>(test: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let workers = kit::workers::handles().unwrap();
+        workers[0].spawn(test).await.unwrap();
+    }
+
+    fn by(after: Duration) -> Instant {
+        Instant::now() + after
+    }
+
+    #[tokio::test]
+    async fn answers_due_by_a_deadline_reuse_one_connection_which_keeps_its_timer_on_a_worker() {
+        on_a_worker(async {
+            let (authority, accepted) = instance(false).await;
+            let pool = pool(authority, 8);
+            for n in 0..20 {
+                let path = format!("/n/{n}");
+                let answer = pool.send_by(get(&path), by(Duration::from_secs(20))).await;
+                assert_eq!(text(answer.unwrap()).await, path);
+                eventually("the connection is back", || pool.idle_connections() == 1).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
+            let list = pool.own_list();
+            assert!(
+                pool.lock_idle(list)[0].timer.is_some(),
+                "the idle connection keeps its timer"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn off_the_workers_a_connection_keeps_no_timer() {
+        let (authority, _) = instance(false).await;
+        let pool = pool(authority, 8);
+        let answer = pool.send_by(get("/one"), by(Duration::from_secs(20))).await;
+        assert_eq!(text(answer.unwrap()).await, "/one");
+        eventually("the connection is back", || pool.idle_connections() == 1).await;
+        assert!(pool.lock_idle(0)[0].timer.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_not_there_by_its_deadline_times_out_and_closes_only_its_connection() {
+        on_a_worker(async {
+            let (authority, accepted) = instance(false).await;
+            let pool = pool(authority, 8);
+            let first = pool
+                .send_by(get("/first"), by(Duration::from_secs(20)))
+                .await;
+            assert_eq!(text(first.unwrap()).await, "/first");
+            eventually("the connection is back", || pool.idle_connections() == 1).await;
+
+            // On the reused connection (and its reset timer): an answer that never comes.
+            let hung = pool
+                .send_by(get("/hang"), by(Duration::from_millis(200)))
+                .await;
+            assert!(
+                matches!(hung, Err(ExchangeError::TimedOut)),
+                "{:?}",
+                hung.err()
+            );
+            eventually("the abandoned connection is closed", || {
+                pool.open_connections() == 0
+            })
+            .await;
+
+            let after = pool
+                .send_by(get("/after"), by(Duration::from_secs(20)))
+                .await;
+            assert_eq!(text(after.unwrap()).await, "/after");
+            assert!(accepted.load(Ordering::SeqCst) >= 2, "a new connection");
+        })
+        .await;
     }
 
     #[tokio::test]

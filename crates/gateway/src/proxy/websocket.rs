@@ -78,7 +78,7 @@ pub async fn open(
         error
     };
     let mut response = match tokio::time::timeout(timeout, exchange).await {
-        Err(_elapsed) => {
+        Err(_) | Ok(Err(ExchangeError::TimedOut)) => {
             pick.report(Outcome::Failure("timeout"));
             return Err(failed(
                 "timeout",
