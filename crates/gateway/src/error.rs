@@ -260,13 +260,10 @@ impl GatewayError {
                     .with_detail("The request could not be recorded by every gateway replica; try again.")
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
-            // RFC 9110 §15.5.9: the rest of the body may still come; the connection cannot be reused.
-            Self::BodyStalled { idle } => Problem::new(status)
-                .with_detail(format!(
-                    "The request body stopped arriving: nothing came for {} ms.",
-                    idle.as_millis()
-                ))
-                .with_header(header::CONNECTION, HeaderValue::from_static("close")),
+            Self::BodyStalled { idle } => Problem::new(status).with_detail(format!(
+                "The request body stopped arriving: nothing came for {} ms.",
+                idle.as_millis()
+            )),
             Self::Unavailable { retry_after, .. } => Problem::new(status)
                 .with_detail(self.to_string())
                 .with_header(header::RETRY_AFTER, retry_after_header(retry_after)),
@@ -312,8 +309,28 @@ fn retry_after_header(wait: std::time::Duration) -> HeaderValue {
     HeaderValue::from(seconds.max(1))
 }
 
+impl GatewayError {
+    /// Whether the answer leaves the rest of the request body unread (too large, or stalled:
+    /// RFC 9110 §15.5.9 and §15.5.14). The connection then cannot carry another request (RFC
+    /// 9112 §9.6), and the answer says `Connection: close`: a client that reused it would
+    /// have its next request cut off by the close.
+    pub fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::BodyStalled { .. } | Self::PayloadTooLarge { .. }
+        )
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        self.into_problem().into_response()
+        let closes = self.leaves_body_unread();
+        let mut response = self.into_problem().into_response();
+        if closes {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }

@@ -138,6 +138,17 @@ async fn a_streamed_body_that_grows_over_the_limit_is_413_too() {
     assert_problem(response, 413).await;
 }
 
+/// Reads `socket` to its end: the gateway closes it (within a deadline far above what it takes).
+async fn assert_closed_after_the_answer(socket: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open after the answer"
+    );
+}
+
 #[tokio::test]
 async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     let app = app_with_small_limit().await;
@@ -149,6 +160,9 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     let answer = read_answer(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(answer.status, 413, "{}", answer.head);
     assert!(answer.is_problem(), "{}", answer.head);
+    // The body is not read: the connection ends with the answer, and the answer says so.
+    assert!(answer.head.contains("connection: close"), "{}", answer.head);
+    assert_closed_after_the_answer(&mut socket).await;
 
     let mut socket = send_raw(
         &app,
@@ -158,6 +172,8 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     let answer = read_answer(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(answer.status, 413, "{}", answer.head);
     assert_eq!(answer.json()["error"], "invalid_request");
+    assert!(answer.head.contains("connection: close"), "{}", answer.head);
+    assert_closed_after_the_answer(&mut socket).await;
 }
 
 #[tokio::test]

@@ -94,8 +94,7 @@ pub fn refused_body(error: &GatewayError) -> Response {
     let body =
         serde_json::json!({ "error": "invalid_request", "error_description": error.to_string() });
     let mut response = (error.status(), no_store(), axum::Json(body)).into_response();
-    if error.status() == StatusCode::REQUEST_TIMEOUT {
-        // The rest of the body may still come: this connection cannot carry another request.
+    if error.leaves_body_unread() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
