@@ -218,6 +218,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    if matches!(command, Command::Up { .. } | Command::Gateway { .. }) {
+        // The serving threads are started before anything listens: a bad `GATEHOUSE_WORKERS`
+        // stops the start with its reason, not a gateway that said "listening" and then died.
+        kit::workers::handles()?;
+    }
     match command {
         Command::Up {
             host,

@@ -214,3 +214,40 @@ fn each_kind_of_mistake_is_refused_with_an_error_naming_it() {
         );
     }
 }
+
+#[test]
+fn a_bad_number_of_serving_threads_stops_the_start_before_anything_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, VALID.replace("8001", "0")).unwrap();
+    for value in ["0", "many", "100000"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .env("GATEHOUSE_WORKERS", value)
+            .current_dir(dir.path())
+            .arg("gateway")
+            .arg("--config")
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A gateway that started anyway would serve until killed: wait for an exit, not forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("GATEHOUSE_WORKERS={value:?}: the gateway started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{value:?}: {text}");
+        assert!(
+            text.contains("GATEHOUSE_WORKERS") && text.contains("from 1 to 1024"),
+            "{value:?}: the reason is named: {text}"
+        );
+        assert!(!text.contains("listening"), "{value:?}: {text}");
+    }
+}
