@@ -19,7 +19,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// compiler then knows the names and compares a header's against them as constants. As a
 /// `static` (interior mutability inside `HeaderName` keeps it out of read-only memory) every
 /// comparison loads and matches each name: ~420 instructions a request more than the drops it
-/// saves (callgrind, docs/BENCHMARKS.md, "Four small cuts, measured one by one").
+/// saves (callgrind, docs/BENCHMARKS.md, "Small cuts, measured one by one").
 pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

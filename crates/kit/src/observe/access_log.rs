@@ -328,7 +328,7 @@ impl LineWriter {
     }
 
     /// A JSON string, escaped by serde_json, or `null`. (A check for nothing to escape before
-    /// copying cost more than serde_json's own table-driven pass: docs/BENCHMARKS.md, "Four small
+    /// copying cost more than serde_json's own table-driven pass: docs/BENCHMARKS.md, "Small
     /// cuts, measured one by one".)
     fn string(&mut self, value: Option<&str>) -> std::io::Result<()> {
         match value {
