@@ -450,38 +450,40 @@ mod tests {
         closed
     }
 
-    #[tokio::test]
-    async fn a_first_request_whose_headers_trickle_in_is_closed_at_the_header_read_timeout() {
+    /// A request's head up to a header value that then trickles in.
+    const TRICKLED_HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ";
+
+    /// A service whose header deadline is 300 ms.
+    async fn start_with_a_short_header_deadline() -> Running {
         let limits = Limits {
             header_read_timeout: Duration::from_millis(300),
             ..Limits::default()
         };
-        let app = start(Router::new(), limits).await;
+        start(Router::new(), limits).await
+    }
+
+    #[tokio::test]
+    async fn a_first_request_whose_headers_trickle_in_is_closed_at_the_header_read_timeout() {
+        let app = start_with_a_short_header_deadline().await;
 
         let socket = TcpStream::connect(app.address).await.unwrap();
-        let head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ";
 
         assert!(
-            trickle_until_closed(socket, head).await,
+            trickle_until_closed(socket, TRICKLED_HEAD).await,
             "a byte every 50 ms kept the connection open past the header deadline"
         );
     }
 
     #[tokio::test]
     async fn a_kept_alive_connection_whose_next_headers_trickle_in_is_closed_after_its_answer() {
-        let limits = Limits {
-            header_read_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        };
-        let app = start(Router::new(), limits).await;
+        let app = start_with_a_short_header_deadline().await;
 
         let mut socket = TcpStream::connect(app.address).await.unwrap();
         let first = one_answer(&mut socket).await;
         assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-        let head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ";
 
         assert!(
-            trickle_until_closed(socket, head).await,
+            trickle_until_closed(socket, TRICKLED_HEAD).await,
             "the second request's trickle kept the connection open past the header deadline"
         );
     }
