@@ -522,6 +522,10 @@ impl<H: Handler> Connection<H> {
         tokio::select! {
             result = connection.as_mut() => finished(result),
             () = stuck.as_mut() => not_reading(send_timeout),
+            // While draining too: a first request whose headers still trickle in when the drain
+            // begins is not closed by the graceful shutdown (hyper finishes reading a head it
+            // has started), so the header deadline ends it rather than the drain's.
+            () = activity.silent_for(header_read_timeout) => {}
         }
     }
 }

@@ -489,6 +489,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_first_request_still_trickling_when_the_drain_begins_ends_at_its_header_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        // A drain that would outlast the test: only the header deadline can end this one.
+        let service = Service::new("test", Router::new(), verifier())
+            .with_limits(limits)
+            .with_drain_timeout(Duration::from_secs(3600));
+        let served = tokio::spawn(service.serve(listener, shutdown.clone()));
+
+        let socket = TcpStream::connect(address).await.unwrap();
+        let trickling = tokio::spawn(trickle_until_closed(socket, TRICKLED_HEAD));
+        shutdown.trigger();
+
+        tokio::time::timeout(DEADLINE, served)
+            .await
+            .expect("the drain waited for the trickling client")
+            .unwrap()
+            .unwrap();
+        assert!(
+            trickling.await.unwrap(),
+            "the trickling connection was closed"
+        );
+    }
+
+    #[tokio::test]
     async fn one_address_holds_at_most_its_share_and_the_gauge_counts_what_is_open() {
         let limits = Limits {
             max_connections_per_ip: 1,
