@@ -566,6 +566,7 @@ impl ConnectionPool {
     }
 
     fn keep(&self, list: usize, sender: http1::SendRequest<Body>, timer: Option<AnswerTimer>) {
+        let timer = timer.map(forget_waker);
         let mut idle = self.lock_idle(list);
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
@@ -664,6 +665,15 @@ async fn within<F: std::future::Future>(
         output = future => Ok(output),
         () = timer.as_mut() => Err(ExchangeError::TimedOut),
     }
+}
+
+/// `timer` holding no task's waker: an idle connection's timer stays on the wheel until its last
+/// deadline, and the waker of the exchange that set it would keep that (finished) task's memory
+/// alive until then. Polled once with a waker that does nothing; whether it has fired is moot.
+fn forget_waker(mut timer: AnswerTimer) -> AnswerTimer {
+    let mut nothing = Context::from_waker(std::task::Waker::noop());
+    let _ = std::future::Future::poll(timer.as_mut(), &mut nothing);
+    timer
 }
 
 /// Whether a `Connection` value names `close` (case-insensitively, among other options).
