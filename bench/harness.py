@@ -453,7 +453,7 @@ class Scenario:
     expected_bytes: int
     proxy: Service | None
     headers: dict[str, str] = field(default_factory=dict)
-    kind: str = "gateway"  # direct | gateway | baseline | nginx
+    kind: str = "gateway"  # direct | gateway | baseline | nginx | floor
     # A cache scenario: the answer header whose value must say "hit" once the probe stored it.
     cache_header: str | None = None
     # How many calls (wrk requests, made in a row on a connection) a client needs for one
@@ -585,7 +585,8 @@ def run(args: argparse.Namespace) -> int:
     # Absolute: every process runs in the temporary folder.
     gatehouse = Path(args.gatehouse).resolve() if args.gatehouse else target / "gatehouse"
     baseline = Path(args.baseline).resolve() if args.baseline else None
-    for binary in [gatehouse, target / "bench-upstream", target / "bench-token", baseline]:
+    for binary in [gatehouse, target / "bench-upstream", target / "bench-token",
+                   target / "bench-floor", baseline]:
         if binary and not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is not built (run without --no-build)")
 
@@ -638,6 +639,12 @@ def run(args: argparse.Namespace) -> int:
                                 "-e", str(workdir / "nginx" / "error.log")],
                       workdir, nginx_addr, with_children=True)
         services.append(nginx)
+        # The stack's floor (crates/bench-tools/src/bin/bench-floor.rs): tokio and hyper
+        # forwarding as they came, nothing of the gateway's; what no change inside it can beat.
+        floor_addr = f"127.0.0.1:{free_port()}"
+        floor = start("floor", [str(target / "bench-floor"), "--listen", floor_addr,
+                                "--upstream", upstream_addr], workdir, floor_addr)
+        services.append(floor)
         base_small = base_large = None
         if baseline:
             base_small, base_small_config = gateway("baseline", baseline, 0)
@@ -668,6 +675,7 @@ def run(args: argparse.Namespace) -> int:
             # same certificate and TLS 1.3 suite as nginx's.
             Scenario("14", "(14) gatehouse, public, HTTPS", f"https://{gw_tls.address}/public/small", SMALL_BYTES, gw_tls),
             Scenario("15", "(15) nginx, HTTPS", f"https://{nginx_tls_addr}/small", SMALL_BYTES, nginx, kind="nginx"),
+            Scenario("16", "(16) bare tokio + hyper proxy", f"http://{floor_addr}/small", SMALL_BYTES, floor, kind="floor"),
         ]
         if baseline:
             # An older baseline creates its store under the umask (0644); the current bench-token
@@ -841,6 +849,11 @@ def summarize(meta: dict, params: Params, scenarios: list[Scenario], runs: list[
         "auth_added_p50_ms": per_round(
             lambda a, b: (a["latency_us"]["p50"] - b["latency_us"]["p50"]) / 1000, "3", "1"),
         "public_cpu_vs_nginx": per_round(cpu_ratio, "2", "4"),
+        # The stack's floor: a bare tokio + hyper proxy against nginx, and gatehouse against it.
+        "floor_vs_nginx_throughput": per_round(lambda a, b: a["rps"] / b["rps"], "16", "4"),
+        "floor_cpu_vs_nginx": per_round(cpu_ratio, "16", "4"),
+        "public_vs_floor_throughput": per_round(lambda a, b: a["rps"] / b["rps"], "2", "16"),
+        "public_cpu_vs_floor": per_round(cpu_ratio, "2", "16"),
         "public_cpu_vs_baseline": per_round(cpu_ratio, "2", "2b"),
         "auth_cpu_vs_baseline": per_round(cpu_ratio, "3", "3b"),
         "auth_cpu_vs_nginx": per_round(cpu_ratio, "3", "4"),
@@ -883,6 +896,10 @@ RATIO_TEXT = {
     "auth_added_p50_ms": ("(3)−(1) p50 at {connections} connections: median latency gatehouse adds over direct, authenticated", " ms"),
     "public_cpu_vs_nginx": ("(2)/(4) proxy CPU s per 10k requests: public gatehouse vs nginx", "×"),
     "auth_cpu_vs_nginx": ("(3)/(4) proxy CPU s per 10k requests: authenticated gatehouse vs nginx", "×"),
+    "floor_vs_nginx_throughput": ("(16)/(4) throughput: a bare tokio + hyper proxy (the stack's floor) vs nginx", "×"),
+    "floor_cpu_vs_nginx": ("(16)/(4) proxy CPU s per 10k requests: the stack's floor vs nginx", "×"),
+    "public_vs_floor_throughput": ("(2)/(16) throughput: public gatehouse vs the stack's floor", "×"),
+    "public_cpu_vs_floor": ("(2)/(16) proxy CPU s per 10k requests: public gatehouse vs the stack's floor", "×"),
     "public_cpu_vs_baseline": ("(2)/(2b) proxy CPU s per 10k requests: public, this build vs baseline", "×"),
     "auth_cpu_vs_baseline": ("(3)/(3b) proxy CPU s per 10k requests: authenticated, this build vs baseline", "×"),
     "rate_limited_vs_public_throughput": ("(9)/(2) throughput: a rate-limited route (a policy no load reaches) vs the same without", "×"),
@@ -988,7 +1005,7 @@ def chart(path: Path, doc: dict) -> None:
     summary = list(doc["summary"].values())
     labels = [s["label"] for s in summary]
     colours = {"direct": "#9e9e9e", "gateway": "#1f77b4", "baseline": "#aec7e8",
-               "nginx": "#2ca02c"}
+               "nginx": "#2ca02c", "floor": "#ff7f0e"}
     colour = [colours[s["kind"]] for s in summary]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(summary) + 2.2))
     y = range(len(summary))
