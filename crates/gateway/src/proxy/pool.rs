@@ -159,7 +159,9 @@ pub struct ConnectionPool {
     settings: PoolSettings,
     /// Idle connections, one list per serving worker ([`kit::workers`]; a connection's task runs
     /// on the worker that opened it, so a request on that worker reaches it without waking
-    /// another thread), the most recently used last. A lock held for a push or a pop only.
+    /// another thread) and a last one for those opened off the workers (health checks, the
+    /// gateway's background calls), the most recently used last. A lock held for a push or a
+    /// pop only.
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// Connections open now (idle or leased), for the tests and the idle reaper.
     open: Arc<AtomicUsize>,
@@ -197,7 +199,7 @@ impl ConnectionPool {
             authority,
             host,
             settings,
-            idle: (0..kit::workers::count().max(1))
+            idle: (0..kit::workers::count().max(1) + 1)
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             open: Arc::new(AtomicUsize::new(0)),
@@ -309,9 +311,13 @@ impl ConnectionPool {
         }
     }
 
-    /// The idle list of the calling thread's worker (the first list off the workers).
+    /// The idle list of the calling thread's worker, or the last one off the workers. Never
+    /// a worker's list off the workers: a connection opened there (its task on the shared
+    /// runtime) would have every request of that worker's on it wake the shared runtime's
+    /// threads and be woken back, two cross-thread wake-ups an exchange (docs/BENCHMARKS.md).
     fn own_list(&self) -> usize {
-        kit::workers::current().unwrap_or(0) % self.idle.len()
+        let off_the_workers = self.idle.len() - 1;
+        kit::workers::current().map_or(off_the_workers, |worker| worker % off_the_workers.max(1))
     }
 
     /// The most recently used idle connection of `list` that can take a request now.
@@ -867,6 +873,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_opened_off_the_workers_is_never_lent_to_a_worker() {
+        let (authority, accepted) = instance(false).await;
+        let pool = pool(authority, 8);
+        // Off the workers (this test's runtime): a background call's connection.
+        assert_eq!(
+            text(pool.send(get("/background")).await.unwrap()).await,
+            "/background"
+        );
+        eventually("the connection is back", || pool.idle_connections() == 1).await;
+        let on_worker = Arc::clone(&pool);
+        on_a_worker(async move {
+            for n in 0..3 {
+                let path = format!("/n/{n}");
+                assert_eq!(text(on_worker.send(get(&path)).await.unwrap()).await, path);
+                eventually("it is back", || on_worker.idle_connections() == 2).await;
+            }
+        })
+        .await;
+        // The worker opened its own (once, then reused it); the background one waits for the
+        // next background call.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        eventually("both are idle", || pool.idle_connections() == 2).await;
+        assert_eq!(
+            text(pool.send(get("/again")).await.unwrap()).await,
+            "/again"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn answers_due_by_a_deadline_reuse_one_connection_which_keeps_its_timer_on_a_worker() {
         on_a_worker(async {
             let (authority, accepted) = instance(false).await;
@@ -894,7 +930,7 @@ mod tests {
         let answer = pool.send_by(get("/one"), by(Duration::from_secs(20))).await;
         assert_eq!(text(answer.unwrap()).await, "/one");
         eventually("the connection is back", || pool.idle_connections() == 1).await;
-        assert!(pool.lock_idle(0)[0].timer.is_none());
+        assert!(pool.lock_idle(pool.own_list())[0].timer.is_none());
     }
 
     #[tokio::test]
