@@ -13,12 +13,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode};
+use kit::observe::sharded::Histogram;
 use kit::observe::{AccessLog, AccessRecord, Metrics, Observed, Reason, RouteLabel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -138,7 +138,7 @@ const UPSTREAM_BUCKETS: [f64; 14] = [
 ];
 
 fn upstream_histogram() -> Histogram {
-    Histogram::new(UPSTREAM_BUCKETS)
+    Histogram::new(&UPSTREAM_BUCKETS)
 }
 
 impl GatewayMetrics {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Method};
+use kit::observe::sharded::Histogram;
 use kit::observe::RouteSeries;
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::RouteSettings;
 use crate::status::window::RouteWindow;

@@ -36,8 +36,9 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
+
+use super::sharded::{Counter as RequestCounter, Histogram};
 
 /// The `Content-Type` of [`Metrics::render`]'s output (the OpenMetrics text format, which
 /// Prometheus reads).
@@ -88,7 +89,7 @@ struct Names {
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     /// `gatehouse_requests_total`: answers, by who answered, route, method, status class and reason.
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, RequestCounter>,
     /// `gatehouse_request_duration_seconds`: from the request's arrival to its body's last byte.
     pub duration: Family<RouteLabels, Histogram>,
 }
@@ -135,7 +136,7 @@ const COMMON_SERIES: usize = 9 * 5;
 /// one server), and to one route label.
 #[derive(Debug)]
 pub struct RouteSeries {
-    requests: [OnceLock<Counter>; COMMON_SERIES],
+    requests: [OnceLock<RequestCounter>; COMMON_SERIES],
     duration: OnceLock<Histogram>,
 }
 
@@ -359,7 +360,7 @@ impl EncodeLabelValue for StatusClass {
 }
 
 fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+    Histogram::new(&DURATION_BUCKETS)
 }
 
 impl Metrics {

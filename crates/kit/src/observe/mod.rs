@@ -11,6 +11,8 @@
 //!   when it has gone out.
 //! - [`layer()`]: the tower layer a kit service records every request with.
 //! - [`admin_router`]: `GET /metrics`, for a listener that is not the public one.
+//! - [`sharded`]: the counter and histogram every request records into, one shard per serving
+//!   worker, so the workers never write the same cache line.
 //!
 //! A server records an answer when its body ends (or the client goes away): `Metrics::http()`
 //! counts it and observes its duration, and `AccessLog::record` queues its line.
@@ -21,6 +23,7 @@ pub mod body;
 mod layer;
 pub mod metrics;
 pub mod reason;
+pub mod sharded;
 
 pub use access_log::{AccessLog, AccessLogTarget, AccessRecord};
 pub use admin::admin_router;
