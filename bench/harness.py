@@ -585,8 +585,11 @@ def run(args: argparse.Namespace) -> int:
     # Absolute: every process runs in the temporary folder.
     gatehouse = Path(args.gatehouse).resolve() if args.gatehouse else target / "gatehouse"
     baseline = Path(args.baseline).resolve() if args.baseline else None
-    for binary in [gatehouse, target / "bench-upstream", target / "bench-token",
-                   target / "bench-floor", baseline]:
+    wanted = set(args.scenarios.split(",")) if args.scenarios else None
+    # The stack's floor (scenario 16) only when it runs: a target built before it has none.
+    floor_binary = target / "bench-floor" if wanted is None or "16" in wanted else None
+    for binary in [gatehouse, target / "bench-upstream", target / "bench-token", floor_binary,
+                   baseline]:
         if binary and not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is not built (run without --no-build)")
 
@@ -642,9 +645,11 @@ def run(args: argparse.Namespace) -> int:
         # The stack's floor (crates/bench-tools/src/bin/bench-floor.rs): tokio and hyper
         # forwarding as they came, nothing of the gateway's; what no change inside it can beat.
         floor_addr = f"127.0.0.1:{free_port()}"
-        floor = start("floor", [str(target / "bench-floor"), "--listen", floor_addr,
-                                "--upstream", upstream_addr], workdir, floor_addr)
-        services.append(floor)
+        floor = None
+        if floor_binary:
+            floor = start("floor", [str(floor_binary), "--listen", floor_addr,
+                                    "--upstream", upstream_addr], workdir, floor_addr)
+            services.append(floor)
         base_small = base_large = None
         if baseline:
             base_small, base_small_config = gateway("baseline", baseline, 0)
@@ -675,8 +680,9 @@ def run(args: argparse.Namespace) -> int:
             # same certificate and TLS 1.3 suite as nginx's.
             Scenario("14", "(14) gatehouse, public, HTTPS", f"https://{gw_tls.address}/public/small", SMALL_BYTES, gw_tls),
             Scenario("15", "(15) nginx, HTTPS", f"https://{nginx_tls_addr}/small", SMALL_BYTES, nginx, kind="nginx"),
-            Scenario("16", "(16) bare tokio + hyper proxy", f"http://{floor_addr}/small", SMALL_BYTES, floor, kind="floor"),
         ]
+        if floor:
+            scenarios.append(Scenario("16", "(16) bare tokio + hyper proxy", f"http://{floor_addr}/small", SMALL_BYTES, floor, kind="floor"))
         if baseline:
             # An older baseline creates its store under the umask (0644); the current bench-token
             # refuses a store others can read, as the gateway does.
@@ -689,8 +695,7 @@ def run(args: argparse.Namespace) -> int:
                 Scenario("3b", "(3b) baseline, authenticated", f"http://{base_small.address}/private/small", SMALL_BYTES, base_small, base_auth, kind="baseline"),
                 Scenario("5b", "(5b) baseline, 10k routes", f"http://{base_large.address}/api/last/items", SMALL_BYTES, base_large, kind="baseline"),
             ]
-        if args.scenarios:
-            wanted = set(args.scenarios.split(","))
+        if wanted is not None:
             scenarios = [s for s in scenarios if s.key in wanted]
             if not scenarios:
                 raise HarnessError(f"no scenario among {args.scenarios}")
@@ -1051,7 +1056,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument("--scenarios", help="comma-separated keys to run, e.g. 1,3,4 (1-13 plain "
-                        "HTTP; 14 gatehouse over HTTPS and 15 nginx over HTTPS, same certificate)")
+                        "HTTP; 14 gatehouse over HTTPS and 15 nginx over HTTPS, same certificate; 16 the "
+                        "stack's floor, a bare tokio + hyper proxy)")
     parser.add_argument("--gatehouse", help="the gatehouse binary (default target/release/gatehouse)")
     parser.add_argument("--baseline", help="another gatehouse binary, run as (2b) (3b) (5b) in the same rounds")
     parser.add_argument("--label", help="a note for the report, e.g. 'before'")

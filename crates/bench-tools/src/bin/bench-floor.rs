@@ -46,20 +46,22 @@ fn main() -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let threads: Vec<_> = (0..workers.max(1))
-        .map(|_| {
-            let (listen, upstream) = (args.listen, args.upstream);
-            std::thread::spawn(move || worker(listen, upstream))
-        })
-        .collect();
-    println!("bench-floor listening on {}", args.listen);
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+    // The first worker to stop (it could not listen, say) ends the process with its reason.
+    let (ended, first_end) = std::sync::mpsc::channel();
+    for _ in 0..workers.max(1) {
+        let (listen, upstream, ended) = (args.listen, args.upstream, ended.clone());
+        std::thread::spawn(move || {
+            let _ = ended.send(worker(listen, upstream));
+        });
     }
-    Ok(())
+    println!("bench-floor listening on {}", args.listen);
+    first_end
+        .recv()
+        .map_err(|_| anyhow::anyhow!("every worker is gone"))?
 }
+
+/// Idle upstream connections a worker keeps at most; more are closed as they come back.
+const MAX_IDLE: usize = 256;
 
 /// One core's share: its own listener on the shared port, its own upstream connections.
 fn worker(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
@@ -76,8 +78,13 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
         let listener = socket.listen(1024)?;
         let idle: Rc<RefCell<Vec<SendRequest<Incoming>>>> = Rc::default();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, say: a moment for connections to close, not a busy loop.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let idle = Rc::clone(&idle);
@@ -100,6 +107,8 @@ async fn forward(
 ) -> Result<Answer, Infallible> {
     let ready = {
         let mut idle = idle.borrow_mut();
+        // Connections the upstream closed are dropped rather than scanned again and again.
+        idle.retain(|sender| !sender.is_closed());
         let at = idle.iter().position(SendRequest::is_ready);
         at.map(|at| idle.swap_remove(at))
     };
@@ -113,7 +122,11 @@ async fn forward(
     let answer = sender.send_request(request);
     // An HTTP/1 connection takes its next request once this answer's body is read; until then
     // `is_ready` says no and the next request opens another.
-    idle.borrow_mut().push(sender);
+    let mut kept = idle.borrow_mut();
+    if kept.len() < MAX_IDLE {
+        kept.push(sender);
+    }
+    drop(kept);
     Ok(match answer.await {
         Ok(response) => response.map(BodyExt::boxed),
         Err(_) => bad_gateway(),

@@ -19,7 +19,8 @@
 //!   went away before the whole answer was read) or ended with `Connection: close` is closed.
 //! - **Sized to the load.** A request that finds no idle connection opens one; connections are
 //!   never shared, so the number open follows the number of requests in flight. At most
-//!   `max_idle` are kept per serving worker once the load falls; the rest are closed as they
+//!   `max_idle` are kept per idle list (each serving worker's, and the one off the workers) once
+//!   the load falls; the rest are closed as they
 //!   come back, and idle ones are closed after the idle timeout by a task the pool runs while it
 //!   has connections.
 //! - **One timer per connection.** The answer's deadline ([`ConnectionPool::send_by`]) is a
@@ -31,8 +32,10 @@
 //! - **Per worker.** Each of the gateway's serving threads ([`kit::workers`]) has its own idle
 //!   list, as each nginx worker has its own `keepalive` cache: a connection's task runs on the
 //!   worker that opened it, and a request taking it from that worker's list sends and is answered
-//!   without a wake crossing threads. Off the workers (a test's runtime, a background refresh on
-//!   the main runtime) requests use the first list; they are correct there, only not local.
+//!   without a wake crossing threads. Off the workers (a test's runtime, a health check or a
+//!   background refresh on the main runtime) requests use a last list of their own: a connection
+//!   opened there has its task on the main runtime, and lent to a worker it would make each of
+//!   that worker's requests on it wake the main runtime's threads and be woken back.
 //!
 //! **HTTP/2** (`protocol: http2`) multiplexes: every request is a stream on the instance's one
 //! connection, opened by the first request (the others wait for it rather than each opening

@@ -19,9 +19,14 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 #[repr(align(128))]
 struct Shard<T>(T);
 
-/// One shard per serving worker, and one for every other thread.
+/// The most shards a series has for the workers: on a machine with more cores, workers share
+/// shards (`worker % MAX_WORKER_SHARDS`), so a series stays a few KiB however many cores there
+/// are (a route's histogram is 9 × 256 bytes at most), at the price of some sharing there.
+const MAX_WORKER_SHARDS: usize = 8;
+
+/// One shard per serving worker (up to [`MAX_WORKER_SHARDS`]), and one for every other thread.
 fn shards<T: Default>() -> Box<[Shard<T>]> {
-    (0..crate::workers::count().max(1) + 1)
+    (0..crate::workers::count().clamp(1, MAX_WORKER_SHARDS) + 1)
         .map(|_| Shard::default())
         .collect()
 }
@@ -108,15 +113,23 @@ struct Observations {
 
 impl Histogram {
     /// Buckets up to each of `bounds` (ascending; those that are not finite are left out) and
-    /// `+Inf`; at most [`MAX_BUCKETS`] − 1 bounds are kept.
+    /// `+Inf`.
+    ///
+    /// # Panics
+    /// With more than [`MAX_BUCKETS`] − 1 finite bounds: the buckets are the code's constants,
+    /// and silently dropping some would change the series.
     pub fn new(bounds: &[f64]) -> Self {
-        let bounds = bounds
+        let bounds: Box<[f64]> = bounds
             .iter()
             .copied()
             .filter(|bound| bound.is_finite())
-            .take(MAX_BUCKETS - 1)
             .chain(std::iter::once(f64::INFINITY))
             .collect();
+        assert!(
+            bounds.len() <= MAX_BUCKETS,
+            "a histogram has at most {} bounds",
+            MAX_BUCKETS - 1
+        );
         Self {
             inner: Arc::new(HistogramInner {
                 bounds,
