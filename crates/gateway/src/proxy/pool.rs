@@ -165,7 +165,7 @@ pub struct ConnectionPool {
     /// another thread) and a last one for those opened off the workers (health checks, the
     /// gateway's background calls), the most recently used last. A lock held for a push or a
     /// pop only.
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    idle: Box<[IdleList]>,
     /// Connections open now (idle or leased), for the tests and the idle reaper.
     open: Arc<AtomicUsize>,
     /// Set while a reaper task runs for this pool.
@@ -173,6 +173,12 @@ pub struct ConnectionPool {
     /// With `protocol: http2`, the instance's one connection.
     h2: Option<SharedConnection>,
 }
+
+/// One idle list, alone on its cache lines: each worker locks its own twice a request (to take
+/// a connection and to give it back), and lists side by side in one line would have the workers
+/// write that line in turns (128 bytes: adjacent lines are fetched in pairs).
+#[repr(align(128))]
+struct IdleList(Mutex<Vec<Idle>>);
 
 /// The HTTP/2 connection every request to an instance shares.
 struct SharedConnection {
@@ -203,7 +209,7 @@ impl ConnectionPool {
             host,
             settings,
             idle: (0..kit::workers::count().max(1) + 1)
-                .map(|_| Mutex::new(Vec::new()))
+                .map(|_| IdleList(Mutex::new(Vec::new())))
                 .collect(),
             open: Arc::new(AtomicUsize::new(0)),
             reaping: AtomicBool::new(false),
@@ -589,6 +595,7 @@ impl ConnectionPool {
     fn lock_idle(&self, list: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // The list is valid after any panic (a push or a pop either happened or not).
         self.idle[list]
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
