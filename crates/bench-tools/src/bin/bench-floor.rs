@@ -122,11 +122,12 @@ async fn forward(
     let answer = sender.send_request(request);
     // An HTTP/1 connection takes its next request once this answer's body is read; until then
     // `is_ready` says no and the next request opens another.
-    let mut kept = idle.borrow_mut();
-    if kept.len() < MAX_IDLE {
-        kept.push(sender);
+    {
+        let mut kept = idle.borrow_mut();
+        if kept.len() < MAX_IDLE {
+            kept.push(sender);
+        }
     }
-    drop(kept);
     Ok(match answer.await {
         Ok(response) => response.map(BodyExt::boxed),
         Err(_) => bad_gateway(),
