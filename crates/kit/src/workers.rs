@@ -43,6 +43,15 @@ pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
+/// The calling thread's place among `slots` per-worker places whose last is shared by every
+/// thread off the workers: its worker's (workers beyond `slots - 1` share by remainder), or the
+/// last. What per-worker state is indexed by, so that a worker never writes another's and
+/// state made off the workers (its tasks on the main runtime) is never handed to a worker.
+pub fn slot(slots: usize) -> usize {
+    let off_the_workers = slots.saturating_sub(1);
+    current().map_or(off_the_workers, |worker| worker % off_the_workers.max(1))
+}
+
 /// How many workers there are (or will be, before the first listener starts them).
 pub fn count() -> usize {
     match WORKERS.get() {

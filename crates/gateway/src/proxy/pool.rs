@@ -325,8 +325,7 @@ impl ConnectionPool {
     /// runtime) would have every request of that worker's on it wake the shared runtime's
     /// threads and be woken back, two cross-thread wake-ups an exchange (docs/BENCHMARKS.md).
     fn own_list(&self) -> usize {
-        let off_the_workers = self.idle.len() - 1;
-        kit::workers::current().map_or(off_the_workers, |worker| worker % off_the_workers.max(1))
+        kit::workers::slot(self.idle.len())
     }
 
     /// The most recently used idle connection of `list` that can take a request now.

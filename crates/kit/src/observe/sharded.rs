@@ -31,12 +31,6 @@ fn shards<T: Default>() -> Box<[Shard<T>]> {
         .collect()
 }
 
-/// The calling thread's shard among `count`: its worker's, or the last one off the workers.
-fn own(count: usize) -> usize {
-    let off_the_workers = count - 1;
-    crate::workers::current().map_or(off_the_workers, |worker| worker % off_the_workers.max(1))
-}
-
 /// A counter (prometheus-client's `Counter` API, as far as the servers use it).
 #[derive(Clone, Debug)]
 pub struct Counter {
@@ -57,7 +51,7 @@ impl Counter {
     }
 
     pub fn inc_by(&self, by: u64) {
-        let shard = &self.shards[own(self.shards.len())];
+        let shard = &self.shards[crate::workers::slot(self.shards.len())];
         shard.0.fetch_add(by, Ordering::Relaxed);
     }
 
@@ -140,7 +134,7 @@ impl Histogram {
 
     pub fn observe(&self, value: f64) {
         let inner = &*self.inner;
-        let shard = &inner.shards[own(inner.shards.len())].0;
+        let shard = &inner.shards[crate::workers::slot(inner.shards.len())].0;
         // NaN is held by no bound: it goes to `+Inf`, as prometheus-client puts it.
         let last = inner.bounds.len() - 1;
         let bucket = inner
